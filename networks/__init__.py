@@ -1,0 +1,1 @@
+"""Networks for intracranial hemorrhage detection (imports nothing else of ichct)."""

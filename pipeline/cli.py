@@ -1,0 +1,77 @@
+"""The ``ichct`` command line: a thin layer over the pipeline's Python functions.
+
+Exit codes: 0 success, 1 data error (bad input, failed check), 2 usage error.
+Each subcommand lives in its own module exposing ``register(subparsers)``; the module's parser
+sets ``func`` to a callable taking the parsed namespace and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ichct import __version__
+
+# Modules that add subcommands; each has register(subparsers).
+COMMAND_MODULES: tuple[str, ...] = (
+    "ichct.pipeline.ingest_cli",
+    "ichct.pipeline.synth_cli",
+)
+
+EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE = 0, 1, 2
+logger = logging.getLogger("ichct.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (subcommands from :data:`COMMAND_MODULES`)."""
+    parser = argparse.ArgumentParser(
+        prog="ichct",
+        description="Find intracranial hemorrhage in head CT: ingest DICOM, train, evaluate, package, predict.",
+    )
+    parser.add_argument("--version", action="version", version=f"ichct {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    group.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # command not built yet
+            raise
+        module.register(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    from ichct.pipeline.logging_setup import configure_logging
+    from ichct.transforms.dicom.errors import DicomIngestError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
+        return int(exc.code or 0)
+    configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+    try:
+        return int(args.func(args) or 0)
+    except DicomIngestError as exc:
+        logger.error("%s", exc)
+        return EXIT_DATA_ERROR
+    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as exc:
+        logger.error("%s", exc)
+        return EXIT_DATA_ERROR
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Synthetic head-CT cohort generator (the embedded default data)."""

@@ -1,0 +1,25 @@
+"""Errors raised by DICOM ingest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DicomIngestError(ValueError):
+    """Input that cannot become a trustworthy CT volume.
+
+    The message always names the file or folder and what is wrong with it, so that the CLI can
+    print it as is and exit with status 1.
+
+    Parameters
+    ----------
+    path
+        The file or folder the problem is about.
+    reason
+        What is wrong, in words a user can act on.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

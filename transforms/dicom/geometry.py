@@ -1,0 +1,201 @@
+"""Slice-stack geometry: order, spacing, gaps, duplicates and gantry-tilt shear.
+
+Everything here is computed from each slice's own ImagePositionPatient projected on the slice
+normal (from ImageOrientationPatient), never from InstanceNumber or file names. Coordinates are
+DICOM patient coordinates (LPS, millimetres).
+
+Voxel index convention (the same as NIfTI, ITK and MONAI): ``volume[i, j, k]`` is column ``i``,
+row ``j`` of slice ``k``, so the affine's first column is the row direction cosine times the column
+spacing, the second the column direction cosine times the row spacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .headers import SliceHeader
+
+DUPLICATE_TOLERANCE_MM = 0.01
+SHEAR_TOLERANCE_FRACTION = 0.01  # of the in-plane pixel spacing
+UNIFORM_TOLERANCE_FRACTION = 0.05  # of the slice spacing, allowed residual from a uniform grid
+
+
+@dataclass
+class StackGeometry:
+    """Where every slice of a stack sits, and what it takes to put them on a regular grid.
+
+    Attributes
+    ----------
+    order
+        Indices into the header list, sorted along the slice normal (duplicates removed).
+    positions_mm
+        Position of each ordered slice along the normal (mm).
+    inplane_offsets_mm
+        In-plane offset (along row cosine, along column cosine) of each ordered slice from the
+        first one: zero for a straight stack, growing linearly with a gantry tilt.
+    """
+
+    row_cosine: np.ndarray
+    col_cosine: np.ndarray
+    normal: np.ndarray
+    pixel_spacing_mm: tuple[float, float]  # (row spacing, column spacing), DICOM order
+    origin_mm: np.ndarray
+    order: list[int]
+    positions_mm: np.ndarray
+    inplane_offsets_mm: np.ndarray
+    slice_spacing_mm: float
+    duplicates: list[tuple[int, int]] = field(default_factory=list)
+    gaps: list[dict[str, float]] = field(default_factory=list)
+    uniform: bool = True
+    sheared: bool = False
+    tilt_deg: float = 0.0
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.order)
+
+    def grid_positions_mm(self) -> np.ndarray:
+        """Positions along the normal of a uniform grid that covers the stack."""
+        if self.uniform:
+            return self.positions_mm.copy()
+        extent = self.positions_mm[-1] - self.positions_mm[0]
+        n = int(np.floor(extent / self.slice_spacing_mm + 0.5)) + 1
+        return self.positions_mm[0] + np.arange(n) * self.slice_spacing_mm
+
+    @property
+    def uniform_step_mm(self) -> float:
+        """Distance between slices along the normal: exact for a uniform stack, else the median."""
+        if self.uniform and self.n_slices > 1:
+            return float((self.positions_mm[-1] - self.positions_mm[0]) / (self.n_slices - 1))
+        return float(self.slice_spacing_mm)
+
+    @property
+    def shear_per_mm(self) -> np.ndarray:
+        """In-plane offset (row, column cosine) per mm along the normal: tan(tilt) components."""
+        extent = float(self.positions_mm[-1] - self.positions_mm[0]) if self.n_slices > 1 else 0.0
+        if not self.sheared or extent <= 0:
+            return np.zeros(2)
+        return self.inplane_offsets_mm[-1] / extent
+
+    def affine_lps(self, sheared: bool = False, step_mm: float | None = None) -> np.ndarray:
+        """Voxel-to-world affine (LPS) of the stack.
+
+        Parameters
+        ----------
+        sheared
+            False: the regular (tilt-corrected) grid with orthogonal axes. True: the grid as
+            acquired, whose slice axis follows the tilted slice-to-slice step.
+        step_mm
+            Slice distance along the normal (default :attr:`uniform_step_mm`).
+        """
+        row_sp, col_sp = self.pixel_spacing_mm
+        step = self.uniform_step_mm if step_mm is None else float(step_mm)
+        affine = np.eye(4)
+        affine[:3, 0] = self.row_cosine * col_sp
+        affine[:3, 1] = self.col_cosine * row_sp
+        slice_axis = self.normal.copy()
+        if sheared:
+            shear = self.shear_per_mm
+            slice_axis = slice_axis + self.row_cosine * shear[0] + self.col_cosine * shear[1]
+        affine[:3, 2] = slice_axis * step
+        affine[:3, 3] = self.origin_mm
+        return affine
+
+
+def stack_geometry(headers: list[SliceHeader]) -> StackGeometry:
+    """Sort a single-orientation group of slices and describe its geometry.
+
+    Parameters
+    ----------
+    headers
+        Frames of one series and one orientation (all with position, orientation and spacing).
+        Slices at the same position (within 0.01 mm) are listed in ``duplicates`` as
+        ``(kept, other)`` index pairs; the caller decides what to do with their pixels.
+    """
+    first = headers[0]
+    iop = np.asarray(first.image_orientation, dtype=float)
+    row = iop[:3] / np.linalg.norm(iop[:3])
+    col = iop[3:] / np.linalg.norm(iop[3:])
+    # Re-orthogonalise: some scanners round cosines to 5-6 decimals.
+    col = col - row * float(row @ col)
+    col /= np.linalg.norm(col)
+    normal = np.cross(row, col)
+    ipp = np.asarray([h.image_position_mm for h in headers], dtype=float)
+    along = ipp @ normal
+    order = list(np.argsort(along, kind="stable"))
+
+    duplicates: list[tuple[int, int]] = []
+    kept: list[int] = []
+    for idx in order:
+        if kept and abs(along[idx] - along[kept[-1]]) < DUPLICATE_TOLERANCE_MM:
+            duplicates.append((int(kept[-1]), int(idx)))
+            continue
+        kept.append(int(idx))
+
+    positions = along[kept]
+    origin = ipp[kept[0]]
+    rel = ipp[kept] - origin
+    offsets = np.stack([rel @ row, rel @ col], axis=1)
+    ps = first.pixel_spacing_mm
+    assert ps is not None
+    pixel_spacing = (float(ps[0]), float(ps[1]))
+
+    diffs = np.diff(positions)
+    spacing = float(np.median(diffs)) if diffs.size else float(first.slice_thickness_mm or 1.0)
+    uniform = True
+    gaps: list[dict[str, float]] = []
+    if diffs.size:
+        n = positions.size
+        ideal = positions[0] + np.arange(n) * (positions[-1] - positions[0]) / max(n - 1, 1)
+        residual = float(np.max(np.abs(positions - ideal)))
+        uniform = residual <= UNIFORM_TOLERANCE_FRACTION * spacing and bool(
+            np.all(np.abs(diffs - spacing) <= max(UNIFORM_TOLERANCE_FRACTION * spacing, 1e-3))
+        )
+        for k, d in enumerate(diffs):
+            if d > 1.5 * spacing:
+                gaps.append({
+                    "after_slice": int(k),
+                    "from_mm": float(positions[k] - positions[0]),
+                    "to_mm": float(positions[k + 1] - positions[0]),
+                    "distance_mm": float(d),
+                    "missing_slices": int(round(d / spacing)) - 1,
+                })
+
+    shear_tol = SHEAR_TOLERANCE_FRACTION * min(pixel_spacing)
+    sheared = bool(np.max(np.abs(offsets)) > shear_tol) if offsets.size else False
+    tilt = 0.0
+    if sheared and positions.size > 1:
+        dz = positions - positions[0]
+        denom = float(dz @ dz)
+        slope_row = float(offsets[:, 0] @ dz) / denom if denom > 0 else 0.0
+        slope_col = float(offsets[:, 1] @ dz) / denom if denom > 0 else 0.0
+        magnitude = np.degrees(np.arctan(np.hypot(slope_row, slope_col)))
+        sign = np.sign(slope_col) if abs(slope_col) >= abs(slope_row) else np.sign(slope_row)
+        tilt = float(magnitude * (sign or 1.0))
+
+    return StackGeometry(
+        row_cosine=row,
+        col_cosine=col,
+        normal=normal,
+        pixel_spacing_mm=pixel_spacing,
+        origin_mm=origin,
+        order=kept,
+        positions_mm=positions,
+        inplane_offsets_mm=offsets,
+        slice_spacing_mm=spacing,
+        duplicates=duplicates,
+        gaps=gaps,
+        uniform=uniform,
+        sheared=sheared,
+        tilt_deg=tilt,
+    )
+
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
+    """Convert an LPS voxel-to-world affine to RAS (flip the x and y world axes)."""
+    return LPS_TO_RAS @ affine_lps

@@ -1,0 +1,255 @@
+"""Per-slice header records read from DICOM files (one record per 2D frame)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+@dataclass
+class SliceHeader:
+    """Everything ingest needs to know about one 2D frame, read without its pixel data.
+
+    Geometry follows DICOM: ``image_orientation`` holds the row and column direction cosines in LPS,
+    ``image_position_mm`` the LPS centre of the first transmitted pixel, ``pixel_spacing_mm`` the
+    (row spacing, column spacing) pair.
+    """
+
+    path: str
+    frame_index: int | None
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    transfer_syntax_uid: str
+    rows: int
+    columns: int
+    image_type: tuple[str, ...] = ()
+    image_orientation: tuple[float, ...] | None = None
+    image_position_mm: tuple[float, float, float] | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    rescale_slope: float | None = None
+    rescale_intercept: float | None = None
+    rescale_type: str | None = None
+    slice_thickness_mm: float | None = None
+    convolution_kernel: str = ""
+    series_description: str = ""
+    series_number: int | None = None
+    instance_number: int | None = None
+    acquisition_number: int | None = None
+    study_uid: str = ""
+    frame_of_reference_uid: str = ""
+    patient_id: str | None = None
+    gantry_tilt_deg: float | None = None
+    samples_per_pixel: int = 1
+    bits_allocated: int = 16
+    bits_stored: int = 16
+    pixel_representation: int = 0
+    pixel_padding_value: int | None = None
+    pixel_padding_range_limit: int | None = None
+    manufacturer: str = ""
+    number_of_frames: int = 1
+    has_pixel_data: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_multiframe(self) -> bool:
+        return self.frame_index is not None
+
+    @property
+    def normal(self) -> np.ndarray | None:
+        """Unit slice normal (row cosine x column cosine), or None without orientation."""
+        if self.image_orientation is None:
+            return None
+        row = np.asarray(self.image_orientation[:3], dtype=float)
+        col = np.asarray(self.image_orientation[3:], dtype=float)
+        n = np.cross(row, col)
+        norm = np.linalg.norm(n)
+        return n / norm if norm > 0 else None
+
+
+def _floats(value: Any, count: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else list(value)
+    try:
+        seq = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    if len(seq) != count or not all(np.isfinite(seq)):
+        return None
+    return tuple(seq)
+
+
+def _float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+def _int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _first_text(value: Any) -> str:
+    """First value of a possibly multi-valued string element (e.g. Siemens ``['Hr38', '3']``)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+        values = [str(v) for v in value]
+        return values[0] if values else ""
+    return str(value)
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    try:
+        return ds.get(keyword, None)
+    except Exception:  # a malformed element must not take the whole file down
+        return None
+
+
+def _padding(ds: Dataset, keyword: str) -> int | None:
+    value = _get(ds, keyword)
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) != 2:
+            return None
+        signed = int(_get(ds, "PixelRepresentation") or 0) == 1
+        return int.from_bytes(value, "little", signed=signed)
+    return _int(value)
+
+
+def _functional_item(ds: Dataset, frame_item: Dataset | None, sequence: str) -> Dataset | None:
+    """Find a functional-group macro for a frame: per-frame first, then shared."""
+    for container in (frame_item, _first_item(ds, "SharedFunctionalGroupsSequence")):
+        if container is None:
+            continue
+        seq = _get(container, sequence)
+        if seq:
+            return seq[0]
+    return None
+
+
+def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
+    seq = _get(ds, keyword)
+    return seq[0] if seq else None
+
+
+def headers_from_dataset(ds: Dataset, path: str) -> list[SliceHeader]:
+    """Turn one DICOM dataset (read with or without pixel data) into per-frame header records."""
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    sop_class = str(_get(ds, "SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta is not None else ""))
+    image_type = tuple(str(v).upper() for v in (_get(ds, "ImageType") or ()))
+    if isinstance(_get(ds, "ImageType"), str):
+        image_type = tuple(v.upper() for v in str(_get(ds, "ImageType")).split("\\"))
+    common: dict[str, Any] = dict(
+        path=path,
+        series_uid=str(_get(ds, "SeriesInstanceUID") or ""),
+        sop_instance_uid=str(_get(ds, "SOPInstanceUID") or ""),
+        sop_class_uid=sop_class,
+        modality=str(_get(ds, "Modality") or "").upper(),
+        transfer_syntax_uid=transfer_syntax,
+        rows=_int(_get(ds, "Rows")) or 0,
+        columns=_int(_get(ds, "Columns")) or 0,
+        image_type=image_type,
+        convolution_kernel=_first_text(_get(ds, "ConvolutionKernel")),
+        series_description=_text(_get(ds, "SeriesDescription")),
+        series_number=_int(_get(ds, "SeriesNumber")),
+        instance_number=_int(_get(ds, "InstanceNumber")),
+        acquisition_number=_int(_get(ds, "AcquisitionNumber")),
+        study_uid=str(_get(ds, "StudyInstanceUID") or ""),
+        frame_of_reference_uid=str(_get(ds, "FrameOfReferenceUID") or ""),
+        patient_id=(str(_get(ds, "PatientID")) if _get(ds, "PatientID") not in (None, "") else None),
+        gantry_tilt_deg=_float(_get(ds, "GantryDetectorTilt")),
+        samples_per_pixel=_int(_get(ds, "SamplesPerPixel")) or 1,
+        bits_allocated=_int(_get(ds, "BitsAllocated")) or 16,
+        bits_stored=_int(_get(ds, "BitsStored")) or _int(_get(ds, "BitsAllocated")) or 16,
+        pixel_representation=_int(_get(ds, "PixelRepresentation")) or 0,
+        pixel_padding_value=_padding(ds, "PixelPaddingValue"),
+        pixel_padding_range_limit=_padding(ds, "PixelPaddingRangeLimit"),
+        manufacturer=_text(_get(ds, "Manufacturer")),
+        has_pixel_data=("PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+                        or _get(ds, "Rows") is not None),
+    )
+    n_frames = _int(_get(ds, "NumberOfFrames")) or 1
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    if per_frame is not None or shared is not None:
+        return _enhanced_headers(ds, common, n_frames, per_frame)
+
+    return [
+        SliceHeader(
+            frame_index=None,
+            image_orientation=_floats(_get(ds, "ImageOrientationPatient"), 6),
+            image_position_mm=_floats(_get(ds, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
+            pixel_spacing_mm=_floats(_get(ds, "PixelSpacing"), 2),  # type: ignore[arg-type]
+            rescale_slope=_float(_get(ds, "RescaleSlope")),
+            rescale_intercept=_float(_get(ds, "RescaleIntercept")),
+            rescale_type=(str(_get(ds, "RescaleType")) if _get(ds, "RescaleType") else None),
+            slice_thickness_mm=_float(_get(ds, "SliceThickness")),
+            number_of_frames=n_frames,
+            **common,
+        )
+    ]
+
+
+def _enhanced_headers(ds: Dataset, common: dict[str, Any], n_frames: int, per_frame: Any) -> list[SliceHeader]:
+    """Per-frame records of an enhanced (multi-frame) image from its functional groups."""
+    out: list[SliceHeader] = []
+    frame_items = list(per_frame) if per_frame is not None else []
+    for index in range(n_frames):
+        item = frame_items[index] if index < len(frame_items) else None
+        position = _functional_item(ds, item, "PlanePositionSequence")
+        orientation = _functional_item(ds, item, "PlaneOrientationSequence")
+        measures = _functional_item(ds, item, "PixelMeasuresSequence")
+        rescale = _functional_item(ds, item, "PixelValueTransformationSequence")
+        ct_frame = _functional_item(ds, item, "CTReconstructionSequence")
+        frame_type_item = _functional_item(ds, item, "CTImageFrameTypeSequence")
+        frame_type = tuple(str(v).upper() for v in (_get(frame_type_item, "FrameType") or ())) if frame_type_item else ()
+        fields = dict(common)
+        if frame_type:
+            fields["image_type"] = frame_type
+        if ct_frame is not None and _get(ct_frame, "ConvolutionKernel"):
+            fields["convolution_kernel"] = _first_text(_get(ct_frame, "ConvolutionKernel"))
+        out.append(
+            SliceHeader(
+                frame_index=index,
+                image_orientation=_floats(_get(orientation, "ImageOrientationPatient"), 6) if orientation else _floats(_get(ds, "ImageOrientationPatient"), 6),
+                image_position_mm=_floats(_get(position, "ImagePositionPatient"), 3) if position else None,  # type: ignore[arg-type]
+                pixel_spacing_mm=_floats(_get(measures, "PixelSpacing"), 2) if measures else _floats(_get(ds, "PixelSpacing"), 2),  # type: ignore[arg-type]
+                rescale_slope=_float(_get(rescale, "RescaleSlope")) if rescale else _float(_get(ds, "RescaleSlope")),
+                rescale_intercept=_float(_get(rescale, "RescaleIntercept")) if rescale else _float(_get(ds, "RescaleIntercept")),
+                rescale_type=(str(_get(rescale, "RescaleType")) if rescale is not None and _get(rescale, "RescaleType") else None),
+                slice_thickness_mm=_float(_get(measures, "SliceThickness")) if measures else _float(_get(ds, "SliceThickness")),
+                number_of_frames=n_frames,
+                **fields,
+            )
+        )
+    return out

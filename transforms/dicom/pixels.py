@@ -1,0 +1,180 @@
+"""Decode the pixel data of a slice stack into Hounsfield units.
+
+Decoding (compressed transfer syntaxes, BitsStored < BitsAllocated, signed/unsigned pixels) is
+pydicom's, with the pylibjpeg plugins (JPEG Lossless, JPEG 2000, RLE) or GDCM when present.
+What is done here: per-slice RescaleSlope/RescaleIntercept (they may differ between slices),
+PixelPaddingValue (and PixelPaddingRangeLimit) to air, and writing straight into one preallocated
+volume so that peak memory stays close to the volume size.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+
+from .headers import SliceHeader
+
+logger = logging.getLogger(__name__)
+
+AIR_HU = -1024.0
+INT16_MIN, INT16_MAX = -32768, 32767
+
+
+@dataclass
+class RescaleSummary:
+    """What the rescale step did, for the sidecar."""
+
+    slopes: list[float]
+    intercepts: list[float]
+    varies_between_slices: bool
+    missing: bool
+    padded_voxels: int
+
+
+def _is_integral(value: float) -> bool:
+    return float(value).is_integer()
+
+
+def rescale_of(h: SliceHeader) -> tuple[float, float]:
+    """(slope, intercept) of a frame; a missing pair means stored values are HU (slope 1, intercept 0)."""
+    slope = 1.0 if h.rescale_slope is None or h.rescale_slope == 0 else float(h.rescale_slope)
+    intercept = 0.0 if h.rescale_intercept is None else float(h.rescale_intercept)
+    return slope, intercept
+
+
+def lossless_int16_possible(headers: list[SliceHeader]) -> bool:
+    """True when every frame's rescale is integral, so HU are integers (int16 storage is exact)."""
+    return all(_is_integral(s) and _is_integral(i) for s, i in map(rescale_of, headers))
+
+
+class FrameSource:
+    """Reads frames from files, decoding each multi-frame file once."""
+
+    def __init__(self) -> None:
+        self._multiframe_cache: dict[str, np.ndarray] = {}
+
+    def frame(self, h: SliceHeader) -> np.ndarray:
+        """The stored (not rescaled) values of one frame, shape (rows, columns)."""
+        if h.frame_index is None:
+            ds = pydicom.dcmread(h.path)
+            arr = ds.pixel_array
+            if arr.ndim == 3:  # a single-frame object stored with NumberOfFrames=1 header quirks
+                arr = arr[0]
+            return arr
+        cached = self._multiframe_cache.get(h.path)
+        if cached is None:
+            ds = pydicom.dcmread(h.path)
+            cached = ds.pixel_array
+            if cached.ndim == 2:
+                cached = cached[None]
+            self._multiframe_cache[h.path] = cached
+        return cached[h.frame_index]
+
+    def preload(self, headers: list[SliceHeader]) -> None:
+        """Decode each multi-frame file once up front (so threads do not race to decode it)."""
+        for path in dict.fromkeys(h.path for h in headers if h.frame_index is not None):
+            if path not in self._multiframe_cache:
+                arr = pydicom.dcmread(path).pixel_array
+                self._multiframe_cache[path] = arr[None] if arr.ndim == 2 else arr
+
+
+def padding_mask(stored: np.ndarray, h: SliceHeader) -> np.ndarray | None:
+    """Boolean mask of padding pixels (outside the reconstructed field of view), or None."""
+    if h.pixel_padding_value is None:
+        return None
+    value = h.pixel_padding_value
+    if h.pixel_padding_range_limit is not None:
+        lo, hi = sorted((value, h.pixel_padding_range_limit))
+        return (stored >= lo) & (stored <= hi)
+    return stored == value
+
+
+def to_hu(stored: np.ndarray, h: SliceHeader) -> tuple[np.ndarray, int]:
+    """Rescale one frame to HU (float32) and set padding pixels to air; returns (hu, n_padded)."""
+    slope, intercept = rescale_of(h)
+    hu = stored.astype(np.float32)
+    if slope != 1.0:
+        hu *= np.float32(slope)
+    if intercept != 0.0:
+        hu += np.float32(intercept)
+    mask = padding_mask(stored, h)
+    n_padded = 0
+    if mask is not None:
+        n_padded = int(mask.sum())
+        if n_padded:
+            hu[mask] = AIR_HU
+    return hu, n_padded
+
+
+def read_stack(
+    headers: list[SliceHeader],
+    order: list[int],
+    workers: int = 4,
+    want_int16: bool = True,
+    on_error=None,
+) -> tuple[np.ndarray, int, list[int]]:
+    """Decode the frames ``headers[order]`` into a (slices, rows, columns) HU array.
+
+    Returns the array (int16 when ``want_int16`` and every value fits, else float32), the number
+    of padding pixels set to air, and the positions in ``order`` whose file could not be decoded
+    (their planes are left at air; the caller drops them and re-plans the geometry).
+    """
+    rows, cols = headers[order[0]].rows, headers[order[0]].columns
+    dtype = np.int16 if want_int16 else np.float32
+    volume = np.empty((len(order), rows, cols), dtype=dtype)
+    source = FrameSource()
+    failed: list[int] = []
+    padded_total = 0
+    overflow = False
+
+    try:
+        source.preload([headers[i] for i in order])
+    except Exception as exc:  # noqa: BLE001 - reported per frame below
+        logger.debug("multi-frame preload failed: %s", exc)
+
+    def work(position: int) -> tuple[int, np.ndarray | None, int, str | None]:
+        h = headers[order[position]]
+        try:
+            stored = source.frame(h)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not sink the series
+            return position, None, 0, f"{type(exc).__name__}: {exc}"
+        if stored.shape != (rows, cols):
+            return position, None, 0, f"pixel matrix {stored.shape} differs from {(rows, cols)}"
+        hu, n_pad = to_hu(stored, h)
+        return position, hu, n_pad, None
+
+    def store(position: int, hu: np.ndarray) -> None:
+        nonlocal volume, overflow
+        if volume.dtype == np.int16 and not overflow:
+            lo, hi = float(hu.min()), float(hu.max())
+            if lo < INT16_MIN or hi > INT16_MAX:
+                overflow = True
+                volume = volume.astype(np.float32)
+        volume[position] = hu if volume.dtype == np.float32 else np.rint(hu)
+
+    if workers <= 1 or len(order) < 4:
+        results = map(work, range(len(order)))
+        for position, hu, n_pad, err in results:
+            _collect(position, hu, n_pad, err, headers, order, failed, store, on_error)
+            padded_total += n_pad
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for position, hu, n_pad, err in pool.map(work, range(len(order))):
+                _collect(position, hu, n_pad, err, headers, order, failed, store, on_error)
+                padded_total += n_pad
+    return volume, padded_total, failed
+
+
+def _collect(position, hu, n_pad, err, headers, order, failed, store, on_error) -> None:
+    if err is not None:
+        path = headers[order[position]].path
+        logger.warning("skipped %s: pixel data cannot be decoded (%s)", path, err)
+        failed.append(position)
+        if on_error is not None:
+            on_error(path, err)
+        return
+    store(position, hu)

@@ -1,0 +1,309 @@
+"""Read one DICOM CT series into a HU volume with its world affine.
+
+``read_dicom_series(folder)`` is the single entry point used by ``ichct convert``, by the MONAI
+reader :class:`ichct.transforms.io.DicomSeriesReader` and by everything downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .discovery import FolderScan, default_workers, scan_folder
+from .errors import DicomIngestError
+from .geometry import StackGeometry, lps_to_ras, stack_geometry
+from .headers import SliceHeader
+from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
+from .pseudonym import patient_key, salt_id
+from .series import SeriesGroup, choose_default, describe_no_candidate, group_series
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DicomVolume:
+    """A CT series as a volume in Hounsfield units.
+
+    Attributes
+    ----------
+    hu_volume
+        Array indexed ``[i, j, k]`` = (column, row, slice), int16 when exact, else float32.
+    affine_lps
+        Voxel-to-world affine in DICOM patient coordinates (LPS, mm). ``affine_ras`` is the same
+        in RAS, the convention of NIfTI and of MONAI's ``MetaTensor``.
+    info
+        Sidecar description (JSON-ready; no patient name, ID or birth date).
+    """
+
+    hu_volume: np.ndarray
+    affine_lps: np.ndarray
+    series: SeriesGroup
+    geometry: StackGeometry
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def affine_ras(self) -> np.ndarray:
+        return lps_to_ras(self.affine_lps)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in np.linalg.norm(self.affine_lps[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def series_uid(self) -> str:
+        return self.series.series_uid
+
+
+def select_series(scan: FolderScan, series_uid: str | None = None) -> tuple[SeriesGroup, list[SeriesGroup], str]:
+    """Pick the series to read: the given UID or the default rule. Returns (group, all, why)."""
+    groups = group_series(scan.headers)
+    if not groups:
+        detail = f" ({len(scan.skipped)} file(s) skipped as not DICOM or unreadable)" if scan.skipped else ""
+        raise DicomIngestError(scan.root, f"no DICOM image files found{detail}")
+    if series_uid:
+        matches = [g for g in groups if series_uid in (g.group_id, g.series_uid)]
+        if not matches:
+            raise DicomIngestError(scan.root, f"no series with UID {series_uid}; run `ichct info` to list them")
+        group = next((g for g in matches if g.group_id == series_uid), matches[0])
+        hard = group.excluded_reason
+        if hard and not any(word in hard for word in ("not axial", "localizer")):
+            raise DicomIngestError(scan.root, f"series {series_uid} cannot be read as a CT volume: {hard}")
+        return group, groups, "chosen with --series"
+    group = choose_default(groups)
+    if group is None:
+        raise DicomIngestError(scan.root, describe_no_candidate(groups))
+    why = (
+        f"default rule: {'derived ' if group.is_derived else ''}axial CT, {group.kernel_class} kernel "
+        f"'{group.kernel}', {group.n_slices} slices of {group.slice_thickness_mm or group.slice_spacing_mm} mm"
+    )
+    return group, groups, why
+
+
+def read_dicom_series(
+    path: str | Path,
+    series_uid: str | None = None,
+    tilt_correction: bool = True,
+    resample_uneven: bool = True,
+    workers: int | None = None,
+    scan: FolderScan | None = None,
+) -> DicomVolume:
+    """Read a CT series from a folder of DICOM files as one HU volume.
+
+    Parameters
+    ----------
+    path
+        Folder (searched recursively; any file names; DICOMDIR allowed) or one DICOM file (an
+        enhanced multi-frame CT).
+    series_uid
+        Read this series instead of the default choice (see :mod:`ichct.transforms.dicom.series`).
+    tilt_correction
+        Resample a gantry-tilted (sheared) stack onto a regular grid. When False the volume keeps
+        the acquired slices and the affine holds the shear (store it as a NIfTI sform).
+    resample_uneven
+        Resample stacks with gaps or uneven spacing onto a uniform slice spacing. When False such
+        a stack raises :class:`DicomIngestError` instead of being stacked as if uniform.
+    workers
+        Threads for reading files.
+    scan
+        A :class:`FolderScan` already made of ``path`` (saves a second header pass).
+
+    Raises
+    ------
+    DicomIngestError
+        Not CT, empty folder, no usable series, a single slice, undecodable pixel data...
+    """
+    scan = scan if scan is not None else scan_folder(path, workers=workers)
+    group, _groups, why = select_series(scan, series_uid)
+    headers = group.headers
+    n_workers = workers or default_workers()
+    warnings: list[str] = []
+
+    failed_paths: list[str] = []
+    for _attempt in range(2):
+        geometry = stack_geometry(headers)
+        if geometry.n_slices < 2:
+            raise DicomIngestError(scan.root, f"series {group.series_uid} has a single slice position; a volume needs at least two")
+        order = geometry.order
+        lossless = lossless_int16_possible([headers[i] for i in order])
+        stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless)
+        if not failed:
+            break
+        bad = {order[p] for p in failed}
+        failed_paths.extend(headers[i].path for i in sorted(bad))
+        headers = [h for i, h in enumerate(headers) if i not in bad]
+        if len(headers) < 2:
+            raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data of its files cannot be decoded")
+    else:
+        raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data cannot be decoded consistently")
+    if failed_paths:
+        warnings.append(f"{len(failed_paths)} slice file(s) with undecodable pixel data were left out: " + ", ".join(Path(p).name for p in failed_paths[:10]))
+
+    stack, duplicates_info = _merge_duplicates(stack, headers, geometry, n_workers, warnings)
+
+    tilt_corrected = False
+    if geometry.sheared and tilt_correction:
+        stack = _correct_shear(stack, geometry)
+        tilt_corrected = True
+        warnings.append(f"gantry tilt of {geometry.tilt_deg:.2f} degrees corrected by resampling onto a regular grid")
+    elif geometry.sheared:
+        warnings.append(f"gantry tilt of {geometry.tilt_deg:.2f} degrees kept: the affine is sheared")
+
+    resampled = False
+    grid_positions = geometry.positions_mm
+    if not geometry.uniform:
+        if not resample_uneven:
+            raise DicomIngestError(scan.root, f"series {group.series_uid} has gaps or uneven slice spacing ({_spacing_text(geometry)}); refusing to stack it as if uniform")
+        grid_positions = geometry.grid_positions_mm()
+        stack = _resample_along_normal(stack, geometry.positions_mm, grid_positions)
+        resampled = True
+        warnings.append(f"uneven slice spacing ({_spacing_text(geometry)}) resampled onto a uniform {geometry.slice_spacing_mm:.3f} mm grid")
+
+    affine_lps = geometry.affine_lps(
+        sheared=geometry.sheared and not tilt_correction,
+        step_mm=geometry.slice_spacing_mm if resampled else None,
+    )
+
+    hu_volume = stack.transpose(2, 1, 0)  # (slices, rows, cols) -> (cols i, rows j, slices k), F-ordered view
+    used = [headers[i] for i in geometry.order]
+    info = _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corrected, resampled,
+                    grid_positions, n_padded, duplicates_info, warnings, tilt_correction)
+    for w in warnings:
+        logger.info("%s: %s", group.series_uid, w)
+    return DicomVolume(hu_volume=hu_volume, affine_lps=affine_lps, series=group, geometry=geometry, info=info)
+
+
+def _spacing_text(geometry: StackGeometry) -> str:
+    diffs = np.diff(geometry.positions_mm)
+    parts = [f"spacing {diffs.min():.3f}-{diffs.max():.3f} mm"]
+    if geometry.gaps:
+        parts.append(f"{len(geometry.gaps)} gap(s), {sum(g['missing_slices'] for g in geometry.gaps)} missing slice(s)")
+    return ", ".join(parts)
+
+
+def _merge_duplicates(
+    stack: np.ndarray, headers: list[SliceHeader], geometry: StackGeometry, workers: int, warnings: list[str]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Slices sharing a position: identical copies are dropped; differing ones are averaged.
+
+    Returns the (possibly float32) stack and a summary for the sidecar.
+    """
+    info: dict[str, Any] = {"count": len(geometry.duplicates), "identical": 0, "averaged": 0}
+    if not geometry.duplicates:
+        return stack, info
+    position_of = {idx: p for p, idx in enumerate(geometry.order)}
+    others = [other for _kept, other in geometry.duplicates]
+    extra, _, failed = read_stack(headers, others, workers=workers, want_int16=stack.dtype == np.int16)
+    differing: dict[int, list[np.ndarray]] = {}
+    for n, (kept, _other) in enumerate(geometry.duplicates):
+        if n in failed:
+            continue
+        p = position_of[kept]
+        if np.array_equal(extra[n], stack[p]):
+            info["identical"] += 1
+        else:
+            differing.setdefault(p, []).append(extra[n].astype(np.float32))
+    if differing:
+        stack = stack.astype(np.float32, copy=False)
+        for p, planes in differing.items():
+            stack[p] = (stack[p] + sum(planes)) / (1 + len(planes))
+        info["averaged"] = len(differing)
+    if info["identical"]:
+        warnings.append(f"{info['identical']} duplicate slice(s) with identical pixels at the same position were dropped")
+    if info["averaged"]:
+        warnings.append(f"{info['averaged']} slice position(s) held differing images (overlapping stacks); they were averaged")
+    return stack, info
+
+
+def _correct_shear(stack: np.ndarray, geometry: StackGeometry) -> np.ndarray:
+    """Shift each slice in-plane so that all slices share the first slice's in-plane origin."""
+    row_sp, col_sp = geometry.pixel_spacing_mm
+    out = np.empty(stack.shape, dtype=np.float32)
+    for k in range(stack.shape[0]):
+        u, v = geometry.inplane_offsets_mm[k]
+        shift = (v / row_sp, u / col_sp)  # axes: (row index j, column index i)
+        if abs(shift[0]) < 1e-6 and abs(shift[1]) < 1e-6:
+            out[k] = stack[k]
+        else:
+            ndimage.shift(stack[k].astype(np.float32, copy=False), shift, output=out[k], order=1, mode="constant", cval=AIR_HU, prefilter=False)
+    return out
+
+
+def _resample_along_normal(stack: np.ndarray, positions: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Linear interpolation of slices from their true positions onto a uniform grid."""
+    out = np.empty((grid.size,) + stack.shape[1:], dtype=np.float32)
+    upper = np.clip(np.searchsorted(positions, grid, side="left"), 1, positions.size - 1)
+    lower = upper - 1
+    span = positions[upper] - positions[lower]
+    weight = np.clip((grid - positions[lower]) / np.where(span > 0, span, 1.0), 0.0, 1.0)
+    for m in range(grid.size):
+        w = float(weight[m])
+        a = stack[lower[m]].astype(np.float32, copy=False)
+        if w <= 1e-6:
+            out[m] = a
+        elif w >= 1 - 1e-6:
+            out[m] = stack[upper[m]]
+        else:
+            out[m] = a * (1 - w) + stack[upper[m]].astype(np.float32, copy=False) * w
+    return out
+
+
+def _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corrected, resampled, grid_positions,
+             n_padded, duplicates_info, warnings, tilt_correction) -> dict[str, Any]:
+    from ichct import __version__
+
+    first = used[0]
+    rescales = [rescale_of(h) for h in used]
+    slopes = sorted({s for s, _ in rescales})
+    intercepts = sorted({i for _, i in rescales})
+    affine_ras = lps_to_ras(affine_lps)
+    spacing = [float(v) for v in np.linalg.norm(affine_lps[:3, :3], axis=0)]
+    missing = sum(g["missing_slices"] for g in geometry.gaps)
+    return {
+        "ichct_version": __version__,
+        "series_uid": group.series_uid,
+        "study_uid": first.study_uid,
+        "frame_of_reference_uid": first.frame_of_reference_uid,
+        "series_number": first.series_number,
+        "series_description": first.series_description,
+        "modality": first.modality,
+        "manufacturer": first.manufacturer,
+        "patient_key": patient_key(first.patient_id),
+        "salt_id": salt_id(),
+        "selection": why,
+        "units": "HU",
+        "dtype": str(hu_volume.dtype),
+        "shape": [int(v) for v in hu_volume.shape],
+        "spacing_mm": spacing,
+        "affine_ras": np.round(affine_ras, 6).tolist(),
+        "space": "RAS",
+        "pixel_spacing_mm": list(geometry.pixel_spacing_mm),
+        "slice_thickness_mm": first.slice_thickness_mm,
+        "slice_spacing_mm": float(geometry.slice_spacing_mm),
+        "kernel": first.convolution_kernel,
+        "transfer_syntax_uid": first.transfer_syntax_uid,
+        "transfer_syntax": group.summary()["transfer_syntax"],
+        "source_file_count": len({h.path for h in used}),
+        "source_slice_count": len(group.headers),
+        "slice_count": int(hu_volume.shape[2]),
+        "tilt": {
+            "detected": bool(geometry.sheared),
+            "angle_deg": round(float(geometry.tilt_deg), 4),
+            "header_gantry_tilt_deg": first.gantry_tilt_deg,
+            "corrected": bool(tilt_corrected),
+            "sheared_affine_kept": bool(geometry.sheared and not tilt_correction),
+        },
+        "spacing_uniform": bool(geometry.uniform),
+        "gaps": geometry.gaps,
+        "missing_slices": int(missing),
+        "resampled_to_uniform_spacing": bool(resampled),
+        "duplicates": {k: v for k, v in duplicates_info.items() if not k.startswith("_")},
+        "rescale": {"slopes": slopes, "intercepts": intercepts, "varies_between_slices": len(rescales) > 0 and (len(slopes) > 1 or len(intercepts) > 1)},
+        "padding_voxels_set_to_air": int(n_padded),
+        "skipped_files": len(scan.skipped),
+        "warnings": list(warnings),
+    }

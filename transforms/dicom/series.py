@@ -1,0 +1,261 @@
+"""Group frame headers into series, describe them, and choose the diagnostic axial series.
+
+Default choice (what a reader would open for a head CT), documented in the README:
+
+1. Only CT image series with slice geometry and at least two slices are volume candidates.
+   Excluded: other modalities (MR, SR, ...), localizers/scouts (``LOCALIZER`` in ImageType,
+   a single slice, or a non-axial plane), secondary captures and dose reports (Secondary Capture
+   SOP classes, no slice geometry).
+2. Among the candidates, original acquisitions are preferred to derived ones (``DERIVED`` in
+   ImageType: reformats, MIPs); a derived axial series is only chosen when nothing else is left.
+3. Then a soft-tissue/brain reconstruction kernel beats an unknown one, which beats a bone or lung
+   (sharp) kernel.
+4. Then the thinnest slices, then the most slices, then the lowest series number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .headers import SECONDARY_CAPTURE_PREFIX, SliceHeader
+
+AXIAL_MIN_ABS_NZ = 0.7  # |normal . z| above this is axial (tilted axial up to ~45 degrees included)
+_ORIENTATION_DECIMALS = 3
+
+_SHARP_WORDS = ("BONE", "LUNG", "EDGE", "SHARP", "DETAIL", "HIGH", "ULTRA", "INNER EAR", "IAC")
+_SOFT_WORDS = ("SOFT", "STANDARD", "STND", "BRAIN", "HEAD", "SMOOTH", "NEURO", "CEREBRUM")
+_SIEMENS_KERNEL = re.compile(r"^(?:[A-Z]|[A-Z][a-z])(\d{2})[a-z]?$")
+_CANON_KERNEL = re.compile(r"^FC(\d{2})$", re.IGNORECASE)
+
+
+def kernel_class(kernel: str, description: str = "") -> str:
+    """Classify a reconstruction kernel as ``"soft"``, ``"sharp"`` or ``"unknown"``.
+
+    Covers the common vendor spellings: GE words (STANDARD, SOFT, BONE, LUNG, DETAIL), Siemens
+    letter+number kernels (H30s, Hr38, Br40 soft; H60s, Hr64, H70h sharp), Canon/Toshiba FCnn
+    (FC30-FC39 and FC50+ sharp) and Philips letters (A/B/C/UA/UB/UC soft; D/E/L/Y... sharp).
+    The series description breaks ties for unknown kernels ("BONE" in it means sharp).
+    """
+    k = (kernel or "").strip()
+    upper = k.upper()
+    if any(w in upper for w in _SHARP_WORDS):
+        return "sharp"
+    if any(w in upper for w in _SOFT_WORDS):
+        return "soft"
+    match = _SIEMENS_KERNEL.match(k)
+    if match:
+        return "sharp" if int(match.group(1)) >= 50 else "soft"
+    match = _CANON_KERNEL.match(k)
+    if match:
+        number = int(match.group(1))
+        return "sharp" if 30 <= number < 40 or number >= 50 else "soft"
+    if upper in {"A", "B", "C", "UA", "UB", "UC", "CB", "MB"}:
+        return "soft"
+    if upper in {"D", "E", "L", "EB", "EC", "YA", "YB", "YC", "YD", "YE"}:
+        return "sharp"
+    desc = (description or "").upper()
+    if any(w in desc for w in ("BONE", "LUNG", "SHARP")):
+        return "sharp"
+    if any(w in desc for w in ("BRAIN", "SOFT", "STANDARD")):
+        return "soft"
+    return "unknown"
+
+
+@dataclass
+class SeriesGroup:
+    """The frames of one series that share one image plane orientation, matrix and pixel spacing.
+
+    A series whose frames have several orientations (a three-plane localizer) becomes several
+    groups, each with its own ``group_id``: the series UID for the largest group, suffixed
+    ``#2``, ``#3`` ... for the others.
+    """
+
+    group_id: str
+    series_uid: str
+    headers: list[SliceHeader]
+    excluded_reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> SliceHeader:
+        return self.headers[0]
+
+    @property
+    def modality(self) -> str:
+        return self.first.modality
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.headers)
+
+    @property
+    def normal(self) -> np.ndarray | None:
+        return self.first.normal
+
+    @property
+    def plane(self) -> str:
+        n = self.normal
+        if n is None:
+            return "unknown"
+        axis = int(np.argmax(np.abs(n)))
+        return ("sagittal", "coronal", "axial")[axis]
+
+    @property
+    def is_axial(self) -> bool:
+        n = self.normal
+        return n is not None and abs(float(n[2])) >= AXIAL_MIN_ABS_NZ
+
+    @property
+    def is_derived(self) -> bool:
+        return bool(self.first.image_type) and self.first.image_type[0] == "DERIVED"
+
+    @property
+    def kernel(self) -> str:
+        return self.first.convolution_kernel
+
+    @property
+    def kernel_class(self) -> str:
+        return kernel_class(self.kernel, self.first.series_description)
+
+    @property
+    def slice_spacing_mm(self) -> float | None:
+        """Median distance between neighbouring slice positions along the slice normal."""
+        n = self.normal
+        positions = [h.image_position_mm for h in self.headers if h.image_position_mm is not None]
+        if n is None or len(positions) < 2:
+            return None
+        d = np.unique(np.round(np.asarray(positions) @ n, 4))
+        if d.size < 2:
+            return 0.0
+        return float(np.median(np.diff(d)))
+
+    @property
+    def slice_thickness_mm(self) -> float | None:
+        return self.first.slice_thickness_mm
+
+    @property
+    def gantry_tilt_header_deg(self) -> float | None:
+        return self.first.gantry_tilt_deg
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description for ``ichct info`` (no patient identifiers)."""
+        first = self.first
+        spacing = self.slice_spacing_mm
+        return {
+            "series_uid": self.series_uid,
+            "group_id": self.group_id,
+            "series_number": first.series_number,
+            "description": first.series_description,
+            "modality": first.modality,
+            "image_type": list(first.image_type),
+            "plane": self.plane,
+            "n_slices": self.n_slices,
+            "rows": first.rows,
+            "columns": first.columns,
+            "pixel_spacing_mm": list(first.pixel_spacing_mm) if first.pixel_spacing_mm else None,
+            "slice_spacing_mm": None if spacing is None else round(spacing, 4),
+            "slice_thickness_mm": first.slice_thickness_mm,
+            "gantry_tilt_header_deg": first.gantry_tilt_deg,
+            "kernel": self.kernel,
+            "kernel_class": self.kernel_class,
+            "transfer_syntax_uid": first.transfer_syntax_uid,
+            "transfer_syntax": _transfer_syntax_name(first.transfer_syntax_uid),
+            "multiframe": first.is_multiframe,
+            "n_files": len({h.path for h in self.headers}),
+            "excluded_reason": self.excluded_reason,
+        }
+
+
+def _transfer_syntax_name(uid: str) -> str:
+    try:
+        from pydicom.uid import UID
+
+        return UID(uid).name if uid else ""
+    except Exception:  # noqa: BLE001
+        return uid
+
+
+def _stack_key(h: SliceHeader) -> tuple[object, ...]:
+    """Frames that can share one voxel grid: same orientation, matrix and pixel spacing."""
+    orientation = None if h.image_orientation is None else tuple(np.round(np.asarray(h.image_orientation), _ORIENTATION_DECIMALS) + 0.0)
+    spacing = None if h.pixel_spacing_mm is None else tuple(np.round(h.pixel_spacing_mm, 4))
+    return (orientation, h.rows, h.columns, spacing)
+
+
+def group_series(headers: list[SliceHeader]) -> list[SeriesGroup]:
+    """Group frames by series UID, then by image orientation, and classify each group."""
+    by_series: dict[str, list[SliceHeader]] = {}
+    for h in headers:
+        by_series.setdefault(h.series_uid, []).append(h)
+    groups: list[SeriesGroup] = []
+    for series_uid, members in by_series.items():
+        by_orientation: dict[Any, list[SliceHeader]] = {}
+        for h in members:
+            by_orientation.setdefault(_stack_key(h), []).append(h)
+        ordered = sorted(by_orientation.values(), key=lambda hs: -len(hs))
+        for i, hs in enumerate(ordered):
+            group_id = series_uid if i == 0 else f"{series_uid}#{i + 1}"
+            group = SeriesGroup(group_id=group_id, series_uid=series_uid, headers=hs)
+            group.excluded_reason = exclusion_reason(group)
+            groups.append(group)
+    groups.sort(key=lambda g: (g.first.series_number if g.first.series_number is not None else 1 << 30, g.group_id))
+    return groups
+
+
+def exclusion_reason(group: SeriesGroup) -> str | None:
+    """Why a group cannot be the default volume (``None`` when it is a candidate)."""
+    first = group.first
+    if first.modality != "CT":
+        return f"modality {first.modality or 'unknown'} is not CT"
+    if first.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
+        return "secondary capture (screenshot or dose report)"
+    if "LOCALIZER" in first.image_type or "SCOUT" in first.image_type or "TOPOGRAM" in first.series_description.upper():
+        return "localizer/scout"
+    if not first.has_pixel_data or first.rows == 0:
+        return "no pixel data (report or non-image object)"
+    if first.image_orientation is None or any(h.image_position_mm is None for h in group.headers):
+        return "no slice geometry (ImagePositionPatient/ImageOrientationPatient missing)"
+    if first.pixel_spacing_mm is None:
+        return "no PixelSpacing"
+    if first.samples_per_pixel != 1:
+        return "colour image (secondary capture)"
+    if group.n_slices < 2:
+        return "single slice (scout or key image)"
+    if not group.is_axial:
+        return f"{group.plane} plane (reformat or localizer), not axial"
+    return None
+
+
+def rank_key(group: SeriesGroup) -> tuple[Any, ...]:
+    """Sort key: lower is better (see the module docstring for the rule)."""
+    kernel_rank = {"soft": 0, "unknown": 1, "sharp": 2}[group.kernel_class]
+    thickness = group.slice_thickness_mm
+    spacing = group.slice_spacing_mm
+    thin = thickness if thickness else (spacing if spacing else 1e9)
+    number = group.first.series_number if group.first.series_number is not None else 1 << 30
+    return (1 if group.is_derived else 0, kernel_rank, round(thin, 2), -group.n_slices, number)
+
+
+def choose_default(groups: list[SeriesGroup]) -> SeriesGroup | None:
+    """The diagnostic axial series a reader would choose, or ``None`` when there is no candidate."""
+    candidates = [g for g in groups if g.excluded_reason is None]
+    if not candidates:
+        return None
+    return min(candidates, key=rank_key)
+
+
+def describe_no_candidate(groups: list[SeriesGroup]) -> str:
+    """A reason sentence for a folder with DICOM but no usable CT series."""
+    if not groups:
+        return "no DICOM image series found"
+    modalities = sorted({g.modality or "unknown" for g in groups})
+    if "CT" not in modalities:
+        return f"no CT series: found modality {', '.join(modalities)} (ichct reads CT only)"
+    reasons = sorted({g.excluded_reason or "" for g in groups})
+    return "no usable axial CT series: " + "; ".join(
+        f"{sum(1 for g in groups if g.excluded_reason == r)} series excluded as {r}" for r in reasons
+    )
