@@ -1,17 +1,36 @@
 """MONAI transforms for head CT: DICOM series loading and preprocessing.
 
-This package never imports :mod:`ichct.pipeline`.
+This package never imports :mod:`ichct.pipeline`. Names are imported lazily so that the DICOM
+reader (``ichct.transforms.dicom``) can be used without importing MONAI and torch.
 """
 
-from .dicom import DicomIngestError, DicomVolume, read_dicom_series, scan_folder
-from .io import DicomSeriesReader, LoadDicomSeries, LoadDicomSeriesd
+from __future__ import annotations
 
-__all__ = [
-    "DicomIngestError",
-    "DicomSeriesReader",
-    "DicomVolume",
-    "LoadDicomSeries",
-    "LoadDicomSeriesd",
-    "read_dicom_series",
-    "scan_folder",
-]
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "DicomIngestError": "dicom",
+    "DicomVolume": "dicom",
+    "read_dicom_series": "dicom",
+    "scan_folder": "dicom",
+    "DicomSeriesReader": "io",
+    "LoadDicomSeries": "io",
+    "LoadDicomSeriesd": "io",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,7 +18,7 @@ import numpy as np
 from .headers import SliceHeader
 
 DUPLICATE_TOLERANCE_MM = 0.01
-SHEAR_TOLERANCE_FRACTION = 0.01  # of the in-plane pixel spacing
+SHEAR_TOLERANCE_FRACTION = 0.05  # of the in-plane pixel spacing (rounding of positions stays below)
 UNIFORM_TOLERANCE_FRACTION = 0.05  # of the slice spacing, allowed residual from a uniform grid
 
 

@@ -122,59 +122,51 @@ def read_stack(
     Returns the array (int16 when ``want_int16`` and every value fits, else float32), the number
     of padding pixels set to air, and the positions in ``order`` whose file could not be decoded
     (their planes are left at air; the caller drops them and re-plans the geometry).
+
+    Worker threads decode and write their plane straight into the preallocated volume, so peak
+    memory is the volume plus one plane per thread.
     """
     rows, cols = headers[order[0]].rows, headers[order[0]].columns
-    dtype = np.int16 if want_int16 else np.float32
-    volume = np.empty((len(order), rows, cols), dtype=dtype)
+    volume = np.empty((len(order), rows, cols), dtype=np.int16 if want_int16 else np.float32)
     source = FrameSource()
-    failed: list[int] = []
-    padded_total = 0
-    overflow = False
-
     try:
         source.preload([headers[i] for i in order])
     except Exception as exc:  # noqa: BLE001 - reported per frame below
         logger.debug("multi-frame preload failed: %s", exc)
 
-    def work(position: int) -> tuple[int, np.ndarray | None, int, str | None]:
+    def work(position: int) -> tuple[int, int, str | None, bool]:
         h = headers[order[position]]
         try:
             stored = source.frame(h)
         except Exception as exc:  # noqa: BLE001 - one bad file must not sink the series
-            return position, None, 0, f"{type(exc).__name__}: {exc}"
+            volume[position] = AIR_HU
+            return position, 0, f"{type(exc).__name__}: {exc}", False
         if stored.shape != (rows, cols):
-            return position, None, 0, f"pixel matrix {stored.shape} differs from {(rows, cols)}"
+            volume[position] = AIR_HU
+            return position, 0, f"pixel matrix {stored.shape} differs from {(rows, cols)}", False
         hu, n_pad = to_hu(stored, h)
-        return position, hu, n_pad, None
-
-    def store(position: int, hu: np.ndarray) -> None:
-        nonlocal volume, overflow
-        if volume.dtype == np.int16 and not overflow:
-            lo, hi = float(hu.min()), float(hu.max())
-            if lo < INT16_MIN or hi > INT16_MAX:
-                overflow = True
-                volume = volume.astype(np.float32)
-        volume[position] = hu if volume.dtype == np.float32 else np.rint(hu)
+        if volume.dtype == np.int16:
+            if float(hu.min()) < INT16_MIN or float(hu.max()) > INT16_MAX:
+                return position, n_pad, None, True
+            volume[position] = np.rint(hu)
+        else:
+            volume[position] = hu
+        return position, n_pad, None, False
 
     if workers <= 1 or len(order) < 4:
-        results = map(work, range(len(order)))
-        for position, hu, n_pad, err in results:
-            _collect(position, hu, n_pad, err, headers, order, failed, store, on_error)
-            padded_total += n_pad
+        results = list(map(work, range(len(order))))
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for position, hu, n_pad, err in pool.map(work, range(len(order))):
-                _collect(position, hu, n_pad, err, headers, order, failed, store, on_error)
-                padded_total += n_pad
-    return volume, padded_total, failed
-
-
-def _collect(position, hu, n_pad, err, headers, order, failed, store, on_error) -> None:
-    if err is not None:
-        path = headers[order[position]].path
-        logger.warning("skipped %s: pixel data cannot be decoded (%s)", path, err)
-        failed.append(position)
-        if on_error is not None:
-            on_error(path, err)
-        return
-    store(position, hu)
+            results = list(pool.map(work, range(len(order))))
+    if any(overflow for *_, overflow in results):
+        del volume
+        return read_stack(headers, order, workers=workers, want_int16=False, on_error=on_error)
+    failed: list[int] = []
+    for position, _n_pad, err, _overflow in results:
+        if err is not None:
+            path = headers[order[position]].path
+            logger.warning("skipped %s: pixel data cannot be decoded (%s)", path, err)
+            failed.append(position)
+            if on_error is not None:
+                on_error(path, err)
+    return volume, sum(r[1] for r in results), failed

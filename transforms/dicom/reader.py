@@ -140,6 +140,9 @@ def read_dicom_series(
             raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data of its files cannot be decoded")
     else:
         raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data cannot be decoded consistently")
+    no_rescale = sum(1 for i in geometry.order if headers[i].rescale_slope is None or headers[i].rescale_intercept is None)
+    if no_rescale:
+        warnings.append(f"RescaleSlope/RescaleIntercept missing on {no_rescale} slice(s): stored values were taken as HU (slope 1, intercept 0)")
     if failed_paths:
         warnings.append(f"{len(failed_paths)} slice file(s) with undecodable pixel data were left out: " + ", ".join(Path(p).name for p in failed_paths[:10]))
 

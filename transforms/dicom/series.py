@@ -24,7 +24,7 @@ import numpy as np
 from .headers import SECONDARY_CAPTURE_PREFIX, SliceHeader
 
 AXIAL_MIN_ABS_NZ = 0.7  # |normal . z| above this is axial (tilted axial up to ~45 degrees included)
-_ORIENTATION_DECIMALS = 3
+ORIENTATION_TOLERANCE = 1e-3  # max difference of direction cosines within one stack
 
 _SHARP_WORDS = ("BONE", "LUNG", "EDGE", "SHARP", "DETAIL", "HIGH", "ULTRA", "INNER EAR", "IAC")
 _SOFT_WORDS = ("SOFT", "STANDARD", "STND", "BRAIN", "HEAD", "SMOOTH", "NEURO", "CEREBRUM")
@@ -179,25 +179,44 @@ def _transfer_syntax_name(uid: str) -> str:
         return uid
 
 
-def _stack_key(h: SliceHeader) -> tuple[object, ...]:
-    """Frames that can share one voxel grid: same orientation, matrix and pixel spacing."""
-    orientation = None if h.image_orientation is None else tuple(np.round(np.asarray(h.image_orientation), _ORIENTATION_DECIMALS) + 0.0)
-    spacing = None if h.pixel_spacing_mm is None else tuple(np.round(h.pixel_spacing_mm, 4))
-    return (orientation, h.rows, h.columns, spacing)
+def _same_stack(a: SliceHeader, b: SliceHeader) -> bool:
+    """Frames that can share one voxel grid: same orientation, matrix and pixel spacing.
+
+    Orientations are compared with a tolerance (not by rounding, which would split a series whose
+    cosines straddle a rounding boundary).
+    """
+    if (a.rows, a.columns) != (b.rows, b.columns):
+        return False
+    if (a.image_orientation is None) != (b.image_orientation is None):
+        return False
+    if a.image_orientation is not None and b.image_orientation is not None:
+        if np.max(np.abs(np.subtract(a.image_orientation, b.image_orientation))) > ORIENTATION_TOLERANCE:
+            return False
+    if (a.pixel_spacing_mm is None) != (b.pixel_spacing_mm is None):
+        return False
+    if a.pixel_spacing_mm is not None and b.pixel_spacing_mm is not None:
+        if np.max(np.abs(np.subtract(a.pixel_spacing_mm, b.pixel_spacing_mm))) > 1e-3:
+            return False
+    return True
 
 
 def group_series(headers: list[SliceHeader]) -> list[SeriesGroup]:
-    """Group frames by series UID, then by image orientation, and classify each group."""
+    """Group frames by series UID, then into stacks of one geometry, and classify each group."""
     by_series: dict[str, list[SliceHeader]] = {}
     for h in headers:
         by_series.setdefault(h.series_uid, []).append(h)
     groups: list[SeriesGroup] = []
     for series_uid, members in by_series.items():
-        by_orientation: dict[Any, list[SliceHeader]] = {}
+        stacks: list[list[SliceHeader]] = []
         for h in members:
-            by_orientation.setdefault(_stack_key(h), []).append(h)
-        ordered = sorted(by_orientation.values(), key=lambda hs: -len(hs))
-        for i, hs in enumerate(ordered):
+            for stack in stacks:
+                if _same_stack(stack[0], h):
+                    stack.append(h)
+                    break
+            else:
+                stacks.append([h])
+        stacks.sort(key=lambda hs: -len(hs))
+        for i, hs in enumerate(stacks):
             group_id = series_uid if i == 0 else f"{series_uid}#{i + 1}"
             group = SeriesGroup(group_id=group_id, series_uid=series_uid, headers=hs)
             group.excluded_reason = exclusion_reason(group)
