@@ -74,6 +74,8 @@ def write_series(folder: Path, n_slices: int, matrix: int, tilt_deg: float = 0.0
 PEERS: dict[str, str] = {
     "ichct": "ichct convert {src} {out}.nii.gz -q",
     "dcm2niix": "dcm2niix -z y -b n -f bench -o {outdir} {src}",
+    "ichct (.nii)": "ichct convert {src} {out}.nii -q",
+    "dcm2niix (.nii)": "dcm2niix -z n -b n -f bench -o {outdir} {src}",
     "SimpleITK": textwrap.dedent(
         """
         python -c "import SimpleITK as sitk, sys
@@ -111,7 +113,7 @@ def bench(src: Path, repeat: int, peers: list[str]) -> list[tuple[str, float, fl
     env_path = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ["PATH"] = env_path
     for name in peers:
-        if name == "dcm2niix" and shutil.which("dcm2niix") is None:
+        if name.startswith("dcm2niix") and shutil.which("dcm2niix") is None:
             print(f"# {name}: not installed (pip install dcm2niix); skipped", file=sys.stderr)
             continue
         best_wall, best_mem = float("inf"), float("inf")
@@ -140,12 +142,13 @@ def main() -> int:
         write_series(src, args.slices, args.matrix, tilt_deg=args.tilt)
     volume_mib = args.matrix * args.matrix * args.slices * 2 / 2**20
     rows = bench(src, args.repeat, [p.strip() for p in args.peers.split(",") if p.strip()])
-    ref = next((wall for name, wall, _ in rows if name == "dcm2niix"), None)
+    walls = {name: wall for name, wall, _ in rows}
     print(f"\nIngest of a {args.matrix}x{args.matrix}x{args.slices} CT series (int16 volume {volume_mib:.0f} MiB), "
-          f"best of {args.repeat}, output .nii.gz, {os.cpu_count()} CPU(s)\n")
-    print(f"| tool | wall s | peak RSS MiB | RSS / volume | time vs dcm2niix |")
-    print(f"|---|---:|---:|---:|---:|")
+          f"best of {args.repeat}, output .nii.gz unless marked .nii, {os.cpu_count()} CPU(s)\n")
+    print("| tool | wall s | peak RSS MiB | RSS / volume | time vs dcm2niix (same output format) |")
+    print("|---|---:|---:|---:|---:|")
     for name, wall, mem in rows:
+        ref = walls.get("dcm2niix (.nii)" if name.endswith("(.nii)") else "dcm2niix")
         ratio = f"{wall / ref:.2f}" if ref else "-"
         print(f"| {name} | {wall:.2f} | {mem:.0f} | {mem / volume_mib:.2f} | {ratio} |")
     return 0

@@ -22,6 +22,7 @@ from ichct.transforms.dicom import (
     group_series,
     read_dicom_series,
     scan_folder,
+    stack_geometry,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def folder_info(path: str | Path, workers: int | None = None) -> dict[str, Any]:
     for g in groups:
         summary = g.summary()
         summary["default"] = default is not None and g.group_id == default.group_id
+        summary.update(_geometry_summary(g))
         series.append(summary)
     return {
         "folder": str(path),
@@ -47,6 +49,20 @@ def folder_info(path: str | Path, workers: int | None = None) -> dict[str, Any]:
         "skipped": [{"file": s.path, "reason": s.reason} for s in scan.skipped],
         "series": series,
         "default_series_uid": default.group_id if default else None,
+    }
+
+
+def _geometry_summary(group) -> dict[str, Any]:
+    """Tilt, gaps and spacing regularity of a group, from headers alone (empty when not a stack)."""
+    headers = group.headers
+    if len(headers) < 2 or any(h.image_position_mm is None or h.image_orientation is None or h.pixel_spacing_mm is None for h in headers):
+        return {"tilt_deg": None, "uniform_spacing": None, "missing_slices": None, "duplicate_positions": None}
+    geometry = stack_geometry(headers)
+    return {
+        "tilt_deg": round(float(geometry.tilt_deg), 3),
+        "uniform_spacing": bool(geometry.uniform),
+        "missing_slices": int(sum(g["missing_slices"] for g in geometry.gaps)),
+        "duplicate_positions": len(geometry.duplicates),
     }
 
 

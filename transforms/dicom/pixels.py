@@ -82,13 +82,23 @@ class FrameSource:
                 self._multiframe_cache[path] = arr[None] if arr.ndim == 2 else arr
 
 
+def _as_stored(value: int, h: SliceHeader) -> int:
+    """Read a padding value the way the pixels are stored (some files write -2000 as US 63536)."""
+    bits = h.bits_allocated if h.bits_allocated in (8, 16, 32) else 16
+    if h.pixel_representation == 1 and value >= 1 << (bits - 1):
+        return value - (1 << bits)
+    if h.pixel_representation == 0 and value < 0:
+        return value + (1 << bits)
+    return value
+
+
 def padding_mask(stored: np.ndarray, h: SliceHeader) -> np.ndarray | None:
     """Boolean mask of padding pixels (outside the reconstructed field of view), or None."""
     if h.pixel_padding_value is None:
         return None
-    value = h.pixel_padding_value
+    value = _as_stored(h.pixel_padding_value, h)
     if h.pixel_padding_range_limit is not None:
-        lo, hi = sorted((value, h.pixel_padding_range_limit))
+        lo, hi = sorted((value, _as_stored(h.pixel_padding_range_limit, h)))
         return (stored >= lo) & (stored <= hi)
     return stored == value
 

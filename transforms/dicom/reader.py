@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
@@ -224,6 +223,8 @@ def _merge_duplicates(
 
 def _correct_shear(stack: np.ndarray, geometry: StackGeometry) -> np.ndarray:
     """Shift each slice in-plane so that all slices share the first slice's in-plane origin."""
+    from scipy import ndimage  # imported here: only tilted stacks need it
+
     row_sp, col_sp = geometry.pixel_spacing_mm
     out = np.empty(stack.shape, dtype=np.float32)
     for k in range(stack.shape[0]):
