@@ -18,6 +18,23 @@ _EXPORTS: dict[str, str] = {
     "DicomSeriesReader": "io",
     "LoadDicomSeries": "io",
     "LoadDicomSeriesd": "io",
+    "CropHead": "crop",
+    "CropHeadd": "crop",
+    "HeadSelector": "crop",
+    "brain_mask": "crop",
+    "head_mask": "crop",
+    "DEFAULT_WINDOWS": "intensity",
+    "HUWindow": "intensity",
+    "HUWindowd": "intensity",
+    "MultiWindow": "intensity",
+    "MultiWindowd": "intensity",
+    "LoadCT": "loading",
+    "LoadCTd": "loading",
+    "ct_preprocess": "presets",
+    "ResampleToSpacing": "spatial",
+    "ResampleToSpacingd": "spatial",
+    "ToRAS": "spatial",
+    "ToRASd": "spatial",
 }
 
 __all__ = list(_EXPORTS)

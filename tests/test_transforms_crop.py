@@ -1,0 +1,156 @@
+"""Head/brain masks and the CropHead(d) transforms on a synthetic head phantom."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
+
+from ichct.transforms import CropHead, CropHeadd, brain_mask, head_mask
+from ichct.transforms.crop import axial_axis
+
+SPACING = (1.5, 1.5, 3.0)
+SHAPE = (64, 72, 24)
+AFFINE = np.array([[SPACING[0], 0, 0, -48.0], [0, SPACING[1], 0, -54.0], [0, 0, SPACING[2], -36.0], [0, 0, 0, 1]])
+AIR, SCALP, SKULL, BRAIN, TABLE = -1000.0, 40.0, 1000.0, 35.0, 100.0
+
+
+def phantom(shape=SHAPE, spacing=SPACING, skull=True, table=True) -> tuple[np.ndarray, np.ndarray]:
+    """HU volume of an ellipsoidal head (scalp, skull shell, brain) in air, and its brain mask.
+
+    Semi-axes are fractions of the field of view; a separate table slab lies behind the head.
+    """
+    axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    fov = np.array(shape) * np.array(spacing)
+
+    def inside(frac):
+        a = fov * np.asarray(frac)
+        return (x / a[0]) ** 2 + (y / a[1]) ** 2 + (z / a[2]) ** 2 <= 1.0
+
+    hu = np.full(shape, AIR, dtype=np.float32)
+    hu[inside((0.32, 0.32, 0.45))] = SCALP
+    hu[inside((0.29, 0.29, 0.41))] = SKULL if skull else SCALP
+    brain = inside((0.24, 0.24, 0.33))
+    hu[brain] = BRAIN
+    if table:
+        hu[:, 1:3, :] = TABLE  # posterior slab, not touching the head
+    return hu, brain
+
+
+def as_image(hu: np.ndarray, affine=AFFINE) -> MetaTensor:
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(hu))[None], affine=torch.as_tensor(affine))
+
+
+def test_head_mask_excludes_air_and_table():
+    hu, brain = phantom()
+    mask = head_mask(hu)
+    assert mask.dtype == bool and mask.shape == hu.shape
+    assert mask[hu == SCALP].mean() > 0.99
+    assert mask[brain].all()
+    assert not mask[:, 1:3, :].any()  # the table is a smaller, separate component
+    assert mask[hu == AIR].mean() < 0.01
+
+
+def test_head_mask_fills_enclosed_air():
+    hu, _ = phantom()
+    cavity = np.zeros(hu.shape, dtype=bool)
+    cavity[30:34, 34:38, 10:14] = True  # an air pocket inside the brain (e.g. pneumocephalus)
+    hu[cavity] = AIR
+    assert head_mask(hu)[cavity].all()
+
+
+def test_brain_mask_is_intracranial_space():
+    hu, brain = phantom()
+    mask = brain_mask(hu)
+    assert mask[brain].all()
+    assert not mask[hu == SKULL].any()
+    assert not mask[hu == SCALP].any()
+    assert mask.sum() == brain.sum()
+
+
+def test_brain_mask_falls_back_to_head_without_skull():
+    hu, _ = phantom(skull=False)
+    np.testing.assert_array_equal(brain_mask(hu), head_mask(hu))
+    # torch input gives the same
+    np.testing.assert_array_equal(brain_mask(torch.from_numpy(hu)), head_mask(hu))
+
+
+def test_axial_axis_from_affine():
+    assert axial_axis(AFFINE) == 2
+    permuted = AFFINE[:, [2, 0, 1, 3]]
+    assert axial_axis(permuted) == 0
+
+
+@pytest.mark.parametrize("mode", ["brain", "head"])
+def test_crop_keeps_brain_and_removes_air(mode):
+    hu, brain = phantom()
+    data = {"image": as_image(hu), "label": as_image(brain.astype(np.float32))}
+    out = CropHeadd(keys=["image", "label"], mode=mode, margin_mm=4.5)(data)
+    assert out["label"].sum() == brain.sum()  # no brain voxel lost
+    air_before = (hu == AIR).sum()
+    air_after = (out["image"] == AIR).sum().item()
+    assert air_after < 0.5 * air_before
+    assert not (out["image"] == TABLE).any()
+    assert out["image"].shape == out["label"].shape
+    # margin 4.5 mm = 3 voxels in-plane, 2 axially (ceil(4.5/3)) around the mask's box, clipped to the image
+    mask = brain_mask(hu) if mode == "brain" else head_mask(hu)
+    idx = np.argwhere(mask)
+    margin = np.array([3, 3, 2])
+    np.testing.assert_array_equal(out["foreground_start_coord"], np.maximum(idx.min(0) - margin, 0))
+    np.testing.assert_array_equal(out["foreground_end_coord"], np.minimum(idx.max(0) + 1 + margin, SHAPE))
+
+
+def test_brain_crop_is_tighter_than_head_crop():
+    hu, _ = phantom()
+    brain_box = CropHead(mode="brain", margin_mm=0)(as_image(hu)).shape
+    head_box = CropHead(mode="head", margin_mm=0)(as_image(hu)).shape
+    assert all(b < h for b, h in zip(brain_box[1:], head_box[1:]))
+
+
+def test_crop_affine_preserves_world_positions():
+    hu, _ = phantom()
+    rot = AFFINE.copy()
+    rot[:3, :3] = rot[:3, :3] @ np.diag([-1, 1, 1])  # an L-pointing first axis as well
+    img = as_image(hu, rot)
+    cropper = CropHead(mode="brain", margin_mm=3.0)
+    out = cropper(img)
+    start = np.asarray(cropper.compute_bounding_box(img)[0])
+    assert np.all(start > 0)
+    for ijk in [(0, 0, 0), (5, 7, 3), tuple(np.array(out.shape[1:]) - 1)]:
+        src = np.asarray(ijk) + start
+        w_out = np.asarray(out.affine, dtype=float) @ np.r_[ijk, 1.0]
+        w_src = rot @ np.r_[src, 1.0]
+        np.testing.assert_allclose(w_out, w_src, atol=1e-6)
+        assert float(out[0][tuple(ijk)]) == float(hu[tuple(src)])
+
+
+def test_empty_mask_keeps_whole_image():
+    img = as_image(np.full((10, 10, 4), AIR, dtype=np.float32))
+    out = CropHead(mode="brain")(img)
+    assert out.shape == img.shape
+
+
+def test_crop_array_inverse_and_invertd():
+    hu, brain = phantom()
+    img = as_image(hu)
+    cropper = CropHead(mode="brain", margin_mm=3.0)
+    out = cropper(img.clone())
+    back = cropper.inverse(out)
+    assert back.shape == img.shape
+    np.testing.assert_allclose(np.asarray(back.affine), AFFINE)
+
+    pre = Compose([CropHeadd(keys=["image", "label"], source_key="image", margin_mm=3.0)])
+    data = pre({"image": img.clone(), "label": as_image(brain.astype(np.float32))})
+    data["pred"] = MetaTensor(data["label"].as_tensor().clone(), affine=data["label"].affine.clone())
+    inv = Invertd(keys="pred", transform=pre, orig_keys="image")(data)
+    assert tuple(inv["pred"].shape) == (1, *SHAPE)
+    np.testing.assert_allclose(np.asarray(inv["pred"].affine), AFFINE)
+    np.testing.assert_array_equal(inv["pred"].numpy()[0] > 0, brain)
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError):
+        CropHead(mode="skull")  # type: ignore[arg-type]

@@ -1,0 +1,301 @@
+"""Crop a head CT to the head or to the intracranial space.
+
+Masks are computed from HU alone:
+
+- :func:`head_mask`: the largest connected body component above about -300 HU, holes filled
+  (in 3D, then per axial slice for the sinuses and ear canals that open to the outside);
+- :func:`brain_mask`: the intracranial space, i.e. the region enclosed by the skull (> about
+  300 HU): each axial slice of the skull is hole-filled, the skull is removed again, and the
+  largest 3D component is kept. Without a closed skull it falls back to the head mask.
+
+:class:`CropHead` / :class:`CropHeadd` are MONAI ``CropForeground`` / ``CropForegroundd`` with
+these masks as ``select_fn`` and a margin given in mm, so they crop labels with the image,
+update the affine and are inverted by ``Invertd``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import CropForeground, CropForegroundd
+from monai.transforms.utils import compute_divisible_spatial_size, generate_spatial_bounding_box
+from monai.utils import PytorchPadMode
+from scipy import ndimage
+
+BODY_HU = -300.0
+SKULL_HU = 300.0
+CropMode = Literal["brain", "head"]
+
+
+def _as_numpy(hu: NdarrayOrTensor) -> np.ndarray:
+    if isinstance(hu, torch.Tensor):
+        return hu.detach().cpu().numpy()
+    return np.asarray(hu)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest face-connected component of a boolean array (all False when empty)."""
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Fill holes in every 2D slice of ``mask`` taken across ``axis``."""
+    moved = np.moveaxis(mask, axis, 0)
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in moved], axis=0)
+    return np.moveaxis(filled, 0, axis)
+
+
+def axial_axis(affine: Any) -> int:
+    """Voxel axis closest to the superior-inferior world axis (row 2 in both RAS and LPS)."""
+    a = _as_numpy(affine).astype(float)[:3, :3]
+    cos = np.abs(a[2]) / np.maximum(np.linalg.norm(a, axis=0), 1e-12)
+    return int(np.argmax(cos))
+
+
+def voxel_spacing(affine: Any) -> np.ndarray:
+    """Voxel size (mm) along each voxel axis of a ``(4, 4)`` affine."""
+    a = _as_numpy(affine).astype(float)
+    return np.linalg.norm(a[:3, :3], axis=0)
+
+
+def head_mask(hu: NdarrayOrTensor, threshold: float = BODY_HU, axial: int = 2) -> np.ndarray:
+    """Boolean mask of the head: largest body component above ``threshold`` HU, holes filled.
+
+    Parameters
+    ----------
+    hu
+        3D HU volume (no channel axis).
+    threshold
+        HU above which a voxel is tissue (default -300: excludes air, keeps fat and skin).
+    axial
+        Voxel axis across which axial slices are taken (2 for a RAS/LPS volume).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean array of ``hu``'s shape; all False when nothing is above the threshold.
+    """
+    body = _largest_component(_as_numpy(hu) > threshold)
+    if not body.any():
+        return body
+    return _fill_slices(ndimage.binary_fill_holes(body), axial)
+
+
+def brain_mask(
+    hu: NdarrayOrTensor,
+    skull_threshold: float = SKULL_HU,
+    body_threshold: float = BODY_HU,
+    axial: int = 2,
+    min_fraction: float = 0.01,
+) -> np.ndarray:
+    """Boolean mask of the intracranial space (brain, CSF, extra-axial blood).
+
+    Parameters
+    ----------
+    hu
+        3D HU volume (no channel axis).
+    skull_threshold
+        HU above which a voxel is bone.
+    body_threshold
+        Threshold for the fallback :func:`head_mask`.
+    axial
+        Voxel axis across which axial slices are taken (2 for a RAS/LPS volume).
+    min_fraction
+        The enclosed region must hold at least this fraction of the head mask's voxels;
+        otherwise (no closed skull, e.g. a skull-stripped or non-head image) the head mask is
+        returned instead.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean array of ``hu``'s shape.
+    """
+    volume = _as_numpy(hu)
+    skull = volume > skull_threshold
+    inside = _fill_slices(skull, axial) & ~skull
+    brain = _largest_component(inside)
+    head = head_mask(volume, body_threshold, axial)
+    if not brain.any() or brain.sum() < min_fraction * max(int(head.sum()), 1):
+        return head
+    return ndimage.binary_fill_holes(brain)
+
+
+class HeadSelector:
+    """``select_fn`` for MONAI ``CropForeground``: the head or brain mask of channel 0.
+
+    Parameters
+    ----------
+    mode
+        ``"brain"`` (:func:`brain_mask`) or ``"head"`` (:func:`head_mask`).
+    body_threshold, skull_threshold
+        HU thresholds passed to the mask functions.
+    """
+
+    def __init__(self, mode: CropMode = "brain", body_threshold: float = BODY_HU, skull_threshold: float = SKULL_HU) -> None:
+        if mode not in ("brain", "head"):
+            raise ValueError(f"mode must be 'brain' or 'head', got {mode!r}")
+        self.mode = mode
+        self.body_threshold = body_threshold
+        self.skull_threshold = skull_threshold
+
+    def __call__(self, img: NdarrayOrTensor) -> np.ndarray:
+        """Mask of shape ``(1, *spatial)`` from a channel-first HU image."""
+        axis = axial_axis(img.affine) if isinstance(img, MetaTensor) else 2
+        hu = img[0]
+        if self.mode == "head":
+            mask = head_mask(hu, self.body_threshold, axis)
+        else:
+            mask = brain_mask(hu, self.skull_threshold, self.body_threshold, axis)
+        return mask[None]
+
+
+class CropHead(CropForeground):
+    """Crop a channel-first HU image to the brain (intracranial space) or head, plus a margin in mm.
+
+    MONAI ``CropForeground`` with :class:`HeadSelector` as ``select_fn``: invertible, lazy-capable,
+    the ``MetaTensor`` affine shifted so every kept voxel keeps its world position.
+
+    Parameters
+    ----------
+    mode
+        ``"brain"`` or ``"head"``.
+    margin_mm
+        Margin around the mask's bounding box, in mm, one value or one per spatial axis;
+        converted to voxels (rounded up) with the spacing from the image affine (1 mm per voxel
+        for a plain array).
+    allow_smaller
+        Clip the box (with margin) to the image instead of padding beyond it (default True).
+    k_divisible
+        Make the cropped size divisible by ``k`` (may pad, with ``pad_mode``).
+    pad_mode
+        Padding mode when the box leaves the image (only with ``allow_smaller=False`` or ``k_divisible``).
+    body_threshold, skull_threshold
+        HU thresholds of the masks.
+    lazy
+        Defer the operation (MONAI lazy resampling).
+
+    Notes
+    -----
+    When the mask is empty (e.g. an all-air volume) the whole image is kept.
+    """
+
+    def __init__(
+        self,
+        mode: CropMode = "brain",
+        margin_mm: Sequence[float] | float = 10.0,
+        allow_smaller: bool = True,
+        k_divisible: Sequence[int] | int = 1,
+        pad_mode: str = PytorchPadMode.CONSTANT,
+        body_threshold: float = BODY_HU,
+        skull_threshold: float = SKULL_HU,
+        lazy: bool = False,
+        **pad_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            select_fn=HeadSelector(mode, body_threshold, skull_threshold),
+            margin=0,
+            allow_smaller=allow_smaller,
+            k_divisible=k_divisible,
+            mode=pad_mode,
+            lazy=lazy,
+            **pad_kwargs,
+        )
+        self.mode_name = mode
+        self.margin_mm = margin_mm
+
+    @property
+    def requires_current_data(self) -> bool:
+        return True
+
+    def margin_voxels(self, img: NdarrayOrTensor) -> list[int]:
+        """``margin_mm`` converted to whole voxels per spatial axis of ``img``."""
+        ndim = img.ndim - 1
+        spacing = voxel_spacing(img.affine)[:ndim] if isinstance(img, MetaTensor) else np.ones(ndim)
+        margin = np.broadcast_to(np.asarray(self.margin_mm, dtype=float), (ndim,))
+        return [int(np.ceil(m / s - 1e-6)) for m, s in zip(margin, spacing)]
+
+    def compute_bounding_box(self, img: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Box of the mask plus the margin in mm; the whole image when the mask is empty."""
+        start, end = generate_spatial_bounding_box(
+            img, self.select_fn, self.channel_indices, self.margin_voxels(img), self.allow_smaller
+        )
+        box_start = np.asarray(start, dtype=np.int64)
+        box_end = np.asarray(end, dtype=np.int64)
+        if not np.any(box_end - box_start):
+            box_start = np.zeros_like(box_start)
+            box_end = np.asarray(img.shape[1:], dtype=np.int64)
+        size = box_end - box_start
+        new_size = np.asarray(compute_divisible_spatial_size(size.tolist(), k=self.k_divisible))
+        box_start = box_start - np.floor_divide(new_size - size, 2)
+        return box_start, box_start + new_size
+
+
+class CropHeadd(CropForegroundd):
+    """Dictionary twin of :class:`CropHead`: the box comes from ``source_key`` and crops all ``keys``.
+
+    Parameters
+    ----------
+    keys
+        Keys to crop (images and labels).
+    source_key
+        Key of the HU image the mask is computed from (1 channel, or HU in channel 0).
+    mode, margin_mm, allow_smaller, k_divisible, body_threshold, skull_threshold
+        See :class:`CropHead`.
+    pad_mode
+        Padding mode, one or one per key.
+    start_coord_key, end_coord_key
+        Keys under which the box is recorded (None: not recorded).
+    allow_missing_keys
+        Skip keys absent from the data instead of raising.
+    lazy
+        Defer the operation (MONAI lazy resampling).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        source_key: str = "image",
+        mode: CropMode = "brain",
+        margin_mm: Sequence[float] | float = 10.0,
+        allow_smaller: bool = True,
+        k_divisible: Sequence[int] | int = 1,
+        pad_mode: Sequence[str] | str = PytorchPadMode.CONSTANT,
+        body_threshold: float = BODY_HU,
+        skull_threshold: float = SKULL_HU,
+        start_coord_key: str | None = "foreground_start_coord",
+        end_coord_key: str | None = "foreground_end_coord",
+        allow_missing_keys: bool = False,
+        lazy: bool = False,
+        **pad_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            keys,
+            source_key=source_key,
+            allow_smaller=allow_smaller,
+            k_divisible=k_divisible,
+            mode=pad_mode,
+            start_coord_key=start_coord_key,
+            end_coord_key=end_coord_key,
+            allow_missing_keys=allow_missing_keys,
+            lazy=lazy,
+        )
+        self.cropper = CropHead(
+            mode=mode,
+            margin_mm=margin_mm,
+            allow_smaller=allow_smaller,
+            k_divisible=k_divisible,
+            body_threshold=body_threshold,
+            skull_threshold=skull_threshold,
+            lazy=lazy,
+            **pad_kwargs,
+        )

@@ -1,0 +1,111 @@
+"""Load a CT image or label map from a DICOM series or a NIfTI file, chosen per path.
+
+``LoadCT`` dispatches on the path: a directory, a ``DICOMDIR`` or a ``.dcm``/``.dicom`` file is a
+DICOM series (:class:`ichct.transforms.io.LoadDicomSeries`); anything else (``.nii``, ``.nii.gz``,
+``.nrrd``, ...) goes to MONAI ``LoadImage`` (NiBabel for NIfTI). Either way the result is a
+channel-first ``MetaTensor`` with a RAS affine. Values that are not paths (arrays, tensors,
+already loaded images) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.config import DtypeLike, KeysCollection
+from monai.transforms import LoadImage, MapTransform, Transform
+
+from .io import LoadDicomSeries
+
+_DICOM_SUFFIXES = {".dcm", ".dicom"}
+
+
+def is_dicom_path(path: str | os.PathLike[str]) -> bool:
+    """True for a directory, a DICOMDIR or a ``.dcm``/``.dicom`` file (a DICOM series source)."""
+    p = Path(path)
+    return p.is_dir() or p.name.upper() == "DICOMDIR" or p.suffix.lower() in _DICOM_SUFFIXES
+
+
+def _is_nifti(path: str | os.PathLike[str]) -> bool:
+    name = Path(path).name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+class LoadCT(Transform):
+    """Load one CT volume (DICOM series folder or NIfTI/other image file) as a channel-first MetaTensor.
+
+    Parameters
+    ----------
+    dtype
+        Output dtype (float32 by default).
+    series_uid, tilt_correction, resample_uneven, workers
+        Passed to :class:`ichct.transforms.io.LoadDicomSeries` for DICOM input.
+    """
+
+    def __init__(
+        self,
+        dtype: DtypeLike = np.float32,
+        series_uid: str | None = None,
+        tilt_correction: bool = True,
+        resample_uneven: bool = True,
+        workers: int | None = None,
+    ) -> None:
+        self.dicom = LoadDicomSeries(series_uid=series_uid, tilt_correction=tilt_correction,
+                                     resample_uneven=resample_uneven, workers=workers, dtype=dtype)
+        self.dtype = dtype
+        self.nifti = LoadImage(reader="NibabelReader", image_only=True, dtype=dtype, ensure_channel_first=True)
+        self._other: LoadImage | None = None  # MONAI's reader search, built on first non-NIfTI file
+
+    @property
+    def other(self) -> LoadImage:
+        """MONAI ``LoadImage`` with automatic reader choice, for files neither DICOM nor NIfTI."""
+        if self._other is None:
+            self._other = LoadImage(image_only=True, dtype=self.dtype, ensure_channel_first=True)
+        return self._other
+
+    def __call__(self, src: Any) -> Any:
+        """Load ``src`` when it is a path; return it unchanged otherwise."""
+        if not isinstance(src, (str, os.PathLike)):
+            return src
+        if is_dicom_path(src):
+            return self.dicom(src)
+        if _is_nifti(src):
+            return self.nifti(src)
+        return self.other(src)
+
+
+class LoadCTd(MapTransform):
+    """Dictionary twin of :class:`LoadCT`: each key holds a DICOM folder or an image file path.
+
+    Parameters
+    ----------
+    keys
+        Keys to load (images and label maps).
+    dtype, series_uid, tilt_correction, resample_uneven, workers
+        See :class:`LoadCT`.
+    allow_missing_keys
+        Skip keys absent from the data instead of raising.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        dtype: DtypeLike = np.float32,
+        series_uid: str | None = None,
+        tilt_correction: bool = True,
+        resample_uneven: bool = True,
+        workers: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadCT(dtype=dtype, series_uid=series_uid, tilt_correction=tilt_correction,
+                             resample_uneven=resample_uneven, workers=workers)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
