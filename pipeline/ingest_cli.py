@@ -79,7 +79,8 @@ def run_convert(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise ValueError("convert needs an output path <out.nii.gz> (or --all-series OUTDIR)")
-    volume = convert_series(args.folder, args.out, series_uid=args.series, tilt_correction=not args.no_tilt_correction, workers=args.workers)
+    volume = convert_series(args.folder, args.out, series_uid=args.series, tilt_correction=not args.no_tilt_correction,
+                            workers=args.workers, progress=not args.quiet and sys.stderr.isatty())
     info = volume.info
     sys.stdout.write(
         f"{args.out}: series {info['series_uid']}, {'x'.join(map(str, info['shape']))} voxels, "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from tqdm import tqdm
 
 from .errors import DicomIngestError
 from .headers import SliceHeader, headers_from_dataset
@@ -90,7 +91,7 @@ def _read_one(path: Path) -> tuple[list[SliceHeader], SkippedFile | None]:
     return headers, None
 
 
-def scan_folder(path: str | Path, workers: int | None = None) -> FolderScan:
+def scan_folder(path: str | Path, workers: int | None = None, progress: bool = False) -> FolderScan:
     """Read the headers of every DICOM file under ``path``.
 
     Non-DICOM, truncated or corrupt files are skipped with a warning that names the file; they
@@ -103,6 +104,8 @@ def scan_folder(path: str | Path, workers: int | None = None) -> FolderScan:
         (a DICOMDIR file stands for its folder).
     workers
         Threads for reading headers; default :func:`default_workers`.
+    progress
+        Show a progress bar (tqdm, on stderr) while reading headers.
 
     Raises
     ------
@@ -119,11 +122,19 @@ def scan_folder(path: str | Path, workers: int | None = None) -> FolderScan:
     if not files:
         raise DicomIngestError(root, "is empty: no files found")
     n_workers = workers or default_workers()
+    bar = tqdm(total=len(files), desc="reading headers", unit="file", disable=not progress, leave=False)
     if n_workers <= 1 or len(files) < 8:
-        results = [_read_one(f) for f in files]
+        results = []
+        for f in files:
+            results.append(_read_one(f))
+            bar.update()
     else:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(_read_one, files, chunksize=16))
+            results = []
+            for result in pool.map(_read_one, files, chunksize=16):
+                results.append(result)
+                bar.update()
+    bar.close()
     for headers, skipped in results:
         scan.headers.extend(headers)
         if skipped is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
+from tqdm import tqdm
 
 from .headers import SliceHeader
 
@@ -126,6 +127,7 @@ def read_stack(
     workers: int = 4,
     want_int16: bool = True,
     on_error=None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, int, list[int]]:
     """Decode the frames ``headers[order]`` into a (slices, rows, columns) HU array.
 
@@ -163,14 +165,21 @@ def read_stack(
             volume[position] = hu
         return position, n_pad, None, False
 
+    bar = tqdm(total=len(order), desc="decoding slices", unit="slice", disable=not progress, leave=False)
+    results = []
     if workers <= 1 or len(order) < 4:
-        results = list(map(work, range(len(order))))
+        for position in range(len(order)):
+            results.append(work(position))
+            bar.update()
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(work, range(len(order))))
+            for result in pool.map(work, range(len(order))):
+                results.append(result)
+                bar.update()
+    bar.close()
     if any(overflow for *_, overflow in results):
         del volume
-        return read_stack(headers, order, workers=workers, want_int16=False, on_error=on_error)
+        return read_stack(headers, order, workers=workers, want_int16=False, on_error=on_error, progress=progress)
     failed: list[int] = []
     for position, _n_pad, err, _overflow in results:
         if err is not None:

@@ -90,6 +90,7 @@ def read_dicom_series(
     resample_uneven: bool = True,
     workers: int | None = None,
     scan: FolderScan | None = None,
+    progress: bool = False,
 ) -> DicomVolume:
     """Read a CT series from a folder of DICOM files as one HU volume.
 
@@ -110,13 +111,15 @@ def read_dicom_series(
         Threads for reading files.
     scan
         A :class:`FolderScan` already made of ``path`` (saves a second header pass).
+    progress
+        Show progress bars (tqdm, stderr) for header reading and pixel decoding.
 
     Raises
     ------
     DicomIngestError
         Not CT, empty folder, no usable series, a single slice, undecodable pixel data...
     """
-    scan = scan if scan is not None else scan_folder(path, workers=workers)
+    scan = scan if scan is not None else scan_folder(path, workers=workers, progress=progress)
     group, _groups, why = select_series(scan, series_uid)
     headers = group.headers
     n_workers = workers or default_workers()
@@ -129,7 +132,7 @@ def read_dicom_series(
             raise DicomIngestError(scan.root, f"series {group.series_uid} has a single slice position; a volume needs at least two")
         order = geometry.order
         lossless = lossless_int16_possible([headers[i] for i in order])
-        stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless)
+        stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless, progress=progress)
         if not failed:
             break
         bad = {order[p] for p in failed}
