@@ -63,17 +63,69 @@ def list_candidate_files(root: Path) -> list[Path]:
     return files
 
 
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def _read_header(path: Path, force: bool) -> tuple[pydicom.Dataset, int]:
+    """Header without pixel data, and the file offset where reading stopped (the pixel data)."""
+    with open(path, "rb") as fp:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
+        return ds, fp.tell()
+
+
+def _is_image_storage(ds: pydicom.Dataset) -> bool:
+    """True for SOP classes that carry pixel data (CT/MR/Enhanced/Secondary Capture Image Storage)."""
+    meta = getattr(ds, "file_meta", None)
+    sop = str(ds.get("SOPClassUID", "") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta is not None else ""))
+    try:
+        return "Image Storage" in pydicom.uid.UID(sop).name
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _truncation(ds: pydicom.Dataset, stop_offset: int, path: Path) -> str | None:
+    """Why an image file is incomplete (cut inside its header or pixel data), or None.
+
+    A complete image object has its pixel data after the header; a file that ends before it, or
+    whose uncompressed pixel data is shorter than Rows x Columns x frames, was cut short.
+    """
+    if "Rows" not in ds and not _is_image_storage(ds):
+        return None  # not an image (report, DICOMDIR...)
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    if syntax == _DEFLATED:
+        return None  # the stream was inflated into memory: offsets do not refer to the file
+    size = path.stat().st_size
+    remaining = size - stop_offset
+    if remaining <= 8:
+        return "truncated DICOM file: it ends before its pixel data"
+    if syntax in _NATIVE or not syntax:
+        try:
+            rows, cols = int(ds.Rows), int(ds.Columns)
+            bits = int(ds.get("BitsAllocated", 16) or 16)
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError, AttributeError):
+            return "incomplete DICOM header: Rows/Columns unreadable"
+        needed = rows * cols * samples * frames * bits // 8
+        header = 8 if syntax == "1.2.840.10008.1.2" else 12  # implicit VR element header is shorter
+        if remaining - header < needed:
+            return f"truncated DICOM file: pixel data holds {max(remaining - header, 0)} of {needed} bytes"
+    return None
+
+
 def _read_one(path: Path) -> tuple[list[SliceHeader], SkippedFile | None]:
     if path.name.upper() in _SKIP_NAMES:
         return [], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)")
     if path.suffix.lower() in _NOT_DICOM_SUFFIXES:
         return [], SkippedFile(str(path), "not a DICOM file (file type)")
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=False)
+        ds, stop_offset = _read_header(path, force=False)
     except InvalidDicomError:
         # Files without the 128-byte preamble + "DICM" are rare but legal in old archives.
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds, stop_offset = _read_header(path, force=True)
         except Exception as exc:  # noqa: BLE001 - any parse failure means "skip this file"
             return [], SkippedFile(str(path), f"not a readable DICOM file ({type(exc).__name__})")
         if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
@@ -82,6 +134,9 @@ def _read_one(path: Path) -> tuple[list[SliceHeader], SkippedFile | None]:
         return [], SkippedFile(str(path), f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})")
     if "DirectoryRecordSequence" in ds:
         return [], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)")
+    truncated = _truncation(ds, stop_offset, path)
+    if truncated:
+        return [], SkippedFile(str(path), truncated)
     try:
         headers = headers_from_dataset(ds, str(path))
     except Exception as exc:  # noqa: BLE001

@@ -56,13 +56,27 @@ class StackGeometry:
     def n_slices(self) -> int:
         return len(self.order)
 
+    @property
+    def grid_step_mm(self) -> float:
+        """Slice step of the uniform output grid.
+
+        For an uneven stack this is the median spacing adjusted so that a whole number of steps
+        spans first to last slice exactly: the grid neither extrapolates past the last slice nor
+        drops the end of the stack.
+        """
+        if self.uniform or self.n_slices < 2:
+            return self.uniform_step_mm
+        extent = float(self.positions_mm[-1] - self.positions_mm[0])
+        n_steps = max(1, int(round(extent / self.slice_spacing_mm)))
+        return extent / n_steps
+
     def grid_positions_mm(self) -> np.ndarray:
-        """Positions along the normal of a uniform grid that covers the stack."""
+        """Positions along the normal of the uniform grid from the first to the last slice."""
         if self.uniform:
             return self.positions_mm.copy()
-        extent = self.positions_mm[-1] - self.positions_mm[0]
-        n = int(np.floor(extent / self.slice_spacing_mm + 0.5)) + 1
-        return self.positions_mm[0] + np.arange(n) * self.slice_spacing_mm
+        extent = float(self.positions_mm[-1] - self.positions_mm[0])
+        n_steps = int(round(extent / self.grid_step_mm))
+        return self.positions_mm[0] + np.arange(n_steps + 1) * self.grid_step_mm
 
     @property
     def uniform_step_mm(self) -> float:

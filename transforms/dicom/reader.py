@@ -166,11 +166,11 @@ def read_dicom_series(
         grid_positions = geometry.grid_positions_mm()
         stack = _resample_along_normal(stack, geometry.positions_mm, grid_positions)
         resampled = True
-        warnings.append(f"uneven slice spacing ({_spacing_text(geometry)}) resampled onto a uniform {geometry.slice_spacing_mm:.3f} mm grid")
+        warnings.append(f"uneven slice spacing ({_spacing_text(geometry)}) resampled onto a uniform {geometry.grid_step_mm:.3f} mm grid")
 
     affine_lps = geometry.affine_lps(
         sheared=geometry.sheared and not tilt_correction,
-        step_mm=geometry.slice_spacing_mm if resampled else None,
+        step_mm=geometry.grid_step_mm if resampled else None,
     )
 
     hu_volume = stack.transpose(2, 1, 0)  # (slices, rows, cols) -> (cols i, rows j, slices k), F-ordered view

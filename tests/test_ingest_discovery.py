@@ -1,0 +1,93 @@
+"""Category 1: finding DICOM files (recursive, any name, DICOMDIR) and skipping what is not usable."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import dicom_factory as fac
+import pytest
+
+from ichct.transforms.dicom import read_dicom_series, scan_folder
+
+
+def _warnings_naming(caplog, path) -> list[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.levelno >= logging.WARNING and r.name.startswith("ichct") and path.name in r.getMessage()]
+
+
+def test_recursive_scan_random_names_and_junk_skipped_with_warning(study_folder, caplog):
+    caplog.set_level(logging.WARNING, logger="ichct")
+    scan = scan_folder(study_folder.root)
+    soft_uid = study_folder.soft.series_uid
+    found = {h.path for h in scan.headers if h.series_uid == soft_uid}
+    assert found == {str(p) for p in study_folder.soft_paths}, "soft series files in nested folders not all found"
+    assert any(len(p.relative_to(study_folder.root).parts) >= 3 for p in study_folder.soft_paths)
+    assert all(p.suffix == "" for p in study_folder.soft_paths)
+
+    skipped = {s.path for s in scan.skipped}
+    for kind in ("text", "jpeg", "truncated"):
+        path = study_folder.junk[kind]
+        assert str(path) in skipped, f"{kind} file {path.name} not reported as skipped"
+        assert _warnings_naming(caplog, path), f"no warning naming the skipped {kind} file {path.name}"
+    for p in study_folder.soft_paths:
+        assert not _warnings_naming(caplog, p), f"a valid slice {p.name} was warned about"
+
+
+def test_recursive_folder_reads_the_right_volume(study_folder):
+    vol = read_dicom_series(study_folder.root)
+    assert vol.series_uid == study_folder.soft.series_uid
+    assert vol.hu_volume.shape == (64, 60, 20)
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, study_folder.soft)
+    assert vol.info["skipped_files"] >= 3
+
+
+@pytest.mark.parametrize("target", ["folder", "dicomdir_file"])
+def test_dicomdir_file_set(tmp_path, run_cli, target):
+    spec = fac.make_stack(14, 5.0, key="dicomdir")
+    staged = fac.write_series(tmp_path / "staging", spec, naming="dcm")
+    dicomdir = fac.write_dicomdir(tmp_path / "cd", staged)
+    shutil.rmtree(tmp_path / "staging")
+    assert dicomdir.is_file()
+    out = tmp_path / "out" / "vol.nii.gz"
+    res = run_cli("convert", dicomdir.parent if target == "folder" else dicomdir, out)
+    assert res.code == 0, res.err
+    data, affine, _ = fac.load_nifti(out)
+    fac.assert_exact(data, affine, spec)
+    side = fac.read_sidecar(out)
+    assert side["source_file_count"] == 14
+    assert side["series_uid"] == spec.series_uid
+
+
+@pytest.mark.parametrize("where, fraction", [("header", 0.25), ("header", 0.75), ("pixel_data", 0.5)])
+def test_truncated_slice_is_named_and_reported(tmp_path, caplog, where, fraction):
+    """An interrupted transfer leaves one slice file truncated: it must be named in a warning, and
+    the hole it leaves must be reported (not silently stacked over)."""
+    caplog.set_level(logging.WARNING, logger="ichct")
+    spec = fac.make_stack(16, 5.0, key=f"trunc-{where}-{fraction}")
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    victim = paths[2]  # well away from the markers
+    if where == "header":
+        data = victim.read_bytes()
+        victim.write_bytes(data[: int(fac.header_length(victim) * fraction)])
+    else:
+        fac.truncate_pixel_data(victim, fraction)
+    vol = read_dicom_series(tmp_path / "dcm")
+    assert _warnings_naming(caplog, victim), f"no warning names the truncated file {victim.name}"
+    assert vol.info["missing_slices"] == 1
+    assert vol.info["resampled_to_uniform_spacing"] is True
+    assert vol.hu_volume.shape[2] == 16
+    fac.assert_geometry(vol.hu_volume, vol.affine_ras, spec, reach_mm=6.0)
+
+
+def test_hidden_and_extension_files(tmp_path):
+    """Files with a .dcm extension and files without one are read the same; a non-DICOM file with
+    a DICOM-looking name is skipped."""
+    spec = fac.make_stack(10, 5.0, key="mixed-names")
+    paths = fac.write_series(tmp_path / "a", spec, naming="random")
+    for p in paths[::2]:
+        p.rename(p.with_name(p.name + ".dcm"))
+    (tmp_path / "a" / "IM999999.dcm").write_bytes(b"this is not dicom at all" * 20)
+    vol = read_dicom_series(tmp_path / "a")
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+    assert vol.info["skipped_files"] == 1

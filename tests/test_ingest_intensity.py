@@ -1,0 +1,97 @@
+"""Category 4 (HU decoding) and 10 (output dtype): rescale, pixel representation, BitsStored,
+PixelPaddingValue, and int16 vs float32 NIfTI output."""
+
+from __future__ import annotations
+
+import dicom_factory as fac
+import numpy as np
+import pytest
+
+
+def _convert(run_cli, folder, out, *extra):
+    res = run_cli("convert", folder, out, *extra)
+    assert res.code == 0, res.err
+    data, affine, img = fac.load_nifti(out)
+    return data, affine, img, fac.read_sidecar(out)
+
+
+def test_per_slice_integral_rescale(tmp_path, run_cli):
+    spec = fac.make_stack(12, 5.0, key="rescale-int", slope=[1, 2, 1, 1], intercept=[-1024, -1024, -1000, -1010])
+    fac.write_series(tmp_path / "dcm", spec)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert data.dtype == np.int16
+    fac.assert_exact(data, affine, spec, tol=1.0 + 0.05)  # slope 2: stored steps of 2 HU
+    assert side["rescale"]["varies_between_slices"] is True
+    assert side["rescale"]["slopes"] == [1.0, 2.0]
+    assert sorted(side["rescale"]["intercepts"]) == [-1024.0, -1010.0, -1000.0]
+
+
+def test_per_slice_fractional_rescale_gives_float(tmp_path, run_cli):
+    spec = fac.make_stack(12, 5.0, key="rescale-frac", slope=[0.5, 0.25, 0.5], intercept=[-1024.5, -1000.25, -1024.0])
+    fac.write_series(tmp_path / "dcm", spec)
+    data, affine, img, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert data.dtype == np.float32 and img.get_data_dtype() == np.float32
+    assert side["dtype"] == "float32"
+    fac.assert_exact(data, affine, spec, tol=0.25 + 0.05)
+
+
+@pytest.mark.parametrize("signed, bits, variant", [
+    (False, 16, ""), (True, 16, ""), (False, 12, ""), (True, 12, ""),
+    (False, 12, "high_bit_junk"),  # overlay-style junk above BitsStored must be ignored
+    (True, 12, "not_sign_extended"),  # two's complement in 12 bits, upper 4 bits zero
+])
+def test_pixel_representation_and_bits_stored(tmp_path, run_cli, signed, bits, variant):
+    spec = fac.make_stack(10, 5.0, key=f"bits-{signed}-{bits}-{variant}", pixel_representation=int(signed),
+                          bits_stored=bits, intercept=0.0 if signed else -1024.0,
+                          high_bit_junk=variant == "high_bit_junk", sign_extend=variant != "not_sign_extended")
+    fac.write_series(tmp_path / "dcm", spec)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert data.dtype == np.int16
+    fac.assert_exact(data, affine, spec)
+    assert data.min() >= -1024  # nothing decoded below air
+
+
+@pytest.mark.parametrize("ts", ["explicit", "implicit", "rle"])
+@pytest.mark.parametrize("signed, padding, intercept", [
+    (False, 1044, -1024.0),  # would read as 20 HU (tissue-like) if rescaled
+    (True, -2000, 0.0),  # the common "outside FOV" value
+    (True, 20, 0.0),  # would read as 20 HU
+])
+def test_pixel_padding_is_air_not_tissue(tmp_path, run_cli, ts, signed, padding, intercept):
+    spec = fac.make_stack(8, 5.0, key=f"pad-{ts}-{signed}-{padding}", pixel_representation=int(signed),
+                          intercept=intercept, padding_value=padding, fov_radius_mm=112.0, transfer_syntax=ts)
+    fac.write_series(tmp_path / "dcm", spec)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    outside = ~spec.fov_mask().T  # (cols, rows) like the volume's (i, j)
+    assert outside.sum() > 100
+    padded = data[outside, :]
+    assert padded.max() <= -1000, f"padding read as {np.unique(padded)} HU"
+    assert side["padding_voxels_set_to_air"] == int(outside.sum()) * spec.n
+    fac.assert_exact(data, affine, spec)  # inside the FOV, exact
+    # no tissue-like value anywhere outside the head
+    world = fac.voxel_world_lps(affine, data.shape)
+    outside_head = ~fac.DEFAULT_PHANTOM.inside_head(world)
+    assert data[outside_head].max() <= -999
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("straight", "int16"), ("tilted", "float32"), ("gap", "float32"), ("fractional_slope", "float32"),
+])
+def test_output_dtype(tmp_path, run_cli, case, expected):
+    kwargs = {
+        "straight": dict(),
+        "tilted": dict(tilt_deg=20.0),
+        "gap": dict(offsets_mm=[(k - 5) * 5.0 for k in range(12) if k != 6]),
+        "fractional_slope": dict(slope=0.5, intercept=-1024.0),
+    }[case]
+    spec = fac.make_stack(12, 5.0, key=f"dtype-{case}", **kwargs)
+    fac.write_series(tmp_path / "dcm", spec)
+    data, affine, img, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert str(img.get_data_dtype()) == expected
+    assert side["dtype"] == expected
+    assert str(data.dtype) == expected
+    slope, inter = img.header.get_slope_inter()
+    assert slope in (None, 1.0) and inter in (None, 0.0)
+    hu = np.asarray(img.get_fdata())
+    assert np.array_equal(hu, data.astype(np.float64)), "scaled NIfTI values differ from stored HU"
+    assert np.abs(hu).max() < 5000 and hu.min() >= -1024
