@@ -19,6 +19,8 @@ from ichct import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.ingest_cli",
     "ichct.pipeline.synth_cli",
+    "ichct.pipeline.manifest_cli",
+    "ichct.pipeline.demo_cli",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE = 0, 1, 2

@@ -1,0 +1,1 @@
+"""Patient-level split manifests (MONAI datalist JSON) and dataset adapters."""
