@@ -1,1 +1,43 @@
-"""Networks for intracranial hemorrhage detection (imports nothing else of ichct)."""
+"""Networks for intracranial hemorrhage detection (imports nothing else of ichct).
+
+* :func:`ich_unet3d` - 3D MONAI UNet/DynUNet segmentation of multi-window CT (2 or 6 classes),
+  :func:`sliding_window_predict` for whole-volume inference.
+* :class:`SliceSequenceClassifier` - 2D slice encoder + bidirectional RNN over the slice axis,
+  6 logits per slice (:data:`SUBTYPES`), :func:`pad_slice_batch` to batch studies.
+
+Only torch, MONAI and NumPy are imported. Names are resolved lazily, so ``import ichct.networks``
+itself is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "SEG_CLASSES": "unet3d",
+    "count_parameters": "unet3d",
+    "ich_unet3d": "unet3d",
+    "sliding_window_predict": "unet3d",
+    "ENCODERS": "slice_sequence",
+    "SUBTYPES": "slice_sequence",
+    "SliceSequenceClassifier": "slice_sequence",
+    "lengths_to_mask": "slice_sequence",
+    "pad_slice_batch": "slice_sequence",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,440 @@
+"""Slice-sequence classifier: a 2D CNN per axial slice, a bidirectional RNN along the slice axis.
+
+Shapes follow MONAI's channel-first convention with the slices last, as in a ``(C, X, Y, Z)``
+volume: a batch of studies is ``(B, C, H, W, S)``. Every slice goes through the same 2D encoder,
+the ``S`` slice features of a study go through a bidirectional GRU or LSTM, and a linear head
+gives one logit per slice and per label of :data:`SUBTYPES`.
+
+Studies with different slice counts are batched with :func:`pad_slice_batch`; pass the returned
+``lengths`` (or an equivalent ``slice_mask``) to the forward pass. Padding slices are never
+encoded, the RNN runs on packed sequences (``torch.nn.utils.rnn.pack_padded_sequence``), so a
+study gets the same logits padded in a batch as alone (in eval mode), and padding positions of
+the output are set to 0.
+
+This module imports only torch and MONAI (never another part of ``ichct``); no weights are
+downloaded, every encoder starts from random initialisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.networks.nets import DenseNet121, EfficientNetBN, resnet10, resnet18
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+__all__ = [
+    "SUBTYPES",
+    "ENCODERS",
+    "SliceSequenceClassifier",
+    "pad_slice_batch",
+    "lengths_to_mask",
+]
+
+#: Order of the per-slice outputs (RSNA 2019 label order).
+SUBTYPES: tuple[str, ...] = (
+    "any",
+    "epidural",
+    "intraparenchymal",
+    "intraventricular",
+    "subarachnoid",
+    "subdural",
+)
+
+#: Names accepted by ``SliceSequenceClassifier(encoder=...)``.
+ENCODERS: tuple[str, ...] = ("densenet121", "efficientnet-b0", "resnet18", "resnet10", "small")
+
+
+# --------------------------------------------------------------------------------------------
+# 2D encoders returning feature maps (N, out_channels, h, w)
+# --------------------------------------------------------------------------------------------
+
+
+class _DenseNetTrunk(nn.Module):
+    """MONAI DenseNet121 (2D) without its classification layers."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1, pretrained=False)
+        self.features = net.features
+        self.act = nn.ReLU()
+        self.out_channels = int(net.class_layers.out.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.features(x))
+
+
+class _EfficientNetTrunk(nn.Module):
+    """MONAI EfficientNet-B0 (2D, random weights) up to its head convolution."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        net = EfficientNetBN(
+            "efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=in_channels, num_classes=1
+        )
+        self.out_channels = int(net._fc.in_features)
+        # pooling, dropout and the classifier are replaced by this model's own
+        net._avg_pooling, net._dropout, net._fc = nn.Identity(), nn.Identity(), nn.Identity()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n._swish(n._bn0(n._conv_stem(n._conv_stem_padding(x))))
+        x = n._blocks(x)
+        return n._swish(n._bn1(n._conv_head(n._conv_head_padding(x))))
+
+
+class _ResNetTrunk(nn.Module):
+    """MONAI ResNet-18/10 (2D, stride-2 stem like the ImageNet ResNets) without pooling and fc."""
+
+    def __init__(self, in_channels: int, depth: int) -> None:
+        super().__init__()
+        factory = {18: resnet18, 10: resnet10}[depth]
+        net = factory(
+            pretrained=False,
+            spatial_dims=2,
+            n_input_channels=in_channels,
+            conv1_t_size=7,
+            conv1_t_stride=2,
+            feed_forward=False,
+        )
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool)
+        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+        self.out_channels = int(net.layer4[-1].conv2.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x))
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _SmallTrunk(nn.Module):
+    """Tiny CNN for CPU demos: four stride-2 stages of two 3x3 conv-BN-ReLU (total stride 16)."""
+
+    def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        cin = in_channels
+        for w in widths:
+            stages.append(nn.Sequential(_conv_bn_relu(cin, w, stride=2), _conv_bn_relu(w, w)))
+            cin = w
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = int(cin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)
+
+
+def _make_encoder(name: str, in_channels: int) -> nn.Module:
+    if name == "densenet121":
+        return _DenseNetTrunk(in_channels)
+    if name == "efficientnet-b0":
+        return _EfficientNetTrunk(in_channels)
+    if name == "resnet18":
+        return _ResNetTrunk(in_channels, 18)
+    if name == "resnet10":
+        return _ResNetTrunk(in_channels, 10)
+    if name == "small":
+        return _SmallTrunk(in_channels)
+    raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
+
+
+class _AuxSegHead(nn.Module):
+    """Light 2D segmentation decoder.
+
+    The deepest encoder feature map is reduced by a 1x1 convolution and up-sampled bilinearly to
+    the slice size, then fused with a two-convolution full-resolution branch on the slice itself.
+    The deep path makes the segmentation loss train the shared encoder; the shallow branch
+    supplies the spatial detail that a stride-16/32 map lacks.
+    """
+
+    def __init__(self, enc_channels: int, in_channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        self.deep = nn.Sequential(
+            nn.Conv2d(enc_channels, 2 * width, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True)
+        )
+        self.shallow = nn.Sequential(_conv_bn_relu(in_channels, width), _conv_bn_relu(width, width))
+        self.fuse = nn.Sequential(_conv_bn_relu(3 * width, width), nn.Conv2d(width, num_classes, 1))
+
+    def forward(self, fmap: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        deep = nn.functional.interpolate(
+            self.deep(fmap), size=image.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return self.fuse(torch.cat([deep, self.shallow(image)], dim=1))
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers for padded batches
+# --------------------------------------------------------------------------------------------
+
+
+def lengths_to_mask(lengths: torch.Tensor | Sequence[int], max_len: int | None = None) -> torch.Tensor:
+    """Boolean mask ``(B, max_len)`` that is True on the first ``lengths[b]`` slices of study b.
+
+    Parameters
+    ----------
+    lengths
+        Number of valid slices per study.
+    max_len
+        Padded slice count (default ``max(lengths)``).
+
+    Returns
+    -------
+    torch.Tensor
+        Bool tensor on the device of ``lengths``.
+    """
+    lengths = torch.as_tensor(lengths, dtype=torch.long)
+    if max_len is None:
+        max_len = int(lengths.max()) if lengths.numel() else 0
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def pad_slice_batch(
+    volumes: Sequence[torch.Tensor | np.ndarray], pad_value: float = 0.0, axis: int = -1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack studies with different slice counts into one zero-padded batch.
+
+    Parameters
+    ----------
+    volumes
+        Tensors or arrays of shape ``(C, H, W, S_i)``; all dimensions but ``axis`` must agree.
+        ``axis`` can be changed to pad per-slice labels as well, e.g. ``(S_i, 6)`` with
+        ``axis=0``.
+    pad_value
+        Value of the padding slices.
+    axis
+        The slice axis of each item.
+
+    Returns
+    -------
+    batch : torch.Tensor
+        ``(B, C, H, W, max S_i)`` (the items' shape with the slice axis padded, batch first).
+    lengths : torch.Tensor
+        ``(B,)`` int64 slice counts, to pass to :meth:`SliceSequenceClassifier.forward`.
+    """
+    if len(volumes) == 0:
+        raise ValueError("pad_slice_batch needs at least one volume")
+    items = [torch.as_tensor(v) for v in volumes]
+    ndim = items[0].ndim
+    ax = axis % ndim
+    for i, t in enumerate(items):
+        if t.ndim != ndim or t.shape[:ax] + t.shape[ax + 1 :] != items[0].shape[:ax] + items[0].shape[ax + 1 :]:
+            raise ValueError(
+                f"volume {i} has shape {tuple(t.shape)}, incompatible with {tuple(items[0].shape)} "
+                f"(only axis {axis} may differ)"
+            )
+    lengths = torch.tensor([t.shape[ax] for t in items], dtype=torch.long)
+    shape = list(items[0].shape)
+    shape[ax] = int(lengths.max())
+    batch = items[0].new_full((len(items), *shape), pad_value)
+    for i, t in enumerate(items):
+        batch[i].narrow(ax, 0, t.shape[ax]).copy_(t)
+    return batch, lengths
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class SliceSequenceClassifier(nn.Module):
+    """Per-slice hemorrhage classifier with context from the neighbouring slices.
+
+    Parameters
+    ----------
+    in_channels
+        Channels per slice (HU windows), 3 by default.
+    num_classes
+        Logits per slice; 6 = :data:`SUBTYPES` (``any`` first).
+    encoder
+        2D slice encoder: ``"densenet121"`` (MONAI DenseNet121), ``"efficientnet-b0"`` (MONAI
+        EfficientNetBN, ``pretrained=False``), ``"resnet18"`` / ``"resnet10"`` (MONAI ResNet with
+        a stride-2 stem) or ``"small"`` (a ~0.3 M-parameter CNN for CPU demos). All randomly
+        initialised; nothing is downloaded.
+    feature_dim
+        Size of the per-slice feature (global-average-pooled encoder map, linear projection, ReLU).
+    rnn
+        ``"gru"`` or ``"lstm"``; always bidirectional, along the slice axis.
+    rnn_hidden
+        Hidden size per direction.
+    rnn_layers
+        Stacked RNN layers.
+    neighbour_slices
+        If True, slice k is encoded together with slices k-1 and k+1 (channels
+        ``[prev, current, next]``, so the encoder sees ``3 * in_channels`` channels). The first
+        and last slices of each study repeat themselves instead of reading padding.
+    aux_seg
+        Add the auxiliary 2D segmentation head (see :class:`_AuxSegHead`).
+    num_seg_classes
+        Output channels of the auxiliary head (2: background/blood; 6: with subtypes).
+    dropout
+        Dropout on the slice features and before the classification head.
+
+    Notes
+    -----
+    ``forward(x, lengths=None, slice_mask=None)`` takes ``x`` of shape ``(B, C, H, W, S)``.
+
+    * Without ``aux_seg`` it returns the logits tensor ``(B, S, num_classes)``.
+    * With ``aux_seg`` it returns a dict ``{"logits": (B, S, num_classes),
+      "seg": (B, num_seg_classes, H, W, S), "mask": (B, S) bool}``.
+
+    Padding positions (``s >= lengths[b]``) hold 0 in ``logits`` and ``seg``; losses must use the
+    mask. The classification head sees the slice feature concatenated with the RNN context.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = len(SUBTYPES),
+        encoder: str = "densenet121",
+        feature_dim: int = 256,
+        rnn: str = "gru",
+        rnn_hidden: int = 128,
+        rnn_layers: int = 1,
+        neighbour_slices: bool = False,
+        aux_seg: bool = False,
+        num_seg_classes: int = 2,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if rnn not in ("gru", "lstm"):
+            raise ValueError(f"rnn must be 'gru' or 'lstm', got {rnn!r}")
+        if min(in_channels, num_classes, feature_dim, rnn_hidden, rnn_layers) < 1:
+            raise ValueError("in_channels, num_classes, feature_dim, rnn_hidden and rnn_layers must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.encoder_name = encoder
+        self.feature_dim = feature_dim
+        self.neighbour_slices = neighbour_slices
+        self.aux_seg = aux_seg
+        enc_in = 3 * in_channels if neighbour_slices else in_channels
+
+        self.encoder = _make_encoder(encoder, enc_in)
+        self.project = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(self.encoder.out_channels, feature_dim),
+            nn.ReLU(inplace=True),
+        )
+        rnn_cls = nn.GRU if rnn == "gru" else nn.LSTM
+        self.rnn = rnn_cls(
+            feature_dim,
+            rnn_hidden,
+            num_layers=rnn_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if rnn_layers > 1 else 0.0,
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim + 2 * rnn_hidden, num_classes))
+        self.seg_head = _AuxSegHead(self.encoder.out_channels, enc_in, num_seg_classes) if aux_seg else None
+
+    # ---------------------------------------------------------------------------------------
+    def _lengths(
+        self,
+        batch: int,
+        slices: int,
+        lengths: torch.Tensor | Sequence[int] | None,
+        slice_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Validated int64 CPU lengths from ``lengths`` and/or a prefix ``slice_mask``."""
+        out: torch.Tensor | None = None
+        if slice_mask is not None:
+            m = torch.as_tensor(slice_mask).to(device="cpu", dtype=torch.bool)
+            if m.shape != (batch, slices):
+                raise ValueError(f"slice_mask must have shape {(batch, slices)}, got {tuple(m.shape)}")
+            out = m.sum(dim=1)
+            if not torch.equal(m, lengths_to_mask(out, slices)):
+                raise ValueError("slice_mask must mark a prefix of the slices of each study (padding at the end)")
+        if lengths is not None:
+            ln = torch.as_tensor(lengths).to(device="cpu", dtype=torch.long).reshape(-1)
+            if ln.shape != (batch,):
+                raise ValueError(f"lengths must have {batch} entries, got {tuple(ln.shape)}")
+            if out is not None and not torch.equal(out, ln):
+                raise ValueError("lengths and slice_mask disagree")
+            out = ln
+        if out is None:
+            return torch.full((batch,), slices, dtype=torch.long)
+        if int(out.min()) < 1 or int(out.max()) > slices:
+            raise ValueError(f"every study needs between 1 and {slices} slices, got lengths {out.tolist()}")
+        return out
+
+    @staticmethod
+    def _stack_neighbours(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, S, C, H, W)`` -> ``(B, S, 3C, H, W)`` with channels ``[k-1, k, k+1]`` per slice."""
+        b, s = seq.shape[:2]
+        idx = torch.arange(s, device=seq.device)
+        last = (lengths.to(seq.device) - 1)[:, None]
+        prev = (idx - 1).clamp(min=0)[None, :].expand(b, s)
+        nxt = torch.minimum(idx[None, :] + 1, last).clamp(min=0)
+        rows = torch.arange(b, device=seq.device)[:, None]
+        return torch.cat([seq[rows, prev], seq, seq[rows, nxt]], dim=2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        slice_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Per-slice logits for a batch of studies.
+
+        Parameters
+        ----------
+        x
+            ``(B, C, H, W, S)`` batch; studies shorter than ``S`` are padded at the end.
+        lengths
+            ``(B,)`` valid slice counts (default: all ``S`` slices valid).
+        slice_mask
+            ``(B, S)`` bool, True on valid slices; an alternative to ``lengths`` (must mark a
+            prefix of each study).
+
+        Returns
+        -------
+        torch.Tensor or dict
+            ``(B, S, num_classes)`` logits; with ``aux_seg`` a dict with keys ``"logits"``,
+            ``"seg"`` ``(B, num_seg_classes, H, W, S)`` and ``"mask"`` ``(B, S)``.
+        """
+        if x.ndim != 5:
+            raise ValueError(f"x must be (B, C, H, W, S), got shape {tuple(x.shape)}")
+        b, c, h, w, s = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"x has {c} channels, the model expects {self.in_channels}")
+        lens = self._lengths(b, s, lengths, slice_mask)
+        mask = lengths_to_mask(lens, s).to(x.device)
+
+        seq = x.permute(0, 4, 1, 2, 3)  # (B, S, C, H, W)
+        if self.neighbour_slices:
+            seq = self._stack_neighbours(seq, lens)
+        valid = seq[mask]  # (n_valid, C', H, W): padding slices are never encoded
+        fmap = self.encoder(valid)
+        feats_valid = self.project(fmap)
+        feats = feats_valid.new_zeros(b, s, self.feature_dim)
+        feats[mask] = feats_valid
+
+        packed = pack_padded_sequence(feats, lens, batch_first=True, enforce_sorted=False)
+        ctx, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=s)
+        logits = self.head(torch.cat([feats, ctx], dim=-1))
+        logits = logits.masked_fill(~mask[..., None], 0.0)
+        if self.seg_head is None:
+            return logits
+
+        seg_valid = self.seg_head(fmap, valid)  # (n_valid, K, H, W)
+        seg = seg_valid.new_zeros(b, s, *seg_valid.shape[1:])
+        seg[mask] = seg_valid
+        return {"logits": logits, "seg": seg.permute(0, 2, 3, 4, 1), "mask": mask}
+
+    def extra_repr(self) -> str:
+        return f"encoder={self.encoder_name!r}, neighbour_slices={self.neighbour_slices}, aux_seg={self.aux_seg}"
+

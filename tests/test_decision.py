@@ -1,0 +1,384 @@
+"""Volume-level decision rules: scores, calls, segmentation volumes, thresholds, JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ichct.pipeline import decision as d
+from ichct.pipeline.decision import (
+    SUBTYPES,
+    DecisionRule,
+    choose_threshold,
+    choose_thresholds,
+    consecutive_call,
+    consecutive_score,
+    ct_scores,
+    decide,
+    max_score,
+    remove_small_components,
+    segmentation_volumes,
+    slice_scores,
+    topk_mean_score,
+    voxel_volume_ml,
+)
+
+
+def _longest_run(passing: list[bool]) -> int:
+    best = run = 0
+    for p in passing:
+        run = run + 1 if p else 0
+        best = max(best, run)
+    return best
+
+
+# ------------------------------------------------------------------ slice rules
+
+
+def test_subtypes_match_network_outputs() -> None:
+    from ichct.networks import SUBTYPES as NET_SUBTYPES
+
+    assert SUBTYPES == NET_SUBTYPES
+
+
+def test_consecutive_needs_k_adjacent_slices() -> None:
+    p = [0.1, 0.9, 0.8, 0.2, 0.7, 0.95, 0.6, 0.1]
+    assert consecutive_score(p, k=3) == pytest.approx(0.6)  # window (0.7, 0.95, 0.6)
+    assert consecutive_score(p, k=2) == pytest.approx(0.8)  # window (0.9, 0.8)
+    assert consecutive_score(p, k=1) == pytest.approx(0.95)
+    assert consecutive_call(p, 0.6, k=3) is True
+    assert consecutive_call(p, 0.65, k=3) is False
+    # gaps: five passing slices, but never three in a row
+    gaps = [0.9, 0.9, 0.1, 0.9, 0.9, 0.1, 0.9]
+    assert consecutive_call(gaps, 0.5, k=3) is False
+    assert consecutive_score(gaps, k=3) == pytest.approx(0.1)
+    assert consecutive_call(gaps, 0.5, k=2) is True
+
+
+def test_fewer_than_k_slices_is_negative() -> None:
+    p = [0.99, 0.99]
+    assert consecutive_score(p, k=3) == 0.0
+    assert consecutive_call(p, 0.5, k=3) is False
+    rule = DecisionRule("consecutive", threshold=0.01, k=3)
+    calls = decide(rule, slice_probs=np.full((2, 6), 0.99))
+    assert not any(v["positive"] for v in calls.values())
+    # top-k mean averages what there is; max is unaffected
+    assert topk_mean_score(p, k=3) == pytest.approx(0.99)
+    assert max_score([0.3]) == pytest.approx(0.3)
+
+
+def test_ties_at_threshold_pass() -> None:
+    p = np.array([0.2, 0.5, 0.5, 0.5, 0.2])
+    assert consecutive_call(p, 0.5, k=3) is True
+    for name in ("consecutive", "max", "topk_mean"):
+        rule = DecisionRule(name, threshold=float(slice_scores(p, name, k=3)), k=3)
+        res = decide(rule, slice_probs=np.repeat(p[:, None], 6, axis=1))
+        assert all(v["positive"] for v in res.values()), name
+        above = DecisionRule(name, threshold=float(np.nextafter(rule.threshold, 1.0)), k=3)
+        res = decide(above, slice_probs=np.repeat(p[:, None], 6, axis=1))
+        assert not any(v["positive"] for v in res.values()), name
+
+
+def test_consecutive_score_is_equivalent_to_the_run_rule() -> None:
+    """score >= t  <=>  some k adjacent slices have p >= t, for random CTs, k and thresholds."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 15))
+        k = int(rng.integers(1, 6))
+        probs = np.round(rng.random((n, 6)), 1)  # coarse values create many ties
+        scores = consecutive_score(probs, k)
+        thresholds = np.concatenate([np.unique(probs), rng.random(3), [1.0]])
+        for t in thresholds[thresholds > 0]:
+            direct = np.array([_longest_run(list(probs[:, j] >= t)) >= k for j in range(6)])
+            assert np.array_equal(scores >= t, direct)
+            assert np.array_equal(consecutive_call(probs, t, k), direct)
+
+
+def test_max_and_topk_mean() -> None:
+    p = np.array([[0.1, 0.0], [0.9, 0.2], [0.4, 0.6], [0.7, 0.1]])
+    np.testing.assert_allclose(max_score(p), [0.9, 0.6])
+    np.testing.assert_allclose(topk_mean_score(p, k=2), [0.8, 0.4])
+    np.testing.assert_allclose(topk_mean_score(p, k=1), max_score(p))
+    np.testing.assert_allclose(topk_mean_score(p, k=10), p.mean(axis=0))
+    assert isinstance(topk_mean_score(p[:, 0], k=2), float)
+
+
+def test_all_zero_input_is_negative_everywhere() -> None:
+    zeros = np.zeros((20, 6))
+    for name in ("consecutive", "max", "topk_mean"):
+        res = decide(DecisionRule(name, threshold=1e-6), slice_probs=zeros)
+        assert set(res) == set(SUBTYPES)
+        assert all(v["score"] == 0.0 and not v["positive"] for v in res.values())
+
+
+@pytest.mark.parametrize(
+    "probs, match",
+    [
+        ([0.1, float("nan"), 0.3], "NaN"),
+        (np.full((4, 6), np.nan), "NaN"),
+        ([0.1, 1.5], r"\[0, 1\]"),
+        ([-0.1, 0.5], r"\[0, 1\]"),
+        ([0.1, float("inf")], r"\[0, 1\]"),
+        (np.zeros((0, 6)), "empty"),
+        (np.zeros((2, 3, 4)), "shape"),
+    ],
+)
+def test_invalid_probabilities_rejected(probs, match: str) -> None:
+    for fn in (max_score, topk_mean_score, consecutive_score):
+        with pytest.raises(ValueError, match=match):
+            fn(probs)
+    with pytest.raises(ValueError, match=match):
+        decide(DecisionRule("max", 0.5), slice_probs=probs)
+
+
+def test_decide_uses_per_subtype_thresholds_and_column_order() -> None:
+    probs = np.zeros((6, 6))
+    probs[1:4, 0] = 0.8  # any: 3 adjacent slices at 0.8
+    probs[1:4, 5] = 0.8  # subdural likewise
+    probs[2, 2] = 0.9  # intraparenchymal: a single slice
+    th = {s: 0.5 for s in SUBTYPES} | {"subdural": 0.85}
+    res = decide(DecisionRule("consecutive", threshold=th, k=3), slice_probs=probs)
+    assert [s for s, v in res.items() if v["positive"]] == ["any"]
+    assert res["subdural"]["threshold"] == 0.85 and res["subdural"]["score"] == pytest.approx(0.8)
+    res = decide(DecisionRule("max", threshold=0.5), slice_probs=probs)
+    assert [s for s, v in res.items() if v["positive"]] == ["any", "intraparenchymal", "subdural"]
+    with pytest.raises(KeyError, match="epidural"):
+        decide(DecisionRule("max", threshold={"any": 0.5}), slice_probs=probs)
+    with pytest.raises(ValueError, match="columns"):
+        decide(DecisionRule("max", threshold=0.5), slice_probs=probs[:, :5])
+    with pytest.raises(ValueError, match="slice_probs"):
+        decide(DecisionRule("max", threshold=0.5), segmentation=np.zeros((2, 2, 2)))
+
+
+# ------------------------------------------------------------------ segmentation rule
+
+
+def _seg() -> np.ndarray:
+    seg = np.zeros((20, 20, 10), dtype=np.uint8)
+    seg[2:6, 2:6, 2:4] = 5  # subdural, 32 voxels
+    seg[6:8, 2:6, 2:4] = 2  # intraparenchymal, 16 voxels, touching the subdural block
+    seg[15, 15, 5] = 4  # subarachnoid, isolated single voxel
+    return seg
+
+
+def test_segmentation_volumes_per_subtype_and_any() -> None:
+    vox = 0.5  # mL per voxel
+    vols = segmentation_volumes(_seg(), vox, num_classes=6)
+    assert set(vols) == set(SUBTYPES)
+    assert vols["subdural"] == 16.0 and vols["intraparenchymal"] == 8.0 and vols["subarachnoid"] == 0.5
+    assert vols["epidural"] == 0.0 and vols["intraventricular"] == 0.0
+    assert vols["any"] == 24.5
+    # minimum component size: the 1-voxel bleed goes; the touching blocks form one 'any' component
+    vols = segmentation_volumes(_seg(), vox, min_component_ml=10.0, num_classes=6)
+    assert vols["subarachnoid"] == 0.0 and vols["intraparenchymal"] == 0.0 and vols["subdural"] == 16.0
+    assert vols["any"] == 24.0
+    # a component of exactly the minimum size is kept
+    assert segmentation_volumes(_seg(), vox, min_component_ml=8.0, num_classes=6)["intraparenchymal"] == 8.0
+
+
+def test_connectivity_changes_components() -> None:
+    seg = np.zeros((5, 5, 5), dtype=np.int64)
+    seg[1, 1, 1] = seg[2, 2, 2] = 1  # diagonal neighbours
+    assert segmentation_volumes(seg, 1.0, min_component_ml=2.0, num_classes=2, connectivity=1) == {"any": 0.0}
+    assert segmentation_volumes(seg, 1.0, min_component_ml=2.0, num_classes=2, connectivity=3) == {"any": 2.0}
+
+
+def test_probability_map_input_uses_argmax() -> None:
+    labels = _seg()
+    probs = np.full((6, *labels.shape), 0.02, dtype=np.float32)
+    for c in range(6):
+        probs[c][labels == c] = 0.9
+    assert segmentation_volumes(probs, 0.5) == segmentation_volumes(labels, 0.5, num_classes=6)
+    binary = np.stack([labels == 0, labels > 0]).astype(np.float32)
+    assert segmentation_volumes(binary, 0.5) == {"any": 24.5}
+    assert segmentation_volumes(labels[None], 0.5, num_classes=6)["any"] == 24.5
+
+
+def test_empty_segmentation_is_negative() -> None:
+    empty = np.zeros((8, 8, 8), dtype=np.uint8)
+    rule = DecisionRule("seg_volume", threshold=0.01, num_seg_classes=6)
+    res = decide(rule, segmentation=empty, voxel_volume_ml=0.001)
+    assert set(res) == set(SUBTYPES)
+    assert all(v["score"] == 0.0 and not v["positive"] for v in res.values())
+    binary = DecisionRule("seg_volume", threshold=0.01, num_seg_classes=2)
+    assert decide(binary, segmentation=empty, voxel_volume_ml=0.001) == {
+        "any": {"score": 0.0, "threshold": 0.01, "positive": False}
+    }
+    assert not remove_small_components(empty, 0.001, 1.0).any()
+
+
+def test_seg_volume_rule_calls() -> None:
+    rule = DecisionRule("seg_volume", threshold={s: 5.0 for s in SUBTYPES}, min_component_ml=1.0, num_seg_classes=6)
+    res = decide(rule, segmentation=_seg(), voxel_volume_ml=0.5)
+    assert {s for s, v in res.items() if v["positive"]} == {"any", "subdural", "intraparenchymal"}
+    assert res["subarachnoid"]["score"] == 0.0  # removed as a small component
+    tie = DecisionRule("seg_volume", threshold=16.0, num_seg_classes=6)
+    assert decide(tie, segmentation=_seg(), voxel_volume_ml=0.5)["subdural"]["positive"]  # >= passes
+    with pytest.raises(ValueError, match="voxel_volume_ml"):
+        decide(rule, segmentation=_seg())
+
+
+def test_segmentation_input_errors() -> None:
+    with pytest.raises(ValueError, match="num_classes is required"):
+        segmentation_volumes(_seg(), 1.0)
+    with pytest.raises(ValueError, match=r"integers in \[0, 1\]"):
+        segmentation_volumes(_seg(), 1.0, num_classes=2)
+    bad = np.zeros((2, 4, 4, 4), np.float32)
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        segmentation_volumes(bad, 1.0)
+    with pytest.raises(ValueError, match="channels"):
+        segmentation_volumes(np.zeros((3, 4, 4, 4)), 1.0)
+    with pytest.raises(ValueError, match="num_classes"):
+        segmentation_volumes(np.zeros((2, 4, 4, 4)), 1.0, num_classes=6)
+    with pytest.raises(ValueError, match="voxel_volume_ml"):
+        segmentation_volumes(_seg(), 0.0, num_classes=6)
+    with pytest.raises(ValueError, match="min_component_ml"):
+        segmentation_volumes(_seg(), 1.0, min_component_ml=-1, num_classes=6)
+    with pytest.raises(ValueError, match="connectivity"):
+        segmentation_volumes(_seg(), 1.0, num_classes=6, connectivity=4)
+
+
+def test_voxel_volume_ml() -> None:
+    assert voxel_volume_ml((1.0, 1.0, 5.0)) == pytest.approx(0.005)
+    assert voxel_volume_ml([0.5, 0.5, 2.0]) == pytest.approx(0.0005)
+    with pytest.raises(ValueError):
+        voxel_volume_ml((1.0, 0.0, 1.0))
+
+
+# ------------------------------------------------------------------ thresholds
+
+
+def test_choose_threshold_youden() -> None:
+    scores = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9])
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    # J: t=0.9 .25, 0.8 .5, 0.7 .75, 0.6 .5, 0.35 .75, 0.3 .5 ... -> tie 0.7 / 0.35, the higher wins
+    assert choose_threshold(scores, labels, "youden") == 0.7
+    assert choose_threshold(scores, labels.astype(bool)) == 0.7
+    # perfectly separable data: the highest optimal threshold is the lowest positive score
+    assert choose_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 0.8
+
+
+def test_choose_threshold_youden_tie_takes_higher_threshold() -> None:
+    # t=0.5: sens 1/2, spec 1 -> J=0.5; t=0.3: sens 1, spec 1/2 -> J=0.5
+    assert choose_threshold([0.3, 0.4, 0.5], [1, 0, 1]) == 0.5
+
+
+def test_choose_threshold_sensitivity_and_specificity_targets() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.random(400) < 0.3
+    scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.15), 0, 1)
+    for target in (0.8, 0.9, 0.95, 1.0):
+        t = choose_threshold(scores, labels, "sensitivity", target)
+        sens = (scores[labels] >= t).mean()
+        assert sens >= target
+        # the highest such threshold: the next observed score above t misses the target
+        higher = scores[scores > t]
+        if higher.size:
+            assert (scores[labels] >= higher.min()).mean() < target
+        t = choose_threshold(scores, labels, "specificity", target)
+        assert (scores[~labels] < t).mean() >= target
+        lower = scores[scores < t]
+        if lower.size:
+            assert (scores[~labels] < lower.max()).mean() < target
+
+
+def test_choose_threshold_errors() -> None:
+    with pytest.raises(ValueError, match="positives and negatives"):
+        choose_threshold([0.1, 0.2], [0, 0])
+    with pytest.raises(ValueError, match="positive case"):
+        choose_threshold([0.1, 0.2], [0, 0], "sensitivity")
+    with pytest.raises(ValueError, match="NaN"):
+        choose_threshold([0.1, np.nan], [0, 1])
+    with pytest.raises(ValueError, match="0/1"):
+        choose_threshold([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="equal length"):
+        choose_threshold([0.1, 0.2], [0, 1, 1])
+    with pytest.raises(ValueError, match="target"):
+        choose_threshold([0.1, 0.2], [0, 1], "sensitivity", target=0.0)
+    with pytest.raises(ValueError, match="method"):
+        choose_threshold([0.1, 0.2], [0, 1], "f1")
+    with pytest.raises(ValueError, match="specificity 1.0"):
+        choose_threshold([0.1, 0.9], [1, 0], "specificity", target=1.0)
+
+
+def test_threshold_from_validation_reproduces_calls_on_ct_scores() -> None:
+    """Choose per-subtype thresholds on CT scores, store them in a rule, get the same calls."""
+    rng = np.random.default_rng(2)
+    labels = rng.random((40, 6)) < 0.5
+    cts = []
+    for y in labels:
+        p = rng.random((int(rng.integers(5, 30)), 6)) * 0.6
+        start = int(rng.integers(0, p.shape[0] - 3))
+        p[start : start + 3] = np.maximum(p[start : start + 3], np.where(y, rng.uniform(0.3, 1.0, 6), 0.0))
+        cts.append(p)
+    rule0 = DecisionRule("consecutive", threshold=0.5, k=3)
+    scores = np.array([[ct_scores(rule0, slice_probs=p)[s] for s in SUBTYPES] for p in cts])
+    for method in ("youden", "sensitivity"):
+        thresholds = choose_thresholds(scores, labels, method, 0.9)
+        rule = DecisionRule("consecutive", threshold=thresholds, k=3, meta={"method": method, "target": 0.9})
+        calls = np.array([[decide(rule, slice_probs=p)[s]["positive"] for s in SUBTYPES] for p in cts])
+        expected = scores >= np.array([thresholds[s] for s in SUBTYPES])
+        assert np.array_equal(calls, expected)
+        # the calls are also those of the direct run rule
+        direct = np.array([consecutive_call(p, thresholds[s], 3)[j] for p in cts for j, s in enumerate(SUBTYPES)])
+        assert np.array_equal(direct.reshape(40, 6)[:, 0], calls[:, 0])
+        if method == "sensitivity":
+            assert all((calls[:, j][labels[:, j]]).mean() >= 0.9 for j in range(6))
+    with pytest.raises(ValueError, match="subtype 'epidural'"):
+        choose_thresholds(scores, np.column_stack([labels[:, :1], np.zeros((40, 5), bool)]))
+
+
+# ------------------------------------------------------------------ DecisionRule
+
+
+def test_rule_json_round_trip(tmp_path) -> None:
+    rules = [
+        DecisionRule("consecutive", threshold=0.42, k=4),
+        DecisionRule("max", threshold={s: 0.1 * (i + 1) for i, s in enumerate(SUBTYPES)}),
+        DecisionRule("topk_mean", threshold=0.3, k=5, meta={"method": "youden", "auc": 0.91}),
+        DecisionRule("seg_volume", threshold=0.5, min_component_ml=0.05, num_seg_classes=6, connectivity=3),
+    ]
+    for rule in rules:
+        text = rule.to_json()
+        assert json.loads(text)["name"] == rule.name
+        assert DecisionRule.from_json(text) == rule
+        path = tmp_path / f"{rule.name}.json"
+        rule.save(path)
+        assert DecisionRule.load(path) == rule
+    assert rules[1].threshold_for("subdural") == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "mean", "threshold": 0.5}, "rule name"),
+        ({"name": "max", "threshold": 0.0}, r"\(0, 1\]"),
+        ({"name": "max", "threshold": 1.2}, r"\(0, 1\]"),
+        ({"name": "max", "threshold": float("nan")}, r"\(0, 1\]"),
+        ({"name": "max", "threshold": {"any": 2.0}}, r"\(0, 1\]"),
+        ({"name": "max", "threshold": {}}, "empty"),
+        ({"name": "max", "threshold": "high"}, "number"),
+        ({"name": "seg_volume", "threshold": 0.0}, "mL"),
+        ({"name": "consecutive", "threshold": 0.5, "k": 0}, "k must"),
+        ({"name": "consecutive", "threshold": 0.5, "k": 2.5}, "k must"),
+        ({"name": "seg_volume", "threshold": 1.0, "min_component_ml": -1.0}, "min_component_ml"),
+        ({"name": "seg_volume", "threshold": 1.0, "num_seg_classes": 3}, "num_seg_classes"),
+        ({"name": "max", "threshold": 0.5, "meta": {"f": object()}}, "JSON"),
+    ],
+)
+def test_rule_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DecisionRule(**kwargs)
+
+
+def test_rule_from_dict_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        DecisionRule.from_dict({"name": "max", "threshold": 0.5, "colour": "red"})
+
+
+def test_module_exports() -> None:
+    assert set(d.__all__) <= set(dir(d))
+    assert d.RULES == ("consecutive", "max", "topk_mean", "seg_volume")

@@ -1,0 +1,220 @@
+"""Slice-sequence classifier: encoders, padding/masking, gradients, auxiliary segmentation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from ichct.networks import ENCODERS, SUBTYPES, SliceSequenceClassifier, lengths_to_mask, pad_slice_batch
+
+
+def _studies(lengths: list[int], c: int = 3, hw: int = 64, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(c, hw, hw, n, generator=g) for n in lengths]
+
+
+def _n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_subtype_order() -> None:
+    assert SUBTYPES == ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_output_shape_per_encoder(encoder: str) -> None:
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder=encoder).eval()
+    x = torch.randn(2, 3, 64, 64, 7)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 7, 6)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize(
+    "encoder, rnn, neighbours",
+    [
+        ("small", "gru", False),
+        ("small", "lstm", True),
+        ("resnet10", "gru", True),
+        ("resnet18", "lstm", False),
+        ("efficientnet-b0", "gru", False),
+        ("densenet121", "lstm", True),
+    ],
+)
+def test_padded_batch_gives_same_logits_as_single_study(encoder: str, rnn: str, neighbours: bool) -> None:
+    """Masking works: padding never reaches the encoder, the RNN context, or the output."""
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder=encoder, rnn=rnn, neighbour_slices=neighbours, rnn_layers=2).eval()
+    studies = _studies([9, 5, 12])
+    batch, lengths = pad_slice_batch(studies)
+    assert batch.shape == (3, 3, 64, 64, 12) and lengths.tolist() == [9, 5, 12]
+    # garbage in the padding must not matter either
+    garbage = batch.clone()
+    for i, n in enumerate(lengths.tolist()):
+        garbage[i, ..., n:] = 1e3 * torch.randn_like(garbage[i, ..., n:])
+    with torch.no_grad():
+        padded = model(batch, lengths=lengths)
+        noisy = model(garbage, lengths=lengths)
+        alone = [model(s[None])[0] for s in studies]
+    assert padded.shape == (3, 12, 6)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(padded[i, :n], alone[i], atol=2e-5, rtol=1e-4)
+        assert torch.all(padded[i, n:] == 0)
+    torch.testing.assert_close(noisy, padded, atol=0, rtol=0)
+
+
+def test_without_masking_padding_would_leak() -> None:
+    """Control for the test above: treating padding as slices changes the valid slices' logits."""
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder="small").eval()
+    batch, lengths = pad_slice_batch(_studies([4, 8]))
+    with torch.no_grad():
+        masked = model(batch, lengths=lengths)[0, :4]
+        unmasked = model(batch)[0, :4]
+    assert not torch.allclose(masked, unmasked, atol=1e-4)
+
+
+def test_slice_mask_equivalent_to_lengths_and_validated() -> None:
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder="small").eval()
+    batch, lengths = pad_slice_batch(_studies([3, 6], hw=32))
+    mask = lengths_to_mask(lengths, 6)
+    assert mask.tolist() == [[True] * 3 + [False] * 3, [True] * 6]
+    with torch.no_grad():
+        a = model(batch, lengths=lengths)
+        b = model(batch, slice_mask=mask)
+        c = model(batch, lengths=lengths, slice_mask=mask)
+    assert torch.equal(a, b) and torch.equal(a, c)
+    holes = mask.clone()
+    holes[1, 2] = False
+    with pytest.raises(ValueError, match="prefix"):
+        model(batch, slice_mask=holes)
+    with pytest.raises(ValueError, match="disagree"):
+        model(batch, lengths=[3, 5], slice_mask=mask)
+    with pytest.raises(ValueError, match="between 1 and 6"):
+        model(batch, lengths=[0, 6])
+    with pytest.raises(ValueError, match="between 1 and 6"):
+        model(batch, lengths=[3, 7])
+    with pytest.raises(ValueError, match="channels"):
+        model(batch[:, :2], lengths=lengths)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W, S\)"):
+        model(batch[..., 0], lengths=lengths)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_gradients_flow_to_encoder_and_rnn(rnn: str) -> None:
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder="small", rnn=rnn, dropout=0.1).train()
+    batch, lengths = pad_slice_batch(_studies([6, 4], hw=32))
+    logits = model(batch, lengths=lengths)
+    mask = lengths_to_mask(lengths, 6)
+    target = torch.randint(0, 2, logits.shape).float()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], target[mask])
+    loss.backward()
+    for part in (model.encoder, model.rnn, model.project, model.head):
+        for name, p in part.named_parameters():
+            assert p.grad is not None, name
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_gradients_flow_through_monai_encoder() -> None:
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder="resnet10").train()
+    logits = model(torch.randn(2, 3, 32, 32, 5), lengths=[5, 3])
+    logits.sum().backward()
+    grads = [p.grad for p in model.encoder.parameters()]
+    assert all(g is not None for g in grads)
+    assert model.encoder.stem[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rnn.parameters())
+
+
+def test_neighbour_slices_stacking() -> None:
+    """Slice k sees [k-1, k, k+1]; study ends repeat themselves instead of reading padding."""
+    b, s, c = 2, 5, 1
+    seq = torch.arange(s, dtype=torch.float32).view(1, s, 1, 1, 1).expand(b, s, c, 2, 2).clone()
+    seq[1, 3:] = -1.0  # padding of a 3-slice study
+    out = SliceSequenceClassifier._stack_neighbours(seq, torch.tensor([5, 3]))
+    assert out.shape == (b, s, 3 * c, 2, 2)
+    got = out[..., 0, 0]
+    assert got[0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 4]]
+    assert got[1, :3].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 2]]
+    model = SliceSequenceClassifier(encoder="small", in_channels=2, neighbour_slices=True).eval()
+    assert model.encoder.stages[0][0][0].in_channels == 6
+    with torch.no_grad():
+        assert model(torch.randn(1, 2, 32, 32, 4)).shape == (1, 4, 6)
+
+
+def test_aux_segmentation_head() -> None:
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder="small", aux_seg=True, num_seg_classes=6).eval()
+    studies = _studies([5, 8], hw=48)
+    batch, lengths = pad_slice_batch(studies)
+    with torch.no_grad():
+        out = model(batch, lengths=lengths)
+        alone = model(studies[0][None])
+    assert set(out) == {"logits", "seg", "mask"}
+    assert out["logits"].shape == (2, 8, 6)
+    assert out["seg"].shape == (2, 6, 48, 48, 8)
+    assert out["mask"].tolist() == lengths_to_mask(lengths).tolist()
+    assert torch.all(out["seg"][0, ..., 5:] == 0)
+    torch.testing.assert_close(out["seg"][0, ..., :5], alone["seg"][0], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(out["logits"][0, :5], alone["logits"][0], atol=2e-5, rtol=1e-4)
+
+    # the segmentation loss alone trains the shared encoder
+    model.train()
+    out = model(batch, lengths=lengths)
+    out["seg"].square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_default_parameter_counts() -> None:
+    counts = {e: _n_params(SliceSequenceClassifier(encoder=e)) for e in ENCODERS}
+    # default config (DenseNet121 encoder, 256-d features, 1-layer bidirectional GRU, 128 hidden)
+    assert _n_params(SliceSequenceClassifier()) == counts["densenet121"]
+    assert 7_000_000 < counts["densenet121"] < 8_000_000
+    assert 4_000_000 < counts["efficientnet-b0"] < 5_000_000
+    assert 11_000_000 < counts["resnet18"] < 12_500_000
+    assert 5_000_000 < counts["resnet10"] < 6_000_000
+    assert counts["small"] < 1_000_000
+    buf = io.BytesIO()
+    torch.save(SliceSequenceClassifier(encoder="small").state_dict(), buf)
+    assert len(buf.getvalue()) < 4 * 1024 * 1024
+
+
+def test_no_weights_are_downloaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    def _fail(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _fail)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _fail)
+    for e in ENCODERS:
+        SliceSequenceClassifier(encoder=e)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"encoder": "vgg16"}, "encoder"), ({"rnn": "transformer"}, "rnn"), ({"dropout": 1.5}, "dropout")],
+)
+def test_invalid_configurations(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SliceSequenceClassifier(**kwargs)
+
+
+def test_pad_slice_batch() -> None:
+    vols = [np.ones((2, 4, 4, 3), np.float32), torch.full((2, 4, 4, 5), 2.0)]
+    batch, lengths = pad_slice_batch(vols, pad_value=-7.0)
+    assert batch.shape == (2, 2, 4, 4, 5) and batch.dtype == torch.float32
+    assert lengths.dtype == torch.long and lengths.tolist() == [3, 5]
+    assert torch.all(batch[0, ..., :3] == 1) and torch.all(batch[0, ..., 3:] == -7)
+    assert torch.all(batch[1] == 2)
+    labels, n = pad_slice_batch([torch.ones(3, 6), torch.ones(1, 6)], axis=0)
+    assert labels.shape == (2, 3, 6) and n.tolist() == [3, 1] and labels[1, 1:].sum() == 0
+    with pytest.raises(ValueError, match="incompatible"):
+        pad_slice_batch([torch.zeros(3, 4, 4, 2), torch.zeros(3, 5, 4, 2)])
+    with pytest.raises(ValueError, match="at least one"):
+        pad_slice_batch([])
