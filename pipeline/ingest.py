@@ -124,7 +124,7 @@ def convert_series(
     """Read one series (default choice or ``series_uid``) and write it as NIfTI + sidecar."""
     volume = read_dicom_series(folder, series_uid=series_uid, tilt_correction=tilt_correction, workers=workers, progress=progress)
     write_nifti(volume, out_path)
-    logger.info("wrote %s (%s, %s voxels, spacing %s mm)", out_path, volume.hu_volume.dtype,
+    logger.debug("wrote %s (%s, %s voxels, spacing %s mm)", out_path, volume.hu_volume.dtype,
                 "x".join(map(str, volume.hu_volume.shape)), ", ".join(f"{s:.3f}" for s in volume.spacing_mm))
     return volume
 

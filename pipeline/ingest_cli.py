@@ -58,7 +58,7 @@ def run_info(args: argparse.Namespace) -> int:
             note += "; uneven spacing"
         rows.append(("*" if s["default"] else "", s["group_id"], _fmt(s["series_number"]), s["description"][:28], s["modality"], s["plane"],
                      str(s["n_slices"]), _fmt(s["pixel_spacing_mm"], 3), _fmt(s["slice_spacing_mm"], 3),
-                     _fmt(s["tilt_deg"], 1), s["kernel"], s["transfer_syntax"][:28], note))
+                     _fmt(s["tilt_deg"], 1), s["kernel"], s["transfer_syntax_short"], note))
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:
         out.write("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")

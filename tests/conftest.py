@@ -31,6 +31,8 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ICHCT_SALT", TEST_SALT)
     monkeypatch.setenv("ICHCT_SALT_FILE", str(cfg / "salt"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(cfg))
+    monkeypatch.setenv("ICHCT_CACHE_DIR", str(cfg / "cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     log = logging.getLogger("ichct")
     saved = (list(log.handlers), log.level, log.propagate)
     log.handlers[:] = []

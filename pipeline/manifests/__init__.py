@@ -1,1 +1,51 @@
-"""Patient-level split manifests (MONAI datalist JSON) and dataset adapters."""
+"""Patient-level split manifests (MONAI datalist JSON) and dataset adapters.
+
+* :func:`build_manifest` (``ichct manifest build``): a data set -> a manifest whose folds and test
+  set share no patient, series or pixel data, stratified by CT-level labels.
+* :func:`check_manifests` (``ichct manifest check``): leakage, missing/unreadable files and label
+  grids, within and across manifests.
+* :func:`load_manifest`: what training code uses; refuses a manifest that fails the checks.
+
+The format is described by ``schema.json`` (:func:`manifest_schema`) and in
+``data_manifests/README.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .build import build_manifest
+from .check import AFFINE_TOL_MM, CheckReport, ManifestDoc, check_documents, read_manifest
+from .errors import ManifestError
+from .hashing import HashCache
+from .loader import load_manifest
+from .model import LABEL_NAMES, SOURCES, SUBTYPES, UNKNOWN, Record
+from .schema import manifest_schema, schema_problems, validate_manifest
+
+
+def check_manifests(paths: Sequence[str | Path], **kwargs) -> CheckReport:
+    """Check manifest files alone and against each other (see :func:`check_documents`)."""
+    return check_documents([read_manifest(p) for p in paths], **kwargs)
+
+
+__all__ = [
+    "AFFINE_TOL_MM",
+    "CheckReport",
+    "HashCache",
+    "LABEL_NAMES",
+    "ManifestDoc",
+    "ManifestError",
+    "Record",
+    "SOURCES",
+    "SUBTYPES",
+    "UNKNOWN",
+    "build_manifest",
+    "check_documents",
+    "check_manifests",
+    "load_manifest",
+    "manifest_schema",
+    "read_manifest",
+    "schema_problems",
+    "validate_manifest",
+]

@@ -19,7 +19,7 @@ from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
 from .pseudonym import patient_key, salt_id
-from .series import SeriesGroup, choose_default, describe_no_candidate, group_series
+from .series import SeriesGroup, choose_default, describe_no_candidate, group_series, short_syntax_name
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def read_dicom_series(
     info = _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corrected, resampled,
                     grid_positions, n_padded, duplicates_info, warnings, tilt_correction)
     for w in warnings:
-        logger.info("%s: %s", group.series_uid, w)
+        logger.debug("%s: %s", group.series_uid, w)
     return DicomVolume(hu_volume=hu_volume, affine_lps=affine_lps, series=group, geometry=geometry, info=info)
 
 
@@ -294,6 +294,7 @@ def _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corre
         "kernel": first.convolution_kernel,
         "transfer_syntax_uid": first.transfer_syntax_uid,
         "transfer_syntax": group.summary()["transfer_syntax"],
+        "transfer_syntax_short": short_syntax_name(first.transfer_syntax_uid),
         "source_file_count": len({h.path for h in used}),
         "source_slice_count": len(group.headers),
         "slice_count": int(hu_volume.shape[2]),

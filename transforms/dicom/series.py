@@ -164,10 +164,33 @@ class SeriesGroup:
             "kernel_class": self.kernel_class,
             "transfer_syntax_uid": first.transfer_syntax_uid,
             "transfer_syntax": _transfer_syntax_name(first.transfer_syntax_uid),
+            "transfer_syntax_short": short_syntax_name(first.transfer_syntax_uid),
             "multiframe": first.is_multiframe,
             "n_files": len({h.path for h in self.headers}),
             "excluded_reason": self.excluded_reason,
         }
+
+
+_SHORT_SYNTAX = {
+    "1.2.840.10008.1.2": "implicit LE",
+    "1.2.840.10008.1.2.1": "explicit LE",
+    "1.2.840.10008.1.2.2": "explicit BE",
+    "1.2.840.10008.1.2.1.99": "deflated",
+    "1.2.840.10008.1.2.4.57": "JPEG lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.4.50": "JPEG baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG extended",
+    "1.2.840.10008.1.2.5": "RLE",
+}
+
+
+def short_syntax_name(uid: str) -> str:
+    """A short label for a transfer syntax UID (for tables)."""
+    return _SHORT_SYNTAX.get(uid, _transfer_syntax_name(uid))
 
 
 def _transfer_syntax_name(uid: str) -> str:

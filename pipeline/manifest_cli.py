@@ -1,0 +1,112 @@
+"""``ichct manifest build`` and ``ichct manifest check``: patient-level split manifests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+logger = logging.getLogger("ichct.manifest")
+
+EXIT_OK, EXIT_DATA_ERROR = 0, 1
+
+
+def _folds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("needs at least 1 fold")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _json_path(text: str) -> str:
+    if not text.endswith(".json"):
+        raise argparse.ArgumentTypeError("the manifest must be a .json file")
+    return text
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from ichct.pipeline.manifests.model import SOURCES
+
+    m = subparsers.add_parser("manifest", help="build and check patient-level split manifests",
+                              description="Patient-level split manifests (MONAI datalist JSON): every study of a "
+                                          "patient in one fold or in the test set; leakage checks.")
+    actions = m.add_subparsers(dest="manifest_action", metavar="ACTION")
+    actions.required = True
+
+    b = actions.add_parser("build", parents=[common], help="build a manifest from a data set",
+                           description="Read a data set with its adapter, split it by patient into a test set and "
+                                       "stratified folds, check the result and write it.")
+    b.add_argument("--source", required=True, choices=SOURCES, help="data set layout")
+    b.add_argument("--root", required=True, help="the data set's folder")
+    b.add_argument("--out", required=True, type=_json_path, help="manifest to write (e.g. data_manifests/NAME.json)")
+    b.add_argument("--folds", type=_folds, default=5, help="cross-validation folds (default 5)")
+    b.add_argument("--test-fraction", type=_fraction, default=0.2, help="share of studies held out as test (default 0.2)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    b.add_argument("--name", default=None, help="manifest name (default: the file name)")
+    b.add_argument("--link-dir", default=None, help="folder for pseudonymous links (default: <out without .json>.links)")
+    b.add_argument("--workers", type=int, default=None, help="reader threads")
+    b.add_argument("--no-cache", action="store_true", help="do not use the pixel-hash cache")
+    b.set_defaults(func=run_build)
+
+    c = actions.add_parser("check", parents=[common], help="check manifests for leakage and broken files",
+                           description="Exit 1 with one line per problem: a patient, series or identical pixel data "
+                                       "in two splits or folds (within or across the manifests given), missing or "
+                                       "unreadable files, labels off their image grid.")
+    c.add_argument("manifests", nargs="+", metavar="MANIFEST", help="manifest JSON file(s), checked together")
+    c.add_argument("--no-pixels", action="store_true", help="skip pixel hashing (faster; copies under new UIDs go unseen)")
+    c.add_argument("--workers", type=int, default=None, help="reader threads")
+    c.add_argument("--no-cache", action="store_true", help="do not use the pixel-hash cache")
+    c.set_defaults(func=run_check)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ichct.pipeline.manifests import ManifestError, build_manifest
+
+    command = shlex.join(["ichct", "manifest", "build", "--source", args.source, "--root", args.root, "--out", args.out,
+                          "--folds", str(args.folds), "--test-fraction", f"{args.test_fraction:g}", "--seed", str(args.seed)]
+                         + (["--name", args.name] if args.name else []))
+    try:
+        doc = build_manifest(args.source, args.root, args.out, folds=args.folds, test_fraction=args.test_fraction,
+                             seed=args.seed, name=args.name, link_dir=args.link_dir, workers=args.workers,
+                             cache=not args.no_cache, command=command)
+    except ManifestError as exc:
+        for line in exc.problems:
+            sys.stdout.write(line + "\n")
+        logger.error("%s: not written: %d problem(s)", args.out, len(exc.problems))
+        return EXIT_DATA_ERROR
+    sizes = [sum(1 for e in doc["training"] if e["fold"] == k) for k in range(doc["num_folds"])]
+    patients = {e["patient_key"] for e in doc["training"] + doc["test"]}
+    sys.stdout.write(f"{args.out}: {len(doc['training'])} training studies in {doc['num_folds']} fold(s) "
+                     f"({'/'.join(map(str, sizes))}), {len(doc['test'])} test, {len(patients)} patient(s)\n")
+    return EXIT_OK
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ichct.pipeline.manifests import check_manifests
+
+    report = check_manifests(args.manifests, verify_pixels=not args.no_pixels, cache=not args.no_cache, workers=args.workers)
+    for note in report.notes:
+        logger.warning("%s", note)
+    if not report.ok:
+        for line in report.problems:
+            sys.stdout.write(line + "\n")
+        logger.error("%d problem(s) in %s", len(report.problems), ", ".join(args.manifests))
+        return EXIT_DATA_ERROR
+    for line in report.summaries:
+        sys.stdout.write(line + "\n")
+    sys.stdout.write(f"OK: no problems in {len(args.manifests)} manifest(s)\n")
+    return EXIT_OK

@@ -1,0 +1,121 @@
+"""What a dataset adapter hands to the manifest builder: one :class:`Record` per study.
+
+Records live in memory only. They carry the raw patient identifier (needed to compute the salted
+``patient_key``) and the raw strings that must never reach a manifest (``private``); the builder
+writes neither.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# CT-level and per-slice label names; slice_labels rows use this order ("any" first, then the
+# subtypes in RSNA order). Voxel label maps with label_values "ichct" use subtype index + 1.
+SUBTYPES: tuple[str, ...] = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+LABEL_NAMES: tuple[str, ...] = ("any",) + SUBTYPES
+ICHCT_LABEL_VALUES: dict[int, str] = {0: "background", **{i + 1: name for i, name in enumerate(SUBTYPES)}}
+UNKNOWN = -1  # a label the source does not provide
+
+SOURCES: tuple[str, ...] = ("synth", "rsna", "cq500", "physionet", "bhsd", "instance")
+LABEL_VALUE_KINDS: tuple[str, ...] = ("ichct", "binary")
+
+# Raw strings shorter than this are not searched for in manifests (too many false hits).
+MIN_PRIVATE_TOKEN = 3
+
+
+@dataclass
+class Record:
+    """One study as an adapter found it (absolute paths, raw identifiers)."""
+
+    image: Path
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    ct_labels: dict[str, int]
+    kind: str = "nifti"  # "dicom" (a series folder) or "nifti"
+    label: Path | None = None
+    label_values: str | None = None
+    slice_labels: list[list[int]] | None = None
+    reader_labels: dict[str, dict[str, int]] | None = None
+    source_info: dict[str, Any] | None = None
+    private: tuple[str, ...] = ()
+    # DICOM series whose files share a folder with other series (RSNA's flat folder): the
+    # builder links exactly these files into a folder of their own.
+    link_files: list[Path] | None = None
+    pixel_hash: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ct_labels = normalise_labels(self.ct_labels)
+        if self.label is not None and self.label_values not in LABEL_VALUE_KINDS:
+            raise ValueError(f"label_values must be one of {LABEL_VALUE_KINDS}, got {self.label_values!r}")
+
+
+def normalise_labels(labels: dict[str, Any]) -> dict[str, int]:
+    """Six CT-level flags as ints in {-1, 0, 1}; a missing key is unknown (-1)."""
+    out: dict[str, int] = {}
+    for name in LABEL_NAMES:
+        value = labels.get(name, UNKNOWN)
+        value = UNKNOWN if value is None else int(value)
+        if value not in (-1, 0, 1):
+            raise ValueError(f"label {name!r} must be -1, 0 or 1, got {value}")
+        out[name] = value
+    extra = set(labels) - set(LABEL_NAMES)
+    if extra:
+        raise ValueError(f"unknown label name(s): {', '.join(sorted(extra))}")
+    return out
+
+
+def labels_from_slices(rows: list[list[int]]) -> dict[str, int]:
+    """CT-level flags from per-slice rows: positive if any slice is, else unknown if any slice is."""
+    out: dict[str, int] = {}
+    for i, name in enumerate(LABEL_NAMES):
+        values = [int(r[i]) for r in rows]
+        if 1 in values:
+            out[name] = 1
+        elif UNKNOWN in values:
+            out[name] = UNKNOWN  # no positive slice, but some slices are not labelled
+        else:
+            out[name] = 0
+    return out
+
+
+def private_tokens(*values: str | None) -> tuple[str, ...]:
+    """The distinct non-empty strings, long enough to be searched for."""
+    seen: list[str] = []
+    for v in values:
+        if v is None:
+            continue
+        s = str(v).strip()
+        if len(s) >= MIN_PRIVATE_TOKEN and s not in seen:
+            seen.append(s)
+    return tuple(seen)
+
+
+def contains_token(text: str, tokens: tuple[str, ...] | list[str]) -> str | None:
+    """The first token found in ``text`` as a whole word (not inside a longer name or hex string)."""
+    for token in tokens:
+        if len(token) < MIN_PRIVATE_TOKEN:
+            continue
+        if re.search(r"(?<![A-Za-z0-9])" + re.escape(token) + r"(?![A-Za-z0-9])", text, flags=re.IGNORECASE):
+            return token
+    return None
+
+
+def nifti_stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def nifti_suffix(path: Path) -> str:
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+
+
+def is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")

@@ -1,0 +1,105 @@
+"""Helpers shared by the dataset adapters (``source_*.py``)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ichct.transforms.dicom import patient_key
+
+from .model import LABEL_NAMES, SUBTYPES, UNKNOWN
+
+logger = logging.getLogger(__name__)
+
+
+def absolute(p: str | Path) -> Path:
+    """Absolute, normalised path (symbolic links kept)."""
+    return Path(os.path.abspath(p))
+
+
+def pseudo_uid(source: str, kind: str, raw: str, salt: str | None = None) -> str:
+    """A stable identifier for sources without DICOM UIDs that reveals nothing of ``raw``.
+
+    Salted like ``patient_key`` (a bare hash of a 3-digit patient number would be reversible).
+    """
+    return f"{source}.{kind}.{patient_key(f'{source}/{kind}/{raw}', salt)}"
+
+
+def find_first(root: Path, names: Iterable[str], depth: int = 2, want_dir: bool = False) -> Path | None:
+    """The first ``root/<...>/<name>`` (up to ``depth`` folders down) that exists."""
+    names = list(names)
+    level = [root]
+    for _ in range(depth + 1):
+        for folder in level:
+            for name in names:
+                p = folder / name
+                if (p.is_dir() if want_dir else p.is_file()):
+                    return p
+        level = sorted(d for f in level if f.is_dir() for d in f.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return None
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def flag(value: str | int | float | None) -> int:
+    """A CSV cell as 0/1 (blank -> unknown)."""
+    if value is None or str(value).strip() == "":
+        return UNKNOWN
+    return 1 if float(value) >= 0.5 else 0
+
+
+def series_image(group, scan) -> tuple[Path, list[Path] | None]:
+    """Where a DICOM series can be read on its own: its common folder when that folder holds no other
+    series, else the common folder plus the file list to link into a folder of its own."""
+    files = sorted({Path(h.path) for h in group.headers})
+    common = Path(os.path.commonpath([str(f.parent) for f in files]))
+    others = [h for h in scan.headers if h.series_uid != group.series_uid and _under(Path(h.path), common)]
+    return (common, None) if not others else (common, files)
+
+
+def _under(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def mask_labels(data: np.ndarray, label_values: str) -> tuple[dict[str, int], list[list[int]]]:
+    """CT-level flags and per-slice rows (along the third axis) from a voxel label map.
+
+    ``label_values`` "ichct": values 1-5 are the subtypes; "binary": non-zero is hemorrhage of
+    unknown subtype (subtype flags -1).
+    """
+    data = np.asarray(data)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"label map has {data.ndim} dimensions, expected 3")
+    n = data.shape[2]
+    rows: list[list[int]] = []
+    if label_values == "ichct":
+        present = np.zeros((n, len(SUBTYPES) + 1), dtype=bool)
+        rounded = np.rint(data).astype(np.int64)
+        for v in range(len(SUBTYPES) + 1):
+            present[:, v] = (rounded == v).any(axis=(0, 1))
+        for k in range(n):
+            subtypes = [int(present[k, v + 1]) for v in range(len(SUBTYPES))]
+            rows.append([int(any(subtypes))] + subtypes)
+    elif label_values == "binary":
+        positive = (data != 0).any(axis=(0, 1))
+        rows = [[int(positive[k])] + [UNKNOWN] * len(SUBTYPES) for k in range(n)]
+    else:
+        raise ValueError(label_values)
+    ct = {name: (max(r[i] for r in rows) if rows else 0) for i, name in enumerate(LABEL_NAMES)}
+    if label_values == "binary":
+        ct.update({s: UNKNOWN for s in SUBTYPES})
+    return ct, rows

@@ -1,0 +1,113 @@
+"""Generator settings, label names and the prevalence the cohort plan aims for.
+
+Label values of the voxel maps (``labels/<study_uid>.nii.gz``) and the subtype order used in
+``cohort.json`` and ``slice_labels.csv`` are defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Hemorrhage subtypes in RSNA order; voxel label value = index + 1 (0 is background).
+SUBTYPES: tuple[str, ...] = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+LABEL_VALUES: dict[str, int] = {name: i + 1 for i, name in enumerate(SUBTYPES)}
+# The six per-slice / per-study labels: "any" first, then the subtypes.
+LABEL_NAMES: tuple[str, ...] = ("any",) + SUBTYPES
+
+# P(subtype | positive study) before the "at least one subtype" fill-in (close to RSNA's mix).
+DEFAULT_SUBTYPE_PROB: dict[str, float] = {
+    "epidural": 0.12,
+    "intraparenchymal": 0.42,
+    "intraventricular": 0.30,
+    "subarachnoid": 0.40,
+    "subdural": 0.42,
+}
+
+# Transfer syntaxes a study can be written with, and their default shares.
+COMPRESSIONS: tuple[str, ...] = ("none", "rle", "jpeg_lossless")
+DEFAULT_COMPRESSION_MIX: dict[str, float] = {"none": 0.6, "rle": 0.2, "jpeg_lossless": 0.2}
+
+
+@dataclass
+class SynthConfig:
+    """Everything that decides a synthetic cohort; the same config and seed give the same bytes.
+
+    Fractions marked *stratified* are met as closely as the cohort size allows (a shuffled exact
+    count rather than independent coin flips), so that small cohorts still hold every case.
+    """
+
+    n_patients: int = 10
+    seed: int = 0
+    matrix: int = 256
+    slices: int = 32
+    positive_fraction: float = 0.5  # stratified, per patient (follow-ups keep their lesions)
+    subtype_prob: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SUBTYPE_PROB))
+    follow_up_fraction: float = 0.25  # stratified: patients with a second study
+    tilt_fraction: float = 0.2  # stratified over first studies; follow-ups draw independently
+    bone_fraction: float = 0.3  # studies with an extra bone-kernel reconstruction
+    scout_fraction: float = 0.4  # studies with a lateral scout
+    compression_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COMPRESSION_MIX))
+    thickness_choices_mm: tuple[float, ...] = (2.5, 3.0, 3.75, 5.0)
+    preview: bool = False
+
+    def __post_init__(self) -> None:
+        self.subtype_prob = {**DEFAULT_SUBTYPE_PROB, **dict(self.subtype_prob)}
+        self.compression_mix = {**{c: 0.0 for c in COMPRESSIONS}, **dict(self.compression_mix)}
+        self.thickness_choices_mm = tuple(float(t) for t in self.thickness_choices_mm)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings the generator cannot honour."""
+        if self.n_patients < 1:
+            raise ValueError(f"--patients must be >= 1 (got {self.n_patients})")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed must be a non-negative integer (got {self.seed})")
+        if not 32 <= self.matrix <= 1024:
+            raise ValueError(f"--matrix must be between 32 and 1024 (got {self.matrix})")
+        if not 4 <= self.slices <= 512:
+            raise ValueError(f"--slices must be between 4 and 512 (got {self.slices})")
+        for name, value in (("positive_fraction", self.positive_fraction), ("follow_up_fraction", self.follow_up_fraction),
+                            ("tilt_fraction", self.tilt_fraction), ("bone_fraction", self.bone_fraction),
+                            ("scout_fraction", self.scout_fraction)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1] (got {value})")
+        unknown = set(self.subtype_prob) - set(SUBTYPES)
+        if unknown:
+            raise ValueError(f"unknown subtype(s) {sorted(unknown)}; choose from {', '.join(SUBTYPES)}")
+        if any(not 0.0 <= p <= 1.0 for p in self.subtype_prob.values()):
+            raise ValueError("subtype probabilities must be within [0, 1]")
+        if self.positive_fraction > 0 and sum(self.subtype_prob.values()) <= 0:
+            raise ValueError("positive studies need at least one subtype with probability > 0")
+        unknown = set(self.compression_mix) - set(COMPRESSIONS)
+        if unknown:
+            raise ValueError(f"unknown compression(s) {sorted(unknown)}; choose from {', '.join(COMPRESSIONS)}")
+        if any(v < 0 for v in self.compression_mix.values()) or sum(self.compression_mix.values()) <= 0:
+            raise ValueError("compression shares must be >= 0 and not all zero")
+        if not self.thickness_choices_mm or any(not 0.5 <= t <= 10 for t in self.thickness_choices_mm):
+            raise ValueError("slice thickness choices must be within [0.5, 10] mm")
+
+    def parameters(self) -> dict[str, Any]:
+        """JSON-ready parameters for ``cohort.json`` (everything but the seed)."""
+        out = asdict(self)
+        out.pop("seed")
+        out["thickness_choices_mm"] = list(self.thickness_choices_mm)
+        return out
+
+
+def expected_prevalence(config: SynthConfig) -> dict[str, float]:
+    """Expected fraction of studies carrying each label under ``config`` (plan level).
+
+    A positive study draws each subtype with ``subtype_prob``; one with none gets exactly one,
+    chosen in proportion to ``subtype_prob``. Follow-up studies keep their patient's lesions, so
+    study-level and patient-level prevalences are the same.
+    """
+    probs = config.subtype_prob
+    total = sum(probs.values())
+    p_none = math.prod(1.0 - probs[s] for s in SUBTYPES)
+    out = {"any": config.positive_fraction}
+    for s in SUBTYPES:
+        share = probs[s] / total if total > 0 else 0.0
+        out[s] = config.positive_fraction * (probs[s] + p_none * share)
+    return out

@@ -1,0 +1,72 @@
+"""``ichct synth``: exit codes, outputs, previews, refusing to clobber folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+SMALL = ("--patients", "2", "--matrix", "48", "--slices", "8", "--seed", "3")
+
+
+def test_synth_writes_a_cohort_with_previews(run_cli, tmp_path):
+    out = tmp_path / "cohort"
+    result = run_cli("synth", out, *SMALL, "--preview", "--positive-fraction", "1", "--follow-up-fraction", "0")
+    assert result.code == 0, result.err
+    assert "2 patient(s)" in result.out
+    cohort = json.loads((out / "cohort.json").read_text(encoding="utf-8"))
+    assert len(cohort["studies"]) == 2 and all(s["ct_labels"]["any"] for s in cohort["studies"])
+    assert cohort["generator"]["parameters"]["matrix"] == 48
+    pngs = sorted((out / "preview").glob("*.png"))
+    assert [p.stem for p in pngs] == sorted(s["study_uid"] for s in cohort["studies"])
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert (out / "slice_labels.csv").read_text(encoding="utf-8").startswith("ID,Label\n")
+    assert [p.name for p in out.rglob(".*")] == [".ichct-synth"], "temporary files left behind"
+
+
+def test_synth_refuses_a_non_empty_folder_unless_overwriting_its_own_cohort(run_cli, tmp_path):
+    out = tmp_path / "cohort"
+    assert run_cli("synth", out, *SMALL).code == 0
+    again = run_cli("synth", out, *SMALL)
+    assert again.code == 1 and "--overwrite" in again.err
+    assert run_cli("synth", out, *SMALL, "--overwrite", "--patients", "1").code == 0
+    cohort = json.loads((out / "cohort.json").read_text(encoding="utf-8"))
+    assert {s["patient_id"] for s in cohort["studies"]} == {"SYN0001"}
+    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["SYN0001"]
+
+    # an interrupted run (no cohort.json yet) can still be replaced
+    (out / "cohort.json").unlink()
+    assert run_cli("synth", out, *SMALL, "--overwrite").code == 0
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("not ours")
+    refused = run_cli("synth", foreign, *SMALL, "--overwrite")
+    assert refused.code == 1 and (foreign / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("args", [
+    (),  # no output folder
+    ("--patients", "0"),
+    ("--patients", "many"),
+    ("--matrix", "16"),
+    ("--slices", "2"),
+    ("--seed", "-4"),
+    ("--positive-fraction", "1.5"),
+    ("--subtype-prob", "bogus=0.2"),
+    ("--subtype-prob", "epidural"),
+    ("--workers", "0"),
+])
+def test_bad_arguments_exit_2(run_cli, tmp_path, args):
+    out = () if args == () else (tmp_path / "out",)
+    result = run_cli("synth", *out, *args)
+    assert result.code == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_plans_without_writing(run_cli, tmp_path, caplog):
+    out = tmp_path / "out"
+    result = run_cli("synth", out, "--patients", "50", "--dry-run", "--subtype-prob", "epidural=0.5")
+    assert result.code == 0
+    assert not out.exists()
+    assert "epidural" in result.err
