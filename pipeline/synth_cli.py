@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from ichct.pipeline.synth.config import DEFAULT_SUBTYPE_PROB, SUBTYPES, SynthConfig
+from ichct.pipeline.synth.config import (
+    DEFAULT_COHORT,
+    DEFAULT_COHORT_DIR,
+    DEFAULT_COHORT_MANIFEST,
+    DEFAULT_SUBTYPE_PROB,
+    SUBTYPES,
+    SynthConfig,
+    default_cohort,
+)
 
 logger = logging.getLogger("ichct.synth")
 
@@ -54,35 +63,66 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Generate procedural head CT studies as real DICOM with voxel label maps on the `ichct convert` grid, "
                     "RSNA-style slice labels (slice_labels.csv) and a cohort.json manifest. Same seed, same bytes.",
     )
-    p.add_argument("out_dir", help="output folder (created; must be empty unless --overwrite replaces a previous cohort)")
-    p.add_argument("--patients", type=_positive_int, default=10, help="number of patients (default 10)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
-    p.add_argument("--matrix", type=_positive_int, default=256, help="image matrix (rows = columns, default 256)")
-    p.add_argument("--slices", type=_positive_int, default=32, help="slices per axial series (default 32)")
+    p.add_argument("out_dir", nargs="?", default=None,
+                   help="output folder (created; must be empty unless --overwrite replaces a previous cohort); "
+                        f"with --default-cohort it defaults to {DEFAULT_COHORT_DIR}")
+    p.add_argument("--default-cohort", action="store_true",
+                   help=f"write the default cohort ({DEFAULT_COHORT.n_patients} patients, seed {DEFAULT_COHORT.seed}, "
+                        f"matrix {DEFAULT_COHORT.matrix}, {DEFAULT_COHORT.slices} slices) that "
+                        f"{DEFAULT_COHORT_MANIFEST} splits; cohort options cannot be combined with it")
+    p.add_argument("--patients", type=_positive_int, default=None, help="number of patients (default 10)")
+    p.add_argument("--seed", type=_non_negative_int, default=None, help="random seed (default 0)")
+    p.add_argument("--matrix", type=_positive_int, default=None, help="image matrix (rows = columns, default 256)")
+    p.add_argument("--slices", type=_positive_int, default=None, help="slices per axial series (default 32)")
     p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: one per CPU, at most 8)")
-    p.add_argument("--positive-fraction", type=_fraction, default=0.5, help="share of patients with hemorrhage (default 0.5)")
+    p.add_argument("--positive-fraction", type=_fraction, default=None, help="share of patients with hemorrhage (default 0.5)")
     p.add_argument("--subtype-prob", type=_subtype_prob, action="append", default=[], metavar="NAME=P",
                    help="P(subtype | positive), repeatable; defaults: "
                         + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SUBTYPE_PROB.items()))
-    p.add_argument("--follow-up-fraction", type=_fraction, default=0.25, help="share of patients with a second study (default 0.25)")
+    p.add_argument("--follow-up-fraction", type=_fraction, default=None, help="share of patients with a second study (default 0.25)")
     p.add_argument("--preview", action="store_true", help="also write a PNG contact sheet per study under OUT/preview/")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synth cohort in OUT_DIR")
     p.add_argument("--dry-run", action="store_true", help="plan the cohort and print its make-up; write nothing")
     p.set_defaults(func=run_synth)
 
 
+# cohort-shaping options: argparse dest -> SynthConfig field (unset options keep SynthConfig's defaults)
+_COHORT_OPTIONS = {"patients": "n_patients", "seed": "seed", "matrix": "matrix", "slices": "slices",
+                   "positive_fraction": "positive_fraction", "follow_up_fraction": "follow_up_fraction"}
+
+
+def _config(args: argparse.Namespace) -> SynthConfig | None:
+    """The cohort settings (``args.out_dir`` filled in for the default cohort), or None after a usage error."""
+    given = {field: getattr(args, dest) for dest, field in _COHORT_OPTIONS.items() if getattr(args, dest) is not None}
+    if args.default_cohort:
+        named = [f"--{dest.replace('_', '-')}" for dest in _COHORT_OPTIONS if getattr(args, dest) is not None]
+        named += ["--subtype-prob"] if args.subtype_prob else []
+        if named:
+            logger.error("--default-cohort fixes the cohort; drop %s", ", ".join(named))
+            return None
+        if args.out_dir is None:
+            args.out_dir = DEFAULT_COHORT_DIR
+            if not Path(DEFAULT_COHORT_MANIFEST).is_file():
+                logger.warning("no %s in the current folder: that manifest expects the default cohort in %s under "
+                               "the repository root; run this there or name the folder", DEFAULT_COHORT_MANIFEST,
+                               DEFAULT_COHORT_DIR)
+        return default_cohort(preview=args.preview)
+    if args.out_dir is None:
+        logger.error("name an output folder (or pass --default-cohort)")
+        return None
+    try:
+        return SynthConfig(**given, subtype_prob=dict(args.subtype_prob), preview=args.preview)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return None
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from ichct.pipeline.synth import expected_prevalence, generate_cohort, plan_cohort
     from ichct.pipeline.synth.cohort import default_workers
 
-    try:
-        config = SynthConfig(
-            n_patients=args.patients, seed=args.seed, matrix=args.matrix, slices=args.slices,
-            positive_fraction=args.positive_fraction, subtype_prob=dict(args.subtype_prob),
-            follow_up_fraction=args.follow_up_fraction, preview=args.preview,
-        )
-    except ValueError as exc:
-        logger.error("%s", exc)
+    config = _config(args)
+    if config is None:
         return 2
     if args.dry_run:
         plan = plan_cohort(config)
@@ -102,4 +142,6 @@ def run_synth(args: argparse.Namespace) -> int:
     positives = sum(s["ct_labels"]["any"] for s in cohort["studies"])
     sys.stdout.write(f"{args.out_dir}: {config.n_patients} patient(s), {n_studies} studies ({positives} with hemorrhage); "
                      f"see cohort.json and slice_labels.csv\n")
+    if args.default_cohort:
+        sys.stdout.write(f"the default cohort: its split is {DEFAULT_COHORT_MANIFEST} (`ichct manifest check {DEFAULT_COHORT_MANIFEST}`)\n")
     return 0

@@ -70,3 +70,17 @@ def test_dry_run_plans_without_writing(run_cli, tmp_path, caplog):
     assert result.code == 0
     assert not out.exists()
     assert "epidural" in result.err
+
+
+def test_default_cohort_option(run_cli, tmp_path, monkeypatch, caplog):
+    from ichct.pipeline.synth import DEFAULT_COHORT_DIR
+
+    monkeypatch.chdir(tmp_path)
+    planned = run_cli("synth", "--default-cohort", "--dry-run")
+    assert planned.code == 0 and "60 patient(s)" in planned.err
+    assert "data_manifests/synth_default.json" in planned.err  # not run from the repository root
+    assert not (tmp_path / DEFAULT_COHORT_DIR).exists()
+    for extra in (("--patients", "3"), ("--seed", "1"), ("--matrix", "64"), ("--subtype-prob", "epidural=0.5")):
+        refused = run_cli("synth", "--default-cohort", "--dry-run", *extra)
+        assert refused.code == 2 and extra[0] in refused.err
+    assert run_cli("synth", tmp_path / "named", "--default-cohort", "--dry-run").code == 0

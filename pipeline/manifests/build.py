@@ -1,13 +1,15 @@
 """Build a split manifest from a data set (``ichct manifest build``).
 
 1. The source adapter (``source_<name>.collect``) lists the studies with their labels.
-2. Each patient identifier becomes ``patient_key`` (salted HMAC); pixel data are hashed.
+2. Each patient identifier becomes ``patient_key`` (salted HMAC under the user's salt, or under
+   the public salt of a source with only made-up identifiers: ``public_salt(root)`` of the adapter,
+   e.g. ``ichct synth`` cohorts); pixel data are hashed.
 3. Studies are grouped so that one patient, one series UID and one set of identical pixel data
    never straddle a split (:mod:`.split`), then placed in the test set or a fold, stratified by
    CT-level labels, deterministically for a seed.
 4. Paths that would name a patient (or series sharing a folder) are replaced by links
-   (:mod:`.links`); every other path is written relative to the manifest's folder when inside it,
-   else absolute.
+   (:mod:`.links`); every other path is written relative to the manifest's folder when inside it or
+   inside the folder above it (``data_manifests/`` -> ``../data/...`` in a repository), else absolute.
 5. The manifest is checked (:mod:`.check`) and scanned for raw identifiers; only a clean manifest
    is written (atomically).
 """
@@ -37,20 +39,33 @@ logger = logging.getLogger(__name__)
 
 
 def adapter(source: str):
-    """The adapter module of a source (``collect(root, workers=, salt=) -> list[Record]``)."""
+    """The adapter module of a source (``collect(root, workers=, salt=) -> list[Record]``; optional
+    ``public_salt(root) -> str | None`` for data whose identifiers are made up)."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
     return importlib.import_module(f"ichct.pipeline.manifests.source_{source}")
 
 
 def manifest_path(p: Path, base_dir: Path) -> str:
-    """``p`` as written in a manifest: relative (POSIX) when inside ``base_dir``, else absolute."""
+    """``p`` as written in a manifest: relative (POSIX) when inside ``base_dir`` or inside the folder
+    above it (then starting with ``../``; not when that folder is the file system's root), else absolute.
+
+    The second case lets a repository's ``data_manifests/NAME.json`` point at ``data/...`` next to
+    it, so the manifest resolves in every checkout.
+    """
     p = Path(os.path.abspath(p))
     base = Path(os.path.abspath(base_dir))
     try:
         return p.relative_to(base).as_posix()
     except ValueError:
-        return str(p)
+        pass
+    parent = base.parent
+    if parent != base and parent != Path(parent.anchor):
+        try:
+            return "../" + p.relative_to(parent).as_posix()
+        except ValueError:
+            pass
+    return str(p)
 
 
 def _pixel_hash(rec: Record, cache: HashCache | None, workers: int | None) -> str:
@@ -130,11 +145,13 @@ def build_manifest(
     base_dir = Path(os.path.abspath(out)).parent
     name = name or out.name[: -len(".json")]
     links = Path(link_dir) if link_dir else base_dir / f"{out.name[: -len('.json')]}.links"
-    salt = load_salt()
+    module = adapter(source)
+    public = getattr(module, "public_salt", None)
+    salt = (public(root) if public is not None else None) or load_salt()
     own_cache = cache is True
     hash_cache = HashCache.default() if cache is True else (cache or None)
     try:
-        records = adapter(source).collect(root, workers=workers, salt=salt)
+        records = module.collect(root, workers=workers, salt=salt)
         if not records:
             raise ValueError(f"{root}: no {source} studies found")
         keys = []

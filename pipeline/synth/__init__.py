@@ -5,6 +5,10 @@ hemorrhages of the five RSNA subtypes, mimics, scanner variety), voxel label map
 ``ichct convert`` produces, RSNA-style slice labels and a ``cohort.json`` manifest, so that models
 can be trained and evaluated end to end with no downloaded data.
 
+The *default cohort* (:data:`.config.DEFAULT_COHORT`, ``ichct synth --default-cohort``, written to
+``data/synth_default/``) is the one the bundles and the demo train and evaluate on; its split is
+committed as ``data_manifests/synth_default.json``.
+
 Modules, one concept each:
 
 - :mod:`.config` settings, label names, expected prevalence; :mod:`.seeding` random streams/UIDs;
@@ -16,18 +20,35 @@ Modules, one concept each:
   contact sheets; :mod:`.cohort` planning, workers and manifests.
 """
 
-from .config import LABEL_NAMES, LABEL_VALUES, SUBTYPES, SynthConfig, expected_prevalence
-from .cohort import GENERATOR_NAME, generate_cohort, generate_patient, plan_cohort, plan_patient
+from .config import (
+    DEFAULT_COHORT,
+    DEFAULT_COHORT_DIR,
+    DEFAULT_COHORT_MANIFEST,
+    DEFAULT_COHORT_NAME,
+    LABEL_NAMES,
+    LABEL_VALUES,
+    SUBTYPES,
+    SynthConfig,
+    default_cohort,
+    expected_prevalence,
+)
+from .cohort import GENERATOR_NAME, generate_cohort, generate_patient, plan_cohort, plan_patient, planned_studies
 
 __all__ = [
+    "DEFAULT_COHORT",
+    "DEFAULT_COHORT_DIR",
+    "DEFAULT_COHORT_MANIFEST",
+    "DEFAULT_COHORT_NAME",
     "GENERATOR_NAME",
     "LABEL_NAMES",
     "LABEL_VALUES",
     "SUBTYPES",
     "SynthConfig",
+    "default_cohort",
     "expected_prevalence",
     "generate_cohort",
     "generate_patient",
     "plan_cohort",
     "plan_patient",
+    "planned_studies",
 ]

@@ -52,6 +52,18 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_NAME = "ichct-synth"
 BASE_DATE = _dt.date(2020, 1, 6)
+SOFT_SERIES_NUMBER = 2  # series number of the soft-tissue axial series (1 scout, 3 bone)
+SOFT_SERIES_FOLDER = "series002_axial_brain"
+
+
+def study_dir(patient_id: str, study_index: int) -> Path:
+    """Folder of one study under the cohort root: ``dicom/<patient_id>/study<NN>``."""
+    return Path("dicom") / patient_id / f"study{study_index:02d}"
+
+
+def label_path(study_uid: str) -> Path:
+    """Label map of one study under the cohort root: ``labels/<study_uid>.nii.gz``."""
+    return Path("labels") / f"{study_uid}.nii.gz"
 
 
 @dataclass
@@ -116,6 +128,31 @@ def plan_cohort(config: SynthConfig) -> list[PatientAssignment]:
         subtypes = sorted(next(subtype_sets), key=SUBTYPES.index) if positive[i] else []
         out.append(PatientAssignment(index=i + 1, positive=bool(positive[i]), subtypes=subtypes, follow_up=bool(follow[i]),
                                      tilt=bool(tilt[i]), bone=bool(bone[i]), scout=bool(scout[i]), compression=compression[i]))
+    return out
+
+
+def planned_studies(config: SynthConfig) -> list[dict[str, Any]]:
+    """The studies ``generate_cohort(config)`` writes, in ``cohort.json`` order, without rendering.
+
+    One dict per study: ``patient_id``, ``study_index`` (1-based), ``study_uid``, ``series_uid``
+    (the soft-tissue axial series the labels belong to), ``series_dir`` and ``label`` (as in
+    ``cohort.json``) and ``positive`` (the patient's plan).
+    UIDs depend only on the seed and the indices, so this names exactly what the written cohort
+    holds (cheap: for checking a committed manifest against the config).
+    """
+    out = []
+    for a in plan_cohort(config):
+        for index in range(1, 3 if a.follow_up else 2):
+            study_uid = make_uid(config.seed, "study", a.index, index)
+            out.append({
+                "patient_id": a.patient_id,
+                "study_index": index,
+                "study_uid": study_uid,
+                "series_uid": make_uid(config.seed, "series", a.index, index, SOFT_SERIES_NUMBER),
+                "series_dir": (study_dir(a.patient_id, index) / SOFT_SERIES_FOLDER).as_posix(),
+                "label": label_path(study_uid).as_posix(),
+                "positive": a.positive,
+            })
     return out
 
 
@@ -261,7 +298,7 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
     yy, xx = np.mgrid[0:config.matrix, 0:config.matrix]
     outside = np.hypot(yy - centre, xx - centre) > config.matrix / 2.0
 
-    study_dir_rel = Path("dicom") / a.patient_id / f"study{study.index:02d}"
+    study_dir_rel = study_dir(a.patient_id, study.index)
     header = StudyHeader(
         patient_id=a.patient_id, patient_name=a.patient_name,
         birth_date=f"{int(study.date[:4]) - plan.age:04d}0101", sex=plan.sex, age=f"{plan.age:03d}Y",
@@ -295,9 +332,9 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
     soft_hu = reconstruct(clean, ps, SOFT, protocol.sigma_soft_hu, weight, rng(config.seed, "noise", a.index, study.index, 2))
     stored, padding = encode_stored(soft_hu, vendor, outside)
     windows = [protocol.window] + ([protocol.extra_window] if protocol.extra_window else [])
-    soft = axial_header(2, "brain", protocol.soft_kernel, windows)
+    soft = axial_header(SOFT_SERIES_NUMBER, "brain", protocol.soft_kernel, windows)
     soft.padding_value = padding
-    soft_rel = study_dir_rel / "series002_axial_brain"
+    soft_rel = study_dir_rel / SOFT_SERIES_FOLDER
     write_series(out_dir / soft_rel, header, soft, stored, protocol.compression)
     series_entries.append({"kind": "axial_soft", "series_uid": soft.series_uid, "series_dir": soft_rel.as_posix(),
                            "kernel": protocol.soft_kernel})
@@ -323,7 +360,7 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
         write_scout(out_dir / scout_rel, header, scout, image)
         series_entries.append({"kind": "scout", "series_uid": scout.series_uid, "series_dir": scout_rel.as_posix(), "kernel": ""})
 
-    label_rel = Path("labels") / f"{study.study_uid}.nii.gz"
+    label_rel = label_path(study.study_uid)
     lab.write_label_map(out_dir / label_rel, label, layout.convert_grid)
     slices = lab.slice_labels(label)
     record = {
