@@ -3,8 +3,8 @@
 With nothing but the installed package it writes a small synthetic head-CT cohort as real DICOM
 (:mod:`ichct.pipeline.synth`), reads every study back through the same ingest path a user's data
 takes (``ichct info`` / ``ichct convert``), checks that each voxel label map lies on the converted
-grid, and prints what was read. Later stages (manifests, training, evaluation, bundles, predict)
-join the demo as they are built.
+grid, builds and checks a patient-level split manifest, and prints what was read. Later stages
+(training, evaluation, bundles, predict) join the demo as they are built.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from ichct.pipeline.ingest import convert_series, folder_info
+from ichct.pipeline.manifests import build_manifest, check_manifests
 from ichct.pipeline.synth.cohort import default_workers, generate_cohort
 from ichct.pipeline.synth.config import SynthConfig
 
@@ -67,13 +68,26 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
             "series_read": volume.info["series_description"] or volume.series_uid[-10:],
             "shape": "x".join(map(str, volume.hu_volume.shape)),
             "spacing_mm": "x".join(f"{s:.2f}" for s in volume.spacing_mm),
-            "tilt_deg": volume.info["tilt"]["angle_deg"],
+            "tilt_deg": round(volume.info["tilt"]["angle_deg"], 1),
             "syntax": volume.info["transfer_syntax_short"],
             "blood_ml": round(float(study["volumes_ml"]["any"]), 2),
             "subtypes": ",".join(k for k, v in study["ct_labels"].items() if v and k != "any") or "-",
         })
+    manifest_path = out / "manifest.json"
+    manifest = build_manifest("synth", out / "synthetic", manifest_path, folds=2, test_fraction=0.25,
+                              seed=settings.seed, name="demo", cache=False)
+    report = check_manifests([manifest_path], cache=False)
+    if not report.ok:
+        raise RuntimeError("demo manifest failed its checks: " + "; ".join(report.problems))
     return {
         "out_dir": str(out),
+        "manifest": str(manifest_path),
+        "manifest_counts": {
+            "patients": len({e["patient_key"] for e in manifest["training"] + manifest["test"]}),
+            "training": len(manifest["training"]),
+            "test": len(manifest["test"]),
+            "folds": manifest["num_folds"],
+        },
         "cohort": str(out / "synthetic" / "cohort.json"),
         "volumes": str(out / "volumes"),
         "n_patients": settings.n_patients,
@@ -98,5 +112,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [
         f"cohort (DICOM, labels, cohort.json, slice_labels.csv): {Path(summary['cohort']).parent}",
         f"converted HU volumes + sidecars: {summary['volumes']}",
+        "split manifest (checked: no patient in two splits): {manifest} "
+        "({training} training studies in {folds} folds, {test} test studies, {patients} patients)".format(
+            manifest=summary["manifest"], **summary["manifest_counts"]),
     ]
     return "\n".join(lines)

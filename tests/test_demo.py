@@ -18,6 +18,11 @@ def test_demo_quick_writes_cohort_and_reads_every_study(tmp_path, capsys):
     studies = cohort["studies"]
     assert len(studies) >= 3
     assert f"{len(studies)} studies" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["training"]) + len(manifest["test"]) == len(studies)
+    train_keys = {e["patient_key"] for e in manifest["training"]}
+    assert train_keys.isdisjoint({e["patient_key"] for e in manifest["test"]})
+    assert "manifest.json" in printed
     for study in studies:
         volume_path = out / "volumes" / f"{study['study_uid']}.nii.gz"
         volume = nib.load(volume_path)
