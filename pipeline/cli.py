@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.synth_cli",
     "ichct.pipeline.manifest_cli",
     "ichct.pipeline.demo_cli",
+    "ichct.pipeline.train_cli",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE = 0, 1, 2

@@ -1,0 +1,538 @@
+"""The training stage: ``train(kind, manifest, fold, out_dir, ...)`` (``ichct train seg|cls``).
+
+Built on MONAI/ignite engines: a :class:`~monai.engines.SupervisedTrainer`, a
+:class:`~monai.engines.SupervisedEvaluator` run every ``val_interval`` epochs by a
+:class:`~monai.handlers.ValidationHandler`, :class:`~monai.handlers.StatsHandler` logging, and an
+epoch handler of this module that writes ``metrics.csv``, ``last.pt``, ``best.pt`` and
+``thresholds.json`` atomically (temporary file + ``os.replace``), so a kill never leaves a
+partial file.
+
+``RUN_DIR`` contents:
+
+* ``config.json`` - resolved config, kind, fold, seed, device, manifest path + sha256, versions;
+* ``train_patients.json`` - patient keys of the training folds (evaluation refuses them);
+* ``metrics.csv`` - one row per epoch;
+* ``last.pt`` / ``best.pt`` - model, optimizer, scheduler, epoch, iteration, best metric, RNG
+  states (torch, numpy, python, augmentation transforms) as tensors/ints/lists: load with
+  ``torch.load(path, weights_only=True)``;
+* ``thresholds.json`` - a :class:`ichct.pipeline.decision.DecisionRule` chosen on the validation
+  fold with the best model (cls: ``consecutive`` on slice probabilities; seg: ``seg_volume``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ichct.pipeline.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.train_config import resolve_config
+
+logger = logging.getLogger("ichct.train")
+
+SUBTYPES = ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+METRIC_COLUMNS = {
+    "seg": ("epoch", "iteration", "train_loss", "lr", "val_dice", "val_auc_any", "time_s"),
+    "cls": ("epoch", "iteration", "train_loss", "lr", "val_auc_any", "val_auc_mean", "time_s"),
+}
+KEY_METRIC = {"seg": "val_dice", "cls": "val_auc_any"}
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def roc_auc(scores: Any, labels: Any) -> float:
+    """ROC AUC (Mann-Whitney, ties count 1/2); NaN when a class is missing. Labels < 0 are ignored."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    keep = y >= 0
+    s, y = s[keep], y[keep] > 0
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def save_checkpoint_atomic(obj: Mapping[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
+    buf = io.BytesIO()
+    torch.save(dict(obj), buf)
+    with atomic_path(path, suffix=".pt") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            import os
+
+            os.fsync(f.fileno())
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by this module (``weights_only=True``)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _randomizables(transform: Any) -> list[Any]:
+    """Randomizable objects of a Compose in a fixed order (top level and their direct members)."""
+    from monai.transforms import Compose, Randomizable
+
+    out: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(t: Any, depth: int) -> None:
+        if id(t) in seen or depth > 3:
+            return
+        seen.add(id(t))
+        if isinstance(t, Compose):
+            for sub in t.transforms:
+                visit(sub, depth + 1)
+            return
+        if isinstance(t, Randomizable):
+            out.append(t)
+        for value in vars(t).values() if hasattr(t, "__dict__") else ():
+            if isinstance(value, Randomizable):
+                visit(value, depth + 1)
+
+    visit(transform, 0)
+    return out
+
+
+def _np_state_to_list(st: tuple) -> list[Any]:
+    return [str(st[0]), torch.from_numpy(np.asarray(st[1], dtype=np.int64)), int(st[2]), int(st[3]), float(st[4])]
+
+
+def _np_state_from_list(st: list[Any]) -> tuple:
+    return (st[0], np.asarray(st[1].numpy(), dtype=np.uint32), int(st[2]), int(st[3]), float(st[4]))
+
+
+def rng_state(transform: Any = None) -> dict[str, Any]:
+    """Every RNG state as tensors / ints / floats / lists (``weights_only``-loadable)."""
+    py = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _np_state_to_list(np.random.get_state()),
+        "python": [int(py[0]), [int(v) for v in py[1]], py[2]],
+        "transforms": [_np_state_to_list(t.R.get_state()) for t in _randomizables(transform)] if transform else [],
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = list(torch.cuda.get_rng_state_all())
+    return out
+
+
+def set_rng_state(state: Mapping[str, Any], transform: Any = None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(_np_state_from_list(state["numpy"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if transform is not None and state.get("transforms"):
+        objs = _randomizables(transform)
+        if len(objs) != len(state["transforms"]):
+            logger.warning("augmentation RNG states do not match the transforms; not restored")
+            return
+        for t, st in zip(objs, state["transforms"]):
+            t.R.set_state(_np_state_from_list(st))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def _write_metrics(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([_fmt(r.get(c, "")) for c in columns])
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """Rows of ``metrics.csv`` as dicts of strings."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    with open(p, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------------------------
+# Losses and validation collectors
+# --------------------------------------------------------------------------------------------
+
+
+class RSNAWeightedBCE(torch.nn.Module):
+    """Weighted BCE over slices and labels (``any`` weight 2), with ``pos_weight``; label < 0 ignored."""
+
+    def __init__(self, class_weights, pos_weight) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.as_tensor(class_weights, dtype=torch.float32))
+        self.register_buffer("pw", torch.as_tensor(pos_weight, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        y = target["labels"].to(logits.device, torch.float32)
+        mask = (y >= 0).to(torch.float32)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), y.clamp(min=0), reduction="none", pos_weight=self.pw.to(logits.device))
+        wm = mask * self.w.to(logits.device)
+        return (loss * wm).sum() / wm.sum().clamp(min=1.0)
+
+
+def _cls_prepare_batch(batchdata, device=None, non_blocking=False, **kwargs):
+    x = batchdata["image"].to(device=device, non_blocking=non_blocking)
+    lengths = batchdata["lengths"]
+    target = {"labels": batchdata["slice_labels"].to(device=device, non_blocking=non_blocking), "lengths": lengths}
+    return x, target, (), {"lengths": lengths}
+
+
+class _ValCollector:
+    """Collects CT-level scores of the validation fold and puts AUCs into ``engine.state.metrics``."""
+
+    def __init__(self, kind: str, cfg: Mapping[str, Any]) -> None:
+        from ichct.pipeline.decision import DecisionRule, voxel_volume_ml
+
+        self.kind, self.cfg = kind, cfg
+        if kind == "cls":
+            self.rule = DecisionRule("consecutive", threshold=0.5, k=int(cfg["rule_k"]))
+        else:
+            self.rule = DecisionRule("seg_volume", threshold=1.0, min_component_ml=float(cfg["min_component_ml"]),
+                                     num_seg_classes=int(cfg["num_classes"]))
+            self.voxel_ml = voxel_volume_ml(cfg["spacing_mm"])
+        self.scores: list[list[float]] = []
+        self.labels: list[list[float]] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.compute)
+
+    def reset(self, engine=None) -> None:
+        self.scores, self.labels = [], []
+
+    def update(self, engine) -> None:
+        from ichct.pipeline.decision import ct_scores
+
+        out = engine.state.output
+        ct = engine.state.batch["ct"].cpu().numpy()
+        if self.kind == "cls":
+            probs = torch.sigmoid(out["pred"].float()).cpu().numpy()
+            lengths = out["label"]["lengths"].tolist()
+            for b, n in enumerate(lengths):
+                sc = ct_scores(self.rule, slice_probs=probs[b, : int(n)])
+                self.scores.append([sc[s] for s in SUBTYPES])
+                self.labels.append(ct[b].tolist())
+        else:
+            seg = torch.argmax(out["pred"].float(), dim=1).cpu().numpy()
+            for b in range(seg.shape[0]):
+                sc = ct_scores(self.rule, segmentation=seg[b], voxel_volume_ml=self.voxel_ml)
+                self.scores.append([float(sc.get("any", 0.0))])
+                self.labels.append([float(ct[b][0])])
+
+    def compute(self, engine) -> None:
+        s, y = np.asarray(self.scores), np.asarray(self.labels)
+        engine.state.metrics["val_auc_any"] = roc_auc(s[:, 0], y[:, 0]) if len(s) else float("nan")
+        if self.kind == "cls":
+            aucs = [roc_auc(s[:, j], y[:, j]) for j in range(6)] if len(s) else []
+            good = [a for a in aucs if not math.isnan(a)]
+            engine.state.metrics["val_auc_mean"] = float(np.mean(good)) if good else float("nan")
+
+    def decision_rule(self, epoch: int, fold: int) -> Any:
+        """Thresholds chosen on the collected validation scores (Youden by default)."""
+        from ichct.pipeline.decision import DecisionRule, choose_threshold
+
+        s, y = np.asarray(self.scores, dtype=np.float64), np.asarray(self.labels)
+        method = str(self.cfg.get("threshold_method", "youden"))
+        fallback: list[str] = []
+        if self.kind == "cls":
+            th: dict[str, float] = {}
+            for j, name in enumerate(SUBTYPES):
+                keep = y[:, j] >= 0
+                try:
+                    t = choose_threshold(s[keep, j], y[keep, j] > 0, method=method)
+                except ValueError:
+                    t, _ = 0.5, fallback.append(name)
+                th[name] = float(min(max(t, 1e-6), 1.0))
+            return DecisionRule("consecutive", threshold=th, k=self.rule.k,
+                                meta={"chosen_on": f"validation fold {fold}", "method": method, "epoch": epoch,
+                                      "n_val": int(len(s)), "fallback_0.5": fallback})
+        keep = y[:, 0] >= 0
+        try:
+            t = choose_threshold(s[keep, 0], y[keep, 0] > 0, method=method)
+        except ValueError:
+            t = 0.0
+        if t <= 0:
+            t, fallback = self.voxel_ml, ["any"]
+        return DecisionRule("seg_volume", threshold=float(t), min_component_ml=self.rule.min_component_ml,
+                            num_seg_classes=self.rule.num_seg_classes,
+                            meta={"chosen_on": f"validation fold {fold}", "method": method, "epoch": epoch,
+                                  "n_val": int(len(s)), "unit": "mL", "fallback_one_voxel": fallback})
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _build_model(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
+    n_in = len(cfg["windows"]) if cfg.get("windows") else 3
+    if kind == "seg":
+        from ichct.networks import ich_unet3d
+
+        net = dict(cfg["network"])
+        return ich_unet3d(in_channels=n_in, out_channels=int(cfg["num_classes"]), **net)
+    from ichct.networks import SliceSequenceClassifier
+
+    return SliceSequenceClassifier(in_channels=n_in, **dict(cfg["network"]))
+
+
+def train(
+    kind: str,
+    manifest: str | Path,
+    fold: int,
+    out_dir: str | Path,
+    epochs: int | None = None,
+    config: str | Path | Mapping[str, Any] | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    amp: bool = False,
+    seed: int = 0,
+    *,
+    _stop_after_epoch: int | None = None,
+) -> dict[str, Any]:
+    """Train a segmentation (``"seg"``) or slice-classification (``"cls"``) model on one fold.
+
+    Trains on the manifest's training folds other than ``fold`` and validates on ``fold`` every
+    ``val_interval`` epochs. Returns a summary dict (epochs, best metric/epoch, paths).
+    ``resume=True`` continues from ``out_dir/last.pt`` with the saved config (``epochs`` may
+    raise the total). ``_stop_after_epoch`` is a test hook: stop right after that epoch's
+    checkpoint, as if killed.
+
+    Raises ``ValueError`` for bad arguments, a manifest that fails its checks
+    (:class:`ManifestError`) or a run directory that does not match ``resume``.
+    """
+    from ignite.engine import Events
+    from monai.engines import SupervisedEvaluator, SupervisedTrainer
+    from monai.handlers import MeanDice, StatsHandler, ValidationHandler
+    from monai.inferers import SimpleInferer, SlidingWindowInferer
+    from monai.losses import DiceCELoss
+    from monai.networks.utils import one_hot
+    from monai.utils import set_determinism
+
+    import ichct
+    from ichct.pipeline.manifests import load_manifest
+
+    if kind not in ("seg", "cls"):
+        raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    if amp and not str(device).startswith("cuda"):
+        raise ValueError("--amp needs --device cuda")
+    manifest = Path(manifest).resolve()
+    out = Path(out_dir)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    manifest_sha = sha256_file(manifest)
+
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if not last_path.exists() or not (out / "config.json").exists():
+            raise ValueError(f"{out}: nothing to resume (no last.pt / config.json)")
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        if saved["kind"] != kind or int(saved["fold"]) != int(fold):
+            raise ValueError(f"{out}: run is {saved['kind']} fold {saved['fold']}, not {kind} fold {fold}")
+        if saved["manifest_sha256"] != manifest_sha:
+            raise ValueError(f"{manifest}: changed since the run started (sha256 differs); refusing to resume")
+        cfg = resolve_config(kind, saved["config"], epochs=epochs)
+        seed = int(saved["seed"])
+        ckpt = load_checkpoint(last_path)
+    else:
+        if last_path.exists():
+            raise ValueError(f"{out}: holds a run already (last.pt); pass --resume or choose another folder")
+        cfg = resolve_config(kind, config, epochs=epochs)
+    max_epochs = int(cfg["epochs"])
+
+    set_determinism(seed=int(seed))
+    train_entries = load_manifest(manifest, "training", fold=int(fold))
+    val_entries = load_manifest(manifest, "validation", fold=int(fold), check=False)  # checked just above
+    if not train_entries or not val_entries:
+        raise ValueError(f"{manifest}: fold {fold} leaves {len(train_entries)} training and "
+                         f"{len(val_entries)} validation studies; both must be non-empty")
+    train_keys = sorted({e["patient_key"] for e in train_entries})
+    leaked = set(train_keys) & {e["patient_key"] for e in val_entries}
+    if leaked:  # load_manifest's checks make this impossible; never train on a leaking split
+        raise ValueError(f"{manifest}: {len(leaked)} patient(s) in both training and validation")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_json_atomic(out / "config.json", {
+            "kind": kind, "fold": int(fold), "seed": int(seed), "device": str(device), "amp": bool(amp),
+            "manifest": str(manifest), "manifest_sha256": manifest_sha, "config": cfg,
+            "versions": {"ichct": ichct.__version__, "torch": torch.__version__,
+                         "monai": __import__("monai").__version__},
+            "command": f"ichct train {kind} --manifest {manifest} --fold {fold} --out {out} --seed {seed}",
+        })
+        write_json_atomic(out / "train_patients.json", {"manifest": str(manifest), "manifest_sha256": manifest_sha,
+                                                        "fold": int(fold), "patient_keys": train_keys})
+
+    from ichct.pipeline.train_data import make_loaders, pos_weight_auto
+
+    train_ds, train_loader, val_loader, train_items = make_loaders(kind, cfg, train_entries, val_entries)
+    dev = torch.device(device)
+    model = _build_model(kind, cfg).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs), eta_min=0.0)
+
+    if kind == "seg":
+        k = int(cfg["num_classes"])
+        cw = cfg["class_weights"] or [1.0] + [3.0] * (k - 1)
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=torch.as_tensor(cw, dtype=torch.float32).to(dev))
+        patch = [int(p) for p in cfg["patch"]]
+        val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=int(cfg["sw_batch_size"]),
+                                           overlap=float(cfg["sw_overlap"]), mode="gaussian")
+
+        def dice_transform(o):
+            pred = one_hot(torch.argmax(o["pred"], dim=1, keepdim=True), k)
+            return pred, one_hot(o["label"].long(), k)
+
+        key_val = {"val_dice": MeanDice(include_background=False, output_transform=dice_transform)}
+        prep: dict[str, Any] = {}
+    else:
+        pw = cfg["pos_weight"]
+        if pw == "auto":
+            pw = pos_weight_auto(train_items, float(cfg["pos_weight_max"]))
+        cfg_pw = [float(v) for v in pw]
+        logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
+        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw).to(dev)
+        val_inferer = SimpleInferer()
+        key_val = None
+        prep = {"prepare_batch": _cls_prepare_batch}
+
+    collector = _ValCollector(kind, cfg)
+    evaluator = SupervisedEvaluator(
+        device=dev, val_data_loader=val_loader, network=model, inferer=val_inferer, key_val_metric=key_val,
+        amp=bool(amp), decollate=False,
+        val_handlers=[StatsHandler(name="ichct.train.val", output_transform=lambda x: None, iteration_log=False)],
+        **prep,
+    )
+    collector.attach(evaluator)
+    trainer = SupervisedTrainer(
+        device=dev, max_epochs=max_epochs, train_data_loader=train_loader, network=model, optimizer=optimizer,
+        loss_function=loss_fn, inferer=SimpleInferer(), amp=bool(amp), decollate=False,
+        train_handlers=[
+            ValidationHandler(validator=evaluator, interval=int(cfg["val_interval"]), epoch_level=True),
+            StatsHandler(name="ichct.train", tag_name="train_loss", output_transform=lambda o: o["loss"].item(),
+                         iteration_log=False),
+        ],
+        **prep,
+    )
+
+    state: dict[str, Any] = {"best_metric": None, "best_epoch": 0, "loss_sum": 0.0, "loss_n": 0,
+                             "t0": time.perf_counter()}
+    columns = METRIC_COLUMNS[kind]
+    metrics_path = out / "metrics.csv"
+    rows: list[dict[str, Any]] = []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scheduler.T_max = max(1, max_epochs)  # --epochs may extend a resumed run
+        trainer.state.epoch = int(ckpt["epoch"])
+        trainer.state.iteration = int(ckpt["iteration"])
+        state["best_metric"] = None if ckpt["best_metric"] is None else float(ckpt["best_metric"])
+        state["best_epoch"] = int(ckpt["best_epoch"])
+        # rows of epochs after the checkpoint (a kill between the CSV and last.pt) are redone
+        rows = [dict(r) for r in read_metrics(metrics_path) if int(r["epoch"]) <= int(ckpt["epoch"])]
+        set_rng_state(ckpt["rng"], train_ds.transform)
+        logger.info("resuming %s from epoch %d of %d", out, ckpt["epoch"], max_epochs)
+        if ckpt.get("scaler") is not None:
+            trainer.add_event_handler(Events.STARTED, lambda e: e.scaler.load_state_dict(ckpt["scaler"])
+                                      if getattr(e, "scaler", None) is not None else None)
+        if int(ckpt["epoch"]) >= max_epochs:
+            logger.info("%s: already trained for %d epochs", out, ckpt["epoch"])
+            return _summary(out, kind, int(ckpt["epoch"]), state)
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _reset_loss(engine) -> None:
+        state["loss_sum"], state["loss_n"] = 0.0, 0
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _acc_loss(engine) -> None:
+        state["loss_sum"] += float(engine.state.output["loss"].item())
+        state["loss_n"] += 1
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _epoch_done(engine) -> None:
+        epoch = int(engine.state.epoch)
+        validated = epoch % int(cfg["val_interval"]) == 0
+        vm = dict(evaluator.state.metrics) if validated else {}
+        row = {"epoch": epoch, "iteration": int(engine.state.iteration),
+               "train_loss": state["loss_sum"] / max(1, state["loss_n"]),
+               "lr": float(optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - state["t0"]}
+        for c in columns:
+            if c.startswith("val_"):
+                row[c] = float(vm.get(c, float("nan")))
+        rows.append(row)
+        scheduler.step()
+        key = float(vm.get(KEY_METRIC[kind], float("nan")))
+        better = validated and (state["best_metric"] is None
+                                or (not math.isnan(key) and (math.isnan(state["best_metric"]) or key > state["best_metric"])))
+        if better:
+            state["best_metric"], state["best_epoch"] = key, epoch
+        ck = {"kind": kind, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+              "scheduler": scheduler.state_dict(), "epoch": epoch, "iteration": int(engine.state.iteration),
+              "best_metric": state["best_metric"], "best_epoch": state["best_epoch"],
+              "rng": rng_state(train_ds.transform),
+              "scaler": engine.scaler.state_dict() if getattr(engine, "scaler", None) is not None else None}
+        _write_metrics(metrics_path, columns, rows)
+        if better:
+            save_checkpoint_atomic(ck, best_path)
+            write_json_atomic(out / "thresholds.json", collector.decision_rule(epoch, int(fold)).to_dict())
+        save_checkpoint_atomic(ck, last_path)
+        logger.info("epoch %d/%d: loss %.4f %s", epoch, max_epochs, row["train_loss"],
+                    " ".join(f"{c}={_fmt(row[c])}" for c in columns if c.startswith("val_")))
+        if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
+            engine.terminate()
+
+    trainer.run()
+    return _summary(out, kind, int(trainer.state.epoch), state)
+
+
+def _summary(out: Path, kind: str, epoch: int, state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": kind, "out_dir": str(out), "epochs": epoch, "best_metric": state["best_metric"],
+            "best_epoch": state["best_epoch"], "key_metric": KEY_METRIC[kind]}

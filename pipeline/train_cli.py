@@ -1,0 +1,43 @@
+"""``ichct train seg|cls``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "train", parents=[common], help="train a segmentation or slice-classification model on one fold",
+        description="Train on a manifest's training folds except FOLD, validate on FOLD every epoch; "
+                    "writes config.json, metrics.csv, best.pt, last.pt, thresholds.json and "
+                    "train_patients.json into RUN_DIR.")
+    p.add_argument("kind", choices=("seg", "cls"), help="seg: 3D U-Net; cls: slice-sequence classifier")
+    p.add_argument("--manifest", required=True, help="split manifest (checked before use)")
+    p.add_argument("--fold", required=True, type=int, help="validation fold")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--epochs", type=int, default=None, help="total epochs (overrides the config)")
+    p.add_argument("--config", default=None, help="JSON or YAML overrides of the defaults")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.amp and args.device != "cuda":
+        args._parser.print_usage(sys.stderr)
+        sys.stderr.write("ichct train: error: --amp needs --device cuda\n")
+        return 2
+    if args.epochs is not None and args.epochs < 1:
+        args._parser.print_usage(sys.stderr)
+        sys.stderr.write("ichct train: error: --epochs must be >= 1\n")
+        return 2
+    from ichct.pipeline.train import train
+
+    summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=args.config,
+                    resume=args.resume, device=args.device, amp=args.amp, seed=args.seed)
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0

@@ -1,0 +1,126 @@
+"""Training configuration: defaults per model kind and JSON/YAML overrides (deep merge).
+
+``resolve_config(kind, config)`` returns a plain JSON-serialisable dict. ``config`` is a path
+to a ``.json``/``.yaml``/``.yml`` file, a mapping, or None. Unknown top-level keys are refused so
+that a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+KINDS = ("seg", "cls")
+
+_COMMON: dict[str, Any] = {
+    "epochs": 20,
+    "lr": 1e-3,
+    "weight_decay": 1e-5,
+    "batch_size": 2,
+    "val_interval": 1,
+    "cache_rate": 1.0,
+    "num_workers": 0,
+    "windows": None,  # None: ichct.transforms.DEFAULT_WINDOWS (brain, subdural, soft tissue)
+    "augment": {"flip_prob": 0.5, "affine_prob": 0.3, "rotate_deg": 8.0, "scale": 0.05,
+                "shift_prob": 0.3, "shift": 0.05, "noise_prob": 0.2, "noise_std": 0.02},
+}
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "seg": {
+        **_COMMON,
+        "num_classes": 2,  # 2: background vs blood (label > 0); 6: background + five subtypes
+        "spacing_mm": [1.5, 1.5, 5.0],
+        "crop": "brain",
+        "patch": [96, 96, 32],
+        "samples_per_volume": 2,
+        "pos_neg_ratio": 2.0,
+        "class_weights": None,  # None: [1, 3, ...] (background 1, foreground 3)
+        "network": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
+        "sw_batch_size": 2,
+        "sw_overlap": 0.25,
+        "min_component_ml": 0.0,
+    },
+    "cls": {
+        **_COMMON,
+        "in_plane": [128, 128],
+        "network": {"encoder": "small", "feature_dim": 128, "rnn_hidden": 64, "dropout": 0.2},
+        "class_weights": [2.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # RSNA: "any" weighted 2
+        "pos_weight": "auto",  # "auto": neg/pos per class on the training slices (clipped), or a list of 6
+        "pos_weight_max": 10.0,
+        "rule_k": 3,
+        "threshold_method": "youden",
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        where = f"{path}{key}"
+        if key not in out:
+            raise ValueError(f"unknown config key {where!r}")
+        if isinstance(out[key], dict) and isinstance(value, Mapping) and key != "network":
+            out[key] = _merge(out[key], value, where + ".")
+        elif isinstance(out[key], dict) and isinstance(value, Mapping):
+            out[key] = {**out[key], **copy.deepcopy(dict(value))}  # network kwargs are open
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML override file (a mapping)."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{p}: a training config must be a mapping, got {type(data).__name__}")
+    return dict(data)
+
+
+def resolve_config(kind: str, config: str | Path | Mapping[str, Any] | None = None,
+                   epochs: int | None = None) -> dict[str, Any]:
+    """Defaults of ``kind`` merged with ``config`` (path or mapping) and ``epochs``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    over: Mapping[str, Any] = {}
+    if isinstance(config, (str, Path)):
+        over = read_config_file(config)
+    elif config is not None:
+        over = config
+    cfg = _merge(DEFAULTS[kind], over)
+    if epochs is not None:
+        cfg["epochs"] = int(epochs)
+    validate_config(kind, cfg)
+    return cfg
+
+
+def validate_config(kind: str, cfg: Mapping[str, Any]) -> None:
+    if int(cfg["epochs"]) < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg['epochs']}")
+    if int(cfg["batch_size"]) < 1:
+        raise ValueError("batch_size must be >= 1")
+    if kind == "seg":
+        if cfg["num_classes"] not in (2, 6):
+            raise ValueError(f"num_classes must be 2 or 6, got {cfg['num_classes']}")
+        if len(cfg["patch"]) != 3 or len(cfg["spacing_mm"]) != 3:
+            raise ValueError("patch and spacing_mm need 3 values")
+        cw = cfg["class_weights"]
+        if cw is not None and len(cw) != cfg["num_classes"]:
+            raise ValueError(f"class_weights needs {cfg['num_classes']} values")
+    else:
+        if len(cfg["in_plane"]) != 2:
+            raise ValueError("in_plane needs 2 values")
+        if len(cfg["class_weights"]) != 6:
+            raise ValueError("class_weights needs 6 values")
+        pw = cfg["pos_weight"]
+        if pw != "auto" and (not isinstance(pw, list) or len(pw) != 6):
+            raise ValueError("pos_weight must be 'auto' or a list of 6 values")

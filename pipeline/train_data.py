@@ -1,0 +1,197 @@
+"""Datasets and MONAI transforms of the training stage (segmentation and slice classification).
+
+Deterministic steps (DICOM decoding, RAS, resampling, brain crop, windowing) run once per study
+inside a :class:`monai.data.CacheDataset`; the random augmentations after them run every epoch:
+flips across the mid-sagittal plane (RAS axis 0 for seg; the in-plane column axis for cls, which
+is left-right for axial head CT), a small affine, an intensity shift and Gaussian noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    Lambdad,
+    MapTransform,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandShiftIntensityd,
+    Resized,
+    SpatialPadd,
+)
+
+from ichct.transforms import DEFAULT_WINDOWS, LoadCTd, MultiWindowd, ct_preprocess
+
+SUBTYPES = ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+
+
+def _windows(cfg: Mapping[str, Any]) -> Mapping[str, tuple[float, float]]:
+    w = cfg.get("windows")
+    return DEFAULT_WINDOWS if not w else {str(k): (float(v[0]), float(v[1])) for k, v in dict(w).items()}
+
+
+def _ct_vector(entry: Mapping[str, Any]) -> np.ndarray:
+    flags = entry.get("ct_labels") or {}
+    return np.array([float(flags.get(s, -1)) for s in SUBTYPES], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation
+# --------------------------------------------------------------------------------------------
+
+
+def seg_items(entries: Sequence[Mapping[str, Any]], num_classes: int) -> list[dict[str, Any]]:
+    """Manifest entries -> seg data dicts (entries need a voxel ``label``)."""
+    items = []
+    for e in entries:
+        if not e.get("label"):
+            raise ValueError(f"seg training needs a voxel label for every study; {e.get('study_uid')} has none")
+        if num_classes == 6 and e.get("label_values", "ichct") != "ichct":
+            raise ValueError(f"6-class training needs subtype labels; {e.get('study_uid')} has {e.get('label_values')!r}")
+        items.append({"image": e["image"], "label": e["label"], "ct": _ct_vector(e),
+                      "patient_key": e.get("patient_key", "")})
+    return items
+
+
+def _label_map(num_classes: int):
+    if num_classes == 2:
+        return lambda x: (x > 0).to(torch.float32)
+    return lambda x: x.clamp(0, 5).to(torch.float32)
+
+
+def seg_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
+    keys = ("image", "label")
+    patch = [int(p) for p in cfg["patch"]]
+    steps: list[Any] = [
+        *ct_preprocess(("image",), ("label",), spacing_mm=cfg["spacing_mm"], windows=_windows(cfg),
+                       crop=cfg["crop"], allow_missing_keys=False).transforms,
+        Lambdad("label", _label_map(int(cfg["num_classes"]))),
+        SpatialPadd(keys, spatial_size=patch),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+    ]
+    if train:
+        aug = cfg["augment"]
+        rot = math.radians(float(aug["rotate_deg"]))
+        s = float(aug["scale"])
+        steps += [
+            RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=float(cfg["pos_neg_ratio"]),
+                                   neg=1.0, num_samples=int(cfg["samples_per_volume"]), image_key="image",
+                                   image_threshold=0.0),
+            RandFlipd(keys, prob=float(aug["flip_prob"]), spatial_axis=0),
+            RandAffined(keys, prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot), scale_range=(s, s, 0.0),
+                        mode=("bilinear", "nearest"), padding_mode="zeros"),
+            RandShiftIntensityd("image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
+            RandGaussianNoised("image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
+        ]
+    return Compose(steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Slice classification
+# --------------------------------------------------------------------------------------------
+
+
+def cls_items(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Manifest entries -> cls data dicts (entries need ``slice_labels``)."""
+    items = []
+    for e in entries:
+        sl = e.get("slice_labels")
+        if not sl:
+            raise ValueError(f"cls training needs slice_labels; {e.get('study_uid')} has none")
+        items.append({"image": e["image"], "slice_labels": np.asarray(sl, dtype=np.float32),
+                      "ct": _ct_vector(e), "patient_key": e.get("patient_key", "")})
+    return items
+
+
+class CheckSliceCountd(MapTransform):
+    """Refuse a study whose slice count differs from its slice-label rows (labels would misalign)."""
+
+    def __init__(self) -> None:
+        super().__init__(("image",))
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        n_img, n_lab = int(d["image"].shape[-1]), int(len(d["slice_labels"]))
+        if n_img != n_lab:
+            raise ValueError(f"study has {n_img} slices but {n_lab} slice-label rows")
+        return d
+
+
+def cls_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
+    h, w = (int(v) for v in cfg["in_plane"])
+    steps: list[Any] = [
+        LoadCTd("image"),
+        CheckSliceCountd(),
+        MultiWindowd("image", windows=_windows(cfg)),
+        Resized("image", spatial_size=(h, w, -1), mode="trilinear"),
+        EnsureTyped("image", dtype=torch.float32, track_meta=False),
+    ]
+    if train:
+        aug = cfg["augment"]
+        rot = math.radians(float(aug["rotate_deg"]))
+        s = float(aug["scale"])
+        steps += [
+            RandFlipd("image", prob=float(aug["flip_prob"]), spatial_axis=0),
+            RandAffined("image", prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot),
+                        scale_range=(s, s, 0.0), mode="bilinear", padding_mode="zeros"),
+            RandShiftIntensityd("image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
+            RandGaussianNoised("image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
+        ]
+    return Compose(steps)
+
+
+def cls_collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Pad studies of different slice counts; slice labels are padded with -1 (ignored)."""
+    from ichct.networks import pad_slice_batch
+
+    image, lengths = pad_slice_batch([torch.as_tensor(i["image"]) for i in items])
+    labels, _ = pad_slice_batch([torch.as_tensor(i["slice_labels"]) for i in items], pad_value=-1.0, axis=0)
+    return {"image": image, "lengths": lengths, "slice_labels": labels,
+            "ct": torch.stack([torch.as_tensor(i["ct"]) for i in items]),
+            "patient_key": [i["patient_key"] for i in items]}
+
+
+def pos_weight_auto(items: Sequence[Mapping[str, Any]], max_weight: float) -> list[float]:
+    """neg/pos per label over the known training slice labels, clipped to [1, max_weight]."""
+    lab = np.concatenate([i["slice_labels"] for i in items], axis=0)
+    out = []
+    for j in range(lab.shape[1]):
+        col = lab[:, j]
+        pos, neg = float((col == 1).sum()), float((col == 0).sum())
+        out.append(float(np.clip(neg / pos, 1.0, max_weight)) if pos > 0 else 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders
+# --------------------------------------------------------------------------------------------
+
+
+def make_loaders(kind: str, cfg: Mapping[str, Any], train_entries, val_entries):
+    """(train_ds, train_loader, val_loader, train_items)."""
+    if kind == "seg":
+        tr_items, va_items = seg_items(train_entries, cfg["num_classes"]), seg_items(val_entries, cfg["num_classes"])
+        tr_tf, va_tf, collate = seg_transforms(cfg, True), seg_transforms(cfg, False), None
+        val_bs = 1
+    else:
+        tr_items, va_items = cls_items(train_entries), cls_items(val_entries)
+        tr_tf, va_tf, collate = cls_transforms(cfg, True), cls_transforms(cfg, False), cls_collate
+        val_bs = 1
+    rate, nw = float(cfg["cache_rate"]), int(cfg["num_workers"])
+    train_ds = CacheDataset(tr_items, tr_tf, cache_rate=rate, num_workers=None, progress=False)
+    val_ds = CacheDataset(va_items, va_tf, cache_rate=rate, num_workers=None, progress=False)
+    kw: dict[str, Any] = {"num_workers": nw}
+    if collate is not None:
+        kw["collate_fn"] = collate
+    train_loader = DataLoader(train_ds, batch_size=int(cfg["batch_size"]), shuffle=True, drop_last=False, **kw)
+    val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, **kw)
+    return train_ds, train_loader, val_loader, tr_items

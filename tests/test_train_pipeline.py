@@ -1,0 +1,204 @@
+"""``ichct train``: run outputs, checkpoints, thresholds, leakage guard, resume and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ichct.pipeline.decision import SUBTYPES, DecisionRule
+from ichct.pipeline.train import load_checkpoint, read_metrics, roc_auc, sha256_file, train
+
+SEG_CFG = {"spacing_mm": [3.0, 3.0, 5.0], "patch": [32, 32, 16], "samples_per_volume": 2, "batch_size": 1,
+           "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}}
+CLS_CFG = {"in_plane": [48, 48], "network": {"feature_dim": 32, "rnn_hidden": 16}}
+FOLD = 0
+
+
+def _env(mp: pytest.MonkeyPatch, base: Path) -> None:
+    mp.setenv("ICHCT_SALT", "ichct-test-salt-0123456789abcdef")
+    mp.setenv("ICHCT_SALT_FILE", str(base / "salt"))
+    mp.setenv("XDG_CONFIG_HOME", str(base))
+    mp.setenv("ICHCT_CACHE_DIR", str(base / "cache"))
+    mp.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """8 synthetic patients (64 x 64 x 16), manifest with 2 folds and a test set."""
+    from ichct.pipeline.manifests import build_manifest
+    from ichct.pipeline.synth import SynthConfig, generate_cohort
+
+    base = tmp_path_factory.mktemp("train_cohort")
+    with pytest.MonkeyPatch.context() as mp:
+        _env(mp, base / "env")
+        cfg = SynthConfig(n_patients=8, seed=3, matrix=64, slices=16, follow_up_fraction=0.0,
+                          bone_fraction=0.0, scout_fraction=0.0, tilt_fraction=0.0)
+        generate_cohort(cfg, base / "cohort", workers=1)
+        manifest = base / "m.json"
+        doc = build_manifest("synth", base / "cohort", manifest, folds=2, test_fraction=0.25, seed=0, cache=False)
+    return {"base": base, "manifest": manifest, "doc": doc}
+
+
+@pytest.fixture(scope="module")
+def runs(cohort):
+    """A 2-epoch seg run and a 2-epoch cls run on fold 0."""
+    base = cohort["base"]
+    with pytest.MonkeyPatch.context() as mp:
+        _env(mp, base / "env")
+        seg = train("seg", cohort["manifest"], FOLD, base / "seg", epochs=2, config=SEG_CFG, seed=0)
+        cls = train("cls", cohort["manifest"], FOLD, base / "cls", epochs=2, config=CLS_CFG, seed=0)
+    return {"seg": (base / "seg", seg), "cls": (base / "cls", cls)}
+
+
+def _keys(doc, fold=None, split="training"):
+    if split == "test":
+        return {e["patient_key"] for e in doc["test"]}
+    return {e["patient_key"] for e in doc["training"] if (e["fold"] != fold if split == "training" else e["fold"] == fold)}
+
+
+@pytest.mark.parametrize("kind", ["seg", "cls"])
+def test_run_dir_contents(kind, runs, cohort):
+    run, summary = runs[kind]
+    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "thresholds.json", "train_patients.json"):
+        assert (run / name).is_file(), name
+    assert not [p for p in run.iterdir() if "partial" in p.name]
+    assert summary["epochs"] == 2
+
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["kind"] == kind and cfg["fold"] == FOLD and cfg["seed"] == 0
+    assert cfg["manifest_sha256"] == sha256_file(cohort["manifest"])
+    assert Path(cfg["manifest"]) == cohort["manifest"].resolve()
+    assert cfg["config"]["epochs"] == 2
+
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert int(rows[1]["iteration"]) > int(rows[0]["iteration"]) > 0
+    for r in rows:
+        assert math.isfinite(float(r["train_loss"])) and float(r["train_loss"]) > 0
+    key = "val_dice" if kind == "seg" else "val_auc_any"
+    vals = [float(r[key]) for r in rows]
+    assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in vals)
+    if kind == "cls":  # the validation fold holds positives and negatives: AUC is defined
+        assert all(math.isfinite(v) for v in vals)
+
+    last = load_checkpoint(run / "last.pt")
+    best = load_checkpoint(run / "best.pt")
+    assert last["epoch"] == 2 and last["iteration"] == int(rows[1]["iteration"])
+    assert 1 <= best["epoch"] <= 2 and best["epoch"] == last["best_epoch"]
+    for k in ("model", "optimizer", "scheduler", "rng"):
+        assert k in last
+    assert isinstance(last["rng"]["torch"], torch.Tensor) and last["rng"]["transforms"]
+    from ichct.pipeline.train import _build_model
+
+    model = _build_model(kind, cfg["config"])
+    model.load_state_dict(best["model"])  # strict: the architecture is reproducible from config.json
+
+    rule = DecisionRule.load(run / "thresholds.json")
+    if kind == "cls":
+        assert rule.name == "consecutive" and set(rule.threshold) == set(SUBTYPES)
+        assert all(0 < v <= 1 for v in rule.threshold.values())
+    else:
+        assert rule.name == "seg_volume" and rule.num_seg_classes == 2 and float(rule.threshold) > 0
+    assert rule.meta["epoch"] == best["epoch"]
+
+
+def test_train_patients_are_training_fold_keys(runs, cohort):
+    doc = cohort["doc"]
+    for kind in ("seg", "cls"):
+        tp = json.loads((runs[kind][0] / "train_patients.json").read_text())
+        keys = set(tp["patient_keys"])
+        assert keys == _keys(doc, FOLD, "training") and len(keys) == len(tp["patient_keys"])
+        assert not keys & _keys(doc, FOLD, "validation")
+        assert not keys & _keys(doc, split="test")
+        assert tp["manifest_sha256"] == sha256_file(cohort["manifest"])
+
+
+def test_resume_after_kill_matches_uninterrupted_run(runs, cohort, tmp_path):
+    """Stop after epoch 1 (as if killed after its checkpoint); --resume ends at epoch 2 like a full run."""
+    run = tmp_path / "seg_resume"
+    first = train("seg", cohort["manifest"], FOLD, run, epochs=2, config=SEG_CFG, seed=0, _stop_after_epoch=1)
+    assert first["epochs"] == 1
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert len(read_metrics(run / "metrics.csv")) == 1
+    with pytest.raises(ValueError, match="resume"):
+        train("seg", cohort["manifest"], FOLD, run, epochs=2, config=SEG_CFG)
+    second = train("seg", cohort["manifest"], FOLD, run, resume=True)
+    assert second["epochs"] == 2
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    resumed, full = load_checkpoint(run / "last.pt"), load_checkpoint(runs["seg"][0] / "last.pt")
+    assert resumed["epoch"] == 2 and resumed["iteration"] == full["iteration"]
+    for name, tensor in full["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    # resuming a finished run does nothing and keeps the rows
+    train("seg", cohort["manifest"], FOLD, run, resume=True)
+    assert len(read_metrics(run / "metrics.csv")) == 2
+
+
+def test_roc_auc():
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert roc_auc([0.5, 0.5], [0, 1]) == pytest.approx(0.5)
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+    assert roc_auc([0.9, 0.1, 0.3], [1, 0, -1]) == 1.0
+
+
+def test_cli_exit_codes(run_cli, cohort, tmp_path):
+    m = cohort["manifest"]
+    assert run_cli("train").code == 2
+    assert run_cli("train", "det", "--manifest", m, "--fold", "0", "--out", tmp_path / "x").code == 2
+    assert run_cli("train", "seg", "--manifest", m, "--out", tmp_path / "x").code == 2  # no --fold
+    assert run_cli("train", "seg", "--manifest", m, "--fold", "0", "--out", tmp_path / "x", "--amp").code == 2
+    assert run_cli("train", "seg", "--manifest", m, "--fold", "0", "--out", tmp_path / "x", "--epochs", "0").code == 2
+    # a manifest that fails its checks (moved away from the data: every path is missing)
+    moved = tmp_path / "elsewhere" / "m.json"
+    moved.parent.mkdir()
+    shutil.copy(m, moved)
+    r = run_cli("train", "seg", "--manifest", moved, "--fold", "0", "--out", tmp_path / "bad")
+    assert r.code == 1 and not (tmp_path / "bad" / "last.pt").exists()
+    # fold out of range, missing manifest, nothing to resume, unknown config key
+    assert run_cli("train", "seg", "--manifest", m, "--fold", "7", "--out", tmp_path / "y").code == 1
+    assert run_cli("train", "seg", "--manifest", tmp_path / "nope.json", "--fold", "0", "--out", tmp_path / "y").code == 1
+    assert run_cli("train", "cls", "--manifest", m, "--fold", "0", "--out", tmp_path / "z", "--resume").code == 1
+    bad_cfg = tmp_path / "bad.json"
+    bad_cfg.write_text(json.dumps({"learning_rate": 1.0}))
+    assert run_cli("train", "cls", "--manifest", m, "--fold", "0", "--out", tmp_path / "z", "--config", bad_cfg).code == 1
+    assert not os.path.exists(tmp_path / "z" / "last.pt")
+
+
+def test_sigkill_leaves_loadable_checkpoint_and_resume_completes(cohort, tmp_path):
+    """A real ``ichct train`` process killed with SIGKILL once last.pt exists; --resume finishes the run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "seg.json"
+    cfg.write_text(json.dumps(SEG_CFG))
+    run = tmp_path / "killed"
+    args = ["train", "seg", "--manifest", str(cohort["manifest"]), "--fold", str(FOLD), "--out", str(run),
+            "--config", str(cfg), "--epochs", "4", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "ichct", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (run / "last.pt").exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    ck = load_checkpoint(run / "last.pt")  # never a partial file
+    assert 1 <= ck["epoch"] <= 4
+    assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")][: ck["epoch"]] == list(range(1, ck["epoch"] + 1))
+    from ichct.pipeline.cli import main
+
+    assert main(["train", "seg", "--manifest", str(cohort["manifest"]), "--fold", str(FOLD), "--out", str(run),
+                 "--resume", "-q"]) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 4
+    assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]
+    assert not [p for p in run.iterdir() if "partial" in p.name]
