@@ -21,6 +21,7 @@ from ichct.transforms.dicom import (
     choose_default,
     group_series,
     read_dicom_series,
+    readable_on_request,
     scan_folder,
     stack_geometry,
 )
@@ -151,9 +152,8 @@ def convert_all_series(
     results: list[tuple[str, Path | None, str | None]] = []
     out_dir = Path(out_dir)
     for g in groups:
-        reason = g.excluded_reason
-        if reason and not any(word in reason for word in ("not axial", "localizer")):
-            results.append((g.group_id, None, reason))
+        if not readable_on_request(g):
+            results.append((g.group_id, None, g.excluded_reason))
             continue
         number = f"{g.first.series_number:03d}_" if g.first.series_number is not None else ""
         name = _safe_name(f"{number}{g.first.series_description or 'series'}_{g.group_id[-12:]}")

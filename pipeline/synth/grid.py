@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ichct.transforms.dicom.geometry import geometry_from_positions
+
 
 def format_ds(value: float, decimals: int = 6) -> str:
     """A Decimal String (<= 16 characters) for ``value``, without trailing zeros."""
@@ -237,28 +239,12 @@ class StackLayout:
 
 
 def reader_grid(iop: np.ndarray, ipp: np.ndarray, pixel_spacing: tuple[float, float], rows: int, columns: int) -> Grid:
-    """The grid ``read_dicom_series`` builds for a uniform single-orientation stack.
+    """The grid ``read_dicom_series`` builds for a uniform single-orientation stack (tilt corrected).
 
-    Mirrors :func:`ichct.transforms.dicom.geometry.stack_geometry` and ``StackGeometry.affine_lps``
-    with tilt correction: re-orthogonalised cosines, slices sorted along the normal, origin at the
-    first slice, step = mean spacing along the normal, orthogonal axes.
+    Computed by the reader's own geometry code, so labels always lie on the converted grid.
     """
-    row = iop[:3] / np.linalg.norm(iop[:3])
-    col = iop[3:] / np.linalg.norm(iop[3:])
-    col = col - row * float(row @ col)
-    col /= np.linalg.norm(col)
-    normal = np.cross(row, col)
-    along = ipp @ normal
-    order = np.argsort(along, kind="stable")
-    positions = along[order]
-    n = len(order)
-    step = float((positions[-1] - positions[0]) / (n - 1)) if n > 1 else 1.0
-    affine = np.eye(4)
-    affine[:3, 0] = row * pixel_spacing[1]
-    affine[:3, 1] = col * pixel_spacing[0]
-    affine[:3, 2] = normal * step
-    affine[:3, 3] = ipp[order[0]]
-    return Grid(shape=(columns, rows, n), affine=affine)
+    geometry = geometry_from_positions(iop, ipp, pixel_spacing)
+    return Grid(shape=(columns, rows, geometry.n_slices), affine=geometry.affine_lps())
 
 
 def stack_layout(

@@ -10,7 +10,7 @@ from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
 from .pseudonym import load_salt, patient_key, salt_id
 from .reader import DicomVolume, read_dicom_series, select_series
-from .series import SeriesGroup, choose_default, group_series, kernel_class
+from .series import SeriesGroup, choose_default, group_series, kernel_class, readable_on_request
 
 __all__ = [
     "DicomIngestError",
@@ -27,6 +27,7 @@ __all__ = [
     "lps_to_ras",
     "patient_key",
     "read_dicom_series",
+    "readable_on_request",
     "salt_id",
     "scan_folder",
     "select_series",

@@ -129,14 +129,34 @@ def stack_geometry(headers: list[SliceHeader]) -> StackGeometry:
         ``(kept, other)`` index pairs; the caller decides what to do with their pixels.
     """
     first = headers[0]
-    iop = np.asarray(first.image_orientation, dtype=float)
+    assert first.pixel_spacing_mm is not None and first.image_orientation is not None
+    return geometry_from_positions(
+        first.image_orientation,
+        [h.image_position_mm for h in headers],
+        first.pixel_spacing_mm,
+        fallback_spacing_mm=float(first.slice_thickness_mm or 1.0),
+    )
+
+
+def geometry_from_positions(
+    image_orientation: "np.ndarray | tuple[float, ...]",
+    image_positions_mm: "np.ndarray | list",
+    pixel_spacing_mm: "tuple[float, float] | np.ndarray",
+    fallback_spacing_mm: float = 1.0,
+) -> StackGeometry:
+    """Stack geometry from raw DICOM values: ImageOrientationPatient (6), one ImagePositionPatient
+    per slice (N x 3, any order) and PixelSpacing (row, column); see :func:`stack_geometry`.
+
+    Writers of synthetic data use this too, so that their label grids are the reader's grid.
+    """
+    iop = np.asarray(image_orientation, dtype=float)
     row = iop[:3] / np.linalg.norm(iop[:3])
     col = iop[3:] / np.linalg.norm(iop[3:])
     # Re-orthogonalise: some scanners round cosines to 5-6 decimals.
     col = col - row * float(row @ col)
     col /= np.linalg.norm(col)
     normal = np.cross(row, col)
-    ipp = np.asarray([h.image_position_mm for h in headers], dtype=float)
+    ipp = np.asarray(image_positions_mm, dtype=float)
     along = ipp @ normal
     order = list(np.argsort(along, kind="stable"))
 
@@ -152,12 +172,10 @@ def stack_geometry(headers: list[SliceHeader]) -> StackGeometry:
     origin = ipp[kept[0]]
     rel = ipp[kept] - origin
     offsets = np.stack([rel @ row, rel @ col], axis=1)
-    ps = first.pixel_spacing_mm
-    assert ps is not None
-    pixel_spacing = (float(ps[0]), float(ps[1]))
+    pixel_spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
 
     diffs = np.diff(positions)
-    spacing = float(np.median(diffs)) if diffs.size else float(first.slice_thickness_mm or 1.0)
+    spacing = float(np.median(diffs)) if diffs.size else float(fallback_spacing_mm)
     uniform = True
     gaps: list[dict[str, float]] = []
     if diffs.size:

@@ -19,7 +19,14 @@ from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
 from .pseudonym import patient_key, salt_id
-from .series import SeriesGroup, choose_default, describe_no_candidate, group_series, short_syntax_name
+from .series import (
+    SeriesGroup,
+    choose_default,
+    describe_no_candidate,
+    group_series,
+    readable_on_request,
+    short_syntax_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +76,8 @@ def select_series(scan: FolderScan, series_uid: str | None = None) -> tuple[Seri
         if not matches:
             raise DicomIngestError(scan.root, f"no series with UID {series_uid}; run `ichct info` to list them")
         group = next((g for g in matches if g.group_id == series_uid), matches[0])
-        hard = group.excluded_reason
-        if hard and not any(word in hard for word in ("not axial", "localizer")):
-            raise DicomIngestError(scan.root, f"series {series_uid} cannot be read as a CT volume: {hard}")
+        if not readable_on_request(group):
+            raise DicomIngestError(scan.root, f"series {series_uid} cannot be read as a CT volume: {group.excluded_reason}")
         return group, groups, "chosen with --series"
     group = choose_default(groups)
     if group is None:

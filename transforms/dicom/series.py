@@ -272,6 +272,17 @@ def exclusion_reason(group: SeriesGroup) -> str | None:
     return None
 
 
+def readable_on_request(group: SeriesGroup) -> bool:
+    """Whether a group can still be read when asked for by UID.
+
+    Groups excluded from the default only for their plane (a reformat) or for being a localizer
+    with several slices are real volumes; other exclusions (not CT, no geometry, one slice, a
+    report) make a volume impossible.
+    """
+    reason = group.excluded_reason
+    return reason is None or "not axial" in reason or reason == "localizer/scout"
+
+
 def rank_key(group: SeriesGroup) -> tuple[Any, ...]:
     """Sort key: lower is better (see the module docstring for the rule)."""
     kernel_rank = {"soft": 0, "unknown": 1, "sharp": 2}[group.kernel_class]
