@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.manifest_cli",
     "ichct.pipeline.demo_cli",
     "ichct.pipeline.train_cli",
+    "ichct.pipeline.evaluate_cli",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE = 0, 1, 2

@@ -197,12 +197,26 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 class RSNAWeightedBCE(torch.nn.Module):
     """Weighted BCE over slices and labels (``any`` weight 2), with ``pos_weight``; label < 0 ignored."""
 
-    def __init__(self, class_weights, pos_weight) -> None:
+    def __init__(self, class_weights, pos_weight, aux_seg_weight: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("w", torch.as_tensor(class_weights, dtype=torch.float32))
         self.register_buffer("pw", torch.as_tensor(pos_weight, dtype=torch.float32))
+        self.aux_seg_weight = float(aux_seg_weight)
+        self.seg_loss = None
+        if self.aux_seg_weight > 0:
+            from monai.losses import DiceCELoss
 
-    def forward(self, logits: torch.Tensor, target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+
+    def forward(self, logits: torch.Tensor | Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Slice BCE; with an aux-seg output dict, plus ``aux_seg_weight`` x DiceCE of the blood mask."""
+        if isinstance(logits, Mapping):
+            out = logits
+            loss = self.forward(out["logits"], target)
+            if self.seg_loss is not None and target.get("seg") is not None:
+                seg_t = target["seg"].to(out["seg"].device, torch.float32)
+                loss = loss + self.aux_seg_weight * self.seg_loss(out["seg"].float(), seg_t)
+            return loss
         y = target["labels"].to(logits.device, torch.float32)
         mask = (y >= 0).to(torch.float32)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -215,6 +229,8 @@ def _cls_prepare_batch(batchdata, device=None, non_blocking=False, **kwargs):
     x = batchdata["image"].to(device=device, non_blocking=non_blocking)
     lengths = batchdata["lengths"]
     target = {"labels": batchdata["slice_labels"].to(device=device, non_blocking=non_blocking), "lengths": lengths}
+    if batchdata.get("label") is not None:
+        target["seg"] = batchdata["label"].to(device=device, non_blocking=non_blocking)
     return x, target, (), {"lengths": lengths}
 
 
@@ -250,7 +266,8 @@ class _ValCollector:
         out = engine.state.output
         ct = engine.state.batch["ct"].cpu().numpy()
         if self.kind == "cls":
-            probs = torch.sigmoid(out["pred"].float()).cpu().numpy()
+            pred = out["pred"]["logits"] if isinstance(out["pred"], Mapping) else out["pred"]
+            probs = torch.sigmoid(pred.float()).cpu().numpy()
             lengths = out["label"]["lengths"].tolist()
             for b, n in enumerate(lengths):
                 sc = ct_scores(self.rule, slice_probs=probs[b, : int(n)])
@@ -308,6 +325,16 @@ class _ValCollector:
 # --------------------------------------------------------------------------------------------
 
 
+def _seg_loss(cfg: Mapping[str, Any], weight: torch.Tensor) -> torch.nn.Module:
+    """DiceCE (default) or DiceFocal; the class weights weight the CE / focal term."""
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    name, batch = str(cfg.get("loss", "dice_ce")), bool(cfg.get("dice_batch", True))
+    if name == "dice_focal":
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
+
+
 def _build_model(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     n_in = len(cfg["windows"]) if cfg.get("windows") else 3
     if kind == "seg":
@@ -331,6 +358,7 @@ def train(
     device: str = "cpu",
     amp: bool = False,
     seed: int = 0,
+    max_minutes: float | None = None,
     *,
     _stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
@@ -342,6 +370,12 @@ def train(
     raise the total). ``_stop_after_epoch`` is a test hook: stop right after that epoch's
     checkpoint, as if killed.
 
+    ``max_minutes`` (or config ``max_minutes``) is a time budget of the training loop (data
+    caching excluded): after each epoch the run stops cleanly (metrics, ``last.pt``, ``best.pt``
+    written) when the next epoch would not fit, and the cosine learning-rate schedule follows
+    whichever runs out first, epochs or time, so the rate still anneals to ~0 by the end. The
+    budget counts per invocation (a ``--resume`` gets a fresh one).
+
     Raises ``ValueError`` for bad arguments, a manifest that fails its checks
     (:class:`ManifestError`) or a run directory that does not match ``resume``.
     """
@@ -349,7 +383,6 @@ def train(
     from monai.engines import SupervisedEvaluator, SupervisedTrainer
     from monai.handlers import MeanDice, StatsHandler, ValidationHandler
     from monai.inferers import SimpleInferer, SlidingWindowInferer
-    from monai.losses import DiceCELoss
     from monai.networks.utils import one_hot
     from monai.utils import set_determinism
 
@@ -385,6 +418,11 @@ def train(
         if last_path.exists():
             raise ValueError(f"{out}: holds a run already (last.pt); pass --resume or choose another folder")
         cfg = resolve_config(kind, config, epochs=epochs)
+    if max_minutes is not None:
+        cfg["max_minutes"] = float(max_minutes)
+    budget_s = float(cfg["max_minutes"]) * 60.0 if cfg.get("max_minutes") else None
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError(f"max_minutes must be > 0, got {cfg['max_minutes']}")
     max_epochs = int(cfg["epochs"])
 
     set_determinism(seed=int(seed))
@@ -421,7 +459,7 @@ def train(
     if kind == "seg":
         k = int(cfg["num_classes"])
         cw = cfg["class_weights"] or [1.0] + [3.0] * (k - 1)
-        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=torch.as_tensor(cw, dtype=torch.float32).to(dev))
+        loss_fn = _seg_loss(cfg, torch.as_tensor(cw, dtype=torch.float32).to(dev))
         patch = [int(p) for p in cfg["patch"]]
         val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=int(cfg["sw_batch_size"]),
                                            overlap=float(cfg["sw_overlap"]), mode="gaussian")
@@ -438,7 +476,8 @@ def train(
             pw = pos_weight_auto(train_items, float(cfg["pos_weight_max"]))
         cfg_pw = [float(v) for v in pw]
         logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
-        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw).to(dev)
+        aux_w = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
+        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w).to(dev)
         val_inferer = SimpleInferer()
         key_val = None
         prep = {"prepare_batch": _cls_prepare_batch}
@@ -463,7 +502,8 @@ def train(
     )
 
     state: dict[str, Any] = {"best_metric": None, "best_epoch": 0, "loss_sum": 0.0, "loss_n": 0,
-                             "t0": time.perf_counter()}
+                             "t0": time.perf_counter(), "epoch_t0": 0.0, "epoch_s": [], "budget_stop": False,
+                             "first_epoch": None}
     columns = METRIC_COLUMNS[kind]
     metrics_path = out / "metrics.csv"
     rows: list[dict[str, Any]] = []
@@ -490,6 +530,9 @@ def train(
     @trainer.on(Events.EPOCH_STARTED)
     def _reset_loss(engine) -> None:
         state["loss_sum"], state["loss_n"] = 0.0, 0
+        state["epoch_t0"] = time.perf_counter()
+        if state["first_epoch"] is None:
+            state["first_epoch"], state["t_run"] = int(engine.state.epoch), time.perf_counter()
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _acc_loss(engine) -> None:
@@ -508,7 +551,15 @@ def train(
             if c.startswith("val_"):
                 row[c] = float(vm.get(c, float("nan")))
         rows.append(row)
+        state["epoch_s"].append(time.perf_counter() - state["epoch_t0"])
         scheduler.step()
+        if budget_s is not None:
+            # cosine over whichever runs out first, the epochs or the time budget (so the rate
+            # still anneals when the budget stops the run early)
+            spent = (time.perf_counter() - state["t_run"] + float(np.median(state["epoch_s"]))) / budget_s
+            progress = min(1.0, max(epoch / max(1, max_epochs), spent))
+            for g in optimizer.param_groups:
+                g["lr"] = float(g["initial_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
         key = float(vm.get(KEY_METRIC[kind], float("nan")))
         better = validated and (state["best_metric"] is None
                                 or (not math.isnan(key) and (math.isnan(state["best_metric"]) or key > state["best_metric"])))
@@ -528,9 +579,20 @@ def train(
                     " ".join(f"{c}={_fmt(row[c])}" for c in columns if c.startswith("val_")))
         if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
             engine.terminate()
+        elif budget_s is not None and epoch < max_epochs:
+            elapsed = time.perf_counter() - state["t_run"]
+            next_s = max(state["epoch_s"][-3:])  # a validating epoch may be the slow one
+            if elapsed + next_s > budget_s:
+                logger.info("time budget %.1f min reached after epoch %d (%.0f s)", budget_s / 60, epoch, elapsed)
+                state["budget_stop"] = True
+                engine.terminate()
 
     trainer.run()
-    return _summary(out, kind, int(trainer.state.epoch), state)
+    summary = _summary(out, kind, int(trainer.state.epoch), state)
+    summary["stopped_by_budget"] = bool(state["budget_stop"])
+    summary["train_time_s"] = time.perf_counter() - state.get("t_run", state["t0"])
+    summary["epoch_time_s"] = float(np.mean(state["epoch_s"])) if state["epoch_s"] else float("nan")
+    return summary
 
 
 def _summary(out: Path, kind: str, epoch: int, state: Mapping[str, Any]) -> dict[str, Any]:

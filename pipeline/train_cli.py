@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--fold", required=True, type=int, help="validation fold")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (overrides the config)")
+    p.add_argument("--max-minutes", type=float, default=None, dest="max_minutes",
+                   help="time budget of the training loop: stop cleanly after the last epoch that fits "
+                        "(best.pt/last.pt still written; overrides config max_minutes)")
     p.add_argument("--config", default=None, help="JSON or YAML overrides of the defaults")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -35,9 +38,14 @@ def run(args: argparse.Namespace) -> int:
         args._parser.print_usage(sys.stderr)
         sys.stderr.write("ichct train: error: --epochs must be >= 1\n")
         return 2
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        args._parser.print_usage(sys.stderr)
+        sys.stderr.write("ichct train: error: --max-minutes must be > 0\n")
+        return 2
     from ichct.pipeline.train import train
 
     summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=args.config,
-                    resume=args.resume, device=args.device, amp=args.amp, seed=args.seed)
+                    resume=args.resume, device=args.device, amp=args.amp, seed=args.seed,
+                    max_minutes=args.max_minutes)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

@@ -17,6 +17,7 @@ KINDS = ("seg", "cls")
 
 _COMMON: dict[str, Any] = {
     "epochs": 20,
+    "max_minutes": None,  # time budget of the training loop: stop at the last epoch boundary that fits
     "lr": 1e-3,
     "weight_decay": 1e-5,
     "batch_size": 2,
@@ -32,21 +33,30 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "seg": {
         **_COMMON,
         "num_classes": 2,  # 2: background vs blood (label > 0); 6: background + five subtypes
-        "spacing_mm": [1.5, 1.5, 5.0],
+        "epochs": 40,  # with max_minutes=5 on a 2-core CPU the budget ends the run first (~25 epochs)
+        "lr": 3e-3,
+        "spacing_mm": [2.0, 2.0, 3.0],  # about the native in-plane pixel of head CT at 128-256 matrix
         "crop": "brain",
-        "patch": [96, 96, 32],
-        "samples_per_volume": 2,
-        "pos_neg_ratio": 2.0,
+        "patch": [64, 64, 16],
+        "samples_per_volume": 4,  # patches per volume per step (batch_size volumes -> 8 patches)
+        "pos_neg_ratio": 2.0,  # foreground-centred : background-centred patches (mimics need negatives)
+        "loss": "dice_ce",  # or "dice_focal"
+        "dice_batch": True,  # Dice over the whole batch (patches without blood do not blow it up)
         "class_weights": None,  # None: [1, 3, ...] (background 1, foreground 3)
         "network": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
         "sw_batch_size": 2,
-        "sw_overlap": 0.25,
+        "sw_overlap": 0.5,
         "min_component_ml": 0.0,
     },
     "cls": {
         **_COMMON,
-        "in_plane": [128, 128],
-        "network": {"encoder": "small", "feature_dim": 128, "rnn_hidden": 64, "dropout": 0.2},
+        "crop": "brain",  # in-plane crop to the brain box before resizing (slices kept): "brain", "head" or null
+        "epochs": 60,  # with max_minutes=5 on a 2-core CPU the budget ends the run first (~25 epochs)
+        "lr": 2e-3,
+        "in_plane": [64, 64],  # the brain box (about 160-200 mm) at ~2.5-3 mm pixels
+        "network": {"encoder": "small", "feature_dim": 128, "rnn_hidden": 64, "dropout": 0.2,
+                    "neighbour_slices": True, "aux_seg": True},
+        "aux_seg_weight": 1.0,  # weight of the blood-mask DiceCE of the auxiliary 2D seg head (network.aux_seg)
         "class_weights": [2.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # RSNA: "any" weighted 2
         "pos_weight": "auto",  # "auto": neg/pos per class on the training slices (clipped), or a list of 6
         "pos_weight_max": 10.0,
@@ -108,11 +118,16 @@ def validate_config(kind: str, cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"epochs must be >= 1, got {cfg['epochs']}")
     if int(cfg["batch_size"]) < 1:
         raise ValueError("batch_size must be >= 1")
+    mm = cfg.get("max_minutes")
+    if mm is not None and not float(mm) > 0:
+        raise ValueError(f"max_minutes must be > 0 or null, got {mm}")
     if kind == "seg":
         if cfg["num_classes"] not in (2, 6):
             raise ValueError(f"num_classes must be 2 or 6, got {cfg['num_classes']}")
         if len(cfg["patch"]) != 3 or len(cfg["spacing_mm"]) != 3:
             raise ValueError("patch and spacing_mm need 3 values")
+        if cfg["loss"] not in ("dice_ce", "dice_focal"):
+            raise ValueError(f"loss must be 'dice_ce' or 'dice_focal', got {cfg['loss']!r}")
         cw = cfg["class_weights"]
         if cw is not None and len(cw) != cfg["num_classes"]:
             raise ValueError(f"class_weights needs {cfg['num_classes']} values")

@@ -100,15 +100,22 @@ def seg_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
 # --------------------------------------------------------------------------------------------
 
 
-def cls_items(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Manifest entries -> cls data dicts (entries need ``slice_labels``)."""
+def cls_items(entries: Sequence[Mapping[str, Any]], voxel_labels: bool = False) -> list[dict[str, Any]]:
+    """Manifest entries -> cls data dicts (entries need ``slice_labels``; with ``voxel_labels``
+    also a voxel ``label`` for the auxiliary segmentation head)."""
     items = []
     for e in entries:
         sl = e.get("slice_labels")
         if not sl:
             raise ValueError(f"cls training needs slice_labels; {e.get('study_uid')} has none")
-        items.append({"image": e["image"], "slice_labels": np.asarray(sl, dtype=np.float32),
-                      "ct": _ct_vector(e), "patient_key": e.get("patient_key", "")})
+        item = {"image": e["image"], "slice_labels": np.asarray(sl, dtype=np.float32),
+                "ct": _ct_vector(e), "patient_key": e.get("patient_key", "")}
+        if voxel_labels:
+            if not e.get("label"):
+                raise ValueError(f"the auxiliary segmentation head (network.aux_seg) needs a voxel label for every "
+                                 f"study; {e.get('study_uid')} has none (set network.aux_seg to false)")
+            item["label"] = e["label"]
+        items.append(item)
     return items
 
 
@@ -126,23 +133,69 @@ class CheckSliceCountd(MapTransform):
         return d
 
 
+class InPlaneHeadCropd(MapTransform):
+    """Crop the in-plane axes (0, 1) of a HU volume (and ``label``) to the brain/head box of all slices.
+
+    The slice axis is kept whole, so slice ``k`` of the output is still slice ``k`` of the study
+    (its slice-label row). An empty mask leaves the image as it is.
+    """
+
+    def __init__(self, mode: str = "brain", margin_mm: float = 10.0) -> None:
+        super().__init__(("image", "label"), allow_missing_keys=True)
+        from ichct.transforms.crop import CropHead
+
+        self.cropper = CropHead(mode=mode, margin_mm=margin_mm)  # type: ignore[arg-type]
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        img = d["image"]
+        start, end = self.cropper.compute_bounding_box(img)
+        x0, y0 = (max(0, int(v)) for v in start[:2])
+        x1, y1 = (min(int(img.shape[i + 1]), int(end[i])) for i in range(2))
+        if x1 - x0 >= 8 and y1 - y0 >= 8:
+            for k in self.key_iterator(d):
+                d[k] = d[k][:, x0:x1, y0:y1, :]
+        return d
+
+
+class CheckSameGridd(MapTransform):
+    """Refuse a voxel label whose grid differs from the image's (the aux-seg target would misalign)."""
+
+    def __init__(self) -> None:
+        super().__init__(("image", "label"))
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        if tuple(d["image"].shape[1:]) != tuple(d["label"].shape[1:]):
+            raise ValueError(f"label grid {tuple(d['label'].shape[1:])} differs from image grid "
+                             f"{tuple(d['image'].shape[1:])}")
+        return d
+
+
 def cls_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
+    """Slice-classification transforms; training items also carry the blood mask ``label``
+    (binary, same crop/resize/augmentation as the image) when ``network.aux_seg`` is on."""
     h, w = (int(v) for v in cfg["in_plane"])
+    crop = cfg.get("crop")
+    aux = train and bool(dict(cfg["network"]).get("aux_seg", False))
+    keys: tuple[str, ...] = ("image", "label") if aux else ("image",)
     steps: list[Any] = [
-        LoadCTd("image"),
+        LoadCTd(keys),
         CheckSliceCountd(),
+        *([InPlaneHeadCropd(str(crop))] if crop else []),
         MultiWindowd("image", windows=_windows(cfg)),
-        Resized("image", spatial_size=(h, w, -1), mode="trilinear"),
-        EnsureTyped("image", dtype=torch.float32, track_meta=False),
+        *([Lambdad("label", _label_map(2)), CheckSameGridd()] if aux else []),
+        Resized(keys, spatial_size=(h, w, -1), mode=("trilinear", "nearest")[: len(keys)]),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=False),
     ]
     if train:
         aug = cfg["augment"]
         rot = math.radians(float(aug["rotate_deg"]))
         s = float(aug["scale"])
         steps += [
-            RandFlipd("image", prob=float(aug["flip_prob"]), spatial_axis=0),
-            RandAffined("image", prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot),
-                        scale_range=(s, s, 0.0), mode="bilinear", padding_mode="zeros"),
+            RandFlipd(keys, prob=float(aug["flip_prob"]), spatial_axis=0),
+            RandAffined(keys, prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot),
+                        scale_range=(s, s, 0.0), mode=("bilinear", "nearest")[: len(keys)], padding_mode="zeros"),
             RandShiftIntensityd("image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
             RandGaussianNoised("image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
         ]
@@ -155,9 +208,12 @@ def cls_collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     image, lengths = pad_slice_batch([torch.as_tensor(i["image"]) for i in items])
     labels, _ = pad_slice_batch([torch.as_tensor(i["slice_labels"]) for i in items], pad_value=-1.0, axis=0)
-    return {"image": image, "lengths": lengths, "slice_labels": labels,
+    out = {"image": image, "lengths": lengths, "slice_labels": labels,
             "ct": torch.stack([torch.as_tensor(i["ct"]) for i in items]),
             "patient_key": [i["patient_key"] for i in items]}
+    if all("label" in i for i in items):
+        out["label"] = pad_slice_batch([torch.as_tensor(i["label"]) for i in items])[0]
+    return out
 
 
 def pos_weight_auto(items: Sequence[Mapping[str, Any]], max_weight: float) -> list[float]:
@@ -183,7 +239,8 @@ def make_loaders(kind: str, cfg: Mapping[str, Any], train_entries, val_entries):
         tr_tf, va_tf, collate = seg_transforms(cfg, True), seg_transforms(cfg, False), None
         val_bs = 1
     else:
-        tr_items, va_items = cls_items(train_entries), cls_items(val_entries)
+        aux = bool(dict(cfg["network"]).get("aux_seg", False))
+        tr_items, va_items = cls_items(train_entries, aux), cls_items(val_entries, False)
         tr_tf, va_tf, collate = cls_transforms(cfg, True), cls_transforms(cfg, False), cls_collate
         val_bs = 1
     rate, nw = float(cfg["cache_rate"]), int(cfg["num_workers"])

@@ -11,10 +11,13 @@ from ichct.pipeline.train_config import DEFAULTS, resolve_config
 
 def test_defaults_and_epochs_override():
     seg = resolve_config("seg")
-    assert seg == DEFAULTS["seg"] and seg["num_classes"] == 2 and seg["patch"] == [96, 96, 32]
+    assert seg == DEFAULTS["seg"] and seg["num_classes"] == 2 and seg["patch"] == [64, 64, 16]
+    assert seg["max_minutes"] is None and seg["loss"] == "dice_ce" and seg["spacing_mm"] == [2.0, 2.0, 3.0]
     cls = resolve_config("cls", epochs=3)
     assert cls["epochs"] == 3 and cls["network"]["encoder"] == "small"
-    assert cls["class_weights"][0] == 2.0 and DEFAULTS["cls"]["epochs"] == 20  # defaults untouched
+    assert cls["class_weights"][0] == 2.0 and DEFAULTS["cls"]["epochs"] == 60
+    assert cls["crop"] == "brain" and cls["network"]["aux_seg"] and cls["network"]["neighbour_slices"]
+    assert resolve_config("cls", {"max_minutes": 5})["max_minutes"] == 5  # defaults untouched
 
 
 def test_json_and_yaml_merge(tmp_path):
@@ -30,7 +33,8 @@ def test_json_and_yaml_merge(tmp_path):
 
 
 @pytest.mark.parametrize("over", [{"learning_rate": 1}, {"augment": {"flip": 1}}, {"num_classes": 3},
-                                  {"epochs": 0}, {"patch": [96, 96]}])
+                                  {"epochs": 0}, {"patch": [96, 96]},
+                                  {"max_minutes": 0}, {"max_minutes": -1}, {"loss": "dice"}])
 def test_bad_overrides_refused(over):
     with pytest.raises(ValueError):
         resolve_config("seg", over)

@@ -155,6 +155,7 @@ def test_cli_exit_codes(run_cli, cohort, tmp_path):
     assert run_cli("train", "seg", "--manifest", m, "--out", tmp_path / "x").code == 2  # no --fold
     assert run_cli("train", "seg", "--manifest", m, "--fold", "0", "--out", tmp_path / "x", "--amp").code == 2
     assert run_cli("train", "seg", "--manifest", m, "--fold", "0", "--out", tmp_path / "x", "--epochs", "0").code == 2
+    assert run_cli("train", "seg", "--manifest", m, "--fold", "0", "--out", tmp_path / "x", "--max-minutes", "0").code == 2
     # a manifest that fails its checks (moved away from the data: every path is missing)
     moved = tmp_path / "elsewhere" / "m.json"
     moved.parent.mkdir()
@@ -202,3 +203,45 @@ def test_sigkill_leaves_loadable_checkpoint_and_resume_completes(cohort, tmp_pat
     assert load_checkpoint(run / "last.pt")["epoch"] == 4
     assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]
     assert not [p for p in run.iterdir() if "partial" in p.name]
+
+
+def test_max_minutes_stops_cleanly_at_an_epoch_boundary(cohort, tmp_path):
+    """A time budget that one epoch already exceeds: stop after epoch 1 with every output written."""
+    run = tmp_path / "budget"
+    s = train("cls", cohort["manifest"], FOLD, run, epochs=50, config=CLS_CFG, seed=0, max_minutes=1e-4)
+    assert s["epochs"] == 1 and s["stopped_by_budget"] and s["train_time_s"] > 0
+    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "thresholds.json"):
+        assert (run / name).is_file(), name
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1 and load_checkpoint(run / "best.pt")["epoch"] == 1
+    assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")] == [1]
+    assert json.loads((run / "config.json").read_text())["config"]["max_minutes"] == 1e-4
+    # a budget that is not reached changes nothing
+    s2 = train("cls", cohort["manifest"], FOLD, tmp_path / "roomy", epochs=2, config={**CLS_CFG, "max_minutes": 60},
+               seed=0)
+    assert s2["epochs"] == 2 and not s2["stopped_by_budget"]
+
+
+def test_cls_inputs_align_with_slice_labels(cohort):
+    """Training items of the classifier: the in-plane crop keeps every slice, and the blood mask of the
+    aux-seg target lies on exactly the slices labelled positive (a misaligned stack would fail)."""
+    from ichct.pipeline.manifests import load_manifest
+    from ichct.pipeline.train_config import resolve_config
+    from ichct.pipeline.train_data import cls_items, cls_transforms
+
+    cfg = resolve_config("cls", {**CLS_CFG, "in_plane": [64, 64], "augment": {"flip_prob": 0.0, "affine_prob": 0.0}})
+    assert cfg["network"]["aux_seg"] and cfg["crop"] == "brain"
+    tf = cls_transforms(cfg, train=True)
+    entries = load_manifest(cohort["manifest"], "training", fold=FOLD, check=False)
+    n_pos = 0
+    for item in cls_items(entries, voxel_labels=True):
+        d = tf(item)
+        img, lab, sl = d["image"], d["label"], item["slice_labels"]
+        assert img.shape[1:3] == (64, 64) and img.shape[-1] == len(sl) == lab.shape[-1]
+        on = (lab[0] > 0).flatten(0, 1).any(0).numpy()
+        assert not (on & (sl[:, 0] == 0)).any()  # blood only on positive slices
+        n_pos += int(on.sum())
+        assert on.sum() >= 0.8 * (sl[:, 0] == 1).sum()  # resizing may drop a sliver, not a slice run
+        if on.any():  # blood is brighter than the rest of the brain window
+            b = img[0]
+            assert float(b[lab[0] > 0].mean()) > float(b[(lab[0] == 0) & (b > 0.1) & (b < 0.99)].mean())
+    assert n_pos > 0

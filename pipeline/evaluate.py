@@ -1,0 +1,335 @@
+"""``evaluate(...)``: run trained models on a manifest split and write the evaluation report.
+
+One study at a time through :func:`ichct.pipeline.inference.predict_study` (the inference path
+``ichct predict`` uses too), then the per-study table in the convention of
+:mod:`.metrics_ct` / :mod:`.metrics_seg` (columns ``label:<subtype>``, ``score:<rule>:<subtype>``,
+``seg:<class>:<field>``, ``slice_ll_sum`` / ``n_slices``), patient-level bootstrap CIs, and
+:func:`ichct.pipeline.report.write_report` (``metrics.json``, ``per_case.csv``, ``report.md``,
+PNG plots).
+
+Leakage guard: patients listed in a run's ``train_patients.json`` are refused
+(:class:`EvaluationOverlapError`, naming them) unless ``allow_overlap=True``, in which case
+``metrics.json`` has ``allow_overlap: true`` and ``report.md`` starts with a warning.
+
+The output folder is written as a whole: everything goes into a temporary folder beside it that
+is renamed at the end, so an error never leaves a half-written ``EVAL_DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ichct.pipeline.decision import RULES, SUBTYPES
+
+logger = logging.getLogger("ichct.evaluate")
+
+__all__ = ["EvaluationOverlapError", "evaluate", "study_row"]
+
+SPLITS = ("test", "training", "validation", "all")
+
+
+class EvaluationOverlapError(ValueError):
+    """The evaluated split holds patients the model was trained on."""
+
+    def __init__(self, keys: Sequence[str], runs: Sequence[str]) -> None:
+        self.keys = sorted(keys)
+        shown = ", ".join(self.keys[:50]) + (" ..." if len(self.keys) > 50 else "")
+        super().__init__(
+            f"refusing to evaluate: {len(self.keys)} patient(s) of this split are in the training patients of "
+            f"{', '.join(runs)}: {shown} (pass --allow-overlap to evaluate anyway; the report will say so)")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _ct_label(entry: Mapping[str, Any], st: str) -> float:
+    v = (entry.get("ct_labels") or {}).get(st)
+    return float("nan") if v is None or float(v) < 0 else float(v)
+
+
+def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict[str, Any]:
+    """One per-study row: ids, labels, rule scores, slice log loss, segmentation fields."""
+    from ichct.pipeline.metrics_ct import rsna_row_losses
+    from ichct.pipeline.metrics_seg import segmentation_case_metrics
+
+    row: dict[str, Any] = {"study_id": entry.get("study_uid", ""), "patient_key": str(entry["patient_key"]),
+                           "n_slices_image": pred.n_slices}
+    for st in SUBTYPES:
+        row[f"label:{st}"] = _ct_label(entry, st)
+    for rule, per in pred.scores.items():
+        for st, v in per.items():
+            row[f"score:{rule}:{st}"] = float(v)
+    for rule, per in pred.decisions.items():
+        for st, d in per.items():
+            row[f"call:{rule}:{st}"] = int(bool(d["positive"]))
+    sl = entry.get("slice_labels")
+    if pred.slice_probs is not None and sl:
+        y = np.asarray(sl, dtype=np.float64)
+        if y.shape == pred.slice_probs.shape:
+            known = np.all(y >= 0, axis=1)
+            if known.any():
+                row["slice_ll_sum"] = float(rsna_row_losses(pred.slice_probs[known], y[known]).sum())
+                row["n_slices"] = int(known.sum())
+        else:
+            logger.warning("%s: %d slice-label rows for %d slices; no slice-level log loss",
+                           row["study_id"], y.shape[0], pred.slice_probs.shape[0])
+    if pred.seg_original is not None:
+        for cls, v in pred.volumes_ml.items():
+            row[f"vol_ml:{cls}"] = float(v)
+        if entry.get("label"):
+            from ichct.pipeline.inference import load_image
+
+            ref = np.asarray(load_image(entry["label"]))[0]
+            if ref.shape != pred.seg_original.shape:
+                raise ValueError(f"{entry['label']}: label shape {ref.shape} differs from the image {pred.seg_original.shape}")
+            k = int(pred.num_seg_classes)
+            if k == 6 and entry.get("label_values", "ichct") != "ichct":
+                k = 2  # the reference has no subtypes: score any blood only
+            ref = np.rint(ref).astype(np.int64).clip(0, 5)
+            spacing = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
+            cm = segmentation_case_metrics(pred.seg_original, ref, spacing, k, surface=surface)
+            for cls, fields in cm.items():
+                for f, v in fields.items():
+                    row[f"seg:{cls}:{f}"] = v
+    return row
+
+
+def _table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Columns present in every row (others dropped), as arrays."""
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    return {k: np.asarray([r[k] for r in rows]) for k in keys if k not in ("study_id", "patient_key")}
+
+
+def _compare(table_a: Mapping[str, Any], table_b: Mapping[str, Any], keys: Sequence[str],
+             rules_a: Mapping[str, Any], rules_b: Mapping[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
+    """Paired bootstrap of the main metrics (ROC/PR AUC of "any" per rule; Dice of any blood)."""
+    from ichct.pipeline.bootstrap import paired_bootstrap
+    from ichct.pipeline.metrics_ct import ct_metric_fn
+    from ichct.pipeline.metrics_seg import seg_metric_fn
+
+    out: dict[str, Any] = {}
+    ones = np.ones((1, len(keys)))
+    for rule in rules_a:
+        col = f"score:{rule}:any"
+        if col not in table_a or col not in table_b or "label:any" not in table_a or rule not in rules_b:
+            continue
+        for m in ("roc_auc", "pr_auc"):
+            fn = _only(ct_metric_fn("any", rule, rules_a[rule].threshold_for("any"), probabilistic=False), m)
+            res = paired_bootstrap(fn, table_a, table_b, keys, n=n_boot, seed=seed)[m]
+            res["a"], res["b"] = float(fn(table_a, ones)[m][0]), float(fn(table_b, ones)[m][0])
+            out[f"any/{rule}/{m}"] = res
+    if "seg:any:dice" in table_a and "seg:any:dice" in table_b:
+        fn = _only(seg_metric_fn("any"), "dice")
+        res = paired_bootstrap(fn, table_a, table_b, keys, n=n_boot, seed=seed)["dice"]
+        res["a"], res["b"] = float(fn(table_a, ones)["dice"][0]), float(fn(table_b, ones)["dice"][0])
+        out["segmentation/any/dice"] = res
+    return out
+
+
+def _only(fn: Any, metric: str) -> Any:
+    return lambda table, w: {metric: fn(table, w)[metric]}
+
+
+def _comparison_markdown(comp: Mapping[str, Any]) -> str:
+    from ichct.pipeline.metrics_schema import to_jsonable
+    from ichct.pipeline.report import format_metric
+
+    lines = ["", "## Paired comparison", "", f"a = `{comp['a']}`, b = `{comp['b']}`; difference a - b with 95% "
+             "paired patient-level bootstrap interval and two-sided p-value.", "",
+             "| metric | a | b | a - b | p |", "|---|---|---|---|---|"]
+    for k, v in to_jsonable(comp["metrics"]).items():
+        p = v.get("p_value")
+        lines.append(f"| {k} | {format_metric({'value': v.get('a'), 'ci_low': None, 'ci_high': None})} | "
+                     f"{format_metric({'value': v.get('b'), 'ci_low': None, 'ci_high': None})} | "
+                     f"{format_metric(v)} | {'n/a' if p is None else f'{p:.3f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out}: exists and is not an empty folder; choose another --out")
+
+
+def evaluate(
+    runs: Sequence[str | Path],
+    manifest: str | Path,
+    out_dir: str | Path,
+    split: str = "test",
+    fold: int | None = None,
+    n_boot: int = 2000,
+    rules: Sequence[str] | None = None,
+    seed: int = 0,
+    allow_overlap: bool = False,
+    device: str = "cpu",
+    checkpoint: str = "best",
+    surface: bool = True,
+) -> dict[str, Any]:
+    """Evaluate one seg and/or one cls run on a manifest split; returns a summary dict.
+
+    Parameters
+    ----------
+    runs
+        Run directories: at most one per kind, or exactly two of one kind, which are compared
+        (the report is that of the first; ``metrics.json["comparisons"]`` holds the paired
+        bootstrap differences first - second of the ROC/PR AUC of "any" per rule and of the Dice).
+    manifest, split, fold
+        The split to evaluate (:func:`ichct.pipeline.manifests.load_manifest`, which refuses a
+        manifest failing its checks); ``fold`` is needed for ``split="validation"``.
+    out_dir
+        Output folder; must not exist or be empty.
+    n_boot, seed
+        Patient-level bootstrap resamples and seed.
+    rules
+        Rule names (default: every rule the models support: ``consecutive``, ``max``,
+        ``topk_mean`` with a classifier, ``seg_volume`` with a segmenter).
+    allow_overlap
+        Evaluate even when the split holds training patients of a run (flagged in the report).
+
+    Raises
+    ------
+    EvaluationOverlapError
+        The split holds training patients and ``allow_overlap`` is false.
+    ValueError
+        Bad arguments, a manifest failing its checks, an existing output folder.
+    """
+    from ichct.pipeline.inference import default_rules, load_run, predict_study
+    from ichct.pipeline.manifests import load_manifest
+    from ichct.pipeline.metrics_ct import ct_level_metrics
+    from ichct.pipeline.metrics_schema import validate_metrics
+    from ichct.pipeline.metrics_seg import segmentation_summary
+    from ichct.pipeline.report import assemble_metrics, write_report
+
+    t0 = time.perf_counter()
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    if rules is not None:
+        bad = [r for r in rules if r not in RULES]
+        if bad:
+            raise ValueError(f"unknown rule(s) {bad}; choose from {RULES}")
+    out = Path(out_dir)
+    _prepare_out(out)
+    if not runs:
+        raise ValueError("at least one --run is needed")
+    loaded = [load_run(r, device=device, checkpoint=checkpoint) for r in runs]
+    models: dict[str, Any] = {}
+    comparator = None
+    if len(loaded) == 2 and loaded[0].kind == loaded[1].kind:
+        models[loaded[0].kind], comparator = loaded[0], loaded[1]  # paired comparison: first run vs second
+    else:
+        for m in loaded:
+            if m.kind in models:
+                raise ValueError(f"two {m.kind} runs given ({models[m.kind].run_dir}, {m.run_dir}) together with "
+                                 "another run; give one seg and one cls run, or two runs of one kind to compare")
+            models[m.kind] = m
+    chosen = default_rules(models, rules)
+    if rules is not None:
+        missing = [r for r in rules if r not in chosen]
+        if missing:
+            raise ValueError(f"rule(s) {missing} need a {'classifier' if missing[0] != 'seg_volume' else 'segmentation'} "
+                             f"run, which was not given")
+    if not chosen:
+        raise ValueError("no decision rule left to evaluate")
+
+    manifest = Path(manifest)
+    entries = load_manifest(manifest, split, fold=fold)
+    if not entries:
+        raise ValueError(f"{manifest}: split {split!r} is empty")
+    keys = [str(e["patient_key"]) for e in entries]
+    overlap: set[str] = set()
+    overlap_runs: list[str] = []
+    for m in loaded:
+        hit = set(keys) & m.train_patient_keys
+        if hit:
+            overlap |= hit
+            overlap_runs.append(str(m.run_dir))
+    if overlap and not allow_overlap:
+        raise EvaluationOverlapError(sorted(overlap), overlap_runs)
+    if overlap:
+        logger.warning("evaluating %d training patient(s) (--allow-overlap): metrics are optimistic", len(overlap))
+
+    comp_models = {comparator.kind: comparator} if comparator is not None else {}
+    comp_rules = default_rules(comp_models, list(chosen)) if comparator is not None else {}
+    rows: list[dict[str, Any]] = []
+    comp_rows: list[dict[str, Any]] = []
+    for i, e in enumerate(entries, 1):
+        pred = predict_study(models, e["image"], chosen)
+        rows.append(study_row(e, pred, surface=surface))
+        if comparator is not None:
+            comp_rows.append(study_row(e, predict_study(comp_models, e["image"], comp_rules), surface=surface))
+        logger.info("study %d/%d done", i, len(entries))
+    table = _table(rows)
+
+    # subtypes with a missing CT-level label in some study are left out of the CT-level metrics
+    for st in SUBTYPES:
+        col = table.get(f"label:{st}")
+        if col is not None and np.isnan(col.astype(np.float64)).any():
+            logger.warning("subtype %s: CT-level label missing in some studies; not scored", st)
+            for k in [k for k in table if k.endswith(f":{st}") and (k.startswith("label:") or k.startswith("score:"))]:
+                del table[k]
+    for st in SUBTYPES:
+        if f"label:{st}" in table:
+            table[f"label:{st}"] = table[f"label:{st}"].astype(np.float64).astype(int)
+
+    ct_level, curves = ct_level_metrics(table, keys, chosen, n_boot=n_boot, seed=seed)
+    seg_classes = [c for c in SUBTYPES if f"seg:{c}:dice" in table]
+    seg = segmentation_summary(table, keys, classes=seg_classes, n_boot=n_boot, seed=seed) if seg_classes else {}
+
+    comparisons = _compare(table, _table(comp_rows), keys, chosen, comp_rules, n_boot, seed) if comp_rows else None
+
+    name = "+".join(f"{k}:{Path(m.run_dir).name}" for k, m in sorted(models.items()))
+    model_info = {"name": name, "runs": {k: m.describe() for k, m in models.items()},
+                  "rules": {k: r.to_dict() for k, r in chosen.items()},
+                  "device": device, "overlap_patients": sorted(overlap)}
+    manifest_info = {"path": str(manifest.resolve()), "sha256": _sha256(manifest), "fold": fold}
+    doc = assemble_metrics(model=model_info, manifest=manifest_info, split=split, patient_keys=keys,
+                           ct_level=ct_level, segmentation=seg, allow_overlap=bool(overlap),
+                           n_boot=n_boot, seed=seed)
+    if comparisons is not None:
+        comparisons = {"a": str(next(iter(models.values())).run_dir), "b": str(comparator.run_dir),
+                       "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
+        doc = validate_metrics({**doc, "comparisons": comparisons})
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        written = write_report(doc, rows, curves, tmp)
+        if comparisons is not None:
+            with open(tmp / "report.md", "a", encoding="utf-8") as f:
+                f.write(_comparison_markdown(comparisons))
+        _prepare_out(out)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    elapsed = time.perf_counter() - t0
+    summary = {"out_dir": str(out), "split": split, "n_studies": len(entries), "n_patients": len(set(keys)),
+               "rules": list(chosen), "allow_overlap": bool(overlap),
+               "overlap_patients": len(overlap), "files": sorted(written), "time_s": round(elapsed, 2)}
+    if comparisons is not None:
+        summary["comparisons"] = {k: {"a_minus_b": v.get("value"), "p_value": v.get("p_value")}
+                                  for k, v in doc["comparisons"]["metrics"].items()}
+    main_rule = next(iter(chosen))
+    auc = ((ct_level.get("any") or {}).get(main_rule) or {}).get("roc_auc", {}).get("value")
+    summary["roc_auc_any"] = {main_rule: None if auc is None or not math.isfinite(auc) else float(auc)}
+    return summary

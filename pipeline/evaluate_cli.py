@@ -1,0 +1,72 @@
+"""``ichct evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ichct.pipeline.decision import RULES
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "evaluate", parents=[common], help="evaluate trained models on a manifest split (metrics with bootstrap CIs)",
+        description="Run a seg and/or a cls training run on a split of a manifest (checked before use) and write "
+                    "metrics.json, per_case.csv, report.md and PNG plots into OUT (written as a whole: nothing is "
+                    "left half-written on error). Patients in a run's train_patients.json are refused unless "
+                    "--allow-overlap, in which case the report says so in its first line. Thresholds: "
+                    "'consecutive' and 'seg_volume' use the run's thresholds.json (chosen on its validation fold); "
+                    "'max' and 'topk_mean' use 0.5.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", action="append", default=None, metavar="RUN_DIR",
+                     help="training run directory; repeat for one seg and one cls run, or give two runs of one "
+                          "kind to compare them (paired bootstrap of AUC / Dice, first minus second)")
+    src.add_argument("--bundle", metavar="BUNDLE_DIR",
+                     help="model bundle (NOT YET SUPPORTED: bundles come later; use --run)")
+    p.add_argument("--manifest", required=True, help="split manifest")
+    p.add_argument("--split", default="test", choices=("test", "training", "validation", "all"),
+                   help="split to evaluate (default: test)")
+    p.add_argument("--fold", type=int, default=None, help="fold of --split validation")
+    p.add_argument("--out", required=True, metavar="EVAL_DIR", help="output folder (must not exist or be empty)")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="patient-level bootstrap resamples (default: 2000)")
+    p.add_argument("--rules", default=None,
+                   help=f"comma-separated decision rules out of {','.join(RULES)} "
+                        "(default: all that the given runs support)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--allow-overlap", action="store_true", dest="allow_overlap",
+                   help="evaluate even on patients the model was trained on (flagged in every report)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of the runs")
+    p.set_defaults(func=run, _parser=p)
+
+
+def _usage(args: argparse.Namespace, msg: str) -> int:
+    args._parser.print_usage(sys.stderr)
+    sys.stderr.write(f"ichct evaluate: error: {msg}\n")
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        return _usage(args, "--bundle is not yet supported (model bundles come later); use --run RUN_DIR")
+    if len(args.run) > 2:
+        return _usage(args, "at most two --run (one seg and one cls, or two of one kind to compare)")
+    if args.bootstrap < 0:
+        return _usage(args, "--bootstrap must be >= 0")
+    if args.split == "validation" and args.fold is None:
+        return _usage(args, "--split validation needs --fold")
+    rules = None
+    if args.rules is not None:
+        rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+        bad = [r for r in rules if r not in RULES]
+        if not rules or bad:
+            return _usage(args, f"--rules: unknown rule(s) {bad or args.rules!r}; choose from {','.join(RULES)}")
+    from ichct.pipeline.evaluate import evaluate
+
+    summary = evaluate(args.run, args.manifest, args.out, split=args.split, fold=args.fold, n_boot=args.bootstrap,
+                       rules=rules, seed=args.seed, allow_overlap=args.allow_overlap, device=args.device,
+                       checkpoint=args.checkpoint)
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0

@@ -1,0 +1,324 @@
+"""The one inference code path: load a training run, predict one study (``ichct evaluate`` / ``predict``).
+
+* :func:`load_run` rebuilds the network of a run directory from its ``config.json``, loads the
+  weights (``torch.load(..., weights_only=True)``) and the run's decision rule (``thresholds.json``).
+* :func:`predict_study` runs a classification and/or a segmentation model on one study (DICOM
+  series folder or NIfTI) and returns a :class:`StudyPrediction`.
+
+Preprocessing is built from the run's saved config with the same building blocks as training
+(:mod:`ichct.pipeline.train_data`), so inference always matches how the model was trained:
+
+* cls: the evaluation transforms of :func:`~ichct.pipeline.train_data.cls_transforms` (``train=False``)
+  without the slice-label check (no labels at inference). Slice ``k`` of the output is slice ``k``
+  of the reader (``read_dicom_series`` / the NIfTI's last axis).
+* seg: :func:`~ichct.transforms.ct_preprocess` (load, RAS, resample to ``spacing_mm``, ``crop``,
+  windows) and ``SpatialPadd`` to the training patch, as in
+  :func:`~ichct.pipeline.train_data.seg_transforms`; whole-volume sliding-window inference with
+  the training patch; the argmax label map is mapped back to the original grid with MONAI
+  ``Invertd`` (nearest neighbour).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ichct.pipeline.decision import SLICE_RULES, SUBTYPES, DecisionRule, ct_scores, decide, segmentation_volumes, voxel_volume_ml
+
+logger = logging.getLogger("ichct.inference")
+
+__all__ = ["LoadedModel", "StudyPrediction", "load_run", "predict_study", "default_rules",
+           "cls_eval_transforms", "seg_eval_transforms", "DEFAULT_SLICE_THRESHOLD"]
+
+#: Threshold of ``max`` / ``topk_mean`` when the run stores none (training chooses ``consecutive``).
+DEFAULT_SLICE_THRESHOLD = 0.5
+
+
+@dataclass
+class LoadedModel:
+    """A trained network ready for inference, with its run's config and decision rule."""
+
+    kind: str  # "seg" or "cls"
+    run_dir: Path
+    run_config: dict[str, Any]  # config.json as written by training
+    config: dict[str, Any]  # the resolved training config (run_config["config"])
+    network: torch.nn.Module
+    rule: DecisionRule | None
+    device: torch.device
+    checkpoint: str
+    epoch: int | None = None
+
+    @property
+    def train_patient_keys(self) -> set[str]:
+        p = self.run_dir / "train_patients.json"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing; cannot tell which patients the model was trained on")
+        return {str(k) for k in json.loads(p.read_text(encoding="utf-8"))["patient_keys"]}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_dir": str(self.run_dir), "checkpoint": self.checkpoint, "epoch": self.epoch,
+                "fold": self.run_config.get("fold"), "seed": self.run_config.get("seed"),
+                "manifest_sha256": self.run_config.get("manifest_sha256"),
+                "versions": self.run_config.get("versions", {}),
+                "rule": self.rule.to_dict() if self.rule is not None else None}
+
+
+@dataclass
+class StudyPrediction:
+    """Everything predicted for one study.
+
+    ``slice_probs`` is ``(N, 6)`` (columns :data:`SUBTYPES`, rows in the reader's slice order);
+    ``seg_preprocessed`` the label map on the preprocessed grid (``seg_preprocessed_affine``,
+    spacing ``seg_spacing_mm``); ``seg_original`` the same map on the ingest grid
+    (``original_shape`` / ``original_affine``, RAS). ``volumes_ml`` are blood volumes (mL) of
+    the preprocessed map per class (``"any"`` and, for 6-class models, each subtype),
+    ``volumes_ml_original`` those of the original-grid map. ``scores[rule][subtype]`` and
+    ``decisions[rule][subtype] = {"score", "threshold", "positive"}`` per decision rule.
+    """
+
+    image: str
+    original_shape: tuple[int, ...]
+    original_affine: np.ndarray
+    n_slices: int
+    slice_probs: np.ndarray | None = None
+    seg_preprocessed: np.ndarray | None = None
+    seg_preprocessed_affine: np.ndarray | None = None
+    seg_spacing_mm: tuple[float, ...] | None = None
+    seg_original: np.ndarray | None = None
+    num_seg_classes: int | None = None
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+    volumes_ml_original: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    decisions: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a run
+# --------------------------------------------------------------------------------------------
+
+
+def _build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
+    """The architecture of a run from its resolved config: training's own constructor, so the two
+    can never disagree."""
+    from ichct.pipeline.train import _build_model
+
+    return _build_model(kind, cfg)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best") -> LoadedModel:
+    """Load a training run directory (``config.json``, ``best.pt``/``last.pt``, ``thresholds.json``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a config or checkpoint
+    that does not fit.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise NotADirectoryError(f"{run}: not a run directory")
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing (not a training run directory?)")
+    run_config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    kind = run_config.get("kind")
+    if kind not in ("seg", "cls"):
+        raise ValueError(f"{cfg_path}: kind must be 'seg' or 'cls', got {kind!r}")
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    ck_path = run / f"{checkpoint}.pt"
+    if not ck_path.is_file():
+        raise FileNotFoundError(f"{ck_path}: missing")
+    dev = torch.device(device)
+    ck = torch.load(ck_path, map_location=dev, weights_only=True)
+    state = ck["model"] if isinstance(ck, Mapping) and "model" in ck else ck
+    cfg = dict(run_config["config"])
+    net = _build_network(kind, cfg)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{ck_path}: weights do not fit the network of {cfg_path}: {exc}") from exc
+    net.to(dev).eval()
+    th = run / "thresholds.json"
+    rule = DecisionRule.load(th) if th.is_file() else None
+    if rule is None:
+        logger.warning("%s: no thresholds.json; CT-level calls of this run use default thresholds", run)
+    epoch = int(ck["epoch"]) if isinstance(ck, Mapping) and "epoch" in ck else None
+    return LoadedModel(kind=kind, run_dir=run.resolve(), run_config=run_config, config=cfg, network=net, rule=rule,
+                       device=dev, checkpoint=checkpoint, epoch=epoch)
+
+
+def default_rules(models: Mapping[str, LoadedModel | None],
+                  names: Sequence[str] | None = None) -> dict[str, DecisionRule]:
+    """Decision rules available for these models: ``{name: DecisionRule}``.
+
+    ``consecutive`` and ``seg_volume`` use the thresholds chosen on the validation fold during
+    training (``thresholds.json``); ``max`` and ``topk_mean`` (no stored threshold) use
+    :data:`DEFAULT_SLICE_THRESHOLD` with the run's ``k``. ``names`` restricts (and orders) them;
+    rules whose model is missing are left out.
+    """
+    out: dict[str, DecisionRule] = {}
+    cls, seg = models.get("cls"), models.get("seg")
+    if cls is not None:
+        k = int(cls.config.get("rule_k", 3))
+        stored = cls.rule
+        for name in SLICE_RULES:
+            if stored is not None and stored.name == name:
+                out[name] = stored
+            else:
+                out[name] = DecisionRule(name, threshold=DEFAULT_SLICE_THRESHOLD, k=stored.k if stored else k,
+                                         meta={"chosen_on": f"default {DEFAULT_SLICE_THRESHOLD} (not chosen on data)"})
+    if seg is not None:
+        if seg.rule is not None and seg.rule.name == "seg_volume":
+            out["seg_volume"] = seg.rule
+        else:
+            sp = seg.config["spacing_mm"]
+            out["seg_volume"] = DecisionRule("seg_volume", threshold=voxel_volume_ml(sp),
+                                             min_component_ml=float(seg.config.get("min_component_ml", 0.0)),
+                                             num_seg_classes=int(seg.config["num_classes"]),
+                                             meta={"chosen_on": "default: one voxel (not chosen on data)"})
+    if names is not None:
+        out = {n: out[n] for n in names if n in out}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing from a run's config
+# --------------------------------------------------------------------------------------------
+
+
+def _windows(cfg: Mapping[str, Any]):
+    from ichct.transforms import DEFAULT_WINDOWS
+
+    w = cfg.get("windows")
+    return DEFAULT_WINDOWS if not w else {str(k): (float(v[0]), float(v[1])) for k, v in dict(w).items()}
+
+
+def cls_eval_transforms(cfg: Mapping[str, Any]):
+    """Training's evaluation transforms of the classifier, minus the slice-label count check."""
+    from monai.transforms import Compose
+
+    from ichct.pipeline.train_data import cls_transforms
+
+    steps = [t for t in cls_transforms(cfg, train=False).transforms if type(t).__name__ != "CheckSliceCountd"]
+    return Compose(steps)
+
+
+def seg_eval_transforms(cfg: Mapping[str, Any]):
+    """Invertible seg preprocessing: ``ct_preprocess`` with the run's spacing/crop/windows, pad to the patch."""
+    from monai.transforms import Compose, EnsureTyped, SpatialPadd
+
+    from ichct.transforms import ct_preprocess
+
+    pre = ct_preprocess(("image",), (), spacing_mm=cfg["spacing_mm"], windows=_windows(cfg), crop=cfg["crop"],
+                        allow_missing_keys=False)
+    return Compose([*pre.transforms, SpatialPadd("image", spatial_size=[int(p) for p in cfg["patch"]]),
+                    EnsureTyped("image", dtype=torch.float32)])
+
+
+def _fresh(img: Any) -> Any:
+    """An independent copy of a loaded MetaTensor (array and meta, affine included)."""
+    from monai.data import MetaTensor
+
+    return MetaTensor(img.as_tensor().clone(), meta=copy.deepcopy(dict(img.meta)))
+
+
+def load_image(image_path: str | Path):
+    """The study as the training loader reads it: a channel-first HU MetaTensor (RAS affine)."""
+    from ichct.transforms import LoadCT
+
+    return LoadCT()(str(image_path))
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _predict_cls(model: LoadedModel, img: Any) -> np.ndarray:
+    data = cls_eval_transforms(model.config)({"image": _fresh(img)})
+    x = torch.as_tensor(data["image"], dtype=torch.float32).to(model.device)[None]  # (1, C, H, W, S)
+    out = model.network(x)
+    logits = out["logits"] if isinstance(out, Mapping) else out
+    return torch.sigmoid(logits.float())[0].cpu().numpy().astype(np.float64)  # (S, 6)
+
+
+@torch.no_grad()
+def _predict_seg(model: LoadedModel, img: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label map on the preprocessed grid, its affine, label map on the original grid)."""
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd
+
+    from ichct.networks import sliding_window_predict
+
+    cfg = model.config
+    pre = seg_eval_transforms(cfg)
+    data = pre({"image": _fresh(img)})
+    image = data["image"]
+    logits = sliding_window_predict(model.network, image.as_tensor().to(model.device),
+                                    roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg.get("sw_batch_size", 2)),
+                                    overlap=float(cfg.get("sw_overlap", 0.25)), mode="gaussian")
+    labels = torch.argmax(logits.float(), dim=0, keepdim=True).to(torch.float32).cpu()  # (1, X', Y', Z')
+    affine_pre = np.asarray(image.affine, dtype=np.float64)
+    data["pred"] = MetaTensor(labels, affine=image.affine.clone())
+    inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True)
+    back = inv(data)["pred"]
+    orig = np.rint(np.asarray(back)[0]).astype(np.uint8)
+    shape = tuple(int(s) for s in img.shape[1:])
+    if orig.shape != shape:
+        raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
+    return labels[0].numpy().astype(np.uint8), affine_pre, orig
+
+
+def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Path,
+                  rules: Mapping[str, DecisionRule] | None = None) -> StudyPrediction:
+    """Predict one study with a classifier (``models["cls"]``) and/or a segmenter (``models["seg"]``).
+
+    ``rules`` (default :func:`default_rules`) are applied when their input exists: slice rules
+    need the classifier, ``seg_volume`` the segmenter.
+    """
+    cls, seg = models.get("cls"), models.get("seg")
+    if cls is None and seg is None:
+        raise ValueError("predict_study needs at least one model (seg or cls)")
+    for key, m in (("cls", cls), ("seg", seg)):
+        if m is not None and m.kind != key:
+            raise ValueError(f"models[{key!r}] is a {m.kind} run ({m.run_dir})")
+    if rules is None:
+        rules = default_rules(models)
+    img = load_image(image_path)
+    shape = tuple(int(s) for s in img.shape[1:])
+    pred = StudyPrediction(image=str(image_path), original_shape=shape,
+                           original_affine=np.asarray(img.affine, dtype=np.float64), n_slices=int(shape[-1]))
+    if cls is not None:
+        probs = _predict_cls(cls, img)
+        if probs.shape != (pred.n_slices, len(SUBTYPES)):
+            raise RuntimeError(f"classifier gave {probs.shape} slice probabilities for {pred.n_slices} slices")
+        pred.slice_probs = probs
+    if seg is not None:
+        k = int(seg.config["num_classes"])
+        lab_pre, aff_pre, lab_orig = _predict_seg(seg, img)
+        pred.seg_preprocessed, pred.seg_preprocessed_affine, pred.seg_original = lab_pre, aff_pre, lab_orig
+        pred.num_seg_classes = k
+        pred.seg_spacing_mm = tuple(float(s) for s in seg.config["spacing_mm"])
+        pred.volumes_ml = segmentation_volumes(lab_pre, voxel_volume_ml(pred.seg_spacing_mm), num_classes=k)
+        sp_orig = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
+        pred.volumes_ml_original = segmentation_volumes(lab_orig, voxel_volume_ml(sp_orig), num_classes=k)
+    for name, rule in rules.items():
+        if name == "seg_volume" or rule.name == "seg_volume":
+            if pred.seg_preprocessed is None:
+                continue
+            kw: dict[str, Any] = {"segmentation": pred.seg_preprocessed,
+                                  "voxel_volume_ml": voxel_volume_ml(pred.seg_spacing_mm)}
+        else:
+            if pred.slice_probs is None:
+                continue
+            kw = {"slice_probs": pred.slice_probs}
+        pred.scores[name] = ct_scores(rule, **kw)
+        pred.decisions[name] = decide(rule, **kw)
+    return pred

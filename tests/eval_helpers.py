@@ -1,0 +1,49 @@
+"""A tiny cohort + manifest + 1-epoch seg and cls runs, built once per test session.
+
+Shared by ``test_inference_*.py`` and ``test_evaluate_*.py`` (a plain module, not a conftest):
+each test module wraps :func:`eval_setup` in a session-scoped fixture; the first call builds,
+later calls return the same dict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SEG_CFG = {"spacing_mm": [3.0, 3.0, 5.0], "patch": [32, 32, 16], "samples_per_volume": 1, "batch_size": 1,
+           "network": {"channels": [8, 16], "strides": [2], "num_res_units": 0}}
+CLS_CFG = {"in_plane": [32, 32], "network": {"feature_dim": 16, "rnn_hidden": 8}}
+FOLD = 0
+_CACHE: dict[str, Any] = {}
+
+
+def set_env(mp: pytest.MonkeyPatch, base: Path) -> None:
+    mp.setenv("ICHCT_SALT", "ichct-test-salt-0123456789abcdef")
+    mp.setenv("ICHCT_SALT_FILE", str(base / "salt"))
+    mp.setenv("XDG_CONFIG_HOME", str(base))
+    mp.setenv("ICHCT_CACHE_DIR", str(base / "cache"))
+    mp.setenv("MPLBACKEND", "Agg")
+
+
+def eval_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """8 synthetic patients (64 x 64 x 16), 2 folds + test, a 1-epoch seg and cls run on fold 0."""
+    if _CACHE:
+        return _CACHE
+    from ichct.pipeline.manifests import build_manifest
+    from ichct.pipeline.synth import SynthConfig, generate_cohort
+    from ichct.pipeline.train import train
+
+    base = tmp_path_factory.mktemp("eval_cohort")
+    with pytest.MonkeyPatch.context() as mp:
+        set_env(mp, base / "env")
+        cfg = SynthConfig(n_patients=8, seed=3, matrix=64, slices=16, follow_up_fraction=0.0,
+                          bone_fraction=0.0, scout_fraction=0.0, tilt_fraction=0.0)
+        generate_cohort(cfg, base / "cohort", workers=1)
+        manifest = base / "m.json"
+        doc = build_manifest("synth", base / "cohort", manifest, folds=2, test_fraction=0.25, seed=0, cache=False)
+        train("seg", manifest, FOLD, base / "seg", epochs=1, config=SEG_CFG, seed=0)
+        train("cls", manifest, FOLD, base / "cls", epochs=1, config=CLS_CFG, seed=0)
+    _CACHE.update(base=base, manifest=manifest, doc=doc, seg=base / "seg", cls=base / "cls")
+    return _CACHE

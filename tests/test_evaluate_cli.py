@@ -1,0 +1,127 @@
+"""``ichct evaluate``: report files, schema, leakage refusal / --allow-overlap, usage errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from eval_helpers import FOLD, eval_setup
+
+from ichct.pipeline.metrics_schema import validate_metrics
+from ichct.pipeline.report import OVERLAP_WARNING
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory):
+    return eval_setup(tmp_path_factory)
+
+
+def _train_keys(setup):
+    return {e["patient_key"] for e in setup["doc"]["training"] if e["fold"] != FOLD}
+
+
+def test_evaluate_test_split_writes_report(setup, run_cli, tmp_path):
+    out = tmp_path / "eval"
+    r = run_cli("evaluate", "--run", setup["seg"], "--run", setup["cls"], "--manifest", setup["manifest"],
+                "--out", out, "--bootstrap", "50", "--seed", "1", "-q")
+    assert r.code == 0, r.err
+    summary = json.loads(r.out)
+    assert summary["n_studies"] == len(setup["doc"]["test"]) and not summary["allow_overlap"]
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "per_case.csv", "report.md", "roc_any.png", "pr_any.png", "calibration.png",
+            "bland_altman.png", "volume_scatter.png"} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name != "eval"]  # no temporary folder left
+    doc = json.loads((out / "metrics.json").read_text())
+    assert validate_metrics(doc) == doc
+    assert doc["split"] == "test" and doc["n_boot"] == 50 and doc["seed"] == 1 and doc["allow_overlap"] is False
+    assert doc["n_studies"] == 2 and doc["n_patients"] == 2
+    assert set(doc["ct_level"]["any"]) == {"consecutive", "max", "topk_mean", "seg_volume"}
+    assert set(doc["ct_level"]["subdural"]) == {"consecutive", "max", "topk_mean"}  # binary seg: any only
+    auc = doc["ct_level"]["any"]["consecutive"]["roc_auc"]
+    assert auc["value"] is None or 0.0 <= auc["value"] <= 1.0
+    assert doc["ct_level"]["any"]["seg_volume"]["threshold"]["value"] == pytest.approx(
+        json.loads((setup["seg"] / "thresholds.json").read_text())["threshold"])
+    assert "rsna_log_loss_slice" in doc["ct_level"]["all"]["consecutive"]
+    assert set(doc["segmentation"]) == {"any"} and "dice" in doc["segmentation"]["any"]
+    assert set(doc["model"]["runs"]) == {"seg", "cls"}
+    with open(out / "per_case.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["patient_key"] for r in rows} == {e["patient_key"] for e in setup["doc"]["test"]}
+    for col in ("label:any", "score:consecutive:any", "score:seg_volume:any", "seg:any:dice", "seg:any:vol_true_ml",
+                "slice_ll_sum", "n_slices"):
+        assert all(r[col] != "" for r in rows), col
+    report = (out / "report.md").read_text()
+    assert report.splitlines()[0].startswith("# Evaluation") and "## Segmentation" in report
+    # the output folder is never overwritten
+    again = run_cli("evaluate", "--run", setup["cls"], "--manifest", setup["manifest"], "--out", out, "-q")
+    assert again.code == 1 and "exists" in again.err
+
+
+def test_training_patients_refused_unless_allow_overlap(setup, run_cli, tmp_path):
+    out = tmp_path / "eval_train"
+    r = run_cli("evaluate", "--run", setup["seg"], "--manifest", setup["manifest"], "--split", "training",
+                "--out", out, "--bootstrap", "10")
+    assert r.code == 1
+    assert "refusing" in r.err and all(k in r.err for k in _train_keys(setup))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+    r = run_cli("evaluate", "--run", setup["seg"], "--manifest", setup["manifest"], "--split", "training",
+                "--out", out, "--bootstrap", "10", "--rules", "seg_volume", "--allow-overlap", "-q")
+    assert r.code == 0, r.err
+    assert (out / "report.md").read_text().splitlines()[0] == OVERLAP_WARNING
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["allow_overlap"] is True and set(doc["model"]["overlap_patients"]) == _train_keys(setup)
+    assert doc["split"] == "training" and doc["n_studies"] == len(setup["doc"]["training"])
+    assert set(doc["ct_level"]["any"]) == {"seg_volume"}
+
+
+def test_usage_errors(setup, run_cli, tmp_path):
+    m, out = setup["manifest"], tmp_path / "x"
+    assert run_cli("evaluate", "--manifest", m, "--out", out).code == 2  # neither --run nor --bundle
+    assert run_cli("evaluate", "--run", setup["cls"], "--out", out).code == 2  # no --manifest
+    assert run_cli("evaluate", "--run", setup["cls"], "--bundle", out, "--manifest", m, "--out", out).code == 2
+    r = run_cli("evaluate", "--bundle", tmp_path, "--manifest", m, "--out", out)
+    assert r.code == 2 and "not yet supported" in r.err
+    assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--rules", "vote").code == 2
+    assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--bootstrap", "-1").code == 2
+    assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--split", "validation").code == 2
+    assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--split", "dev").code == 2
+    assert "not yet supported" in " ".join(run_cli("evaluate", "--help").out.split()).lower()
+    assert run_cli("evaluate", "--run", setup["cls"], "--run", setup["cls"], "--run", setup["seg"],
+                   "--manifest", m, "--out", out).code == 2
+    # data errors: a rule whose model is missing, a folder that is not a run
+    assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--rules", "seg_volume").code == 1
+    assert run_cli("evaluate", "--run", tmp_path, "--manifest", m, "--out", out).code == 1
+    assert not out.exists()
+
+
+def test_error_while_writing_leaves_nothing(setup, tmp_path, monkeypatch):
+    """A failure after some report files were written leaves neither EVAL_DIR nor a temporary folder."""
+    import ichct.pipeline.report as report
+    from ichct.pipeline.evaluate import evaluate
+
+    def broken_plots(metrics, rows, curves, out):
+        (out / "half.png").write_bytes(b"x")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "_plots", broken_plots)
+    out = tmp_path / "eval"
+    with pytest.raises(RuntimeError, match="disk full"):
+        evaluate([setup["cls"]], setup["manifest"], out, n_boot=5, rules=["max"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_two_runs_of_one_kind_are_compared(setup, run_cli, tmp_path):
+    """The same run twice: every paired difference is exactly 0 with p = 1."""
+    out = tmp_path / "cmp"
+    r = run_cli("evaluate", "--run", setup["cls"], "--run", setup["cls"], "--manifest", setup["manifest"],
+                "--out", out, "--bootstrap", "30", "--rules", "consecutive,max", "-q")
+    assert r.code == 0, r.err
+    doc = json.loads((out / "metrics.json").read_text())
+    comp = doc["comparisons"]
+    assert comp["a"] == comp["b"] == str(setup["cls"].resolve())
+    assert set(comp["metrics"]) == {f"any/{rule}/{m}" for rule in ("consecutive", "max") for m in ("roc_auc", "pr_auc")}
+    for v in comp["metrics"].values():
+        assert v["a"] == v["b"] and v["value"] == 0.0 and v["ci_low"] == v["ci_high"] == 0.0 and v["p_value"] == 1.0
+    assert "## Paired comparison" in (out / "report.md").read_text()

@@ -1,0 +1,124 @@
+"""``ichct.pipeline.inference``: load_run and predict_study (shapes, grids, rules)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import FOLD, eval_setup
+
+from ichct.pipeline.decision import SUBTYPES, DecisionRule, voxel_volume_ml
+from ichct.pipeline.inference import (
+    DEFAULT_SLICE_THRESHOLD,
+    default_rules,
+    load_run,
+    predict_study,
+)
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory):
+    return eval_setup(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def models(setup):
+    return {"seg": load_run(setup["seg"]), "cls": load_run(setup["cls"])}
+
+
+@pytest.fixture(scope="module")
+def study(setup):
+    from ichct.pipeline.manifests import load_manifest
+
+    entries = load_manifest(setup["manifest"], "test", check=False)
+    return next(e for e in entries if e["ct_labels"]["any"] == 1)
+
+
+@pytest.fixture(scope="module")
+def prediction(models, study):
+    return predict_study(models, study["image"])
+
+
+def test_load_run(setup, models):
+    for kind in ("seg", "cls"):
+        m = models[kind]
+        assert m.kind == kind and not m.network.training
+        assert m.run_config["fold"] == FOLD and m.epoch == 1
+        best = torch.load(setup[kind] / "best.pt", weights_only=True)["model"]
+        for name, t in m.network.state_dict().items():
+            assert torch.equal(t, best[name]), name
+        assert m.rule == DecisionRule.load(setup[kind] / "thresholds.json")
+        doc = setup["doc"]
+        assert m.train_patient_keys == {e["patient_key"] for e in doc["training"] if e["fold"] != FOLD}
+    rules = default_rules(models)
+    assert list(rules) == ["consecutive", "max", "topk_mean", "seg_volume"]
+    assert rules["consecutive"] is models["cls"].rule and rules["seg_volume"] is models["seg"].rule
+    assert rules["max"].threshold == DEFAULT_SLICE_THRESHOLD
+    with pytest.raises(FileNotFoundError):
+        load_run(setup["base"] / "cohort")
+
+
+def test_predict_study_shapes_and_grids(prediction, study, models):
+    from ichct.transforms import read_dicom_series
+
+    vol = read_dicom_series(study["image"])
+    n = vol.hu_volume.shape[-1]
+    p = prediction
+    assert p.n_slices == n and p.original_shape == vol.hu_volume.shape
+    assert p.slice_probs.shape == (n, 6)
+    assert np.all((p.slice_probs >= 0) & (p.slice_probs <= 1))
+    # segmentation on the original ingest grid: the reader's shape and RAS affine
+    assert p.seg_original.shape == vol.hu_volume.shape
+    np.testing.assert_allclose(p.original_affine, vol.affine_ras, atol=1e-4)
+    assert set(np.unique(p.seg_original)) <= {0, 1}
+    # preprocessed grid: the run's spacing, at least the training patch
+    np.testing.assert_allclose(np.linalg.norm(p.seg_preprocessed_affine[:3, :3], axis=0), [3.0, 3.0, 5.0], atol=1e-4)
+    assert all(s >= q for s, q in zip(p.seg_preprocessed.shape, models["seg"].config["patch"]))
+    vml = voxel_volume_ml([3.0, 3.0, 5.0])
+    assert p.volumes_ml["any"] == pytest.approx(np.count_nonzero(p.seg_preprocessed) * vml)
+    vml0 = voxel_volume_ml(np.linalg.norm(vol.affine_ras[:3, :3], axis=0))
+    assert p.volumes_ml_original["any"] == pytest.approx(np.count_nonzero(p.seg_original) * vml0)
+
+
+def test_inverted_segmentation_matches_preprocessed_in_world_space(prediction):
+    """Each original voxel carries the label of the preprocessed voxel at the same world point."""
+    p = prediction
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in p.original_shape], indexing="ij"), -1).reshape(-1, 3)
+    world = np.c_[ijk, np.ones(len(ijk))] @ p.original_affine.T
+    pre_ijk = (world @ np.linalg.inv(p.seg_preprocessed_affine).T)[:, :3]
+    idx = np.rint(pre_ijk).astype(int)
+    inside = np.all((idx >= 0) & (idx < np.array(p.seg_preprocessed.shape)), axis=1)
+    assert inside.mean() > 0.3
+    expected = p.seg_preprocessed[tuple(idx[inside].T)]
+    got = p.seg_original.reshape(-1)[inside]
+    assert np.mean(expected == got) > 0.9
+    # outside the preprocessed (cropped) box the inverse pads with background
+    assert np.all(p.seg_original.reshape(-1)[~inside] == 0)
+
+
+def test_rule_scores_and_calls(prediction, models):
+    from ichct.pipeline.decision import consecutive_score, max_score, topk_mean_score
+
+    p = prediction
+    assert set(p.scores) == {"consecutive", "max", "topk_mean", "seg_volume"}
+    k = models["cls"].rule.k
+    np.testing.assert_allclose([p.scores["max"][s] for s in SUBTYPES], max_score(p.slice_probs))
+    np.testing.assert_allclose([p.scores["topk_mean"][s] for s in SUBTYPES], topk_mean_score(p.slice_probs, k))
+    np.testing.assert_allclose([p.scores["consecutive"][s] for s in SUBTYPES], consecutive_score(p.slice_probs, k))
+    assert p.scores["seg_volume"] == {"any": pytest.approx(p.volumes_ml["any"])}
+    for rule, per in p.decisions.items():
+        for s, d in per.items():
+            assert d["positive"] == (d["score"] >= d["threshold"]), (rule, s)
+    assert p.decisions["consecutive"]["any"]["threshold"] == models["cls"].rule.threshold_for("any")
+
+
+def test_single_model_and_errors(models, study):
+    cls_only = predict_study({"cls": models["cls"]}, study["image"])
+    assert cls_only.seg_original is None and set(cls_only.scores) == {"consecutive", "max", "topk_mean"}
+    seg_only = predict_study({"seg": models["seg"], "cls": None}, study["image"], default_rules({"seg": models["seg"]}))
+    assert seg_only.slice_probs is None and set(seg_only.scores) == {"seg_volume"}
+    assert seg_only.seg_original.shape == cls_only.original_shape
+    with pytest.raises(ValueError, match="at least one model"):
+        predict_study({}, study["image"])
+    with pytest.raises(ValueError, match="is a seg run"):
+        predict_study({"cls": models["seg"]}, study["image"])
