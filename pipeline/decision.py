@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ichct.pipeline.labels import LABEL_NAMES
+
 __all__ = [
     "SUBTYPES",
     "RULES",
@@ -68,17 +70,10 @@ __all__ = [
     "choose_thresholds",
 ]
 
-#: Column order of slice probabilities (same as ``ichct.networks.SUBTYPES``; not imported from
-#: there so that this module does not need torch). Segmentation label ``i`` (1..5) of a 6-class
-#: map is ``SUBTYPES[i]``; label 1 of a binary map is ``"any"``.
-SUBTYPES: tuple[str, ...] = (
-    "any",
-    "epidural",
-    "intraparenchymal",
-    "intraventricular",
-    "subarachnoid",
-    "subdural",
-)
+#: Column order of slice probabilities: ``"any"`` + the five subtypes (``ichct.pipeline.labels``).
+#: Segmentation label ``i`` (1..5) of a 6-class map is ``SUBTYPES[i]``; label 1 of a binary map
+#: is ``"any"``.
+SUBTYPES: tuple[str, ...] = LABEL_NAMES
 
 SLICE_RULES: tuple[str, ...] = ("consecutive", "max", "topk_mean")
 RULES: tuple[str, ...] = (*SLICE_RULES, "seg_volume")

@@ -37,11 +37,12 @@ import numpy as np
 import torch
 
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.train_config import resolve_config
 
 logger = logging.getLogger("ichct.train")
 
-SUBTYPES = ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+SUBTYPES = LABEL_NAMES  # output columns: "any" + the five subtypes
 METRIC_COLUMNS = {
     "seg": ("epoch", "iteration", "train_loss", "lr", "val_dice", "val_auc_any", "time_s"),
     "cls": ("epoch", "iteration", "train_loss", "lr", "val_auc_any", "val_auc_mean", "time_s"),

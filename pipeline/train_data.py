@@ -29,9 +29,10 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from ichct.pipeline.labels import LABEL_NAMES
 from ichct.transforms import DEFAULT_WINDOWS, LoadCTd, MultiWindowd, ct_preprocess
 
-SUBTYPES = ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+SUBTYPES = LABEL_NAMES  # slice-label columns: "any" + the five subtypes
 
 
 def _windows(cfg: Mapping[str, Any]) -> Mapping[str, tuple[float, float]]:
@@ -68,6 +69,21 @@ def _label_map(num_classes: int):
     return lambda x: x.clamp(0, 5).to(torch.float32)
 
 
+def _augmentations(aug: Mapping[str, Any], keys: Sequence[str]) -> list:
+    """Training augmentations shared by both models: left-right flip (axis 0 is the patient's
+    left-right axis after RAS), small in-plane rotation and scaling, intensity shift, noise.
+    The first key is the image (bilinear), a second one a label (nearest)."""
+    rot = math.radians(float(aug["rotate_deg"]))
+    s = float(aug["scale"])
+    return [
+        RandFlipd(keys, prob=float(aug["flip_prob"]), spatial_axis=0),
+        RandAffined(keys, prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot),
+                    scale_range=(s, s, 0.0), mode=("bilinear", "nearest")[: len(keys)], padding_mode="zeros"),
+        RandShiftIntensityd("image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
+        RandGaussianNoised("image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
+    ]
+
+
 def seg_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
     keys = ("image", "label")
     patch = [int(p) for p in cfg["patch"]]
@@ -79,18 +95,11 @@ def seg_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
         EnsureTyped(keys, dtype=torch.float32, track_meta=False),
     ]
     if train:
-        aug = cfg["augment"]
-        rot = math.radians(float(aug["rotate_deg"]))
-        s = float(aug["scale"])
         steps += [
             RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=float(cfg["pos_neg_ratio"]),
                                    neg=1.0, num_samples=int(cfg["samples_per_volume"]), image_key="image",
                                    image_threshold=0.0),
-            RandFlipd(keys, prob=float(aug["flip_prob"]), spatial_axis=0),
-            RandAffined(keys, prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot), scale_range=(s, s, 0.0),
-                        mode=("bilinear", "nearest"), padding_mode="zeros"),
-            RandShiftIntensityd("image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
-            RandGaussianNoised("image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
+            *_augmentations(cfg["augment"], keys),
         ]
     return Compose(steps)
 
@@ -189,16 +198,7 @@ def cls_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
         EnsureTyped(keys, dtype=torch.float32, track_meta=False),
     ]
     if train:
-        aug = cfg["augment"]
-        rot = math.radians(float(aug["rotate_deg"]))
-        s = float(aug["scale"])
-        steps += [
-            RandFlipd(keys, prob=float(aug["flip_prob"]), spatial_axis=0),
-            RandAffined(keys, prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot),
-                        scale_range=(s, s, 0.0), mode=("bilinear", "nearest")[: len(keys)], padding_mode="zeros"),
-            RandShiftIntensityd("image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
-            RandGaussianNoised("image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
-        ]
+        steps += _augmentations(cfg["augment"], keys)
     return Compose(steps)
 
 

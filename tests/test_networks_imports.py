@@ -41,4 +41,4 @@ def test_networks_import_nothing_else_of_ichct() -> None:
 
 
 def test_decision_module_is_numpy_only() -> None:
-    assert _modules(_DECISION_SNIPPET) == ["ichct", "ichct.pipeline", "ichct.pipeline.decision"]
+    assert _modules(_DECISION_SNIPPET) == ["ichct", "ichct.pipeline", "ichct.pipeline.decision", "ichct.pipeline.labels"]

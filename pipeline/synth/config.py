@@ -10,11 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-# Hemorrhage subtypes in RSNA order; voxel label value = index + 1 (0 is background).
-SUBTYPES: tuple[str, ...] = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
-LABEL_VALUES: dict[str, int] = {name: i + 1 for i, name in enumerate(SUBTYPES)}
-# The six per-slice / per-study labels: "any" first, then the subtypes.
-LABEL_NAMES: tuple[str, ...] = ("any",) + SUBTYPES
+from ichct.pipeline.labels import LABEL_NAMES, LABEL_VALUES, SUBTYPES  # noqa: F401 - re-exported
 
 # P(subtype | positive study) before the "at least one subtype" fill-in (close to RSNA's mix).
 DEFAULT_SUBTYPE_PROB: dict[str, float] = {

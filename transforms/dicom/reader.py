@@ -26,6 +26,7 @@ from .series import (
     group_series,
     readable_on_request,
     short_syntax_name,
+    transfer_syntax_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ def _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corre
         "slice_spacing_mm": float(geometry.slice_spacing_mm),
         "kernel": first.convolution_kernel,
         "transfer_syntax_uid": first.transfer_syntax_uid,
-        "transfer_syntax": group.summary()["transfer_syntax"],
+        "transfer_syntax": transfer_syntax_name(first.transfer_syntax_uid),
         "transfer_syntax_short": short_syntax_name(first.transfer_syntax_uid),
         "source_file_count": len({h.path for h in used}),
         "source_slice_count": len(group.headers),

@@ -163,7 +163,7 @@ class SeriesGroup:
             "kernel": self.kernel,
             "kernel_class": self.kernel_class,
             "transfer_syntax_uid": first.transfer_syntax_uid,
-            "transfer_syntax": _transfer_syntax_name(first.transfer_syntax_uid),
+            "transfer_syntax": transfer_syntax_name(first.transfer_syntax_uid),
             "transfer_syntax_short": short_syntax_name(first.transfer_syntax_uid),
             "multiframe": first.is_multiframe,
             "n_files": len({h.path for h in self.headers}),
@@ -190,10 +190,11 @@ _SHORT_SYNTAX = {
 
 def short_syntax_name(uid: str) -> str:
     """A short label for a transfer syntax UID (for tables)."""
-    return _SHORT_SYNTAX.get(uid, _transfer_syntax_name(uid))
+    return _SHORT_SYNTAX.get(uid, transfer_syntax_name(uid))
 
 
-def _transfer_syntax_name(uid: str) -> str:
+def transfer_syntax_name(uid: str) -> str:
+    """The standard name of a transfer syntax UID (the UID itself when unknown)."""
     try:
         from pydicom.uid import UID
 
