@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "ich_unet3d": "unet3d",
     "sliding_window_predict": "unet3d",
     "ENCODERS": "slice_sequence",
+    "POOLINGS": "slice_sequence",
+    "seg_slice_stats": "slice_sequence",
     "SUBTYPES": "slice_sequence",
     "SliceSequenceClassifier": "slice_sequence",
     "lengths_to_mask": "slice_sequence",

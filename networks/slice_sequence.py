@@ -28,7 +28,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 __all__ = [
     "SUBTYPES",
     "ENCODERS",
+    "POOLINGS",
     "SliceSequenceClassifier",
+    "seg_slice_stats",
     "pad_slice_batch",
     "lengths_to_mask",
 ]
@@ -45,6 +47,12 @@ SUBTYPES: tuple[str, ...] = (
 
 #: Names accepted by ``SliceSequenceClassifier(encoder=...)``.
 ENCODERS: tuple[str, ...] = ("densenet121", "efficientnet-b0", "resnet18", "resnet10", "small")
+
+#: Global pooling of the encoder map into a slice feature: ``"avg"``, ``"max"`` or both concatenated.
+POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax")
+
+#: Number of statistics of the auxiliary blood map fed to the head when ``seg_to_head`` is on.
+SEG_STATS = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,6 +179,53 @@ class _AuxSegHead(nn.Module):
         return self.fuse(torch.cat([deep, self.shallow(image)], dim=1))
 
 
+class _GlobalPool(nn.Module):
+    """Global average, max, or both (concatenated along channels) pooling to ``(N, C')``.
+
+    Average pooling suits findings that fill the slice; a small bleed of a few pixels is diluted
+    by it, so max pooling (or both) keeps a local, strong response visible to the head.
+    """
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        if mode not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+        self.mode = mode
+
+    @property
+    def factor(self) -> int:
+        return 2 if self.mode == "avgmax" else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "avg":
+            return x.mean(dim=(-2, -1))
+        if self.mode == "max":
+            return x.amax(dim=(-2, -1))
+        return torch.cat([x.mean(dim=(-2, -1)), x.amax(dim=(-2, -1))], dim=1)
+
+
+def seg_slice_stats(seg_logits: torch.Tensor) -> torch.Tensor:
+    """Per-slice statistics of the blood probability of an auxiliary segmentation.
+
+    Parameters
+    ----------
+    seg_logits
+        ``(N, K, H, W)`` logits; channel 0 is background, the others blood (any subtype).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 3)``: the maximum blood probability, the mean of the top 1 % of pixels, and
+        ``log1p`` of the expected number of blood pixels (a soft area).
+    """
+    p = 1.0 - torch.softmax(seg_logits.float(), dim=1)[:, 0]  # (N, H, W)
+    flat = p.flatten(1)
+    top = max(1, flat.shape[1] // 100)
+    return torch.stack(
+        [flat.amax(dim=1), flat.topk(top, dim=1).values.mean(dim=1), torch.log1p(flat.sum(dim=1))], dim=1
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Helpers for padded batches
 # --------------------------------------------------------------------------------------------
@@ -260,7 +315,7 @@ class SliceSequenceClassifier(nn.Module):
         a stride-2 stem) or ``"small"`` (a ~0.3 M-parameter CNN for CPU demos). All randomly
         initialised; nothing is downloaded.
     feature_dim
-        Size of the per-slice feature (global-average-pooled encoder map, linear projection, ReLU).
+        Size of the per-slice feature (globally pooled encoder map, linear projection, ReLU).
     rnn
         ``"gru"`` or ``"lstm"``; always bidirectional, along the slice axis.
     rnn_hidden
@@ -277,6 +332,13 @@ class SliceSequenceClassifier(nn.Module):
         Output channels of the auxiliary head (2: background/blood; 6: with subtypes).
     dropout
         Dropout on the slice features and before the classification head.
+    pooling
+        Global pooling of the encoder map: ``"avg"``, ``"max"`` or ``"avgmax"`` (both,
+        concatenated); see :data:`POOLINGS`.
+    seg_to_head
+        With ``aux_seg``: the slice's blood-map statistics (:func:`seg_slice_stats`) are appended
+        to its feature before the RNN, so the classifier reads the segmentation evidence
+        directly (the classification loss then trains the segmentation head as well).
 
     Notes
     -----
@@ -303,6 +365,8 @@ class SliceSequenceClassifier(nn.Module):
         aux_seg: bool = False,
         num_seg_classes: int = 2,
         dropout: float = 0.2,
+        pooling: str = "avg",
+        seg_to_head: bool = False,
     ) -> None:
         super().__init__()
         if encoder not in ENCODERS:
@@ -313,32 +377,39 @@ class SliceSequenceClassifier(nn.Module):
             raise ValueError("in_channels, num_classes, feature_dim, rnn_hidden and rnn_layers must be >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if seg_to_head and not aux_seg:
+            raise ValueError("seg_to_head needs aux_seg=True (the statistics come from the auxiliary head)")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.encoder_name = encoder
         self.feature_dim = feature_dim
         self.neighbour_slices = neighbour_slices
         self.aux_seg = aux_seg
+        self.pooling = pooling
+        self.seg_to_head = seg_to_head
         enc_in = 3 * in_channels if neighbour_slices else in_channels
 
         self.encoder = _make_encoder(encoder, enc_in)
+        pool = _GlobalPool(pooling)
         self.project = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
+            pool,
+            nn.Flatten(),  # no-op on (N, C); keeps the state-dict keys of the avg-pool layout
             nn.Dropout(dropout),
-            nn.Linear(self.encoder.out_channels, feature_dim),
+            nn.Linear(pool.factor * self.encoder.out_channels, feature_dim),
             nn.ReLU(inplace=True),
         )
+        slice_dim = feature_dim + (SEG_STATS if seg_to_head else 0)
+        self.slice_dim = slice_dim
         rnn_cls = nn.GRU if rnn == "gru" else nn.LSTM
         self.rnn = rnn_cls(
-            feature_dim,
+            slice_dim,
             rnn_hidden,
             num_layers=rnn_layers,
             batch_first=True,
             bidirectional=True,
             dropout=dropout if rnn_layers > 1 else 0.0,
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim + 2 * rnn_hidden, num_classes))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(slice_dim + 2 * rnn_hidden, num_classes))
         self.seg_head = _AuxSegHead(self.encoder.out_channels, enc_in, num_seg_classes) if aux_seg else None
 
     # ---------------------------------------------------------------------------------------
@@ -420,7 +491,10 @@ class SliceSequenceClassifier(nn.Module):
         valid = seq[mask]  # (n_valid, C', H, W): padding slices are never encoded
         fmap = self.encoder(valid)
         feats_valid = self.project(fmap)
-        feats = feats_valid.new_zeros(b, s, self.feature_dim)
+        seg_valid = self.seg_head(fmap, valid) if self.seg_head is not None else None  # (n_valid, K, H, W)
+        if self.seg_to_head:
+            feats_valid = torch.cat([feats_valid, seg_slice_stats(seg_valid).to(feats_valid.dtype)], dim=1)
+        feats = feats_valid.new_zeros(b, s, self.slice_dim)
         feats[mask] = feats_valid
 
         packed = pack_padded_sequence(feats, lens, batch_first=True, enforce_sorted=False)
@@ -430,11 +504,11 @@ class SliceSequenceClassifier(nn.Module):
         if self.seg_head is None:
             return logits
 
-        seg_valid = self.seg_head(fmap, valid)  # (n_valid, K, H, W)
         seg = seg_valid.new_zeros(b, s, *seg_valid.shape[1:])
         seg[mask] = seg_valid
         return {"logits": logits, "seg": seg.permute(0, 2, 3, 4, 1), "mask": mask}
 
     def extra_repr(self) -> str:
-        return f"encoder={self.encoder_name!r}, neighbour_slices={self.neighbour_slices}, aux_seg={self.aux_seg}"
+        return (f"encoder={self.encoder_name!r}, pooling={self.pooling!r}, neighbour_slices={self.neighbour_slices}, "
+                f"aux_seg={self.aux_seg}, seg_to_head={self.seg_to_head}")
 

@@ -562,8 +562,10 @@ def train(
             for g in optimizer.param_groups:
                 g["lr"] = float(g["initial_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
         key = float(vm.get(KEY_METRIC[kind], float("nan")))
+        # ties go to the later epoch: a small validation fold saturates (AUC 1.0) early, and the
+        # later weights have seen more updates at a lower (cosine-annealed) learning rate
         better = validated and (state["best_metric"] is None
-                                or (not math.isnan(key) and (math.isnan(state["best_metric"]) or key > state["best_metric"])))
+                                or (not math.isnan(key) and (math.isnan(state["best_metric"]) or key >= state["best_metric"])))
         if better:
             state["best_metric"], state["best_epoch"] = key, epoch
         ck = {"kind": kind, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

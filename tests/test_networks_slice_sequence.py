@@ -218,3 +218,56 @@ def test_pad_slice_batch() -> None:
         pad_slice_batch([torch.zeros(3, 4, 4, 2), torch.zeros(3, 5, 4, 2)])
     with pytest.raises(ValueError, match="at least one"):
         pad_slice_batch([])
+
+
+def test_max_pooling_sees_a_small_bright_spot_that_average_pooling_dilutes() -> None:
+    """A constant encoder map with one hot pixel: the max-pooled feature moves by the spot's
+    full height, the average-pooled one by 1/(h*w) of it."""
+    from ichct.networks.slice_sequence import _GlobalPool
+
+    fmap = torch.zeros(1, 2, 16, 16)
+    spot = fmap.clone()
+    spot[0, 0, 5, 7] = 8.0
+    avg, mx, both = _GlobalPool("avg"), _GlobalPool("max"), _GlobalPool("avgmax")
+    assert float((avg(spot) - avg(fmap))[0, 0]) == pytest.approx(8.0 / 256)
+    assert float((mx(spot) - mx(fmap))[0, 0]) == pytest.approx(8.0)
+    assert both(spot).shape == (1, 4) and torch.equal(both(spot), torch.cat([avg(spot), mx(spot)], dim=1))
+
+
+def test_seg_slice_stats_read_the_blood_probability() -> None:
+    from ichct.networks import seg_slice_stats
+
+    logits = torch.zeros(2, 2, 10, 10)
+    logits[:, 0] = 10.0  # background everywhere
+    logits[1, 1, 2:4, 2:7] = 20.0  # 10 blood pixels on the second slice
+    st = seg_slice_stats(logits)
+    assert st.shape == (2, 3)
+    assert float(st[0, 0]) < 1e-3 and float(st[1, 0]) == pytest.approx(1.0, abs=1e-4)
+    assert float(st[1, 1]) == pytest.approx(1.0, abs=1e-4)  # top 1 % (one pixel) is blood
+    assert float(st[1, 2]) == pytest.approx(np.log1p(10.0), abs=1e-3)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "avgmax"])
+def test_seg_to_head_variants_keep_padding_invariance_and_train_the_seg_head(pooling: str) -> None:
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder="small", feature_dim=16, rnn_hidden=8, aux_seg=True,
+                                    seg_to_head=True, pooling=pooling, neighbour_slices=True).eval()
+    a, b = _studies([5, 3], hw=32)
+    batch, lengths = pad_slice_batch([a, b])
+    out = model(batch, lengths=lengths)
+    alone = model(b[None])
+    assert torch.allclose(out["logits"][1, :3], alone["logits"][0], atol=1e-5)
+    assert torch.all(out["logits"][1, 3:] == 0)
+    # the classification loss alone reaches the segmentation head through the statistics
+    model.train()
+    model.zero_grad()
+    model(batch, lengths=lengths)["logits"].sum().backward()
+    grads = [p.grad for p in model.seg_head.parameters()]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_seg_to_head_needs_aux_seg_and_pooling_is_validated() -> None:
+    with pytest.raises(ValueError, match="seg_to_head needs aux_seg"):
+        SliceSequenceClassifier(encoder="small", seg_to_head=True)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        SliceSequenceClassifier(encoder="small", pooling="median")
