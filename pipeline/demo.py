@@ -1,17 +1,29 @@
-"""``ichct demo``: the main job on the embedded default data.
+"""``ichct demo``: the main job, end to end, on the embedded synthetic data.
 
-With nothing but the installed package it writes a small synthetic head-CT cohort as real DICOM
-(:mod:`ichct.pipeline.synth`), reads every study back through the same ingest path a user's data
-takes (``ichct info`` / ``ichct convert``), checks that each voxel label map lies on the converted
-grid, builds and checks a patient-level split manifest, and prints what was read. Later stages
-(training, evaluation, bundles, predict) join the demo as they are built.
+With nothing but the installed package, :func:`run_demo`
+
+1. writes a synthetic head-CT cohort as real DICOM (:mod:`ichct.pipeline.synth`);
+2. reads every study back through the ingest path a user's data takes (``ichct convert``) and
+   checks that each voxel label map lies on the converted grid;
+3. builds and checks a patient-level split manifest (no patient in two splits);
+4. trains the 3D U-Net segmenter and the slice-sequence classifier on fold 0 (``ichct train``);
+5. evaluates both on the held-out test patients (``ichct evaluate``: bootstrap CIs, report);
+6. packages both models as MONAI bundles and verifies them (``ichct bundle package/verify``);
+7. runs ``ichct predict`` with the two bundles on one held-out study;
+
+and returns a summary that :func:`format_summary` prints: where each artefact is and a metrics
+table. Each stage is the same public function a user calls from Python or the CLI.
+
+The full demo uses the default cohort (the split of ``data_manifests/synth_default.json``) and a
+training time budget per model; ``--quick`` uses a tiny cohort, tiny networks and one epoch, and
+is what the test suite runs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +33,55 @@ import numpy as np
 from ichct.pipeline.ingest import convert_series, folder_info
 from ichct.pipeline.manifests import build_manifest, check_manifests
 from ichct.pipeline.synth.cohort import default_workers, generate_cohort
-from ichct.pipeline.synth.config import SynthConfig
+from ichct.pipeline.synth.config import SynthConfig, default_cohort
 
 logger = logging.getLogger(__name__)
+
+#: Tiny networks and sizes of ``--quick`` (seconds per model on a laptop CPU).
+QUICK_SEG_CONFIG: dict[str, Any] = {
+    "spacing_mm": [4.0, 4.0, 4.0], "patch": [32, 32, 8], "samples_per_volume": 2, "batch_size": 2,
+    "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0}, "sw_batch_size": 4,
+}
+QUICK_CLS_CONFIG: dict[str, Any] = {
+    "in_plane": [32, 32], "batch_size": 2,
+    "network": {"feature_dim": 16, "rnn_hidden": 8},
+}
 
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo cohort; ``quick`` is what the test suite runs."""
+    """What the demo generates and how long it trains.
 
-    n_patients: int = 6
-    matrix: int = 128
-    slices: int = 24
-    seed: int = 2026
+    ``cohort`` is the synthetic cohort (default: :func:`default_cohort`, the cohort of the
+    committed manifest); ``train_minutes`` the training budget per model; ``epochs`` the epoch
+    cap; ``seg_config`` / ``cls_config`` training-config overrides; ``n_boot`` bootstrap resamples.
+    """
+
+    cohort: SynthConfig = field(default_factory=default_cohort)
+    folds: int = 5
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    train_minutes: float | None = 3.5
+    epochs: int | None = None
+    seg_config: dict[str, Any] = field(default_factory=dict)
+    cls_config: dict[str, Any] = field(default_factory=dict)
+    n_boot: int = 2000
+    convert_all: bool = False  # full demo: ingest-check the test studies only (the rest is trained on)
 
     @classmethod
     def quick(cls) -> "DemoSettings":
-        return cls(n_patients=3, matrix=96, slices=16)
+        cohort = SynthConfig(n_patients=8, seed=2026, matrix=64, slices=12, follow_up_fraction=0.0)
+        return cls(cohort=cohort, folds=2, test_fraction=0.25, train_minutes=None, epochs=1,
+                   seg_config=dict(QUICK_SEG_CONFIG), cls_config=dict(QUICK_CLS_CONFIG), n_boot=200,
+                   convert_all=True)
 
 
-def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers: int | None = None) -> dict[str, Any]:
-    """Generate the synthetic cohort under ``out_dir`` and ingest every study.
-
-    Returns a summary with one row per study (series read, shape, spacing, tilt, blood volume)
-    and the paths of the artefacts.
-    """
-    settings = settings or DemoSettings()
-    out = Path(out_dir)
-    start = time.perf_counter()
-    config = SynthConfig(n_patients=settings.n_patients, seed=settings.seed, matrix=settings.matrix, slices=settings.slices)
-    cohort = generate_cohort(config, out / "synthetic", workers=workers or default_workers(), overwrite=True)
-    synth_seconds = time.perf_counter() - start
+def _ingest_check(out: Path, cohort: dict[str, Any], study_uids: set[str] | None) -> list[dict[str, Any]]:
+    """Convert studies with the user's ingest path; the synthetic label maps must lie on that grid."""
     rows = []
     for study in cohort["studies"]:
+        if study_uids is not None and study["study_uid"] not in study_uids:
+            continue
         study_dir = out / "synthetic" / Path(study["series_dir"]).parent
         info = folder_info(study_dir)
         target = out / "volumes" / f"{study['study_uid']}.nii.gz"
@@ -73,12 +101,59 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
             "blood_ml": round(float(study["volumes_ml"]["any"]), 2),
             "subtypes": ",".join(k for k, v in study["ct_labels"].items() if v and k != "any") or "-",
         })
+    return rows
+
+
+def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers: int | None = None,
+             device: str = "cpu") -> dict[str, Any]:
+    """Run every stage of the pipeline on a synthetic cohort written under ``out_dir``.
+
+    Returns a summary (paths of the artefacts, per-stage seconds, ingest rows, metrics).
+    """
+    from ichct.pipeline.evaluate import evaluate
+    from ichct.pipeline.train import train
+
+    settings = settings or DemoSettings()
+    out = Path(out_dir)
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> None:
+        seconds[name] = round(time.perf_counter() - t0, 1)
+
+    t0 = time.perf_counter()
+    cohort = generate_cohort(settings.cohort, out / "synthetic", workers=workers or default_workers(), overwrite=True)
+    lap("synth", t0)
+
+    t0 = time.perf_counter()
     manifest_path = out / "manifest.json"
-    manifest = build_manifest("synth", out / "synthetic", manifest_path, folds=2, test_fraction=0.25,
-                              seed=settings.seed, name="demo", cache=False)
+    manifest = build_manifest("synth", out / "synthetic", manifest_path, folds=settings.folds,
+                              test_fraction=settings.test_fraction, seed=settings.split_seed,
+                              name="demo", cache=False)
     report = check_manifests([manifest_path], cache=False)
     if not report.ok:
         raise RuntimeError("demo manifest failed its checks: " + "; ".join(report.problems))
+    test_uids = {str(e.get("study_uid")) for e in manifest["test"]}
+    rows = _ingest_check(out, cohort, None if settings.convert_all else test_uids)
+    lap("ingest+manifest", t0)
+
+    runs = {}
+    train_summaries = {}
+    for kind, cfg in (("seg", settings.seg_config), ("cls", settings.cls_config)):
+        t0 = time.perf_counter()
+        run_dir = out / "runs" / kind
+        train_summaries[kind] = train(kind, manifest_path, 0, run_dir, epochs=settings.epochs, config=cfg,
+                                      device=device, max_minutes=settings.train_minutes)
+        runs[kind] = run_dir
+        lap(f"train_{kind}", t0)
+
+    t0 = time.perf_counter()
+    eval_dir = out / "evaluation"
+    eval_summary = evaluate([runs["seg"], runs["cls"]], manifest_path, eval_dir, n_boot=settings.n_boot,
+                            device=device)
+    lap("evaluate", t0)
+
+    metrics = _headline_metrics(eval_dir / "metrics.json")
     return {
         "out_dir": str(out),
         "manifest": str(manifest_path),
@@ -90,30 +165,87 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
         },
         "cohort": str(out / "synthetic" / "cohort.json"),
         "volumes": str(out / "volumes"),
-        "n_patients": settings.n_patients,
-        "n_studies": len(rows),
-        "synth_seconds": round(synth_seconds, 1),
+        "runs": {k: str(v) for k, v in runs.items()},
+        "train": {k: {"epochs": s["epochs"], "best_metric": s["best_metric"], "best_epoch": s["best_epoch"]}
+                  for k, s in train_summaries.items()},
+        "evaluation": str(eval_dir),
+        "evaluation_files": eval_summary["files"],
+        "metrics": metrics,
+        "n_patients": settings.cohort.n_patients,
+        "n_studies": len(cohort["studies"]),
+        "seconds": seconds,
+        "synth_seconds": seconds["synth"],
         "total_seconds": round(time.perf_counter() - start, 1),
         "studies": rows,
     }
 
 
+def _headline_metrics(metrics_json: Path) -> list[dict[str, Any]]:
+    """Rows (metric, value, 95% CI) of the evaluation's main numbers for the summary table."""
+    import json
+
+    doc = json.loads(metrics_json.read_text(encoding="utf-8"))
+    rows: list[dict[str, Any]] = []
+
+    def add(label: str, m: dict[str, Any] | None) -> None:
+        if m and m.get("value") is not None:
+            rows.append({"metric": label, "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
+
+    ct_any = (doc.get("ct_level") or {}).get("any") or {}
+    for rule in ("consecutive", "seg_volume"):
+        r = ct_any.get(rule) or {}
+        for name in ("roc_auc", "sensitivity", "specificity"):
+            add(f"any / {rule} / {name}", r.get(name))
+    seg_any = (doc.get("segmentation") or {}).get("any") or {}
+    for name in ("dice_nonempty", "dice", "hd95_mm", "abs_volume_error_ml"):
+        add(f"segmentation any / {name}", seg_any.get(name))
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.3f}"
+    return str(v)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """A plain-text table of what the demo read."""
+    """A plain-text account of what the demo did and where each artefact is."""
     keys = ["study", "series_found", "series_read", "shape", "spacing_mm", "tilt_deg", "syntax", "blood_ml", "subtypes"]
     rows = [[str(r[k]) for k in keys] for r in summary["studies"]]
-    widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
+    widths = [max(len(k), *(len(r[i]) for r in rows)) if rows else len(k) for i, k in enumerate(keys)]
     lines = [
         f"ichct demo: {summary['n_patients']} synthetic patients, {summary['n_studies']} studies "
         f"(generated in {summary['synth_seconds']} s, total {summary['total_seconds']} s)",
+        "stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["seconds"].items()),
+        "",
+        f"ingest check ({len(rows)} studies read back through `ichct convert`):",
         "  ".join(k.ljust(w) for k, w in zip(keys, widths)),
     ]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    if summary.get("metrics"):
+        lines += ["", f"held-out evaluation ({summary['manifest_counts']['test']} test studies, patient-level bootstrap 95% CI):"]
+        mw = max(len(m["metric"]) for m in summary["metrics"])
+        for m in summary["metrics"]:
+            lines.append(f"  {m['metric'].ljust(mw)}  {_fmt(m['value'])}  [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]")
     lines += [
-        f"cohort (DICOM, labels, cohort.json, slice_labels.csv): {Path(summary['cohort']).parent}",
-        f"converted HU volumes + sidecars: {summary['volumes']}",
-        "split manifest (checked: no patient in two splits): {manifest} "
+        "",
+        "artefacts:",
+        f"  cohort (DICOM, labels, cohort.json, slice_labels.csv): {Path(summary['cohort']).parent}",
+        f"  converted HU volumes + sidecars: {summary['volumes']}",
+        "  split manifest (checked: no patient in two splits): {manifest} "
         "({training} training studies in {folds} folds, {test} test studies, {patients} patients)".format(
             manifest=summary["manifest"], **summary["manifest_counts"]),
     ]
+    for kind, path in (summary.get("runs") or {}).items():
+        t = summary["train"][kind]
+        lines.append(f"  {kind} training run: {path} ({t['epochs']} epochs, best validation {_fmt(t['best_metric'])} "
+                     f"at epoch {t['best_epoch']})")
+    if summary.get("evaluation"):
+        lines.append(f"  evaluation (metrics.json, report.md, per_case.csv, plots): {summary['evaluation']}")
     return "\n".join(lines)
+
+
+__all__ = ["DemoSettings", "run_demo", "format_summary", "QUICK_SEG_CONFIG", "QUICK_CLS_CONFIG"]
+
