@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.demo_cli",
     "ichct.pipeline.train_cli",
     "ichct.pipeline.evaluate_cli",
+    "ichct.pipeline.bundle_cli",
+    "ichct.pipeline.predict_cli",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE = 0, 1, 2

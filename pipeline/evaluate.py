@@ -162,6 +162,23 @@ def _comparison_markdown(comp: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _where(model: Any) -> str:
+    """The folder a loaded model came from: its bundle, else its run directory."""
+    return str(model.bundle_dir if getattr(model, "bundle_dir", None) is not None else model.run_dir)
+
+
+def _describe(model: Any) -> dict[str, Any]:
+    """``LoadedModel.describe()`` plus, for a bundle, its folder, version and weights sha256."""
+    out = model.describe()
+    if getattr(model, "bundle_dir", None) is not None:
+        from ichct.pipeline.bundle import WEIGHTS, sha256_file
+
+        out["bundle_dir"] = str(model.bundle_dir)
+        out["bundle_version"] = (model.run_config.get("bundle") or {}).get("version")
+        out["weights_sha256"] = sha256_file(Path(model.bundle_dir) / WEIGHTS)
+    return out
+
+
 def _prepare_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists and is not an empty folder; choose another --out")
@@ -180,8 +197,11 @@ def evaluate(
     device: str = "cpu",
     checkpoint: str = "best",
     surface: bool = True,
+    bundles: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
-    """Evaluate one seg and/or one cls run on a manifest split; returns a summary dict.
+    """Evaluate one seg and/or one cls model (run directory or bundle) on a manifest split.
+
+    Returns a summary dict.
 
     Parameters
     ----------
@@ -189,6 +209,9 @@ def evaluate(
         Run directories: at most one per kind, or exactly two of one kind, which are compared
         (the report is that of the first; ``metrics.json["comparisons"]`` holds the paired
         bootstrap differences first - second of the ROC/PR AUC of "any" per rule and of the Dice).
+    bundles
+        Bundle folders (:func:`ichct.pipeline.bundle.load_bundle`), counted after ``runs`` under
+        the same rules; the leakage guard uses each bundle's ``models/train_patients.json``.
     manifest, split, fold
         The split to evaluate (:func:`ichct.pipeline.manifests.load_manifest`, which refuses a
         manifest failing its checks); ``fold`` is needed for ``split="validation"``.
@@ -227,9 +250,13 @@ def evaluate(
             raise ValueError(f"unknown rule(s) {bad}; choose from {RULES}")
     out = Path(out_dir)
     _prepare_out(out)
-    if not runs:
-        raise ValueError("at least one --run is needed")
+    if not runs and not bundles:
+        raise ValueError("at least one --run or --bundle is needed")
     loaded = [load_run(r, device=device, checkpoint=checkpoint) for r in runs]
+    if bundles:
+        from ichct.pipeline.bundle import load_bundle
+
+        loaded += [load_bundle(b, device=device) for b in bundles]
     models: dict[str, Any] = {}
     comparator = None
     if len(loaded) == 2 and loaded[0].kind == loaded[1].kind:
@@ -237,7 +264,7 @@ def evaluate(
     else:
         for m in loaded:
             if m.kind in models:
-                raise ValueError(f"two {m.kind} runs given ({models[m.kind].run_dir}, {m.run_dir}) together with "
+                raise ValueError(f"two {m.kind} models given ({_where(models[m.kind])}, {_where(m)}) together with "
                                  "another run; give one seg and one cls run, or two runs of one kind to compare")
             models[m.kind] = m
     chosen = default_rules(models, rules)
@@ -260,7 +287,7 @@ def evaluate(
         hit = set(keys) & m.train_patient_keys
         if hit:
             overlap |= hit
-            overlap_runs.append(str(m.run_dir))
+            overlap_runs.append(_where(m))
     if overlap and not allow_overlap:
         raise EvaluationOverlapError(sorted(overlap), overlap_runs)
     if overlap:
@@ -295,8 +322,8 @@ def evaluate(
 
     comparisons = _compare(table, _table(comp_rows), keys, chosen, comp_rules, n_boot, seed) if comp_rows else None
 
-    name = "+".join(f"{k}:{Path(m.run_dir).name}" for k, m in sorted(models.items()))
-    model_info = {"name": name, "runs": {k: m.describe() for k, m in models.items()},
+    name = "+".join(f"{k}:{Path(_where(m)).name}" for k, m in sorted(models.items()))
+    model_info = {"name": name, "runs": {k: _describe(m) for k, m in models.items()},
                   "rules": {k: r.to_dict() for k, r in chosen.items()},
                   "device": device, "overlap_patients": sorted(overlap)}
     manifest_info = {"path": str(manifest.resolve()), "sha256": _sha256(manifest), "fold": fold}
@@ -304,7 +331,7 @@ def evaluate(
                            ct_level=ct_level, segmentation=seg, allow_overlap=bool(overlap),
                            n_boot=n_boot, seed=seed)
     if comparisons is not None:
-        comparisons = {"a": str(next(iter(models.values())).run_dir), "b": str(comparator.run_dir),
+        comparisons = {"a": _where(next(iter(models.values()))), "b": _where(comparator),
                        "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
         doc = validate_metrics({**doc, "comparisons": comparisons})
 

@@ -12,7 +12,8 @@ from ichct.pipeline.decision import RULES
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "evaluate", parents=[common], help="evaluate trained models on a manifest split (metrics with bootstrap CIs)",
-        description="Run a seg and/or a cls training run on a split of a manifest (checked before use) and write "
+        description="Run a seg and/or a cls training run (or model bundle) on a split of a manifest (checked "
+                    "before use) and write "
                     "metrics.json, per_case.csv, report.md and PNG plots into OUT (written as a whole: nothing is "
                     "left half-written on error). Patients in a run's train_patients.json are refused unless "
                     "--allow-overlap, in which case the report says so in its first line. Thresholds: "
@@ -22,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     src.add_argument("--run", action="append", default=None, metavar="RUN_DIR",
                      help="training run directory; repeat for one seg and one cls run, or give two runs of one "
                           "kind to compare them (paired bootstrap of AUC / Dice, first minus second)")
-    src.add_argument("--bundle", metavar="BUNDLE_DIR",
-                     help="model bundle (NOT YET SUPPORTED: bundles come later; use --run)")
+    src.add_argument("--bundle", action="append", default=None, metavar="BUNDLE_DIR",
+                     help="model bundle (ichct bundle package/export); repeat like --run. Patients in the bundle's "
+                          "models/train_patients.json are refused like a run's")
     p.add_argument("--manifest", required=True, help="split manifest")
     p.add_argument("--split", default="test", choices=("test", "training", "validation", "all"),
                    help="split to evaluate (default: test)")
@@ -49,10 +51,9 @@ def _usage(args: argparse.Namespace, msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bundle is not None:
-        return _usage(args, "--bundle is not yet supported (model bundles come later); use --run RUN_DIR")
-    if len(args.run) > 2:
-        return _usage(args, "at most two --run (one seg and one cls, or two of one kind to compare)")
+    flag = "--run" if args.run else "--bundle"
+    if len(args.run or args.bundle) > 2:
+        return _usage(args, f"at most two {flag} (one seg and one cls, or two of one kind to compare)")
     if args.bootstrap < 0:
         return _usage(args, "--bootstrap must be >= 0")
     if args.split == "validation" and args.fold is None:
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
             return _usage(args, f"--rules: unknown rule(s) {bad or args.rules!r}; choose from {','.join(RULES)}")
     from ichct.pipeline.evaluate import evaluate
 
-    summary = evaluate(args.run, args.manifest, args.out, split=args.split, fold=args.fold, n_boot=args.bootstrap,
+    summary = evaluate(args.run or [], args.manifest, args.out, split=args.split, fold=args.fold, n_boot=args.bootstrap,
                        rules=rules, seed=args.seed, allow_overlap=args.allow_overlap, device=args.device,
-                       checkpoint=args.checkpoint)
+                       checkpoint=args.checkpoint, bundles=args.bundle or [])
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

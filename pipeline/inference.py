@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class LoadedModel:
     device: torch.device
     checkpoint: str
     epoch: int | None = None
+    bundle_dir: Path | None = None  # set by ichct.pipeline.bundle.load_bundle (run_dir is then its models/)
 
     @property
     def train_patient_keys(self) -> set[str]:
@@ -82,6 +84,10 @@ class StudyPrediction:
     the preprocessed map per class (``"any"`` and, for 6-class models, each subtype),
     ``volumes_ml_original`` those of the original-grid map. ``scores[rule][subtype]`` and
     ``decisions[rule][subtype] = {"score", "threshold", "positive"}`` per decision rule.
+    ``ingest_info`` is the reader's sidecar for DICOM input (series, selection, tilt, gaps,
+    warnings; ``None`` for NIfTI), ``timings_s`` the seconds spent per stage: ``read``,
+    ``preprocess`` (both models' transforms), ``seg`` (sliding window + inversion), ``cls``
+    and ``decide``. ``hu_volume`` is the loaded ``(X, Y, Z)`` HU image, kept only on request.
     """
 
     image: str
@@ -98,6 +104,9 @@ class StudyPrediction:
     volumes_ml_original: dict[str, float] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     decisions: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    ingest_info: dict[str, Any] | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    hu_volume: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,17 +249,31 @@ def load_image(image_path: str | Path):
 # --------------------------------------------------------------------------------------------
 
 
+def _add_time(timings: dict[str, float] | None, key: str, t0: float) -> float:
+    """Add the seconds since ``t0`` to ``timings[key]`` (when timings are collected); return now."""
+    now = time.perf_counter()
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + (now - t0)
+    return now
+
+
 @torch.no_grad()
-def _predict_cls(model: LoadedModel, img: Any) -> np.ndarray:
+def _predict_cls(model: LoadedModel, img: Any, timings: dict[str, float] | None = None) -> np.ndarray:
+    t0 = time.perf_counter()
     data = cls_eval_transforms(model.config)({"image": _fresh(img)})
     x = torch.as_tensor(data["image"], dtype=torch.float32).to(model.device)[None]  # (1, C, H, W, S)
+    _add_time(timings, "preprocess", t0)
+    t0 = time.perf_counter()
     out = model.network(x)
     logits = out["logits"] if isinstance(out, Mapping) else out
-    return torch.sigmoid(logits.float())[0].cpu().numpy().astype(np.float64)  # (S, 6)
+    probs = torch.sigmoid(logits.float())[0].cpu().numpy().astype(np.float64)  # (S, 6)
+    _add_time(timings, "cls", t0)
+    return probs
 
 
 @torch.no_grad()
-def _predict_seg(model: LoadedModel, img: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _predict_seg(model: LoadedModel, img: Any,
+                 timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(label map on the preprocessed grid, its affine, label map on the original grid)."""
     from monai.data import MetaTensor
     from monai.transforms import Invertd
@@ -258,30 +281,37 @@ def _predict_seg(model: LoadedModel, img: Any) -> tuple[np.ndarray, np.ndarray, 
     from ichct.networks import sliding_window_predict
 
     cfg = model.config
+    t0 = time.perf_counter()
     pre = seg_eval_transforms(cfg)
     data = pre({"image": _fresh(img)})
     image = data["image"]
+    t0 = _add_time(timings, "preprocess", t0)
     logits = sliding_window_predict(model.network, image.as_tensor().to(model.device),
                                     roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg.get("sw_batch_size", 2)),
                                     overlap=float(cfg.get("sw_overlap", 0.25)), mode="gaussian")
     labels = torch.argmax(logits.float(), dim=0, keepdim=True).to(torch.float32).cpu()  # (1, X', Y', Z')
     affine_pre = np.asarray(image.affine, dtype=np.float64)
-    data["pred"] = MetaTensor(labels, affine=image.affine.clone())
-    inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True)
-    back = inv(data)["pred"]
-    orig = np.rint(np.asarray(back)[0]).astype(np.uint8)
     shape = tuple(int(s) for s in img.shape[1:])
+    if not bool(labels.any()):  # nothing found: the nearest-neighbour inverse of zeros is zeros, skip resampling
+        orig = np.zeros(shape, dtype=np.uint8)
+    else:
+        data["pred"] = MetaTensor(labels, affine=image.affine.clone())
+        inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True)
+        back = inv(data)["pred"]
+        orig = np.rint(np.asarray(back)[0]).astype(np.uint8)
     if orig.shape != shape:
         raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
+    _add_time(timings, "seg", t0)
     return labels[0].numpy().astype(np.uint8), affine_pre, orig
 
 
 def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Path,
-                  rules: Mapping[str, DecisionRule] | None = None) -> StudyPrediction:
+                  rules: Mapping[str, DecisionRule] | None = None, keep_image: bool = False) -> StudyPrediction:
     """Predict one study with a classifier (``models["cls"]``) and/or a segmenter (``models["seg"]``).
 
     ``rules`` (default :func:`default_rules`) are applied when their input exists: slice rules
-    need the classifier, ``seg_volume`` the segmenter.
+    need the classifier, ``seg_volume`` the segmenter. ``keep_image`` keeps the loaded HU volume
+    in ``hu_volume`` (for overlays).
     """
     cls, seg = models.get("cls"), models.get("seg")
     if cls is None and seg is None:
@@ -291,24 +321,31 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
             raise ValueError(f"models[{key!r}] is a {m.kind} run ({m.run_dir})")
     if rules is None:
         rules = default_rules(models)
+    timings: dict[str, float] = {"read": 0.0, "preprocess": 0.0, "seg": 0.0, "cls": 0.0, "decide": 0.0}
+    t0 = time.perf_counter()
     img = load_image(image_path)
+    _add_time(timings, "read", t0)
     shape = tuple(int(s) for s in img.shape[1:])
     pred = StudyPrediction(image=str(image_path), original_shape=shape,
-                           original_affine=np.asarray(img.affine, dtype=np.float64), n_slices=int(shape[-1]))
+                           original_affine=np.asarray(img.affine, dtype=np.float64), n_slices=int(shape[-1]),
+                           ingest_info=_ingest_info(img), timings_s=timings)
+    if keep_image:
+        pred.hu_volume = np.asarray(img.as_tensor()[0].numpy(), dtype=np.float32)
     if cls is not None:
-        probs = _predict_cls(cls, img)
+        probs = _predict_cls(cls, img, timings)
         if probs.shape != (pred.n_slices, len(SUBTYPES)):
             raise RuntimeError(f"classifier gave {probs.shape} slice probabilities for {pred.n_slices} slices")
         pred.slice_probs = probs
     if seg is not None:
         k = int(seg.config["num_classes"])
-        lab_pre, aff_pre, lab_orig = _predict_seg(seg, img)
+        lab_pre, aff_pre, lab_orig = _predict_seg(seg, img, timings)
         pred.seg_preprocessed, pred.seg_preprocessed_affine, pred.seg_original = lab_pre, aff_pre, lab_orig
         pred.num_seg_classes = k
         pred.seg_spacing_mm = tuple(float(s) for s in seg.config["spacing_mm"])
         pred.volumes_ml = segmentation_volumes(lab_pre, voxel_volume_ml(pred.seg_spacing_mm), num_classes=k)
         sp_orig = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
         pred.volumes_ml_original = segmentation_volumes(lab_orig, voxel_volume_ml(sp_orig), num_classes=k)
+    t0 = time.perf_counter()
     for name, rule in rules.items():
         if name == "seg_volume" or rule.name == "seg_volume":
             if pred.seg_preprocessed is None:
@@ -321,4 +358,13 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
             kw = {"slice_probs": pred.slice_probs}
         pred.scores[name] = ct_scores(rule, **kw)
         pred.decisions[name] = decide(rule, **kw)
+    _add_time(timings, "decide", t0)
     return pred
+
+
+def _ingest_info(img: Any) -> dict[str, Any] | None:
+    """The DICOM reader's sidecar carried in the loaded image's meta (``None`` for NIfTI input)."""
+    raw = getattr(img, "meta", {}).get("ichct_ingest")
+    if not raw:
+        return None
+    return json.loads(raw) if isinstance(raw, str) else dict(raw)

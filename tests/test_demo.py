@@ -7,13 +7,26 @@ import json
 import nibabel as nib
 import numpy as np
 
+import contextlib
+import io
+
+import pytest
+
 from ichct.pipeline.cli import main
 
 
-def test_demo_quick_writes_cohort_and_reads_every_study(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--workers", "1"]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`ichct demo --quick` run once: (output folder, what it printed)."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["demo", "--quick", "--out", str(out), "--workers", "1"]) == 0
+    return out, buf.getvalue()
+
+
+def test_demo_quick_writes_cohort_and_reads_every_study(demo):
+    out, printed = demo
     cohort = json.loads((out / "synthetic" / "cohort.json").read_text())
     studies = cohort["studies"]
     assert len(studies) >= 3
@@ -39,3 +52,32 @@ def test_demo_quick_writes_cohort_and_reads_every_study(tmp_path, capsys):
         else:
             assert not blood.any()
         assert study["study_uid"][-10:] in printed
+
+
+def test_demo_quick_trains_evaluates_packages_and_predicts(demo):
+    """The later stages of the demo: runs, held-out evaluation, verified bundles, a predict report."""
+    from ichct.pipeline.bundle_verify import verify_bundle
+
+    out, printed = demo
+    manifest = json.loads((out / "manifest.json").read_text())
+    test_keys = {e["patient_key"] for e in manifest["test"]}
+    for kind in ("seg", "cls"):
+        run = out / "runs" / kind
+        assert (run / "best.pt").is_file() and (run / "thresholds.json").is_file()
+        assert test_keys.isdisjoint(json.loads((run / "train_patients.json").read_text())["patient_keys"])
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n_studies"] == len(manifest["test"])
+    assert set(metrics["model"]["runs"]) == {"seg", "cls"}
+    for name in ("ich_ct_segmentation", "ich_ct_classification"):
+        bundle = out / "bundles" / name
+        assert all(r.ok for r in verify_bundle(bundle)), name
+        assert json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+        assert str(bundle) in printed
+    predict_dirs = list((out / "predict").iterdir())
+    assert len(predict_dirs) == 1
+    report = json.loads((predict_dirs[0] / "report.json").read_text())
+    assert report["findings"]["any"]["call"] in (True, False)
+    for name in ("mask.nii.gz", "seg.dcm"):
+        assert (predict_dirs[0] / name).is_file()
+    assert any(p.suffix == ".png" for p in (predict_dirs[0] / "overlays").iterdir())
+    assert "held-out evaluation" in printed and "roc_auc" in printed

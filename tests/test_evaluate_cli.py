@@ -81,13 +81,13 @@ def test_usage_errors(setup, run_cli, tmp_path):
     assert run_cli("evaluate", "--manifest", m, "--out", out).code == 2  # neither --run nor --bundle
     assert run_cli("evaluate", "--run", setup["cls"], "--out", out).code == 2  # no --manifest
     assert run_cli("evaluate", "--run", setup["cls"], "--bundle", out, "--manifest", m, "--out", out).code == 2
-    r = run_cli("evaluate", "--bundle", tmp_path, "--manifest", m, "--out", out)
-    assert r.code == 2 and "not yet supported" in r.err
+    r = run_cli("evaluate", "--bundle", tmp_path, "--manifest", m, "--out", out)  # --bundle: tests/test_bundle.py
+    assert r.code == 1 and "run_config.json" in r.err
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--rules", "vote").code == 2
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--bootstrap", "-1").code == 2
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--split", "validation").code == 2
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--split", "dev").code == 2
-    assert "not yet supported" in " ".join(run_cli("evaluate", "--help").out.split()).lower()
+    assert "model bundle" in " ".join(run_cli("evaluate", "--help").out.split()).lower()
     assert run_cli("evaluate", "--run", setup["cls"], "--run", setup["cls"], "--run", setup["seg"],
                    "--manifest", m, "--out", out).code == 2
     # data errors: a rule whose model is missing, a folder that is not a run

@@ -1,0 +1,353 @@
+"""MONAI model bundles of ichct models: :func:`load_bundle` and :func:`package_bundle`.
+
+A bundle folder (model-zoo layout)::
+
+    configs/  metadata.json inference.json train.json evaluate.json multi_gpu_train.json logging.conf
+    docs/     README.md data_license.txt evaluation/ (metrics.json, report.md, plots) training/metrics.csv
+    models/   model.pt (a plain state dict) run_config.json thresholds.json train_patients.json
+    LICENSE   large_files.yml
+
+``models/run_config.json`` is the training run's ``config.json`` (manifest path relative to the
+bundle) plus a ``bundle`` section; every config is generated from it by
+:func:`ichct.pipeline.bundle_configs.bundle_configs`. ``load_bundle`` returns the same
+:class:`~ichct.pipeline.inference.LoadedModel` as ``load_run``, so ``evaluate`` and ``predict``
+use a bundle exactly like a run directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ichct.pipeline.atomic import write_json_atomic
+from ichct.pipeline.inference import LoadedModel
+
+logger = logging.getLogger("ichct.bundle")
+
+__all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "package_bundle", "sha256_file",
+           "write_bundle_files", "default_bundle_name", "MAX_COMMITTED_WEIGHTS_MB"]
+
+CONFIG_FILES = ("configs/inference.json", "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json")
+WEIGHTS = "models/model.pt"
+REQUIRED_FILES = ("configs/metadata.json", *CONFIG_FILES, "configs/logging.conf", "docs/README.md",
+                  "docs/data_license.txt", "LICENSE", "large_files.yml", WEIGHTS, "models/run_config.json",
+                  "models/thresholds.json", "models/train_patients.json")
+MAX_COMMITTED_WEIGHTS_MB = 20.0
+_PIXEL_PLUGINS = ("pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle")
+
+
+def default_bundle_name(kind: str) -> str:
+    """Folder name of the default bundle of a model kind."""
+    return {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}[kind]
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The model state dict of a plain state dict or a training checkpoint (``{"model": ...}``)."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: not a model state dict (or a checkpoint with a 'model' entry)")
+    return dict(obj)
+
+
+def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
+    """Load an ichct bundle as a :class:`~ichct.pipeline.inference.LoadedModel`.
+
+    The network is rebuilt from ``models/run_config.json`` (training's constructor) and
+    ``models/model.pt`` is loaded with ``torch.load(..., weights_only=True)``; the decision rule
+    comes from ``models/thresholds.json``. ``run_dir`` of the result is the bundle's ``models/``
+    folder, so ``train_patient_keys`` reads ``models/train_patients.json``; ``bundle_dir`` is the
+    bundle.
+
+    Raises
+    ------
+    NotADirectoryError, FileNotFoundError
+        Not a folder, or a file is missing.
+    ValueError
+        A config or weights that do not fit.
+    """
+    from ichct.pipeline.decision import DecisionRule
+    from ichct.pipeline.inference import _build_network
+
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a bundle directory")
+    models = root / "models"
+    rc_path = models / "run_config.json"
+    if not rc_path.is_file():
+        raise FileNotFoundError(f"{rc_path}: missing (not an ichct bundle?)")
+    try:
+        run_config = json.loads(rc_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{rc_path}: not valid JSON: {exc}") from exc
+    kind = run_config.get("kind")
+    if kind not in ("seg", "cls") or not isinstance(run_config.get("config"), Mapping):
+        raise ValueError(f"{rc_path}: needs kind 'seg' or 'cls' and the training 'config'")
+    weights = root / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing")
+    dev = torch.device(device)
+    try:
+        state = _state_dict(torch.load(weights, map_location=dev, weights_only=True), weights)
+    except (RuntimeError, EOFError) as exc:
+        raise ValueError(f"{weights}: unreadable weights: {exc}") from exc
+    cfg = dict(run_config["config"])
+    net = _build_network(kind, cfg)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{weights}: weights do not fit the network of {rc_path}: {exc}") from exc
+    net.to(dev).eval()
+    th = models / "thresholds.json"
+    rule = DecisionRule.load(th) if th.is_file() else None
+    if rule is None:
+        logger.warning("%s: no thresholds.json; CT-level calls of this bundle use default thresholds", root)
+    epoch = (run_config.get("bundle") or {}).get("epoch")
+    return LoadedModel(kind=kind, run_dir=models.resolve(), run_config=run_config, config=cfg, network=net, rule=rule,
+                       device=dev, checkpoint=WEIGHTS, epoch=None if epoch is None else int(epoch),
+                       bundle_dir=root.resolve())
+
+
+# --------------------------------------------------------------------------------------------
+# Packaging a training run
+# --------------------------------------------------------------------------------------------
+
+
+def _training_summary(run: Path, kind: str, ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    from ichct.pipeline.train import KEY_METRIC
+
+    rows: list[dict[str, str]] = []
+    if (run / "metrics.csv").is_file():
+        with open(run / "metrics.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    best = ckpt.get("best_metric")
+    return {"epochs": int(rows[-1]["epoch"]) if rows else ckpt.get("epoch"),
+            "train_s": round(float(rows[-1]["time_s"])) if rows and rows[-1].get("time_s") else None,
+            "best_epoch": ckpt.get("best_epoch", ckpt.get("epoch")), "key_metric": KEY_METRIC[kind],
+            "best_metric": None if best is None else float(best)}
+
+
+def _required_packages(configs: Mapping[str, Any], exported: bool) -> dict[str, str]:
+    import ichct
+    from ichct.pipeline.bundle_code import config_modules, installed_versions, module_closure, third_party
+
+    req = third_party(module_closure(config_modules(configs.values())))
+    installed = installed_versions()
+    if "pydicom" in req:  # compressed DICOM pixel data is decoded through pydicom's plugins
+        req.update({p: installed[p] for p in _PIXEL_PLUGINS if p in installed})
+    if "fire" in installed:  # the `python -m monai.bundle` entry point
+        req["fire"] = installed["fire"]
+    if not exported:
+        req["ichct"] = ichct.__version__
+    return dict(sorted(req.items(), key=lambda kv: kv[0].lower()))
+
+
+def _large_files(weights_sha: str, size_mb: float) -> str:
+    return (f"# Model weights of this bundle ({size_mb:.2f} MB). Weights over "
+            f"{MAX_COMMITTED_WEIGHTS_MB:g} MB are never committed to git: publish them elsewhere, put the\n"
+            "# address in `url` and fetch them with `python -m monai.bundle download_large_files --bundle_path .`.\n"
+            "# With the file present, that command only checks its hash.\n"
+            "large_files:\n"
+            f"  - path: \"{WEIGHTS}\"\n"
+            "    url: \"\"\n"
+            f"    hash_val: \"{weights_sha}\"\n"
+            "    hash_type: \"sha256\"\n")
+
+
+def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Mapping[str, Any] | None,
+                       exported: bool = False) -> None:
+    """Write configs, metadata, docs, LICENSE and ``large_files.yml`` of a bundle whose ``models/`` exists.
+
+    Parameters
+    ----------
+    root
+        The bundle folder (``models/model.pt`` written already).
+    run_config
+        ``models/run_config.json``: the run's config plus the ``bundle`` section (``name``,
+        ``display_name``, ``version``, ``changelog``, ``training`` summary).
+    evaluation
+        ``metrics.json`` of the bundle's evaluation, or None.
+    exported
+        Configs import the code from ``scripts/`` (``ichct bundle export``) instead of ``ichct``.
+    """
+    import monai
+    import numpy
+
+    from ichct.pipeline.bundle_code import rewrite_config
+    from ichct.pipeline.bundle_configs import LOGGING_CONF, bundle_configs
+    from ichct.pipeline.bundle_docs import DATA_LICENSE, apache_license, bundle_metadata, bundle_readme
+
+    info = dict(run_config.get("bundle") or {})
+    info.setdefault("name", root.resolve().name)
+    info.setdefault("version", "0.1.0")
+    info.setdefault("changelog", {info["version"]: "initial release"})
+    configs = bundle_configs(run_config)
+    required = _required_packages(configs, exported)
+    if exported:
+        configs = {k: rewrite_config(v) for k, v in configs.items()}
+    versions = {"monai": monai.__version__, "torch": torch.__version__.split("+")[0], "numpy": numpy.__version__}
+    meta = bundle_metadata(run_config, version=info["version"], changelog=info["changelog"], versions=versions,
+                           required_packages=required, name=info.get("display_name"), evaluation=evaluation)
+    for sub in ("configs", "docs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / "configs" / "metadata.json", meta)
+    for key, cfg in configs.items():
+        write_json_atomic(root / "configs" / f"{key}.json", cfg)
+    (root / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
+    (root / "docs" / "README.md").write_text(
+        bundle_readme(run_config, meta, bundle_name=info["name"], training=info.get("training") or {},
+                      metrics=evaluation), encoding="utf-8")
+    (root / "docs" / "data_license.txt").write_text(DATA_LICENSE, encoding="utf-8")
+    (root / "LICENSE").write_text(apache_license(), encoding="utf-8")
+    weights = root / WEIGHTS
+    (root / "large_files.yml").write_text(_large_files(sha256_file(weights), weights.stat().st_size / 2**20),
+                                          encoding="utf-8")
+
+
+def _new_folder(dest: Path) -> Path:
+    """A temporary folder beside ``dest`` with the usual permissions (``mkdtemp`` makes it 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+def _swap_in(tmp: Path, dest: Path, force: bool) -> None:
+    """Rename the finished ``tmp`` folder onto ``dest`` (replacing it only with ``force``)."""
+    if dest.exists():
+        if not force and (not dest.is_dir() or any(dest.iterdir())):
+            raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
+def _check_evaluation(eval_dir: Path, kind: str, weights_sha: str) -> dict[str, Any]:
+    mpath = eval_dir / "metrics.json"
+    if not mpath.is_file():
+        raise FileNotFoundError(f"{mpath}: missing (run `ichct evaluate --bundle BUNDLE ... --out {eval_dir}` first)")
+    metrics = json.loads(mpath.read_text(encoding="utf-8"))
+    runs = (metrics.get("model") or {}).get("runs") or {}
+    got = (runs.get(kind) or {}).get("weights_sha256")
+    if got != weights_sha:
+        raise ValueError(f"{mpath}: evaluates other weights than this run's best checkpoint "
+                         f"(weights sha256 {got} vs {weights_sha}); evaluate the bundle made from this run")
+    if metrics.get("allow_overlap"):
+        raise ValueError(f"{mpath}: evaluated on training patients (--allow-overlap); not a valid performance report")
+    return metrics
+
+
+def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | None = None, version: str = "0.1.0",
+                   changelog: Mapping[str, str] | None = None, evaluation: str | Path | None = None,
+                   force: bool = False, checkpoint: str = "best") -> dict[str, Any]:
+    """Turn a training run (``ichct train``) into a bundle folder.
+
+    Parameters
+    ----------
+    run_dir
+        The run: ``config.json``, ``best.pt`` (or ``last.pt``), ``thresholds.json``,
+        ``train_patients.json``, ``metrics.csv``.
+    bundle_dir
+        The bundle folder to write (must not exist or be empty unless ``force``). Written into a
+        temporary folder beside it and renamed at the end: nothing partial is ever left.
+    name
+        Display name in ``metadata.json`` (default by model kind).
+    version, changelog
+        Semantic version and ``{version: change}`` (default: an "initial release" entry).
+    evaluation
+        Folder written by ``ichct evaluate --bundle`` for a bundle of this run's weights: its
+        numbers go into ``metadata.json`` and ``docs/README.md``, and ``metrics.json``,
+        ``report.md`` and plots are kept in ``docs/evaluation/``.
+    force
+        Replace an existing bundle folder.
+    checkpoint
+        ``"best"`` or ``"last"``.
+
+    Returns
+    -------
+    dict
+        Summary (paths, weights sha256 and size).
+    """
+    from ichct.pipeline.inference import load_run
+
+    run = Path(run_dir)
+    dest = Path(bundle_dir)
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise ValueError(f"version must be semantic (MAJOR.MINOR.PATCH), got {version!r}")
+    model = load_run(run, device="cpu", checkpoint=checkpoint)  # validates config.json and the weights
+    for need in ("thresholds.json", "train_patients.json"):
+        if not (run / need).is_file():
+            raise FileNotFoundError(f"{run / need}: missing; a bundle needs it")
+    ckpt = torch.load(run / f"{checkpoint}.pt", map_location="cpu", weights_only=True)
+    state = _state_dict(ckpt, run / f"{checkpoint}.pt")
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    weights_bytes = buf.getvalue()
+    weights_sha = hashlib.sha256(weights_bytes).hexdigest()
+    metrics = _check_evaluation(Path(evaluation), model.kind, weights_sha) if evaluation is not None else None
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):
+        raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
+    tmp = _new_folder(dest)
+    try:
+        models = tmp / "models"
+        models.mkdir()
+        (models / "model.pt").write_bytes(weights_bytes)
+        for f in ("thresholds.json", "train_patients.json"):
+            shutil.copyfile(run / f, models / f)
+        rc = dict(model.run_config)
+        if rc.get("manifest"):
+            rc["manifest"] = os.path.relpath(Path(rc["manifest"]).resolve(), dest.resolve()).replace(os.sep, "/")
+        rc["bundle"] = {"name": dest.name, "display_name": name, "version": version,
+                        "changelog": dict(changelog or {version: "initial release: trained on the synthetic default "
+                                                                 "cohort"}),
+                        "source_run": run.resolve().name, "checkpoint": checkpoint, "epoch": model.epoch,
+                        "weights_sha256": weights_sha, "training": _training_summary(run, model.kind, ckpt)}
+        write_json_atomic(models / "run_config.json", rc)
+        if (run / "metrics.csv").is_file():
+            (tmp / "docs" / "training").mkdir(parents=True)
+            shutil.copyfile(run / "metrics.csv", tmp / "docs" / "training" / "metrics.csv")
+        if metrics is not None:
+            ev = tmp / "docs" / "evaluation"
+            ev.mkdir(parents=True)
+            for f in sorted(Path(evaluation).iterdir()):  # type: ignore[arg-type]
+                if f.is_file() and (f.suffix in (".png", ".md") or f.name == "metrics.json"):
+                    shutil.copyfile(f, ev / f.name)
+        write_bundle_files(tmp, rc, metrics)
+        _swap_in(tmp, dest, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size_mb = len(weights_bytes) / 2**20
+    if size_mb > MAX_COMMITTED_WEIGHTS_MB:
+        logger.warning("%s: weights are %.1f MB (> %g MB): do not commit them; see large_files.yml",
+                       dest / WEIGHTS, size_mb, MAX_COMMITTED_WEIGHTS_MB)
+    return {"bundle_dir": str(dest), "kind": model.kind, "version": version, "weights_sha256": weights_sha,
+            "weights_mb": round(size_mb, 3), "evaluation": None if metrics is None else str(evaluation)}

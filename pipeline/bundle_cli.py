@@ -1,0 +1,78 @@
+"""``ichct bundle package|verify|export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("bundle", parents=[common], help="MONAI model bundles: package, verify, export",
+                              description="MONAI model bundles (model-zoo layout) of ichct models.")
+    sub = p.add_subparsers(dest="bundle_command", metavar="ACTION")
+    sub.required = True
+
+    pk = sub.add_parser("package", parents=[common], help="turn a training run into a bundle folder",
+                        description="Write a bundle folder from a training run (ichct train): weights of best.pt as "
+                                    "models/model.pt, the run's config, thresholds and training patients, every "
+                                    "config generated from the run's config, metadata, docs and license.")
+    pk.add_argument("run_dir", help="training run directory")
+    pk.add_argument("bundle_dir", help="bundle folder to write (must not exist or be empty unless --force)")
+    pk.add_argument("--name", default=None, help="display name in metadata.json (default by model kind)")
+    pk.add_argument("--version", default="0.1.0", help="semantic version of the bundle (default: 0.1.0)")
+    pk.add_argument("--evaluation", default=None, metavar="EVAL_DIR",
+                    help="output of `ichct evaluate --bundle` for these weights: its numbers go into the docs and "
+                         "metadata, metrics.json and report.md into docs/evaluation/")
+    pk.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    pk.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    pk.set_defaults(func=run_package)
+
+    vf = sub.add_parser("verify", parents=[common], help="run every bundle check; exit 1 on any failure",
+                        description="Check a bundle: required files, metadata schema, config parse of every config, "
+                                    "network input/output, weights (weights_only=True), large_files.yml, load_bundle. "
+                                    "Prints a pass/fail table.")
+    vf.add_argument("bundle_dir")
+    vf.add_argument("--schema", default=None, metavar="PATH",
+                    help="metadata JSON Schema (default: the copy shipped with ichct)")
+    vf.add_argument("--json", action="store_true", help="print the results as JSON")
+    vf.set_defaults(func=run_verify)
+
+    ex = sub.add_parser("export", parents=[common], help="self-contained zoo folder or zip (runs without ichct)",
+                        description="Copy a bundle with the ichct code its configs need vendored into scripts/ and the "
+                                    "configs rewritten to use it, so it runs with MONAI and the packages its "
+                                    "metadata lists, without ichct.")
+    ex.add_argument("bundle_dir")
+    ex.add_argument("dest", help="output folder (or zip file with --zip)")
+    ex.add_argument("--zip", action="store_true", help="write a zip file")
+    ex.add_argument("--weights", default=None, metavar="RUN_DIR/best.pt",
+                    help="ship these weights (a checkpoint of a run with the same network and preprocessing)")
+    ex.set_defaults(func=run_export)
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from ichct.pipeline.bundle import package_bundle
+
+    summary = package_bundle(args.run_dir, args.bundle_dir, name=args.name, version=args.version,
+                             evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint)
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ichct.pipeline.bundle_verify import format_table, verify_bundle
+
+    results = verify_bundle(args.bundle_dir, schema=args.schema)
+    if args.json:
+        sys.stdout.write(json.dumps([r.__dict__ for r in results], indent=2) + "\n")
+    else:
+        sys.stdout.write(format_table(results) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ichct.pipeline.bundle_export import export_bundle
+
+    summary = export_bundle(args.bundle_dir, args.dest, zip_file=args.zip, weights=args.weights)
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0

@@ -1,0 +1,457 @@
+"""``predict(...)``: one study (DICOM folder or NIfTI) -> mask, DICOM SEG, report and overlays.
+
+Inference goes through :func:`ichct.pipeline.inference.predict_study`, the code path that
+``ichct evaluate`` uses, so a prediction is exactly what the evaluation measured. ``OUT_DIR`` gets:
+
+* ``mask.nii.gz``: the label map on the ORIGINAL series grid (the grid and NIfTI conventions of
+  ``ichct convert``: same shape and RAS affine, qform + sform, sform only for a sheared affine),
+  so it overlays the source in any viewer (segmentation model only);
+* ``seg.dcm``: a DICOM Segmentation referencing the source instances (:mod:`.seg_dicom`; DICOM
+  input and a segmentation model only; the report says why when it is skipped);
+* ``report.json``: findings per label under the chosen rule, volumes, ABC/2, models, thresholds,
+  the series used and why, reader warnings, time per stage (:mod:`.report_schema`, validated
+  before writing; no patient name, ID or birth date);
+* ``overlays/``: key slices in the brain window with the mask outlined and the per-slice
+  probability plot (:mod:`.overlays`).
+
+Everything is written into a temporary folder beside ``OUT_DIR`` and renamed at the end: an error
+(non-CT input, an empty folder, a corrupt series) leaves nothing behind. An existing non-empty
+``OUT_DIR`` is refused unless ``overwrite=True``.
+
+:func:`predict_batch` runs a CSV list of studies (one sub-folder each and ``summary.csv``); a
+failing study is recorded with its error and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ichct.pipeline.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.decision import RULES, SLICE_RULES, SUBTYPES
+
+logger = logging.getLogger("ichct.predict")
+
+__all__ = ["predict", "predict_batch", "normalise_models", "choose_rule", "write_label_nifti", "DISCLAIMER"]
+
+DISCLAIMER = "ichct is a research tool, not a medical device; do not use this report for diagnosis."
+SUMMARY_COLUMNS = ("id", "path", "status", "error", "rule", "call_any", "score_any", "volume_ml_any", "series_uid",
+                   "n_slices", "seconds", "out_dir")
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+
+
+def normalise_models(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+    """``{"seg": LoadedModel, "cls": LoadedModel}`` from a mapping or a list of loaded models.
+
+    Raises ``ValueError`` for no model, two models of one kind, or a model under the wrong key.
+    """
+    if isinstance(models, Mapping):
+        out = {k: m for k, m in models.items() if m is not None}
+        for key, m in out.items():
+            if key not in ("seg", "cls") or m.kind != key:
+                raise ValueError(f"models[{key!r}] holds a {m.kind} model ({m.run_dir})")
+    else:
+        out = {}
+        for m in models:
+            if m.kind in out:
+                raise ValueError(f"two {m.kind} models given ({out[m.kind].run_dir}, {m.run_dir}); give at most one "
+                                 "segmentation and one classification model")
+            out[m.kind] = m
+    if not out:
+        raise ValueError("predict needs a segmentation and/or a classification model (--run or --bundle)")
+    return out
+
+
+def choose_rule(models: Mapping[str, Any], rule: str | None) -> tuple[str, Any]:
+    """The decision rule ``(name, DecisionRule)``; default ``consecutive`` with a classifier, else
+    ``seg_volume``. Thresholds come from the models (:func:`ichct.pipeline.inference.default_rules`)."""
+    from ichct.pipeline.inference import default_rules
+
+    name = rule or ("consecutive" if "cls" in models else "seg_volume")
+    if name not in RULES:
+        raise ValueError(f"unknown rule {name!r}; choose from {', '.join(RULES)}")
+    available = default_rules(models)
+    if name not in available:
+        need = "a classification" if name in SLICE_RULES else "a segmentation"
+        raise ValueError(f"rule {name!r} needs {need} model, which was not given")
+    return name, available[name]
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out}: exists and is not empty; choose another output folder or pass --overwrite")
+
+
+def _is_dicom_input(path: Path) -> bool:
+    from ichct.transforms.loading import is_dicom_path
+
+    return is_dicom_path(path)
+
+
+def _input_format(path: Path, dicom: bool) -> str:
+    """``dicom``, ``nifti`` or ``image`` (another format MONAI reads)."""
+    if dicom:
+        return "dicom"
+    return "nifti" if path.name.lower().endswith((".nii", ".nii.gz")) else "image"
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+
+def write_label_nifti(labels: np.ndarray, affine_ras: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 label map with the NIfTI conventions of ``ichct convert`` (qform and sform
+    code 1; a sheared affine as sform only, qform code 0)."""
+    import nibabel as nib
+
+    from ichct.pipeline.ingest import _is_orthogonal
+
+    affine = np.asarray(affine_ras, dtype=np.float64)
+    img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine)
+    img.header.set_data_dtype(np.uint8)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = b"ichct hemorrhage labels"
+    img.header["intent_name"] = b"labels"
+    if _is_orthogonal(affine):
+        img.set_qform(affine, code=1)
+    else:
+        img.set_qform(None, code=0)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+    return Path(path)
+
+
+def _series_section(info: Mapping[str, Any] | None, groups: Sequence[Any] | None, chosen: Any | None) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    candidates = []
+    for g in groups or []:
+        s = g.summary()
+        candidates.append({"series_uid": s["series_uid"], "series_number": s["series_number"],
+                           "description": s["description"], "modality": s["modality"], "plane": s["plane"],
+                           "n_slices": s["n_slices"], "slice_thickness_mm": s["slice_thickness_mm"],
+                           "kernel": s["kernel"], "kernel_class": s["kernel_class"],
+                           "chosen": chosen is not None and g.group_id == chosen.group_id,
+                           "excluded_reason": s["excluded_reason"]})
+    keys = ("series_number", "modality", "manufacturer", "kernel", "slice_thickness_mm", "slice_spacing_mm",
+            "pixel_spacing_mm", "slice_count", "source_file_count", "transfer_syntax", "tilt", "spacing_uniform",
+            "gaps", "missing_slices", "resampled_to_uniform_spacing", "duplicates", "skipped_files")
+    return {"series_uid": info["series_uid"], "study_uid": info.get("study_uid"),
+            "description": info.get("series_description"), "selection": info.get("selection", ""),
+            "patient_key": info.get("patient_key"), **{k: info.get(k) for k in keys}, "candidates": candidates}
+
+
+def _model_id(model: Any) -> str:
+    """A short name of a loaded model: its bundle's or run folder's name."""
+    return Path(getattr(model, "bundle_dir", None) or model.run_dir).name
+
+
+def _rule_section(name: str, rule: Any) -> dict[str, Any]:
+    d = rule.to_dict()
+    d["name"] = name
+    return d
+
+
+def _write_overlays(folder: Path, pred: Any, findings: Mapping[str, Any], rule_name: str, rule: Any,
+                    models: Mapping[str, Any]) -> list[str]:
+    from ichct.pipeline.overlays import key_slices, write_key_slice, write_probability_plot
+    from ichct.pipeline.seg_dicom import segment_labels
+
+    folder.mkdir()
+    written: list[str] = []
+    spacing = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
+    names: dict[int, str] = {}
+    if pred.seg_original is not None:
+        names = {i: n for i, n in enumerate(segment_labels(int(pred.num_seg_classes)), start=1)}
+    if pred.hu_volume is not None:
+        for k in key_slices(pred.seg_original, pred.slice_probs, pred.n_slices):
+            title = f"slice {k} of {pred.n_slices} (brain window 40/80)"
+            if pred.slice_probs is not None:
+                title += f", p(any) = {pred.slice_probs[k, 0]:.2f}"
+            p = write_key_slice(folder / f"slice_{k:03d}.png", pred.hu_volume, k, pred.seg_original, names, spacing,
+                                title)
+            written.append(f"overlays/{p.name}")
+    if pred.slice_probs is not None:
+        if rule.name in SLICE_RULES:
+            th = rule.threshold_for("any")
+        else:
+            cls_rule = models["cls"].rule
+            th = cls_rule.threshold_for("any") if cls_rule is not None and cls_rule.name in SLICE_RULES else None
+        ranges = findings.get("any", {}).get("slice_ranges", []) if rule.name in SLICE_RULES else []
+        p = write_probability_plot(folder / "slice_probabilities.png", pred.slice_probs, SUBTYPES, th, ranges,
+                                   title=f"slice probabilities (rule {rule_name})")
+        written.append(f"overlays/{p.name}")
+    return written
+
+
+def _warnings(pred: Any, extra: Sequence[str]) -> list[str]:
+    info = pred.ingest_info or {}
+    out = [str(w) for w in info.get("warnings", [])]
+    if info.get("skipped_files"):
+        out.append(f"{info['skipped_files']} file(s) in the input folder were skipped (not DICOM or unreadable)")
+    out += [w for w in extra if w not in out]
+    return out
+
+
+def _temp_dir_beside(out: Path) -> Path:
+    """An empty folder beside ``out`` (same file system, so the final rename is atomic), with the
+    usual permissions (``mkdtemp`` makes it private)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` folder onto ``out`` (an existing ``out`` is replaced)."""
+    if out.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, trash / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+# --------------------------------------------------------------------------------------------
+# One study
+# --------------------------------------------------------------------------------------------
+
+
+def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, Any] | Sequence[Any],
+            rule: str | None = None, *, overwrite: bool = False, overlays: bool = True,
+            seg_dicom: bool = True) -> dict[str, Any]:
+    """Predict one study and write ``mask.nii.gz``, ``seg.dcm``, ``report.json`` and ``overlays/``.
+
+    Parameters
+    ----------
+    input_path
+        A DICOM study/series folder (the default series is chosen as ``ichct convert`` does), a
+        DICOMDIR, or a NIfTI CT volume in HU.
+    out_dir
+        Output folder; must not exist or be empty unless ``overwrite``.
+    models
+        Loaded models (:func:`ichct.pipeline.inference.load_run` or
+        ``ichct.pipeline.bundle.load_bundle``): a mapping ``{"seg": ..., "cls": ...}`` or a list.
+    rule
+        ``consecutive``, ``max``, ``topk_mean`` (need a classifier) or ``seg_volume`` (needs a
+        segmenter); default ``consecutive`` with a classifier, else ``seg_volume``.
+    overwrite
+        Replace a non-empty ``out_dir``.
+    overlays, seg_dicom
+        Write the PNG overlays / the DICOM SEG.
+
+    Returns
+    -------
+    dict
+        The report (as written to ``report.json``).
+
+    Raises
+    ------
+    ichct.transforms.dicom.DicomIngestError
+        Not CT, an empty folder, no usable series, undecodable pixel data (names the folder).
+    FileNotFoundError
+        ``input_path`` does not exist.
+    ValueError
+        Bad arguments or an existing non-empty ``out_dir``.
+    """
+    from ichct import __version__
+    from ichct.pipeline.inference import predict_study
+    from ichct.pipeline.predict_findings import build_findings
+    from ichct.pipeline.report_schema import validate_report
+
+    t_start = time.perf_counter()
+    src, out = Path(input_path), Path(out_dir)
+    mods = normalise_models(models)
+    rule_name, rule_obj = choose_rule(mods, rule)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    _check_out_dir(out, overwrite)
+    dicom = _is_dicom_input(src)
+
+    pred = predict_study(mods, src, {rule_name: rule_obj}, keep_image=overlays)
+    timings = dict(pred.timings_s)
+    extra_warnings: list[str] = []
+    headers, groups, chosen = None, None, None
+    if dicom:
+        from ichct.transforms.dicom import scan_folder, select_series
+
+        t0 = time.perf_counter()
+        scan = scan_folder(src)
+        chosen, groups, _why = select_series(scan)
+        timings["read"] += time.perf_counter() - t0
+        if pred.ingest_info is not None and chosen.series_uid != pred.ingest_info.get("series_uid"):
+            raise RuntimeError(f"{src}: the series read ({pred.ingest_info.get('series_uid')}) is not the series "
+                               f"found again for the SEG ({chosen.series_uid})")
+        headers = chosen.headers
+    findings = build_findings(pred, rule_name, rule_obj)
+
+    t_write = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_dir_beside(out)
+    try:
+        outputs: dict[str, Any] = {"report": "report.json", "mask": None, "seg_dicom": None, "overlays": []}
+        seg_model = mods.get("seg")
+        if pred.seg_original is not None:
+            write_label_nifti(pred.seg_original, pred.original_affine, tmp / "mask.nii.gz")
+            outputs["mask"] = "mask.nii.gz"
+        else:
+            outputs["mask_skipped"] = "no segmentation model given"
+        if not seg_dicom:
+            outputs["seg_dicom_skipped"] = "not requested"
+        elif pred.seg_original is None:
+            outputs["seg_dicom_skipped"] = "no segmentation model given"
+        elif headers is None:
+            outputs["seg_dicom_skipped"] = "NIfTI input: a DICOM SEG needs the source DICOM instances"
+            extra_warnings.append("NIfTI input: no DICOM SEG written (it needs the source DICOM instances)")
+        else:
+            from ichct.pipeline.seg_dicom import write_seg_dicom
+
+            try:
+                write_seg_dicom(pred.seg_original, pred.original_affine, headers, tmp / "seg.dcm",
+                                num_classes=int(pred.num_seg_classes), model_name=f"ichct seg {_model_id(seg_model)}")
+                outputs["seg_dicom"] = "seg.dcm"
+            except ValueError as exc:  # a source the SEG cannot reference (mixed multi-frame, no geometry)
+                outputs["seg_dicom_skipped"] = str(exc)
+                extra_warnings.append(f"no DICOM SEG written: {exc}")
+        if overlays:
+            outputs["overlays"] = _write_overlays(tmp / "overlays", pred, findings, rule_name, rule_obj, mods)
+        timings["write"] = time.perf_counter() - t_write
+        timings["total"] = time.perf_counter() - t_start
+        sp = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
+        report = {
+            "schema_version": 1,
+            "ichct_version": __version__,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "device": str(next(iter(mods.values())).device),
+            "input": {"path": str(src.resolve()), "format": _input_format(src, dicom),
+                      "shape": list(pred.original_shape), "spacing_mm": [float(v) for v in sp],
+                      "affine_ras": np.round(pred.original_affine, 6).tolist()},
+            "series": _series_section(pred.ingest_info, groups, chosen),
+            "models": {k: m.describe() for k, m in mods.items()},
+            "rule": _rule_section(rule_name, rule_obj),
+            "thresholds": {label: f["threshold"] for label, f in findings.items() if f["threshold"] is not None},
+            "findings": findings,
+            "warnings": _warnings(pred, extra_warnings),
+            "timings_s": {k: round(float(v), 4) for k, v in timings.items()},
+            "outputs": outputs,
+            "disclaimer": DISCLAIMER,
+        }
+        doc = validate_report(report)
+        write_json_atomic(tmp / "report.json", doc)
+        _check_out_dir(out, overwrite)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    any_f = findings.get("any", {})
+    logger.info("%s: rule %s, any: call %s, score %s; wrote %s", src, rule_name, any_f.get("call"),
+                None if any_f.get("score") is None else round(any_f["score"], 4), out)
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# A list of studies
+# --------------------------------------------------------------------------------------------
+
+
+def _read_list(list_csv: Path) -> list[tuple[str, Path]]:
+    """``(id, path)`` rows of a batch list (column ``path``, optional ``id``); paths relative to the CSV."""
+    if not list_csv.is_file():
+        raise FileNotFoundError(f"{list_csv}: no such batch list")
+    with open(list_csv, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "path" not in [c.strip() for c in reader.fieldnames]:
+            raise ValueError(f"{list_csv}: needs a header row with a 'path' column (and optionally 'id')")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    rows = [r for r in rows if r.get("path")]
+    if not rows:
+        raise ValueError(f"{list_csv}: lists no studies")
+    out: list[tuple[str, Path]] = []
+    used: set[str] = set()
+    for n, r in enumerate(rows, start=1):
+        p = Path(r["path"]).expanduser()
+        if not p.is_absolute():
+            p = list_csv.parent / p
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", r.get("id") or p.name.removesuffix(".gz").removesuffix(".nii")).strip("._")
+        base = base or f"study_{n:04d}"
+        sid, i = base, 2
+        while sid in used:
+            sid, i = f"{base}_{i}", i + 1
+        used.add(sid)
+        out.append((sid, p))
+    return out
+
+
+def predict_batch(list_csv: str | Path, out_dir: str | Path, models: Mapping[str, Any] | Sequence[Any],
+                  rule: str | None = None, *, overwrite: bool = False, progress: bool = True,
+                  overlays: bool = True, seg_dicom: bool = True) -> dict[str, Any]:
+    """Predict every study of a CSV list into ``out_dir/<id>/`` and write ``out_dir/summary.csv``.
+
+    A study that fails (bad input, not CT, ...) is listed in ``summary.csv`` with its error and
+    skipped; the others go on. Returns ``{"n", "n_ok", "n_failed", "summary", "rows"}``.
+
+    Parameters
+    ----------
+    list_csv
+        CSV with a ``path`` column (DICOM folder or NIfTI, relative to the CSV's folder) and an
+        optional ``id`` column (the sub-folder name; default the path's name).
+    out_dir
+        Output folder; must not exist or be empty unless ``overwrite``.
+    models, rule, overlays, seg_dicom
+        As for :func:`predict`.
+    progress
+        Show a tqdm progress bar (stderr).
+    """
+    from tqdm.auto import tqdm
+
+    mods = normalise_models(models)
+    rule_name, _ = choose_rule(mods, rule)
+    studies = _read_list(Path(list_csv))
+    out = Path(out_dir)
+    _check_out_dir(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for sid, path in tqdm(studies, desc="ichct predict", unit="study", disable=not progress):
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"id": sid, "path": str(path), "rule": rule_name, "out_dir": sid}
+        try:
+            doc = predict(path, out / sid, mods, rule_name, overwrite=overwrite, overlays=overlays, seg_dicom=seg_dicom)
+        except Exception as exc:  # noqa: BLE001 - one bad study must never stop the batch
+            logger.error("%s: %s", path, exc)
+            row.update(status="error", error=f"{type(exc).__name__}: {exc}", out_dir="")
+        else:
+            f = doc["findings"].get("any", {})
+            row.update(status="ok", error="", call_any=f.get("call"), score_any=f.get("score"),
+                       volume_ml_any=f.get("volume_ml"), n_slices=doc["input"]["shape"][-1],
+                       series_uid=(doc.get("series") or {}).get("series_uid", ""))
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+    summary = out / "summary.csv"
+    with atomic_path(summary) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in SUMMARY_COLUMNS})
+    n_failed = sum(r["status"] != "ok" for r in rows)
+    logger.info("batch: %d study(ies), %d ok, %d failed; %s", len(rows), len(rows) - n_failed, n_failed, summary)
+    return {"n": len(rows), "n_ok": len(rows) - n_failed, "n_failed": n_failed, "summary": str(summary), "rows": rows}

@@ -1,0 +1,82 @@
+"""``ichct predict``: a thin layer over :func:`ichct.pipeline.predict.predict` / ``predict_batch``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ichct.pipeline.decision import RULES
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "predict", parents=[common], help="predict hemorrhage on a study: mask, DICOM SEG, report, overlays",
+        description="Run a segmentation and/or a classification model on one study (DICOM folder or NIfTI) and "
+                    "write OUT_DIR/mask.nii.gz (labels on the original series grid), seg.dcm (DICOM SEG, DICOM "
+                    "input only), report.json and overlays/*.png. With --batch LIST.csv (column 'path', optional "
+                    "'id') every listed study goes to OUT_DIR/<id>/ and OUT_DIR/summary.csv lists each study's "
+                    "status; a failing study is recorded and skipped. Output is written as a whole: an error "
+                    "leaves nothing behind. Exit codes: 0 all studies done, 1 a bad input or any failed study "
+                    "of a batch, 2 usage error.")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="INPUT OUT_DIR (a DICOM folder or NIfTI file, and the output folder); with --batch only OUT_DIR")
+    p.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
+                   help="training run directory (ichct train); give one seg and/or one cls model")
+    p.add_argument("--bundle", action="append", default=[], metavar="BUNDLE_DIR", help="model bundle directory")
+    p.add_argument("--rule", default=None, choices=RULES,
+                   help="CT-level decision rule (default: consecutive with a cls model, else seg_volume)")
+    p.add_argument("--batch", default=None, metavar="LIST.csv", help="CSV list of studies (column path, optional id)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of --run models")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument("--no-overlays", action="store_true", help="do not draw PNG overlays")
+    p.set_defaults(func=run, _parser=p)
+
+
+def _usage(args: argparse.Namespace, msg: str) -> int:
+    args._parser.print_usage(sys.stderr)
+    sys.stderr.write(f"ichct predict: error: {msg}\n")
+    return 2
+
+
+def load_models(runs: list[str], bundles: list[str], device: str, checkpoint: str = "best") -> list[Any]:
+    """Load every ``--run`` (:func:`~ichct.pipeline.inference.load_run`) and ``--bundle``."""
+    from ichct.pipeline.inference import load_run
+
+    models = [load_run(r, device=device, checkpoint=checkpoint) for r in runs]
+    if bundles:
+        from ichct.pipeline.bundle import load_bundle  # imported only when bundles are used
+
+        models += [load_bundle(b, device=device) for b in bundles]
+    return models
+
+
+def run(args: argparse.Namespace) -> int:
+    n_paths = 1 if args.batch else 2
+    if len(args.paths) != n_paths:
+        want = "OUT_DIR (the batch list comes with --batch)" if args.batch else "INPUT and OUT_DIR"
+        return _usage(args, f"expected {want}, got {len(args.paths)} path(s)")
+    if not args.run and not args.bundle:
+        return _usage(args, "give a model: --run RUN_DIR and/or --bundle BUNDLE_DIR")
+    if len(args.run) + len(args.bundle) > 2:
+        return _usage(args, "at most two models (one seg and one cls)")
+    from ichct.pipeline.predict import predict, predict_batch
+
+    models = load_models(args.run, args.bundle, args.device, args.checkpoint)
+    if args.batch:
+        summary = predict_batch(Path(args.batch), Path(args.paths[0]), models, args.rule, overwrite=args.overwrite,
+                                progress=not args.quiet, overlays=not args.no_overlays)
+        out = {k: summary[k] for k in ("n", "n_ok", "n_failed", "summary")}
+        out["failed"] = [{"id": r["id"], "error": r["error"]} for r in summary["rows"] if r["status"] != "ok"]
+        sys.stdout.write(json.dumps(out) + "\n")
+        return 1 if summary["n_failed"] else 0
+    report = predict(Path(args.paths[0]), Path(args.paths[1]), models, args.rule, overwrite=args.overwrite,
+                     overlays=not args.no_overlays)
+    f = report["findings"].get("any", {})
+    sys.stdout.write(json.dumps({"out_dir": args.paths[1], "rule": report["rule"]["name"], "any": {
+        "call": f.get("call"), "score": f.get("score"), "volume_ml": f.get("volume_ml")},
+        "timings_s": report["timings_s"]}) + "\n")
+    return 0

@@ -1,0 +1,387 @@
+"""MONAI bundles: ``ichct bundle package|verify``, ``load_bundle``, ``ichct evaluate --bundle``, and every
+config run through MONAI's own entry points (``python -m monai.bundle ...``, ``torchrun``).
+
+Built on the shared tiny cohort and 1-epoch runs of :mod:`eval_helpers`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import FOLD, eval_setup
+
+from ichct.pipeline.bundle import REQUIRED_FILES, load_bundle
+from ichct.pipeline.bundle_configs import bundle_configs
+from ichct.pipeline.inference import load_run, predict_study
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SCHEMA = REPO.parent / "shared" / "schemas" / "bundle_metadata.schema.json"
+PY = sys.executable
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory):
+    return eval_setup(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory) -> Path:
+    """The shared metadata schema, copied into the test data (the package ships its own copy)."""
+    dst = tmp_path_factory.mktemp("schema") / "bundle_metadata.schema.json"
+    shutil.copyfile(SHARED_SCHEMA, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bundles(setup, tmp_path_factory) -> dict[str, Path]:
+    """The 1-epoch seg and cls runs packaged as bundles."""
+    from ichct.pipeline.bundle import package_bundle
+
+    base = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for kind in ("seg", "cls"):
+        out[kind] = base / f"b_{kind}"
+        package_bundle(setup[kind], out[kind])
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(setup) -> dict:
+    from ichct.pipeline.manifests import load_manifest
+
+    return next(e for e in load_manifest(setup["manifest"], "test", check=False) if e["ct_labels"]["any"] == 1)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _monai(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return _run([PY, "-m", "monai.bundle", *args], cwd, env)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+
+
+def _copy(bundle: Path, dst: Path) -> Path:
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------------------------
+# package, load_bundle, metadata
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["seg", "cls"])
+def test_package_layout_and_load_bundle(kind, setup, bundles, schema):
+    from monai.bundle import verify_metadata
+
+    b = bundles[kind]
+    assert all((b / f).is_file() for f in REQUIRED_FILES)
+    assert not [p for p in b.parent.iterdir() if "partial" in p.name]
+    weights = torch.load(b / "models" / "model.pt", weights_only=True)
+    best = torch.load(setup[kind] / "best.pt", weights_only=True)["model"]
+    assert set(weights) == set(best) and all(torch.equal(weights[k], best[k]) for k in best)  # a plain state dict
+    for f in ("thresholds.json", "train_patients.json"):
+        assert (b / "models" / f).read_bytes() == (setup[kind] / f).read_bytes()
+    rc = json.loads((b / "models" / "run_config.json").read_text())
+    assert rc["config"] == json.loads((setup[kind] / "config.json").read_text())["config"]
+    assert not os.path.isabs(rc["manifest"]) and (b / rc["manifest"]).resolve() == setup["manifest"].resolve()
+    # the configs are exactly what the generator makes of the stored run config
+    for name, cfg in bundle_configs(rc).items():
+        assert json.loads((b / "configs" / f"{name}.json").read_text()) == cfg, name
+    verify_metadata(meta_file=str(b / "configs" / "metadata.json"), filepath=str(schema))
+    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    assert meta["required_packages_version"]["ichct"] and "pydicom" in meta["required_packages_version"]
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == (2 if kind == "seg" else 6)
+    assert "Apache License" in (b / "LICENSE").read_text() and "Version 2.0" in (b / "LICENSE").read_text()
+    readme = (b / "docs" / "README.md").read_text()
+    assert "not a medical device" in readme.lower()
+    assert "python -m monai.bundle run --config_file configs/inference.json" in readme
+
+    m, r = load_bundle(b), load_run(setup[kind])
+    assert m.kind == r.kind == kind and m.bundle_dir == b.resolve() and m.run_dir == (b / "models").resolve()
+    assert m.rule == r.rule and m.train_patient_keys == r.train_patient_keys
+    assert m.train_patient_keys == {e["patient_key"] for e in setup["doc"]["training"] if e["fold"] != FOLD}
+    for k, t in r.network.state_dict().items():
+        assert torch.equal(m.network.state_dict()[k], t), k
+
+
+def test_package_refuses_bad_input(setup, bundles, run_cli, tmp_path):
+    broken = tmp_path / "run"
+    shutil.copytree(setup["seg"], broken)
+    (broken / "best.pt").unlink()
+    r = run_cli("bundle", "package", broken, tmp_path / "b")
+    assert r.code == 1 and "best.pt" in r.err and not (tmp_path / "b").exists()
+    r = run_cli("bundle", "package", setup["seg"], bundles["seg"])  # exists, no --force
+    assert r.code == 1 and "--force" in r.err
+    r = run_cli("bundle", "package", setup["seg"], tmp_path / "b", "--version", "1.0")
+    assert r.code == 1 and "semantic" in r.err and not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing partial left
+
+
+def test_package_data_schema_is_the_shared_one():
+    from ichct.pipeline.bundle_verify import default_schema
+
+    assert json.loads(default_schema().read_text()) == json.loads(SHARED_SCHEMA.read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# ichct bundle verify
+# --------------------------------------------------------------------------------------------
+
+
+def test_verify_passes_and_reports_failures(bundles, schema, run_cli, tmp_path):
+    r = run_cli("bundle", "verify", bundles["cls"], "--schema", schema)
+    assert r.code == 0, r.out
+    assert "FAIL" not in r.out and "network in/out" in r.out and "metadata schema" in r.out
+    assert r.out.count("PASS") >= 10
+
+    b = _copy(bundles["seg"], tmp_path / "broken")
+    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    del meta["version"]
+    (b / "configs" / "metadata.json").write_text(json.dumps(meta))
+    train = json.loads((b / "configs" / "train.json").read_text())
+    train["train"]["trainer"]["network"] = "@no_such_item"
+    (b / "configs" / "train.json").write_text(json.dumps(train))
+    (b / "models" / "thresholds.json").unlink()
+    state = torch.load(b / "models" / "model.pt", weights_only=True)
+    state.pop(next(iter(state)))
+    torch.save(state, b / "models" / "model.pt")
+    r = run_cli("bundle", "verify", b, "--schema", schema, "--json")
+    assert r.code == 1
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    assert not rows["required files"]["ok"] and "models/thresholds.json" in rows["required files"]["detail"]
+    assert not rows["metadata schema"]["ok"] and "version" in rows["metadata schema"]["detail"]
+    assert not rows["config parse: train.json"]["ok"] and "no_such_item" in rows["config parse: train.json"]["detail"]
+    assert not rows["weights (weights_only=True)"]["ok"] and not rows["large_files.yml"]["ok"]
+    assert rows["config parse: inference.json"]["ok"] and rows["network in/out"]["ok"]
+    assert run_cli("bundle", "verify", tmp_path / "nothing").code == 1
+
+
+# --------------------------------------------------------------------------------------------
+# configs through MONAI's entry points
+# --------------------------------------------------------------------------------------------
+
+
+def test_inference_configs_equal_predict_study(bundles, study, tmp_path):
+    """seg on a DICOM folder (NIfTI on the input grid), cls on a folder of NIfTI (CSV + CT-level JSON)."""
+    import nibabel as nib
+
+    from ichct.transforms import read_dicom_series
+
+    out = tmp_path / "seg_out"
+    _ok(_monai(bundles["seg"], "run", "--config_file", "configs/inference.json", "--input_path", study["image"],
+               "--output_dir", str(out)))
+    seg = predict_study({"seg": load_bundle(bundles["seg"])}, study["image"])
+    files = list(out.glob("*_seg.nii.gz"))
+    assert len(files) == 1
+    img = nib.load(files[0])
+    np.testing.assert_array_equal(np.asarray(img.dataobj), seg.seg_original)
+    np.testing.assert_allclose(img.affine, seg.original_affine, atol=1e-4)
+
+    vol = read_dicom_series(study["image"])
+    nifti_dir = tmp_path / "nifti"
+    nifti_dir.mkdir()
+    nib.save(nib.Nifti1Image(vol.hu_volume.astype(np.int16), vol.affine_ras), nifti_dir / "case1.nii.gz")
+    out = tmp_path / "cls_out"
+    _ok(_monai(bundles["cls"], "run", "--config_file", "configs/inference.json", "--input_path", str(nifti_dir),
+               "--output_dir", str(out)))
+    model = load_bundle(bundles["cls"])
+    ref = predict_study({"cls": model}, study["image"])
+    with open(out / "case1_slices.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["slice", "any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+    probs = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    np.testing.assert_allclose(probs, ref.slice_probs, atol=1e-5)
+    calls = json.loads((out / "case1_ct.json").read_text())
+    assert calls["rule"] == model.rule.to_dict() and calls["n_slices"] == ref.n_slices
+    for st, d in calls["decisions"].items():
+        assert d["positive"] == ref.decisions["consecutive"][st]["positive"]
+        assert d["score"] == pytest.approx(ref.scores["consecutive"][st], abs=1e-5)
+
+    bad = _monai(bundles["cls"], "run", "--config_file", "configs/inference.json")
+    assert bad.returncode != 0 and "input_path" in bad.stderr
+
+
+def test_train_and_evaluate_configs(bundles, setup, tmp_path):
+    b = _copy(bundles["seg"], tmp_path / "seg")
+    before = (b / "models" / "model.pt").read_bytes()
+    (b / "models" / "train_patients.json").unlink()
+    _ok(_monai(b, "run", "--config_file", "configs/train.json", "--epochs", "1", "--manifest", str(setup["manifest"])))
+    assert (b / "models" / "model.pt").read_bytes() != before
+    m = load_bundle(b)  # the retrained bundle is complete again: weights, thresholds, training patients
+    assert m.train_patient_keys == load_run(setup["seg"]).train_patient_keys
+    assert m.rule is not None and m.rule.name == "seg_volume" and m.rule.meta["chosen_on"] == f"validation fold {FOLD}"
+    assert json.loads((b / "models" / "run_config.json").read_text())["config"]["epochs"] == 1
+
+    out = tmp_path / "eval"
+    _ok(_monai(b, "run", "--config_file", "configs/evaluate.json", "--bootstrap", "20", "--output_dir", str(out)))
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["split"] == "test" and doc["allow_overlap"] is False and "dice" in doc["segmentation"]["any"]
+    assert doc["model"]["runs"]["seg"]["bundle_dir"] == str(b.resolve())
+
+    c = _copy(bundles["cls"], tmp_path / "cls")
+    merged = "['configs/train.json','configs/evaluate.json']"
+    out = tmp_path / "eval_cls"
+    _ok(_monai(c, "run", "--config_file", merged, "--bootstrap", "20", "--output_dir", str(out)))
+    assert json.loads((out / "metrics.json").read_text())["n_studies"] == len(setup["doc"]["test"])
+    # evaluating the training patients is refused, and nothing is written
+    out = tmp_path / "eval_leak"
+    r = _monai(c, "run", "--config_file", merged, "--eval_split", "training", "--output_dir", str(out))
+    assert r.returncode != 0 and "refusing to evaluate" in r.stderr and not out.exists()
+
+
+def test_multi_gpu_config_on_cpu_with_gloo(bundles, setup, tmp_path):
+    b = _copy(bundles["cls"], tmp_path / "cls")
+    (b / "models" / "model.pt").unlink()
+    env = _env()
+    env.update({"OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"})
+    cmd = [str(Path(PY).with_name("torchrun")), "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle", "run",
+           "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--epochs", "1"]
+    _ok(_run(cmd, b, env))
+    assert (b / "models" / "model.pt").is_file()
+    assert load_bundle(b).train_patient_keys == load_run(setup["cls"]).train_patient_keys
+
+
+def test_torchscript_export(bundles, tmp_path):
+    from ichct.pipeline.bundle_network import ChannelFirstSliceClassifier
+
+    for kind, extra in (("seg", []), ("cls", ["--use_trace", "True", "--input_shape", "[1, 3, 32, 32, 16]"])):
+        b = bundles[kind]  # verify_net_in_out runs inside `ichct bundle verify` (test_verify_passes_...)
+        ts = tmp_path / f"{kind}.ts"
+        _ok(_monai(b, "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", "models/model.pt",
+                   "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", *extra))
+        scripted = torch.jit.load(str(ts))
+        eager = load_bundle(b).network
+        torch.manual_seed(0)
+        with torch.no_grad():
+            if kind == "seg":
+                x = torch.rand(1, 3, 32, 32, 16)
+                np.testing.assert_allclose(scripted(x).numpy(), eager(x).numpy(), atol=1e-5)
+            else:
+                cf = ChannelFirstSliceClassifier(**_cls_kwargs(b))
+                cf.load_state_dict(eager.state_dict())
+                cf.eval()
+                for slices in (16, 11):  # the traced graph is not tied to the slice count it was traced with
+                    x = torch.rand(1, 3, 32, 32, slices)
+                    np.testing.assert_allclose(scripted(x).numpy(), cf(x).numpy(), atol=1e-5)
+                    np.testing.assert_allclose(cf(x).transpose(1, 2).numpy(), eager(x)["logits"].numpy(), atol=1e-6)
+
+
+def _cls_kwargs(b: Path) -> dict:
+    net = json.loads((b / "configs" / "inference.json").read_text())["network_def"]
+    return {k: v for k, v in net.items() if k != "_target_"}
+
+
+def test_onnx_export(bundles, tmp_path):
+    """ONNX export needs the optional onnx/onnxruntime packages (not ichct dependencies)."""
+    pytest.importorskip("onnx", reason="onnx is not installed (optional: pip install onnx onnxruntime onnxscript)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (optional)")
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed (optional)")
+    for kind, shape, kw in (
+        ("seg", "[1, 3, 32, 32, 16]", "{}"),
+        ("cls", "[1, 3, 32, 32, 16]", "{'dynamo': False, 'input_names': ['image'], 'output_names': ['pred'], "
+                                      "'dynamic_axes': {'image': {4: 'slices'}, 'pred': {2: 'slices'}}}"),
+    ):
+        path = tmp_path / f"{kind}.onnx"
+        _ok(_monai(bundles[kind], "onnx_export", "network_def", "--filepath", str(path), "--ckpt_file",
+                   "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+                   "--use_trace", "True", "--input_shape", shape, "--converter_kwargs", kw))
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        net = load_bundle(bundles[kind]).network
+        x = torch.rand(1, 3, 32, 32, 16 if kind == "seg" else 13)
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            want = net(x) if kind == "seg" else net(x)["logits"].transpose(1, 2)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# ichct evaluate --bundle, package --evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def test_evaluate_bundle_and_package_with_numbers(bundles, setup, run_cli, tmp_path):
+    out = tmp_path / "eval"
+    r = run_cli("evaluate", "--bundle", bundles["seg"], "--bundle", bundles["cls"], "--manifest", setup["manifest"],
+                "--out", out, "--bootstrap", "30", "-q")
+    assert r.code == 0, r.err
+    doc = json.loads((out / "metrics.json").read_text())
+    assert set(doc["model"]["runs"]) == {"seg", "cls"} and doc["allow_overlap"] is False
+    runs = doc["model"]["runs"]
+    from ichct.pipeline.bundle import sha256_file
+
+    assert runs["cls"]["weights_sha256"] == sha256_file(bundles["cls"] / "models" / "model.pt")
+    assert runs["seg"]["bundle_dir"] == str(bundles["seg"].resolve())
+    assert doc["model"]["name"] == f"cls:{bundles['cls'].name}+seg:{bundles['seg'].name}"
+
+    # the bundle's stored training patients are refused
+    leak = tmp_path / "leak"
+    r = run_cli("evaluate", "--bundle", bundles["cls"], "--manifest", setup["manifest"], "--split", "training",
+                "--out", leak, "--bootstrap", "5")
+    train_keys = {e["patient_key"] for e in setup["doc"]["training"] if e["fold"] != FOLD}
+    assert r.code == 1 and "refusing" in r.err and all(k in r.err for k in train_keys) and not leak.exists()
+    assert run_cli("evaluate", "--bundle", bundles["cls"], "--bundle", bundles["cls"], "--bundle", bundles["seg"],
+                   "--manifest", setup["manifest"], "--out", leak).code == 2
+
+    # the numbers go into the bundle's metadata and README; evaluation files into docs/evaluation/
+    b = tmp_path / "b_cls"
+    r = run_cli("bundle", "package", setup["cls"], b, "--evaluation", out, "--version", "1.2.3", "-q")
+    assert r.code == 0, r.err
+    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    auc = doc["ct_level"]["any"]["consecutive"]["roc_auc"]["value"]
+    assert meta["version"] == "1.2.3" and meta["eval_metrics"]["roc_auc_any_consecutive"] == auc
+    assert meta["eval_metrics"]["n_studies"] == doc["n_studies"]
+    assert json.loads((b / "docs" / "evaluation" / "metrics.json").read_text()) == doc
+    assert "| any |" in (b / "docs" / "README.md").read_text()
+    # an evaluation of other weights is refused
+    r = run_cli("bundle", "package", setup["seg"], tmp_path / "b_seg", "--evaluation", tmp_path / "nothing")
+    assert r.code == 1 and "metrics.json" in r.err
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    d = json.loads((other / "metrics.json").read_text())
+    d["model"]["runs"]["seg"]["weights_sha256"] = "0" * 64
+    (other / "metrics.json").write_text(json.dumps(d))
+    r = run_cli("bundle", "package", setup["seg"], tmp_path / "b_seg", "--evaluation", other)
+    assert r.code == 1 and "other weights" in r.err and not (tmp_path / "b_seg").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the committed bundles
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ich_ct_segmentation", "ich_ct_classification"])
+def test_committed_bundle(name, schema):
+    from ichct.pipeline.bundle_verify import verify_bundle
+
+    b = REPO / "bundles" / name
+    rc = json.loads((b / "models" / "run_config.json").read_text())
+    for cfg_name, cfg in bundle_configs(rc).items():
+        assert json.loads((b / "configs" / f"{cfg_name}.json").read_text()) == cfg, cfg_name
+    assert rc["manifest"] == "../../data_manifests/synth_default.json"
+    assert (b / "models" / "model.pt").stat().st_size < 20 * 2**20
+    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    metrics = json.loads((b / "docs" / "evaluation" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["allow_overlap"] is False and meta["eval_metrics"]["n_studies"] == 15
+    assert meta["intended_use"].startswith("Research only")
+    results = verify_bundle(b, schema=schema)
+    assert all(r.ok for r in results), [r for r in results if not r.ok]

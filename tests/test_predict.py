@@ -1,0 +1,255 @@
+"""``ichct.pipeline.predict.predict``: mask on the source grid, DICOM SEG, report, overlays.
+
+The models here are deterministic (``predict_helpers.BloodRangeSeg`` / ``BloodRangeCls``): they
+mark the phantom's hematoma through the real inference path, so where the prediction must lie is
+known in world coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+import dicom_factory as fac
+import predict_helpers as ph
+from eval_helpers import set_env
+from ichct.pipeline.predict import predict
+from ichct.pipeline.report_schema import REPORT_SCHEMA, validate_report
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tmp_path_factory.mktemp("predict")
+
+
+@pytest.fixture(scope="module")
+def models(base):
+    return {"seg": ph.loaded("seg", ph.BloodRangeSeg(), base / "seg"),
+            "cls": ph.loaded("cls", ph.BloodRangeCls(), base / "cls")}
+
+
+@pytest.fixture(scope="module")
+def study(base):
+    spec, paths = ph.write_study(base / "study" / "DICOM")
+    return spec, paths, base / "study"
+
+
+@pytest.fixture(scope="module")
+def result(base, study, models):
+    with pytest.MonkeyPatch.context() as mp:
+        set_env(mp, base / "env")
+        logger = logging.getLogger("ichct")
+        records: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+        logger.addHandler(handler)
+        old = logger.level
+        logger.setLevel(logging.DEBUG)
+        try:
+            doc = predict(study[2], base / "out", models)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old)
+    return doc, base / "out", records
+
+
+def _source_world(ds) -> np.ndarray:
+    """LPS world position of every pixel of a source instance, (rows, cols, 3)."""
+    o = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    rs, cs = (float(v) for v in ds.PixelSpacing)
+    j, i = np.meshgrid(np.arange(ds.Rows), np.arange(ds.Columns), indexing="ij")
+    return np.asarray(ds.ImagePositionPatient, dtype=float) + i[..., None] * cs * o[:3] + j[..., None] * rs * o[3:]
+
+
+def test_mask_is_on_the_ingest_grid_and_at_the_hematoma(result, study, base):
+    from ichct.pipeline.ingest import convert_series
+
+    doc, out, _ = result
+    convert_series(study[2], base / "ref.nii.gz")
+    ref = nib.load(base / "ref.nii.gz")
+    mask = nib.load(out / "mask.nii.gz")
+    assert mask.shape == ref.shape
+    np.testing.assert_allclose(mask.affine, ref.affine, atol=1e-5)
+    assert int(mask.header["qform_code"]) == int(ref.header["qform_code"]) == 1
+    assert int(mask.header["sform_code"]) == 1
+    m = np.asarray(mask.dataobj)
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 1}
+    world = fac.voxel_world_lps(mask.affine, m.shape)
+    labelled = world[m > 0]
+    assert len(labelled) > 20
+    assert np.mean(ph.hematoma_r2(labelled, grow_mm=3.0) <= 1.0) > 0.97  # a flipped/shifted mask fails
+    nearest = np.argmin(np.linalg.norm(world - ph.hematoma_center_lps(), axis=-1))
+    assert m.reshape(-1)[nearest] == 1
+    mirrored = np.asarray(ph.PHANTOM.center) + np.asarray(ph.PHANTOM.hematoma_offset) * [-1, 1, 1]  # left-right
+    assert m.reshape(-1)[np.argmin(np.linalg.norm(world - mirrored, axis=-1))] == 0
+
+
+def test_report_is_schema_valid_and_describes_the_study(result, study, models):
+    doc, out, _ = result
+    assert json.loads((out / "report.json").read_text(encoding="utf-8")) == doc
+    validate_report(doc)
+    assert REPORT_SCHEMA["properties"]["schema_version"]["const"] == doc["schema_version"]
+    assert doc["rule"]["name"] == "consecutive" and doc["input"]["format"] == "dicom"
+    spec = study[0]
+    assert doc["series"]["series_uid"] == spec.series_uid and "default rule" in doc["series"]["selection"]
+    assert [c["chosen"] for c in doc["series"]["candidates"]] == [True]
+    assert set(doc["models"]) == {"seg", "cls"}
+    assert set(doc["findings"]) == {"any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"}
+    any_f, iph = doc["findings"]["any"], doc["findings"]["intraparenchymal"]
+    assert any_f["call"] is True and iph["call"] is True and doc["findings"]["subdural"]["call"] is False
+    assert any_f["threshold"] == 0.5 == doc["thresholds"]["any"]
+    # the slices that drove the call are the slices through the hematoma (reader order = along +z here)
+    z = np.array([s.position[2] for s in spec.slices])
+    order = np.argsort(z)
+    c, semi_z = ph.hematoma_center_lps()[2], ph.PHANTOM.hematoma_semi_axes[2]
+    through = {int(np.flatnonzero(order == i)[0]) for i in range(len(z)) if abs(z[i] - c) < semi_z}
+    (first, last), = any_f["slice_ranges"]
+    assert set(range(first, last + 1)) <= through and len(through) - (last - first + 1) <= 2
+    # volumes: voxels of the written mask; ABC/2 of its largest component
+    m = np.asarray(nib.load(out / "mask.nii.gz").dataobj)
+    voxel_ml = float(np.prod(doc["input"]["spacing_mm"])) / 1000
+    assert any_f["volume_ml"] == pytest.approx(np.count_nonzero(m) * voxel_ml)
+    assert any_f["abc2"]["component_volume_ml"] == pytest.approx(any_f["volume_ml"])
+    assert 0.4 < any_f["abc2"]["volume_ml"] / any_f["volume_ml"] < 2.5
+    assert iph["volume_ml"] is None  # a binary segmenter says nothing about subtypes
+    assert set(doc["timings_s"]) >= {"read", "preprocess", "seg", "cls", "write", "total"}
+    assert doc["timings_s"]["total"] >= doc["timings_s"]["seg"] > 0
+    assert doc["outputs"]["mask"] == "mask.nii.gz" and doc["outputs"]["seg_dicom"] == "seg.dcm"
+    assert all((out / p).is_file() for p in doc["outputs"]["overlays"])
+    assert "overlays/slice_probabilities.png" in doc["outputs"]["overlays"]
+    assert len(doc["outputs"]["overlays"]) >= 2
+    assert sorted(p.name for p in out.iterdir()) == ["mask.nii.gz", "overlays", "report.json", "seg.dcm"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.")]  # no temp folder left
+
+
+def test_no_patient_identifiers_in_report_logs_or_overlays(result):
+    doc, out, records = result
+    assert records, "predict logged nothing"
+    fac.assert_no_phi((out / "report.json").read_text(encoding="utf-8"), "\n".join(records))
+    for png in (out / "overlays").glob("*.png"):
+        fac.assert_no_phi(png.read_bytes().decode("latin-1"))
+    with pytest.raises(ValueError, match="patient identifiers"):
+        validate_report({**doc, "series": {**doc["series"], "PatientID": "x"}})
+
+
+def test_seg_dicom_references_the_source_and_marks_the_hematoma(result, study):
+    import highdicom as hd
+
+    doc, out, _ = result
+    seg = hd.seg.segread(out / "seg.dcm")
+    sources = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in study[1])}
+    assert seg.number_of_segments == 1
+    desc = seg.get_segment_description(1)
+    assert desc.segmented_property_type.value == "1386000" and desc.segmented_property_type.scheme_designator == "SCT"
+    assert desc.segmented_property_category.value == "49755003"
+    assert desc.algorithm_identification[0].AlgorithmName == "ichct"
+    assert seg.StudyInstanceUID == next(iter(sources.values())).StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == study[0].series_uid
+    referenced = {uid for _, _, uid in seg.get_source_image_uids()}
+    assert referenced == set(sources)
+    uids = list(sources)
+    px = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True)
+    assert px.shape[0] == len(uids) and px.any()
+    for uid, frame in zip(uids, px):
+        if frame.any():
+            world = _source_world(sources[uid])[frame > 0]
+            assert np.all(ph.hematoma_r2(world, grow_mm=4.0) <= 1.0), uid
+    # the number of SEG pixels matches the mask (same grid spacing in-plane, one frame per slice)
+    m = np.asarray(nib.load(out / "mask.nii.gz").dataobj)
+    assert int((px > 0).sum()) == int(np.count_nonzero(m))
+
+
+def test_tilted_six_class_study_seg_frames_follow_the_tilt(base):
+    """Gantry-tilted source: the mask is on the corrected grid, SEG frames on the tilted instances."""
+    import highdicom as hd
+
+    spec, paths = ph.write_study(base / "tilt", key="tilt", tilt_deg=15.0, tilt_mode="iop")
+    cfg6 = {**ph.SEG_CFG, "num_classes": 6}
+    seg6 = ph.loaded("seg", ph.BloodRangeSeg(num_classes=6, label=2), base / "seg6", cfg6)
+    doc = predict(base / "tilt", base / "out_tilt", [seg6], overlays=False)
+    out = base / "out_tilt"
+    assert doc["rule"]["name"] == "seg_volume"
+    assert any("gantry tilt" in w and "corrected" in w for w in doc["warnings"])
+    assert doc["series"]["tilt"]["corrected"] is True
+    f = doc["findings"]
+    assert set(f) == {"any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"}
+    assert f["intraparenchymal"]["volume_ml"] > 0 and f["intraparenchymal"]["call"] is True
+    assert f["intraparenchymal"]["volume_ml"] == pytest.approx(f["any"]["volume_ml"])
+    assert f["subdural"]["volume_ml"] == 0 and f["subdural"]["call"] is False and f["subdural"]["abc2"] is None
+    assert doc["outputs"]["overlays"] == [] and not (out / "overlays").exists()
+
+    seg = hd.seg.segread(out / "seg.dcm")
+    types = [seg.get_segment_description(i).segmented_property_type.value for i in range(1, 6)]
+    assert types == ["50960005", "274100004", "50960005", "21454007", "35486000"]
+    regions = [seg.get_segment_description(i).anatomic_regions for i in (1, 3)]
+    assert [r[0].value for r in regions] == ["18545000", "35764002"]  # epidural: dura mater; IVH: brain ventricle
+    assert [seg.get_segment_description(i).segment_label for i in range(1, 6)] == [
+        "Epidural hemorrhage", "Intraparenchymal hemorrhage", "Intraventricular hemorrhage",
+        "Subarachnoid hemorrhage", "Subdural hemorrhage"]
+    sources = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in paths)}
+    uids = list(sources)
+    px = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True)
+    assert set(np.unique(px)) == {0, 2}
+    hits = 0
+    for uid, frame in zip(uids, px):
+        if frame.any():
+            hits += 1
+            world = _source_world(sources[uid])[frame > 0]
+            assert np.mean(ph.hematoma_r2(world, grow_mm=4.0) <= 1.0) > 0.97, uid
+    assert hits >= 2
+    m = np.asarray(nib.load(out / "mask.nii.gz").dataobj)
+    world = fac.voxel_world_lps(nib.load(out / "mask.nii.gz").affine, m.shape)[m > 0]
+    assert np.mean(ph.hematoma_r2(world, grow_mm=3.0) <= 1.0) > 0.97
+
+
+def test_nifti_input_gives_the_same_mask_and_no_seg_dicom(result, study, base, models):
+    from ichct.pipeline.ingest import convert_series
+
+    nii = base / "nifti" / "ct.nii.gz"
+    convert_series(study[2], nii)
+    doc = predict(nii, base / "out_nii", {"seg": models["seg"]}, rule="seg_volume", overlays=False)
+    out = base / "out_nii"
+    assert doc["input"]["format"] == "nifti" and doc["series"] is None
+    assert doc["outputs"]["seg_dicom"] is None and "NIfTI input" in doc["outputs"]["seg_dicom_skipped"]
+    assert any("no DICOM SEG" in w for w in doc["warnings"])
+    assert not (out / "seg.dcm").exists()
+    a, b = nib.load(out / "mask.nii.gz"), nib.load(result[1] / "mask.nii.gz")
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-5)
+    ma, mb = np.asarray(a.dataobj), np.asarray(b.dataobj)
+    # NIfTI keeps the affine in float32: nearest-neighbour borders may move by a voxel, nothing more
+    assert np.count_nonzero(mb) > 20 and np.count_nonzero(ma != mb) <= 0.05 * np.count_nonzero(mb)
+    assert doc["findings"]["any"]["probability"] is None and doc["findings"]["any"]["score_unit"] == "mL"
+
+
+def test_negative_study_gives_an_empty_mask_and_seg(base, models):
+    import highdicom as hd
+
+    _, paths = ph.write_study(base / "negative", key="negative", phantom=ph.NEGATIVE_PHANTOM)
+    doc = predict(base / "negative", base / "out_neg", models)
+    out = base / "out_neg"
+    mask = nib.load(out / "mask.nii.gz")
+    assert mask.shape == tuple(doc["input"]["shape"]) and not np.asarray(mask.dataobj).any()
+    f = doc["findings"]["any"]
+    assert f["call"] is False and f["volume_ml"] == 0 and f["abc2"] is None
+    assert f["probability"] < 0.5 and len(f["slice_ranges"]) == 1  # the window that gave the (low) score
+    seg = hd.seg.segread(out / "seg.dcm")
+    uids = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths]
+    assert not seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True).any()
+    assert len(doc["outputs"]["overlays"]) == 2  # one key slice and the probability plot
+
+
+def test_bad_arguments_are_refused_before_any_output(base, study, models):
+    with pytest.raises(ValueError, match="needs a classification model"):
+        predict(study[2], base / "never1", {"seg": models["seg"]}, rule="max")
+    with pytest.raises(ValueError, match="segmentation and/or a classification"):
+        predict(study[2], base / "never2", {})
+    with pytest.raises(ValueError, match="two seg models"):
+        predict(study[2], base / "never3", [models["seg"], models["seg"]])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        predict(base / "nothing_here", base / "never4", models)
+    assert not any((base / f"never{i}").exists() for i in range(1, 5))
