@@ -6,7 +6,7 @@ pipeline's own functions through ``_target_`` / ``$`` expressions, so a bundle p
 exactly as training and :mod:`ichct.pipeline.inference` do:
 
 * ``inference.json`` - seg: :func:`~ichct.pipeline.inference.seg_eval_transforms`, sliding-window
-  inference with the training patch (Gaussian blending), argmax, ``Invertd`` back to the input's
+  inference with the training patch (Gaussian blending), softmax, ``Invertd`` (linear) back to the input's
   grid, ``SaveImaged`` as NIfTI; cls: :func:`~ichct.pipeline.inference.cls_eval_transforms`, the
   slice probabilities of the 6 labels per study (CSV) and the CT-level calls of the stored rule
   (JSON).
@@ -114,9 +114,10 @@ def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
             "preprocessing": {"_target_": "ichct.pipeline.inference.seg_eval_transforms", "cfg": "@ichct_config"},
             "inferer": _seg_inferer(cfg),
             "postprocessing": {"_target_": "Compose", "transforms": [
-                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+                {"_target_": "Activationsd", "keys": "pred", "softmax": True},
                 {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
-                 "nearest_interp": True, "to_tensor": True},
+                 "nearest_interp": False, "to_tensor": True},
+                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
                 {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
                  "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False, "print_log": False},
             ]},

@@ -72,7 +72,7 @@ def key_numbers(kind: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
         out[f"{m}_any_{rule}"] = _value(ct.get(m))
     if kind == "seg":
         seg = (metrics.get("segmentation") or {}).get("any") or {}
-        for m in ("dice", "hd95_mm"):
+        for m in ("dice_positive", "dice", "hd95_mm"):
             out[f"{m}_any"] = _value(seg.get(m))
     else:
         for st in SUBTYPE_NAMES[1:]:
@@ -202,8 +202,11 @@ def _performance(kind: str, metrics: Mapping[str, Any] | None) -> list[str]:
         seg = (metrics.get("segmentation") or {}).get("any") or {}
         lines += ["Segmentation metrics on the input's own (ingest) grid, as inference writes the label map:", "",
                   "| metric (any blood) | value [95% CI] |", "|---|---|"]
-        for key, label in (("dice", "Dice"), ("hd95_mm", "HD95 (mm)"), ("assd_mm", "mean surface distance (mm)"),
-                           ("volume_error_ml", "volume error (mL)")):
+        for key, label in (("dice_positive", "Dice, studies with blood"),
+                           ("dice", "Dice, all studies (a false positive on a negative study counts 0)"),
+                           ("hd95_mm", "HD95 (mm)"), ("assd_mm", "mean surface distance (mm)"),
+                           ("fp_per_scan", "false-positive components per scan"),
+                           ("abs_volume_error_ml", "absolute volume error (mL)")):
             if key in seg:
                 lines.append(f"| {label} | {_fmt(seg[key])} |")
         rule = ct.get("any", {}).get("seg_volume", {})

@@ -240,7 +240,7 @@ def _headline_metrics(metrics_json: Path) -> list[dict[str, Any]]:
         for name in ("roc_auc", "sensitivity", "specificity"):
             add(f"any / {rule} / {name}", r.get(name))
     seg_any = (doc.get("segmentation") or {}).get("any") or {}
-    for name in ("dice_nonempty", "dice", "hd95_mm", "abs_volume_error_ml"):
+    for name in ("dice_positive", "dice", "hd95_mm", "fp_per_scan", "abs_volume_error_ml"):
         add(f"segmentation any / {name}", seg_any.get(name))
     return rows
 

@@ -6,8 +6,10 @@ subtype, label ``i`` = ``SUBTYPES[i]``):
 ``dice``
     Equal to MONAI ``DiceMetric(ignore_empty=False)`` (computed with NumPy for speed).
     **Convention:** reference and prediction both empty -> 1.0 (flagged ``dice_empty_empty = 1``
-    and counted in the summary); exactly one empty -> 0.0. The summary reports the mean with this convention and ``dice_nonempty``, the
-    mean over studies where at least one of the two masks is non-empty.
+    and counted in the summary); exactly one empty -> 0.0. The summary reports the mean with this convention, ``dice_nonempty``, the
+    mean over studies where at least one of the two masks is non-empty, and ``dice_positive``,
+    the mean over studies whose reference has blood (the usual "Dice on positive cases"; false
+    positives on negative studies are counted by ``fp_per_scan`` and the CT-level metrics).
 ``hd95_mm`` / ``assd_mm``
     MONAI ``compute_hausdorff_distance(percentile=95)`` (symmetric: max of both directed 95th
     percentiles) and ``compute_average_surface_distance(symmetric=True)`` in mm using the voxel
@@ -179,6 +181,7 @@ def seg_metric_fn(cls: str):
         col = {f: np.asarray(table[f"seg:{cls}:{f}"], dtype=np.float64) for f in SEG_CASE_FIELDS}
         total = w.sum(axis=1)
         ee = col["dice_empty_empty"] > 0
+        pos = col["vol_true_ml"] > 0
         err = col["vol_err_ml"]
         bias = _div(w @ err, total)
         var = _div(w @ err**2 - total * bias**2, total - 1)
@@ -186,6 +189,7 @@ def seg_metric_fn(cls: str):
         return {
             "dice": _div(w @ col["dice"], total),
             "dice_nonempty": _div(w @ (col["dice"] * ~ee), w @ ~ee),
+            "dice_positive": _div(w @ (col["dice"] * pos), w @ pos),
             "hd95_mm": _wmean(w, col["hd95_mm"]),
             "assd_mm": _wmean(w, col["assd_mm"]),
             "abs_volume_error_ml": _div(w @ np.abs(err), total),
@@ -238,6 +242,7 @@ def segmentation_summary(
                     "lesion_sensitivity": "no reference lesions",
                     "relative_volume_error": "no study with reference blood",
                     "dice_nonempty": "all studies empty in reference and prediction",
+                    "dice_positive": "no study with reference blood",
                 }.get(m, "undefined on these data")
         hd = np.asarray(cols[f"seg:{c}:hd95_mm"], dtype=np.float64)
         counts = {

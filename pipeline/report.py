@@ -31,7 +31,7 @@ OVERLAP_WARNING = (
 
 _CT_COLUMNS = ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc", "pr_auc", "brier", "ece")
 _SEG_COLUMNS = (
-    "dice", "dice_nonempty", "hd95_mm", "abs_volume_error_ml", "bland_altman_bias_ml",
+    "dice_positive", "dice", "dice_nonempty", "hd95_mm", "abs_volume_error_ml", "bland_altman_bias_ml",
     "bland_altman_loa_low_ml", "bland_altman_loa_high_ml", "lesion_sensitivity", "fp_per_scan",
 )
 

@@ -122,6 +122,7 @@ def test_summary_empty_cases_counted_and_excluded():
     assert d[2] == 1.0 and d[3] == 0.0
     assert s["dice"]["value"] == pytest.approx(np.mean(d))
     assert s["dice_nonempty"]["value"] == pytest.approx(np.mean([d[0], d[1], d[3]]))
+    assert s["dice_positive"]["value"] == pytest.approx(np.mean([d[0], d[1]]))  # reference has blood
     assert s["n_empty_empty"]["value"] == 1 and s["n_hd95_undefined"]["value"] == 2
     assert s["hd95_mm"]["value"] == pytest.approx(np.mean([0.0, 1.0]))  # NaN studies excluded
     assert s["lesion_sensitivity"]["value"] == pytest.approx(2 / 2)
