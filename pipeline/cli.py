@@ -45,14 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # command not built yet
-            raise
-        module.register(subparsers, common)
+        importlib.import_module(name).register(subparsers, common)
     return parser
+
+
+#: Library warnings that say nothing to an ichct user (shown again with -v): MONAI's patch sampler
+#: on volumes without blood (expected: negative studies get background patches) and its optional
+#: GPU DICOM decoder plugin, which ichct does not use.
+KNOWN_WARNINGS: tuple[str, ...] = (
+    r"Num foregrounds 0, Num backgrounds",
+    r"NvImgCodecPydicomReader",
+)
+
+
+def _hide_known_library_warnings() -> None:
+    import warnings
+
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
         return int(exc.code or 0)
     configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+    if getattr(args, "verbose", 0) < 1:
+        _hide_known_library_warnings()
     try:
         return int(args.func(args) or 0)
     except DicomIngestError as exc:

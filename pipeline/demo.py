@@ -176,7 +176,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
     lap("bundle verify", t0)
 
     t0 = time.perf_counter()
-    study = manifest["test"][0]
+    # a held-out study with blood when there is one, so the overlays show a mask
+    study = next((e for e in manifest["test"] if e["ct_labels"].get("any") == 1), manifest["test"][0])
     study_path = Path(study["image"])
     if not study_path.is_absolute():
         study_path = (manifest_path.parent / study_path).resolve()
