@@ -33,6 +33,7 @@ import torch
 
 from ichct.pipeline.atomic import write_json_atomic
 from ichct.pipeline.inference import LoadedModel
+from ichct.pipeline.train import sha256_file
 
 logger = logging.getLogger("ichct.bundle")
 
@@ -51,15 +52,6 @@ _PIXEL_PLUGINS = ("pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylib
 def default_bundle_name(kind: str) -> str:
     """Folder name of the default bundle of a model kind."""
     return {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}[kind]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

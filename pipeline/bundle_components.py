@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from monai.transforms import MapTransform
 
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.decision import SUBTYPES, DecisionRule, ct_scores, decide
+from ichct.pipeline.train import sha256_file
 
 logger = logging.getLogger("ichct.bundle")
 
@@ -197,14 +197,6 @@ class ThresholdsSaver:
         write_json_atomic(self.path, self.scores.decision_rule(epoch, self.fold).to_dict())
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class RunFilesWriter:
     """Trainer handler: at the start of training, write ``run_config.json`` and ``train_patients.json``.
 
@@ -238,7 +230,7 @@ class RunFilesWriter:
 
         import ichct
 
-        sha = _sha256(self.manifest)
+        sha = sha256_file(self.manifest)
         cfg = {**self.cfg, "epochs": self.epochs, "max_minutes": None}
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         old = self.ckpt_dir / "run_config.json"

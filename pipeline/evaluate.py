@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ichct.pipeline.decision import RULES, SUBTYPES
+from ichct.pipeline.train import sha256_file
 
 logger = logging.getLogger("ichct.evaluate")
 
@@ -47,16 +48,6 @@ class EvaluationOverlapError(ValueError):
         super().__init__(
             f"refusing to evaluate: {len(self.keys)} patient(s) of this split are in the training patients of "
             f"{', '.join(runs)}: {shown} (pass --allow-overlap to evaluate anyway; the report will say so)")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _ct_label(entry: Mapping[str, Any], st: str) -> float:
@@ -326,7 +317,7 @@ def evaluate(
     model_info = {"name": name, "runs": {k: _describe(m) for k, m in models.items()},
                   "rules": {k: r.to_dict() for k, r in chosen.items()},
                   "device": device, "overlap_patients": sorted(overlap)}
-    manifest_info = {"path": str(manifest.resolve()), "sha256": _sha256(manifest), "fold": fold}
+    manifest_info = {"path": str(manifest.resolve()), "sha256": sha256_file(manifest), "fold": fold}
     doc = assemble_metrics(model=model_info, manifest=manifest_info, split=split, patient_keys=keys,
                            ct_level=ct_level, segmentation=seg, allow_overlap=bool(overlap),
                            n_boot=n_boot, seed=seed)

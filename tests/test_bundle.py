@@ -24,7 +24,8 @@ from ichct.pipeline.bundle_configs import bundle_configs
 from ichct.pipeline.inference import load_run, predict_study
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_SCHEMA = REPO.parent / "shared" / "schemas" / "bundle_metadata.schema.json"
+SHARED_SCHEMA = REPO.parent / "shared" / "schemas" / "bundle_metadata.schema.json"  # beside the checkout
+TEST_SCHEMA = Path(__file__).resolve().parent / "data" / "bundle_metadata.schema.json"  # its copy in the test data
 PY = sys.executable
 
 
@@ -35,9 +36,9 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def schema(tmp_path_factory) -> Path:
-    """The shared metadata schema, copied into the test data (the package ships its own copy)."""
+    """The shared metadata schema from the test data (the package ships its own copy)."""
     dst = tmp_path_factory.mktemp("schema") / "bundle_metadata.schema.json"
-    shutil.copyfile(SHARED_SCHEMA, dst)
+    shutil.copyfile(TEST_SCHEMA, dst)
     return dst
 
 
@@ -138,9 +139,14 @@ def test_package_refuses_bad_input(setup, bundles, run_cli, tmp_path):
 
 
 def test_package_data_schema_is_the_shared_one():
+    """The package's copy, the test data's copy and (where the checkout has it) ../shared agree."""
     from ichct.pipeline.bundle_verify import default_schema
 
-    assert json.loads(default_schema().read_text()) == json.loads(SHARED_SCHEMA.read_text())
+    shipped = json.loads(default_schema().read_text())
+    assert shipped == json.loads(TEST_SCHEMA.read_text())
+    assert shipped["$schema"].startswith("http://json-schema.org/") and "required" in shipped
+    if SHARED_SCHEMA.is_file():  # CI and developers' checkouts have ../shared; a bare clone may not
+        assert shipped == json.loads(SHARED_SCHEMA.read_text())
 
 
 # --------------------------------------------------------------------------------------------
