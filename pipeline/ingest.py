@@ -94,11 +94,7 @@ def write_nifti(volume: DicomVolume, out_path: str | Path) -> Path:
     header.set_data_dtype(data.dtype)
     header.set_xyzt_units("mm", "sec")
     header["descrip"] = b"ichct HU volume"
-    if _is_orthogonal(affine):
-        img.set_qform(affine, code=1)
-    else:
-        img.set_qform(None, code=0)
-    img.set_sform(affine, code=1)
+    set_nifti_geometry(img, affine)
     if data.dtype == np.int16:
         header.set_slope_inter(1.0, 0.0)
     sidecar = sidecar_path(out_path)
@@ -112,6 +108,20 @@ def _is_orthogonal(affine: np.ndarray, tol: float = 1e-4) -> bool:
     axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     gram = axes.T @ axes
     return bool(np.allclose(gram, np.eye(3), atol=tol))
+
+
+def set_nifti_geometry(img: nib.Nifti1Image, affine_ras: np.ndarray) -> None:
+    """The NIfTI geometry convention of every file ichct writes on a series grid.
+
+    sform code 1 always; qform code 1 when the axes are orthogonal, else qform code 0 (a qform
+    cannot hold the shear of an uncorrected gantry tilt), so every reader lands on the sform.
+    """
+    affine = np.asarray(affine_ras, dtype=np.float64)
+    if _is_orthogonal(affine):
+        img.set_qform(affine, code=1)
+    else:
+        img.set_qform(None, code=0)
+    img.set_sform(affine, code=1)
 
 
 def convert_series(

@@ -122,7 +122,7 @@ def write_label_nifti(labels: np.ndarray, affine_ras: np.ndarray, path: str | Pa
     code 1; a sheared affine as sform only, qform code 0)."""
     import nibabel as nib
 
-    from ichct.pipeline.ingest import _is_orthogonal
+    from ichct.pipeline.ingest import set_nifti_geometry
 
     affine = np.asarray(affine_ras, dtype=np.float64)
     img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine)
@@ -130,11 +130,7 @@ def write_label_nifti(labels: np.ndarray, affine_ras: np.ndarray, path: str | Pa
     img.header.set_xyzt_units("mm", "sec")
     img.header["descrip"] = b"ichct hemorrhage labels"
     img.header["intent_name"] = b"labels"
-    if _is_orthogonal(affine):
-        img.set_qform(affine, code=1)
-    else:
-        img.set_qform(None, code=0)
-    img.set_sform(affine, code=1)
+    set_nifti_geometry(img, affine)
     nib.save(img, str(path))
     return Path(path)
 
