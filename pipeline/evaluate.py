@@ -134,6 +134,33 @@ def _compare(table_a: Mapping[str, Any], table_b: Mapping[str, Any], keys: Seque
     return out
 
 
+def _compare_rules(table: Mapping[str, Any], keys: Sequence[str], rule_a: str, rule_b: str,
+                   rules: Mapping[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
+    """Paired bootstrap of two decision rules on the same studies: ROC/PR AUC, sensitivity and
+    specificity (each rule at its own threshold) per subtype that both rules score."""
+    from ichct.pipeline.bootstrap import paired_bootstrap
+    from ichct.pipeline.metrics_ct import ct_metric_fn
+
+    out: dict[str, Any] = {}
+    ones = np.ones((1, len(keys)))
+    for st in SUBTYPES:
+        col_a, col_b = f"score:{rule_a}:{st}", f"score:{rule_b}:{st}"
+        if col_a not in table or col_b not in table or f"label:{st}" not in table:
+            continue
+        th_a, th_b = float(rules[rule_a].threshold_for(st)), float(rules[rule_b].threshold_for(st))
+        # rule b's scores shifted onto rule a's threshold: the ranking (AUCs) and the calls at b's
+        # own threshold are unchanged, so one metric function serves both tables
+        table_b = dict(table)
+        table_b[col_a] = np.asarray(table[col_b], dtype=np.float64) - th_b + th_a
+        fn = ct_metric_fn(st, rule_a, th_a, probabilistic=False)
+        for m in ("roc_auc", "pr_auc", "sensitivity", "specificity"):
+            f = _only(fn, m)
+            res = paired_bootstrap(f, table, table_b, keys, n=n_boot, seed=seed)[m]
+            res["a"], res["b"] = float(f(table, ones)[m][0]), float(f(table_b, ones)[m][0])
+            out[f"{st}/{m}"] = res
+    return out
+
+
 def _only(fn: Any, metric: str) -> Any:
     return lambda table, w: {metric: fn(table, w)[metric]}
 
@@ -189,6 +216,7 @@ def evaluate(
     checkpoint: str = "best",
     surface: bool = True,
     bundles: Sequence[str | Path] = (),
+    compare_rules: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate one seg and/or one cls model (run directory or bundle) on a manifest split.
 
@@ -215,6 +243,9 @@ def evaluate(
         ``topk_mean`` with a classifier, ``seg_volume`` with a segmenter).
     allow_overlap
         Evaluate even when the split holds training patients of a run (flagged in the report).
+    compare_rules
+        Two rule names ``(a, b)``: a paired comparison of the two decision rules on the same
+        model(s) and studies (``metrics.json["comparisons"]``, differences a - b).
 
     Raises
     ------
@@ -266,6 +297,15 @@ def evaluate(
                              f"run, which was not given")
     if not chosen:
         raise ValueError("no decision rule left to evaluate")
+    if compare_rules is not None:
+        if len(compare_rules) != 2:
+            raise ValueError(f"compare_rules needs two rule names, got {list(compare_rules)}")
+        if comparator is not None:
+            raise ValueError("compare either two models or two rules, not both at once")
+        unavailable = [r for r in compare_rules if r not in chosen]
+        if unavailable:
+            raise ValueError(f"cannot compare rule(s) {unavailable}: the evaluated rules are {list(chosen)} "
+                             "(a slice rule needs a classifier, seg_volume a segmenter)")
 
     manifest = Path(manifest)
     entries = load_manifest(manifest, split, fold=fold)
@@ -312,6 +352,8 @@ def evaluate(
     seg = segmentation_summary(table, keys, classes=seg_classes, n_boot=n_boot, seed=seed) if seg_classes else {}
 
     comparisons = _compare(table, _table(comp_rows), keys, chosen, comp_rules, n_boot, seed) if comp_rows else None
+    if compare_rules is not None:
+        comparisons = _compare_rules(table, keys, compare_rules[0], compare_rules[1], chosen, n_boot, seed)
 
     name = "+".join(f"{k}:{Path(_where(m)).name}" for k, m in sorted(models.items()))
     model_info = {"name": name, "runs": {k: _describe(m) for k, m in models.items()},
@@ -322,8 +364,9 @@ def evaluate(
                            ct_level=ct_level, segmentation=seg, allow_overlap=bool(overlap),
                            n_boot=n_boot, seed=seed)
     if comparisons is not None:
-        comparisons = {"a": _where(next(iter(models.values()))), "b": _where(comparator),
-                       "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
+        a, b = ((f"rule {compare_rules[0]}", f"rule {compare_rules[1]}") if compare_rules is not None
+                else (_where(next(iter(models.values()))), _where(comparator)))
+        comparisons = {"a": a, "b": b, "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
         doc = validate_metrics({**doc, "comparisons": comparisons})
 
     out.parent.mkdir(parents=True, exist_ok=True)

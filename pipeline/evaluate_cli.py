@@ -19,13 +19,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "--allow-overlap, in which case the report says so in its first line. Thresholds: "
                     "'consecutive' and 'seg_volume' use the run's thresholds.json (chosen on its validation fold); "
                     "'max' and 'topk_mean' use 0.5.")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--run", action="append", default=None, metavar="RUN_DIR",
                      help="training run directory; repeat for one seg and one cls run, or give two runs of one "
                           "kind to compare them (paired bootstrap of AUC / Dice, first minus second)")
     src.add_argument("--bundle", action="append", default=None, metavar="BUNDLE_DIR",
                      help="model bundle (ichct bundle package/export); repeat like --run. Patients in the bundle's "
                           "models/train_patients.json are refused like a run's")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                   help="paired comparison (differences A - B, patient-level bootstrap, p-values): two decision "
+                        "rules of the given models (e.g. --compare consecutive max), or two models, each a run or "
+                        "bundle folder (instead of --run/--bundle)")
     p.add_argument("--manifest", required=True, help="split manifest")
     p.add_argument("--split", default="test", choices=("test", "training", "validation", "all"),
                    help="split to evaluate (default: test)")
@@ -50,7 +54,43 @@ def _usage(args: argparse.Namespace, msg: str) -> int:
     return 2
 
 
+def _model_kind_of_folder(path: str) -> str | None:
+    """"run" (``ichct train`` folder), "bundle" (has configs/metadata.json) or None."""
+    from pathlib import Path
+
+    p = Path(path)
+    if (p / "configs" / "metadata.json").is_file():
+        return "bundle"
+    if (p / "config.json").is_file():
+        return "run"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    compare_rules = None
+    if args.compare is not None:
+        a, b = args.compare
+        if a in RULES and b in RULES:
+            compare_rules = [a, b]
+        elif a in RULES or b in RULES:
+            return _usage(args, f"--compare: give two rules or two model folders, not a mix ({a!r}, {b!r})")
+        else:
+            if args.run or args.bundle:
+                return _usage(args, "--compare with two model folders replaces --run/--bundle")
+            kinds = [_model_kind_of_folder(x) for x in (a, b)]
+            if None in kinds:
+                bad = [x for x, k in zip((a, b), kinds) if k is None]
+                return _usage(args, f"--compare: {bad[0]} is neither a rule ({','.join(RULES)}) nor a run or "
+                                    "bundle folder")
+            if kinds[0] != kinds[1]:
+                return _usage(args, "--compare: compare two runs or two bundles (one of each: package the run "
+                                    "with `ichct bundle package` first)")
+            if kinds[0] == "run":
+                args.run = [a, b]
+            else:
+                args.bundle = [a, b]
+    if not args.run and not args.bundle:
+        return _usage(args, "one of --run, --bundle or --compare MODEL_A MODEL_B is required")
     flag = "--run" if args.run else "--bundle"
     if len(args.run or args.bundle) > 2:
         return _usage(args, f"at most two {flag} (one seg and one cls, or two of one kind to compare)")
@@ -68,6 +108,6 @@ def run(args: argparse.Namespace) -> int:
 
     summary = evaluate(args.run or [], args.manifest, args.out, split=args.split, fold=args.fold, n_boot=args.bootstrap,
                        rules=rules, seed=args.seed, allow_overlap=args.allow_overlap, device=args.device,
-                       checkpoint=args.checkpoint, bundles=args.bundle or [])
+                       checkpoint=args.checkpoint, bundles=args.bundle or [], compare_rules=compare_rules)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

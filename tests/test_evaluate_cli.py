@@ -125,3 +125,51 @@ def test_two_runs_of_one_kind_are_compared(setup, run_cli, tmp_path):
     for v in comp["metrics"].values():
         assert v["a"] == v["b"] and v["value"] == 0.0 and v["ci_low"] == v["ci_high"] == 0.0 and v["p_value"] == 1.0
     assert "## Paired comparison" in (out / "report.md").read_text()
+
+
+def test_two_rules_are_compared(setup, run_cli, tmp_path):
+    """--compare consecutive max: a and b are each rule's own metrics, the value their difference."""
+    out = tmp_path / "rules"
+    r = run_cli("evaluate", "--run", setup["seg"], "--run", setup["cls"], "--manifest", setup["manifest"],
+                "--out", out, "--bootstrap", "40", "--compare", "consecutive", "max", "-q")
+    assert r.code == 0, r.err
+    doc = json.loads((out / "metrics.json").read_text())
+    comp = doc["comparisons"]
+    assert comp["a"] == "rule consecutive" and comp["b"] == "rule max"
+    assert {"any/roc_auc", "any/sensitivity", "subdural/pr_auc"} <= set(comp["metrics"])
+    for m in ("roc_auc", "pr_auc", "sensitivity", "specificity"):
+        v = comp["metrics"][f"any/{m}"]
+        assert v["a"] == pytest.approx(doc["ct_level"]["any"]["consecutive"][m]["value"])
+        assert v["b"] == pytest.approx(doc["ct_level"]["any"]["max"][m]["value"])
+        assert v["value"] == pytest.approx(v["a"] - v["b"])
+        assert v["ci_low"] <= v["value"] <= v["ci_high"] and 0.0 <= v["p_value"] <= 1.0
+    # a rule against itself: no difference
+    out2 = tmp_path / "same"
+    r = run_cli("evaluate", "--run", setup["cls"], "--manifest", setup["manifest"], "--out", out2,
+                "--bootstrap", "20", "--compare", "max", "max", "-q")
+    assert r.code == 0, r.err
+    same = json.loads((out2 / "metrics.json").read_text())["comparisons"]["metrics"]
+    assert same["any/roc_auc"]["value"] is not None
+    for v in same.values():  # a subtype without positives in the split has no AUC (null)
+        assert v["value"] is None or (v["value"] == 0.0 and v["p_value"] == 1.0)
+
+
+def test_compare_two_model_folders_and_usage_errors(setup, run_cli, tmp_path):
+    out = tmp_path / "models"
+    r = run_cli("evaluate", "--compare", setup["cls"], setup["cls"], "--manifest", setup["manifest"],
+                "--out", out, "--bootstrap", "20", "--rules", "max", "-q")
+    assert r.code == 0, r.err
+    assert json.loads((out / "metrics.json").read_text())["comparisons"]["a"] == str(setup["cls"].resolve())
+    bad = [
+        ("--compare", "consecutive", str(setup["cls"])),  # a rule and a folder
+        ("--compare", str(tmp_path), str(setup["cls"])),  # not a model folder
+        ("--compare", str(setup["cls"]), str(setup["cls"]), "--run", str(setup["cls"])),
+    ]
+    for extra in bad:
+        r = run_cli("evaluate", *extra, "--manifest", setup["manifest"], "--out", tmp_path / "x", "-q")
+        assert r.code == 2, extra
+    # seg_volume needs a segmenter: a data error naming the available rules
+    r = run_cli("evaluate", "--run", setup["cls"], "--manifest", setup["manifest"], "--out", tmp_path / "y",
+                "--compare", "consecutive", "seg_volume", "-q")
+    assert r.code == 1 and "seg_volume" in r.err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
