@@ -17,8 +17,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "metrics.json, per_case.csv, report.md and PNG plots into OUT (written as a whole: nothing is "
                     "left half-written on error). Patients in a run's train_patients.json are refused unless "
                     "--allow-overlap, in which case the report says so in its first line. Thresholds: "
-                    "'consecutive' and 'seg_volume' use the run's thresholds.json (chosen on its validation fold); "
-                    "'max' and 'topk_mean' use 0.5.")
+                    "every rule uses the threshold chosen on the run's validation fold (thresholds.json; "
+                    "'max' and 'topk_mean' of runs trained before those were stored use 0.5, as metrics.json says).")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", action="append", default=None, metavar="RUN_DIR",
                      help="training run directory; repeat for one seg and one cls run, or give two runs of one "

@@ -167,7 +167,8 @@ def default_rules(models: Mapping[str, LoadedModel | None],
     """Decision rules available for these models: ``{name: DecisionRule}``.
 
     ``consecutive`` and ``seg_volume`` use the thresholds chosen on the validation fold during
-    training (``thresholds.json``); ``max`` and ``topk_mean`` (no stored threshold) use
+    training (``thresholds.json``); so do ``max`` and ``topk_mean`` when the run stored theirs
+    (``meta["other_rules"]``, written by training since 0.1.0's rule update), else they use
     :data:`DEFAULT_SLICE_THRESHOLD` with the run's ``k``. ``names`` restricts (and orders) them;
     rules whose model is missing are left out.
     """
@@ -176,9 +177,14 @@ def default_rules(models: Mapping[str, LoadedModel | None],
     if cls is not None:
         k = int(cls.config.get("rule_k", 3))
         stored = cls.rule
+        chosen_other = dict((stored.meta or {}).get("other_rules") or {}) if stored is not None else {}
         for name in SLICE_RULES:
             if stored is not None and stored.name == name:
                 out[name] = stored
+            elif name in chosen_other:  # chosen on the validation fold with the stored rule
+                out[name] = DecisionRule(name, threshold={str(a): float(b) for a, b in chosen_other[name].items()},
+                                         k=stored.k, meta={"chosen_on": stored.meta.get("chosen_on"),
+                                                           "method": stored.meta.get("method")})
             else:
                 out[name] = DecisionRule(name, threshold=DEFAULT_SLICE_THRESHOLD, k=stored.k if stored else k,
                                          meta={"chosen_on": f"default {DEFAULT_SLICE_THRESHOLD} (not chosen on data)"})

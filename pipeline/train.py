@@ -244,12 +244,16 @@ class _ValCollector:
         self.kind, self.cfg = kind, cfg
         if kind == "cls":
             self.rule = DecisionRule("consecutive", threshold=0.5, k=int(cfg["rule_k"]))
+            # the other slice rules are scored too, so their thresholds are chosen on validation as well
+            self.other_rules = {name: DecisionRule(name, threshold=0.5, k=int(cfg["rule_k"]))
+                                for name in ("max", "topk_mean")}
         else:
             self.rule = DecisionRule("seg_volume", threshold=1.0, min_component_ml=float(cfg["min_component_ml"]),
                                      num_seg_classes=int(cfg["num_classes"]))
             self.voxel_ml = voxel_volume_ml(cfg["spacing_mm"])
         self.scores: list[list[float]] = []
         self.labels: list[list[float]] = []
+        self.other_scores: dict[str, list[list[float]]] = {}
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -259,7 +263,7 @@ class _ValCollector:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.compute)
 
     def reset(self, engine=None) -> None:
-        self.scores, self.labels = [], []
+        self.scores, self.labels, self.other_scores = [], [], {}
 
     def update(self, engine) -> None:
         from ichct.pipeline.decision import ct_scores
@@ -274,6 +278,9 @@ class _ValCollector:
                 sc = ct_scores(self.rule, slice_probs=probs[b, : int(n)])
                 self.scores.append([sc[s] for s in SUBTYPES])
                 self.labels.append(ct[b].tolist())
+                for name, rule in self.other_rules.items():
+                    osc = ct_scores(rule, slice_probs=probs[b, : int(n)])
+                    self.other_scores.setdefault(name, []).append([osc[s] for s in SUBTYPES])
         else:
             seg = torch.argmax(out["pred"].float(), dim=1).cpu().numpy()
             for b in range(seg.shape[0]):
@@ -297,17 +304,23 @@ class _ValCollector:
         method = str(self.cfg.get("threshold_method", "youden"))
         fallback: list[str] = []
         if self.kind == "cls":
-            th: dict[str, float] = {}
-            for j, name in enumerate(SUBTYPES):
-                keep = y[:, j] >= 0
-                try:
-                    t = choose_threshold(s[keep, j], y[keep, j] > 0, method=method)
-                except ValueError:
-                    t, _ = 0.5, fallback.append(name)
-                th[name] = float(min(max(t, 1e-6), 1.0))
-            return DecisionRule("consecutive", threshold=th, k=self.rule.k,
+            def thresholds(scores: np.ndarray, fell_back: list[str]) -> dict[str, float]:
+                th: dict[str, float] = {}
+                for j, name in enumerate(SUBTYPES):
+                    keep = y[:, j] >= 0
+                    try:
+                        t = choose_threshold(scores[keep, j], y[keep, j] > 0, method=method)
+                    except ValueError:
+                        t, _ = 0.5, fell_back.append(name)
+                    th[name] = float(min(max(t, 1e-6), 1.0))
+                return th
+
+            other = {name: thresholds(np.asarray(sc, dtype=np.float64), []) for name, sc in self.other_scores.items()}
+            return DecisionRule("consecutive", threshold=thresholds(s, fallback), k=self.rule.k,
                                 meta={"chosen_on": f"validation fold {fold}", "method": method, "epoch": epoch,
-                                      "n_val": int(len(s)), "fallback_0.5": fallback})
+                                      "n_val": int(len(s)), "fallback_0.5": fallback,
+                                      # thresholds of the other slice rules, chosen on the same scores
+                                      "other_rules": other})
         keep = y[:, 0] >= 0
         try:
             t = choose_threshold(s[keep, 0], y[keep, 0] > 0, method=method)

@@ -53,7 +53,19 @@ def test_load_run(setup, models):
     rules = default_rules(models)
     assert list(rules) == ["consecutive", "max", "topk_mean", "seg_volume"]
     assert rules["consecutive"] is models["cls"].rule and rules["seg_volume"] is models["seg"].rule
-    assert rules["max"].threshold == DEFAULT_SLICE_THRESHOLD
+    # max / topk_mean: thresholds chosen on the validation fold with the stored rule (meta.other_rules)
+    stored = models["cls"].rule
+    for name in ("max", "topk_mean"):
+        chosen = stored.meta["other_rules"][name]
+        assert set(chosen) == set(SUBTYPES) and all(1e-6 <= t <= 1.0 for t in chosen.values())
+        assert all(rules[name].threshold_for(st) == pytest.approx(chosen[st]) for st in SUBTYPES)
+        assert rules[name].meta["chosen_on"] == stored.meta["chosen_on"] and rules[name].k == stored.k
+    # a run stored before other rules were chosen falls back to the default threshold
+    import dataclasses
+
+    old_rule = dataclasses.replace(stored, meta={k: v for k, v in stored.meta.items() if k != "other_rules"})
+    old_run = dataclasses.replace(models["cls"], rule=old_rule)
+    assert default_rules({"cls": old_run})["max"].threshold == DEFAULT_SLICE_THRESHOLD
     with pytest.raises(FileNotFoundError):
         load_run(setup["base"] / "cohort")
 
