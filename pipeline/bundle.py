@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ichct.pipeline.atomic import write_json_atomic
-from ichct.pipeline.inference import LoadedModel
+from ichct.pipeline.inference import LoadedModel, network_and_rule
 from ichct.pipeline.train import sha256_file
 
 logger = logging.getLogger("ichct.bundle")
@@ -79,9 +79,6 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     ValueError
         A config or weights that do not fit.
     """
-    from ichct.pipeline.decision import DecisionRule
-    from ichct.pipeline.inference import _build_network
-
     root = Path(bundle_dir)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a bundle directory")
@@ -105,16 +102,8 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     except (RuntimeError, EOFError) as exc:
         raise ValueError(f"{weights}: unreadable weights: {exc}") from exc
     cfg = dict(run_config["config"])
-    net = _build_network(kind, cfg)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{weights}: weights do not fit the network of {rc_path}: {exc}") from exc
-    net.to(dev).eval()
-    th = models / "thresholds.json"
-    rule = DecisionRule.load(th) if th.is_file() else None
-    if rule is None:
-        logger.warning("%s: no thresholds.json; CT-level calls of this bundle use default thresholds", root)
+    net, rule = network_and_rule(kind, cfg, state, dev, weights_path=weights, config_path=rc_path,
+                                 thresholds_path=models / "thresholds.json")
     epoch = (run_config.get("bundle") or {}).get("epoch")
     return LoadedModel(kind=kind, run_dir=models.resolve(), run_config=run_config, config=cfg, network=net, rule=rule,
                        device=dev, checkpoint=WEIGHTS, epoch=None if epoch is None else int(epoch),

@@ -147,19 +147,29 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best")
     ck = torch.load(ck_path, map_location=dev, weights_only=True)
     state = ck["model"] if isinstance(ck, Mapping) and "model" in ck else ck
     cfg = dict(run_config["config"])
+    net, rule = network_and_rule(kind, cfg, state, dev, weights_path=ck_path, config_path=cfg_path,
+                                 thresholds_path=run / "thresholds.json")
+    epoch = int(ck["epoch"]) if isinstance(ck, Mapping) and "epoch" in ck else None
+    return LoadedModel(kind=kind, run_dir=run.resolve(), run_config=run_config, config=cfg, network=net, rule=rule,
+                       device=dev, checkpoint=checkpoint, epoch=epoch)
+
+
+def network_and_rule(kind: str, cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor], device: torch.device, *,
+                     weights_path: Path, config_path: Path, thresholds_path: Path
+                     ) -> tuple[torch.nn.Module, DecisionRule | None]:
+    """The run's network with ``state`` loaded (eval mode, on ``device``) and its stored decision
+    rule (``None``, with a warning, when ``thresholds_path`` is missing). Shared by
+    :func:`load_run` and ``ichct.pipeline.bundle.load_bundle``."""
     net = _build_network(kind, cfg)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{ck_path}: weights do not fit the network of {cfg_path}: {exc}") from exc
-    net.to(dev).eval()
-    th = run / "thresholds.json"
-    rule = DecisionRule.load(th) if th.is_file() else None
+        raise ValueError(f"{weights_path}: weights do not fit the network of {config_path}: {exc}") from exc
+    net.to(device).eval()
+    rule = DecisionRule.load(thresholds_path) if thresholds_path.is_file() else None
     if rule is None:
-        logger.warning("%s: no thresholds.json; CT-level calls of this run use default thresholds", run)
-    epoch = int(ck["epoch"]) if isinstance(ck, Mapping) and "epoch" in ck else None
-    return LoadedModel(kind=kind, run_dir=run.resolve(), run_config=run_config, config=cfg, network=net, rule=rule,
-                       device=dev, checkpoint=checkpoint, epoch=epoch)
+        logger.warning("%s: missing; CT-level calls of %s use default thresholds", thresholds_path, weights_path)
+    return net, rule
 
 
 def default_rules(models: Mapping[str, LoadedModel | None],
