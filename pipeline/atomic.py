@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,3 +41,28 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> None:
     """Write JSON to ``path`` atomically."""
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def temp_dir_beside(final: str | Path) -> Path:
+    """An empty folder beside ``final`` (same file system, so the final rename is atomic) with the
+    usual permissions (``mkdtemp`` makes it private); fill it, then :func:`replace_dir`."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+def replace_dir(tmp: str | Path, final: str | Path) -> None:
+    """Move the finished folder ``tmp`` onto ``final``; an existing ``final`` is replaced (callers
+    decide beforehand whether that is allowed)."""
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, trash / final.name)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

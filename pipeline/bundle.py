@@ -24,14 +24,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ichct.pipeline.atomic import write_json_atomic
+from ichct.pipeline.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.inference import LoadedModel, network_and_rule
 from ichct.pipeline.train import sha256_file
 
@@ -206,27 +205,11 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
                                           encoding="utf-8")
 
 
-def _new_folder(dest: Path) -> Path:
-    """A temporary folder beside ``dest`` with the usual permissions (``mkdtemp`` makes it 0700)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    return tmp
-
-
 def _swap_in(tmp: Path, dest: Path, force: bool) -> None:
     """Rename the finished ``tmp`` folder onto ``dest`` (replacing it only with ``force``)."""
-    if dest.exists():
-        if not force and (not dest.is_dir() or any(dest.iterdir())):
-            raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
+    if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):
+        raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
+    replace_dir(tmp, dest)
 
 
 def _check_evaluation(eval_dir: Path, kind: str, weights_sha: str) -> dict[str, Any]:
@@ -296,7 +279,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):
         raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
-    tmp = _new_folder(dest)
+    tmp = temp_dir_beside(dest)
     try:
         models = tmp / "models"
         models.mkdir()

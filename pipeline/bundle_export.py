@@ -107,7 +107,8 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     dict
         Summary: output path, copied modules, required packages.
     """
-    from ichct.pipeline.bundle import REQUIRED_FILES, _new_folder, write_bundle_files
+    from ichct.pipeline.atomic import replace_dir, temp_dir_beside
+    from ichct.pipeline.bundle import REQUIRED_FILES, write_bundle_files
     from ichct.pipeline.bundle_code import config_modules, module_closure, vendor
     from ichct.pipeline.bundle_configs import bundle_configs
 
@@ -121,7 +122,7 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     if out.exists() and (zip_file or not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists; choose another destination")
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = _new_folder(out)
+    work = temp_dir_beside(out)
     try:
         name = src.resolve().name
         tmp = work / name
@@ -148,9 +149,7 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
                         zf.write(f, f.relative_to(work).as_posix())
             os.replace(part, out)
         else:
-            if out.exists():
-                out.rmdir()
-            os.replace(tmp, out)
+            replace_dir(tmp, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "zip": zip_file, "modules": len([w for w in written if w.endswith(".py")]),

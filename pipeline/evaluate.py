@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ichct.pipeline.atomic import replace_dir, temp_dir_beside
 from ichct.pipeline.decision import RULES, SUBTYPES
 from ichct.pipeline.train import sha256_file
 
@@ -369,17 +368,14 @@ def evaluate(
         comparisons = {"a": a, "b": b, "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
         doc = validate_metrics({**doc, "comparisons": comparisons})
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         written = write_report(doc, rows, curves, tmp)
         if comparisons is not None:
             with open(tmp / "report.md", "a", encoding="utf-8") as f:
                 f.write(_comparison_markdown(comparisons))
-        _prepare_out(out)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+        _prepare_out(out)  # still absent or empty: nothing of anyone's is replaced
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -27,10 +27,8 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import logging
-import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ichct.pipeline.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.atomic import atomic_path, replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.decision import RULES, SLICE_RULES, SUBTYPES
 
 logger = logging.getLogger("ichct.predict")
@@ -207,27 +205,6 @@ def _warnings(pred: Any, extra: Sequence[str]) -> list[str]:
     return out
 
 
-def _temp_dir_beside(out: Path) -> Path:
-    """An empty folder beside ``out`` (same file system, so the final rename is atomic), with the
-    usual permissions (``mkdtemp`` makes it private)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    return tmp
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` folder onto ``out`` (an existing ``out`` is replaced)."""
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, trash / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 # --------------------------------------------------------------------------------------------
 # One study
 # --------------------------------------------------------------------------------------------
@@ -303,7 +280,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
 
     t_write = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_dir_beside(out)
+    tmp = temp_dir_beside(out)
     try:
         outputs: dict[str, Any] = {"report": "report.json", "mask": None, "seg_dicom": None, "overlays": []}
         seg_model = mods.get("seg")
@@ -355,7 +332,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
         doc = validate_report(report)
         write_json_atomic(tmp / "report.json", doc)
         _check_out_dir(out, overwrite)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
