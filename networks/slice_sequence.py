@@ -158,25 +158,32 @@ def _make_encoder(name: str, in_channels: int) -> nn.Module:
 class _AuxSegHead(nn.Module):
     """Light 2D segmentation decoder.
 
-    The deepest encoder feature map is reduced by a 1x1 convolution and up-sampled bilinearly to
-    the slice size, then fused with a two-convolution full-resolution branch on the slice itself.
-    The deep path makes the segmentation loss train the shared encoder; the shallow branch
-    supplies the spatial detail that a stride-16/32 map lacks.
+    The deepest encoder feature map is reduced by a 1x1 convolution and up-sampled bilinearly,
+    then fused with a two-convolution branch on the slice itself. The deep path makes the
+    segmentation loss train the shared encoder; the shallow branch supplies the spatial detail
+    that a stride-16/32 map lacks. With ``stride`` 2 the shallow branch and the fusion run at half
+    the slice size and the logits are up-sampled bilinearly: about a quarter of the full-size
+    cost, which at full size is several times that of the whole ``"small"`` encoder.
     """
 
-    def __init__(self, enc_channels: int, in_channels: int, num_classes: int, width: int = 16) -> None:
+    def __init__(self, enc_channels: int, in_channels: int, num_classes: int, width: int = 16,
+                 stride: int = 1) -> None:
         super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"aux_seg_stride must be 1 or 2, got {stride}")
         self.deep = nn.Sequential(
             nn.Conv2d(enc_channels, 2 * width, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True)
         )
-        self.shallow = nn.Sequential(_conv_bn_relu(in_channels, width), _conv_bn_relu(width, width))
+        self.shallow = nn.Sequential(_conv_bn_relu(in_channels, width, stride=stride), _conv_bn_relu(width, width))
         self.fuse = nn.Sequential(_conv_bn_relu(3 * width, width), nn.Conv2d(width, num_classes, 1))
 
     def forward(self, fmap: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        deep = nn.functional.interpolate(
-            self.deep(fmap), size=image.shape[-2:], mode="bilinear", align_corners=False
-        )
-        return self.fuse(torch.cat([deep, self.shallow(image)], dim=1))
+        detail = self.shallow(image)
+        deep = nn.functional.interpolate(self.deep(fmap), size=detail.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.fuse(torch.cat([deep, detail], dim=1))
+        if logits.shape[-2:] != image.shape[-2:]:
+            logits = nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
 
 
 class _GlobalPool(nn.Module):
@@ -339,6 +346,9 @@ class SliceSequenceClassifier(nn.Module):
         With ``aux_seg``: the slice's blood-map statistics (:func:`seg_slice_stats`) are appended
         to its feature before the RNN, so the classifier reads the segmentation evidence
         directly (the classification loss then trains the segmentation head as well).
+    aux_seg_stride
+        1: the auxiliary head's detail branch runs at the slice size; 2: at half of it, logits
+        up-sampled (about 3x faster training of the whole model with the ``"small"`` encoder).
 
     Notes
     -----
@@ -367,6 +377,7 @@ class SliceSequenceClassifier(nn.Module):
         dropout: float = 0.2,
         pooling: str = "avg",
         seg_to_head: bool = False,
+        aux_seg_stride: int = 1,
     ) -> None:
         super().__init__()
         if encoder not in ENCODERS:
@@ -410,7 +421,10 @@ class SliceSequenceClassifier(nn.Module):
             dropout=dropout if rnn_layers > 1 else 0.0,
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(slice_dim + 2 * rnn_hidden, num_classes))
-        self.seg_head = _AuxSegHead(self.encoder.out_channels, enc_in, num_seg_classes) if aux_seg else None
+        self.aux_seg_stride = int(aux_seg_stride)
+        self.seg_head = (_AuxSegHead(self.encoder.out_channels, enc_in, num_seg_classes, stride=self.aux_seg_stride)
+                         if aux_seg else None)
+        self.to(memory_format=torch.channels_last)  # 4D conv weights; the rest is unaffected
 
     # ---------------------------------------------------------------------------------------
     def _lengths(
@@ -488,7 +502,9 @@ class SliceSequenceClassifier(nn.Module):
         seq = x.permute(0, 4, 1, 2, 3)  # (B, S, C, H, W)
         if self.neighbour_slices:
             seq = self._stack_neighbours(seq, lens)
-        valid = seq[mask]  # (n_valid, C', H, W): padding slices are never encoded
+        # (n_valid, C', H, W): padding slices are never encoded. Channels-last is the layout the
+        # CPU (oneDNN) and GPU convolution kernels run fastest on (~25 % per step on CPU here).
+        valid = seq[mask].contiguous(memory_format=torch.channels_last)
         fmap = self.encoder(valid)
         feats_valid = self.project(fmap)
         seg_valid = self.seg_head(fmap, valid) if self.seg_head is not None else None  # (n_valid, K, H, W)
@@ -510,5 +526,5 @@ class SliceSequenceClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"encoder={self.encoder_name!r}, pooling={self.pooling!r}, neighbour_slices={self.neighbour_slices}, "
-                f"aux_seg={self.aux_seg}, seg_to_head={self.seg_to_head}")
+                f"aux_seg={self.aux_seg}, aux_seg_stride={self.aux_seg_stride}, seg_to_head={self.seg_to_head}")
 

@@ -172,6 +172,24 @@ def test_aux_segmentation_head() -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
 
 
+@pytest.mark.parametrize("hw", [(48, 48), (47, 53)])
+def test_half_size_aux_head_gives_full_size_maps_and_trains_the_encoder(hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    full = SliceSequenceClassifier(encoder="small", aux_seg=True, seg_to_head=True, aux_seg_stride=1)
+    half = SliceSequenceClassifier(encoder="small", aux_seg=True, seg_to_head=True, aux_seg_stride=2)
+    # same parameters (only the detail branch's first stride differs)
+    assert {k: v.shape for k, v in full.state_dict().items()} == {k: v.shape for k, v in half.state_dict().items()}
+    x = torch.randn(2, 3, *hw, 6)
+    out = half(x, lengths=[6, 4])
+    assert out["seg"].shape == (2, 2, *hw, 6)
+    assert torch.all(out["seg"][1, ..., 4:] == 0)
+    out["seg"].square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in half.encoder.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in half.seg_head.shallow.parameters())
+    with pytest.raises(ValueError, match="aux_seg_stride"):
+        SliceSequenceClassifier(encoder="small", aux_seg=True, aux_seg_stride=4)
+
+
 def test_default_parameter_counts() -> None:
     counts = {e: _n_params(SliceSequenceClassifier(encoder=e)) for e in ENCODERS}
     # default config (DenseNet121 encoder, 256-d features, 1-layer bidirectional GRU, 128 hidden)

@@ -13,9 +13,10 @@ def test_defaults_and_epochs_override():
     seg = resolve_config("seg")
     assert seg == DEFAULTS["seg"] and seg["num_classes"] == 2 and seg["patch"] == [64, 64, 16]
     assert seg["max_minutes"] is None and seg["loss"] == "dice_ce" and seg["spacing_mm"] == [2.0, 2.0, 3.0]
+    default_epochs = DEFAULTS["cls"]["epochs"]
     cls = resolve_config("cls", epochs=3)
-    assert cls["epochs"] == 3 and cls["network"]["encoder"] == "small"
-    assert cls["class_weights"][0] == 2.0 and DEFAULTS["cls"]["epochs"] == 60
+    assert cls["epochs"] == 3 and cls["network"]["encoder"] == "small" and default_epochs != 3
+    assert cls["class_weights"][0] == 2.0 and DEFAULTS["cls"]["epochs"] == default_epochs  # not mutated
     assert cls["crop"] == "brain" and cls["network"]["aux_seg"] and cls["network"]["neighbour_slices"]
     assert resolve_config("cls", {"max_minutes": 5})["max_minutes"] == 5  # defaults untouched
 
@@ -26,7 +27,8 @@ def test_json_and_yaml_merge(tmp_path):
     cfg = resolve_config("seg", j)
     assert cfg["lr"] == 0.01 and cfg["augment"]["flip_prob"] == 0.0
     assert cfg["augment"]["noise_prob"] == DEFAULTS["seg"]["augment"]["noise_prob"]  # deep merge
-    assert cfg["network"]["channels"] == [8, 16] and cfg["network"]["num_res_units"] == 1
+    assert cfg["network"]["channels"] == [8, 16]
+    assert cfg["network"]["num_res_units"] == DEFAULTS["seg"]["network"]["num_res_units"]  # other kwargs kept
     y = tmp_path / "c.yaml"
     y.write_text("num_classes: 6\nclass_weights: [1, 2, 2, 2, 2, 2]\n")
     assert resolve_config("seg", y)["num_classes"] == 6
