@@ -8,6 +8,8 @@
 * :class:`RunFilesWriter` / :class:`ThresholdsSaver` - write ``models/run_config.json``,
   ``models/train_patients.json`` and ``models/thresholds.json`` like ``ichct train`` does, so that
   :func:`ichct.pipeline.bundle.load_bundle` reads a bundle retrained through ``train.json``.
+* :class:`ValidationEveryAndLast` - MONAI's ``ValidationHandler`` that also validates the final
+  epoch when ``interval`` would skip it.
 * :func:`dice_output_transform` - argmax + one-hot of a batched seg output for ``MeanDice``.
 """
 
@@ -27,6 +29,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 from monai.config import KeysCollection
+from monai.handlers import ValidationHandler
 from monai.transforms import MapTransform
 
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
@@ -174,6 +177,22 @@ class ValidationScores(Metric):
     def decision_rule(self, epoch: int, fold: int) -> DecisionRule:
         """Thresholds chosen on the scores of the last validation epoch."""
         return self.collector.decision_rule(epoch, fold)
+
+
+class ValidationEveryAndLast(ValidationHandler):
+    """``ValidationHandler`` (epoch level) that also runs after the final epoch when ``interval``
+    does not divide ``max_epochs``, so a run always ends validated: the key-metric checkpoint and
+    ``thresholds.json`` exist even for ``--epochs 1`` with ``val_interval`` 2 (as ``ichct train``)."""
+
+    def __init__(self, validator: Any, interval: int) -> None:
+        super().__init__(validator=validator, interval=int(interval), epoch_level=True)
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._last_unvalidated), self)
+
+    def _last_unvalidated(self, engine: Engine, epoch: int) -> bool:
+        return epoch == engine.state.max_epochs and epoch % self.interval != 0
 
 
 class ThresholdsSaver:

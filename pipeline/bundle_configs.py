@@ -203,8 +203,8 @@ def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: in
     train.update({
         "inferer": {"_target_": "SimpleInferer"},
         "handlers": [
-            {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": int(cfg["val_interval"]),
-             "epoch_level": True},
+            {"_target_": "ichct.pipeline.bundle_components.ValidationEveryAndLast", "validator": "@validate#evaluator",
+             "interval": int(cfg["val_interval"])},
             {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
         ],
         "rank0_handlers": [

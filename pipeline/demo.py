@@ -61,7 +61,7 @@ class DemoSettings:
     folds: int = 5
     test_fraction: float = 0.2
     split_seed: int = 0
-    train_minutes: float | None = 3.5
+    train_minutes: float | None = 3.75
     epochs: int | None = None
     seg_config: dict[str, Any] = field(default_factory=dict)
     cls_config: dict[str, Any] = field(default_factory=dict)

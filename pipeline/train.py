@@ -557,6 +557,13 @@ def train(
     def _epoch_done(engine) -> None:
         epoch = int(engine.state.epoch)
         validated = epoch % int(cfg["val_interval"]) == 0
+        elapsed = time.perf_counter() - state["t_run"]
+        epoch_s = [*state["epoch_s"], time.perf_counter() - state["epoch_t0"]]
+        budget_stop = (budget_s is not None and epoch < max_epochs
+                       and elapsed + max(epoch_s[-3:]) > budget_s)  # a validating epoch may be the slow one
+        if not validated and (epoch >= max_epochs or budget_stop):
+            evaluator.run()  # the last epoch is always validated: best.pt and thresholds.json exist
+            validated = True
         vm = dict(evaluator.state.metrics) if validated else {}
         row = {"epoch": epoch, "iteration": int(engine.state.iteration),
                "train_loss": state["loss_sum"] / max(1, state["loss_n"]),
@@ -595,13 +602,10 @@ def train(
                     " ".join(f"{c}={_fmt(row[c])}" for c in columns if c.startswith("val_")))
         if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
             engine.terminate()
-        elif budget_s is not None and epoch < max_epochs:
-            elapsed = time.perf_counter() - state["t_run"]
-            next_s = max(state["epoch_s"][-3:])  # a validating epoch may be the slow one
-            if elapsed + next_s > budget_s:
-                logger.info("time budget %.1f min reached after epoch %d (%.0f s)", budget_s / 60, epoch, elapsed)
-                state["budget_stop"] = True
-                engine.terminate()
+        elif budget_stop:
+            logger.info("time budget %.1f min reached after epoch %d (%.0f s)", budget_s / 60, epoch, elapsed)
+            state["budget_stop"] = True
+            engine.terminate()
 
     trainer.run()
     summary = _summary(out, kind, int(trainer.state.epoch), state)

@@ -221,6 +221,26 @@ def test_max_minutes_stops_cleanly_at_an_epoch_boundary(cohort, tmp_path):
     assert s2["epochs"] == 2 and not s2["stopped_by_budget"]
 
 
+def test_the_last_epoch_is_validated_even_off_the_validation_interval(cohort, tmp_path):
+    """val_interval 2: epochs 2, 4, ... validate, and so does the final epoch, whether the epoch
+    count or the time budget ends the run (best.pt and thresholds.json always exist)."""
+    cfg = {**SEG_CFG, "val_interval": 2, "network": {"channels": [8, 16], "strides": [2], "num_res_units": 0}}
+    with pytest.MonkeyPatch.context() as mp:
+        _env(mp, cohort["base"] / "env")
+        train("seg", cohort["manifest"], FOLD, tmp_path / "three", epochs=3, config=cfg, seed=0)
+        rows = read_metrics(tmp_path / "three" / "metrics.csv")
+        assert [math.isfinite(float(r["val_auc_any"])) for r in rows] == [False, True, True]
+        assert load_checkpoint(tmp_path / "three" / "best.pt")["epoch"] in (2, 3)
+
+        s = train("seg", cohort["manifest"], FOLD, tmp_path / "budget", epochs=50, config=cfg, seed=0,
+                  max_minutes=1e-4)
+        assert s["epochs"] == 1 and s["stopped_by_budget"]
+        rows = read_metrics(tmp_path / "budget" / "metrics.csv")
+        assert len(rows) == 1 and math.isfinite(float(rows[0]["val_auc_any"]))
+        assert load_checkpoint(tmp_path / "budget" / "best.pt")["epoch"] == 1
+        assert DecisionRule.load(tmp_path / "budget" / "thresholds.json").meta["epoch"] == 1
+
+
 def test_cls_inputs_align_with_slice_labels(cohort):
     """Training items of the classifier: the in-plane crop keeps every slice, and the blood mask of the
     aux-seg target lies on exactly the slices labelled positive (a misaligned stack would fail)."""
