@@ -562,7 +562,7 @@ def train(
         budget_stop = (budget_s is not None and epoch < max_epochs
                        and elapsed + max(epoch_s[-3:]) > budget_s)  # a validating epoch may be the slow one
         if not validated and (epoch >= max_epochs or budget_stop):
-            evaluator.run()  # the last epoch is always validated: best.pt and thresholds.json exist
+            evaluator.run(epoch)  # the last epoch is always validated: best.pt and thresholds.json exist
             validated = True
         vm = dict(evaluator.state.metrics) if validated else {}
         row = {"epoch": epoch, "iteration": int(engine.state.iteration),
