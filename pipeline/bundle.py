@@ -205,10 +205,15 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
                                           encoding="utf-8")
 
 
-def _swap_in(tmp: Path, dest: Path, force: bool) -> None:
-    """Rename the finished ``tmp`` folder onto ``dest`` (replacing it only with ``force``)."""
+def _refuse_occupied(dest: Path, force: bool) -> None:
+    """A ``dest`` that holds anything is replaced only with ``force``."""
     if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):
         raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
+
+
+def _swap_in(tmp: Path, dest: Path, force: bool) -> None:
+    """Rename the finished ``tmp`` folder onto ``dest`` (replacing it only with ``force``)."""
+    _refuse_occupied(dest, force)  # again: something may have appeared while ``tmp`` was filled
     replace_dir(tmp, dest)
 
 
@@ -276,9 +281,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     weights_sha = hashlib.sha256(weights_bytes).hexdigest()
     metrics = _check_evaluation(Path(evaluation), model.kind, weights_sha) if evaluation is not None else None
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):
-        raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
+    _refuse_occupied(dest, force)  # before any work
     tmp = temp_dir_beside(dest)
     try:
         models = tmp / "models"

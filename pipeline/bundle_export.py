@@ -121,7 +121,6 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
         out = out.with_name(out.name + ".zip")
     if out.exists() and (zip_file or not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists; choose another destination")
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = temp_dir_beside(out)
     try:
         name = src.resolve().name

@@ -279,7 +279,6 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     findings = build_findings(pred, rule_name, rule_obj)
 
     t_write = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_beside(out)
     try:
         outputs: dict[str, Any] = {"report": "report.json", "mask": None, "seg_dicom": None, "overlays": []}

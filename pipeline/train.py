@@ -239,14 +239,14 @@ class _ValCollector:
     """Collects CT-level scores of the validation fold and puts AUCs into ``engine.state.metrics``."""
 
     def __init__(self, kind: str, cfg: Mapping[str, Any]) -> None:
-        from ichct.pipeline.decision import DecisionRule, voxel_volume_ml
+        from ichct.pipeline.decision import SLICE_RULES, DecisionRule, voxel_volume_ml
 
         self.kind, self.cfg = kind, cfg
         if kind == "cls":
             self.rule = DecisionRule("consecutive", threshold=0.5, k=int(cfg["rule_k"]))
             # the other slice rules are scored too, so their thresholds are chosen on validation as well
             self.other_rules = {name: DecisionRule(name, threshold=0.5, k=int(cfg["rule_k"]))
-                                for name in ("max", "topk_mean")}
+                                for name in SLICE_RULES if name != self.rule.name}
         else:
             self.rule = DecisionRule("seg_volume", threshold=1.0, min_component_ml=float(cfg["min_component_ml"]),
                                      num_seg_classes=int(cfg["num_classes"]))
@@ -557,10 +557,10 @@ def train(
     def _epoch_done(engine) -> None:
         epoch = int(engine.state.epoch)
         validated = epoch % int(cfg["val_interval"]) == 0
+        state["epoch_s"].append(time.perf_counter() - state["epoch_t0"])
         elapsed = time.perf_counter() - state["t_run"]
-        epoch_s = [*state["epoch_s"], time.perf_counter() - state["epoch_t0"]]
         budget_stop = (budget_s is not None and epoch < max_epochs
-                       and elapsed + max(epoch_s[-3:]) > budget_s)  # a validating epoch may be the slow one
+                       and elapsed + max(state["epoch_s"][-3:]) > budget_s)  # a validating epoch may be the slow one
         if not validated and (epoch >= max_epochs or budget_stop):
             evaluator.run(epoch)  # the last epoch is always validated: best.pt and thresholds.json exist
             validated = True
@@ -572,7 +572,6 @@ def train(
             if c.startswith("val_"):
                 row[c] = float(vm.get(c, float("nan")))
         rows.append(row)
-        state["epoch_s"].append(time.perf_counter() - state["epoch_t0"])
         scheduler.step()
         if budget_s is not None:
             # cosine over whichever runs out first, the epochs or the time budget (so the rate
