@@ -29,6 +29,7 @@ __all__ = [
     "SUBTYPES",
     "ENCODERS",
     "POOLINGS",
+    "AUX_SEG_FUSIONS",
     "SliceSequenceClassifier",
     "seg_slice_stats",
     "pad_slice_batch",
@@ -50,6 +51,11 @@ ENCODERS: tuple[str, ...] = ("densenet121", "efficientnet-b0", "resnet18", "resn
 
 #: Global pooling of the encoder map into a slice feature: ``"avg"``, ``"max"`` or both concatenated.
 POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax")
+
+#: How the auxiliary head joins its deep (encoder) and detail (slice) branches: ``"concat"``
+#: (channels concatenated, then a 3x3 convolution) or ``"add"`` (summed, FPN-style; the fusing
+#: convolution sees a third of the channels).
+AUX_SEG_FUSIONS: tuple[str, ...] = ("concat", "add")
 
 #: Number of statistics of the auxiliary blood map fed to the head when ``seg_to_head`` is on.
 SEG_STATS = 3
@@ -159,7 +165,8 @@ class _AuxSegHead(nn.Module):
     """Light 2D segmentation decoder.
 
     The deepest encoder feature map is reduced by a 1x1 convolution and up-sampled bilinearly,
-    then fused with a two-convolution branch on the slice itself. The deep path makes the
+    then fused (concatenated, or added with ``fusion="add"``) with a two-convolution branch on
+    the slice itself, and a 3x3 convolution and a 1x1 one give the logits. The deep path makes the
     segmentation loss train the shared encoder; the shallow branch supplies the spatial detail
     that a stride-16/32 map lacks. With ``stride`` 2 the shallow branch and the fusion run at half
     the slice size and the logits are up-sampled bilinearly: about a quarter of the full-size
@@ -167,20 +174,26 @@ class _AuxSegHead(nn.Module):
     """
 
     def __init__(self, enc_channels: int, in_channels: int, num_classes: int, width: int = 16,
-                 stride: int = 1) -> None:
+                 stride: int = 1, fusion: str = "concat") -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"aux_seg_stride must be 1 or 2, got {stride}")
+        if fusion not in AUX_SEG_FUSIONS:
+            raise ValueError(f"aux_seg_fusion must be one of {AUX_SEG_FUSIONS}, got {fusion!r}")
+        self.fusion = fusion
+        deep_width = 2 * width if fusion == "concat" else width
         self.deep = nn.Sequential(
-            nn.Conv2d(enc_channels, 2 * width, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True)
+            nn.Conv2d(enc_channels, deep_width, 1, bias=False), nn.BatchNorm2d(deep_width), nn.ReLU(inplace=True)
         )
         self.shallow = nn.Sequential(_conv_bn_relu(in_channels, width, stride=stride), _conv_bn_relu(width, width))
-        self.fuse = nn.Sequential(_conv_bn_relu(3 * width, width), nn.Conv2d(width, num_classes, 1))
+        fuse_in = 3 * width if fusion == "concat" else width
+        self.fuse = nn.Sequential(_conv_bn_relu(fuse_in, width), nn.Conv2d(width, num_classes, 1))
 
     def forward(self, fmap: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         detail = self.shallow(image)
         deep = nn.functional.interpolate(self.deep(fmap), size=detail.shape[-2:], mode="bilinear", align_corners=False)
-        logits = self.fuse(torch.cat([deep, detail], dim=1))
+        fused = torch.cat([deep, detail], dim=1) if self.fusion == "concat" else deep + detail
+        logits = self.fuse(fused)
         if logits.shape[-2:] != image.shape[-2:]:
             logits = nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
         return logits
@@ -349,6 +362,11 @@ class SliceSequenceClassifier(nn.Module):
     aux_seg_stride
         1: the auxiliary head's detail branch runs at the slice size; 2: at half of it, logits
         up-sampled (about 3x faster training of the whole model with the ``"small"`` encoder).
+    aux_seg_fusion
+        How the auxiliary head joins its deep and detail branches (:data:`AUX_SEG_FUSIONS`):
+        ``"concat"`` (channels concatenated) or ``"add"`` (summed; the fusing 3x3 convolution
+        reads a third of the channels, ~20 % less per training step of the CPU default model).
+        The two layouts have different parameter shapes.
 
     Notes
     -----
@@ -378,6 +396,7 @@ class SliceSequenceClassifier(nn.Module):
         pooling: str = "avg",
         seg_to_head: bool = False,
         aux_seg_stride: int = 1,
+        aux_seg_fusion: str = "concat",
     ) -> None:
         super().__init__()
         if encoder not in ENCODERS:
@@ -422,7 +441,9 @@ class SliceSequenceClassifier(nn.Module):
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(slice_dim + 2 * rnn_hidden, num_classes))
         self.aux_seg_stride = int(aux_seg_stride)
-        self.seg_head = (_AuxSegHead(self.encoder.out_channels, enc_in, num_seg_classes, stride=self.aux_seg_stride)
+        self.aux_seg_fusion = aux_seg_fusion
+        self.seg_head = (_AuxSegHead(self.encoder.out_channels, enc_in, num_seg_classes, stride=self.aux_seg_stride,
+                                     fusion=aux_seg_fusion)
                          if aux_seg else None)
         self.to(memory_format=torch.channels_last)  # 4D conv weights; the rest is unaffected
 
@@ -526,5 +547,6 @@ class SliceSequenceClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"encoder={self.encoder_name!r}, pooling={self.pooling!r}, neighbour_slices={self.neighbour_slices}, "
-                f"aux_seg={self.aux_seg}, aux_seg_stride={self.aux_seg_stride}, seg_to_head={self.seg_to_head}")
+                f"aux_seg={self.aux_seg}, aux_seg_stride={self.aux_seg_stride}, "
+                f"aux_seg_fusion={self.aux_seg_fusion!r}, seg_to_head={self.seg_to_head}")
 

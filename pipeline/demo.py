@@ -22,6 +22,7 @@ is what the test suite runs.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from ichct.pipeline.ingest import convert_series, folder_info
-from ichct.pipeline.manifests import build_manifest, check_manifests
+from ichct.pipeline.manifests import HashCache, build_manifest, check_manifests
 from ichct.pipeline.synth.cohort import default_workers, generate_cohort
 from ichct.pipeline.synth.config import SynthConfig, default_cohort
 
@@ -130,10 +131,17 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
 
     t0 = time.perf_counter()
     manifest_path = out / "manifest.json"
-    manifest = build_manifest("synth", out / "synthetic", manifest_path, folds=settings.folds,
-                              test_fraction=settings.test_fraction, seed=settings.split_seed,
-                              name="demo", cache=False)
-    report = check_manifests([manifest_path], cache=False)
+    # a pixel-hash cache for these two steps (removed after them, so nothing is left in the demo
+    # folder): the check reuses the build's hashes of every series instead of decoding them again
+    with tempfile.TemporaryDirectory(prefix=".hash-cache-", dir=out) as cache_dir:
+        hash_cache = HashCache(cache_dir)
+        try:
+            manifest = build_manifest("synth", out / "synthetic", manifest_path, folds=settings.folds,
+                                      test_fraction=settings.test_fraction, seed=settings.split_seed,
+                                      name="demo", cache=hash_cache)
+            report = check_manifests([manifest_path], cache=hash_cache)
+        finally:
+            hash_cache.close()
     if not report.ok:
         raise RuntimeError("demo manifest failed its checks: " + "; ".join(report.problems))
     test_uids = {str(e.get("study_uid")) for e in manifest["test"]}

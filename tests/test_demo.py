@@ -25,6 +25,12 @@ def demo(tmp_path_factory):
     return out, buf.getvalue()
 
 
+def test_demo_quick_leaves_only_its_artefacts(demo):
+    out, _ = demo
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bundles", "evaluation", "manifest.json", "predict", "runs", "synthetic", "volumes"]
+
+
 def test_demo_quick_writes_cohort_and_reads_every_study(demo):
     out, printed = demo
     cohort = json.loads((out / "synthetic" / "cohort.json").read_text())

@@ -190,6 +190,28 @@ def test_half_size_aux_head_gives_full_size_maps_and_trains_the_encoder(hw: tupl
         SliceSequenceClassifier(encoder="small", aux_seg=True, aux_seg_stride=4)
 
 
+def test_additive_aux_fusion_is_smaller_keeps_the_contract_and_trains_both_branches() -> None:
+    torch.manual_seed(0)
+    concat = SliceSequenceClassifier(encoder="small", aux_seg=True, seg_to_head=True, aux_seg_stride=2)
+    add = SliceSequenceClassifier(encoder="small", aux_seg=True, seg_to_head=True, aux_seg_stride=2,
+                                  aux_seg_fusion="add")
+    # the fusing 3x3 convolution reads one branch's width instead of three
+    assert add.seg_head.fuse[0][0].in_channels == add.seg_head.shallow[1][0].out_channels
+    assert _n_params(add.seg_head) < 0.6 * _n_params(concat.seg_head)
+    x = torch.randn(2, 3, 40, 36, 5)
+    out = add(x, lengths=[5, 3])
+    assert out["seg"].shape == (2, 2, 40, 36, 5) and out["logits"].shape == (2, 5, 6)
+    assert torch.all(out["seg"][1, ..., 3:] == 0) and torch.all(out["logits"][1, 3:] == 0)
+    out["seg"].square().mean().backward()
+    for branch in (add.encoder, add.seg_head.deep, add.seg_head.shallow):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in branch.parameters())
+    # a concat checkpoint does not load into an additive head (shapes differ): no silent mix-up
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        add.load_state_dict(concat.state_dict())
+    with pytest.raises(ValueError, match="aux_seg_fusion"):
+        SliceSequenceClassifier(encoder="small", aux_seg=True, aux_seg_fusion="sum")
+
+
 def test_default_parameter_counts() -> None:
     counts = {e: _n_params(SliceSequenceClassifier(encoder=e)) for e in ENCODERS}
     # default config (DenseNet121 encoder, 256-d features, 1-layer bidirectional GRU, 128 hidden)
