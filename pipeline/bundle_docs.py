@@ -178,6 +178,12 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
 # --------------------------------------------------------------------------------------------
 
 
+def _window_note(cfg: Mapping[str, Any]) -> str:
+    """`` (mean of the last N validations)`` when the run chose best.pt on a running mean."""
+    window = int(cfg.get("best_window") or 1)
+    return f" (mean of the last {window} validations)" if window > 1 else ""
+
+
 def _fmt(entry: Any, digits: int = 3) -> str:
     if not isinstance(entry, Mapping) or entry.get("value") is None:
         return "n/a"
@@ -280,7 +286,7 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         f"{run_config.get('fold')} validates), seed {run_config.get('seed')}, CPU "
         f"({training.get('epochs')} epochs in {training.get('train_s', 'n/a')} s under a "
         f"{cfg.get('max_minutes')}-minute budget; best validation {training.get('key_metric')} "
-        f"{'n/a' if best is None else f'{float(best):.3f}'} at epoch {training.get('best_epoch')}). "
+        f"{'n/a' if best is None else f'{float(best):.3f}'}{_window_note(cfg)} at epoch {training.get('best_epoch')}). "
         f"Optimizer AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), cosine schedule, batch size "
         f"{cfg['batch_size']}. The full resolved configuration is `ichct_config` in every config file and "
         "`models/run_config.json`; thresholds chosen on the validation fold are in `models/thresholds.json`, the "

@@ -49,25 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Library warnings that say nothing to an ichct user (shown again with -v): MONAI's patch sampler
-#: on volumes without blood (expected: negative studies get background patches) and its optional
-#: GPU DICOM decoder plugin, which ichct does not use.
-KNOWN_WARNINGS: tuple[str, ...] = (
-    r"Num foregrounds 0, Num backgrounds",
-    r"NvImgCodecPydicomReader",
-)
-
-
-def _hide_known_library_warnings() -> None:
-    import warnings
-
-    for pattern in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    from ichct.pipeline.logging_setup import configure_logging
+    from ichct.pipeline.logging_setup import configure_logging, hide_known_library_warnings
     from ichct.transforms.dicom.errors import DicomIngestError
 
     parser = build_parser()
@@ -77,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
     if getattr(args, "verbose", 0) < 1:
-        _hide_known_library_warnings()
+        hide_known_library_warnings()
     try:
         return int(args.func(args) or 0)
     except DicomIngestError as exc:

@@ -54,15 +54,23 @@ class DemoSettings:
     """What the demo generates and how long it trains.
 
     ``cohort`` is the synthetic cohort (default: :func:`default_cohort`, the cohort of the
-    committed manifest); ``train_minutes`` the training budget per model; ``epochs`` the epoch
-    cap; ``seg_config`` / ``cls_config`` training-config overrides; ``n_boot`` bootstrap resamples.
+    committed manifest). ``seg_minutes`` / ``cls_minutes`` are wall-clock training budgets: on a
+    CPU with two or more threads both models start side by side with half the threads each, and
+    the classifier takes over the segmenter's threads when its shorter budget ends
+    (:func:`~ichct.pipeline.train_side_by_side.train_side_by_side`: more epochs in the same
+    minutes than one model after the other). Otherwise (a GPU, one thread, ``side_by_side=False``)
+    the models train one after the other with the budgets scaled to the same total time.
+    ``epochs`` is the epoch cap; ``seg_config`` / ``cls_config`` training-config overrides;
+    ``n_boot`` bootstrap resamples.
     """
 
     cohort: SynthConfig = field(default_factory=default_cohort)
     folds: int = 5
     test_fraction: float = 0.2
     split_seed: int = 0
-    train_minutes: float | None = 3.75
+    seg_minutes: float | None = 6.5
+    cls_minutes: float | None = 7.5
+    side_by_side: bool = True
     epochs: int | None = None
     seg_config: dict[str, Any] = field(default_factory=dict)
     cls_config: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +80,7 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> "DemoSettings":
         cohort = SynthConfig(n_patients=8, seed=2026, matrix=64, slices=12, follow_up_fraction=0.0)
-        return cls(cohort=cohort, folds=2, test_fraction=0.25, train_minutes=None, epochs=1,
+        return cls(cohort=cohort, folds=2, test_fraction=0.25, seg_minutes=None, cls_minutes=None, epochs=1,
                    seg_config=dict(QUICK_SEG_CONFIG), cls_config=dict(QUICK_CLS_CONFIG), n_boot=200,
                    convert_all=True)
 
@@ -105,6 +113,28 @@ def _ingest_check(out: Path, cohort: dict[str, Any], study_uids: set[str] | None
     return rows
 
 
+def _train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSettings,
+                  device: str) -> dict[str, dict[str, Any]]:
+    """Train both models on fold 0 (side by side on a multi-threaded CPU); their summaries."""
+    import torch
+
+    from ichct.pipeline.train import train
+    from ichct.pipeline.train_side_by_side import train_side_by_side
+
+    side_by_side = settings.side_by_side and device == "cpu" and torch.get_num_threads() >= 2
+    minutes = {"seg": settings.seg_minutes, "cls": settings.cls_minutes}
+    if not side_by_side and None not in minutes.values():  # one after the other in the same total time
+        scale = max(minutes.values()) / sum(minutes.values())
+        minutes = {kind: m * scale for kind, m in minutes.items()}
+    configs = {"seg": settings.seg_config, "cls": settings.cls_config}
+    jobs = {kind: {"kind": kind, "manifest": manifest_path, "fold": 0, "out_dir": run_dir, "epochs": settings.epochs,
+                   "config": configs[kind], "device": device, "max_minutes": minutes[kind]}
+            for kind, run_dir in runs.items()}
+    if side_by_side:
+        return train_side_by_side(jobs)
+    return {kind: train(**kwargs) for kind, kwargs in jobs.items()}
+
+
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers: int | None = None,
              device: str = "cpu") -> dict[str, Any]:
     """Run every stage of the pipeline on a synthetic cohort written under ``out_dir``.
@@ -115,7 +145,6 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
     from ichct.pipeline.bundle_verify import format_table, verify_bundle
     from ichct.pipeline.evaluate import evaluate
     from ichct.pipeline.predict import predict
-    from ichct.pipeline.train import train
 
     settings = settings or DemoSettings()
     out = Path(out_dir)
@@ -148,15 +177,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
     rows = _ingest_check(out, cohort, None if settings.convert_all else test_uids)
     lap("ingest+manifest", t0)
 
-    runs = {}
-    train_summaries = {}
-    for kind, cfg in (("seg", settings.seg_config), ("cls", settings.cls_config)):
-        t0 = time.perf_counter()
-        run_dir = out / "runs" / kind
-        train_summaries[kind] = train(kind, manifest_path, 0, run_dir, epochs=settings.epochs, config=cfg,
-                                      device=device, max_minutes=settings.train_minutes)
-        runs[kind] = run_dir
-        lap(f"train_{kind}", t0)
+    t0 = time.perf_counter()
+    runs = {kind: out / "runs" / kind for kind in ("seg", "cls")}
+    train_summaries = _train_models(manifest_path, runs, settings, device)
+    lap("train seg+cls", t0)
 
     # bundles first, so that the evaluation (and its numbers in each bundle's docs) is of the
     # bundles' own weights, as `bundles/build_bundles.sh` does for the committed bundles
@@ -207,7 +231,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
         "cohort": str(out / "synthetic" / "cohort.json"),
         "volumes": str(out / "volumes"),
         "runs": {k: str(v) for k, v in runs.items()},
-        "train": {k: {"epochs": s["epochs"], "best_metric": s["best_metric"], "best_epoch": s["best_epoch"]}
+        "train": {k: {"epochs": s["epochs"], "best_metric": s["best_metric"], "best_epoch": s["best_epoch"],
+                      "best_window": s.get("best_window", 1)}
                   for k, s in train_summaries.items()},
         "evaluation": str(eval_dir),
         "bundles": {k: str(v) for k, v in bundles.items()},
@@ -292,7 +317,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     for kind, path in (summary.get("runs") or {}).items():
         t = summary["train"][kind]
-        lines.append(f"  {kind} training run: {path} ({t['epochs']} epochs, best validation {_fmt(t['best_metric'])} "
+        mean = f" (mean of the last {t['best_window']} validations)" if t.get("best_window", 1) > 1 else ""
+        lines.append(f"  {kind} training run: {path} ({t['epochs']} epochs, best validation {_fmt(t['best_metric'])}{mean} "
                      f"at epoch {t['best_epoch']})")
     if summary.get("evaluation"):
         lines.append(f"  evaluation (metrics.json, report.md, per_case.csv, plots): {summary['evaluation']}")

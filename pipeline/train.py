@@ -29,7 +29,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +374,7 @@ def train(
     seed: int = 0,
     max_minutes: float | None = None,
     *,
+    epoch_started: Callable[[int], None] | None = None,
     _stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Train a segmentation (``"seg"``) or slice-classification (``"cls"``) model on one fold.
@@ -389,6 +390,9 @@ def train(
     written) when the next epoch would not fit, and the cosine learning-rate schedule follows
     whichever runs out first, epochs or time, so the rate still anneals to ~0 by the end. The
     budget counts per invocation (a ``--resume`` gets a fresh one).
+
+    ``epoch_started`` is called with the epoch number at the start of every epoch, in the
+    training thread (e.g. to give the run more torch threads once a run beside it has finished).
 
     Raises ``ValueError`` for bad arguments, a manifest that fails its checks
     (:class:`ManifestError`) or a run directory that does not match ``resume``.
@@ -547,6 +551,8 @@ def train(
         state["epoch_t0"] = time.perf_counter()
         if state["first_epoch"] is None:
             state["first_epoch"], state["t_run"] = int(engine.state.epoch), time.perf_counter()
+        if epoch_started is not None:
+            epoch_started(int(engine.state.epoch))
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _acc_loss(engine) -> None:
@@ -580,7 +586,11 @@ def train(
             progress = min(1.0, max(epoch / max(1, max_epochs), spent))
             for g in optimizer.param_groups:
                 g["lr"] = float(g["initial_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        key = float(vm.get(KEY_METRIC[kind], float("nan")))
+        key = float("nan")
+        if validated:  # the mean over the last `best_window` validations (this one included)
+            history = [float(r[KEY_METRIC[kind]]) for r in rows if not math.isnan(float(r[KEY_METRIC[kind]]))]
+            window = history[-int(cfg["best_window"]):]
+            key = float(np.mean(window)) if window else float("nan")
         # ties go to the later epoch: a small validation fold saturates (AUC 1.0) early, and the
         # later weights have seen more updates at a lower (cosine-annealed) learning rate
         better = validated and (state["best_metric"] is None
@@ -609,6 +619,7 @@ def train(
     trainer.run()
     summary = _summary(out, kind, int(trainer.state.epoch), state)
     summary["stopped_by_budget"] = bool(state["budget_stop"])
+    summary["best_window"] = int(cfg["best_window"])
     summary["train_time_s"] = time.perf_counter() - state.get("t_run", state["t0"])
     summary["epoch_time_s"] = float(np.mean(state["epoch_s"])) if state["epoch_s"] else float("nan")
     return summary

@@ -265,3 +265,96 @@ def test_cls_inputs_align_with_slice_labels(cohort):
             b = img[0]
             assert float(b[lab[0] > 0].mean()) > float(b[(lab[0] == 0) & (b > 0.1) & (b < 0.99)].mean())
     assert n_pos > 0
+
+
+def test_side_by_side_runs_match_runs_trained_alone(cohort, tmp_path, capfd):
+    """Two runs in their own processes (one thread each) give the weights of the same runs trained
+    alone on one thread, and their log lines carry the run's name."""
+    import logging
+
+    from ichct.pipeline.logging_setup import configure_logging
+    from ichct.pipeline.train_side_by_side import train_side_by_side
+
+    jobs = {kind: {"kind": kind, "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / f"par_{kind}",
+                   "epochs": 1, "config": cfg, "seed": 3}
+            for kind, cfg in (("seg", SEG_CFG), ("cls", CLS_CFG))}
+    ichct_logger = logging.getLogger("ichct")
+    saved = (list(ichct_logger.handlers), ichct_logger.level, ichct_logger.propagate)
+    configure_logging(0)
+    try:
+        summaries = train_side_by_side(jobs, num_threads=1)
+    finally:
+        ichct_logger.handlers[:], ichct_logger.level, ichct_logger.propagate = saved
+    assert set(summaries) == {"seg", "cls"} and all(s["epochs"] == 1 for s in summaries.values())
+    assert "INFO: [cls] pos_weight" in capfd.readouterr().err
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = train(**{**jobs["cls"], "out_dir": tmp_path / "alone_cls"})
+    finally:
+        torch.set_num_threads(threads)
+    assert alone["best_metric"] == summaries["cls"]["best_metric"]
+    side = load_checkpoint(tmp_path / "par_cls" / "last.pt")["model"]
+    for name, tensor in load_checkpoint(tmp_path / "alone_cls" / "last.pt")["model"].items():
+        assert torch.equal(tensor, side[name]), name
+    assert (tmp_path / "par_seg" / "best.pt").is_file() and (tmp_path / "par_seg" / "thresholds.json").is_file()
+
+
+def test_side_by_side_failure_stops_the_other_runs(cohort, tmp_path):
+    """A run that fails is raised with its own error, and the run beside it is stopped, not left running."""
+    import multiprocessing
+
+    from ichct.pipeline.train_side_by_side import train_side_by_side
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "last.pt").write_bytes(b"")  # train() refuses a folder that holds a run
+    jobs = {"slow": {"kind": "seg", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / "slow",
+                     "epochs": 500, "config": SEG_CFG},
+            "bad": {"kind": "cls", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": taken,
+                    "epochs": 1, "config": CLS_CFG}}
+    with pytest.raises(ValueError, match="holds a run already"):
+        train_side_by_side(jobs, num_threads=1)
+    assert not multiprocessing.active_children()
+    done = read_metrics(tmp_path / "slow" / "metrics.csv") if (tmp_path / "slow" / "metrics.csv").exists() else []
+    assert len(done) < 500
+
+
+def test_side_by_side_hands_a_finished_runs_threads_to_the_others(cohort, tmp_path, capfd):
+    import logging
+
+    from ichct.pipeline.logging_setup import configure_logging
+    from ichct.pipeline.train_side_by_side import threads_for, train_side_by_side
+
+    assert [threads_for(4, 2, k) for k in range(3)] == [2, 4, 4] and threads_for(1, 2, 0) == 1
+    jobs = {"short": {"kind": "cls", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / "short",
+                      "epochs": 1, "config": CLS_CFG},
+            "long": {"kind": "seg", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / "long",
+                     "epochs": 8, "config": SEG_CFG}}
+    ichct_logger = logging.getLogger("ichct")
+    saved = (list(ichct_logger.handlers), ichct_logger.level, ichct_logger.propagate)
+    configure_logging(0)
+    try:
+        summaries = train_side_by_side(jobs, num_threads=2)
+    finally:
+        ichct_logger.handlers[:], ichct_logger.level, ichct_logger.propagate = saved
+    assert summaries["short"]["epochs"] == 1 and summaries["long"]["epochs"] == 8
+    assert "INFO: [long] long: 2 torch thread(s) from epoch" in capfd.readouterr().err
+
+
+def test_best_checkpoint_is_chosen_on_a_running_mean_of_validations(cohort, tmp_path):
+    """best.pt is the epoch whose validation Dice, averaged with the validation before it
+    (best_window 2), is highest (ties to the later epoch); the summary reports that mean."""
+    import numpy as np
+
+    cfg = {**SEG_CFG, "val_interval": 1, "best_window": 2}
+    summary = train("seg", cohort["manifest"], FOLD, tmp_path / "run", epochs=5, config=cfg, seed=1)
+    dice = [float(r["val_dice"]) for r in read_metrics(tmp_path / "run" / "metrics.csv")]
+    means = [float(np.mean(dice[max(0, i - 1):i + 1])) for i in range(len(dice))]
+    expected = max(range(len(means)), key=lambda i: (means[i], i)) + 1
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == summary["best_epoch"] == expected
+    assert summary["best_metric"] == pytest.approx(means[expected - 1], abs=1e-5)
+    assert DecisionRule.load(tmp_path / "run" / "thresholds.json").meta["epoch"] == expected
+    with pytest.raises(ValueError, match="best_window"):
+        train("seg", cohort["manifest"], FOLD, tmp_path / "bad", epochs=1, config={**cfg, "best_window": 0})
