@@ -43,6 +43,7 @@ def _train_in_child(name: str, train_kwargs: Mapping[str, Any]) -> dict[str, Any
     n_runs, total, finished, log_level = (_CHILD[k] for k in ("n_runs", "total_threads", "finished", "log_level"))
     if log_level is not None:  # the parent shows ichct's messages: so does the child, tagged with its run
         configure_logging(verbosity_of(log_level), tag=name)
+        logging.getLogger("ichct").setLevel(log_level)
         if verbosity_of(log_level) < 1:
             hide_known_library_warnings()
 

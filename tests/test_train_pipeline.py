@@ -267,24 +267,29 @@ def test_cls_inputs_align_with_slice_labels(cohort):
     assert n_pos > 0
 
 
-def test_side_by_side_runs_match_runs_trained_alone(cohort, tmp_path, capfd):
-    """Two runs in their own processes (one thread each) give the weights of the same runs trained
-    alone on one thread, and their log lines carry the run's name."""
+def _side_by_side_with_cli_logging(jobs, num_threads):
+    """train_side_by_side with ichct's logging set up as the CLI does (restored afterwards)."""
     import logging
 
     from ichct.pipeline.logging_setup import configure_logging
     from ichct.pipeline.train_side_by_side import train_side_by_side
 
-    jobs = {kind: {"kind": kind, "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / f"par_{kind}",
-                   "epochs": 1, "config": cfg, "seed": 3}
-            for kind, cfg in (("seg", SEG_CFG), ("cls", CLS_CFG))}
     ichct_logger = logging.getLogger("ichct")
     saved = (list(ichct_logger.handlers), ichct_logger.level, ichct_logger.propagate)
     configure_logging(0)
     try:
-        summaries = train_side_by_side(jobs, num_threads=1)
+        return train_side_by_side(jobs, num_threads=num_threads)
     finally:
         ichct_logger.handlers[:], ichct_logger.level, ichct_logger.propagate = saved
+
+
+def test_side_by_side_runs_match_runs_trained_alone(cohort, tmp_path, capfd):
+    """Two runs in their own processes (one thread each) give the weights of the same runs trained
+    alone on one thread, and their log lines carry the run's name."""
+    jobs = {kind: {"kind": kind, "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / f"par_{kind}",
+                   "epochs": 1, "config": cfg, "seed": 3}
+            for kind, cfg in (("seg", SEG_CFG), ("cls", CLS_CFG))}
+    summaries = _side_by_side_with_cli_logging(jobs, num_threads=1)
     assert set(summaries) == {"seg", "cls"} and all(s["epochs"] == 1 for s in summaries.values())
     assert "INFO: [cls] pos_weight" in capfd.readouterr().err
 
@@ -322,23 +327,15 @@ def test_side_by_side_failure_stops_the_other_runs(cohort, tmp_path):
 
 
 def test_side_by_side_hands_a_finished_runs_threads_to_the_others(cohort, tmp_path, capfd):
-    import logging
-
-    from ichct.pipeline.logging_setup import configure_logging
-    from ichct.pipeline.train_side_by_side import threads_for, train_side_by_side
+    """A run that finishes hands its threads to the run still going, which says so at its next epoch."""
+    from ichct.pipeline.train_side_by_side import threads_for
 
     assert [threads_for(4, 2, k) for k in range(3)] == [2, 4, 4] and threads_for(1, 2, 0) == 1
     jobs = {"short": {"kind": "cls", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / "short",
                       "epochs": 1, "config": CLS_CFG},
             "long": {"kind": "seg", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / "long",
                      "epochs": 8, "config": SEG_CFG}}
-    ichct_logger = logging.getLogger("ichct")
-    saved = (list(ichct_logger.handlers), ichct_logger.level, ichct_logger.propagate)
-    configure_logging(0)
-    try:
-        summaries = train_side_by_side(jobs, num_threads=2)
-    finally:
-        ichct_logger.handlers[:], ichct_logger.level, ichct_logger.propagate = saved
+    summaries = _side_by_side_with_cli_logging(jobs, num_threads=2)
     assert summaries["short"]["epochs"] == 1 and summaries["long"]["epochs"] == 8
     assert "INFO: [long] long: 2 torch thread(s) from epoch" in capfd.readouterr().err
 
