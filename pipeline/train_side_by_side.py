@@ -51,7 +51,7 @@ def _train_in_child(name: str, train_kwargs: Mapping[str, Any]) -> dict[str, Any
         threads = threads_for(total, n_runs, finished.value)
         if threads != torch.get_num_threads():
             if epoch > 1:
-                logger.info("%s: %d torch thread(s) from epoch %d", name, threads, epoch)
+                logger.info("%d torch thread(s) from epoch %d", threads, epoch)
             torch.set_num_threads(threads)
 
     from ichct.pipeline.train import train

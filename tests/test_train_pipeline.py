@@ -337,7 +337,7 @@ def test_side_by_side_hands_a_finished_runs_threads_to_the_others(cohort, tmp_pa
                      "epochs": 8, "config": SEG_CFG}}
     summaries = _side_by_side_with_cli_logging(jobs, num_threads=2)
     assert summaries["short"]["epochs"] == 1 and summaries["long"]["epochs"] == 8
-    assert "INFO: [long] long: 2 torch thread(s) from epoch" in capfd.readouterr().err
+    assert "INFO: [long] 2 torch thread(s) from epoch" in capfd.readouterr().err
 
 
 def test_best_checkpoint_is_chosen_on_a_running_mean_of_validations(cohort, tmp_path):
