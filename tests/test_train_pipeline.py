@@ -326,18 +326,36 @@ def test_side_by_side_failure_stops_the_other_runs(cohort, tmp_path):
     assert len(done) < 500
 
 
-def test_side_by_side_hands_a_finished_runs_threads_to_the_others(cohort, tmp_path, capfd):
-    """A run that finishes hands its threads to the run still going, which says so at its next epoch."""
-    from ichct.pipeline.train_side_by_side import threads_for
+def test_side_by_side_hands_a_finished_runs_threads_to_the_others(monkeypatch):
+    """A run's thread count follows the shared count of finished runs at each epoch start
+    (in-process, with train() replaced: the hand-over without the timing of real runs)."""
+    import multiprocessing
 
-    assert [threads_for(4, 2, k) for k in range(3)] == [2, 4, 4] and threads_for(1, 2, 0) == 1
-    jobs = {"short": {"kind": "cls", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / "short",
-                      "epochs": 1, "config": CLS_CFG},
-            "long": {"kind": "seg", "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / "long",
-                     "epochs": 8, "config": SEG_CFG}}
-    summaries = _side_by_side_with_cli_logging(jobs, num_threads=2)
-    assert summaries["short"]["epochs"] == 1 and summaries["long"]["epochs"] == 8
-    assert "INFO: [long] 2 torch thread(s) from epoch" in capfd.readouterr().err
+    import ichct.pipeline.train as train_module
+    from ichct.pipeline import train_side_by_side as sbs
+
+    assert [sbs.threads_for(4, 2, k) for k in range(3)] == [2, 4, 4] and sbs.threads_for(1, 2, 0) == 1
+    finished = multiprocessing.get_context("spawn").Value("i", 0)
+    seen = []
+
+    def fake_train(epoch_started, **kwargs):
+        for epoch in (1, 2, 3):
+            epoch_started(epoch)
+            seen.append(torch.get_num_threads())
+            if epoch == 1:
+                finished.value += 1  # the run beside this one ends during epoch 1
+        return {"epochs": 3, **kwargs}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(sbs, "_CHILD", {"n_runs": 2, "total_threads": 2, "finished": finished, "log_level": None})
+    threads = torch.get_num_threads()
+    try:
+        assert sbs._train_in_child("long", {"kind": "seg"}) == {"epochs": 3, "kind": "seg"}
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 2, 2]
+    assert finished.value == 2  # this run counted itself as finished too
+
 
 
 def test_best_checkpoint_is_chosen_on_a_running_mean_of_validations(cohort, tmp_path):
