@@ -14,7 +14,7 @@ CT-level AUC(any), best checkpoints). Prints one row per way and model: epochs, 
 the whole stage (caching included), test metric; then the epoch ratios side-by-side / one after
 the other.
 
-Run: ``python benchmarks/side_by_side.py [--seg-minutes 6.5] [--cls-minutes 7.5] [--seed 0]``
+Run: ``python benchmarks/side_by_side.py [--seg-minutes 6.5] [--cls-minutes 7.5]``
 (the defaults are the demo's budgets: about 16 minutes in all).
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shutil
 import tempfile
 import time
@@ -41,41 +42,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seg-minutes", type=float, default=6.5)
     parser.add_argument("--cls-minutes", type=float, default=7.5)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="keep the run folders under this directory")
     args = parser.parse_args(argv)
 
     import torch
 
-    from ichct.pipeline.train import train
-    from ichct.pipeline.train_side_by_side import train_side_by_side
+    from ichct.pipeline.demo import DemoSettings, _train_models
 
     bench = _train_bench()
     bench.ensure_data()
     threads = torch.get_num_threads()
-    budgets = {"seg": args.seg_minutes, "cls": args.cls_minutes}
-    scale = max(budgets.values()) / sum(budgets.values())
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ichct-sbs-bench-"))
     rows = []
     try:
         for way in ("one after the other", "side by side"):
-            runs = {kind: base / f"{way.replace(' ', '_')}_{kind}" for kind in budgets}
+            # the demo's own training stage (seed 0): budgets, thread split and scaling as `ichct demo`
+            settings = DemoSettings(seg_minutes=args.seg_minutes, cls_minutes=args.cls_minutes,
+                                    side_by_side=way == "side by side")
+            runs = {kind: base / f"{way.replace(' ', '_')}_{kind}" for kind in ("seg", "cls")}
             for run in runs.values():
                 shutil.rmtree(run, ignore_errors=True)
-            jobs = {kind: {"kind": kind, "manifest": bench.MANIFEST, "fold": bench.FOLD, "out_dir": runs[kind],
-                           "seed": args.seed,
-                           "max_minutes": budgets[kind] * (scale if way == "one after the other" else 1.0)}
-                    for kind in budgets}
             t0 = time.perf_counter()
-            if way == "side by side":
-                summaries = train_side_by_side(jobs, num_threads=threads)
-            else:
-                summaries = {kind: train(**job) for kind, job in jobs.items()}
+            summaries = _train_models(bench.MANIFEST, runs, settings, "cpu")
             wall = time.perf_counter() - t0
             for kind, summary in summaries.items():
                 test = bench._seg_test(runs[kind], "cpu") if kind == "seg" else bench._cls_test(runs[kind], "cpu")
                 metric = (f"Dice {test['test_dice']:.3f}" if kind == "seg" else f"AUC(any) {test['test_auc_any']:.3f}")
-                rows.append({"way": way, "kind": kind, "minutes": jobs[kind]["max_minutes"],
+                budget = json.loads((runs[kind] / "config.json").read_text())["config"]["max_minutes"]
+                rows.append({"way": way, "kind": kind, "minutes": budget,
                              "epochs": summary["epochs"], "stage_s": wall, "test": metric})
     finally:
         if not args.keep:
@@ -87,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['way']} | {r['kind']} | {r['minutes']:.2f} | {r['epochs']} | {r['stage_s']:.0f} | {r['test']} |")
     epochs = {(r["way"], r["kind"]): r["epochs"] for r in rows}
-    for kind in budgets:
+    for kind in ("seg", "cls"):
         ratio = epochs[("side by side", kind)] / max(1, epochs[("one after the other", kind)])
         print(f"{kind}: side by side / one after the other = {ratio:.2f}x the epochs")
     return 0
