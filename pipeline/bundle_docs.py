@@ -85,13 +85,19 @@ def _input_format(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     windows = _windows(cfg)
     channel_def = {str(i): f"{n} window (level {lv:g} HU, width {wd:g} HU) scaled to [0, 1]"
                    for i, (n, lv, wd) in enumerate(windows)}
+    if kind == "cls" and cfg.get("stripped_brain_channel"):
+        from ichct.pipeline.train_data import STRIPPED_CHANNEL_WINDOW
+
+        lv, wd = STRIPPED_CHANNEL_WINDOW
+        channel_def[str(len(windows))] = (f"brain window (level {lv:g} HU, width {wd:g} HU) of the image with everything "
+                                          f"outside the intracranial space set to air, scaled to [0, 1]")
     if kind == "seg":
         spatial: list[Any] = [int(p) for p in cfg["patch"]]
         patch = True
     else:
         spatial = [int(v) for v in cfg["in_plane"]] + ["*"]
         patch = False
-    return {"type": "image", "format": "hounsfield-windows", "modality": "CT", "num_channels": len(windows),
+    return {"type": "image", "format": "hounsfield-windows", "modality": "CT", "num_channels": len(channel_def),
             "spatial_shape": spatial, "dtype": "float32", "value_range": [0, 1], "is_patch_data": patch,
             "channel_def": channel_def}
 
@@ -160,8 +166,10 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
         "copyright": "Copyright (c) ichct developers",
         "data_source": DATA_SOURCE,
         "data_type": "dicom",
-        "image_classes": "; ".join(f"channel {i}: {n} window {lv:g}/{wd:g} HU -> [0, 1]"
-                                   for i, (n, lv, wd) in enumerate(_windows(cfg))),
+        "image_classes": "; ".join([f"channel {i}: {n} window {lv:g}/{wd:g} HU -> [0, 1]"
+                                    for i, (n, lv, wd) in enumerate(_windows(cfg))]
+                                   + ([f"channel {len(_windows(cfg))}: brain window of the skull-stripped image -> [0, 1]"]
+                                      if kind == "cls" and cfg.get("stripped_brain_channel") else [])),
         "label_classes": label_classes,
         "pred_classes": label_classes,
         "eval_metrics": key_numbers(kind, evaluation) if evaluation else {},
@@ -330,7 +338,7 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         "--config_file configs/inference.json",
         "python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt "
         "--meta_file configs/metadata.json --config_file configs/inference.json"
-        + (" --use_trace True --input_shape \"[1, 3, " + ", ".join(str(int(v)) for v in cfg.get("in_plane", [64, 64]))
+        + (f" --use_trace True --input_shape \"[1, {int(inp['num_channels'])}, " + ", ".join(str(int(v)) for v in cfg.get("in_plane", [64, 64]))
            + ", 16]\"" if kind == "cls" else ""),
         "```",
         "",

@@ -49,7 +49,9 @@ def network_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     dict
         ``in_channels`` (and ``out_channels`` for seg) followed by the config's ``network`` entries.
     """
-    n_in = len(cfg["windows"]) if cfg.get("windows") else 3
+    from ichct.pipeline.train_config import input_channels
+
+    n_in = input_channels(kind, cfg)
     if kind == "seg":
         return {"in_channels": n_in, "out_channels": int(cfg["num_classes"]), **dict(cfg["network"])}
     if kind == "cls":

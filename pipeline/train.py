@@ -198,8 +198,9 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 class RSNAWeightedBCE(torch.nn.Module):
     """Weighted BCE over slices and labels (``any`` weight 2), with ``pos_weight``; label < 0 ignored."""
 
-    def __init__(self, class_weights, pos_weight, aux_seg_weight: float = 0.0) -> None:
+    def __init__(self, class_weights, pos_weight, aux_seg_weight: float = 0.0, focal_gamma: float = 0.0) -> None:
         super().__init__()
+        self.focal_gamma = float(focal_gamma)
         self.register_buffer("w", torch.as_tensor(class_weights, dtype=torch.float32))
         self.register_buffer("pw", torch.as_tensor(pos_weight, dtype=torch.float32))
         self.aux_seg_weight = float(aux_seg_weight)
@@ -222,6 +223,10 @@ class RSNAWeightedBCE(torch.nn.Module):
         mask = (y >= 0).to(torch.float32)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits.float(), y.clamp(min=0), reduction="none", pos_weight=self.pw.to(logits.device))
+        if self.focal_gamma > 0:  # focal modulation (1 - p_t)^gamma: easy slices count less
+            p = torch.sigmoid(logits.float())
+            p_t = torch.where(y > 0, p, 1.0 - p)
+            loss = loss * (1.0 - p_t).pow(self.focal_gamma)
         wm = mask * self.w.to(logits.device)
         return (loss * wm).sum() / wm.sum().clamp(min=1.0)
 
@@ -349,8 +354,15 @@ def _seg_loss(cfg: Mapping[str, Any], weight: torch.Tensor) -> torch.nn.Module:
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
 
 
+#: Config switches added after release, with the value that means "off": a saved config without
+#: them is resumed (and read for inference) as trained, not with a newer default.
+_ADDED_SWITCHES_OFF: dict[str, dict[str, Any]] = {"seg": {}, "cls": {"stripped_brain_channel": False}}
+
+
 def _build_model(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
-    n_in = len(cfg["windows"]) if cfg.get("windows") else 3
+    from ichct.pipeline.train_config import input_channels
+
+    n_in = input_channels(kind, cfg)
     if kind == "seg":
         from ichct.networks import ich_unet3d
 
@@ -429,7 +441,8 @@ def train(
             raise ValueError(f"{out}: run is {saved['kind']} fold {saved['fold']}, not {kind} fold {fold}")
         if saved["manifest_sha256"] != manifest_sha:
             raise ValueError(f"{manifest}: changed since the run started (sha256 differs); refusing to resume")
-        cfg = resolve_config(kind, saved["config"], epochs=epochs)
+        # a run saved before a preprocessing switch existed trained without it
+        cfg = resolve_config(kind, {**_ADDED_SWITCHES_OFF[kind], **saved["config"]}, epochs=epochs)
         seed = int(saved["seed"])
         ckpt = load_checkpoint(last_path)
     else:
@@ -495,7 +508,7 @@ def train(
         cfg_pw = [float(v) for v in pw]
         logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
         aux_w = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
-        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w).to(dev)
+        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg.get("focal_gamma") or 0.0)).to(dev)
         val_inferer = SimpleInferer()
         key_val = None
         prep = {"prepare_batch": _cls_prepare_batch}

@@ -17,6 +17,9 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import (
     Compose,
+    ConcatItemsd,
+    CopyItemsd,
+    DeleteItemsd,
     EnsureTyped,
     Lambdad,
     MapTransform,
@@ -30,7 +33,7 @@ from monai.transforms import (
 )
 
 from ichct.pipeline.labels import LABEL_NAMES
-from ichct.transforms import DEFAULT_WINDOWS, LoadCTd, MultiWindowd, ct_preprocess
+from ichct.transforms import DEFAULT_WINDOWS, HUWindowd, LoadCTd, MultiWindowd, StripSkulld, ct_preprocess
 
 SUBTYPES = LABEL_NAMES  # slice-label columns: "any" + the five subtypes
 
@@ -181,18 +184,37 @@ class CheckSameGridd(MapTransform):
         return d
 
 
+#: Level and width (HU) of the skull-stripped channel (``stripped_brain_channel``): the brain window.
+STRIPPED_CHANNEL_WINDOW = (40.0, 80.0)
+
+
+def _stripped_brain_channel() -> list[Any]:
+    """Steps that append a 4th channel: the brain window of the image with everything outside the
+    intracranial space set to air (:class:`~ichct.transforms.StripSkull`). In the brain window
+    acute blood and bone are both white, so a one-pixel subdural rim looks like a thicker skull;
+    in this channel it is a white line against black, while the other channels keep the skull."""
+    level, width = STRIPPED_CHANNEL_WINDOW
+    return [CopyItemsd("image", names="stripped"), StripSkulld("stripped"),
+            HUWindowd("stripped", level=level, width=width)]
+
+
 def cls_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
     """Slice-classification transforms; training items also carry the blood mask ``label``
-    (binary, same crop/resize/augmentation as the image) when ``network.aux_seg`` is on."""
+    (binary, same crop/resize/augmentation as the image) when ``network.aux_seg`` is on.
+    Channels: one per HU window, plus the skull-stripped brain window with
+    ``stripped_brain_channel`` (a config without the key, i.e. an older run, has none)."""
     h, w = (int(v) for v in cfg["in_plane"])
     crop = cfg.get("crop")
     aux = train and bool(dict(cfg["network"]).get("aux_seg", False))
+    stripped = bool(cfg.get("stripped_brain_channel", False))
     keys: tuple[str, ...] = ("image", "label") if aux else ("image",)
     steps: list[Any] = [
         LoadCTd(keys),
         CheckSliceCountd(),
         *([InPlaneHeadCropd(str(crop))] if crop else []),
+        *(_stripped_brain_channel() if stripped else []),
         MultiWindowd("image", windows=_windows(cfg)),
+        *([ConcatItemsd(["image", "stripped"], "image"), DeleteItemsd("stripped")] if stripped else []),
         *([Lambdad("label", _label_map(2)), CheckSameGridd()] if aux else []),
         Resized(keys, spatial_size=(h, w, -1), mode=("trilinear", "nearest")[: len(keys)]),
         EnsureTyped(keys, dtype=torch.float32, track_meta=False),

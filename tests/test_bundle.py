@@ -270,8 +270,10 @@ def test_multi_gpu_config_on_cpu_with_gloo(bundles, setup, tmp_path):
 def test_torchscript_export(bundles, tmp_path):
     from ichct.pipeline.bundle_network import ChannelFirstSliceClassifier
 
-    for kind, extra in (("seg", []), ("cls", ["--use_trace", "True", "--input_shape", "[1, 3, 32, 32, 16]"])):
-        b = bundles[kind]  # verify_net_in_out runs inside `ichct bundle verify` (test_verify_passes_...)
+    for kind in ("seg", "cls"):
+        b = bundles[kind]
+        c = _in_channels(b)  # 3 windows (+ the classifier's skull-stripped channel)
+        extra = ["--use_trace", "True", "--input_shape", f"[1, {c}, 32, 32, 16]"] if kind == "cls" else []  # verify_net_in_out runs inside `ichct bundle verify` (test_verify_passes_...)
         ts = tmp_path / f"{kind}.ts"
         _ok(_monai(b, "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", "models/model.pt",
                    "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", *extra))
@@ -280,16 +282,21 @@ def test_torchscript_export(bundles, tmp_path):
         torch.manual_seed(0)
         with torch.no_grad():
             if kind == "seg":
-                x = torch.rand(1, 3, 32, 32, 16)
+                x = torch.rand(1, c, 32, 32, 16)
                 np.testing.assert_allclose(scripted(x).numpy(), eager(x).numpy(), atol=1e-5)
             else:
                 cf = ChannelFirstSliceClassifier(**_cls_kwargs(b))
                 cf.load_state_dict(eager.state_dict())
                 cf.eval()
                 for slices in (16, 11):  # the traced graph is not tied to the slice count it was traced with
-                    x = torch.rand(1, 3, 32, 32, slices)
+                    x = torch.rand(1, c, 32, 32, slices)
                     np.testing.assert_allclose(scripted(x).numpy(), cf(x).numpy(), atol=1e-5)
                     np.testing.assert_allclose(cf(x).transpose(1, 2).numpy(), eager(x)["logits"].numpy(), atol=1e-6)
+
+
+def _in_channels(b: Path) -> int:
+    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    return int(meta["network_data_format"]["inputs"]["image"]["num_channels"])
 
 
 def _cls_kwargs(b: Path) -> dict:
@@ -302,18 +309,20 @@ def test_onnx_export(bundles, tmp_path):
     pytest.importorskip("onnx", reason="onnx is not installed (optional: pip install onnx onnxruntime onnxscript)")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (optional)")
     pytest.importorskip("onnxscript", reason="onnxscript is not installed (optional)")
-    for kind, shape, kw in (
-        ("seg", "[1, 3, 32, 32, 16]", "{}"),
-        ("cls", "[1, 3, 32, 32, 16]", "{'dynamo': False, 'input_names': ['image'], 'output_names': ['pred'], "
-                                      "'dynamic_axes': {'image': {4: 'slices'}, 'pred': {2: 'slices'}}}"),
+    for kind, kw in (
+        ("seg", "{}"),
+        ("cls", "{'dynamo': False, 'input_names': ['image'], 'output_names': ['pred'], "
+                "'dynamic_axes': {'image': {4: 'slices'}, 'pred': {2: 'slices'}}}"),
     ):
+        c = _in_channels(bundles[kind])
+        shape = f"[1, {c}, 32, 32, 16]"
         path = tmp_path / f"{kind}.onnx"
         _ok(_monai(bundles[kind], "onnx_export", "network_def", "--filepath", str(path), "--ckpt_file",
                    "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
                    "--use_trace", "True", "--input_shape", shape, "--converter_kwargs", kw))
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         net = load_bundle(bundles[kind]).network
-        x = torch.rand(1, 3, 32, 32, 16 if kind == "seg" else 13)
+        x = torch.rand(1, c, 32, 32, 16 if kind == "seg" else 13)
         got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
         with torch.no_grad():
             want = net(x) if kind == "seg" else net(x)["logits"].transpose(1, 2)

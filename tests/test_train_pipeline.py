@@ -248,7 +248,8 @@ def test_cls_inputs_align_with_slice_labels(cohort):
     from ichct.pipeline.train_config import resolve_config
     from ichct.pipeline.train_data import cls_items, cls_transforms
 
-    cfg = resolve_config("cls", {**CLS_CFG, "in_plane": [64, 64], "augment": {"flip_prob": 0.0, "affine_prob": 0.0}})
+    cfg = resolve_config("cls", {**CLS_CFG, "in_plane": [64, 64],
+                                 "augment": {"flip_prob": 0.0, "affine_prob": 0.0, "shift_prob": 0.0, "noise_prob": 0.0}})
     assert cfg["network"]["aux_seg"] and cfg["crop"] == "brain"
     tf = cls_transforms(cfg, train=True)
     entries = load_manifest(cohort["manifest"], "training", fold=FOLD, check=False)
@@ -257,6 +258,13 @@ def test_cls_inputs_align_with_slice_labels(cohort):
         d = tf(item)
         img, lab, sl = d["image"], d["label"], item["slice_labels"]
         assert img.shape[1:3] == (64, 64) and img.shape[-1] == len(sl) == lab.shape[-1]
+        # channel 3: the brain window with the skull stripped (air, 0, outside the intracranial space)
+        assert cfg["stripped_brain_channel"] and img.shape[0] == 4
+        assert bool((img[3] <= img[0] + 1e-4).all())  # stripping only darkens (resizing mixes edge pixels)
+        if (lab[0] > 0).any():  # blood lies inside the skull and is kept
+            assert float(img[3][lab[0] > 0].mean()) > 0.8 * float(img[0][lab[0] > 0].mean())
+        bone = (img[0] > 0.99) & (img[2] > 0.99)  # white in the brain and soft-tissue windows: mostly skull
+        assert float((img[3][bone] < 0.5).float().mean()) > 0.5
         on = (lab[0] > 0).flatten(0, 1).any(0).numpy()
         assert not (on & (sl[:, 0] == 0)).any()  # blood only on positive slices
         n_pos += int(on.sum())
@@ -265,6 +273,24 @@ def test_cls_inputs_align_with_slice_labels(cohort):
             b = img[0]
             assert float(b[lab[0] > 0].mean()) > float(b[(lab[0] == 0) & (b > 0.1) & (b < 0.99)].mean())
     assert n_pos > 0
+
+
+def test_resume_of_a_run_saved_before_the_stripped_channel_existed(cohort, tmp_path):
+    """A config.json without ``stripped_brain_channel`` (an older run) resumes as trained: 3 channels."""
+    run = tmp_path / "old_cls"
+    train("cls", cohort["manifest"], FOLD, run, epochs=2, config={**CLS_CFG, "stripped_brain_channel": False},
+          seed=0, _stop_after_epoch=1)
+    doc = json.loads((run / "config.json").read_text())
+    del doc["config"]["stripped_brain_channel"]
+    (run / "config.json").write_text(json.dumps(doc))
+    assert train("cls", cohort["manifest"], FOLD, run, resume=True)["epochs"] == 2
+    from ichct.pipeline.train import _build_model
+    from ichct.pipeline.train_config import resolve_config
+
+    weights = load_checkpoint(run / "last.pt")["model"]
+    for stripped, same in ((False, True), (True, False)):
+        net = _build_model("cls", resolve_config("cls", {**CLS_CFG, "stripped_brain_channel": stripped}))
+        assert all(v.shape == weights[k].shape for k, v in net.state_dict().items()) is same
 
 
 def _side_by_side_with_cli_logging(jobs, num_threads):

@@ -154,3 +154,57 @@ def test_crop_array_inverse_and_invertd():
 def test_bad_mode():
     with pytest.raises(ValueError):
         CropHead(mode="skull")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# StripSkull(d)
+# --------------------------------------------------------------------------------------------
+
+
+def _rim_phantom():
+    """The phantom with a thin 80 HU rim (extra-axial blood) replacing the inner layer of the skull."""
+    hu, brain = phantom()
+    axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(SHAPE, SPACING)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    a = np.array(SHAPE) * np.array(SPACING) * np.array([0.255, 0.255, 0.35])
+    rim = ((x / a[0]) ** 2 + (y / a[1]) ** 2 + (z / a[2]) ** 2 <= 1.0) & ~brain & (x > 0)
+    hu[rim] = 80.0
+    return hu, brain, rim
+
+
+def test_strip_skull_keeps_the_intracranial_space_and_blanks_bone_scalp_and_table():
+    from ichct.transforms import StripSkull
+
+    hu, brain, rim = _rim_phantom()
+    assert rim.sum() > 50
+    img = as_image(hu)
+    out = StripSkull()(img)
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, img.affine) and out.shape == img.shape
+    o = out[0].numpy()
+    assert np.array_equal(o[brain], hu[brain]) and np.array_equal(o[rim], hu[rim])  # blood along the skull kept
+    for tissue in (SKULL, SCALP, TABLE):
+        assert (o[hu == tissue] == -1000.0).all(), tissue
+    assert np.array_equal(img[0].numpy(), hu)  # the input is not modified
+
+
+def test_strip_skull_without_a_closed_skull_only_blanks_outside_the_head():
+    from ichct.transforms import StripSkull
+
+    hu, _ = phantom(skull=False)
+    o = StripSkull(fill_hu=-1024.0)(hu[None])[0]
+    assert isinstance(o, np.ndarray)
+    assert (o[hu == SCALP] == SCALP).mean() > 0.99 and (o[hu == BRAIN] == BRAIN).all()
+    assert (o[hu == TABLE] == -1024.0).all()
+
+
+def test_strip_skulld_strips_each_key_and_skips_missing_ones():
+    from ichct.transforms import StripSkulld
+
+    hu, brain, _ = _rim_phantom()
+    two = torch.from_numpy(np.stack([hu, hu + 1.0]))  # the mask of channel 0 applies to every channel
+    out = StripSkulld(["image", "other"], allow_missing_keys=True)({"image": two, "label": "kept"})
+    assert out["label"] == "kept" and "other" not in out
+    assert (out["image"][1][torch.from_numpy(brain)] == torch.from_numpy(hu[brain] + 1.0)).all()
+    assert (out["image"][:, torch.from_numpy(hu == SKULL)] == -1000.0).all()
+    with pytest.raises(KeyError):
+        StripSkulld("image")({"label": 1})

@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "HeadSelector": "crop",
     "brain_mask": "crop",
     "head_mask": "crop",
+    "StripSkull": "skull_strip",
+    "StripSkulld": "skull_strip",
     "DEFAULT_WINDOWS": "intensity",
     "HUWindow": "intensity",
     "HUWindowd": "intensity",

@@ -1,0 +1,74 @@
+"""Blank everything outside the intracranial space of a HU image (skull stripping by threshold).
+
+Why: in the brain window (40/80) acute blood (60-90 HU) and bone (> 300 HU) are both white, so a
+subdural or epidural rim one or two pixels wide along the inner table looks like a slightly thicker
+skull. With the skull and scalp replaced by air the same rim is a white line against black, and a
+small network sees it. Extra-axial blood is inside the skull and kept: the mask is
+:func:`~ichct.transforms.crop.brain_mask` (the region the skull encloses, calcifications refilled),
+and a head without a closed skull (craniectomy, a cropped or already stripped image) falls back to
+the head mask, i.e. only air outside the head is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, Transform
+
+from ichct.transforms.crop import BODY_HU, SKULL_HU, HeadSelector
+
+AIR_HU = -1000.0
+
+
+class StripSkull(Transform):
+    """Set voxels of a channel-first HU image outside the intracranial space to ``fill_hu``.
+
+    Parameters
+    ----------
+    fill_hu
+        Value written outside the mask (default -1000 HU, air: 0 in every window).
+    skull_threshold, body_threshold
+        HU thresholds of :func:`~ichct.transforms.crop.brain_mask`.
+
+    Notes
+    -----
+    The mask comes from channel 0 and applies to every channel; shape, dtype, meta and affine are
+    kept (a ``MetaTensor`` stays one).
+    """
+
+    backend = [torch.Tensor.__module__, np.ndarray.__module__]
+
+    def __init__(self, fill_hu: float = AIR_HU, skull_threshold: float = SKULL_HU,
+                 body_threshold: float = BODY_HU) -> None:
+        self.fill_hu = float(fill_hu)
+        self.selector = HeadSelector("brain", body_threshold=body_threshold, skull_threshold=skull_threshold)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        outside = ~self.selector(img)  # (1, *spatial), broadcast over the channels
+        if isinstance(img, torch.Tensor):
+            out = img.clone()
+            out[torch.as_tensor(np.broadcast_to(outside, out.shape).copy(), device=out.device)] = self.fill_hu
+            return out
+        out = np.array(img, copy=True)
+        out[np.broadcast_to(outside, out.shape)] = self.fill_hu
+        return out
+
+
+class StripSkulld(MapTransform):
+    """Dictionary twin of :class:`StripSkull` (images only: labels need no stripping)."""
+
+    backend = StripSkull.backend
+
+    def __init__(self, keys: KeysCollection, fill_hu: float = AIR_HU, skull_threshold: float = SKULL_HU,
+                 body_threshold: float = BODY_HU, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.stripper = StripSkull(fill_hu, skull_threshold, body_threshold)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.stripper(d[key])
+        return d
