@@ -338,8 +338,8 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         "--config_file configs/inference.json",
         "python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt "
         "--meta_file configs/metadata.json --config_file configs/inference.json"
-        + (f" --use_trace True --input_shape \"[1, {int(inp['num_channels'])}, " + ", ".join(str(int(v)) for v in cfg.get("in_plane", [64, 64]))
-           + ", 16]\"" if kind == "cls" else ""),
+        + (f" --use_trace True --input_shape \"[1, {int(inp['num_channels'])}, "
+           + ", ".join(str(int(v)) for v in cfg.get("in_plane", [64, 64])) + ", 16]\"" if kind == "cls" else ""),
         "```",
         "",
         f"Inference writes {pred_desc}. Preprocessing is the training stage's own "

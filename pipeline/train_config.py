@@ -63,7 +63,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # where a one-pixel subdural rim is a white line against black instead of a thicker white skull.
         # The demo's training (7.5 min, 1 CPU thread per model), seed 0: test AUC(any) 0.929 -> 0.982, the
         # test split's thin subdural haematoma 0.04 -> 0.26; stripping the image itself instead reached
-        # 1.000 on the test split but 0.964 on 80 independent synthetic studies (more false positives)
+        # 1.000 on the test split but 0.964 on 140 independent synthetic studies (more false positives)
         "stripped_brain_channel": True,
         "crop": "brain",  # in-plane crop to the brain box before resizing (slices kept): "brain", "head" or null
         "epochs": 100,  # with max_minutes=5 on a 2-core CPU the budget ends the run first (~55 epochs)
