@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ichct.pipeline.train_config import input_channels
+
 __all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license"]
 
 #: The model zoo's published metadata schema (the ``schema`` key of every zoo bundle).
@@ -85,7 +87,7 @@ def _input_format(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     windows = _windows(cfg)
     channel_def = {str(i): f"{n} window (level {lv:g} HU, width {wd:g} HU) scaled to [0, 1]"
                    for i, (n, lv, wd) in enumerate(windows)}
-    if kind == "cls" and cfg.get("stripped_brain_channel"):
+    if input_channels(kind, cfg) > len(windows):  # the classifier's skull-stripped channel
         from ichct.pipeline.train_data import STRIPPED_CHANNEL_WINDOW
 
         lv, wd = STRIPPED_CHANNEL_WINDOW
@@ -169,7 +171,7 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
         "image_classes": "; ".join([f"channel {i}: {n} window {lv:g}/{wd:g} HU -> [0, 1]"
                                     for i, (n, lv, wd) in enumerate(_windows(cfg))]
                                    + ([f"channel {len(_windows(cfg))}: brain window of the skull-stripped image -> [0, 1]"]
-                                      if kind == "cls" and cfg.get("stripped_brain_channel") else [])),
+                                      if input_channels(kind, cfg) > len(_windows(cfg)) else [])),
         "label_classes": label_classes,
         "pred_classes": label_classes,
         "eval_metrics": key_numbers(kind, evaluation) if evaluation else {},

@@ -38,7 +38,7 @@ import torch
 
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.train_config import resolve_config
+from ichct.pipeline.train_config import resolve_config, resolve_saved_config
 
 logger = logging.getLogger("ichct.train")
 
@@ -354,11 +354,6 @@ def _seg_loss(cfg: Mapping[str, Any], weight: torch.Tensor) -> torch.nn.Module:
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
 
 
-#: Config switches added after release, with the value that means "off": a saved config without
-#: them is resumed (and read for inference) as trained, not with a newer default.
-_ADDED_SWITCHES_OFF: dict[str, dict[str, Any]] = {"seg": {}, "cls": {"stripped_brain_channel": False}}
-
-
 def _build_model(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     from ichct.pipeline.train_config import input_channels
 
@@ -441,8 +436,7 @@ def train(
             raise ValueError(f"{out}: run is {saved['kind']} fold {saved['fold']}, not {kind} fold {fold}")
         if saved["manifest_sha256"] != manifest_sha:
             raise ValueError(f"{manifest}: changed since the run started (sha256 differs); refusing to resume")
-        # a run saved before a preprocessing switch existed trained without it
-        cfg = resolve_config(kind, {**_ADDED_SWITCHES_OFF[kind], **saved["config"]}, epochs=epochs)
+        cfg = resolve_saved_config(kind, saved["config"], epochs=epochs)
         seed = int(saved["seed"])
         ckpt = load_checkpoint(last_path)
     else:
@@ -508,7 +502,7 @@ def train(
         cfg_pw = [float(v) for v in pw]
         logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
         aux_w = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
-        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg.get("focal_gamma") or 0.0)).to(dev)
+        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg["focal_gamma"])).to(dev)
         val_inferer = SimpleInferer()
         key_val = None
         prep = {"prepare_batch": _cls_prepare_batch}

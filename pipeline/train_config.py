@@ -94,6 +94,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Switches added after release, with the value that means "off": a run saved before a switch
+#: existed trained without it (inference reads a missing switch as off, too).
+ADDED_SWITCHES_OFF: dict[str, dict[str, Any]] = {"seg": {}, "cls": {"stripped_brain_channel": False}}
+
+
 def input_channels(kind: str, cfg: Mapping[str, Any]) -> int:
     """Input channels of the network: one per HU window (3 by default), plus the skull-stripped
     brain window of the classifier's ``stripped_brain_channel``."""
@@ -146,6 +151,12 @@ def resolve_config(kind: str, config: str | Path | Mapping[str, Any] | None = No
         cfg["epochs"] = int(epochs)
     validate_config(kind, cfg)
     return cfg
+
+
+def resolve_saved_config(kind: str, saved: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
+    """:func:`resolve_config` of a run's saved config, with switches added since it was saved off
+    (not at their newer defaults), so that a resumed run trains the network it started with."""
+    return resolve_config(kind, {**ADDED_SWITCHES_OFF[kind], **saved}, epochs=epochs)
 
 
 def validate_config(kind: str, cfg: Mapping[str, Any]) -> None:

@@ -271,9 +271,9 @@ def test_torchscript_export(bundles, tmp_path):
     from ichct.pipeline.bundle_network import ChannelFirstSliceClassifier
 
     for kind in ("seg", "cls"):
-        b = bundles[kind]
+        b = bundles[kind]  # verify_net_in_out runs inside `ichct bundle verify` (test_verify_passes_...)
         c = _in_channels(b)  # 3 windows (+ the classifier's skull-stripped channel)
-        extra = ["--use_trace", "True", "--input_shape", f"[1, {c}, 32, 32, 16]"] if kind == "cls" else []  # verify_net_in_out runs inside `ichct bundle verify` (test_verify_passes_...)
+        extra = ["--use_trace", "True", "--input_shape", f"[1, {c}, 32, 32, 16]"] if kind == "cls" else []
         ts = tmp_path / f"{kind}.ts"
         _ok(_monai(b, "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", "models/model.pt",
                    "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", *extra))

@@ -383,7 +383,6 @@ def test_side_by_side_hands_a_finished_runs_threads_to_the_others(monkeypatch):
     assert finished.value == 2  # this run counted itself as finished too
 
 
-
 def test_best_checkpoint_is_chosen_on_a_running_mean_of_validations(cohort, tmp_path):
     """best.pt is the epoch whose validation Dice, averaged with the validation before it
     (best_window 2), is highest (ties to the later epoch); the summary reports that mean."""

@@ -49,12 +49,8 @@ class StripSkull(Transform):
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         outside = ~self.selector(img)  # (1, *spatial), broadcast over the channels
         if isinstance(img, torch.Tensor):
-            out = img.clone()
-            out[torch.as_tensor(np.broadcast_to(outside, out.shape).copy(), device=out.device)] = self.fill_hu
-            return out
-        out = np.array(img, copy=True)
-        out[np.broadcast_to(outside, out.shape)] = self.fill_hu
-        return out
+            return img.masked_fill(torch.as_tensor(outside, device=img.device), self.fill_hu)
+        return np.where(outside, np.asarray(self.fill_hu, dtype=np.asarray(img).dtype), img)
 
 
 class StripSkulld(MapTransform):
