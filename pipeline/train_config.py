@@ -41,10 +41,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "epochs": 120,  # with max_minutes=5 on a 2-core CPU the budget ends the run first (~70 epochs)
         "val_interval": 2,  # sliding-window validation costs about a third of an epoch on CPU
         "lr": 3e-3,
+        # one volume (samples_per_volume patches) per step: twice the optimizer steps of 2 volumes in
+        # the same time. The demo's 6.5 min (1 CPU thread), seed 0/1: test Dice on studies with blood
+        # 0.694 (batch_size 2) -> 0.734/0.729, on 40 independent synthetic studies with blood 0.680 -> 0.725/0.734
+        "batch_size": 1,
         "spacing_mm": [2.0, 2.0, 3.0],  # about the native in-plane pixel of head CT at 128-256 matrix
         "crop": "brain",
         "patch": [64, 64, 16],
-        "samples_per_volume": 4,  # patches per volume per step (batch_size volumes -> 8 patches)
+        "samples_per_volume": 4,  # patches per volume (batch_size volumes per step -> 4 patches)
         "pos_neg_ratio": 2.0,  # foreground-centred : background-centred patches (mimics need negatives)
         "loss": "dice_ce",  # or "dice_focal"
         "dice_batch": True,  # Dice over the whole batch (patches without blood do not blow it up)
