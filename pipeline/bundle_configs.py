@@ -118,6 +118,8 @@ def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
                 {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
                  "nearest_interp": False, "to_tensor": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+                *([{"_target_": "ichct.transforms.RemoveSmallComponentsd", "keys": "pred",
+                    "min_volume_ml": float(cfg["min_component_ml"])}] if float(cfg.get("min_component_ml", 0.0)) > 0 else []),
                 {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
                  "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False, "print_log": False},
             ]},

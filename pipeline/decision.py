@@ -78,9 +78,6 @@ SUBTYPES: tuple[str, ...] = LABEL_NAMES
 SLICE_RULES: tuple[str, ...] = ("consecutive", "max", "topk_mean")
 RULES: tuple[str, ...] = (*SLICE_RULES, "seg_volume")
 
-# relative slack for comparing component volumes (n_voxels * voxel volume) with a minimum in mL
-_VOLUME_RTOL = 1e-9
-
 
 # --------------------------------------------------------------------------------------------
 # Input checks
@@ -299,16 +296,11 @@ def remove_small_components(
     numpy.ndarray
         Boolean mask of the kept components.
     """
-    m = np.asarray(mask).astype(bool)
+    from ichct.transforms.components import large_component_mask
+
     _check_volume_args(float(voxel_volume_ml), float(min_component_ml))
-    structure = _structure(m.ndim, connectivity)
-    if min_component_ml == 0 or not m.any():
-        return m.copy()
-    labels, n = ndimage.label(m, structure=structure)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes * voxel_volume_ml >= min_component_ml * (1.0 - _VOLUME_RTOL)
-    keep[0] = False
-    return keep[labels]
+    _structure(np.ndim(mask), connectivity)  # the same error message for a bad connectivity as elsewhere here
+    return large_component_mask(np.asarray(mask), float(voxel_volume_ml), float(min_component_ml), connectivity)
 
 
 def _as_label_map(segmentation: Any, num_classes: int | None) -> tuple[np.ndarray, int]:

@@ -246,6 +246,11 @@ def seg_eval_transforms(cfg: Mapping[str, Any]):
                     EnsureTyped("image", dtype=torch.float32)])
 
 
+def _voxel_ml(img: Any) -> float:
+    """Voxel volume (mL) of a loaded image's grid, from its affine."""
+    return float(abs(np.linalg.det(np.asarray(img.affine, dtype=np.float64)[:3, :3]))) / 1000.0
+
+
 def _fresh(img: Any) -> Any:
     """An independent copy of a loaded MetaTensor (array and meta, affine included)."""
     from monai.data import MetaTensor
@@ -322,6 +327,11 @@ def _predict_seg(model: LoadedModel, img: Any,
         orig = torch.argmax(torch.as_tensor(back), dim=0).numpy().astype(np.uint8)
     if orig.shape != shape:
         raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
+    min_ml = float(cfg.get("min_component_ml", 0.0))
+    if min_ml > 0 and orig.any():  # specks below the run's minimum component volume, on the original grid
+        from ichct.transforms import RemoveSmallComponents
+
+        orig = np.asarray(RemoveSmallComponents(min_ml, voxel_volume_ml=_voxel_ml(img))(orig[None]))[0]
     _add_time(timings, "seg", t0)
     return labels[0].numpy().astype(np.uint8), affine_pre, orig
 
@@ -363,7 +373,9 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
         pred.seg_preprocessed, pred.seg_preprocessed_affine, pred.seg_original = lab_pre, aff_pre, lab_orig
         pred.num_seg_classes = k
         pred.seg_spacing_mm = tuple(float(s) for s in seg.config["spacing_mm"])
-        pred.volumes_ml = segmentation_volumes(lab_pre, voxel_volume_ml(pred.seg_spacing_mm), num_classes=k)
+        # the model-grid volumes drop the same small components as the original-grid mask and seg_volume
+        pred.volumes_ml = segmentation_volumes(lab_pre, voxel_volume_ml(pred.seg_spacing_mm), num_classes=k,
+                                               min_component_ml=float(seg.config.get("min_component_ml", 0.0)))
         sp_orig = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
         pred.volumes_ml_original = segmentation_volumes(lab_orig, voxel_volume_ml(sp_orig), num_classes=k)
     t0 = time.perf_counter()

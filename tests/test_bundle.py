@@ -193,6 +193,9 @@ def test_inference_configs_equal_predict_study(bundles, study, tmp_path):
 
     from ichct.transforms import read_dicom_series
 
+    post = json.loads((bundles["seg"] / "configs" / "inference.json").read_text())["postprocessing"]["transforms"]
+    drop = [t for t in post if t["_target_"].endswith("RemoveSmallComponentsd")]  # the run's min_component_ml
+    assert len(drop) == 1 and drop[0]["min_volume_ml"] == pytest.approx(0.2)
     out = tmp_path / "seg_out"
     _ok(_monai(bundles["seg"], "run", "--config_file", "configs/inference.json", "--input_path", study["image"],
                "--output_dir", str(out)))

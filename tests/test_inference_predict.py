@@ -87,7 +87,10 @@ def test_predict_study_shapes_and_grids(prediction, study, models):
     np.testing.assert_allclose(np.linalg.norm(p.seg_preprocessed_affine[:3, :3], axis=0), [3.0, 3.0, 5.0], atol=1e-4)
     assert all(s >= q for s, q in zip(p.seg_preprocessed.shape, models["seg"].config["patch"]))
     vml = voxel_volume_ml([3.0, 3.0, 5.0])
-    assert p.volumes_ml["any"] == pytest.approx(np.count_nonzero(p.seg_preprocessed) * vml)
+    from ichct.pipeline.decision import remove_small_components
+
+    kept = remove_small_components(p.seg_preprocessed > 0, vml, float(models["seg"].config["min_component_ml"]))
+    assert p.volumes_ml["any"] == pytest.approx(np.count_nonzero(kept) * vml)  # the run's small components dropped
     vml0 = voxel_volume_ml(np.linalg.norm(vol.affine_ras[:3, :3], axis=0))
     assert p.volumes_ml_original["any"] == pytest.approx(np.count_nonzero(p.seg_original) * vml0)
 
@@ -162,3 +165,31 @@ def test_single_model_and_errors(models, study):
         predict_study({}, study["image"])
     with pytest.raises(ValueError, match="is a seg run"):
         predict_study({"cls": models["seg"]}, study["image"])
+
+
+def test_small_components_leave_the_mask_and_the_volumes(models, study):
+    """``min_component_ml`` of the seg run: components below it leave the original-grid mask and the
+    model-grid volumes; larger ones stay voxel for voxel."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    def run(min_ml: float):
+        seg = dataclasses.replace(models["seg"], network=_BrightIsBlood(),
+                                  config={**models["seg"].config, "min_component_ml": min_ml})
+        return predict_study({"seg": seg}, study["image"])
+
+    def components_ml(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        lab, n = ndimage.label(mask > 0)
+        return np.bincount(lab.ravel())[1:] * voxel_volume_ml(np.linalg.norm(affine[:3, :3], axis=0))
+
+    everything, cleaned = run(0.0), run(0.5)
+    sizes_all = components_ml(everything.seg_original, everything.original_affine)
+    assert (sizes_all < 0.5).any() and (sizes_all >= 0.5).any()  # the bright-is-blood map has both
+    sizes_clean = components_ml(cleaned.seg_original, cleaned.original_affine)
+    assert len(sizes_clean) and sizes_clean.min() >= 0.5
+    np.testing.assert_allclose(np.sort(sizes_clean), np.sort(sizes_all[sizes_all >= 0.5]))
+    kept = cleaned.seg_original > 0
+    assert np.array_equal(everything.seg_original[kept], cleaned.seg_original[kept])
+    assert cleaned.volumes_ml_original["any"] == pytest.approx(sizes_clean.sum())
+    assert cleaned.volumes_ml["any"] < everything.volumes_ml["any"]
