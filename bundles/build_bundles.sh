@@ -9,7 +9,8 @@
 #   bash bundles/build_bundles.sh cls        # only the classifier (seg: only the segmenter)
 # Environment: ICHCT (command, default `ichct`), WORK (run and evaluation folder, default runs/bundle_build),
 #   MAX_MINUTES (training budget, default 5), VERSION (bundle version, default 0.1.0),
-#   BOOTSTRAP (resamples, default 2000), REUSE_RUNS=1 (package an existing WORK/<kind> run instead of training).
+#   BOOTSTRAP (resamples, default 2000), REUSE_RUNS=1 (package an existing WORK/<kind> run instead of training),
+#   CHANGE (changelog entry of VERSION; the entries of earlier versions are kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ICHCT=${ICHCT:-ichct}
@@ -37,9 +38,10 @@ for kind in $kinds; do
     $ICHCT train "$kind" --manifest "$MANIFEST" --fold 0 --out "$run" --max-minutes "$MAX_MINUTES" --seed 0
   fi
   rm -rf "$evaluation"
-  $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force
+  $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force ${CHANGE:+--change "$CHANGE"}
   $ICHCT evaluate --bundle "bundles/$name" --manifest "$MANIFEST" --split test --out "$evaluation" \
     --bootstrap "$BOOTSTRAP" --seed 0
-  $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force --evaluation "$evaluation"
+  $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force --evaluation "$evaluation" \
+    ${CHANGE:+--change "$CHANGE"}
   $ICHCT bundle verify "bundles/$name"
 done

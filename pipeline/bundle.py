@@ -232,6 +232,22 @@ def _check_evaluation(eval_dir: Path, kind: str, weights_sha: str) -> dict[str, 
     return metrics
 
 
+def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | None) -> dict[str, str]:
+    """The new version's entries on top of those of the bundle being replaced (newest first)."""
+    earlier: dict[str, str] = {}
+    meta = dest / "configs" / "metadata.json"
+    if meta.is_file():
+        try:
+            earlier = {str(k): str(v) for k, v in dict(json.loads(meta.read_text(encoding="utf-8")).get("changelog") or {}).items()}
+        except (ValueError, TypeError, AttributeError):
+            earlier = {}
+    earlier.pop(version, None)
+    new = dict(changelog or {})
+    if version not in new:
+        new[version] = "retrained" if earlier else "initial release: trained on the synthetic default cohort"
+    return {**new, **earlier}
+
+
 def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | None = None, version: str = "0.1.0",
                    changelog: Mapping[str, str] | None = None, evaluation: str | Path | None = None,
                    force: bool = False, checkpoint: str = "best") -> dict[str, Any]:
@@ -248,7 +264,9 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     name
         Display name in ``metadata.json`` (default by model kind).
     version, changelog
-        Semantic version and ``{version: change}`` (default: an "initial release" entry).
+        Semantic version and ``{version: change}``. Entries of other versions in the ``metadata.json``
+        of a bundle being replaced (``force``) are kept. Without an entry for ``version``: "initial
+        release" when there is no earlier one, else "retrained".
     evaluation
         Folder written by ``ichct evaluate --bundle`` for a bundle of this run's weights: its
         numbers go into ``metadata.json`` and ``docs/README.md``, and ``metrics.json``,
@@ -282,6 +300,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     metrics = _check_evaluation(Path(evaluation), model.kind, weights_sha) if evaluation is not None else None
 
     _refuse_occupied(dest, force)  # before any work
+    changelog = _merged_changelog(dest, version, changelog)
     tmp = temp_dir_beside(dest)
     try:
         models = tmp / "models"
@@ -293,8 +312,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         if rc.get("manifest"):
             rc["manifest"] = os.path.relpath(Path(rc["manifest"]).resolve(), dest.resolve()).replace(os.sep, "/")
         rc["bundle"] = {"name": dest.name, "display_name": name, "version": version,
-                        "changelog": dict(changelog or {version: "initial release: trained on the synthetic default "
-                                                                 "cohort"}),
+                        "changelog": changelog,
                         "source_run": run.resolve().name, "checkpoint": checkpoint, "epoch": model.epoch,
                         "weights_sha256": weights_sha, "training": _training_summary(run, model.kind, ckpt)}
         write_json_atomic(models / "run_config.json", rc)

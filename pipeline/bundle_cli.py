@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     pk.add_argument("bundle_dir", help="bundle folder to write (must not exist or be empty unless --force)")
     pk.add_argument("--name", default=None, help="display name in metadata.json (default by model kind)")
     pk.add_argument("--version", default="0.1.0", help="semantic version of the bundle (default: 0.1.0)")
+    pk.add_argument("--change", default=None, metavar="TEXT",
+                    help="changelog entry of this version; repackaging over an existing bundle (--force) keeps the "
+                         "entries of its other versions")
     pk.add_argument("--evaluation", default=None, metavar="EVAL_DIR",
                     help="output of `ichct evaluate --bundle` for these weights: its numbers go into the docs and "
                          "metadata, metrics.json and report.md into docs/evaluation/")
@@ -54,7 +57,7 @@ def run_package(args: argparse.Namespace) -> int:
     from ichct.pipeline.bundle import package_bundle
 
     summary = package_bundle(args.run_dir, args.bundle_dir, name=args.name, version=args.version,
-                             evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint)
+                             changelog={args.version: args.change} if args.change else None, evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 

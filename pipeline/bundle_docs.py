@@ -145,7 +145,8 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
                 f"({'any blood' if k == 2 else 'five subtypes'}): a DICOM series or NIfTI volume in HU is reoriented "
                 f"to RAS, resampled to {cfg['spacing_mm']} mm, cropped to the brain and windowed into 3 channels; "
                 f"sliding-window inference with {list(cfg['patch'])} patches; the label map is written on the "
-                "input's grid.")
+                "input's grid" + (f", without blood components smaller than {float(cfg['min_component_ml']):g} mL."
+                                  if float(cfg.get("min_component_ml", 0.0)) > 0 else "."))
         label_classes = "0 background, 1 blood" if k == 2 else "0 background, 1-5 the subtypes"
     else:
         desc = (f"Slice-sequence classifier ({cfg['network'].get('encoder', 'densenet121')} 2D encoder per axial slice "
@@ -263,7 +264,10 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
     inp = metadata["network_data_format"]["inputs"]["image"]
     out = metadata["network_data_format"]["outputs"]["pred"]
     merged = "\"['configs/train.json','configs/evaluate.json']\""
-    pred_desc = ("`OUT/<study>_seg.nii.gz`: the label map (uint8) on the input's own grid and affine" if kind == "seg"
+    min_ml = float(cfg.get("min_component_ml", 0.0)) if kind == "seg" else 0.0
+    pred_desc = ("`OUT/<study>_seg.nii.gz`: the label map (uint8) on the input's own grid and affine"
+                 + (f"; blood components smaller than {min_ml:g} mL (`min_component_ml`) are dropped" if min_ml > 0 else "")
+                 if kind == "seg"
                  else "`OUT/<study>_slices.csv` (probability of each label per slice, reader order) and "
                       "`OUT/<study>_ct.json` (CT-level score, threshold and call per subtype)")
     best = training.get("best_metric")

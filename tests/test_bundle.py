@@ -138,6 +138,22 @@ def test_package_refuses_bad_input(setup, bundles, run_cli, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing partial left
 
 
+def test_repackaging_keeps_the_changelog(setup, run_cli, tmp_path):
+    def changelog() -> dict:
+        return json.loads((tmp_path / "b" / "configs" / "metadata.json").read_text())["changelog"]
+
+    assert run_cli("bundle", "package", setup["seg"], tmp_path / "b").code == 0
+    assert list(changelog()) == ["0.1.0"] and changelog()["0.1.0"].startswith("initial release")
+    r = run_cli("bundle", "package", setup["seg"], tmp_path / "b", "--force", "--version", "0.2.0",
+                "--change", "one volume per training step")
+    assert r.code == 0
+    assert changelog() == {"0.2.0": "one volume per training step", "0.1.0": changelog()["0.1.0"]}
+    assert list(changelog()) == ["0.2.0", "0.1.0"]  # newest first
+    # the same version again (as build_bundles.sh does with --evaluation) replaces its own entry only
+    assert run_cli("bundle", "package", setup["seg"], tmp_path / "b", "--force", "--version", "0.2.0").code == 0
+    assert changelog()["0.2.0"] == "retrained" and changelog()["0.1.0"].startswith("initial release")
+
+
 def test_package_data_schema_is_the_shared_one():
     """The package's copy, the test data's copy and (where the checkout has it) ../shared agree."""
     from ichct.pipeline.bundle_verify import default_schema
