@@ -238,8 +238,9 @@ def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | N
     meta = dest / "configs" / "metadata.json"
     if meta.is_file():
         try:
-            earlier = {str(k): str(v) for k, v in dict(json.loads(meta.read_text(encoding="utf-8")).get("changelog") or {}).items()}
-        except (ValueError, TypeError, AttributeError):
+            old = dict(json.loads(meta.read_text(encoding="utf-8")).get("changelog") or {})
+            earlier = {str(k): str(v) for k, v in old.items()}
+        except (ValueError, TypeError, AttributeError):  # an unreadable old changelog is not carried over
             earlier = {}
     earlier.pop(version, None)
     new = dict(changelog or {})
