@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ichct.pipeline.atomic import replace_dir, temp_dir_beside, write_json_atomic
+from ichct.pipeline.devices import torch_device
 from ichct.pipeline.inference import LoadedModel, network_and_rule
 from ichct.pipeline.train import sha256_file
 
@@ -95,7 +96,7 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     weights = root / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing")
-    dev = torch.device(device)
+    dev = torch_device(device)
     try:
         state = _state_dict(torch.load(weights, map_location=dev, weights_only=True), weights)
     except (RuntimeError, EOFError) as exc:

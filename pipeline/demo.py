@@ -31,6 +31,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ichct.pipeline.devices import torch_device
 from ichct.pipeline.ingest import convert_series, folder_info
 from ichct.pipeline.manifests import HashCache, build_manifest, check_manifests
 from ichct.pipeline.synth.cohort import default_workers, generate_cohort
@@ -146,6 +147,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
     from ichct.pipeline.evaluate import evaluate
     from ichct.pipeline.predict import predict
 
+    torch_device(device)  # before anything is written
     settings = settings or DemoSettings()
     out = Path(out_dir)
     start = time.perf_counter()

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--out", default="ichct_demo", help="output folder (default: ./ichct_demo)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (what the test suite runs)")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the models train and run (default: cpu; on cuda the two models train one after the "
+                        "other, in the same total time)")
     p.set_defaults(func=run)
 
 
@@ -23,6 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from ichct.pipeline.demo import DemoSettings, format_summary, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    summary = run_demo(args.out, settings, workers=args.workers)
+    summary = run_demo(args.out, settings, workers=args.workers, device=args.device)
     sys.stdout.write(format_summary(summary) + "\n")
     return 0

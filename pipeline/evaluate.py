@@ -29,6 +29,7 @@ import numpy as np
 
 from ichct.pipeline.atomic import replace_dir, temp_dir_beside
 from ichct.pipeline.decision import RULES, SUBTYPES
+from ichct.pipeline.devices import torch_device
 from ichct.pipeline.train import sha256_file
 
 logger = logging.getLogger("ichct.evaluate")
@@ -269,6 +270,7 @@ def evaluate(
         bad = [r for r in rules if r not in RULES]
         if bad:
             raise ValueError(f"unknown rule(s) {bad}; choose from {RULES}")
+    torch_device(device)
     out = Path(out_dir)
     _prepare_out(out)
     if not runs and not bundles:

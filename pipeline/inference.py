@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ichct.pipeline.decision import SLICE_RULES, SUBTYPES, DecisionRule, ct_scores, decide, segmentation_volumes, voxel_volume_ml
+from ichct.pipeline.devices import torch_device
 
 logger = logging.getLogger("ichct.inference")
 
@@ -143,7 +144,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best")
     ck_path = run / f"{checkpoint}.pt"
     if not ck_path.is_file():
         raise FileNotFoundError(f"{ck_path}: missing")
-    dev = torch.device(device)
+    dev = torch_device(device)
     ck = torch.load(ck_path, map_location=dev, weights_only=True)
     state = ck["model"] if isinstance(ck, Mapping) and "model" in ck else ck
     cfg = dict(run_config["config"])

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.devices import torch_device
 from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.train_config import resolve_config, resolve_saved_config
 
@@ -416,11 +417,7 @@ def train(
 
     if kind not in ("seg", "cls"):
         raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be cpu or cuda, got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
-    if amp and not str(device).startswith("cuda"):
+    if torch_device(device).type != "cuda" and amp:
         raise ValueError("--amp needs --device cuda")
     manifest = Path(manifest).resolve()
     out = Path(out_dir)
