@@ -166,14 +166,14 @@ def _source_datasets(headers: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     Single-frame series: one dataset per instance, frames in the same order. An enhanced
     (multi-frame) CT: its one dataset, frames in file order.
     """
-    import pydicom
+    from ichct.transforms.dicom.pixels import read_dataset
 
     multi = [h for h in headers if h.is_multiframe]
     if multi:
         paths = {h.path for h in headers}
         if len(multi) != len(headers) or len(paths) != 1:
             raise ValueError("series mixes multi-frame and single-frame files; no SEG can reference it as one source")
-        ds = pydicom.dcmread(multi[0].path, stop_before_pixels=True)
+        ds = read_dataset(multi[0].path, stop_before_pixels=True)
         n = int(getattr(ds, "NumberOfFrames", len(multi)))
         by_frame = {int(h.frame_index): h for h in multi}
         if sorted(by_frame) != list(range(n)):
@@ -183,7 +183,7 @@ def _source_datasets(headers: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     for h in headers:
         seen.setdefault(h.sop_instance_uid, h)
     ordered = list(seen.values())
-    return [pydicom.dcmread(h.path, stop_before_pixels=True) for h in ordered], ordered
+    return [read_dataset(h.path, stop_before_pixels=True) for h in ordered], ordered
 
 
 def write_seg_dicom(labels: np.ndarray, affine_ras: np.ndarray, headers: Sequence[Any], out_path: str | Path, *,

@@ -91,3 +91,43 @@ def test_hidden_and_extension_files(tmp_path):
     vol = read_dicom_series(tmp_path / "a")
     fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
     assert vol.info["skipped_files"] == 1
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_bare_dataset_without_preamble_or_file_meta_is_read(tmp_path, implicit):
+    """Old archives hold bare data sets (no 128-byte preamble, no "DICM", no file meta): legal, and
+    read exactly, with the transfer syntax pydicom recognises from the encoding."""
+    import pydicom
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    spec = fac.make_stack(8, 5.0, key=f"bare-{implicit}")
+    paths = fac.write_series(tmp_path / "dcm", spec, naming="dcm")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.file_meta
+        with open(path, "wb") as f:
+            fp = DicomFileLike(f)
+            fp.is_little_endian, fp.is_implicit_VR = True, implicit
+            write_dataset(fp, ds)
+        assert path.read_bytes()[128:132] != b"DICM"
+    vol = read_dicom_series(tmp_path / "dcm")
+    assert vol.info["skipped_files"] == 0
+    assert vol.info["transfer_syntax_uid"] == ("1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1")
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+
+
+def test_symlinked_series_folder_is_followed_once(tmp_path):
+    """A study folder whose series folder is a symlink (XNAT, NAS exports) is read through the
+    link; a link back up the tree (a loop) neither recurses forever nor duplicates slices."""
+    spec = fac.make_stack(8, 5.0, key="symlinked")
+    fac.write_series(tmp_path / "store" / "series1", spec)
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "series1").symlink_to(tmp_path / "store" / "series1", target_is_directory=True)
+    (tmp_path / "store" / "series1" / "loop").symlink_to(tmp_path / "store", target_is_directory=True)
+    scan = scan_folder(study)
+    assert len(scan.headers) == 8
+    vol = read_dicom_series(study, scan=scan)
+    assert vol.info["duplicates"]["count"] == 0
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)

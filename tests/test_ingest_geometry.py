@@ -205,6 +205,34 @@ def test_uneven_spacing_whole_steps_resampled(tmp_path, run_cli):
     _check_resampled(data, affine, spec, side, reach_mm=7.5)
 
 
+@pytest.mark.parametrize("n_thin, n_thick", [(6, 6), (8, 6)])
+def test_two_spacing_zones_keep_the_thin_slices(tmp_path, run_cli, n_thin, n_thick):
+    """One series, two protocols (GE sequential head: 2.5 mm posterior fossa, then 5 mm cerebrum):
+    resampled onto the thin zone's 2.5 mm, whichever zone has more slices, and no step of the
+    thick zone is reported as a gap or missing slice."""
+    diffs = [2.5] * (n_thin - 1) + [5.0] * n_thick
+    offsets = list(np.concatenate([[0.0], np.cumsum(diffs)]) - 20.0)
+    spec = fac.make_stack(offsets_mm=offsets, key=f"zones-{n_thin}-{n_thick}")
+    fac.write_series(tmp_path / "dcm", spec)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert side["gaps"] == [] and side["missing_slices"] == 0
+    assert side["spacing_mm"][2] == pytest.approx(2.5, abs=1e-4)
+    assert data.shape[2] == round(sum(diffs) / 2.5) + 1
+    _check_resampled(data, affine, spec, side, reach_mm=2.75)
+
+
+def test_gap_next_to_a_spacing_change_is_counted_in_local_slices(tmp_path, run_cli):
+    """A missing 5 mm slice right after a 2.5 mm zone is one missing slice (judged against the
+    neighbouring 5 mm steps), not three 2.5 mm ones."""
+    diffs = [2.5] * 8 + [10.0] + [5.0] * 4  # the median step is 2.5 mm
+    offsets = list(np.concatenate([[0.0], np.cumsum(diffs)]) - 20.0)
+    spec = fac.make_stack(offsets_mm=offsets, key="zones-gap")
+    fac.write_series(tmp_path / "dcm", spec)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert [g["missing_slices"] for g in side["gaps"]] == [1]
+    assert side["gaps"][0]["distance_mm"] == pytest.approx(10.0, abs=0.01)
+
+
 def test_overlapping_stacks_same_positions(tmp_path, run_cli):
     """Two acquisitions in one series overlapping by three slice positions (identical pixels)."""
     a = [(k - 11) * 5.0 for k in range(12)]

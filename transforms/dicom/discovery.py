@@ -13,7 +13,7 @@ from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
 from .errors import DicomIngestError
-from .headers import SliceHeader, headers_from_dataset
+from .headers import SliceHeader, ensure_transfer_syntax, headers_from_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,15 @@ def list_candidate_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen_dirs: set[str] = set()
+    # Symlinked series folders are common (XNAT, NAS exports, hand-made study folders): follow
+    # them, but visit each real folder once so that a link loop cannot recurse forever.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
         dirnames.sort()
         for name in sorted(filenames):
             if name.startswith("."):
@@ -130,6 +138,7 @@ def _read_one(path: Path) -> tuple[list[SliceHeader], SkippedFile | None]:
             return [], SkippedFile(str(path), f"not a readable DICOM file ({type(exc).__name__})")
         if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
             return [], SkippedFile(str(path), "not a DICOM file")
+        ensure_transfer_syntax(ds)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files are skipped, never fatal
         return [], SkippedFile(str(path), f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})")
     if "DirectoryRecordSequence" in ds:

@@ -20,6 +20,8 @@ from .headers import SliceHeader
 DUPLICATE_TOLERANCE_MM = 0.01
 SHEAR_TOLERANCE_FRACTION = 0.05  # of the in-plane pixel spacing (rounding of positions stays below)
 UNIFORM_TOLERANCE_FRACTION = 0.05  # of the slice spacing, allowed residual from a uniform grid
+ZONE_MIN_STEPS = 3  # a run of this many equal steps is a spacing zone of its own (e.g. posterior fossa)
+ZONE_MIN_EXTENT_FRACTION = 0.15  # ... when it covers at least this share of the stack
 
 
 @dataclass
@@ -46,6 +48,7 @@ class StackGeometry:
     positions_mm: np.ndarray
     inplane_offsets_mm: np.ndarray
     slice_spacing_mm: float
+    grid_spacing_mm: float = 0.0
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     gaps: list[dict[str, float]] = field(default_factory=list)
     uniform: bool = True
@@ -60,14 +63,14 @@ class StackGeometry:
     def grid_step_mm(self) -> float:
         """Slice step of the uniform output grid.
 
-        For an uneven stack this is the median spacing adjusted so that a whole number of steps
-        spans first to last slice exactly: the grid neither extrapolates past the last slice nor
-        drops the end of the stack.
+        For an uneven stack this is :attr:`grid_spacing_mm` (the finest spacing zone, else the
+        median spacing) adjusted so that a whole number of steps spans first to last slice exactly:
+        the grid neither extrapolates past the last slice nor drops the end of the stack.
         """
         if self.uniform or self.n_slices < 2:
             return self.uniform_step_mm
         extent = float(self.positions_mm[-1] - self.positions_mm[0])
-        n_steps = max(1, int(round(extent / self.slice_spacing_mm)))
+        n_steps = max(1, int(round(extent / (self.grid_spacing_mm or self.slice_spacing_mm))))
         return extent / n_steps
 
     def grid_positions_mm(self) -> np.ndarray:
@@ -185,15 +188,8 @@ def geometry_from_positions(
         uniform = residual <= UNIFORM_TOLERANCE_FRACTION * spacing and bool(
             np.all(np.abs(diffs - spacing) <= max(UNIFORM_TOLERANCE_FRACTION * spacing, 1e-3))
         )
-        for k, d in enumerate(diffs):
-            if d > 1.5 * spacing:
-                gaps.append({
-                    "after_slice": int(k),
-                    "from_mm": float(positions[k] - positions[0]),
-                    "to_mm": float(positions[k + 1] - positions[0]),
-                    "distance_mm": float(d),
-                    "missing_slices": int(round(d / spacing)) - 1,
-                })
+        gaps = _find_gaps(diffs, positions, spacing)
+    grid_spacing = spacing if uniform else _finest_zone_spacing(diffs, spacing)
 
     shear_tol = SHEAR_TOLERANCE_FRACTION * min(pixel_spacing)
     sheared = bool(np.max(np.abs(offsets)) > shear_tol) if offsets.size else False
@@ -217,12 +213,55 @@ def geometry_from_positions(
         positions_mm=positions,
         inplane_offsets_mm=offsets,
         slice_spacing_mm=spacing,
+        grid_spacing_mm=grid_spacing,
         duplicates=duplicates,
         gaps=gaps,
         uniform=uniform,
         sheared=sheared,
         tilt_deg=tilt,
     )
+
+
+def _find_gaps(diffs: np.ndarray, positions: np.ndarray, median_spacing: float) -> list[dict[str, float]]:
+    """Steps longer than 1.5 x the local spacing (the larger of the neighbouring steps).
+
+    Judging a step against its neighbours rather than the median keeps a protocol change (2.5 mm
+    posterior fossa, then 5 mm cerebrum, in one series) from being reported as missing slices.
+    """
+    gaps: list[dict[str, float]] = []
+    for k, d in enumerate(diffs):
+        neighbours = [float(diffs[j]) for j in (k - 1, k + 1) if 0 <= j < diffs.size]
+        local = max(neighbours) if neighbours else median_spacing
+        if d > 1.5 * local:
+            gaps.append({
+                "after_slice": int(k),
+                "from_mm": float(positions[k] - positions[0]),
+                "to_mm": float(positions[k + 1] - positions[0]),
+                "distance_mm": float(d),
+                "missing_slices": int(round(d / local)) - 1,
+            })
+    return gaps
+
+
+def _finest_zone_spacing(diffs: np.ndarray, median_spacing: float) -> float:
+    """Spacing of the finest zone of a stack acquired with several slice spacings, else the median.
+
+    A zone is a run of at least :data:`ZONE_MIN_STEPS` equal steps (within 5 %) that covers at
+    least :data:`ZONE_MIN_EXTENT_FRACTION` of the stack: resampling onto its spacing keeps the
+    thin slices' detail (the thick part is interpolated). Isolated short or long steps (a
+    displaced slice, a gap) never set the grid.
+    """
+    extent = float(diffs.sum())
+    zones: list[float] = []
+    start = 0
+    for k in range(1, diffs.size + 1):
+        if k < diffs.size and abs(diffs[k] - diffs[start]) <= UNIFORM_TOLERANCE_FRACTION * diffs[start]:
+            continue
+        run = diffs[start:k]
+        if run.size >= ZONE_MIN_STEPS and extent > 0 and run.sum() >= ZONE_MIN_EXTENT_FRACTION * extent:
+            zones.append(float(np.median(run)))
+        start = k
+    return min(zones) if zones else median_spacing
 
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

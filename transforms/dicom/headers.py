@@ -75,6 +75,27 @@ class SliceHeader:
         return n / norm if norm > 0 else None
 
 
+def ensure_transfer_syntax(ds: Dataset) -> Dataset:
+    """Give a dataset read with ``force=True`` (no preamble, no file meta) its transfer syntax.
+
+    Old archives hold bare data sets: pydicom guesses their encoding while parsing but leaves
+    ``file_meta.TransferSyntaxUID`` unset, and decoding the pixel data needs it.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and getattr(meta, "TransferSyntaxUID", None):
+        return ds
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if implicit is None:
+        implicit = True
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
+    return ds
+
+
 def _floats(value: Any, count: int) -> tuple[float, ...] | None:
     if value is None:
         return None

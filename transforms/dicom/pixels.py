@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
+from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
-from .headers import SliceHeader
+from .headers import SliceHeader, ensure_transfer_syntax
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,14 @@ def lossless_int16_possible(headers: list[SliceHeader]) -> bool:
     return all(_is_integral(s) and _is_integral(i) for s, i in map(rescale_of, headers))
 
 
+def read_dataset(path: str, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """A DICOM file, also one without the 128-byte preamble and file meta (old archives)."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        return ensure_transfer_syntax(pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True))
+
+
 class FrameSource:
     """Reads frames from files, decoding each multi-frame file once."""
 
@@ -61,14 +70,14 @@ class FrameSource:
     def frame(self, h: SliceHeader) -> np.ndarray:
         """The stored (not rescaled) values of one frame, shape (rows, columns)."""
         if h.frame_index is None:
-            ds = pydicom.dcmread(h.path)
+            ds = read_dataset(h.path)
             arr = ds.pixel_array
             if arr.ndim == 3:  # a single-frame object stored with NumberOfFrames=1 header quirks
                 arr = arr[0]
             return arr
         cached = self._multiframe_cache.get(h.path)
         if cached is None:
-            ds = pydicom.dcmread(h.path)
+            ds = read_dataset(h.path)
             cached = ds.pixel_array
             if cached.ndim == 2:
                 cached = cached[None]
@@ -79,7 +88,7 @@ class FrameSource:
         """Decode each multi-frame file once up front (so threads do not race to decode it)."""
         for path in dict.fromkeys(h.path for h in headers if h.frame_index is not None):
             if path not in self._multiframe_cache:
-                arr = pydicom.dcmread(path).pixel_array
+                arr = read_dataset(path).pixel_array
                 self._multiframe_cache[path] = arr[None] if arr.ndim == 2 else arr
 
 
