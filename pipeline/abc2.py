@@ -11,8 +11,8 @@ and reports ``A * B * C / 2`` (mm^3, here in mL). An ellipsoid has volume ``pi/6
 
 :func:`abc2_estimate` does this for the largest connected component of a mask whose last axis is
 the slice axis (axial for an axial series). Diameters are measured on the outline of the
-component's pixels (their corners), so that a lesion of one pixel measures one pixel across.
-Pure NumPy/SciPy.
+component's pixels (their corners), so that no lesion measures zero: a single pixel has
+A = B = its diagonal. Pure NumPy/SciPy.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _diameters(points: np.ndarray) -> tuple[float, float]:
 
 
 def abc2_estimate(mask: np.ndarray, spacing_mm: Sequence[float], slice_thickness_mm: float | None = None,
-                  connectivity: int = 1) -> ABC2Estimate | None:
+                  connectivity: int = 1, voxel_volume_ml: float | None = None) -> ABC2Estimate | None:
     """ABC/2 estimate of the largest connected component of a 3D mask.
 
     Parameters
@@ -119,6 +119,9 @@ def abc2_estimate(mask: np.ndarray, spacing_mm: Sequence[float], slice_thickness
         Thickness used for ``C``; default the slice spacing ``sz``.
     connectivity
         Connectivity of the components (1 = faces).
+    voxel_volume_ml
+        Voxel volume for ``component_volume_ml`` (default the product of ``spacing_mm``; a
+        sheared grid's is ``|det(affine)|`` / 1000).
 
     Returns
     -------
@@ -131,6 +134,7 @@ def abc2_estimate(mask: np.ndarray, spacing_mm: Sequence[float], slice_thickness
     sp = tuple(float(s) for s in spacing_mm)
     if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
         raise ValueError(f"spacing_mm must be 3 positive values, got {spacing_mm!r}")
+    voxel_ml = float(voxel_volume_ml) if voxel_volume_ml is not None else float(np.prod(sp)) / 1000.0
     comp = largest_component(m, connectivity)
     if not comp.any():
         return None
@@ -141,4 +145,4 @@ def abc2_estimate(mask: np.ndarray, spacing_mm: Sequence[float], slice_thickness
     a, b = _diameters(_corner_points(comp[:, :, k], (sp[0], sp[1])))
     c = n_slices * thickness
     return ABC2Estimate(volume_ml=a * b * c / 2.0 / 1000.0, a_mm=a, b_mm=b, c_mm=c, slice_index=k,
-                        n_slices=n_slices, component_volume_ml=float(comp.sum()) * float(np.prod(sp)) / 1000.0)
+                        n_slices=n_slices, component_volume_ml=float(comp.sum()) * voxel_ml)

@@ -261,6 +261,19 @@ def voxel_volume_ml(spacing_mm: Sequence[float]) -> float:
     return float(np.prod(sp) / 1000.0)
 
 
+def affine_voxel_volume_ml(affine: Any) -> float:
+    """Volume of one voxel in mL from a voxel-to-world affine: ``|det|`` of its 3x3 part.
+
+    Unlike the product of the column norms (the spacing), this is right for a sheared grid too
+    (a gantry-tilted stack kept as acquired, whose voxels are parallelepipeds).
+    """
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    volume = float(abs(np.linalg.det(m)))
+    if not np.isfinite(volume) or volume <= 0:
+        raise ValueError(f"affine has no positive voxel volume: {m.tolist()!r}")
+    return volume / 1000.0
+
+
 def _structure(ndim: int, connectivity: int) -> np.ndarray:
     if not 1 <= connectivity <= ndim:
         raise ValueError(f"connectivity must be in [1, {ndim}] for {ndim}-D data, got {connectivity}")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ichct.pipeline.atomic import replace_dir, temp_dir_beside
-from ichct.pipeline.decision import RULES, SUBTYPES
+from ichct.pipeline.decision import RULES, SUBTYPES, affine_voxel_volume_ml
 from ichct.pipeline.devices import torch_device
 from ichct.pipeline.train import sha256_file
 
@@ -95,7 +95,8 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict
                 k = 2  # the reference has no subtypes: score any blood only
             ref = np.rint(ref).astype(np.int64).clip(0, 5)
             spacing = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
-            cm = segmentation_case_metrics(pred.seg_original, ref, spacing, k, surface=surface)
+            cm = segmentation_case_metrics(pred.seg_original, ref, spacing, k, surface=surface,
+                                           voxel_volume_ml=affine_voxel_volume_ml(pred.original_affine))
             for cls, fields in cm.items():
                 for f, v in fields.items():
                     row[f"seg:{cls}:{f}"] = v

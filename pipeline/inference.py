@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ichct.pipeline.decision import SLICE_RULES, SUBTYPES, DecisionRule, ct_scores, decide, segmentation_volumes, voxel_volume_ml
+from ichct.pipeline.decision import (
+    SLICE_RULES,
+    SUBTYPES,
+    DecisionRule,
+    affine_voxel_volume_ml,
+    ct_scores,
+    decide,
+    segmentation_volumes,
+    voxel_volume_ml,
+)
 from ichct.pipeline.devices import torch_device
 
 logger = logging.getLogger("ichct.inference")
@@ -249,7 +258,7 @@ def seg_eval_transforms(cfg: Mapping[str, Any]):
 
 def _voxel_ml(img: Any) -> float:
     """Voxel volume (mL) of a loaded image's grid, from its affine."""
-    return float(abs(np.linalg.det(np.asarray(img.affine, dtype=np.float64)[:3, :3]))) / 1000.0
+    return affine_voxel_volume_ml(img.affine)
 
 
 def _fresh(img: Any) -> Any:
@@ -387,8 +396,7 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
         # the model-grid volumes drop the same small components as the original-grid mask and seg_volume
         pred.volumes_ml = segmentation_volumes(lab_pre, voxel_volume_ml(pred.seg_spacing_mm), num_classes=k,
                                                min_component_ml=float(seg.config.get("min_component_ml", 0.0)))
-        sp_orig = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
-        pred.volumes_ml_original = segmentation_volumes(lab_orig, voxel_volume_ml(sp_orig), num_classes=k)
+        pred.volumes_ml_original = segmentation_volumes(lab_orig, affine_voxel_volume_ml(pred.original_affine), num_classes=k)
     t0 = time.perf_counter()
     for name, rule in rules.items():
         if name == "seg_volume" or rule.name == "seg_volume":

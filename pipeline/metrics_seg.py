@@ -138,16 +138,20 @@ def segmentation_case_metrics(
     num_classes: int,
     connectivity: int = 1,
     surface: bool = True,
+    voxel_volume_ml: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """All per-study segmentation metrics: ``{class: {field: value}}`` (fields :data:`SEG_CASE_FIELDS`).
 
     ``pred_labels`` and ``true_labels`` are label maps on the same grid, ``spacing`` the voxel
-    size in mm along the same axes. ``surface=False`` skips HD95/ASSD (NaN).
+    size in mm along the same axes. ``surface=False`` skips HD95/ASSD (NaN). ``voxel_volume_ml``
+    overrides the voxel volume (default the product of ``spacing``; pass ``|det(affine)|`` / 1000
+    for a sheared grid).
     """
     pm, tm = class_masks(pred_labels, num_classes), class_masks(true_labels, num_classes)
     if pm["any"].shape != tm["any"].shape:
         raise ValueError(f"prediction {pm['any'].shape} and reference {tm['any'].shape} differ in shape")
-    voxel_ml = float(np.prod(np.asarray(spacing, dtype=np.float64)) / 1000.0)
+    voxel_ml = (float(voxel_volume_ml) if voxel_volume_ml is not None
+                else float(np.prod(np.asarray(spacing, dtype=np.float64)) / 1000.0))
     out: dict[str, dict[str, float]] = {}
     for name in pm:
         p, t = pm[name], tm[name]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ichct.pipeline.abc2 import abc2_estimate
-from ichct.pipeline.decision import SUBTYPES, DecisionRule
+from ichct.pipeline.decision import SUBTYPES, DecisionRule, affine_voxel_volume_ml
 
 __all__ = ["runs", "slice_rule_ranges", "seg_ranges", "label_mask", "build_findings"]
 
@@ -114,9 +114,10 @@ def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, d
         elif d is not None and mask is not None:
             f["slice_ranges"], f["slice_ranges_source"] = seg_ranges(mask), "slices with segmented voxels"
         if mask is not None:
-            f["volume_ml"] = float(pred.volumes_ml_original.get(label, float(np.count_nonzero(mask)) * float(np.prod(spacing)) / 1000.0))
+            voxel_ml = affine_voxel_volume_ml(pred.original_affine)
+            f["volume_ml"] = float(pred.volumes_ml_original.get(label, float(np.count_nonzero(mask)) * voxel_ml))
             f["volume_ml_model_grid"] = pred.volumes_ml.get(label)
-            est = abc2_estimate(mask, spacing)
+            est = abc2_estimate(mask, spacing, voxel_volume_ml=voxel_ml)
             if est is not None:
                 f["abc2"] = {**est.to_dict(), "slice_thickness_mm": spacing[2]}
         out[label] = f

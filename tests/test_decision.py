@@ -382,3 +382,31 @@ def test_rule_from_dict_rejects_unknown_fields() -> None:
 def test_module_exports() -> None:
     assert set(d.__all__) <= set(dir(d))
     assert d.RULES == ("consecutive", "max", "topk_mean", "seg_volume")
+
+
+def test_affine_voxel_volume_is_right_on_a_sheared_grid():
+    """A gantry-tilted stack kept as acquired has parallelepiped voxels: the voxel volume is |det|,
+    not the product of the column norms (which overstates it by 1/cos(tilt))."""
+    from ichct.pipeline.abc2 import abc2_estimate
+    from ichct.pipeline.decision import affine_voxel_volume_ml
+    from ichct.pipeline.metrics_seg import segmentation_case_metrics
+
+    tilt = np.deg2rad(25.0)
+    affine = np.diag([0.5, 0.5, 5.0, 1.0])
+    affine[1, 2] = 5.0 * np.tan(tilt)  # each slice shifted along y by the tilt
+    assert affine_voxel_volume_ml(affine) == pytest.approx(0.5 * 0.5 * 5.0 / 1000.0)
+    assert affine_voxel_volume_ml(-affine) == pytest.approx(affine_voxel_volume_ml(affine))
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    assert voxel_volume_ml(norms) == pytest.approx(affine_voxel_volume_ml(affine) / np.cos(tilt))
+    with pytest.raises(ValueError, match="no positive voxel volume"):
+        affine_voxel_volume_ml(np.diag([1.0, 1.0, 0.0, 1.0]))
+
+    mask = np.zeros((40, 40, 8), np.uint8)
+    mask[10:30, 10:30, 2:6] = 1  # 1600 voxels = 2.0 mL of parallelepipeds
+    voxel_ml = affine_voxel_volume_ml(affine)
+    row = segmentation_case_metrics(mask, mask, norms, 2, surface=False, voxel_volume_ml=voxel_ml)["any"]
+    assert row["vol_true_ml"] == pytest.approx(2.0) and row["vol_pred_ml"] == pytest.approx(2.0)
+    default = segmentation_case_metrics(mask, mask, norms, 2, surface=False)["any"]
+    assert default["vol_true_ml"] == pytest.approx(2.0 / np.cos(tilt))
+    est = abc2_estimate(mask.astype(bool), norms, voxel_volume_ml=voxel_ml)
+    assert est is not None and est.component_volume_ml == pytest.approx(2.0)

@@ -7,7 +7,7 @@ prediction made on the preprocessed grid is mapped back to the original grid wit
     pre = ct_preprocess()
     data = pre({"image": "/path/to/dicom_folder"})
     data["pred"] = model_output  # (C, *preprocessed spatial shape)
-    post = Invertd(keys="pred", transform=pre, orig_key="image", nearest_interp=True)
+    post = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)
     back = post(data)["pred"]    # on the grid of the loaded image
 """
 
