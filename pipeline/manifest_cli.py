@@ -6,6 +6,7 @@ import argparse
 import logging
 import shlex
 import sys
+from pathlib import Path
 
 logger = logging.getLogger("ichct.manifest")
 
@@ -86,7 +87,8 @@ def run_build(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         for line in exc.problems:
             sys.stdout.write(line + "\n")
-        logger.error("%s: not written: %d problem(s)", args.out, len(exc.problems))
+        where = "" if Path(exc.manifest) == Path(args.out) else f" in {exc.manifest}"  # e.g. a label CSV
+        logger.error("%s: not written: %d problem(s)%s", args.out, len(exc.problems), where)
         return EXIT_DATA_ERROR
     sizes = [sum(1 for e in doc["training"] if e["fold"] == k) for k in range(doc["num_folds"])]
     patients = {e["patient_key"] for e in doc["training"] + doc["test"]}

@@ -311,3 +311,17 @@ def test_cached_hashes_follow_file_changes(run_cli, tmp_path):
     shutil.copyfile(test_img, train_img)
     lines = problems_of(run_cli, out)
     assert any("identical pixel data" in line and "test" in line for line in lines), lines
+
+
+def test_leak_lines_name_the_manifest_paths_not_the_real_files(run_cli, tmp_path):
+    """BHSD and RSNA file names carry the PatientID: a leak line shows the link, never its target."""
+    rep = make_bhsd(tmp_path / "bhsd", n_patients=6, unlabelled=0)
+    out = tmp_path / "m"
+    for seed in (1, 2):
+        build("bhsd", rep.root, out / f"s{seed}.json", folds=2, test_fraction=0.25, seed=seed)
+    result = run_cli("manifest", "check", out / "s1.json", out / "s2.json", "--no-pixels")
+    assert result.code == 1
+    file_lines = [line for line in result.out.splitlines() if "leak: image file" in line]
+    assert file_lines and all(f"image file {out}/s1.links/" in line for line in file_lines), file_lines
+    for raw in rep.raw_ids:
+        assert raw not in result.out + result.err

@@ -7,11 +7,13 @@
 3. Studies are grouped so that one patient, one series UID and one set of identical pixel data
    never straddle a split (:mod:`.split`), then placed in the test set or a fold, stratified by
    CT-level labels, deterministically for a seed.
-4. Paths that would name a patient (or series sharing a folder) are replaced by links
-   (:mod:`.links`); every other path is written relative to the manifest's folder when inside it or
-   inside the folder above it (``data_manifests/`` -> ``../data/...`` in a repository), else absolute.
-5. The manifest is checked (:mod:`.check`) and scanned for raw identifiers; only a clean manifest
-   is written (atomically).
+4. Paths that would name a patient (or series sharing a folder) are replaced by links, made in a
+   staging folder (:mod:`.links`); every other path is written relative to the manifest's folder
+   when inside it or inside the folder above it (``data_manifests/`` -> ``../data/...`` in a
+   repository), else absolute.
+5. The manifest is scanned for raw identifiers (:mod:`.leaks`) and checked (:mod:`.check`) against
+   the staged links; only a clean manifest is written, atomically and together with its link folder.
+   A failed build leaves an existing manifest and its links as they were.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from ichct.transforms.dicom import load_salt, patient_key, salt_id, scan_folder
 from .check import ManifestDoc, check_documents
 from .errors import ManifestError
 from .hashing import HashCache, dicom_series_digest, nifti_digest_cached, quiet_invalid_uids
-from .links import Linker
+from .leaks import raw_identifier_places
+from .links import Linker, check_replaceable
 from .model import ICHCT_LABEL_VALUES, LABEL_NAMES, SOURCES, Record, contains_token
 from .split import TEST, Group, assign_groups, study_strata
 
@@ -134,8 +137,16 @@ def build_manifest(
     cache: HashCache | None | bool = True,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Build, check and write a manifest; returns it. Raises :class:`ManifestError` when the result
-    fails the checks (nothing is written), ``ValueError``/``FileNotFoundError`` on unusable input."""
+    """Build, check and write a manifest (and its link folder); returns it.
+
+    Raises
+    ------
+    ManifestError
+        The result fails the checks, or a data set file is unusable (e.g. a label CSV lacks a
+        column). Nothing is written: an existing manifest and its links stay as they were.
+    ValueError, FileNotFoundError
+        Unusable input or arguments.
+    """
     root = Path(root)
     out = Path(out)
     if not root.is_dir():
@@ -143,8 +154,10 @@ def build_manifest(
     if not str(out).endswith(".json"):
         raise ValueError(f"{out}: the manifest must be a .json file")
     base_dir = Path(os.path.abspath(out)).parent
-    name = name or out.name[: -len(".json")]
-    links = Path(link_dir) if link_dir else base_dir / f"{out.name[: -len('.json')]}.links"
+    stem = out.name[: -len(".json")]
+    name = name or stem
+    linker = Linker(Path(link_dir) if link_dir else base_dir / f"{stem}.links")
+    check_replaceable(linker.root)  # before the slow work; checked again when swapped in
     module = adapter(source)
     public = getattr(module, "public_salt", None)
     salt = (public(root) if public is not None else None) or load_salt()
@@ -154,72 +167,130 @@ def build_manifest(
         records = module.collect(root, workers=workers, salt=salt)
         if not records:
             raise ValueError(f"{root}: no {source} studies found")
-        keys = []
-        for rec in records:
-            identity = rec.patient_id
-            if not identity:
-                identity = f"{source}:study:{rec.study_uid}"
-                logger.warning("%s: study %s has no patient identifier: it is treated as a patient of its own", source, rec.study_uid)
-            keys.append(patient_key(identity, salt))
-            rec.pixel_hash = _pixel_hash(rec, hash_cache, workers)
+        keys = _patient_keys(source, records, salt, hash_cache, workers)
         groups_idx = group_records(keys, records)
-        groups = []
-        for members in groups_idx:
-            counts: dict[str, int] = {}
-            for i in members:
-                for s, c in study_strata(records[i].ct_labels).items():
-                    counts[s] = counts.get(s, 0) + c
-            groups.append(Group(key=min(keys[i] + records[i].series_uid for i in members), n_studies=len(members), counts=counts))
-        slots = assign_groups(groups, folds, test_fraction, seed)
-
-        linker = Linker(links)
-        training, test = [], []
-        for members, slot in zip(groups_idx, slots):
-            for i in members:
-                entry = _entry(records[i], keys[i], base_dir, linker)
-                if slot == TEST:
-                    test.append(entry)
-                else:
-                    entry["fold"] = int(slot)
-                    training.append(entry)
-        training.sort(key=lambda e: (e["fold"], e["patient_key"], e["study_uid"], e["series_uid"]))
-        test.sort(key=lambda e: (e["patient_key"], e["study_uid"], e["series_uid"]))
-        from ichct import __version__
-
+        slots = assign_groups(_split_groups(groups_idx, keys, records), folds, test_fraction, seed)
+        training, test = _entries_by_split(groups_idx, slots, keys, records, base_dir, linker)
         if command is None:
             command = shlex.join(["ichct", "manifest", "build", "--source", source, "--root", str(root), "--out", str(out),
                                   "--folds", str(folds), "--test-fraction", f"{test_fraction:g}", "--seed", str(seed)]
-                                 + (["--name", name] if name != out.name[: -len(".json")] else []))
-        doc: dict[str, Any] = {
-            "name": name,
-            "description": f"ichct patient-level split of {source}: {len(training)} training studies in {folds} folds, {len(test)} test studies",
-            "source": source,
-            "created_by": {"ichct_version": __version__, "command": command},
-            "salt_id": salt_id(salt),
-            "num_folds": int(folds),
-            "seed": int(seed),
-            "test_fraction": float(test_fraction),
-            "modality": {"0": "CT"},
-            "labels": {str(k): v for k, v in ICHCT_LABEL_VALUES.items()},
-            "slice_label_order": list(LABEL_NAMES),
-            "numTraining": len(training),
-            "numTest": len(test),
-            "training": training,
-            "test": test,
-        }
+                                 + (["--name", name] if name != stem else []))
+        doc = _document(name, source, command, salt, folds, seed, test_fraction, training, test)
         _refuse_raw_identifiers(doc, records)
-        report = check_documents([ManifestDoc(str(out), doc, base_dir, out)], cache=hash_cache, workers=workers)
-        if not report.ok:
-            raise ManifestError(out, report.problems)
-        for note in report.notes:
-            logger.warning("%s", note)
-        write_manifest(out, doc)
-        linker.prune()
-        logger.debug("%s", report.summaries[0])
+        _check_staged(doc, out, base_dir, linker, hash_cache, workers)
+        _install(out, doc, linker)
         return doc
     finally:
+        linker.discard()
         if own_cache and hash_cache is not None:
             hash_cache.close()
+
+
+def _patient_keys(source: str, records: list[Record], salt: str, cache: HashCache | None, workers: int | None) -> list[str]:
+    """The salted patient key of each record; also fills in each record's pixel hash."""
+    keys = []
+    for rec in records:
+        identity = rec.patient_id
+        if not identity:
+            identity = f"{source}:study:{rec.study_uid}"
+            logger.warning("%s: study %s has no patient identifier: it is treated as a patient of its own", source, rec.study_uid)
+        keys.append(patient_key(identity, salt))
+        rec.pixel_hash = _pixel_hash(rec, cache, workers)
+    return keys
+
+
+def _split_groups(groups_idx: list[list[int]], keys: list[str], records: list[Record]) -> list[Group]:
+    """One :class:`Group` (key, size, stratum counts) per group of record indices."""
+    groups = []
+    for members in groups_idx:
+        counts: dict[str, int] = {}
+        for i in members:
+            for s, c in study_strata(records[i].ct_labels).items():
+                counts[s] = counts.get(s, 0) + c
+        groups.append(Group(key=min(keys[i] + records[i].series_uid for i in members), n_studies=len(members), counts=counts))
+    return groups
+
+
+def _entries_by_split(groups_idx: list[list[int]], slots: list[int], keys: list[str], records: list[Record],
+                      base_dir: Path, linker: Linker) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sorted training and test entries (links are made in the linker's staging folder)."""
+    training, test = [], []
+    for members, slot in zip(groups_idx, slots):
+        for i in members:
+            entry = _entry(records[i], keys[i], base_dir, linker)
+            if slot == TEST:
+                test.append(entry)
+            else:
+                entry["fold"] = int(slot)
+                training.append(entry)
+    training.sort(key=lambda e: (e["fold"], e["patient_key"], e["study_uid"], e["series_uid"]))
+    test.sort(key=lambda e: (e["patient_key"], e["study_uid"], e["series_uid"]))
+    return training, test
+
+
+def _document(name: str, source: str, command: str, salt: str, folds: int, seed: int, test_fraction: float,
+              training: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest: header fields, then the entries."""
+    from ichct import __version__
+
+    return {
+        "name": name,
+        "description": f"ichct patient-level split of {source}: {len(training)} training studies in {folds} folds, {len(test)} test studies",
+        "source": source,
+        "created_by": {"ichct_version": __version__, "command": command},
+        "salt_id": salt_id(salt),
+        "num_folds": int(folds),
+        "seed": int(seed),
+        "test_fraction": float(test_fraction),
+        "modality": {"0": "CT"},
+        "labels": {str(k): v for k, v in ICHCT_LABEL_VALUES.items()},
+        "slice_label_order": list(LABEL_NAMES),
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": training,
+        "test": test,
+    }
+
+
+def _check_staged(doc: dict[str, Any], out: Path, base_dir: Path, linker: Linker, cache: HashCache | None,
+                  workers: int | None) -> None:
+    """Run every manifest check on ``doc`` as its links are now (staged); raise :class:`ManifestError`
+    naming the paths the links will have once installed."""
+    view = ManifestDoc(str(out), _staged_view(doc, base_dir, linker), base_dir, out)
+    report = check_documents([view], cache=cache, workers=workers)
+    if not report.ok:
+        raise ManifestError(out, [linker.unstaged_text(line) for line in report.problems])
+    for note in report.notes:
+        logger.warning("%s", linker.unstaged_text(note))
+    logger.debug("%s", report.summaries[0])
+
+
+def _staged_view(doc: dict[str, Any], base_dir: Path, linker: Linker) -> dict[str, Any]:
+    """A shallow copy of ``doc`` whose link paths point into the linker's staging folder."""
+    view = dict(doc)
+    for split in ("training", "test"):
+        view[split] = []
+        for entry in doc[split]:
+            staged = dict(entry)
+            for field in ("image", "label"):
+                if field in entry:
+                    final = Path(os.path.normpath(os.path.join(base_dir, entry[field])))
+                    where = linker.staged(final)
+                    staged[field] = str(where) if where != final else entry[field]
+            view[split].append(staged)
+    return view
+
+
+def _install(out: Path, doc: dict[str, Any], linker: Linker) -> None:
+    """Put the manifest and its link folder in place together; on any failure both stay as they were."""
+    try:
+        with atomic_path(out, suffix=".json") as tmp:
+            tmp.write_text(manifest_text(doc), encoding="utf-8")
+            linker.swap_in()
+    except BaseException:
+        linker.roll_back()
+        raise
+    linker.finish()
 
 
 # An indented array of integers: json.dumps puts each element on its own line; JSON strings never
@@ -227,12 +298,10 @@ def build_manifest(
 _INT_ARRAY = re.compile(r"\[\n\s*((?:-?\d+,\n\s*)*-?\d+)\n\s*\]")
 
 
-def write_manifest(path: str | Path, doc: dict[str, Any]) -> None:
-    """Write a manifest atomically: indented JSON with arrays of integers (slice label rows) on one line."""
+def manifest_text(doc: dict[str, Any]) -> str:
+    """A manifest as written: indented JSON with arrays of integers (slice label rows) on one line."""
     text = json.dumps(doc, indent=2)
-    text = _INT_ARRAY.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+    return _INT_ARRAY.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
 
 
 def _entry(rec: Record, key: str, base_dir: Path, linker: Linker) -> dict[str, Any]:
@@ -262,20 +331,8 @@ def _entry(rec: Record, key: str, base_dir: Path, linker: Linker) -> dict[str, A
 
 
 def _refuse_raw_identifiers(doc: dict[str, Any], records: list[Record]) -> None:
-    """Raise when any raw identifier string of any record appears in the manifest."""
-    tokens = sorted({t for rec in records for t in rec.private}, key=len, reverse=True)
-    if not tokens:
-        return
-    places = []
-    for split in ("training", "test"):
-        for i, entry in enumerate(doc[split]):
-            for field, value in entry.items():
-                if contains_token(json.dumps(value), tokens):
-                    places.append(f"{split}[{i}].{field}")
-    rest = {k: v for k, v in doc.items() if k not in ("training", "test")}
-    for field, value in rest.items():
-        if contains_token(json.dumps(value), tokens):
-            places.append(field)
+    """Raise ``ValueError`` when any raw identifier of any record appears in the manifest (see :mod:`.leaks`)."""
+    places = raw_identifier_places(doc, (t for rec in records for t in rec.private))
     if places:
         raise ValueError("a raw patient identifier would be written into the manifest at " + ", ".join(places[:10])
                          + "; move the data to a folder whose path does not name a patient, or use --link-dir")

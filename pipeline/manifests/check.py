@@ -301,7 +301,8 @@ def _check(docs, report, verify_files, verify_pixels, cache, workers) -> None:
     by_patient: dict[str, list[_Use]] = defaultdict(list)
     by_series: dict[str, list[_Use]] = defaultdict(list)
     by_pixels: dict[str, list[_Use]] = defaultdict(list)
-    by_file: dict[str, list[_Use]] = defaultdict(list)
+    by_file: dict[str, list[_Use]] = defaultdict(list)  # keyed by real path, which is never printed
+    file_names: dict[str, Path] = {}  # real path -> the first manifest path (link) that leads to it
     salts: dict[str, list[str]] = defaultdict(list)
 
     for doc in docs:
@@ -350,6 +351,7 @@ def _check(docs, report, verify_files, verify_pixels, cache, workers) -> None:
                 report.problems.append(f"{ref}: {p}")
             if facts.real:
                 by_file[facts.real].append(use)
+                file_names.setdefault(facts.real, image)
             if facts.pixel_hash:
                 by_pixels[facts.pixel_hash].append(use)
             rows = e.get("slice_labels")
@@ -388,7 +390,8 @@ def _check(docs, report, verify_files, verify_pixels, cache, workers) -> None:
     for real, uses in by_file.items():
         if len({u.series_uid for u in uses}) > 1:
             continue  # several series of one DICOM folder: told apart by their own checks
-        _report_conflict(report, f"image file {real}", uses, multi, only_splits=True)
+        # the manifest's own path: the real one may name the patient (BHSD, RSNA file names)
+        _report_conflict(report, f"image file {file_names[real]}", uses, multi, only_splits=True)
 
 
 def _report_conflict(report: CheckReport, what: str, uses: list[_Use], with_doc: bool, duplicates_ok: bool = False,

@@ -1,4 +1,4 @@
-"""The error raised for a manifest that fails its checks."""
+"""The error raised for a manifest that fails its checks, or for a data set file it cannot be built from."""
 
 from __future__ import annotations
 
@@ -6,11 +6,21 @@ from pathlib import Path
 
 
 class ManifestError(ValueError):
-    """A manifest failed its checks; ``problems`` holds one line per problem."""
+    """A manifest failed its checks; ``problems`` holds one line per problem.
 
-    def __init__(self, manifest: str | Path, problems: list[str]) -> None:
+    Parameters
+    ----------
+    manifest
+        The manifest, or the data set file (``subject`` then says what it is) that failed.
+    problems
+        One line per problem.
+    subject
+        What ``manifest`` is, for the message: ``"manifest"`` or e.g. ``"label CSV"``.
+    """
+
+    def __init__(self, manifest: str | Path, problems: list[str], *, subject: str = "manifest") -> None:
         self.manifest = str(manifest)
         self.problems = list(problems)
         shown = self.problems[:20]
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
-        super().__init__(f"manifest {self.manifest} failed {len(self.problems)} check(s):\n  " + "\n  ".join(shown) + more)
+        super().__init__(f"{subject} {self.manifest} failed {len(self.problems)} check(s):\n  " + "\n  ".join(shown) + more)

@@ -9,8 +9,13 @@ folder next to the manifest and puts the link paths in the manifest::
     <links>/<patient_key>/<tag>_image.nii[.gz]   NIfTI image
     <links>/<patient_key>/<tag>_label.nii[.gz]   NIfTI label
 
-``tag`` is a hash of the series UID. Links point at absolute paths; rebuilding refreshes them and
-removes links that no manifest entry uses any more (real files are never touched).
+``tag`` is a hash of the series UID. Links point at absolute paths.
+
+A build makes its whole link tree in a staging folder beside ``<links>`` (:attr:`Linker.staging`),
+is checked against it, and only then swaps it in with the manifest (:meth:`Linker.swap_in`). A
+build that fails leaves the old manifest's links as they were; a rebuild drops links no entry uses
+any more. A link folder that holds anything but links and folders is never replaced (real files are
+never touched).
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
+
+from ichct.pipeline.atomic import temp_dir_beside
 
 from .model import Record, nifti_suffix
 
@@ -41,64 +50,128 @@ def _symlink(target: Path, link: Path) -> None:
     os.symlink(target, link, target_is_directory=target.is_dir())
 
 
+def check_replaceable(root: Path) -> None:
+    """Raise ``ValueError`` unless ``root`` is absent or a folder of links and folders only.
+
+    Parameters
+    ----------
+    root
+        A link folder that a build would replace.
+    """
+    if not os.path.lexists(root):
+        return
+    if root.is_symlink() or not root.is_dir():
+        raise ValueError(f"{root}: exists and is not a link folder; refusing to replace it (choose another --link-dir)")
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                raise ValueError(f"{root}: holds {p}, which is not a link; refusing to replace the folder "
+                                 "(choose another --link-dir)")
+
+
 class Linker:
-    """Creates the link tree for one manifest and remembers what it made."""
+    """Makes one manifest's link tree in a staging folder, then swaps it in place of the old one.
+
+    Parameters
+    ----------
+    root
+        Where the link folder lives once installed (``<out stem>.links`` or ``--link-dir``).
+    """
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.made: set[Path] = set()
+        self.root = Path(os.path.abspath(root))
+        self.staging: Path | None = None  # made on the first link
+        self._old: Path | None = None  # the previous link folder, moved aside during swap_in
+        self._installed = False
 
     def link(self, record: Record, patient_key: str) -> tuple[Path, Path | None]:
-        """Link ``record``'s image (and label); returns the link paths."""
-        folder = self.root / patient_key
+        """Link ``record``'s image (and label) in the staging folder.
+
+        Returns
+        -------
+        tuple
+            The image and label paths the links will have once installed (under :attr:`root`).
+        """
+        if self.staging is None:
+            self.staging = temp_dir_beside(self.root)
+        image, label = self._make(record, Path(patient_key))
+        return self.root / image, (self.root / label if label is not None else None)
+
+    def _make(self, record: Record, folder: Path) -> tuple[Path, Path | None]:
+        """Make the links under the staging folder; returns their paths relative to it."""
         tag = _tag(record.series_uid)
         if record.kind == "dicom":
             image = folder / tag
             if record.link_files is not None:
-                if image.is_symlink():
-                    image.unlink()
-                image.mkdir(parents=True, exist_ok=True)
-                used = set()
-                for f in record.link_files:
-                    name = f.name
-                    n = 1
-                    while name in used:
-                        name = f"{f.name}.{n}"
-                        n += 1
-                    used.add(name)
-                    _symlink(f, image / name)
-                    self.made.add(image / name)
+                self._link_files(record.link_files, self.staging / image)
             else:
-                _symlink(record.image, image)
-            self.made.add(image)
+                _symlink(record.image, self.staging / image)
         else:
             image = folder / f"{tag}_image{nifti_suffix(record.image)}"
-            _symlink(record.image, image)
-            self.made.add(image)
+            _symlink(record.image, self.staging / image)
         label = None
         if record.label is not None:
             label = folder / f"{tag}_label{nifti_suffix(record.label)}"
-            _symlink(record.label, label)
-            self.made.add(label)
+            _symlink(record.label, self.staging / label)
         return image, label
 
-    def prune(self) -> int:
-        """Remove links under the link folder that this build did not make, then empty folders."""
-        if not self.root.is_dir():
-            return 0
-        removed = 0
-        for dirpath, dirnames, filenames in os.walk(self.root, topdown=False):
-            here = Path(dirpath)
-            for name in filenames + dirnames:
-                p = here / name
-                if p.is_symlink() and p not in self.made:
-                    p.unlink()
-                    removed += 1
-            if here != self.root and here not in self.made:
-                try:
-                    here.rmdir()  # only when empty
-                except OSError:
-                    pass
-        if removed:
-            logger.info("removed %d stale link(s) under %s", removed, self.root)
-        return removed
+    @staticmethod
+    def _link_files(files: list[Path], folder: Path) -> None:
+        """A folder holding one link per file (names made unique)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        used: set[str] = set()
+        for f in files:
+            name, n = f.name, 1
+            while name in used:
+                name, n = f"{f.name}.{n}", n + 1
+            used.add(name)
+            _symlink(f, folder / name)
+
+    def staged(self, path: Path) -> Path:
+        """Where an installed link path ``path`` is while staged (other paths unchanged)."""
+        if self.staging is None:
+            return path
+        try:
+            return self.staging / Path(os.path.abspath(path)).relative_to(self.root)
+        except ValueError:
+            return path
+
+    def unstaged_text(self, text: str) -> str:
+        """``text`` (e.g. a problem line) with staging paths named as they will be once installed."""
+        return text if self.staging is None else text.replace(str(self.staging), str(self.root))
+
+    def swap_in(self) -> None:
+        """Move the old link folder aside and the staging folder (if any) into its place.
+
+        Undo with :meth:`roll_back`; make final with :meth:`finish`.
+        """
+        check_replaceable(self.root)
+        if os.path.lexists(self.root):
+            trash = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", suffix=".old", dir=self.root.parent))
+            self._old = trash / self.root.name
+            os.replace(self.root, self._old)
+        if self.staging is not None:
+            os.replace(self.staging, self.root)
+            self._installed = True
+
+    def roll_back(self) -> None:
+        """Undo :meth:`swap_in`: the new links go, the old folder comes back."""
+        if self._installed:
+            shutil.rmtree(self.root)
+            self._installed = False
+        if self._old is not None:
+            os.replace(self._old, self.root)
+            self._old.parent.rmdir()
+            self._old = None
+
+    def finish(self) -> None:
+        """Delete the old link folder moved aside by :meth:`swap_in` (links and folders only)."""
+        if self._old is not None:
+            shutil.rmtree(self._old.parent, ignore_errors=True)
+            self._old = None
+
+    def discard(self) -> None:
+        """Delete the staging folder unless it was installed (call on every exit of a build)."""
+        if self.staging is not None and not self._installed:
+            shutil.rmtree(self.staging, ignore_errors=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ichct.transforms.dicom import patient_key
 
+from .errors import ManifestError
 from .model import LABEL_NAMES, SUBTYPES, UNKNOWN
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,37 @@ def find_first(root: Path, names: Iterable[str], depth: int = 2, want_dir: bool 
     return None
 
 
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
+def read_csv_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts (names and values stripped).
+
+    Parameters
+    ----------
+    path
+        The CSV file; its first line is the header.
+    required
+        Columns the caller needs.
+
+    Raises
+    ------
+    ManifestError
+        The header lacks a ``required`` column (the message names the file, the missing columns and
+        the columns found).
+    """
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(fh)]
+        reader = csv.DictReader(fh)
+        require_columns(path, [(k or "").strip() for k in reader.fieldnames or []], required)
+        # a row longer than the header puts its extra cells under the key None: they are dropped
+        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+
+
+def require_columns(path: Path, header: Sequence[str], required: Sequence[str]) -> None:
+    """Raise :class:`ManifestError` naming ``path`` when ``header`` lacks any ``required`` column."""
+    missing = [c for c in required if c not in header]
+    if not missing:
+        return
+    found = ", ".join(repr(c) for c in header) if header else "none (empty file)"
+    raise ManifestError(path, [f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; columns found: {found}"],
+                        subject="label CSV")
 
 
 def flag(value: str | int | float | None) -> int:

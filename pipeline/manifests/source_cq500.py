@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 NAME = "cq500"
 READERS = ("R1", "R2", "R3")
 FINDINGS = {"ICH": "any", "EDH": "epidural", "IPH": "intraparenchymal", "IVH": "intraventricular", "SAH": "subarachnoid", "SDH": "subdural"}
+CSV_COLUMNS = ("name",) + tuple(f"{r}:{code}" for r in READERS for code in FINDINGS)
 _NUMBER = re.compile(r"CQ500[-_ ]?CT[-_ ]?(\d+)", re.IGNORECASE)
 
 
@@ -64,8 +65,8 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
     if reads_path is None:
         raise FileNotFoundError(f"{root}: no reads.csv")
     reads = {}
-    for row in read_csv_rows(reads_path):
-        m = _NUMBER.search(row.get("name", ""))
+    for row in read_csv_rows(reads_path, required=CSV_COLUMNS):
+        m = _NUMBER.search(row["name"])
         if m:
             reads[int(m.group(1))] = row
     folders: dict[int, Path] = {}  # the outermost folder named after each patient

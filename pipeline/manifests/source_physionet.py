@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 NAME = "physionet"
 CSV_NAME = "hemorrhage_diagnosis_raw_ct.csv"
 SUBTYPE_COLUMNS = ("Epidural", "Intraparenchymal", "Intraventricular", "Subarachnoid", "Subdural")
+CSV_COLUMNS = ("PatientNumber", "SliceNumber", "No_Hemorrhage") + SUBTYPE_COLUMNS
 
 
 def _volume(folder: Path, number: int) -> Path | None:
@@ -45,14 +46,14 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
         raise FileNotFoundError(f"{root}: no {CSV_NAME}")
     base = csv_path.parent
     slices: dict[int, list[tuple[int, list[int]]]] = defaultdict(list)
-    for row in read_csv_rows(csv_path):
+    for row in read_csv_rows(csv_path, required=CSV_COLUMNS):
         try:
             number, slice_number = int(float(row["PatientNumber"])), int(float(row["SliceNumber"]))
-        except (KeyError, ValueError):
+        except ValueError:
             continue
-        no_hem = flag(row.get("No_Hemorrhage"))
+        no_hem = flag(row["No_Hemorrhage"])
         any_flag = -1 if no_hem == -1 else 1 - no_hem
-        subtypes = [flag(row.get(c)) for c in SUBTYPE_COLUMNS]
+        subtypes = [flag(row[c]) for c in SUBTYPE_COLUMNS]
         if 1 in subtypes:
             any_flag = 1
         slices[number].append((slice_number, [any_flag] + subtypes))

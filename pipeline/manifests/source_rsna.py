@@ -30,18 +30,19 @@ from .source_common import absolute, find_first, read_csv_rows
 logger = logging.getLogger(__name__)
 NAME = "rsna"
 CSV_NAMES = ("stage_2_train.csv", "stage_1_train.csv")
+CSV_COLUMNS = ("ID", "Label")
 IMAGE_DIRS = ("stage_2_train", "stage_2_train_images", "stage_1_train_images", "stage_1_train")
 
 
 def read_labels(csv_path: Path) -> dict[str, dict[str, int]]:
     """``{SOPInstanceUID: {label name: 0/1}}`` from the challenge CSV (duplicate rows merged)."""
     out: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in read_csv_rows(csv_path):
-        ident = row.get("ID", "")
+    for row in read_csv_rows(csv_path, required=CSV_COLUMNS):
+        ident = row["ID"]
         sop, _, subtype = ident.rpartition("_")
         if not sop or subtype not in LABEL_NAMES:
             continue
-        value = int(float(row.get("Label", "0") or 0) >= 0.5)
+        value = int(float(row["Label"] or 0) >= 0.5)
         out[sop][subtype] = max(out[sop].get(subtype, 0), value)
     return out
 
