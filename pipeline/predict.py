@@ -315,7 +315,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
             "ichct_version": __version__,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "device": str(next(iter(mods.values())).device),
-            "input": {"path": str(src.resolve()), "format": _input_format(src, dicom),
+            "input": {"path": redact_patient(str(src.resolve()), headers), "format": _input_format(src, dicom),
                       "shape": list(pred.original_shape), "spacing_mm": [float(v) for v in sp],
                       "affine_ras": np.round(pred.original_affine, 6).tolist()},
             "series": _series_section(pred.ingest_info, groups, chosen),
@@ -339,6 +339,33 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     logger.info("%s: rule %s, any: call %s, score %s; wrote %s", src, rule_name, any_f.get("call"),
                 None if any_f.get("score") is None else round(any_f["score"], 4), out)
     return doc
+
+
+REDACTED = "[patient]"
+
+
+def redact_patient(text: str, headers: Sequence[Any] | None) -> str:
+    """``text`` (a path) with the DICOM PatientID and the parts of PatientName replaced by ``[patient]``.
+
+    Archives are often filed by patient (``/pacs/<PatientID>/<study>``); the report keeps where the
+    study came from without naming the patient. Tokens of 3 or more characters are replaced
+    wherever they occur (case-insensitive); shorter ones only as whole path components.
+    """
+    if not headers:
+        return text
+    first = headers[0]
+    tokens = {str(first.patient_id).strip()} if getattr(first, "patient_id", None) else set()
+    name = getattr(first, "patient_name", None)
+    if name:
+        tokens |= {t for t in re.split(r"[\^\s,]+", str(name)) if t}
+        tokens.add(str(name).strip())
+    tokens.discard("")
+    for token in sorted(tokens, key=len, reverse=True):
+        if len(token) >= 3:
+            text = re.sub(re.escape(token), REDACTED, text, flags=re.IGNORECASE)
+        else:
+            text = re.sub(r"(?<=[/\\])" + re.escape(token) + r"(?=[/\\]|$)", REDACTED, text)
+    return text
 
 
 # --------------------------------------------------------------------------------------------

@@ -135,3 +135,39 @@ def test_batch_reports_a_broken_study_and_goes_on(run_cli, base, runs, good, mr)
     r = run_cli("predict", "--batch", ok_list, base / "batch_ok", "--run", runs[0], "-q")
     assert r.code == 0, r.err
     assert _listing(base / "batch_ok") == ["good", "summary.csv"]
+
+
+def test_report_path_does_not_name_the_patient(run_cli, base, runs):
+    """Archives filed by patient (``<PatientID>/<Family_Given>/``): the report keeps where the study
+    came from with the DICOM PatientID and the parts of PatientName replaced by ``[patient]``."""
+    family, given = fac.FAKE_PATIENT_NAME.split("^")[:2]
+    src = base / "archive" / fac.FAKE_PATIENT_ID / f"{family.upper()}_{given.lower()}" / "CT_HEAD"
+    ph.write_study(src, key="filed")
+    out = base / "out_filed"
+    r = run_cli("predict", src, out, "--run", runs[0], "--no-overlays")
+    assert r.code == 0, r.err
+    report_text = (out / "report.json").read_text(encoding="utf-8")
+    doc = json.loads(report_text)
+    expected = str((base / "archive").resolve() / "[patient]" / "[patient]_[patient]" / "CT_HEAD")
+    assert doc["input"]["path"] == expected
+    fac.assert_no_phi(report_text)
+
+
+@pytest.mark.parametrize("case", ["truncated_gzip", "text"])
+def test_unreadable_nifti_exits_1_naming_it_without_a_traceback(run_cli, base, runs, good, case):
+    from ichct.pipeline.ingest import convert_series
+
+    src = base / f"bad_{case}.nii.gz"
+    if case == "truncated_gzip":
+        whole = base / "whole_for_truncation.nii.gz"
+        convert_series(good, whole)
+        src.write_bytes(whole.read_bytes()[:3000])
+    else:
+        src.write_text("not a NIfTI image\n", encoding="utf-8")
+    parent = base / f"outs_nifti_{case}"
+    parent.mkdir()
+    r = run_cli("predict", src, parent / "result", "--run", runs[0], "--run", runs[1])
+    assert r.code == 1
+    assert f"{src}: not a readable NIfTI file" in r.err, r.err
+    assert "Traceback" not in r.err
+    assert _listing(parent) == []

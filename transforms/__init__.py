@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "MultiWindowd": "intensity",
     "LoadCT": "loading",
     "LoadCTd": "loading",
+    "ImageLoadError": "loading",
     "ct_preprocess": "presets",
     "ResampleToSpacing": "spatial",
     "ResampleToSpacingd": "spatial",

@@ -23,6 +23,15 @@ from .io import LoadDicomSeries
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
+class ImageLoadError(ValueError):
+    """An image file (NIfTI or other) that cannot be read; the message names the file and why."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
 def is_dicom_path(path: str | os.PathLike[str]) -> bool:
     """True for a directory, a DICOMDIR or a ``.dcm``/``.dicom`` file (a DICOM series source)."""
     p = Path(path)
@@ -72,9 +81,15 @@ class LoadCT(Transform):
             return src
         if is_dicom_path(src):
             return self.dicom(src)
-        if _is_nifti(src):
-            return self.nifti(src)
-        return self.other(src)
+        if not Path(src).exists():
+            raise ImageLoadError(src, "no such file or folder")
+        nifti = _is_nifti(src)
+        try:
+            return self.nifti(src) if nifti else self.other(src)
+        except Exception as exc:  # noqa: BLE001 - truncated gzip, wrong header, no reader: name the file
+            kind = "NIfTI" if nifti else "image"
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ImageLoadError(src, f"not a readable {kind} file ({type(exc).__name__}{': ' + detail if detail else ''})") from exc
 
 
 class LoadCTd(MapTransform):

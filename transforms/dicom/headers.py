@@ -47,6 +47,7 @@ class SliceHeader:
     study_uid: str = ""
     frame_of_reference_uid: str = ""
     patient_id: str | None = None
+    patient_name: str | None = None  # kept in memory only (to redact it from paths); never written
     gantry_tilt_deg: float | None = None
     samples_per_pixel: int = 1
     bits_allocated: int = 16
@@ -208,6 +209,7 @@ def headers_from_dataset(ds: Dataset, path: str) -> list[SliceHeader]:
         study_uid=str(_get(ds, "StudyInstanceUID") or ""),
         frame_of_reference_uid=str(_get(ds, "FrameOfReferenceUID") or ""),
         patient_id=(str(_get(ds, "PatientID")) if _get(ds, "PatientID") not in (None, "") else None),
+        patient_name=(str(_get(ds, "PatientName")) if _get(ds, "PatientName") not in (None, "") else None),
         gantry_tilt_deg=_float(_get(ds, "GantryDetectorTilt")),
         samples_per_pixel=_int(_get(ds, "SamplesPerPixel")) or 1,
         bits_allocated=_int(_get(ds, "BitsAllocated")) or 16,
