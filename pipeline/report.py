@@ -86,6 +86,15 @@ def format_metric(entry: Mapping[str, Any] | None, digits: int = 3) -> str:
     return f"{_num(value, digits)} [{_num(entry.get('ci_low'), digits)}, {_num(entry.get('ci_high'), digits)}]"
 
 
+def _undefined_notes(entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per reason why metrics are undefined (``n/a``), naming the metrics: ``{name: entry}``."""
+    by_reason: dict[str, list[str]] = {}
+    for name, entry in entries.items():
+        if isinstance(entry, Mapping) and entry.get("value") is None and entry.get("reason"):
+            by_reason.setdefault(str(entry["reason"]), []).append(name)
+    return [f"n/a ({', '.join(names)}): {reason}." for reason, names in by_reason.items()]
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -110,15 +119,19 @@ def render_markdown(metrics: Mapping[str, Any], plots: Sequence[str] = ()) -> st
     rule_keys = sorted({r for st in ct.values() for r in st})
     for rule in rule_keys:
         rows = []
+        undefined: dict[str, Mapping[str, Any]] = {}
         for st, per_rule in ct.items():
             if st == "all" or rule not in per_rule:
                 continue
             m = per_rule[rule]
             thr = m.get("threshold", {}).get("value")
             rows.append([st, _num(thr, 3)] + [format_metric(m.get(c)) for c in _CT_COLUMNS])
+            undefined.update({f"{st} {c}": m.get(c) for c in _CT_COLUMNS if m.get(c)})
         if rows:
             lines += [f"## CT level, rule `{rule}`", ""]
             lines += _table(["subtype", "threshold", *_CT_COLUMNS], rows) + [""]
+            notes = _undefined_notes(undefined)
+            lines += notes + ([""] if notes else [])
         if rule in ct.get("all", {}):
             extra = ct["all"][rule]
             lines += [f"RSNA weighted log loss ({rule}): " + ", ".join(

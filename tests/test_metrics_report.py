@@ -116,3 +116,23 @@ def test_format_metric():
     assert format_metric({"value": 0.91234, "ci_low": 0.85, "ci_high": 0.96}) == "0.912 [0.850, 0.960]"
     assert format_metric({"value": None, "ci_low": None, "ci_high": None}) == "n/a"
     assert format_metric({"value": 3.0, "ci_low": None, "ci_high": None}, 0) == "3"
+
+
+def test_report_says_why_a_metric_is_undefined():
+    """A subtype with no positive study has no AUC or sensitivity: the markdown report says n/a and
+    gives the reason from metrics.json, naming the metrics it applies to."""
+    rows, table, keys = _cohort()
+    table = dict(table)
+    table["label:epidural"] = np.zeros_like(table["label:epidural"])
+    ct, _ = ct_level_metrics(table, keys, {"max": DecisionRule("max", threshold=0.5)}, n_boot=50)
+    epi = ct["epidural"]["max"]
+    assert epi["roc_auc"]["value"] is None or not math.isfinite(epi["roc_auc"]["value"])
+    reason = epi["roc_auc"]["reason"]
+    doc = assemble_metrics(model={"name": "m", "sha256": "0" * 8}, manifest={"path": "m.json"}, split="test",
+                           patient_keys=keys, ct_level=ct, segmentation={}, allow_overlap=False, n_boot=50, seed=0)
+    from ichct.pipeline.report import render_markdown
+
+    text = render_markdown(to_jsonable(doc))
+    note = next(line for line in text.splitlines() if line.startswith("n/a (") and reason in line)
+    assert "epidural roc_auc" in note and "epidural sensitivity" in note
+    assert "any roc_auc" not in note
