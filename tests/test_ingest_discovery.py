@@ -131,3 +131,20 @@ def test_symlinked_series_folder_is_followed_once(tmp_path):
     vol = read_dicom_series(study, scan=scan)
     assert vol.info["duplicates"]["count"] == 0
     fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+
+
+def test_slice_without_position_is_left_out_and_its_hole_reported(tmp_path, caplog):
+    """One slice of a series lost its ImagePositionPatient (a broken export): the other slices
+    still make the volume; the slice is not stacked at a guessed position, and its place is a gap."""
+    import pydicom
+
+    spec = fac.make_stack(16, 5.0, key="no-ipp")
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    ds = pydicom.dcmread(paths[5])
+    del ds.ImagePositionPatient
+    ds.save_as(paths[5], enforce_file_format=True)
+    vol = read_dicom_series(tmp_path / "dcm")
+    assert vol.info["source_slice_count"] == 15
+    assert vol.info["missing_slices"] == 1
+    assert vol.hu_volume.shape[2] == 16
+    fac.assert_geometry(vol.hu_volume, vol.affine_ras, spec, reach_mm=6.0)

@@ -207,9 +207,13 @@ def _same_stack(a: SliceHeader, b: SliceHeader) -> bool:
     """Frames that can share one voxel grid: same orientation, matrix and pixel spacing.
 
     Orientations are compared with a tolerance (not by rounding, which would split a series whose
-    cosines straddle a rounding boundary).
+    cosines straddle a rounding boundary). A frame without ImagePositionPatient never joins frames
+    that have one: it becomes a group of its own (excluded), and the rest of the series stays
+    readable, with the hole it leaves reported as a gap.
     """
     if (a.rows, a.columns) != (b.rows, b.columns):
+        return False
+    if (a.image_position_mm is None) != (b.image_position_mm is None):
         return False
     if (a.image_orientation is None) != (b.image_orientation is None):
         return False
