@@ -233,6 +233,9 @@ def write_seg_dicom(labels: np.ndarray, affine_ras: np.ndarray, headers: Sequenc
         device_serial_number="none", content_label="ICH", content_description="ichct hemorrhage segmentation",
         series_description="ichct ICH segmentation (research use, not for diagnosis)",
         omit_empty_frames=bool(pixel.any()))
+    # Type 2 in the Content Identification Macro: present, empty (the creator is the algorithm,
+    # named in each segment's AlgorithmIdentification, not a person).
+    seg.ContentCreatorName = ""
     seg.save_as(str(out_path))
     return {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID),
             "n_frames": int(seg.NumberOfFrames), "segments": [SEGMENT_CODES[n].label for n in names],

@@ -148,6 +148,8 @@ def test_seg_dicom_references_the_source_and_marks_the_hematoma(result, study):
     assert desc.segmented_property_type.value == "1386000" and desc.segmented_property_type.scheme_designator == "SCT"
     assert desc.segmented_property_category.value == "49755003"
     assert desc.algorithm_identification[0].AlgorithmName == "ichct"
+    raw = pydicom.dcmread(out / "seg.dcm")
+    assert "ContentCreatorName" in raw and raw.ContentLabel == "ICH"  # Type 2 and Type 1 of Content Identification
     assert seg.StudyInstanceUID == next(iter(sources.values())).StudyInstanceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == study[0].series_uid
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
