@@ -35,6 +35,7 @@ from monai.transforms import MapTransform
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.decision import SUBTYPES, DecisionRule, ct_scores, decide
 from ichct.pipeline.train import sha256_file
+from ichct.pipeline.training_record import training_record
 
 logger = logging.getLogger("ichct.bundle")
 
@@ -231,15 +232,19 @@ class RunFilesWriter:
         The run's kind, resolved training config, validation fold, seed and epochs.
     manifest
         The manifest trained on.
-    train_entries
-        Its training entries (their ``patient_key``s are stored).
+    train_entries, val_entries
+        Its training and validation entries (their patient keys, study and series UIDs are stored;
+        see :mod:`ichct.pipeline.training_record`).
     """
 
     def __init__(self, ckpt_dir: str | Path, kind: str, cfg: Mapping[str, Any], fold: int, seed: int, epochs: int,
-                 manifest: str | Path, train_entries: Sequence[Mapping[str, Any]]) -> None:
+                 manifest: str | Path, train_entries: Sequence[Mapping[str, Any]],
+                 val_entries: Sequence[Mapping[str, Any]] | None = None) -> None:
         self.ckpt_dir, self.kind, self.cfg = Path(ckpt_dir), kind, dict(cfg)
         self.fold, self.seed, self.epochs = int(fold), int(seed), int(epochs)
-        self.manifest, self.keys = Path(manifest), sorted({str(e["patient_key"]) for e in train_entries})
+        self.manifest = Path(manifest)
+        self.train_entries = list(train_entries)
+        self.val_entries = list(val_entries) if val_entries is not None else None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
@@ -256,8 +261,8 @@ class RunFilesWriter:
         bundle = json.loads(old.read_text(encoding="utf-8")).get("bundle") or {} if old.is_file() else {}
         bundle = {**bundle, "source_run": "configs/train.json", "checkpoint": "model.pt", "epoch": None,
                   "weights_sha256": None, "training": {"epochs": self.epochs, "key_metric": "see the training log"}}
-        write_json_atomic(self.ckpt_dir / "train_patients.json", {
-            "manifest": str(self.manifest), "manifest_sha256": sha, "fold": self.fold, "patient_keys": self.keys})
+        write_json_atomic(self.ckpt_dir / "train_patients.json",
+                          training_record(self.manifest, sha, self.fold, self.train_entries, self.val_entries))
         write_json_atomic(self.ckpt_dir / "run_config.json", {
             "kind": self.kind, "fold": self.fold, "seed": self.seed,
             "device": str(getattr(engine.state, "device", "cpu")), "amp": False, "manifest": os.fspath(self.manifest),

@@ -214,7 +214,7 @@ def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: in
              "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
             {"_target_": "ichct.pipeline.bundle_components.RunFilesWriter", "ckpt_dir": "@ckpt_dir", "kind": kind,
              "cfg": "@ichct_config", "fold": "@fold", "seed": "@seed", "epochs": "@epochs", "manifest": "@manifest",
-             "train_entries": "@train_entries"},
+             "train_entries": "@train_entries", "val_entries": "@val_entries"},
         ],
         "trainer": {"_target_": "SupervisedTrainer", "max_epochs": "@epochs", "device": "@device",
                     "train_data_loader": "@train#dataloader", "network": "@network", "optimizer": "@optimizer",

@@ -7,9 +7,11 @@ One study at a time through :func:`ichct.pipeline.inference.predict_study` (the 
 :func:`ichct.pipeline.report.write_report` (``metrics.json``, ``per_case.csv``, ``report.md``,
 PNG plots).
 
-Leakage guard: patients listed in a run's ``train_patients.json`` are refused
+Leakage guard: patients of a run's ``train_patients.json`` (by patient key under the same salt,
+by study or series UID under any; :mod:`ichct.pipeline.training_record`) are refused
 (:class:`EvaluationOverlapError`, naming them) unless ``allow_overlap=True``, in which case
-``metrics.json`` has ``allow_overlap: true`` and ``report.md`` starts with a warning.
+``metrics.json`` has ``allow_overlap: true`` and ``report.md`` starts with a warning. The run's
+own validation fold and a differently salted manifest are flagged in ``warnings``.
 
 The output folder is written as a whole: everything goes into a temporary folder beside it that
 is renamed at the end, so an error never leaves a half-written ``EVAL_DIR``.
@@ -31,6 +33,7 @@ from ichct.pipeline.atomic import replace_dir, temp_dir_beside
 from ichct.pipeline.decision import RULES, SUBTYPES, affine_voxel_volume_ml
 from ichct.pipeline.devices import torch_device
 from ichct.pipeline.train import sha256_file
+from ichct.pipeline.training_record import check_split, manifest_salt_id
 
 logger = logging.getLogger("ichct.evaluate")
 
@@ -181,6 +184,30 @@ def _comparison_markdown(comp: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_against_training(models: Sequence[Any], entries: Sequence[Mapping[str, Any]],
+                            salt_id: str | None) -> tuple[set[str], list[str], list[str]]:
+    """(training patients in the split, the models that saw them, warnings for the report).
+
+    Uses each model's training record (:mod:`ichct.pipeline.training_record`): patient keys when
+    the salts agree, study and series UIDs whatever the salt; entries of a model's own validation
+    fold are not refused but flagged, since that fold chose the checkpoint and the thresholds.
+    """
+    overlap: set[str] = set()
+    runs: list[str] = []
+    warnings: list[str] = []
+    for m in models:
+        check = check_split(m.training_record, entries, salt_id, where=_where(m))
+        if check.leaked:
+            overlap |= check.leaked
+            runs.append(_where(m))
+        if check.validation:
+            warnings.append(f"{len(check.validation)} of the evaluated patients are in the validation fold of "
+                            f"{_where(m)}, which chose its checkpoint and thresholds: the metrics are optimistic, "
+                            "not a held-out estimate")
+        warnings.extend(check.notes)
+    return overlap, runs, warnings
+
+
 def _where(model: Any) -> str:
     """The folder a loaded model came from: its bundle, else its run directory."""
     return str(model.bundle_dir if getattr(model, "bundle_dir", None) is not None else model.run_dir)
@@ -314,13 +341,9 @@ def evaluate(
     if not entries:
         raise ValueError(f"{manifest}: split {split!r} is empty")
     keys = [str(e["patient_key"]) for e in entries]
-    overlap: set[str] = set()
-    overlap_runs: list[str] = []
-    for m in loaded:
-        hit = set(keys) & m.train_patient_keys
-        if hit:
-            overlap |= hit
-            overlap_runs.append(_where(m))
+    overlap, overlap_runs, report_warnings = _check_against_training(loaded, entries, manifest_salt_id(manifest))
+    for w in report_warnings:
+        logger.warning("%s", w)
     if overlap and not allow_overlap:
         raise EvaluationOverlapError(sorted(overlap), overlap_runs)
     if overlap:
@@ -364,7 +387,7 @@ def evaluate(
     manifest_info = {"path": str(manifest.resolve()), "sha256": sha256_file(manifest), "fold": fold}
     doc = assemble_metrics(model=model_info, manifest=manifest_info, split=split, patient_keys=keys,
                            ct_level=ct_level, segmentation=seg, allow_overlap=bool(overlap),
-                           n_boot=n_boot, seed=seed)
+                           n_boot=n_boot, seed=seed, warnings=report_warnings)
     if comparisons is not None:
         a, b = ((f"rule {compare_rules[0]}", f"rule {compare_rules[1]}") if compare_rules is not None
                 else (_where(next(iter(models.values()))), _where(comparator)))

@@ -69,11 +69,16 @@ class LoadedModel:
     bundle_dir: Path | None = None  # set by ichct.pipeline.bundle.load_bundle (run_dir is then its models/)
 
     @property
-    def train_patient_keys(self) -> set[str]:
+    def training_record(self) -> dict[str, Any]:
+        """``train_patients.json``: training patient keys, study/series UIDs, salt, validation fold."""
         p = self.run_dir / "train_patients.json"
         if not p.is_file():
             raise FileNotFoundError(f"{p}: missing; cannot tell which patients the model was trained on")
-        return {str(k) for k in json.loads(p.read_text(encoding="utf-8"))["patient_keys"]}
+        return json.loads(p.read_text(encoding="utf-8"))
+
+    @property
+    def train_patient_keys(self) -> set[str]:
+        return {str(k) for k in self.training_record["patient_keys"]}
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "run_dir": str(self.run_dir), "checkpoint": self.checkpoint, "epoch": self.epoch,

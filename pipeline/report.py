@@ -48,8 +48,9 @@ def assemble_metrics(
     readers: Mapping[str, Any] | None = None,
     n_boot: int | None = None,
     seed: int | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The ``metrics.json`` dict (validated, NaN -> ``None``)."""
+    """The ``metrics.json`` dict (validated, NaN -> ``None``); ``warnings`` head the Markdown report."""
     doc: dict[str, Any] = {
         "model": dict(model),
         "manifest": dict(manifest),
@@ -65,6 +66,8 @@ def assemble_metrics(
     if n_boot is not None:
         doc["n_boot"] = int(n_boot)
         doc["seed"] = seed
+    if warnings:
+        doc["warnings"] = [str(w) for w in warnings]
     return validate_metrics(doc)
 
 
@@ -106,6 +109,9 @@ def render_markdown(metrics: Mapping[str, Any], plots: Sequence[str] = ()) -> st
     lines: list[str] = []
     if metrics.get("allow_overlap"):
         lines += [OVERLAP_WARNING, ""]
+    lines += [f"**Warning: {w}.**" for w in metrics.get("warnings", [])]
+    if metrics.get("warnings"):
+        lines += [""]
     model = metrics.get("model", {})
     lines += [
         f"# Evaluation: {model.get('name', 'model')} on split `{metrics.get('split')}`",

@@ -40,6 +40,7 @@ from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.devices import torch_device
 from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.train_config import resolve_config, resolve_saved_config
+from ichct.pipeline.training_record import training_record
 
 logger = logging.getLogger("ichct.train")
 
@@ -467,8 +468,8 @@ def train(
                          "monai": __import__("monai").__version__},
             "command": f"ichct train {kind} --manifest {manifest} --fold {fold} --out {out} --seed {seed}",
         })
-        write_json_atomic(out / "train_patients.json", {"manifest": str(manifest), "manifest_sha256": manifest_sha,
-                                                        "fold": int(fold), "patient_keys": train_keys})
+        write_json_atomic(out / "train_patients.json",
+                          training_record(manifest, manifest_sha, int(fold), train_entries, val_entries))
 
     from ichct.pipeline.train_data import make_loaders, pos_weight_auto
 

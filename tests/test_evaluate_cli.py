@@ -173,3 +173,49 @@ def test_compare_two_model_folders_and_usage_errors(setup, run_cli, tmp_path):
                 "--compare", "consecutive", "seg_volume", "-q")
     assert r.code == 1 and "seg_volume" in r.err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_validation_fold_is_flagged_in_the_report(setup, run_cli, tmp_path):
+    """The run's own validation fold chose its checkpoint and thresholds: evaluating on it is allowed
+    but the report and metrics.json say the numbers are optimistic."""
+    out = tmp_path / "eval_val"
+    r = run_cli("evaluate", "--run", setup["seg"], "--manifest", setup["manifest"], "--split", "validation",
+                "--fold", str(FOLD), "--out", out, "--bootstrap", "10", "--rules", "seg_volume", "-q")
+    assert r.code == 0, r.err
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["allow_overlap"] is False
+    assert len(doc["warnings"]) == 1 and "validation fold" in doc["warnings"][0]
+    n_val = len({e["patient_key"] for e in setup["doc"]["training"] if e["fold"] == FOLD})
+    assert doc["warnings"][0].startswith(f"{n_val} of the evaluated patients")
+    assert "validation fold" in (out / "report.md").read_text().splitlines()[0]
+    # the held-out test split raises no such warning
+    out_test = tmp_path / "eval_test"
+    assert run_cli("evaluate", "--run", setup["seg"], "--manifest", setup["manifest"], "--out", out_test,
+                   "--bootstrap", "10", "--rules", "seg_volume", "-q").code == 0
+    assert "warnings" not in json.loads((out_test / "metrics.json").read_text())
+
+
+def test_training_studies_are_recognised_under_another_salt(setup, run_cli, tmp_path):
+    """The same data split again under another salt: patient keys no longer match the run's, but
+    its training studies are recognised by their UIDs and refused; the report notes the salt."""
+    import hashlib
+
+    doc = json.loads(setup["manifest"].read_text())
+    doc["salt_id"] = "0123456789ab"
+    for split in ("training", "test"):
+        for e in doc[split]:
+            e["patient_key"] = hashlib.sha256(("other salt " + e["patient_key"]).encode()).hexdigest()[:16]
+    resalted = setup["manifest"].with_name("m_resalted.json")
+    resalted.write_text(json.dumps(doc))
+    out = tmp_path / "eval_resalted"
+    r = run_cli("evaluate", "--run", setup["seg"], "--manifest", resalted, "--split", "training",
+                "--out", out, "--bootstrap", "10", "--rules", "seg_volume")
+    assert r.code == 1 and "refusing" in r.err, r.err
+    assert "salted" in r.err and not out.exists()
+    trained = {e["patient_key"] for e in doc["training"] if e["fold"] != FOLD}
+    assert all(k in r.err for k in trained)
+    r = run_cli("evaluate", "--run", setup["seg"], "--manifest", resalted, "--out", out,
+                "--bootstrap", "10", "--rules", "seg_volume", "-q")
+    assert r.code == 0, r.err
+    warnings = json.loads((out / "metrics.json").read_text())["warnings"]
+    assert any("another study of a training patient cannot be" in w for w in warnings)
