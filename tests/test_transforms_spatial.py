@@ -135,3 +135,48 @@ def test_toras_handles_lps_space_metatensor():
     out = ToRAS()(img)
     np.testing.assert_allclose(np.diag(np.asarray(out.affine)), [-1.0, -1.0, 1.0, 1.0])  # now to R, A (in LPS)
     assert float(out[0, 0, 0, 0]) == float(img[0, 1, 1, 0])
+
+
+def _oblique_affine(tilt_deg: float = 20.0) -> np.ndarray:
+    t = np.deg2rad(tilt_deg)
+    rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([3.9, 3.7, 5.0])
+    aff[:3, 3] = [-120.3, -95.7, -60.2]
+    return aff
+
+
+@pytest.mark.parametrize("dict_form", [False, True])
+def test_float32_rounded_oblique_affine_gives_the_same_grid(dict_form):
+    """A tilt-corrected (oblique) grid saved as NIfTI comes back with float32-rounded direction
+    cosines; resampling must put the output grid where the exact affine puts it (MONAI Spacing
+    alone centres it instead, about a voxel away)."""
+    rng = np.random.default_rng(0)
+    data = torch.as_tensor(rng.normal(size=(1, 40, 36, 16)).astype(np.float32))
+    exact = _oblique_affine()
+    rounded = exact.astype(np.float32).astype(np.float64)
+    outs = []
+    for aff in (exact, rounded):
+        img = MetaTensor(data.clone(), affine=torch.as_tensor(aff))
+        if dict_form:
+            out = ResampleToSpacingd("image", (2.0, 2.0, 3.0))({"image": img})["image"]
+        else:
+            out = ResampleToSpacing((2.0, 2.0, 3.0))(img)
+        outs.append(out)
+        assert np.allclose(np.asarray(img.affine), aff)  # the input is not modified
+    assert outs[0].shape == outs[1].shape
+    assert np.abs(np.asarray(outs[0].affine) - np.asarray(outs[1].affine)).max() < 1e-4
+    assert float((outs[0] - outs[1]).abs().max()) < 1e-3
+
+
+def test_sheared_affine_is_not_orthogonalised():
+    from ichct.transforms.spatial import orthogonalised_affine
+
+    sheared = np.diag([0.5, 0.5, 5.0, 1.0])
+    sheared[1, 2] = 5.0 * np.tan(np.deg2rad(15.0))
+    assert orthogonalised_affine(sheared) is None
+    assert orthogonalised_affine(_oblique_affine()) is None  # exact already: nothing to do
+    snapped = orthogonalised_affine(_oblique_affine().astype(np.float32))
+    direction = snapped[:3, :3] / np.linalg.norm(snapped[:3, :3], axis=0)
+    assert np.allclose(direction.T @ direction, np.eye(3), atol=1e-12)
+    assert np.allclose(snapped, _oblique_affine(), atol=1e-5)

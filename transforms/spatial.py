@@ -7,13 +7,56 @@ on the ``MetaTensor`` affine, support lazy resampling and are inverted by ``Inve
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import torch
 from monai.config import DtypeLike, KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import Orientation, Orientationd, Spacing, Spacingd
 from monai.utils import GridSampleMode, GridSamplePadMode, ensure_tuple
 
 RAS = "RAS"
+ORTHOGONAL_SNAP_TOLERANCE = 1e-4  # largest direction-cosine error treated as storage rounding
+
+
+def orthogonalised_affine(affine: Any, tolerance: float = ORTHOGONAL_SNAP_TOLERANCE) -> np.ndarray | None:
+    """The affine with its direction cosines made exactly orthonormal, or None when no change is due.
+
+    NIfTI keeps affines in float32, so an oblique (e.g. gantry-tilt corrected) grid comes back with
+    direction cosines orthogonal only to about 1e-7. MONAI ``Spacing`` places its output grid at
+    the input's corner only when the two grids' axes agree to 1e-8, and centres it otherwise, so
+    such rounding moved the resampled grid by up to a voxel. Directions within ``tolerance`` of
+    orthonormal are replaced by the nearest orthonormal ones (polar decomposition), spacing and
+    origin kept; a genuinely sheared affine (a tilted stack kept as acquired) is left alone.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4):
+        return None
+    spacing = np.linalg.norm(a[:3, :3], axis=0)
+    if np.any(spacing <= 0):
+        return None
+    direction = a[:3, :3] / spacing
+    u, _, vt = np.linalg.svd(direction)
+    nearest = u @ vt
+    error = float(np.max(np.abs(nearest - direction)))
+    if error <= 1e-12 or error > tolerance:  # exact to float64 already, or a real shear
+        return None
+    out = a.copy()
+    out[:3, :3] = nearest * spacing
+    return out
+
+
+def _with_orthogonal_affine(img: Any) -> Any:
+    """``img`` (a copy when changed) whose affine is exactly orthogonal; see :func:`orthogonalised_affine`."""
+    if not isinstance(img, MetaTensor) or img.pending_operations:
+        return img
+    snapped = orthogonalised_affine(img.affine)
+    if snapped is None:
+        return img
+    out = img.clone()
+    out.affine = torch.as_tensor(snapped, dtype=torch.float64)
+    return out
 
 
 class ToRAS(Orientation):
@@ -85,6 +128,10 @@ class ResampleToSpacing(Spacing):
         interp = mode if mode is not None else (GridSampleMode.NEAREST if label else GridSampleMode.BILINEAR)
         super().__init__(pixdim=self.spacing_mm, mode=interp, padding_mode=padding_mode, dtype=dtype, lazy=lazy)
 
+    def __call__(self, data_array: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """MONAI ``Spacing`` on ``data_array`` with float32-rounded direction cosines made orthonormal."""
+        return super().__call__(_with_orthogonal_affine(data_array), *args, **kwargs)
+
 
 class ResampleToSpacingd(Spacingd):
     """Resample images (linear) and label maps (nearest) of a data dict to one spacing (``Spacingd``).
@@ -132,3 +179,5 @@ class ResampleToSpacingd(Spacingd):
             allow_missing_keys=allow_missing_keys,
             lazy=lazy,
         )
+        # the same Spacing, with the orthonormal-direction guard of ResampleToSpacing
+        self.spacing_transform = ResampleToSpacing(self.spacing_mm, dtype=dtype, lazy=lazy)
