@@ -166,7 +166,10 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
         The bundle folder (``models/model.pt`` written already).
     run_config
         ``models/run_config.json``: the run's config plus the ``bundle`` section (``name``,
-        ``display_name``, ``version``, ``changelog``, ``training`` summary).
+        ``display_name``, ``version``, ``changelog``, ``training`` summary, ``training_data``).
+        What the docs say the model was trained on comes from its manifest
+        (:func:`ichct.pipeline.bundle_docs.describe_training_data`; a relative manifest path is
+        relative to ``root``).
     evaluation
         ``metrics.json`` of the bundle's evaluation, or None.
     exported
@@ -177,7 +180,8 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
 
     from ichct.pipeline.bundle_code import rewrite_config
     from ichct.pipeline.bundle_configs import LOGGING_CONF, bundle_configs
-    from ichct.pipeline.bundle_docs import DATA_LICENSE, apache_license, bundle_metadata, bundle_readme
+    from ichct.pipeline.bundle_docs import apache_license, bundle_metadata, bundle_readme, data_license, \
+        describe_training_data
 
     info = dict(run_config.get("bundle") or {})
     info.setdefault("name", root.resolve().name)
@@ -188,8 +192,10 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
     if exported:
         configs = {k: rewrite_config(v) for k, v in configs.items()}
     versions = {"monai": monai.__version__, "torch": torch.__version__.split("+")[0], "numpy": numpy.__version__}
+    td = describe_training_data(run_config, base=root)
     meta = bundle_metadata(run_config, version=info["version"], changelog=info["changelog"], versions=versions,
-                           required_packages=required, name=info.get("display_name"), evaluation=evaluation)
+                           required_packages=required, name=info.get("display_name"), evaluation=evaluation,
+                           training_data=td)
     for sub in ("configs", "docs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / "configs" / "metadata.json", meta)
@@ -198,8 +204,8 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
     (root / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
     (root / "docs" / "README.md").write_text(
         bundle_readme(run_config, meta, bundle_name=info["name"], training=info.get("training") or {},
-                      metrics=evaluation), encoding="utf-8")
-    (root / "docs" / "data_license.txt").write_text(DATA_LICENSE, encoding="utf-8")
+                      metrics=evaluation, training_data=td), encoding="utf-8")
+    (root / "docs" / "data_license.txt").write_text(data_license(td), encoding="utf-8")
     (root / "LICENSE").write_text(apache_license(), encoding="utf-8")
     weights = root / WEIGHTS
     (root / "large_files.yml").write_text(_large_files(sha256_file(weights), weights.stat().st_size / 2**20),
@@ -218,23 +224,55 @@ def _swap_in(tmp: Path, dest: Path, force: bool) -> None:
     replace_dir(tmp, dest)
 
 
-def _check_evaluation(eval_dir: Path, kind: str, weights_sha: str) -> dict[str, Any]:
+def _check_evaluation(eval_dir: Path, kind: str, weights_sha: str, dest: Path | None = None,
+                      checkpoint: str = "best") -> dict[str, Any]:
+    """The ``metrics.json`` of ``eval_dir`` if it evaluates exactly the weights being packaged (``weights_sha``).
+
+    Only an evaluation of a bundle (``ichct evaluate --bundle``) records the sha256 of the weights
+    it ran; an evaluation of a run directory (``--run``) names the run and checkpoint but not the
+    weights, which may have changed since, so it is refused with what to do instead.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``metrics.json``.
+    ValueError
+        An evaluation of another model, of a run rather than a bundle, of other weights, or on
+        training patients.
+    """
     mpath = eval_dir / "metrics.json"
     if not mpath.is_file():
         raise FileNotFoundError(f"{mpath}: missing (run `ichct evaluate --bundle BUNDLE ... --out {eval_dir}` first)")
     metrics = json.loads(mpath.read_text(encoding="utf-8"))
     runs = (metrics.get("model") or {}).get("runs") or {}
-    got = (runs.get(kind) or {}).get("weights_sha256")
+    entry = runs.get(kind) or {}
+    bundle = str(dest) if dest is not None else "BUNDLE"
+    manifest = (metrics.get("manifest") or {}).get("path") or "MANIFEST"
+    todo = (f"package without --evaluation, run `ichct evaluate --bundle {bundle} --manifest {manifest} --split "
+            f"{metrics.get('split') or 'test'} --out EVAL_DIR`, then package again with --evaluation EVAL_DIR")
+    if not entry:
+        raise ValueError(f"{mpath}: evaluates no {kind} model (it evaluates: {', '.join(sorted(runs)) or 'nothing'}); "
+                         f"{todo}")
+    got = entry.get("weights_sha256")
+    if got is None and not entry.get("bundle_dir"):
+        raise ValueError(f"{mpath}: this evaluation was made from run {entry.get('run_dir', '?')} "
+                         f"({entry.get('checkpoint', '?')} checkpoint), not from a bundle of the weights being "
+                         "packaged; an evaluation of a run does not record which weights it ran, so it cannot be "
+                         f"matched to them: {todo}")
     if got != weights_sha:
-        raise ValueError(f"{mpath}: evaluates other weights than this run's best checkpoint "
-                         f"(weights sha256 {got} vs {weights_sha}); evaluate the bundle made from this run")
+        raise ValueError(f"{mpath}: evaluates other weights than this run's {checkpoint} checkpoint "
+                         f"(bundle {entry.get('bundle_dir', '?')}, weights sha256 {got} vs {weights_sha}); {todo}")
     if metrics.get("allow_overlap"):
         raise ValueError(f"{mpath}: evaluated on training patients (--allow-overlap); not a valid performance report")
     return metrics
 
 
-def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | None) -> dict[str, str]:
-    """The new version's entries on top of those of the bundle being replaced (newest first)."""
+def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | None,
+                      trained_on: str = "the synthetic default cohort") -> dict[str, str]:
+    """The new version's entries on top of those of the bundle being replaced (newest first).
+
+    ``trained_on`` words the default first entry ("initial release: trained on ...").
+    """
     earlier: dict[str, str] = {}
     meta = dest / "configs" / "metadata.json"
     if meta.is_file():
@@ -246,7 +284,7 @@ def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | N
     earlier.pop(version, None)
     new = dict(changelog or {})
     if version not in new:
-        new[version] = "retrained" if earlier else "initial release: trained on the synthetic default cohort"
+        new[version] = "retrained" if earlier else f"initial release: trained on {trained_on}"
     return {**new, **earlier}
 
 
@@ -272,7 +310,8 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     evaluation
         Folder written by ``ichct evaluate --bundle`` for a bundle of this run's weights: its
         numbers go into ``metadata.json`` and ``docs/README.md``, and ``metrics.json``,
-        ``report.md`` and plots are kept in ``docs/evaluation/``.
+        ``report.md`` and plots are kept in ``docs/evaluation/``. An evaluation of the run itself
+        (``ichct evaluate --run``) records no weights sha256 and is refused, saying what to run.
     force
         Replace an existing bundle folder.
     checkpoint
@@ -282,7 +321,15 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     -------
     dict
         Summary (paths, weights sha256 and size).
+
+    Notes
+    -----
+    What the docs and ``metadata.json`` say the model was trained on is derived from the run's
+    manifest (:func:`ichct.pipeline.bundle_docs.describe_training_data`: file name, ``source``,
+    sha256, fold) and stored as ``bundle.training_data`` in ``models/run_config.json``; the
+    wording of the synthetic default cohort is kept only for that manifest.
     """
+    from ichct.pipeline.bundle_docs import describe_training_data, training_data_summary
     from ichct.pipeline.inference import load_run
 
     run = Path(run_dir)
@@ -299,10 +346,13 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     torch.save(state, buf)
     weights_bytes = buf.getvalue()
     weights_sha = hashlib.sha256(weights_bytes).hexdigest()
-    metrics = _check_evaluation(Path(evaluation), model.kind, weights_sha) if evaluation is not None else None
+    metrics = (_check_evaluation(Path(evaluation), model.kind, weights_sha, dest=dest, checkpoint=checkpoint)
+               if evaluation is not None else None)
+    # what the model was trained on, from the run's manifest (its path is absolute in config.json)
+    training_data = describe_training_data(model.run_config, base=run)
 
     _refuse_occupied(dest, force)  # before any work
-    changelog = _merged_changelog(dest, version, changelog)
+    changelog = _merged_changelog(dest, version, changelog, trained_on=training_data_summary(training_data))
     tmp = temp_dir_beside(dest)
     try:
         models = tmp / "models"
@@ -316,7 +366,8 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         rc["bundle"] = {"name": dest.name, "display_name": name, "version": version,
                         "changelog": changelog,
                         "source_run": run.resolve().name, "checkpoint": checkpoint, "epoch": model.epoch,
-                        "weights_sha256": weights_sha, "training": _training_summary(run, model.kind, ckpt)}
+                        "weights_sha256": weights_sha, "training": _training_summary(run, model.kind, ckpt),
+                        "training_data": training_data}
         write_json_atomic(models / "run_config.json", rc)
         if (run / "metrics.csv").is_file():
             (tmp / "docs" / "training").mkdir(parents=True)

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                          "entries of its other versions")
     pk.add_argument("--evaluation", default=None, metavar="EVAL_DIR",
                     help="output of `ichct evaluate --bundle` for these weights: its numbers go into the docs and "
-                         "metadata, metrics.json and report.md into docs/evaluation/")
+                         "metadata, metrics.json and report.md into docs/evaluation/ (an evaluation of a run, "
+                         "`ichct evaluate --run`, does not record its weights and is refused)")
     pk.add_argument("--checkpoint", default="best", choices=("best", "last"))
     pk.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     pk.set_defaults(func=run_package)
@@ -49,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     ex.add_argument("dest", help="output folder (or zip file with --zip)")
     ex.add_argument("--zip", action="store_true", help="write a zip file")
     ex.add_argument("--weights", default=None, metavar="RUN_DIR/best.pt",
-                    help="ship these weights (a checkpoint of a run with the same network and preprocessing)")
+                    help="ship these weights (a checkpoint of a run with the same network and preprocessing); "
+                         "the export then describes that run alone: its config.json (fold, seed, manifest, training "
+                         "config), thresholds.json, train_patients.json and metrics.csv")
     ex.set_defaults(func=run_export)
 
 
@@ -57,7 +60,8 @@ def run_package(args: argparse.Namespace) -> int:
     from ichct.pipeline.bundle import package_bundle
 
     summary = package_bundle(args.run_dir, args.bundle_dir, name=args.name, version=args.version,
-                             changelog={args.version: args.change} if args.change else None, evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint)
+                             changelog={args.version: args.change} if args.change else None,
+                             evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 

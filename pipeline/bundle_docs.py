@@ -6,13 +6,19 @@ All generated from the run's config and, when given, the ``metrics.json`` that
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import textwrap
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ichct.pipeline.train_config import input_channels
 
-__all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license"]
+__all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license",
+           "DEFAULT_MANIFEST_NAME", "describe_training_data", "data_source", "data_license", "intended_use",
+           "training_data_summary"]
 
 #: The model zoo's published metadata schema (the ``schema`` key of every zoo bundle).
 ZOO_SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
@@ -40,6 +46,179 @@ Users who retrain this bundle on their own data are responsible for the licenses
 and data-use agreements of that data (e.g. RSNA 2019, CQ500, PhysioNet CT-ICH, BHSD, INSTANCE each
 have their own terms).
 """
+
+#: ``name`` of the committed manifest of the synthetic default cohort (data_manifests/synth_default.json).
+DEFAULT_MANIFEST_NAME = "synth_default"
+
+#: The data sets of the manifest sources other than ``synth`` (``ichct manifest build --source``).
+SOURCE_NAMES = {
+    "rsna": "RSNA 2019 Intracranial Hemorrhage Detection",
+    "cq500": "CQ500 (qure.ai)",
+    "physionet": "PhysioNet CT-ICH (Computed Tomography Images for Intracranial Hemorrhage Detection and "
+                 "Segmentation)",
+    "bhsd": "BHSD (Brain Hemorrhage Segmentation Dataset)",
+    "instance": "INSTANCE 2022 (intracranial hemorrhage segmentation challenge)",
+}
+
+
+def _public_synth_salt_id() -> str:
+    """``salt_id`` of ichct's public salt of synthetic cohorts (what a manifest of ``ichct synth`` data records)."""
+    from ichct.pipeline.manifests.source_synth import SYNTH_SALT
+    from ichct.transforms.dicom import salt_id
+
+    return salt_id(SYNTH_SALT)
+
+
+def describe_training_data(run_config: Mapping[str, Any], base: str | Path | None = None) -> dict[str, Any]:
+    """What a model was trained on, from the manifest its run recorded (``manifest``, ``manifest_sha256``, ``fold``).
+
+    The manifest file is read and trusted only when its sha256 equals the one recorded at training;
+    then its ``name``, ``source`` and ``salt_id`` describe the data. A description stored by
+    :func:`ichct.pipeline.bundle.package_bundle` in ``run_config["bundle"]["training_data"]`` is used
+    when it is of the same manifest sha256 and fold (so a bundle whose manifest is not at hand keeps
+    its provenance); a stale one (a bundle retrained since) is ignored.
+
+    Parameters
+    ----------
+    run_config
+        A run's ``config.json`` or a bundle's ``models/run_config.json``.
+    base
+        Folder a relative ``manifest`` path is relative to (a bundle's folder); None: as it is.
+
+    Returns
+    -------
+    dict
+        ``manifest`` (file name, no folders), ``name``, ``source``, ``salt_id``, ``sha256``,
+        ``fold``, ``verified`` (the file was read and matched ``sha256``), ``synthetic``
+        (source ``synth`` under ichct's public synthetic salt: made-up identifiers, no patient
+        data) and ``default`` (synthetic and named ``synth_default``: the committed default
+        cohort's manifest).
+    """
+    sha = run_config.get("manifest_sha256")
+    fold = run_config.get("fold")
+    stored = (run_config.get("bundle") or {}).get("training_data")
+    if isinstance(stored, Mapping) and sha and stored.get("sha256") == sha and stored.get("fold") == fold:
+        return dict(stored)
+    manifest = run_config.get("manifest")
+    out: dict[str, Any] = {"manifest": Path(str(manifest)).name if manifest else None, "name": None, "source": None,
+                           "salt_id": None, "sha256": sha, "fold": fold, "verified": False, "synthetic": False,
+                           "default": False}
+    doc: Any = None
+    if manifest and sha:
+        path = Path(str(manifest))
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        try:
+            raw = path.read_bytes()
+            if hashlib.sha256(raw).hexdigest() == sha:
+                doc = json.loads(raw)
+        except (OSError, ValueError):
+            doc = None
+    if isinstance(doc, Mapping):
+        def text(key: str) -> str | None:
+            v = doc.get(key)
+            return str(v) if v not in (None, "") else None
+
+        out.update(name=text("name"), source=text("source"), salt_id=text("salt_id"), verified=True)
+        out["synthetic"] = out["source"] == "synth" and out["salt_id"] == _public_synth_salt_id()
+        out["default"] = out["synthetic"] and out["name"] == DEFAULT_MANIFEST_NAME
+    return out
+
+
+def _manifest_ident(td: Mapping[str, Any]) -> str:
+    """``manifest `x.json` (name `x`, source `rsna`, sha256 ...)`` of a training-data description."""
+    parts = []
+    if td.get("name") and f"{td['name']}.json" != td.get("manifest"):
+        parts.append(f"name `{td['name']}`")
+    if td.get("source"):
+        parts.append(f"source `{td['source']}`")
+    parts.append(f"sha256 {td.get('sha256') or 'not recorded'}")
+    return f"manifest `{td.get('manifest') or 'not recorded'}` ({', '.join(parts)})"
+
+
+def _folds(td: Mapping[str, Any]) -> str:
+    return f"fold {td.get('fold')} validated, its other training folds trained"
+
+
+def training_data_summary(td: Mapping[str, Any]) -> str:
+    """A few words on what a model was trained on (the changelog's "initial release: trained on ...")."""
+    if td.get("default"):
+        return "the synthetic default cohort"
+    if td.get("synthetic"):
+        return f"synthetic head CTs (`ichct synth`) of manifest `{td.get('manifest')}`"
+    if td.get("source"):
+        return f"manifest `{td.get('manifest')}` (source `{td['source']}`)"
+    return f"manifest `{td.get('manifest') or 'not recorded'}` (source unknown)"
+
+
+def _not_synthetic_reason(td: Mapping[str, Any]) -> str:
+    if not td.get("verified"):
+        return ("the manifest file could not be read or has changed since training (its sha256 differs), so the "
+                "data's source is unknown")
+    src = td.get("source")
+    if src == "synth":
+        return ("source `synth`, but its patient keys are not under ichct's public synthetic salt: a cohort not "
+                "written by `ichct synth`, which ichct treats as real data")
+    if src in SOURCE_NAMES:
+        return f"the {SOURCE_NAMES[src]} data set"
+    return f"a data set of source `{src}`" if src else "a manifest that does not name its source"
+
+
+def data_source(td: Mapping[str, Any]) -> str:
+    """``data_source`` of ``metadata.json`` (and the README's Data section) from :func:`describe_training_data`."""
+    if td.get("default"):
+        return DATA_SOURCE
+    if td.get("synthetic"):
+        return ("Synthetic head CTs generated by `ichct synth` (procedural anatomy and hemorrhages, written as real CT "
+                "DICOM; no patient data; patient keys under ichct's public synthetic salt), split by "
+                f"{_manifest_ident(td)}; {_folds(td)}. Not the synthetic default cohort.")
+    return (f"Head CTs listed in {_manifest_ident(td)}: {_not_synthetic_reason(td)}; {_folds(td)}. Not ichct's "
+            "synthetic data: the training data may be real patient CTs.")
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+def data_license(td: Mapping[str, Any]) -> str:
+    """``docs/data_license.txt`` for the training data of :func:`describe_training_data`."""
+    if td.get("default"):
+        return DATA_LICENSE
+    retrain = _wrap("Users who retrain this bundle on their own data are responsible for the licenses, ethics "
+                    "approvals and data-use agreements of that data (e.g. RSNA 2019, CQ500, PhysioNet CT-ICH, BHSD, "
+                    "INSTANCE each have their own terms).")
+    if td.get("synthetic"):
+        body = _wrap("The weights in models/ were trained and validated only on synthetic head CT studies that "
+                     "ichct generates itself (`ichct synth`): procedural anatomy and hemorrhages, no patient data of "
+                     f"any kind, listed in {_manifest_ident(td)}. The generator is part of ichct and is distributed "
+                     "under the Apache License, Version 2.0, like the rest of the project.")
+        return f"Data license\n\n{body}\n\n{retrain}\n"
+    src = td.get("source")
+    which = (f"the {SOURCE_NAMES[src]} data set" if src in SOURCE_NAMES
+             else f"the data set(s) of source `{src}`" if src else "the data set(s) it lists")
+    body = _wrap(f"The weights in models/ were trained and validated on the head CT studies listed in "
+                 f"{_manifest_ident(td)}; {_folds(td)}. The data's source: {_not_synthetic_reason(td)}. They were not "
+                 "trained on ichct's synthetic default cohort, and no claim is made that their training data are "
+                 "synthetic: they may be real patient data. ichct does not distribute that data and grants no rights "
+                 "to it.")
+    duty = _wrap(f"Before using, sharing or publishing these weights, the user must check the licence and data-use "
+                 f"terms of {which}, and any ethics approvals or data-use agreements it requires: they may restrict "
+                 "what can be done with models trained on it. The Apache License of this bundle covers ichct's code "
+                 "and configs only, not that data.")
+    return f"Data license\n\n{body}\n\n{duty}\n"
+
+
+def intended_use(td: Mapping[str, Any]) -> str:
+    """``intended_use`` of ``metadata.json`` for the training data of :func:`describe_training_data`."""
+    if td.get("default"):
+        return INTENDED_USE
+    head = ("Research only: developing and testing intracranial hemorrhage models and pipelines. Not a medical device; "
+            "must not be used for diagnosis or treatment decisions. ")
+    if td.get("synthetic"):
+        return head + ("These weights were trained on synthetic head CTs and say nothing about performance on real "
+                       "patients.")
+    return head + (f"These weights were trained on {training_data_summary(td)}; their performance on other data is "
+                   "unknown until measured there, and the training data's licence applies (docs/data_license.txt).")
 
 def apache_license() -> str:
     """``LICENSE`` of a bundle: the copyright line and the full Apache License 2.0 (package data)."""
@@ -118,7 +297,8 @@ def _output_format(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: Mapping[str, str],
                     versions: Mapping[str, str], required_packages: Mapping[str, str],
-                    name: str | None = None, evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    name: str | None = None, evaluation: Mapping[str, Any] | None = None,
+                    training_data: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``configs/metadata.json`` of a bundle.
 
     Parameters
@@ -136,9 +316,13 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
     evaluation
         ``metrics.json`` of ``ichct evaluate --bundle`` on held-out data (its numbers go into
         ``eval_metrics``).
+    training_data
+        :func:`describe_training_data` of the run (default: derived from ``run_config`` here); it
+        words ``data_source`` and ``intended_use``.
     """
     kind = str(run_config["kind"])
     cfg = run_config["config"]
+    td = describe_training_data(run_config) if training_data is None else training_data
     if kind == "seg":
         k = int(cfg["num_classes"])
         desc = (f"3D {cfg['network'].get('variant', 'unet').upper()} segmentation of intracranial blood in head CT "
@@ -167,7 +351,7 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
         "description": desc,
         "authors": "ichct developers",
         "copyright": "Copyright (c) ichct developers",
-        "data_source": DATA_SOURCE,
+        "data_source": data_source(td),
         "data_type": "dicom",
         "image_classes": "; ".join([f"channel {i}: {n} window {lv:g}/{wd:g} HU -> [0, 1]"
                                     for i, (n, lv, wd) in enumerate(_windows(cfg))]
@@ -176,7 +360,7 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
         "label_classes": label_classes,
         "pred_classes": label_classes,
         "eval_metrics": key_numbers(kind, evaluation) if evaluation else {},
-        "intended_use": INTENDED_USE,
+        "intended_use": intended_use(td),
         "references": ["MONAI Bundle specification: https://docs.monai.io/en/stable/mb_specification.html"],
         "network_data_format": {"inputs": {"image": _input_format(kind, cfg)},
                                 "outputs": {"pred": _output_format(kind, cfg)}},
@@ -242,8 +426,75 @@ def _performance(kind: str, metrics: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _device(run_config: Mapping[str, Any]) -> str:
+    dev = str(run_config.get("device") or "cpu")
+    return "CPU" if dev == "cpu" else "GPU" if dev.startswith("cuda") else dev
+
+
+def _epochs(n: Any) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def _training_run(run_config: Mapping[str, Any], training: Mapping[str, Any]) -> str:
+    """``58 epochs in 298 s under a 5.0-minute budget`` (no budget clause when the run had none)."""
+    epochs, train_s = training.get("epochs"), training.get("train_s")
+    budget = run_config["config"].get("max_minutes")
+    if budget is not None:
+        return f"{epochs} epochs in {'n/a' if train_s is None else train_s} s under a {budget}-minute budget"
+    return (f"trained for {_epochs(epochs)}" + ("" if train_s is None else f" in {train_s} s")
+            + ", no time budget")
+
+
+def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -> bool:
+    """The run is what ``bundles/build_bundles.sh`` trains (default cohort, fold 0, seed 0, 5-minute budget)."""
+    budget = run_config["config"].get("max_minutes")
+    return (bool(td.get("default")) and run_config.get("fold") == 0 and run_config.get("seed") == 0
+            and budget is not None and float(budget) == 5.0)
+
+
+def _reproduce(kind: str, run_config: Mapping[str, Any], td: Mapping[str, Any], bundle_name: str) -> str:
+    if _is_build_script_run(run_config, td):
+        return (f"Reproduce these weights and the numbers below from the repository root with `bash "
+                f"bundles/build_bundles.sh {kind}`: it generates the cohort (`ichct synth --default-cohort`, skipped "
+                f"when `data/synth_default` exists), then runs `ichct train {kind} --manifest "
+                f"data_manifests/synth_default.json --fold 0 --out runs/bundle_build/{kind} --max-minutes 5 --seed 0`, "
+                f"`ichct bundle package runs/bundle_build/{kind} bundles/{bundle_name} --force`, `ichct evaluate "
+                f"--bundle bundles/{bundle_name} --manifest data_manifests/synth_default.json --split test --out "
+                f"runs/bundle_build/eval_{kind} --bootstrap 2000 --seed 0`, the same `package` with `--evaluation "
+                f"runs/bundle_build/eval_{kind}` (these docs), and `ichct bundle verify`. Training on a CPU under a "
+                "time budget is not bit-reproducible across machines.")
+    cfg = run_config["config"]
+    budget = cfg.get("max_minutes")
+    manifest = "data_manifests/synth_default.json" if td.get("default") else "MANIFEST"
+    which = "" if td.get("default") else f"MANIFEST being the `{td.get('manifest') or 'manifest'}` above and "
+    stop = f"--max-minutes {float(budget):g}" if budget is not None else f"--epochs {cfg.get('epochs')}"
+    return (f"Retrain with `ichct train {kind} --manifest {manifest} --fold {run_config.get('fold')} --seed "
+            f"{run_config.get('seed')} {stop} --config CONFIG --out RUN`, {which}CONFIG holding the `config` section "
+            "of `models/run_config.json`, then `ichct bundle package RUN BUNDLE`, `ichct evaluate --bundle BUNDLE` on "
+            "the manifest's test split and `ichct bundle package RUN BUNDLE --force --evaluation EVAL` for these docs. "
+            + ("Training under a time budget is not bit-reproducible across machines."
+               if budget is not None else "Training is not bit-reproducible across machines."))
+
+
+def _limitations(run_config: Mapping[str, Any], td: Mapping[str, Any], training: Mapping[str, Any]) -> list[str]:
+    if td.get("synthetic"):
+        data = ("- Trained and tested on synthetic head CTs only; the numbers above do not transfer to real scanners "
+                "or patients. Retrain on real, properly licensed data before drawing any conclusion.")
+    else:
+        data = (f"- Trained on {training_data_summary(td)} only; the numbers above hold for the evaluated split and "
+                "do not transfer to other scanners, sites or populations without an evaluation there. Using these "
+                "weights is subject to the training data's licence (data_license.txt).")
+    budget = run_config["config"].get("max_minutes")
+    size = (f"- A small CPU-sized network under a {float(budget):g}-minute training budget: a pipeline check, not a "
+            "tuned model." if budget is not None else
+            f"- Trained for {_epochs(training.get('epochs'))} with no time budget; how good it is is only what the "
+            "Performance section measures.")
+    return [data, size]
+
+
 def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *, bundle_name: str,
-                  training: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:
+                  training: Mapping[str, Any], metrics: Mapping[str, Any] | None,
+                  training_data: Mapping[str, Any] | None = None) -> str:
     """``docs/README.md`` following the model zoo's template.
 
     Parameters
@@ -258,9 +509,12 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         ``{"epochs": trained epochs, "best_epoch", "best_metric", "key_metric", "train_s"}``.
     metrics
         ``metrics.json`` of the bundle's evaluation, or None.
+    training_data
+        :func:`describe_training_data` of the run (default: derived from ``run_config`` here).
     """
     kind = str(run_config["kind"])
     cfg = run_config["config"]
+    td = describe_training_data(run_config) if training_data is None else training_data
     inp = metadata["network_data_format"]["inputs"]["image"]
     out = metadata["network_data_format"]["outputs"]["pred"]
     merged = "\"['configs/train.json','configs/evaluate.json']\""
@@ -292,28 +546,23 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         "",
         "## Data",
         "",
-        DATA_SOURCE + " No patient data is included or was used. See [data_license.txt](data_license.txt).",
+        data_source(td) + (" No patient data is included or was used. See [data_license.txt](data_license.txt)."
+                           if td.get("synthetic") else
+                           " Its licence and data-use terms apply to these weights: see "
+                           "[data_license.txt](data_license.txt)."),
         "",
         "## Training configuration",
         "",
         f"Trained with `ichct train {kind}` on fold {run_config.get('fold')} of the manifest (other folds train, fold "
-        f"{run_config.get('fold')} validates), seed {run_config.get('seed')}, CPU "
-        f"({training.get('epochs')} epochs in {training.get('train_s', 'n/a')} s under a "
-        f"{cfg.get('max_minutes')}-minute budget; best validation {training.get('key_metric')} "
+        f"{run_config.get('fold')} validates), seed {run_config.get('seed')}, {_device(run_config)} "
+        f"({_training_run(run_config, training)}; best validation {training.get('key_metric')} "
         f"{'n/a' if best is None else f'{float(best):.3f}'}{_window_note(cfg)} at epoch {training.get('best_epoch')}). "
         f"Optimizer AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), cosine schedule, batch size "
         f"{cfg['batch_size']}. The full resolved configuration is `ichct_config` in every config file and "
         "`models/run_config.json`; thresholds chosen on the validation fold are in `models/thresholds.json`, the "
         "training patients' salted keys in `models/train_patients.json` (evaluation refuses them).",
         "",
-        f"Reproduce these weights and the numbers below from the repository root with `bash bundles/build_bundles.sh "
-        f"{kind}`: it generates the cohort (`ichct synth --default-cohort`, skipped when `data/synth_default` exists), "
-        f"then runs `ichct train {kind} --manifest data_manifests/synth_default.json --fold 0 --out "
-        f"runs/bundle_build/{kind} --max-minutes 5 --seed 0`, `ichct bundle package runs/bundle_build/{kind} "
-        f"bundles/{bundle_name} --force`, `ichct evaluate --bundle bundles/{bundle_name} --manifest "
-        f"data_manifests/synth_default.json --split test --out runs/bundle_build/eval_{kind} --bootstrap 2000 --seed 0`, "
-        f"the same `package` with `--evaluation runs/bundle_build/eval_{kind}` (these docs), and `ichct bundle verify`. "
-        "Training on a CPU under a time budget is not bit-reproducible across machines.",
+        _reproduce(kind, run_config, td, bundle_name),
         "",
         "## Performance",
         "",
@@ -362,16 +611,14 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         "",
         "## Limitations",
         "",
-        "- Trained and tested on synthetic head CTs only; the numbers above do not transfer to real scanners or "
-        "patients. Retrain on real, properly licensed data before drawing any conclusion.",
-        "- A small CPU-sized network under a 5-minute training budget: a pipeline check, not a tuned model.",
+        *_limitations(run_config, td, training),
         "- Axial head CT in HU is expected; other anatomy, MR, or non-HU inputs give meaningless output.",
         "- CT-level calls use thresholds chosen on one small validation fold (its size: `meta.n_val` in "
         "`models/thresholds.json`).",
         "",
         "## Intended use",
         "",
-        INTENDED_USE,
+        str(metadata.get("intended_use") or intended_use(td)),
         "",
         "## License",
         "",

@@ -5,8 +5,12 @@ into the export's ``scripts/ichct/`` with its imports rewritten, and every confi
 with ``ichct.`` names moved to ``scripts.ichct.``; so the exported bundle runs with MONAI and the
 packages its ``metadata.json`` lists, without ichct installed. ``models/train_patients.json``
 (the training patients' keys) travels with the weights, so evaluation still refuses leaked
-patients. ``--weights RUN_DIR/best.pt`` replaces the weights (and thresholds / training patients)
-by those of another run of the same architecture.
+patients. ``--weights RUN_DIR/best.pt`` replaces the weights by those of another run of the same
+architecture and preprocessing; everything that describes the weights then comes from that run
+alone: ``models/run_config.json`` (its config.json: fold, seed, manifest, training config),
+``thresholds.json``, ``train_patients.json``, ``docs/training/metrics.csv`` and the docs
+generated from them. A run whose files disagree with each other (another fold or manifest) is
+refused.
 """
 
 from __future__ import annotations
@@ -42,9 +46,55 @@ def _same_model(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return diffs
 
 
+def _check_run_files(run: Path, other: Mapping[str, Any]) -> None:
+    """Refuse a run whose ``thresholds.json`` or ``train_patients.json`` is of another fold or manifest."""
+    fold, sha = other.get("fold"), other.get("manifest_sha256")
+    problems = []
+    record = json.loads((run / "train_patients.json").read_text(encoding="utf-8"))
+    if isinstance(record, Mapping):
+        if record.get("fold") is not None and fold is not None and int(record["fold"]) != int(fold):
+            problems.append(f"train_patients.json is of fold {record['fold']}, config.json of fold {fold}")
+        if record.get("manifest_sha256") and sha and record["manifest_sha256"] != sha:
+            problems.append("train_patients.json is of another manifest (sha256) than config.json")
+    rule = json.loads((run / "thresholds.json").read_text(encoding="utf-8"))
+    chosen = ((rule.get("meta") or {}).get("chosen_on") if isinstance(rule, Mapping) else None)
+    if chosen and fold is not None and str(chosen).startswith("validation fold ") \
+            and str(chosen) != f"validation fold {fold}":
+        problems.append(f"thresholds.json was chosen on {chosen}, config.json validates fold {fold}")
+    if problems:
+        raise ValueError(f"{run}: the run's files describe different runs ({'; '.join(problems)}); the exported "
+                         "bundle would mix them: export the weights of a complete, unmodified training run")
+
+
 def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> dict[str, Any]:
-    """Put the ``model`` state dict of a training checkpoint into ``tmp/models`` (with its run's files)."""
-    from ichct.pipeline.bundle import _state_dict
+    """Put the ``model`` state dict of a training checkpoint into ``tmp/models`` with its run's files.
+
+    Parameters
+    ----------
+    tmp
+        The bundle copy being exported (its ``models/`` and ``docs/`` are rewritten).
+    weights
+        ``RUN_DIR/best.pt`` (or another checkpoint) of a run with the bundle's network and preprocessing.
+    run_config
+        The bundle's ``models/run_config.json``.
+
+    Returns
+    -------
+    dict
+        The new ``run_config.json``: the weights' run's ``config.json`` (kind, fold, seed, device,
+        manifest, manifest sha256, training config, versions) with the bundle's name, version and
+        changelog, and that run's checkpoint, epoch, weights sha256, training summary and training
+        data. Nothing of the bundle's original run is kept.
+
+    Raises
+    ------
+    FileNotFoundError
+        The checkpoint, its run's ``config.json``, ``thresholds.json`` or ``train_patients.json`` is missing.
+    ValueError
+        Another network or preprocessing, weights that do not fit, or run files of different runs.
+    """
+    from ichct.pipeline.bundle import _state_dict, _training_summary
+    from ichct.pipeline.bundle_docs import describe_training_data, training_data_summary
     from ichct.pipeline.inference import _build_network
 
     if not weights.is_file():
@@ -69,18 +119,35 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
         if not (run / need).is_file():
             raise FileNotFoundError(f"{run / need}: missing; the weights' decision rule and training patients "
                                     "must travel with them")
+    _check_run_files(run, other)
+    for need in ("thresholds.json", "train_patients.json"):
         shutil.copyfile(run / need, tmp / "models" / need)
     buf = io.BytesIO()
     torch.save(state, buf)
     (tmp / "models" / "model.pt").write_bytes(buf.getvalue())
-    rc = dict(run_config)
-    rc["fold"], rc["seed"] = other.get("fold"), other.get("seed")
-    rc["manifest_sha256"] = other.get("manifest_sha256")
-    rc["bundle"] = {**rc.get("bundle", {}), "source_run": run.resolve().name, "checkpoint": weights.stem,
+    # the weights' own run describes them: its config.json whole, never a mix with the bundle's run
+    rc = {k: v for k, v in other.items() if k != "bundle"}
+    if rc.get("manifest") and not os.path.isabs(rc["manifest"]):
+        rc["manifest"] = str((run / rc["manifest"]).resolve())
+    training_data = describe_training_data(other, base=run)
+    old = dict(run_config.get("bundle") or {})
+    version = str(old.get("version", "0.1.0"))
+    changelog = dict(old.get("changelog") or {})
+    note = (f"exported with the weights of run `{run.resolve().name}` ({weights.name}), trained on "
+            f"{training_data_summary(training_data)}")
+    changelog[version] = f"{changelog[version]}; {note}" if changelog.get(version) else note
+    rc["bundle"] = {**{k: old[k] for k in ("name", "display_name") if k in old}, "version": version,
+                    "changelog": changelog, "source_run": run.resolve().name, "checkpoint": weights.stem,
                     "epoch": int(ck["epoch"]) if isinstance(ck, Mapping) and "epoch" in ck else None,
-                    "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
-    # the evaluation in docs/ measured the old weights: drop it
+                    "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+                    "training": _training_summary(run, rc["kind"], ck if isinstance(ck, Mapping) else {}),
+                    "training_data": training_data}
+    # the evaluation in docs/ measured the old weights, and docs/training/ logged the old run
     shutil.rmtree(tmp / "docs" / "evaluation", ignore_errors=True)
+    shutil.rmtree(tmp / "docs" / "training", ignore_errors=True)
+    if (run / "metrics.csv").is_file():
+        (tmp / "docs" / "training").mkdir(parents=True)
+        shutil.copyfile(run / "metrics.csv", tmp / "docs" / "training" / "metrics.csv")
     return rc
 
 
@@ -99,8 +166,11 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
         Write a zip instead of a folder.
     weights
         A training checkpoint (``RUN_DIR/best.pt``) of the same architecture and preprocessing to
-        ship instead of the bundle's weights; its ``thresholds.json`` and ``train_patients.json``
-        come along.
+        ship instead of the bundle's weights. Its run's ``config.json``, ``thresholds.json``,
+        ``train_patients.json`` and ``metrics.csv`` come along and are all the exported bundle says
+        about its training (fold, seed, manifest, epochs, budget); the bundle keeps its name and
+        version, and its changelog notes the exchange. The bundle's evaluation is dropped (it
+        measured the old weights).
 
     Returns
     -------

@@ -130,3 +130,68 @@ def test_export_zip_and_weights(setup, cls_bundle, run_cli, tmp_path):
     r = run_cli("bundle", "export", cls_bundle, tmp_path / "bad", "--weights", run / "last.pt")
     assert r.code == 1 and "network" in r.err and not (tmp_path / "bad").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def _other_run(setup, dst: Path, fold: int = 1) -> Path:
+    """A copy of the cls run made to look like another run of the same model: another fold, seed, epochs,
+    budget and learning rate, with its own thresholds, training record and training log."""
+    shutil.copytree(setup["cls"], dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["fold"], cfg["seed"] = fold, 7
+    cfg["config"].update(epochs=9, max_minutes=0.5, lr=0.001)
+    cfg["command"] = cfg["command"].replace("--fold 0", f"--fold {fold}")
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    rule = json.loads((dst / "thresholds.json").read_text())
+    rule["meta"]["chosen_on"] = f"validation fold {fold}"
+    (dst / "thresholds.json").write_text(json.dumps(rule))
+    record = json.loads((dst / "train_patients.json").read_text())
+    record.update(fold=fold, patient_keys=["k1", "k2"])
+    (dst / "train_patients.json").write_text(json.dumps(record))
+    with open(dst / "metrics.csv", newline="") as f:
+        header = next(csv.reader(f))
+    rows = [{k: "0.5" for k in header} | {"epoch": str(e), "time_s": str(14.0 * e)} for e in (1, 2, 3)]
+    with open(dst / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+    return dst
+
+
+def test_export_weights_of_another_run_describe_that_run_only(setup, cls_bundle, run_cli, tmp_path):
+    run = _other_run(setup, tmp_path / "run2")
+    other = json.loads((run / "config.json").read_text())
+    dest = tmp_path / "w"
+    r = run_cli("bundle", "export", cls_bundle, dest, "--weights", run / "best.pt", "-q")
+    assert r.code == 0, r.err
+    rc = json.loads((dest / "models" / "run_config.json").read_text())
+    # the run config is the weights' run's config.json, nothing of the bundle's run mixed in
+    assert {k: v for k, v in rc.items() if k != "bundle"} == other
+    assert rc["fold"] == 1 and rc["config"]["epochs"] == 9 and rc["config"]["max_minutes"] == 0.5
+    for f in ("thresholds.json", "train_patients.json"):
+        assert (dest / "models" / f).read_bytes() == (run / f).read_bytes(), f
+    assert (dest / "docs" / "training" / "metrics.csv").read_bytes() == (run / "metrics.csv").read_bytes()
+    info = rc["bundle"]
+    assert info["source_run"] == "run2" and info["training"]["epochs"] == 3 and info["training"]["train_s"] == 42
+    assert info["training_data"]["fold"] == 1 and info["training_data"]["sha256"] == other["manifest_sha256"]
+    assert info["name"] == "ich_cls" and "exported with the weights of run `run2`" in info["changelog"]["0.1.0"]
+    train_cfg = json.loads((dest / "configs" / "train.json").read_text())
+    assert train_cfg["ichct_config"]["lr"] == 0.001 and train_cfg["ichct_config"]["epochs"] == 9
+    readme = (dest / "docs" / "README.md").read_text()
+    assert "on fold 1 of the manifest" in readme and "seed 7" in readme and "on fold 0 of the manifest" not in readme
+    assert "3 epochs in 42 s under a 0.5-minute budget" in readme and "lr 0.001" in readme
+    assert not (dest / "docs" / "evaluation").exists()
+    m = load_bundle(dest)
+    assert m.train_patient_keys == {"k1", "k2"} and m.rule.meta["chosen_on"] == "validation fold 1"
+
+    # a run whose files are of different folds would make a mixed bundle: refused, nothing written
+    record = json.loads((run / "train_patients.json").read_text())
+    (run / "train_patients.json").write_text(json.dumps({**record, "fold": 0}))
+    r = run_cli("bundle", "export", cls_bundle, tmp_path / "mixed", "--weights", run / "best.pt")
+    assert r.code == 1 and "different runs" in r.err and "fold 0" in r.err and not (tmp_path / "mixed").exists()
+    (run / "train_patients.json").write_text(json.dumps(record))
+    rule = json.loads((run / "thresholds.json").read_text())
+    rule["meta"]["chosen_on"] = "validation fold 0"
+    (run / "thresholds.json").write_text(json.dumps(rule))
+    r = run_cli("bundle", "export", cls_bundle, tmp_path / "mixed", "--weights", run / "best.pt")
+    assert r.code == 1 and "thresholds.json" in r.err and not (tmp_path / "mixed").exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]

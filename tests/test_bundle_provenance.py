@@ -1,0 +1,191 @@
+"""What a bundle says its model was trained on: metadata.json, docs/README.md and docs/data_license.txt
+describe the run's own manifest (name, source, sha256, fold), never the synthetic default cohort
+unless it is that; the training-budget wording; ``package --evaluation`` of a run's evaluation.
+
+Built on the shared tiny cohort and 1-epoch runs of :mod:`eval_helpers` (no training here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eval_helpers import eval_setup
+
+from ichct.pipeline.bundle_docs import (DATA_LICENSE, DATA_SOURCE, INTENDED_USE, data_license, data_source,
+                                        describe_training_data)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MANIFEST = REPO / "data_manifests" / "synth_default.json"
+SYNTH_WORDS = ("trained on the synthetic default cohort", "--default-cohort", "synth_default")
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory):
+    return eval_setup(tmp_path_factory)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run_on(setup: dict, tmp: Path, manifest_changes: dict[str, Any] | None = None,
+            config_changes: dict[str, Any] | None = None, name: str = "custom.json") -> Path:
+    """A copy of the 1-epoch cls run that records a copy of its manifest with ``manifest_changes`` applied."""
+    doc = json.loads(Path(setup["manifest"]).read_text())
+    doc.update(manifest_changes or {})
+    manifest = tmp / name
+    manifest.write_text(json.dumps(doc, indent=1))
+    run = tmp / "run"
+    shutil.copytree(setup["cls"], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["manifest"], cfg["manifest_sha256"] = str(manifest.resolve()), _sha(manifest)
+    cfg["config"].update(config_changes or {})
+    (run / "config.json").write_text(json.dumps(cfg, indent=2))
+    return run
+
+
+def _docs(bundle: Path) -> tuple[dict, str, str]:
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    return meta, (bundle / "docs" / "README.md").read_text(), (bundle / "docs" / "data_license.txt").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# describe_training_data
+# --------------------------------------------------------------------------------------------
+
+
+def test_default_manifest_keeps_the_synthetic_wording():
+    rc = {"kind": "cls", "fold": 0, "manifest": str(DEFAULT_MANIFEST), "manifest_sha256": _sha(DEFAULT_MANIFEST)}
+    td = describe_training_data(rc)
+    assert td["verified"] and td["synthetic"] and td["default"]
+    assert td["source"] == "synth" and td["name"] == "synth_default" and td["manifest"] == "synth_default.json"
+    assert data_source(td) == DATA_SOURCE and data_license(td) == DATA_LICENSE
+    # the committed bundles: their manifest path is relative to the bundle folder
+    for name in ("ich_ct_segmentation", "ich_ct_classification"):
+        b = REPO / "bundles" / name
+        committed = json.loads((b / "models" / "run_config.json").read_text())
+        assert describe_training_data(committed, base=b)["default"]
+        meta = json.loads((b / "configs" / "metadata.json").read_text())
+        assert meta["data_source"] == DATA_SOURCE and meta["intended_use"] == INTENDED_USE
+        assert (b / "docs" / "data_license.txt").read_text() == DATA_LICENSE
+
+
+def test_synthetic_only_under_the_public_salt(setup, tmp_path):
+    base = json.loads(Path(setup["manifest"]).read_text())
+
+    def describe(changes: dict[str, Any], sha: str | None = None) -> dict:
+        m = tmp_path / f"m{len(list(tmp_path.iterdir()))}.json"
+        m.write_text(json.dumps({**base, **changes}))
+        return describe_training_data({"fold": 0, "manifest": str(m), "manifest_sha256": sha or _sha(m)})
+
+    own = describe({})  # the test cohort: `ichct synth`, public salt, not the default's name
+    assert own["synthetic"] and not own["default"]
+    assert describe({"name": "synth_default"})["default"]
+    # a synth manifest under another salt is a cohort.json not written by ichct synth: real data
+    other_salt = describe({"name": "synth_default", "salt_id": "ffffffffffff"})
+    assert other_salt["verified"] and not other_salt["synthetic"] and not other_salt["default"]
+    assert "public synthetic salt" in data_source(other_salt)
+    named_default = describe({"name": "synth_default", "source": "rsna"})
+    assert not named_default["synthetic"] and not named_default["default"]
+    # a manifest that changed since training (or is missing) is not trusted: source unknown
+    changed = describe({}, sha="0" * 64)
+    assert not changed["verified"] and changed["source"] is None and not changed["synthetic"]
+    assert "source is unknown" in data_license(changed) and "no patient data" not in data_license(changed)
+    missing = describe_training_data({"fold": 0, "manifest": str(tmp_path / "gone.json"), "manifest_sha256": "ab"})
+    assert not missing["verified"] and missing["manifest"] == "gone.json"
+
+
+# --------------------------------------------------------------------------------------------
+# ichct bundle package
+# --------------------------------------------------------------------------------------------
+
+
+def test_package_describes_a_real_data_manifest(setup, run_cli, tmp_path):
+    run = _run_on(setup, tmp_path, {"source": "rsna", "name": "rsna_split"}, name="rsna_split.json")
+    sha = json.loads((run / "config.json").read_text())["manifest_sha256"]
+    b = tmp_path / "b"
+    r = run_cli("bundle", "package", run, b, "-q")
+    assert r.code == 0, r.err
+    meta, readme, lic = _docs(b)
+    for text in (meta["data_source"], readme, lic):
+        assert not any(w in text for w in SYNTH_WORDS), text
+        assert "rsna_split.json" in text and "`rsna`" in text and sha in text
+    assert "fold 0" in meta["data_source"]
+    assert "No patient data is included or was used" not in readme and "build_bundles.sh" not in readme
+    assert "Trained and tested on synthetic head CTs only" not in readme
+    assert "must check the licence" in lic and "RSNA 2019" in lic
+    assert "no patient data" not in lic.lower() and "synthetic head CT studies" not in lic
+    assert "synthetic" not in meta["intended_use"] and meta["intended_use"].startswith("Research only")
+    assert meta["changelog"] == {"0.1.0": "initial release: trained on manifest `rsna_split.json` (source `rsna`)"}
+    rc = json.loads((b / "models" / "run_config.json").read_text())
+    td = rc["bundle"]["training_data"]
+    assert td["source"] == "rsna" and td["sha256"] == sha and td["fold"] == 0 and not td["synthetic"]
+
+    # the stored description survives the manifest: an export made where it is gone says the same
+    (tmp_path / "rsna_split.json").unlink()
+    z = tmp_path / "zoo"
+    assert run_cli("bundle", "export", b, z, "-q").code == 0
+    meta_z, readme_z, lic_z = _docs(z)
+    assert meta_z["data_source"] == meta["data_source"] and lic_z == lic and "RSNA 2019" in readme_z
+
+
+def test_package_of_a_custom_synthetic_manifest(setup, run_cli, tmp_path):
+    run = _run_on(setup, tmp_path, name="my_synth.json")
+    b = tmp_path / "b"
+    assert run_cli("bundle", "package", run, b, "-q").code == 0
+    meta, readme, lic = _docs(b)
+    assert "my_synth.json" in meta["data_source"] and "no patient data" in meta["data_source"]
+    assert "--default-cohort" not in readme and "synth_default" not in readme and "build_bundles.sh" not in readme
+    assert "synthetic head CT studies" in lic and "synth_default" not in lic
+    assert "No patient data is included or was used" in readme
+
+
+@pytest.mark.parametrize("budget", [None, 3.0])
+def test_training_budget_wording(setup, run_cli, tmp_path, budget):
+    run = _run_on(setup, tmp_path, config_changes={"max_minutes": budget})
+    epochs = json.loads((run / "config.json").read_text())["config"]["epochs"]
+    b = tmp_path / "b"
+    assert run_cli("bundle", "package", run, b, "-q").code == 0
+    readme = (b / "docs" / "README.md").read_text()
+    assert "None-minute" not in readme
+    if budget is None:
+        assert "-minute budget" not in readme and "no time budget" in readme
+        assert re.search(rf"\(trained for {epochs} epochs?( in \d+ s)?, no time budget; best validation", readme)
+        assert f"--epochs {epochs}" in readme and "5-minute" not in readme
+    else:
+        assert "under a 3.0-minute budget" in readme and "under a 3-minute training budget" in readme
+        assert "--max-minutes 3 " in readme and "no time budget" not in readme
+
+
+# --------------------------------------------------------------------------------------------
+# ichct bundle package --evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def test_package_refuses_an_evaluation_of_a_run_saying_what_to_run(setup, run_cli, tmp_path):
+    ev = tmp_path / "eval_run"
+    r = run_cli("evaluate", "--run", setup["cls"], "--manifest", setup["manifest"], "--out", ev, "--bootstrap", "5",
+                "-q")
+    assert r.code == 0, r.err
+    entry = json.loads((ev / "metrics.json").read_text())["model"]["runs"]["cls"]
+    assert "weights_sha256" not in entry and entry["run_dir"]  # what an evaluation of a run records
+    b = tmp_path / "b"
+    r = run_cli("bundle", "package", setup["cls"], b, "--evaluation", ev)
+    assert r.code == 1 and not b.exists()
+    assert "sha256 None" not in r.err
+    assert f"made from run {entry['run_dir']}" in r.err and f"ichct evaluate --bundle {b}" in r.err
+    assert str(Path(setup["manifest"]).resolve()) in r.err
+    # a metrics.json of a seg model only is named as such
+    seg_only = tmp_path / "seg_only"
+    shutil.copytree(ev, seg_only)
+    doc = json.loads((seg_only / "metrics.json").read_text())
+    doc["model"]["runs"] = {"seg": doc["model"]["runs"]["cls"]}
+    (seg_only / "metrics.json").write_text(json.dumps(doc))
+    r = run_cli("bundle", "package", setup["cls"], b, "--evaluation", seg_only)
+    assert r.code == 1 and "evaluates no cls model" in r.err and not b.exists()
