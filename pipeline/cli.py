@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,7 +51,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+    """Run the CLI; returns the exit code.
+
+    A closed stdout (``ichct info --json | head -1``) ends the command quietly with exit code 1, as
+    Python's documentation recommends for SIGPIPE: the rest of stdout goes to devnull, so that
+    neither a traceback nor "Exception ignored" appears at exit.
+    """
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a broken pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_DATA_ERROR
+
+
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at devnull (nothing when sys.stdout has no file descriptor, as under pytest)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        pass
+
+
+def _run(argv: Sequence[str] | None) -> int:
     from ichct.pipeline.logging_setup import configure_logging, hide_known_library_warnings
     from ichct.transforms.dicom.errors import DicomIngestError
 
@@ -59,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
         return int(exc.code or 0)
+    disabled = logging.root.manager.disable  # -q disables library logging below ERROR: undone on return
     configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
     if getattr(args, "verbose", 0) < 1:
         hide_known_library_warnings()
@@ -73,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
+    finally:
+        logging.disable(disabled)
 
 
 if __name__ == "__main__":

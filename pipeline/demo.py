@@ -22,6 +22,7 @@ is what the test suite runs.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ichct.pipeline.atomic import atomic_path
 from ichct.pipeline.devices import torch_device
 from ichct.pipeline.ingest import convert_series, folder_info
 from ichct.pipeline.manifests import HashCache, build_manifest, check_manifests
@@ -136,20 +138,98 @@ def _train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSett
     return {kind: train(**kwargs) for kind, kwargs in jobs.items()}
 
 
+#: Marks a demo folder (written first, so that an interrupted demo is recognised too).
+MARKER = ".ichct-demo"
+#: What a demo writes into its folder (besides :data:`MARKER` and the transient ``.hash-cache-*``).
+DEMO_ENTRIES = ("bundles", "evaluation", "manifest.json", "predict", "runs", "synthetic", "volumes")
+
+
+def _is_demo_entry(name: str) -> bool:
+    return name in DEMO_ENTRIES or name == MARKER or name.startswith(".hash-cache-")
+
+
+def _holds_demo(out: Path) -> bool:
+    """``out`` holds an ichct demo: its marker, or (a demo written before the marker) only demo
+    entries with the synthetic cohort's own marker."""
+    from ichct.pipeline.synth.cohort import MARKER as SYNTH_MARKER
+
+    if (out / MARKER).is_file():
+        return True
+    return (out / "synthetic" / SYNTH_MARKER).is_file() and all(_is_demo_entry(p.name) for p in out.iterdir())
+
+
+def prepare_demo_folder(out_dir: str | Path, overwrite: bool = False) -> Path | None:
+    """Make ``out_dir`` ready for a demo before any work: new, empty, or (``overwrite``) a previous
+    demo, which is emptied. Writes :data:`MARKER`.
+
+    Returns the topmost folder created (None when ``out_dir`` existed). Raises ``ValueError`` naming
+    the folder for a non-empty one that is not a demo, a demo without ``overwrite``, or a demo
+    folder that holds other files too (nothing is removed then); ``NotADirectoryError`` for a file.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a folder; choose another --out")
+    created = None
+    if not out.exists():
+        for p in (out, *out.parents):
+            if p.exists():
+                break
+            created = p
+    elif any(out.iterdir()):
+        if not _holds_demo(out):
+            raise ValueError(f"{out}: exists, is not empty and holds no ichct demo; choose a new or empty --out")
+        if not overwrite:
+            raise ValueError(f"{out}: holds a previous ichct demo; pass --overwrite to replace it, "
+                             "or choose another --out")
+        foreign = sorted(p.name for p in out.iterdir() if not _is_demo_entry(p.name))
+        if foreign:
+            raise ValueError(f"{out}: holds an ichct demo and other files ({', '.join(foreign[:5])}); "
+                             "not replaced: move them or choose another --out")
+        _empty_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / MARKER) as tmp:
+        tmp.write_text("ichct demo\n", encoding="utf-8")
+    return created
+
+
+def _empty_folder(out: Path) -> None:
+    for p in out.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers: int | None = None,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", overwrite: bool = False) -> dict[str, Any]:
     """Run every stage of the pipeline on a synthetic cohort written under ``out_dir``.
+
+    ``out_dir`` must be new or empty, or hold a previous demo and ``overwrite`` be set
+    (:func:`prepare_demo_folder`, before any work). A demo that fails leaves nothing behind: the
+    folder is removed when the demo created it, emptied otherwise.
 
     Returns a summary (paths of the artefacts, per-stage seconds, ingest rows, metrics).
     """
+    torch_device(device)  # before anything is written
+    out = Path(out_dir)
+    created = prepare_demo_folder(out, overwrite=overwrite)
+    try:
+        return _run_stages(out, settings or DemoSettings(), workers, device)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif out.is_dir():
+            _empty_folder(out)
+        raise
+
+
+def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: str) -> dict[str, Any]:
+    """The demo's stages, into the prepared folder ``out``."""
     from ichct.pipeline.bundle import default_bundle_name, load_bundle, package_bundle
     from ichct.pipeline.bundle_verify import format_table, verify_bundle
     from ichct.pipeline.evaluate import evaluate
     from ichct.pipeline.predict import predict
 
-    torch_device(device)  # before anything is written
-    settings = settings or DemoSettings()
-    out = Path(out_dir)
     start = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -333,5 +413,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DemoSettings", "run_demo", "format_summary", "QUICK_SEG_CONFIG", "QUICK_CLS_CONFIG"]
+__all__ = ["DemoSettings", "run_demo", "prepare_demo_folder", "format_summary", "QUICK_SEG_CONFIG", "QUICK_CLS_CONFIG"]
 

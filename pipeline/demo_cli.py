@@ -13,7 +13,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                                           "segmenter and the slice classifier, evaluate both on held-out patients, package and "
                                           "verify both MONAI bundles, run predict on a held-out study, and print where each "
                                           "artefact is with a metrics table. About 10 minutes on a 2-core CPU; --quick about 20 s.")
-    p.add_argument("--out", default="ichct_demo", help="output folder (default: ./ichct_demo)")
+    p.add_argument("--out", default="ichct_demo",
+                   help="output folder, new or empty unless --overwrite (default: ./ichct_demo)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous demo in --out (a folder holding anything else is never replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (what the test suite runs)")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -26,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from ichct.pipeline.demo import DemoSettings, format_summary, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    summary = run_demo(args.out, settings, workers=args.workers, device=args.device)
+    summary = run_demo(args.out, settings, workers=args.workers, device=args.device, overwrite=args.overwrite)
     sys.stdout.write(format_summary(summary) + "\n")
     return 0

@@ -292,8 +292,8 @@ def evaluate(
     t0 = time.perf_counter()
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot (--bootstrap) must be >= 1, got {n_boot}")
     if rules is not None:
         bad = [r for r in rules if r not in RULES]
         if bad:

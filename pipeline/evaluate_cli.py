@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "evaluate", parents=[common], help="evaluate trained models on a manifest split (metrics with bootstrap CIs)",
         description="Run a seg and/or a cls training run (or model bundle) on a split of a manifest (checked "
                     "before use) and write "
-                    "metrics.json, per_case.csv, report.md and PNG plots into OUT (written as a whole: nothing is "
+                    "metrics.json, per_case.csv, report.md and PNG plots into EVAL_DIR (written as a whole: nothing is "
                     "left half-written on error). Patients in a run's train_patients.json are refused unless "
                     "--allow-overlap, in which case the report says so in its first line. Thresholds: "
                     "every rule uses the threshold chosen on the run's validation fold (thresholds.json; "
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--fold", type=int, default=None, help="fold of --split validation")
     p.add_argument("--out", required=True, metavar="EVAL_DIR", help="output folder (must not exist or be empty)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
-                   help="patient-level bootstrap resamples (default: 2000)")
+                   help="patient-level bootstrap resamples, at least 1 (default: 2000)")
     p.add_argument("--rules", default=None,
                    help=f"comma-separated decision rules out of {','.join(RULES)} "
                         "(default: all that the given runs support)")
@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     flag = "--run" if args.run else "--bundle"
     if len(args.run or args.bundle) > 2:
         return _usage(args, f"at most two {flag} (one seg and one cls, or two of one kind to compare)")
-    if args.bootstrap < 0:
-        return _usage(args, "--bootstrap must be >= 0")
+    if args.bootstrap < 1:  # the confidence intervals need resamples (ichct.pipeline.bootstrap: n >= 1)
+        return _usage(args, f"argument --bootstrap: must be >= 1, got {args.bootstrap}")
     if args.split == "validation" and args.fold is None:
         return _usage(args, "--split validation needs --fold")
     rules = None

@@ -21,13 +21,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               description="Convert the diagnostic axial CT series (or --series UID) to a NIfTI volume in HU "
                                           "with the correct world affine, plus a JSON sidecar (<out>.json).")
     c.add_argument("folder", help="DICOM folder (searched recursively) or DICOMDIR")
-    c.add_argument("out", nargs="?", help="output .nii.gz (omit with --all-series)")
+    c.add_argument("out", nargs="?", metavar="OUT", help="output .nii.gz or .nii (not with --all-series)")
     c.add_argument("--series", default=None, metavar="UID", help="series instance UID to convert (see `ichct info`)")
-    c.add_argument("--all-series", default=None, metavar="OUTDIR", help="convert every CT series into OUTDIR")
+    c.add_argument("--all-series", default=None, metavar="OUTDIR",
+                   help="convert every CT series into OUTDIR (instead of OUT and --series)")
     c.add_argument("--no-tilt-correction", action="store_true",
                    help="keep a gantry-tilted stack as acquired, with a sheared affine (NIfTI sform)")
     c.add_argument("--workers", type=int, default=None, help="reader threads")
-    c.set_defaults(func=run_convert)
+    c.set_defaults(func=run_convert, _parser=c)
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -71,14 +72,30 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace, msg: str) -> int:
+    args._parser.print_usage(sys.stderr)
+    sys.stderr.write(f"{args._parser.prog}: error: {msg}\n")
+    return 2
+
+
 def run_convert(args: argparse.Namespace) -> int:
-    if args.all_series:
+    if args.all_series is not None:
+        if not args.all_series:
+            return _usage(args, "argument --all-series: needs an output folder OUTDIR")
+        if args.out is not None:
+            return _usage(args, f"argument OUT ({args.out}) and --all-series are mutually exclusive: "
+                                "--all-series writes one file per series into its OUTDIR")
+        if args.series is not None:
+            return _usage(args, "--series and --all-series are mutually exclusive")
+    elif args.out is None:
+        return _usage(args, "the following arguments are required: OUT (an output .nii.gz), or --all-series OUTDIR")
+    elif not args.out.endswith((".nii.gz", ".nii")):
+        return _usage(args, f"argument OUT: must end in .nii.gz or .nii, got {args.out!r}")
+    if args.all_series is not None:
         results = convert_all_series(args.folder, args.all_series, tilt_correction=not args.no_tilt_correction, workers=args.workers)
         for uid, path, err in results:
             sys.stdout.write(f"{uid}: {path if path else 'skipped (' + str(err) + ')'}\n")
         return 0
-    if not args.out:
-        raise ValueError("convert needs an output path <out.nii.gz> (or --all-series OUTDIR)")
     volume = convert_series(args.folder, args.out, series_uid=args.series, tilt_correction=not args.no_tilt_correction,
                             workers=args.workers, progress=not args.quiet and sys.stderr.isatty())
     info = volume.info

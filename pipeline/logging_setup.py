@@ -7,7 +7,8 @@ import sys
 
 
 def configure_logging(verbosity: int = 0, tag: str | None = None) -> None:
-    """Route ichct's logs to stderr: ``-1`` quiet (errors), ``0`` warnings+info, ``>=1`` debug.
+    """Route ichct's logs to stderr: ``-1`` quiet (errors only, from every logger: ichct, monai,
+    ignite, ...), ``0`` warnings+info, ``>=1`` debug.
 
     ``tag`` prefixes every message (``[seg] ...``): runs that log side by side stay apart.
     """
@@ -23,6 +24,11 @@ def configure_logging(verbosity: int = 0, tag: str | None = None) -> None:
     if verbosity <= 0:
         for noisy in ("pydicom", "monai", "ignite"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    # -q: errors only, from every logger. A level on "monai"/"ignite" does not reach all of their
+    # messages: MONAI's get_logger (bundle scripts, StatsHandler, a bundle's logging.conf) gives a
+    # logger its own level INFO and stdout handler. logging.disable holds below ERROR whatever a
+    # library sets later; any other verbosity lifts it.
+    logging.disable(logging.WARNING if verbosity < 0 else logging.NOTSET)
 
 
 #: Library warnings that say nothing to an ichct user (shown again with -v): MONAI's patch sampler

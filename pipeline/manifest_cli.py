@@ -18,8 +18,9 @@ def _folds(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("needs at least 1 fold")
+    if value < 2:  # `ichct train` validates on one fold and trains on the others
+        raise argparse.ArgumentTypeError(f"needs at least 2 folds (one to validate on, one or more to train on), "
+                                         f"got {value}")
     return value
 
 
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     b.add_argument("--source", required=True, choices=SOURCES, help="data set layout")
     b.add_argument("--root", required=True, help="the data set's folder")
     b.add_argument("--out", required=True, type=_json_path, help="manifest to write (e.g. data_manifests/NAME.json)")
-    b.add_argument("--folds", type=_folds, default=5, help="cross-validation folds (default 5)")
+    b.add_argument("--folds", type=_folds, default=5, help="cross-validation folds, at least 2 (default 5)")
     b.add_argument("--test-fraction", type=_fraction, default=0.2, help="share of studies held out as test (default 0.2)")
     b.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     b.add_argument("--name", default=None, help="manifest name (default: the file name)")

@@ -21,6 +21,7 @@ partial file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -370,6 +371,72 @@ def _build_model(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     return SliceSequenceClassifier(in_channels=n_in, **dict(cfg["network"]))
 
 
+#: Files a run writes before its first ``last.pt`` (removed when it fails before that).
+_RUN_FILES = ("config.json", "train_patients.json", "metrics.csv", "best.pt", "thresholds.json")
+
+
+def _first_missing_ancestor(path: Path) -> Path | None:
+    """The topmost folder of ``path`` (itself included) that ``mkdir(parents=True)`` would create."""
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    return top
+
+
+def _remove_partial_run(out: Path, created: Path | None) -> None:
+    """Undo a run that failed before its first ``last.pt``: the folders it created, else its files."""
+    import shutil
+
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for name in _RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def _check_network(kind: str, cfg: Mapping[str, Any], source: str) -> None:
+    """Build the network of ``cfg`` once (RNG untouched): its open keyword arguments fail here, before
+    anything is written, with the config named."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            _build_model(kind, cfg)
+    except Exception as exc:  # a wrong keyword or value of the network: TypeError, ValueError, ...
+        raise ValueError(f"{source}: config key 'network' is not valid for the {kind} network "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _command(kind: str, manifest: Path, fold: int, out: Path, epochs: int | None, max_minutes: float | None,
+             config: Any, device: str, amp: bool, seed: int) -> str:
+    """The ``ichct train`` command line that trains this run again (a mapping config is only in config.json)."""
+    import shlex
+
+    argv = ["ichct", "train", kind, "--manifest", str(manifest), "--fold", str(int(fold)), "--out", str(out)]
+    if epochs is not None:
+        argv += ["--epochs", str(int(epochs))]
+    if max_minutes is not None:
+        argv += ["--max-minutes", repr(float(max_minutes))]
+    if isinstance(config, (str, Path)):
+        argv += ["--config", str(Path(config).resolve())]
+    argv += ["--device", str(device)] + (["--amp"] if amp else []) + ["--seed", str(int(seed))]
+    return shlex.join(argv)
+
+
+@contextlib.contextmanager
+def _keep_logger_setup(*names: str):
+    """Restore the handlers, level and propagation of the loggers ``names`` on exit."""
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved):
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
 def train(
     kind: str,
     manifest: str | Path,
@@ -403,8 +470,11 @@ def train(
     ``epoch_started`` is called with the epoch number at the start of every epoch, in the
     training thread (e.g. to give the run more torch threads once a run beside it has finished).
 
-    Raises ``ValueError`` for bad arguments, a manifest that fails its checks
-    (:class:`ManifestError`) or a run directory that does not match ``resume``.
+    Raises ``ValueError`` for bad arguments, a config that fails its checks (naming the file and
+    the key; before anything is written), a manifest that fails its checks
+    (:class:`ManifestError`) or a run directory that does not match ``resume``. A new run that
+    fails before its first ``last.pt`` leaves nothing behind: the folders it created are removed
+    (in a folder that existed, the files it wrote).
     """
     from ignite.engine import Events
     from monai.engines import SupervisedEvaluator, SupervisedTrainer
@@ -434,13 +504,16 @@ def train(
             raise ValueError(f"{out}: run is {saved['kind']} fold {saved['fold']}, not {kind} fold {fold}")
         if saved["manifest_sha256"] != manifest_sha:
             raise ValueError(f"{manifest}: changed since the run started (sha256 differs); refusing to resume")
-        cfg = resolve_saved_config(kind, saved["config"], epochs=epochs)
+        config_source = str(out / "config.json")
+        cfg = resolve_saved_config(kind, saved["config"], epochs=epochs, source=config_source)
         seed = int(saved["seed"])
         ckpt = load_checkpoint(last_path)
     else:
         if last_path.exists():
             raise ValueError(f"{out}: holds a run already (last.pt); pass --resume or choose another folder")
+        config_source = str(config) if isinstance(config, (str, Path)) else "training config"
         cfg = resolve_config(kind, config, epochs=epochs)
+    _check_network(kind, cfg, config_source)
     if max_minutes is not None:
         cfg["max_minutes"] = float(max_minutes)
     budget_s = float(cfg["max_minutes"]) * 60.0 if cfg.get("max_minutes") else None
@@ -459,175 +532,188 @@ def train(
     if leaked:  # load_manifest's checks make this impossible; never train on a leaking split
         raise ValueError(f"{manifest}: {len(leaked)} patient(s) in both training and validation")
 
+    created = _first_missing_ancestor(out)  # the top folder this run creates (None: out exists)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_json_atomic(out / "config.json", {
-            "kind": kind, "fold": int(fold), "seed": int(seed), "device": str(device), "amp": bool(amp),
-            "manifest": str(manifest), "manifest_sha256": manifest_sha, "config": cfg,
-            "versions": {"ichct": ichct.__version__, "torch": torch.__version__,
-                         "monai": __import__("monai").__version__},
-            "command": f"ichct train {kind} --manifest {manifest} --fold {fold} --out {out} --seed {seed}",
-        })
-        write_json_atomic(out / "train_patients.json",
-                          training_record(manifest, manifest_sha, int(fold), train_entries, val_entries))
+    try:
+        if not resume:
+            write_json_atomic(out / "config.json", {
+                "kind": kind, "fold": int(fold), "seed": int(seed), "device": str(device), "amp": bool(amp),
+                "manifest": str(manifest), "manifest_sha256": manifest_sha, "config": cfg,
+                "versions": {"ichct": ichct.__version__, "torch": torch.__version__,
+                             "monai": __import__("monai").__version__},
+                "command": _command(kind, manifest, fold, out, epochs, max_minutes, config, device, amp, seed),
+            })
+            write_json_atomic(out / "train_patients.json",
+                              training_record(manifest, manifest_sha, int(fold), train_entries, val_entries))
 
-    from ichct.pipeline.train_data import make_loaders, pos_weight_auto
+        from ichct.pipeline.train_data import make_loaders, pos_weight_auto
 
-    train_ds, train_loader, val_loader, train_items = make_loaders(kind, cfg, train_entries, val_entries)
-    dev = torch.device(device)
-    model = _build_model(kind, cfg).to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs), eta_min=0.0)
+        train_ds, train_loader, val_loader, train_items = make_loaders(kind, cfg, train_entries, val_entries)
+        dev = torch.device(device)
+        model = _build_model(kind, cfg).to(dev)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs), eta_min=0.0)
 
-    if kind == "seg":
-        k = int(cfg["num_classes"])
-        cw = cfg["class_weights"] or [1.0] + [3.0] * (k - 1)
-        loss_fn = _seg_loss(cfg, torch.as_tensor(cw, dtype=torch.float32).to(dev))
-        patch = [int(p) for p in cfg["patch"]]
-        val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=int(cfg["sw_batch_size"]),
-                                           overlap=float(cfg["sw_overlap"]), mode="gaussian")
+        if kind == "seg":
+            k = int(cfg["num_classes"])
+            cw = cfg["class_weights"] or [1.0] + [3.0] * (k - 1)
+            loss_fn = _seg_loss(cfg, torch.as_tensor(cw, dtype=torch.float32).to(dev))
+            patch = [int(p) for p in cfg["patch"]]
+            val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=int(cfg["sw_batch_size"]),
+                                               overlap=float(cfg["sw_overlap"]), mode="gaussian")
 
-        def dice_transform(o):
-            pred = one_hot(torch.argmax(o["pred"], dim=1, keepdim=True), k)
-            return pred, one_hot(o["label"].long(), k)
+            def dice_transform(o):
+                pred = one_hot(torch.argmax(o["pred"], dim=1, keepdim=True), k)
+                return pred, one_hot(o["label"].long(), k)
 
-        key_val = {"val_dice": MeanDice(include_background=False, output_transform=dice_transform)}
-        prep: dict[str, Any] = {}
-    else:
-        pw = cfg["pos_weight"]
-        if pw == "auto":
-            pw = pos_weight_auto(train_items, float(cfg["pos_weight_max"]))
-        cfg_pw = [float(v) for v in pw]
-        logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
-        aux_w = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
-        loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg["focal_gamma"])).to(dev)
-        val_inferer = SimpleInferer()
-        key_val = None
-        prep = {"prepare_batch": _cls_prepare_batch}
+            key_val = {"val_dice": MeanDice(include_background=False, output_transform=dice_transform)}
+            prep: dict[str, Any] = {}
+        else:
+            pw = cfg["pos_weight"]
+            if pw == "auto":
+                pw = pos_weight_auto(train_items, float(cfg["pos_weight_max"]))
+            cfg_pw = [float(v) for v in pw]
+            logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
+            aux_w = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
+            loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg["focal_gamma"])).to(dev)
+            val_inferer = SimpleInferer()
+            key_val = None
+            prep = {"prepare_batch": _cls_prepare_batch}
 
-    collector = _ValCollector(kind, cfg)
-    evaluator = SupervisedEvaluator(
-        device=dev, val_data_loader=val_loader, network=model, inferer=val_inferer, key_val_metric=key_val,
-        amp=bool(amp), decollate=False,
-        val_handlers=[StatsHandler(name="ichct.train.val", output_transform=lambda x: None, iteration_log=False)],
-        **prep,
-    )
-    collector.attach(evaluator)
-    trainer = SupervisedTrainer(
-        device=dev, max_epochs=max_epochs, train_data_loader=train_loader, network=model, optimizer=optimizer,
-        loss_function=loss_fn, inferer=SimpleInferer(), amp=bool(amp), decollate=False,
-        train_handlers=[
-            ValidationHandler(validator=evaluator, interval=int(cfg["val_interval"]), epoch_level=True),
-            StatsHandler(name="ichct.train", tag_name="train_loss", output_transform=lambda o: o["loss"].item(),
-                         iteration_log=False),
-        ],
-        **prep,
-    )
+        collector = _ValCollector(kind, cfg)
+        # MONAI's StatsHandler takes over a named logger (its own stdout handler, level INFO, no
+        # propagation): its lines would reach stdout past -q and beside the JSON summary. Its loggers
+        # are given back to ichct's logging setup (stderr, -q/-v) once the engines are built.
+        with _keep_logger_setup("ichct.train", "ichct.train.val"):
+            evaluator = SupervisedEvaluator(
+                device=dev, val_data_loader=val_loader, network=model, inferer=val_inferer, key_val_metric=key_val,
+                amp=bool(amp), decollate=False,
+                # the collector first: its AUCs are in state.metrics when the StatsHandler logs them
+                val_handlers=[collector, StatsHandler(name="ichct.train.val", output_transform=lambda x: None,
+                                                      iteration_log=False)],
+                **prep,
+            )
+            trainer = SupervisedTrainer(
+                device=dev, max_epochs=max_epochs, train_data_loader=train_loader, network=model, optimizer=optimizer,
+                loss_function=loss_fn, inferer=SimpleInferer(), amp=bool(amp), decollate=False,
+                train_handlers=[
+                    ValidationHandler(validator=evaluator, interval=int(cfg["val_interval"]), epoch_level=True),
+                    StatsHandler(name="ichct.train", tag_name="train_loss", output_transform=lambda o: o["loss"].item(),
+                                 iteration_log=False),
+                ],
+                **prep,
+            )
 
-    state: dict[str, Any] = {"best_metric": None, "best_epoch": 0, "loss_sum": 0.0, "loss_n": 0,
-                             "t0": time.perf_counter(), "epoch_t0": 0.0, "epoch_s": [], "budget_stop": False,
-                             "first_epoch": None}
-    columns = METRIC_COLUMNS[kind]
-    metrics_path = out / "metrics.csv"
-    rows: list[dict[str, Any]] = []
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scheduler.T_max = max(1, max_epochs)  # --epochs may extend a resumed run
-        trainer.state.epoch = int(ckpt["epoch"])
-        trainer.state.iteration = int(ckpt["iteration"])
-        state["best_metric"] = None if ckpt["best_metric"] is None else float(ckpt["best_metric"])
-        state["best_epoch"] = int(ckpt["best_epoch"])
-        # rows of epochs after the checkpoint (a kill between the CSV and last.pt) are redone
-        rows = [dict(r) for r in read_metrics(metrics_path) if int(r["epoch"]) <= int(ckpt["epoch"])]
-        set_rng_state(ckpt["rng"], train_ds.transform)
-        logger.info("resuming %s from epoch %d of %d", out, ckpt["epoch"], max_epochs)
-        if ckpt.get("scaler") is not None:
-            trainer.add_event_handler(Events.STARTED, lambda e: e.scaler.load_state_dict(ckpt["scaler"])
-                                      if getattr(e, "scaler", None) is not None else None)
-        if int(ckpt["epoch"]) >= max_epochs:
-            logger.info("%s: already trained for %d epochs", out, ckpt["epoch"])
-            return _summary(out, kind, int(ckpt["epoch"]), state)
+        state: dict[str, Any] = {"best_metric": None, "best_epoch": 0, "loss_sum": 0.0, "loss_n": 0,
+                                 "t0": time.perf_counter(), "epoch_t0": 0.0, "epoch_s": [], "budget_stop": False,
+                                 "first_epoch": None}
+        columns = METRIC_COLUMNS[kind]
+        metrics_path = out / "metrics.csv"
+        rows: list[dict[str, Any]] = []
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scheduler.T_max = max(1, max_epochs)  # --epochs may extend a resumed run
+            trainer.state.epoch = int(ckpt["epoch"])
+            trainer.state.iteration = int(ckpt["iteration"])
+            state["best_metric"] = None if ckpt["best_metric"] is None else float(ckpt["best_metric"])
+            state["best_epoch"] = int(ckpt["best_epoch"])
+            # rows of epochs after the checkpoint (a kill between the CSV and last.pt) are redone
+            rows = [dict(r) for r in read_metrics(metrics_path) if int(r["epoch"]) <= int(ckpt["epoch"])]
+            set_rng_state(ckpt["rng"], train_ds.transform)
+            logger.info("resuming %s from epoch %d of %d", out, ckpt["epoch"], max_epochs)
+            if ckpt.get("scaler") is not None:
+                trainer.add_event_handler(Events.STARTED, lambda e: e.scaler.load_state_dict(ckpt["scaler"])
+                                          if getattr(e, "scaler", None) is not None else None)
+            if int(ckpt["epoch"]) >= max_epochs:
+                logger.info("%s: already trained for %d epochs", out, ckpt["epoch"])
+                return _summary(out, kind, int(ckpt["epoch"]), state)
 
-    @trainer.on(Events.EPOCH_STARTED)
-    def _reset_loss(engine) -> None:
-        state["loss_sum"], state["loss_n"] = 0.0, 0
-        state["epoch_t0"] = time.perf_counter()
-        if state["first_epoch"] is None:
-            state["first_epoch"], state["t_run"] = int(engine.state.epoch), time.perf_counter()
-        if epoch_started is not None:
-            epoch_started(int(engine.state.epoch))
+        @trainer.on(Events.EPOCH_STARTED)
+        def _reset_loss(engine) -> None:
+            state["loss_sum"], state["loss_n"] = 0.0, 0
+            state["epoch_t0"] = time.perf_counter()
+            if state["first_epoch"] is None:
+                state["first_epoch"], state["t_run"] = int(engine.state.epoch), time.perf_counter()
+            if epoch_started is not None:
+                epoch_started(int(engine.state.epoch))
 
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _acc_loss(engine) -> None:
-        state["loss_sum"] += float(engine.state.output["loss"].item())
-        state["loss_n"] += 1
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def _acc_loss(engine) -> None:
+            state["loss_sum"] += float(engine.state.output["loss"].item())
+            state["loss_n"] += 1
 
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def _epoch_done(engine) -> None:
-        epoch = int(engine.state.epoch)
-        validated = epoch % int(cfg["val_interval"]) == 0
-        state["epoch_s"].append(time.perf_counter() - state["epoch_t0"])
-        elapsed = time.perf_counter() - state["t_run"]
-        budget_stop = (budget_s is not None and epoch < max_epochs
-                       and elapsed + max(state["epoch_s"][-3:]) > budget_s)  # a validating epoch may be the slow one
-        if not validated and (epoch >= max_epochs or budget_stop):
-            evaluator.run(epoch)  # the last epoch is always validated: best.pt and thresholds.json exist
-            validated = True
-        vm = dict(evaluator.state.metrics) if validated else {}
-        row = {"epoch": epoch, "iteration": int(engine.state.iteration),
-               "train_loss": state["loss_sum"] / max(1, state["loss_n"]),
-               "lr": float(optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - state["t0"]}
-        for c in columns:
-            if c.startswith("val_"):
-                row[c] = float(vm.get(c, float("nan")))
-        rows.append(row)
-        scheduler.step()
-        if budget_s is not None:
-            # cosine over whichever runs out first, the epochs or the time budget (so the rate
-            # still anneals when the budget stops the run early)
-            spent = (time.perf_counter() - state["t_run"] + float(np.median(state["epoch_s"]))) / budget_s
-            progress = min(1.0, max(epoch / max(1, max_epochs), spent))
-            for g in optimizer.param_groups:
-                g["lr"] = float(g["initial_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        key = float("nan")
-        if validated:  # the mean over the last `best_window` validations (this one included)
-            history = [float(r[KEY_METRIC[kind]]) for r in rows if not math.isnan(float(r[KEY_METRIC[kind]]))]
-            window = history[-int(cfg["best_window"]):]
-            key = float(np.mean(window)) if window else float("nan")
-        # ties go to the later epoch: a small validation fold saturates (AUC 1.0) early, and the
-        # later weights have seen more updates at a lower (cosine-annealed) learning rate
-        better = validated and (state["best_metric"] is None
-                                or (not math.isnan(key) and (math.isnan(state["best_metric"]) or key >= state["best_metric"])))
-        if better:
-            state["best_metric"], state["best_epoch"] = key, epoch
-        ck = {"kind": kind, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-              "scheduler": scheduler.state_dict(), "epoch": epoch, "iteration": int(engine.state.iteration),
-              "best_metric": state["best_metric"], "best_epoch": state["best_epoch"],
-              "rng": rng_state(train_ds.transform),
-              "scaler": engine.scaler.state_dict() if getattr(engine, "scaler", None) is not None else None}
-        _write_metrics(metrics_path, columns, rows)
-        if better:
-            save_checkpoint_atomic(ck, best_path)
-            write_json_atomic(out / "thresholds.json", collector.decision_rule(epoch, int(fold)).to_dict())
-        save_checkpoint_atomic(ck, last_path)
-        logger.info("epoch %d/%d: loss %.4f %s", epoch, max_epochs, row["train_loss"],
-                    " ".join(f"{c}={_fmt(row[c])}" for c in columns if c.startswith("val_")))
-        if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
-            engine.terminate()
-        elif budget_stop:
-            logger.info("time budget %.1f min reached after epoch %d (%.0f s)", budget_s / 60, epoch, elapsed)
-            state["budget_stop"] = True
-            engine.terminate()
+        @trainer.on(Events.EPOCH_COMPLETED)
+        def _epoch_done(engine) -> None:
+            epoch = int(engine.state.epoch)
+            validated = epoch % int(cfg["val_interval"]) == 0
+            state["epoch_s"].append(time.perf_counter() - state["epoch_t0"])
+            elapsed = time.perf_counter() - state["t_run"]
+            budget_stop = (budget_s is not None and epoch < max_epochs
+                           # a validating epoch may be the slow one
+                           and elapsed + max(state["epoch_s"][-3:]) > budget_s)
+            if not validated and (epoch >= max_epochs or budget_stop):
+                evaluator.run(epoch)  # the last epoch is always validated: best.pt and thresholds.json exist
+                validated = True
+            vm = dict(evaluator.state.metrics) if validated else {}
+            row = {"epoch": epoch, "iteration": int(engine.state.iteration),
+                   "train_loss": state["loss_sum"] / max(1, state["loss_n"]),
+                   "lr": float(optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - state["t0"]}
+            for c in columns:
+                if c.startswith("val_"):
+                    row[c] = float(vm.get(c, float("nan")))
+            rows.append(row)
+            scheduler.step()
+            if budget_s is not None:
+                # cosine over whichever runs out first, the epochs or the time budget (so the rate
+                # still anneals when the budget stops the run early)
+                spent = (time.perf_counter() - state["t_run"] + float(np.median(state["epoch_s"]))) / budget_s
+                progress = min(1.0, max(epoch / max(1, max_epochs), spent))
+                for g in optimizer.param_groups:
+                    g["lr"] = float(g["initial_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            key = float("nan")
+            if validated:  # the mean over the last `best_window` validations (this one included)
+                history = [float(r[KEY_METRIC[kind]]) for r in rows if not math.isnan(float(r[KEY_METRIC[kind]]))]
+                window = history[-int(cfg["best_window"]):]
+                key = float(np.mean(window)) if window else float("nan")
+            # ties go to the later epoch: a small validation fold saturates (AUC 1.0) early, and the
+            # later weights have seen more updates at a lower (cosine-annealed) learning rate
+            better = validated and (state["best_metric"] is None
+                                    or (not math.isnan(key) and (math.isnan(state["best_metric"])
+                                                                 or key >= state["best_metric"])))
+            if better:
+                state["best_metric"], state["best_epoch"] = key, epoch
+            ck = {"kind": kind, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "epoch": epoch, "iteration": int(engine.state.iteration),
+                  "best_metric": state["best_metric"], "best_epoch": state["best_epoch"],
+                  "rng": rng_state(train_ds.transform),
+                  "scaler": engine.scaler.state_dict() if getattr(engine, "scaler", None) is not None else None}
+            _write_metrics(metrics_path, columns, rows)
+            if better:
+                save_checkpoint_atomic(ck, best_path)
+                write_json_atomic(out / "thresholds.json", collector.decision_rule(epoch, int(fold)).to_dict())
+            save_checkpoint_atomic(ck, last_path)
+            logger.info("epoch %d/%d: loss %.4f %s", epoch, max_epochs, row["train_loss"],
+                        " ".join(f"{c}={_fmt(row[c])}" for c in columns if c.startswith("val_")))
+            if _stop_after_epoch is not None and epoch >= _stop_after_epoch:
+                engine.terminate()
+            elif budget_stop:
+                logger.info("time budget %.1f min reached after epoch %d (%.0f s)", budget_s / 60, epoch, elapsed)
+                state["budget_stop"] = True
+                engine.terminate()
 
-    trainer.run()
-    summary = _summary(out, kind, int(trainer.state.epoch), state)
-    summary["stopped_by_budget"] = bool(state["budget_stop"])
-    summary["best_window"] = int(cfg["best_window"])
-    summary["train_time_s"] = time.perf_counter() - state.get("t_run", state["t0"])
-    summary["epoch_time_s"] = float(np.mean(state["epoch_s"])) if state["epoch_s"] else float("nan")
-    return summary
+        trainer.run()
+        summary = _summary(out, kind, int(trainer.state.epoch), state)
+        summary["stopped_by_budget"] = bool(state["budget_stop"])
+        summary["best_window"] = int(cfg["best_window"])
+        summary["train_time_s"] = time.perf_counter() - state.get("t_run", state["t0"])
+        summary["epoch_time_s"] = float(np.mean(state["epoch_s"])) if state["epoch_s"] else float("nan")
+        return summary
+    except BaseException:
+        if not resume and not last_path.exists():  # nothing to resume: leave nothing behind
+            _remove_partial_run(out, created)
+        raise
 
 
 def _summary(out: Path, kind: str, epoch: int, state: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,20 +12,24 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "train", parents=[common], help="train a segmentation or slice-classification model on one fold",
         description="Train on a manifest's training folds except FOLD, validate on FOLD every epoch; "
                     "writes config.json, metrics.csv, best.pt, last.pt, thresholds.json and "
-                    "train_patients.json into RUN_DIR.")
+                    "train_patients.json into OUT. A config or manifest that fails its checks is refused before "
+                    "anything is written; config.json records the command that trains the run again.")
     p.add_argument("kind", choices=("seg", "cls"), help="seg: 3D U-Net; cls: slice-sequence classifier")
     p.add_argument("--manifest", required=True, help="split manifest (checked before use)")
     p.add_argument("--fold", required=True, type=int, help="validation fold")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", required=True, help="run directory (created; a new run refuses one holding last.pt)")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (overrides the config)")
     p.add_argument("--max-minutes", type=float, default=None, dest="max_minutes",
                    help="time budget of the training loop: stop cleanly after the last epoch that fits "
                         "(best.pt/last.pt still written; overrides config max_minutes)")
-    p.add_argument("--config", default=None, help="JSON or YAML overrides of the defaults")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--config", default=None, help="JSON or YAML overrides of the defaults (keys, types and "
+                                                   "ranges checked)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with the saved config")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the model trains (default: cpu)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of weights, augmentation and data order (default: 0; --resume keeps the run's)")
     p.set_defaults(func=run, _parser=p)
 
 

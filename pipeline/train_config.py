@@ -1,15 +1,18 @@
 """Training configuration: defaults per model kind and JSON/YAML overrides (deep merge).
 
 ``resolve_config(kind, config)`` returns a plain JSON-serialisable dict. ``config`` is a path
-to a ``.json``/``.yaml``/``.yml`` file, a mapping, or None. Unknown top-level keys are refused so
-that a typo never silently trains with a default.
+to a ``.json``/``.yaml``/``.yml`` file, a mapping, or None. Unknown keys are refused so that a
+typo never silently trains with a default, and every value is checked (type and range) and coerced
+to its type: a bad override fails with the file and the key named, before a run is written.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +118,195 @@ def input_channels(kind: str, cfg: Mapping[str, Any]) -> int:
     return n + int(kind == "cls" and bool(cfg.get("stripped_brain_channel", False)))
 
 
+# --------------------------------------------------------------------------------------------
+# Validation: every key of DEFAULTS has a check that refuses a wrong type or range and coerces
+# the value to its type (an int for counts, a float for rates), so that a bad override fails
+# here, before a run folder is written, with the file and the key named.
+# --------------------------------------------------------------------------------------------
+
+
+class _Invalid(ValueError):
+    """A bad value of config key ``key`` (dotted path); :func:`resolve_config` adds the source."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config key {key!r} {problem}")
+        self.key, self.problem = key, problem
+
+
+def _as_number(value: Any) -> float | None:
+    """``value`` as a finite float (numbers, or strings such as YAML's ``1e-3``); None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+    elif isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+            integer: bool = False, optional: bool = False) -> Callable[[Any, str, Mapping[str, Any]], Any]:
+    bounds = []
+    if lo is not None:
+        bounds.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        bounds.append(f"{'<' if hi_open else '<='} {hi:g}")
+    want = ("an integer" if integer else "a number") + (" " + " and ".join(bounds) if bounds else "") \
+        + (" or null" if optional else "")
+
+    def check(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
+        if value is None and optional:
+            return None
+        v = _as_number(value)
+        ok = v is not None and (not integer or v == int(v))
+        if ok and lo is not None:
+            ok = v > lo if lo_open else v >= lo
+        if ok and hi is not None:
+            ok = v < hi if hi_open else v <= hi
+        if not ok:
+            raise _Invalid(key, f"must be {want}, got {value!r}")
+        return int(v) if integer else float(v)
+
+    return check
+
+
+def _choice(*options: Any) -> Callable[[Any, str, Mapping[str, Any]], Any]:
+    def check(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
+        if isinstance(value, bool) or value not in options:
+            raise _Invalid(key, f"must be one of {', '.join('null' if o is None else repr(o) for o in options)}, "
+                                f"got {value!r}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any, key: str, cfg: Mapping[str, Any]) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _sequence(n: int | Callable[[Mapping[str, Any]], int], item: Callable[[Any, str, Mapping[str, Any]], Any],
+              what: str, optional: bool = False) -> Callable[[Any, str, Mapping[str, Any]], Any]:
+    def check(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
+        if value is None and optional:
+            return None
+        count = n(cfg) if callable(n) else n
+        if not isinstance(value, (list, tuple)) or len(value) != count:
+            raise _Invalid(key, f"must be a list of {count} {what}{' or null' if optional else ''}, got {value!r}")
+        return [item(v, f"{key}[{i}]", cfg) for i, v in enumerate(value)]
+
+    return check
+
+
+def _mapping(value: Any, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The open keyword arguments of the network (checked by building it, see ``ichct.pipeline.train``)."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _Invalid(key, f"must be a mapping of keyword arguments, got {value!r}")
+    return copy.deepcopy(dict(value))
+
+
+def _windows_check(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise _Invalid(key, f"must be null (the default windows) or a mapping name: [center, width], got {value!r}")
+    center, width = _number(), _number(0, lo_open=True)
+    out = {}
+    for name, cw in value.items():
+        if not isinstance(cw, (list, tuple)) or len(cw) != 2:
+            raise _Invalid(f"{key}.{name}", f"must be [center, width] in HU, got {cw!r}")
+        out[str(name)] = [center(cw[0], f"{key}.{name}[0]", cfg), width(cw[1], f"{key}.{name}[1]", cfg)]
+    return out
+
+
+def _pos_weight(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
+    if value == "auto":
+        return value
+    if not isinstance(value, (list, tuple)) or len(value) != 6:
+        raise _Invalid(key, f"must be 'auto' or a list of 6 numbers > 0, got {value!r}")
+    return [_number(0, lo_open=True)(v, f"{key}[{i}]", cfg) for i, v in enumerate(value)]
+
+
+_PROB = _number(0, 1)
+_AUGMENT: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
+    "flip_prob": _PROB, "affine_prob": _PROB, "rotate_deg": _number(0), "scale": _number(0), "shift_prob": _PROB,
+    "shift": _number(0), "noise_prob": _PROB, "noise_std": _number(0),
+}
+
+
+def _augment(value: Any, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(key, f"must be a mapping of {', '.join(_AUGMENT)}, got {value!r}")
+    unknown = [k for k in value if k not in _AUGMENT]
+    if unknown:
+        raise _Invalid(f"{key}.{unknown[0]}", f"is unknown (known: {', '.join(_AUGMENT)})")
+    return {k: check(value[k], f"{key}.{k}", cfg) for k, check in _AUGMENT.items() if k in value}
+
+
+_COMMON_CHECKS: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
+    "epochs": _number(1, integer=True),
+    "max_minutes": _number(0, lo_open=True, optional=True),
+    "lr": _number(0, lo_open=True),
+    "weight_decay": _number(0),
+    "batch_size": _number(1, integer=True),
+    "val_interval": _number(1, integer=True),
+    "best_window": _number(1, integer=True),
+    "cache_rate": _number(0, 1),
+    "num_workers": _number(0, integer=True),
+    "windows": _windows_check,
+    "augment": _augment,
+}
+
+#: One check per key of :data:`DEFAULTS` (in an order where ``num_classes`` precedes what depends on it).
+CHECKS: dict[str, dict[str, Callable[[Any, str, Mapping[str, Any]], Any]]] = {
+    "seg": {
+        **_COMMON_CHECKS,
+        "num_classes": _choice(2, 6),
+        "spacing_mm": _sequence(3, _number(0, lo_open=True), "numbers > 0"),
+        "crop": _choice("brain", "head", None),
+        "patch": _sequence(3, _number(1, integer=True), "integers >= 1"),
+        "samples_per_volume": _number(1, integer=True),
+        "pos_neg_ratio": _number(0),
+        "loss": _choice("dice_ce", "dice_focal"),
+        "dice_batch": _boolean,
+        "class_weights": _sequence(lambda cfg: int(cfg["num_classes"]), _number(0), "numbers >= 0 (one per class)",
+                                   optional=True),
+        "network": _mapping,
+        "sw_batch_size": _number(1, integer=True),
+        "sw_overlap": _number(0, 1, hi_open=True),
+        "min_component_ml": _number(0),
+    },
+    "cls": {
+        **_COMMON_CHECKS,
+        "stripped_brain_channel": _boolean,
+        "crop": _choice("brain", "head", None),
+        "in_plane": _sequence(2, _number(1, integer=True), "integers >= 1"),
+        "network": _mapping,
+        "aux_seg_weight": _number(0),
+        "class_weights": _sequence(6, _number(0), "numbers >= 0 (any + five subtypes)"),
+        "focal_gamma": _number(0),
+        "pos_weight": _pos_weight,
+        "pos_weight_max": _number(0, lo_open=True),
+        "rule_k": _number(1, integer=True),
+        "threshold_method": _choice("youden", "sensitivity", "specificity"),
+    },
+}
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str = "") -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in over.items():
         where = f"{path}{key}"
         if key not in out:
-            raise ValueError(f"unknown config key {where!r}")
+            close = difflib.get_close_matches(str(key), [str(k) for k in out], n=1)
+            hint = f"; did you mean {path + close[0]!r}?" if close else ""
+            raise _Invalid(where, f"is unknown{hint}")
         if isinstance(out[key], dict) and isinstance(value, Mapping) and key != "network":
             out[key] = _merge(out[key], value, where + ".")
         elif isinstance(out[key], dict) and isinstance(value, Mapping):
@@ -131,70 +317,79 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str = "") -> dic
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML override file (a mapping)."""
+    """Read a JSON or YAML override file (a mapping); ``ValueError`` naming the file if it is not one."""
     p = Path(path)
     text = p.read_text(encoding="utf-8")
     if p.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{p}: not valid YAML: {exc}") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not valid JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"{p}: a training config must be a mapping, got {type(data).__name__}")
     return dict(data)
 
 
 def resolve_config(kind: str, config: str | Path | Mapping[str, Any] | None = None,
-                   epochs: int | None = None) -> dict[str, Any]:
-    """Defaults of ``kind`` merged with ``config`` (path or mapping) and ``epochs``."""
+                   epochs: int | None = None, *, source: str | None = None) -> dict[str, Any]:
+    """Defaults of ``kind`` merged with ``config`` (path or mapping) and ``epochs``, checked and coerced.
+
+    Raises ``ValueError`` naming the config file (or ``source``) and the key for an unknown key, or
+    a value of the wrong type or out of range.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    over: Mapping[str, Any] = {}
+    name = source or (str(config) if isinstance(config, (str, Path)) else "training config")
+    over: Any = {}
     if isinstance(config, (str, Path)):
         over = read_config_file(config)
     elif config is not None:
         over = config
-    cfg = _merge(DEFAULTS[kind], over)
+    if not isinstance(over, Mapping):
+        raise ValueError(f"{name}: a training config must be a mapping, got {type(over).__name__}")
+    try:
+        cfg = _merge(DEFAULTS[kind], over)
+    except _Invalid as exc:
+        raise ValueError(f"{name}: {exc}") from None
     if epochs is not None:
+        if isinstance(epochs, bool) or _as_number(epochs) is None or int(epochs) != epochs or int(epochs) < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
         cfg["epochs"] = int(epochs)
-    validate_config(kind, cfg)
-    return cfg
+    return validate_config(kind, cfg, source=name)
 
 
-def resolve_saved_config(kind: str, saved: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
+def resolve_saved_config(kind: str, saved: Mapping[str, Any], epochs: int | None = None,
+                         source: str | None = None) -> dict[str, Any]:
     """:func:`resolve_config` of a run's saved config, with switches added since it was saved off
     (not at their newer defaults), so that a resumed run trains the network it started with."""
-    return resolve_config(kind, {**ADDED_SWITCHES_OFF[kind], **saved}, epochs=epochs)
+    return resolve_config(kind, {**ADDED_SWITCHES_OFF[kind], **saved}, epochs=epochs, source=source)
 
 
-def validate_config(kind: str, cfg: Mapping[str, Any]) -> None:
-    if int(cfg["epochs"]) < 1:
-        raise ValueError(f"epochs must be >= 1, got {cfg['epochs']}")
-    if int(cfg["batch_size"]) < 1:
-        raise ValueError("batch_size must be >= 1")
-    if int(cfg["best_window"]) < 1:
-        raise ValueError(f"best_window must be >= 1, got {cfg['best_window']}")
-    mm = cfg.get("max_minutes")
-    if mm is not None and not float(mm) > 0:
-        raise ValueError(f"max_minutes must be > 0 or null, got {mm}")
-    if kind == "seg":
-        if cfg["num_classes"] not in (2, 6):
-            raise ValueError(f"num_classes must be 2 or 6, got {cfg['num_classes']}")
-        if len(cfg["patch"]) != 3 or len(cfg["spacing_mm"]) != 3:
-            raise ValueError("patch and spacing_mm need 3 values")
-        if cfg["loss"] not in ("dice_ce", "dice_focal"):
-            raise ValueError(f"loss must be 'dice_ce' or 'dice_focal', got {cfg['loss']!r}")
-        cw = cfg["class_weights"]
-        if cw is not None and len(cw) != cfg["num_classes"]:
-            raise ValueError(f"class_weights needs {cfg['num_classes']} values")
-    else:
-        if len(cfg["in_plane"]) != 2:
-            raise ValueError("in_plane needs 2 values")
-        if len(cfg["class_weights"]) != 6:
-            raise ValueError("class_weights needs 6 values")
-        if not float(cfg["focal_gamma"]) >= 0:
-            raise ValueError(f"focal_gamma must be >= 0, got {cfg['focal_gamma']}")
-        pw = cfg["pos_weight"]
-        if pw != "auto" and (not isinstance(pw, list) or len(pw) != 6):
-            raise ValueError("pos_weight must be 'auto' or a list of 6 values")
+def validate_config(kind: str, cfg: Mapping[str, Any], source: str = "training config") -> dict[str, Any]:
+    """``cfg`` (every key of :data:`DEFAULTS` ``[kind]``) checked and coerced: a new dict.
+
+    Raises ``ValueError`` ("SOURCE: config key 'lr' must be a number > 0, got 'abc'").
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    checks = CHECKS[kind]
+    unknown = [k for k in cfg if k not in checks]
+    missing = [k for k in checks if k not in cfg]
+    if unknown:
+        raise ValueError(f"{source}: config key {unknown[0]!r} is unknown")
+    if missing:
+        raise ValueError(f"{source}: config key {missing[0]!r} is missing")
+    out: dict[str, Any] = {}
+    try:
+        for key, check in checks.items():
+            out[key] = check(cfg[key], key, out)
+    except _Invalid as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    return {k: out[k] for k in cfg}  # the order of cfg

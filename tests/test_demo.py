@@ -28,7 +28,7 @@ def demo(tmp_path_factory):
 def test_demo_quick_leaves_only_its_artefacts(demo):
     out, _ = demo
     assert sorted(p.name for p in out.iterdir()) == [
-        "bundles", "evaluation", "manifest.json", "predict", "runs", "synthetic", "volumes"]
+        ".ichct-demo", "bundles", "evaluation", "manifest.json", "predict", "runs", "synthetic", "volumes"]
 
 
 def test_demo_quick_writes_cohort_and_reads_every_study(demo):
@@ -87,3 +87,80 @@ def test_demo_quick_trains_evaluates_packages_and_predicts(demo):
         assert (predict_dirs[0] / name).is_file()
     assert any(p.suffix == ".png" for p in (predict_dirs[0] / "overlays").iterdir())
     assert "held-out evaluation" in printed and "roc_auc" in printed
+
+
+# ---- an existing --out: refused before any work, or replaced with --overwrite when it holds a demo --------
+
+
+def _tree(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, run_cli):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    before = _tree(out)
+    for extra in ((), ("--overwrite",)):
+        res = run_cli("demo", "--quick", "--out", out, *extra)
+        assert res.code == 1
+        assert str(out) in res.err and "holds no ichct demo" in res.err, res.err
+        assert _tree(out) == before
+
+
+def test_demo_rerun_is_refused_before_any_work(demo, run_cli):
+    """A finished demo is not regenerated and then refused at training: it is refused at once,
+    pointing at --overwrite (it used to say "pass --resume", which demo does not take)."""
+    out, _ = demo
+    before = _tree(out)
+    res = run_cli("demo", "--quick", "--out", out, "--workers", "1")
+    assert res.code == 1
+    assert str(out) in res.err and "--overwrite" in res.err and "--resume" not in res.err, res.err
+    assert _tree(out) == before
+
+
+def _fake_demo(out, marker=True):
+    (out / "runs" / "seg").mkdir(parents=True)
+    (out / "runs" / "seg" / "last.pt").write_bytes(b"old")
+    (out / "manifest.json").write_text("{}")
+    (out / "synthetic").mkdir()
+    (out / "synthetic" / ".ichct-synth").write_text("ichct-synth\n")
+    if marker:
+        (out / ".ichct-demo").write_text("ichct demo\n")
+
+
+def test_demo_overwrite_replaces_a_demo_and_a_failure_leaves_nothing(tmp_path, run_cli, monkeypatch):
+    import ichct.pipeline.demo as demo_mod
+
+    seen = []
+
+    def broken_cohort(config, out_dir, **kwargs):
+        seen.append(sorted(p.name for p in out_dir.parent.iterdir()))
+        raise ValueError("synthetic cohort broke")
+
+    monkeypatch.setattr(demo_mod, "generate_cohort", broken_cohort)
+    old = tmp_path / "old_demo"
+    old.mkdir()
+    _fake_demo(old, marker=False)  # a demo written before the marker is recognised too
+    res = run_cli("demo", "--quick", "--out", old)
+    assert res.code == 1 and "previous ichct demo" in res.err and "--overwrite" in res.err, res.err
+    assert not seen and (old / "runs" / "seg" / "last.pt").is_file()
+
+    res = run_cli("demo", "--quick", "--out", old, "--overwrite")
+    assert res.code == 1 and "synthetic cohort broke" in res.err, res.err
+    assert seen == [[".ichct-demo"]]  # the previous demo was removed before the new one started
+    assert list(old.iterdir()) == []  # the failed demo left nothing behind
+
+    new = tmp_path / "parent" / "new_demo"
+    res = run_cli("demo", "--quick", "--out", new)
+    assert res.code == 1 and len(seen) == 2
+    assert not (tmp_path / "parent").exists()
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _fake_demo(mixed)
+    (mixed / "notes.txt").write_text("keep me")
+    before = _tree(mixed)
+    res = run_cli("demo", "--quick", "--out", mixed, "--overwrite")
+    assert res.code == 1 and "notes.txt" in res.err and len(seen) == 2, res.err
+    assert _tree(mixed) == before

@@ -85,6 +85,8 @@ def test_usage_errors(setup, run_cli, tmp_path):
     assert r.code == 1 and "run_config.json" in r.err
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--rules", "vote").code == 2
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--bootstrap", "-1").code == 2
+    r = run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--bootstrap", "0")
+    assert r.code == 2 and "--bootstrap" in r.err  # the bootstrap needs at least one resample
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--split", "validation").code == 2
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--split", "dev").code == 2
     assert "model bundle" in " ".join(run_cli("evaluate", "--help").out.split()).lower()

@@ -63,13 +63,14 @@ def test_missing_folder_exits_1(tmp_path, run_cli):
     assert fac.tree_listing(tmp_path) == []
 
 
-def test_bad_output_name_exits_1_without_output(tmp_path, run_cli):
+def test_bad_output_name_exits_2_without_output(tmp_path, run_cli):
+    """A wrong OUT extension is a usage error (tests/test_cli_usage.py), refused before reading."""
     fac.write_series(tmp_path / "dcm", fac.make_stack(10, 5.0, key="badout"))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     res = run_cli("convert", tmp_path / "dcm", out_dir / "ct.nrrd")
-    assert res.code == 1
-    assert "ct.nrrd" in res.err
+    assert res.code == 2
+    assert "ct.nrrd" in res.err and "argument OUT" in res.err
     assert fac.tree_listing(out_dir) == []
 
 
