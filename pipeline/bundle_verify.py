@@ -148,12 +148,28 @@ def _check_large_files(root: Path) -> str:
     return f"{len(entries)} file(s) present with matching hashes"
 
 
+@contextlib.contextmanager
+def _monai_scripts_quiet():
+    """MONAI's bundle scripts (and its schema download helper) log at INFO to *stdout*; keep that off
+    stdout, where the check table goes, unless ichct logs at debug level (-v)."""
+    noisy = [logging.getLogger(name) for name in ("monai.bundle.scripts", "monai.apps")]
+    levels = [lg.level for lg in noisy]
+    if not logger.isEnabledFor(logging.DEBUG):
+        for lg in noisy:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(noisy, levels):
+            lg.setLevel(level)
+
+
 def _check_metadata(root: Path, schema: Path) -> str:
     from monai.bundle import verify_metadata
 
     if not schema.is_file():
         raise FileNotFoundError(f"{schema}: metadata schema not found")
-    with warnings.catch_warnings():  # MONAI warns that a local schema has no hash to check against
+    with warnings.catch_warnings(), _monai_scripts_quiet():  # a local schema has no hash to check against
         warnings.filterwarnings("ignore", message="No hash value provided")
         verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema))
     meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
@@ -163,9 +179,10 @@ def _check_metadata(root: Path, schema: Path) -> str:
 def _check_net(root: Path) -> str:
     from monai.bundle import verify_net_in_out
 
-    verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"),
-                      config_file=str(root / "configs" / "inference.json"), device="cpu", n=1, p=1, any=4,
-                      bundle_root=str(root))
+    with _monai_scripts_quiet():
+        verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"),
+                          config_file=str(root / "configs" / "inference.json"), device="cpu", n=1, p=1, any=4,
+                          bundle_root=str(root))
     return "input/output channels and dtype as in network_data_format"
 
 

@@ -424,3 +424,15 @@ def test_committed_bundle(name, schema):
     assert meta["intended_use"].startswith("Research only")
     results = verify_bundle(b, schema=schema)
     assert all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+def test_bundle_verify_stdout_is_the_table_only(tmp_path):
+    """MONAI's bundle scripts log at INFO to stdout; `ichct bundle verify` keeps stdout for its check
+    table (a separate process: MONAI binds its handler to the real stdout)."""
+    code = "import sys; from ichct.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "bundle", "verify", str(REPO / "bundles" / "ich_ct_classification")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["check", "result", "detail"], lines[:3]
+    assert " - INFO - " not in r.stdout and lines[-1].startswith("bundle OK")
