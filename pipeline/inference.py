@@ -261,11 +261,6 @@ def seg_eval_transforms(cfg: Mapping[str, Any]):
                     EnsureTyped("image", dtype=torch.float32)])
 
 
-def _voxel_ml(img: Any) -> float:
-    """Voxel volume (mL) of a loaded image's grid, from its affine."""
-    return affine_voxel_volume_ml(img.affine)
-
-
 def _fresh(img: Any) -> Any:
     """An independent copy of a loaded MetaTensor (array and meta, affine included)."""
     from monai.data import MetaTensor
@@ -356,7 +351,7 @@ def _predict_seg(model: LoadedModel, img: Any,
     if min_ml > 0 and orig.any():  # specks below the run's minimum component volume, on the original grid
         from ichct.transforms import RemoveSmallComponents
 
-        orig = np.asarray(RemoveSmallComponents(min_ml, voxel_volume_ml=_voxel_ml(img))(orig[None]))[0]
+        orig = np.asarray(RemoveSmallComponents(min_ml, voxel_volume_ml=affine_voxel_volume_ml(img.affine))(orig[None]))[0]
     _add_time(timings, "seg", t0)
     return labels[0].numpy().astype(np.uint8), affine_pre, orig
 

@@ -93,6 +93,7 @@ def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, d
         k = int(pred.num_seg_classes)
         labels += [s for s in SUBTYPES if s not in labels and (s == "any" or k == len(SUBTYPES))]
     spacing = tuple(float(v) for v in np.linalg.norm(pred.original_affine[:3, :3], axis=0))
+    voxel_ml = affine_voxel_volume_ml(pred.original_affine)
     out: dict[str, dict[str, Any]] = {}
     for label in labels:
         d = decisions.get(label)
@@ -114,7 +115,6 @@ def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, d
         elif d is not None and mask is not None:
             f["slice_ranges"], f["slice_ranges_source"] = seg_ranges(mask), "slices with segmented voxels"
         if mask is not None:
-            voxel_ml = affine_voxel_volume_ml(pred.original_affine)
             f["volume_ml"] = float(pred.volumes_ml_original.get(label, float(np.count_nonzero(mask)) * voxel_ml))
             f["volume_ml_model_grid"] = pred.volumes_ml.get(label)
             est = abc2_estimate(mask, spacing, voxel_volume_ml=voxel_ml)

@@ -73,17 +73,16 @@ class SplitCheck:
     notes: list[str] = field(default_factory=list)
 
 
-def _seen(entry: Mapping[str, Any], part: Mapping[str, Any], same_salt: bool) -> bool:
-    if same_salt and str(entry.get("patient_key")) in part.get("_keys", set()):
-        return True
-    return (str(entry.get("study_uid", "")) in part.get("_studies", set())
-            or str(entry.get("series_uid", "")) in part.get("_series", set()))
-
-
 def _index(part: Mapping[str, Any]) -> dict[str, set[str]]:
-    return {"_keys": {str(k) for k in part.get("patient_keys", [])},
-            "_studies": {str(u) for u in part.get("study_uids", [])},
-            "_series": {str(u) for u in part.get("series_uids", [])}}
+    """The record part's patient keys, study and series UIDs as sets (empty when not recorded)."""
+    return {field: {str(v) for v in part.get(field, [])} for field in ("patient_keys", "study_uids", "series_uids")}
+
+
+def _seen(entry: Mapping[str, Any], index: Mapping[str, set[str]], same_salt: bool) -> bool:
+    if same_salt and str(entry.get("patient_key")) in index["patient_keys"]:
+        return True
+    return (str(entry.get("study_uid", "")) in index["study_uids"]
+            or str(entry.get("series_uid", "")) in index["series_uids"])
 
 
 def check_split(record: Mapping[str, Any], entries: Sequence[Mapping[str, Any]], salt_id: str | None,
@@ -93,7 +92,7 @@ def check_split(record: Mapping[str, Any], entries: Sequence[Mapping[str, Any]],
     run_salt = record.get("salt_id")
     same_salt = not (run_salt and salt_id and run_salt != salt_id)
     train = _index(record)
-    has_uids = bool(train["_studies"] or train["_series"])
+    has_uids = bool(train["study_uids"] or train["series_uids"])
     if not same_salt:
         out.notes.append(
             f"{where} was trained on a manifest salted {run_salt}, the evaluated one is salted {salt_id}: "
