@@ -30,10 +30,11 @@ from typing import Any
 
 import torch
 
+from ichct.errors import InputError, read_json
 from ichct.pipeline.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.devices import torch_device
-from ichct.pipeline.inference import LoadedModel, network_and_rule
-from ichct.pipeline.train import sha256_file
+from ichct.pipeline.inference import LoadedModel, network_and_rule, read_run_config
+from ichct.pipeline.train import load_checkpoint, sha256_file
 
 logger = logging.getLogger("ichct.bundle")
 
@@ -59,7 +60,7 @@ def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a model state dict (or a checkpoint with a 'model' entry)")
+        raise InputError(path, "not a model state dict (or a checkpoint with a 'model' entry)")
     return dict(obj)
 
 
@@ -76,8 +77,8 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     ------
     NotADirectoryError, FileNotFoundError
         Not a folder, or a file is missing.
-    ValueError
-        A config or weights that do not fit.
+    ichct.errors.InputError
+        A config or weights that cannot be read or do not fit (a ``ValueError``).
     """
     root = Path(bundle_dir)
     if not root.is_dir():
@@ -86,21 +87,13 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     rc_path = models / "run_config.json"
     if not rc_path.is_file():
         raise FileNotFoundError(f"{rc_path}: missing (not an ichct bundle?)")
-    try:
-        run_config = json.loads(rc_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{rc_path}: not valid JSON: {exc}") from exc
-    kind = run_config.get("kind")
-    if kind not in ("seg", "cls") or not isinstance(run_config.get("config"), Mapping):
-        raise ValueError(f"{rc_path}: needs kind 'seg' or 'cls' and the training 'config'")
+    run_config = read_run_config(rc_path, "bundle run config")
+    kind = run_config["kind"]
     weights = root / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing")
     dev = torch_device(device)
-    try:
-        state = _state_dict(torch.load(weights, map_location=dev, weights_only=True), weights)
-    except (RuntimeError, EOFError) as exc:
-        raise ValueError(f"{weights}: unreadable weights: {exc}") from exc
+    state = _state_dict(load_checkpoint(weights, map_location=dev), weights)  # InputError when unreadable
     cfg = dict(run_config["config"])
     net, rule = network_and_rule(kind, cfg, state, dev, weights_path=weights, config_path=rc_path,
                                  thresholds_path=models / "thresholds.json")
@@ -215,7 +208,7 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
 def _refuse_occupied(dest: Path, force: bool) -> None:
     """A ``dest`` that holds anything is replaced only with ``force``."""
     if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):
-        raise ValueError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
+        raise InputError(f"{dest}: exists and is not an empty folder (pass --force to replace it)")
 
 
 def _swap_in(tmp: Path, dest: Path, force: bool) -> None:
@@ -236,14 +229,16 @@ def _check_evaluation(eval_dir: Path, kind: str, weights_sha: str, dest: Path | 
     ------
     FileNotFoundError
         No ``metrics.json``.
-    ValueError
+    ichct.errors.InputError
         An evaluation of another model, of a run rather than a bundle, of other weights, or on
         training patients.
     """
     mpath = eval_dir / "metrics.json"
     if not mpath.is_file():
         raise FileNotFoundError(f"{mpath}: missing (run `ichct evaluate --bundle BUNDLE ... --out {eval_dir}` first)")
-    metrics = json.loads(mpath.read_text(encoding="utf-8"))
+    metrics = read_json(mpath, "evaluation (metrics.json)")
+    if not isinstance(metrics, Mapping):
+        raise InputError(mpath, "not an ichct evaluation (metrics.json of `ichct evaluate`)")
     runs = (metrics.get("model") or {}).get("runs") or {}
     entry = runs.get(kind) or {}
     bundle = str(dest) if dest is not None else "BUNDLE"
@@ -251,19 +246,19 @@ def _check_evaluation(eval_dir: Path, kind: str, weights_sha: str, dest: Path | 
     todo = (f"package without --evaluation, run `ichct evaluate --bundle {bundle} --manifest {manifest} --split "
             f"{metrics.get('split') or 'test'} --out EVAL_DIR`, then package again with --evaluation EVAL_DIR")
     if not entry:
-        raise ValueError(f"{mpath}: evaluates no {kind} model (it evaluates: {', '.join(sorted(runs)) or 'nothing'}); "
+        raise InputError(f"{mpath}: evaluates no {kind} model (it evaluates: {', '.join(sorted(runs)) or 'nothing'}); "
                          f"{todo}")
     got = entry.get("weights_sha256")
     if got is None and not entry.get("bundle_dir"):
-        raise ValueError(f"{mpath}: this evaluation was made from run {entry.get('run_dir', '?')} "
+        raise InputError(f"{mpath}: this evaluation was made from run {entry.get('run_dir', '?')} "
                          f"({entry.get('checkpoint', '?')} checkpoint), not from a bundle of the weights being "
                          "packaged; an evaluation of a run does not record which weights it ran, so it cannot be "
                          f"matched to them: {todo}")
     if got != weights_sha:
-        raise ValueError(f"{mpath}: evaluates other weights than this run's {checkpoint} checkpoint "
+        raise InputError(f"{mpath}: evaluates other weights than this run's {checkpoint} checkpoint "
                          f"(bundle {entry.get('bundle_dir', '?')}, weights sha256 {got} vs {weights_sha}); {todo}")
     if metrics.get("allow_overlap"):
-        raise ValueError(f"{mpath}: evaluated on training patients (--allow-overlap); not a valid performance report")
+        raise InputError(f"{mpath}: evaluated on training patients (--allow-overlap); not a valid performance report")
     return metrics
 
 
@@ -335,12 +330,12 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     run = Path(run_dir)
     dest = Path(bundle_dir)
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
-        raise ValueError(f"version must be semantic (MAJOR.MINOR.PATCH), got {version!r}")
+        raise InputError(f"--version must be semantic (MAJOR.MINOR.PATCH), got {version!r}")
     model = load_run(run, device="cpu", checkpoint=checkpoint)  # validates config.json and the weights
     for need in ("thresholds.json", "train_patients.json"):
         if not (run / need).is_file():
             raise FileNotFoundError(f"{run / need}: missing; a bundle needs it")
-    ckpt = torch.load(run / f"{checkpoint}.pt", map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(run / f"{checkpoint}.pt")
     state = _state_dict(ckpt, run / f"{checkpoint}.pt")
     buf = io.BytesIO()
     torch.save(state, buf)

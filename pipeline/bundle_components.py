@@ -32,6 +32,7 @@ from monai.config import KeysCollection
 from monai.handlers import ValidationHandler
 from monai.transforms import MapTransform
 
+from ichct.errors import InputError
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.decision import SUBTYPES, DecisionRule, ct_scores, decide
 from ichct.pipeline.train import sha256_file
@@ -62,13 +63,13 @@ def study_items(input_path: str | Path | None) -> list[dict[str, str]]:
 
     Raises
     ------
-    ValueError
-        ``input_path`` is not set.
+    ichct.errors.InputError
+        ``input_path`` is not set (a ``ValueError``).
     FileNotFoundError
         It does not exist, or a folder holds neither NIfTI nor other files.
     """
     if input_path is None or str(input_path) == "":
-        raise ValueError("input_path is not set: pass --input_path DICOM_FOLDER_OR_NIFTI (and --output_dir OUT)")
+        raise InputError("input_path is not set: pass --input_path DICOM_FOLDER_OR_NIFTI (and --output_dir OUT)")
     p = Path(input_path)
     if p.is_file():
         return [{"image": str(p), "name": study_name(p)}]

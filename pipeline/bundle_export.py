@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from ichct.errors import InputError, read_json
+
 __all__ = ["export_bundle"]
 
 
@@ -50,20 +52,20 @@ def _check_run_files(run: Path, other: Mapping[str, Any]) -> None:
     """Refuse a run whose ``thresholds.json`` or ``train_patients.json`` is of another fold or manifest."""
     fold, sha = other.get("fold"), other.get("manifest_sha256")
     problems = []
-    record = json.loads((run / "train_patients.json").read_text(encoding="utf-8"))
+    record = read_json(run / "train_patients.json", "training record")
     if isinstance(record, Mapping):
         if record.get("fold") is not None and fold is not None and int(record["fold"]) != int(fold):
             problems.append(f"train_patients.json is of fold {record['fold']}, config.json of fold {fold}")
         if record.get("manifest_sha256") and sha and record["manifest_sha256"] != sha:
             problems.append("train_patients.json is of another manifest (sha256) than config.json")
-    rule = json.loads((run / "thresholds.json").read_text(encoding="utf-8"))
+    rule = read_json(run / "thresholds.json", "decision rule")
     chosen = ((rule.get("meta") or {}).get("chosen_on") if isinstance(rule, Mapping) else None)
     if chosen and fold is not None and str(chosen).startswith("validation fold ") \
             and str(chosen) != f"validation fold {fold}":
         problems.append(f"thresholds.json was chosen on {chosen}, config.json validates fold {fold}")
     if problems:
-        raise ValueError(f"{run}: the run's files describe different runs ({'; '.join(problems)}); the exported "
-                         "bundle would mix them: export the weights of a complete, unmodified training run")
+        raise InputError(run, f"the run's files describe different runs ({'; '.join(problems)}); the exported "
+                              "bundle would mix them: export the weights of a complete, unmodified training run")
 
 
 def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> dict[str, Any]:
@@ -90,12 +92,14 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
     ------
     FileNotFoundError
         The checkpoint, its run's ``config.json``, ``thresholds.json`` or ``train_patients.json`` is missing.
-    ValueError
-        Another network or preprocessing, weights that do not fit, or run files of different runs.
+    ichct.errors.InputError
+        Another network or preprocessing, weights or run files that cannot be read or do not fit, or run
+        files of different runs.
     """
     from ichct.pipeline.bundle import _state_dict, _training_summary
     from ichct.pipeline.bundle_docs import describe_training_data, training_data_summary
-    from ichct.pipeline.inference import _build_network
+    from ichct.pipeline.inference import _build_network, read_run_config
+    from ichct.pipeline.train import load_checkpoint
 
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing")
@@ -103,18 +107,18 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: missing; --weights must be a checkpoint inside a training run folder")
-    other = json.loads(cfg_path.read_text(encoding="utf-8"))
+    other = read_run_config(cfg_path)
     diffs = _same_model(run_config, other)
     if diffs:
-        raise ValueError(f"{weights}: its run differs from the bundle in {', '.join(diffs)}; package that run as its "
-                         "own bundle (ichct bundle package) instead")
-    ck = torch.load(weights, map_location="cpu", weights_only=True)
+        raise InputError(weights, f"its run differs from the bundle in {', '.join(diffs)}; package that run as its "
+                                  "own bundle (ichct bundle package) instead")
+    ck = load_checkpoint(weights)
     state = _state_dict(ck, weights)
     net = _build_network(run_config["kind"], run_config["config"])
     try:
         net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{weights}: weights do not fit the bundle's network: {exc}") from exc
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(weights, f"weights do not fit the bundle's network: {exc}") from exc
     for need in ("thresholds.json", "train_patients.json"):
         if not (run / need).is_file():
             raise FileNotFoundError(f"{run / need}: missing; the weights' decision rule and training patients "
@@ -181,6 +185,7 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     from ichct.pipeline.bundle import REQUIRED_FILES, write_bundle_files
     from ichct.pipeline.bundle_code import config_modules, module_closure, vendor
     from ichct.pipeline.bundle_configs import bundle_configs
+    from ichct.pipeline.inference import read_run_config
 
     src = Path(bundle_dir)
     missing = [f for f in REQUIRED_FILES if not (src / f).is_file()]
@@ -190,14 +195,14 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     if zip_file and out.suffix != ".zip":
         out = out.with_name(out.name + ".zip")
     if out.exists() and (zip_file or not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out}: exists; choose another destination")
+        raise InputError(out, "exists; choose another destination")
     work = temp_dir_beside(out)
     try:
         name = src.resolve().name
         tmp = work / name
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("__pycache__", "scripts", "eval", "predictions",
                                                                 "*.ts", "*.onnx", ".*"))
-        rc = json.loads((tmp / "models" / "run_config.json").read_text(encoding="utf-8"))
+        rc = read_run_config(src / "models" / "run_config.json", "bundle run config")
         if weights is not None:
             rc = _replace_weights(tmp, Path(weights), rc)
         if rc.get("manifest") and not os.path.isabs(rc["manifest"]):
@@ -207,7 +212,7 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
         modules = module_closure(config_modules(bundle_configs(rc).values()))
         written = vendor(modules, tmp / "scripts")
         ev = tmp / "docs" / "evaluation" / "metrics.json"
-        evaluation = json.loads(ev.read_text(encoding="utf-8")) if ev.is_file() else None
+        evaluation = read_json(ev, "evaluation (metrics.json)") if ev.is_file() else None
         write_bundle_files(tmp, rc, evaluation, exported=True)
         meta = json.loads((tmp / "configs" / "metadata.json").read_text(encoding="utf-8"))
         if zip_file:

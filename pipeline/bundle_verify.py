@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ichct.errors import InputError
+
 __all__ = ["CheckResult", "verify_bundle", "default_schema", "format_table", "CONFIG_SETS"]
 
 logger = logging.getLogger("ichct.bundle")
@@ -112,17 +114,16 @@ def _check_configs(root: Path, files: Sequence[str]) -> str:
             except ImportError as exc:
                 problems.append(f"imports: {stmt!r} fails ({exc})")
     if problems:
-        raise ValueError("; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
+        raise InputError("; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
     return f"{len(items)} items, {n_targets} targets resolved"
 
 
 def _check_weights(root: Path) -> str:
-    import torch
-
     from ichct.pipeline.bundle import WEIGHTS, _state_dict
+    from ichct.pipeline.train import load_checkpoint
 
     path = root / WEIGHTS
-    state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    state = _state_dict(load_checkpoint(path), path)
     net = _parser(root, ["configs/inference.json"]).get_parsed_content("network_def")
     net.load_state_dict(state, strict=True)
     size = path.stat().st_size / 2**20
@@ -137,14 +138,14 @@ def _check_large_files(root: Path) -> str:
     doc = yaml.safe_load((root / "large_files.yml").read_text(encoding="utf-8")) or {}
     entries = doc.get("large_files")
     if not isinstance(entries, list) or not entries:
-        raise ValueError("large_files.yml: needs a non-empty 'large_files' list")
+        raise InputError("large_files.yml: needs a non-empty 'large_files' list")
     for e in entries:
         p = root / str(e.get("path", ""))
         if not p.is_file():
             raise FileNotFoundError(f"{e.get('path')}: listed in large_files.yml but missing "
                                     f"(fetch: python -m monai.bundle download_large_files --bundle_path {root})")
         if e.get("hash_type", "sha256") == "sha256" and e.get("hash_val") and sha256_file(p) != e["hash_val"]:
-            raise ValueError(f"{e.get('path')}: sha256 differs from large_files.yml")
+            raise InputError(f"{e.get('path')}: sha256 differs from large_files.yml")
     return f"{len(entries)} file(s) present with matching hashes"
 
 

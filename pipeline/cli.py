@@ -1,6 +1,17 @@
 """The ``ichct`` command line: a thin layer over the pipeline's Python functions.
 
-Exit codes: 0 success, 1 data error (bad input, failed check), 2 usage error.
+Exit codes:
+
+- 0: success;
+- 1: data error: bad input or a failed check (an :class:`ichct.errors.IchctError`, a file or
+  folder that is missing, of the wrong type or not permitted, or a full disk; see
+  :func:`ichct.errors.data_error`); its message names the file and what is wrong, without a
+  traceback (``-v`` adds it);
+- 2: usage error (a wrong or missing argument);
+- 70: internal error, a bug in ichct or a library it calls (``EX_SOFTWARE`` of ``sysexits.h``):
+  the full traceback, then a line asking to report it;
+- 130: interrupted (Ctrl-C).
+
 Each subcommand lives in its own module exposing ``register(subparsers)``; the module's parser
 sets ``func`` to a callable taking the parsed namespace and returning an exit code.
 """
@@ -12,9 +23,11 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from ichct import __version__
+from ichct.errors import data_error
 
 # Modules that add subcommands; each has register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -28,7 +41,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.predict_cli",
 )
 
-EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+#: The exit codes, for the help text of subcommands that list them.
+EXIT_CODES_HELP = ("Exit codes: 0 success, 1 data error (bad input or a failed check; the message names the file), "
+                   "2 usage error, 70 internal error (a bug: traceback shown, please report it).")
+ISSUE_HINT = "the ichct issue tracker (or the ichct developers)"
 logger = logging.getLogger("ichct.cli")
 
 
@@ -47,7 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers, common)
+    _add_exit_codes(parser)
     return parser
+
+
+def _add_exit_codes(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand parser below it the exit codes as epilog (unless it has one)."""
+    if parser.epilog is None:
+        parser.epilog = EXIT_CODES_HELP
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_exit_codes(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +106,6 @@ def _stdout_to_devnull() -> None:
 
 def _run(argv: Sequence[str] | None) -> int:
     from ichct.pipeline.logging_setup import configure_logging, hide_known_library_warnings
-    from ichct.transforms.dicom.errors import DicomIngestError
 
     parser = build_parser()
     try:
@@ -91,17 +118,33 @@ def _run(argv: Sequence[str] | None) -> int:
         hide_known_library_warnings()
     try:
         return int(args.func(args) or 0)
-    except DicomIngestError as exc:
-        logger.error("%s", exc)
-        return EXIT_DATA_ERROR
-    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as exc:
-        logger.error("%s", exc)
-        return EXIT_DATA_ERROR
     except KeyboardInterrupt:
         logger.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # main() ends quietly
+    except Exception as exc:  # noqa: BLE001 - a data error (exit 1) or a bug (exit 70, traceback)
+        cause = data_error(exc)
+        if cause is None:
+            _report_bug()
+            return EXIT_INTERNAL_ERROR
+        logger.error("%s", cause)
+        logger.debug("where the error above was raised:", exc_info=exc)  # -v
+        return EXIT_DATA_ERROR
     finally:
         logging.disable(disabled)
+
+
+def _report_bug() -> None:
+    """Print the traceback of the exception being handled and how to report it, on stderr.
+
+    Written to stderr directly (not through logging), so that ``-q`` or a logging setup cannot
+    hide it.
+    """
+    traceback.print_exc(file=sys.stderr)
+    sys.stderr.write(f"ichct {__version__}: internal error (a bug). Please report it with the command and the "
+                     f"traceback above to {ISSUE_HINT}.\n")
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -513,8 +513,13 @@ class DecisionRule:
 
     @classmethod
     def load(cls, path: str | Path) -> DecisionRule:
-        """Read a rule saved by :meth:`save`."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a rule saved by :meth:`save`; :class:`~ichct.errors.InputError` naming the file when it is not one."""
+        from ichct.errors import InputError  # here: this module imports nothing of ichct but its labels
+
+        try:
+            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except (ValueError, TypeError) as exc:  # not JSON, not a mapping, a field unknown, missing or out of range
+            raise InputError(path, f"not a valid decision rule: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ichct.errors import InputError
 from ichct.pipeline.atomic import atomic_path
 from ichct.pipeline.devices import torch_device
 from ichct.pipeline.ingest import convert_series, folder_info
@@ -162,9 +163,10 @@ def prepare_demo_folder(out_dir: str | Path, overwrite: bool = False) -> Path | 
     """Make ``out_dir`` ready for a demo before any work: new, empty, or (``overwrite``) a previous
     demo, which is emptied. Writes :data:`MARKER`.
 
-    Returns the topmost folder created (None when ``out_dir`` existed). Raises ``ValueError`` naming
-    the folder for a non-empty one that is not a demo, a demo without ``overwrite``, or a demo
-    folder that holds other files too (nothing is removed then); ``NotADirectoryError`` for a file.
+    Returns the topmost folder created (None when ``out_dir`` existed). Raises
+    :class:`~ichct.errors.InputError` naming the folder for a non-empty one that is not a demo, a
+    demo without ``overwrite``, or a demo folder that holds other files too (nothing is removed
+    then); ``NotADirectoryError`` for a file.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -177,13 +179,13 @@ def prepare_demo_folder(out_dir: str | Path, overwrite: bool = False) -> Path | 
             created = p
     elif any(out.iterdir()):
         if not _holds_demo(out):
-            raise ValueError(f"{out}: exists, is not empty and holds no ichct demo; choose a new or empty --out")
+            raise InputError(f"{out}: exists, is not empty and holds no ichct demo; choose a new or empty --out")
         if not overwrite:
-            raise ValueError(f"{out}: holds a previous ichct demo; pass --overwrite to replace it, "
+            raise InputError(f"{out}: holds a previous ichct demo; pass --overwrite to replace it, "
                              "or choose another --out")
         foreign = sorted(p.name for p in out.iterdir() if not _is_demo_entry(p.name))
         if foreign:
-            raise ValueError(f"{out}: holds an ichct demo and other files ({', '.join(foreign[:5])}); "
+            raise InputError(f"{out}: holds an ichct demo and other files ({', '.join(foreign[:5])}); "
                              "not replaced: move them or choose another --out")
         _empty_folder(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ichct.errors import IchctError, InputError
 from ichct.pipeline.atomic import replace_dir, temp_dir_beside
 from ichct.pipeline.decision import RULES, SUBTYPES, affine_voxel_volume_ml
 from ichct.pipeline.devices import torch_device
@@ -42,15 +43,20 @@ __all__ = ["EvaluationOverlapError", "evaluate", "study_row"]
 SPLITS = ("test", "training", "validation", "all")
 
 
-class EvaluationOverlapError(ValueError):
+class EvaluationOverlapError(IchctError):
     """The evaluated split holds patients the model was trained on."""
 
     def __init__(self, keys: Sequence[str], runs: Sequence[str]) -> None:
         self.keys = sorted(keys)
+        self.runs = list(runs)
         shown = ", ".join(self.keys[:50]) + (" ..." if len(self.keys) > 50 else "")
         super().__init__(
             f"refusing to evaluate: {len(self.keys)} patient(s) of this split are in the training patients of "
             f"{', '.join(runs)}: {shown} (pass --allow-overlap to evaluate anyway; the report will say so)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the constructor's arguments (the error may cross processes)."""
+        return type(self), (self.keys, self.runs)
 
 
 def _ct_label(entry: Mapping[str, Any], st: str) -> float:
@@ -92,7 +98,7 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict
 
             ref = np.asarray(load_image(entry["label"]))[0]
             if ref.shape != pred.seg_original.shape:
-                raise ValueError(f"{entry['label']}: label shape {ref.shape} differs from the image {pred.seg_original.shape}")
+                raise InputError(entry["label"], f"label shape {ref.shape} differs from the image {pred.seg_original.shape}")
             k = int(pred.num_seg_classes)
             if k == 6 and entry.get("label_values", "ichct") != "ichct":
                 k = 2  # the reference has no subtypes: score any blood only
@@ -227,7 +233,7 @@ def _describe(model: Any) -> dict[str, Any]:
 
 def _prepare_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out}: exists and is not an empty folder; choose another --out")
+        raise InputError(out, "exists and is not an empty folder; choose another --out")
 
 
 def evaluate(
@@ -245,6 +251,7 @@ def evaluate(
     surface: bool = True,
     bundles: Sequence[str | Path] = (),
     compare_rules: Sequence[str] | None = None,
+    models_source: str = "user",
 ) -> dict[str, Any]:
     """Evaluate one seg and/or one cls model (run directory or bundle) on a manifest split.
 
@@ -274,13 +281,19 @@ def evaluate(
     compare_rules
         Two rule names ``(a, b)``: a paired comparison of the two decision rules on the same
         model(s) and studies (``metrics.json["comparisons"]``, differences a - b).
+    models_source
+        ``"user"`` (default) or ``"shipped"``: the models are the demonstration bundles that ship
+        with ichct (:mod:`ichct.pipeline.shipped_models`; both of them when ``runs`` and
+        ``bundles`` are empty). Recorded as ``metrics.json["models_source"]``; ``"shipped"``
+        adds their warning (logged, in ``metrics.json["warnings"]`` and heading ``report.md``).
 
     Raises
     ------
     EvaluationOverlapError
         The split holds training patients and ``allow_overlap`` is false.
-    ValueError
-        Bad arguments, a manifest failing its checks, an existing output folder.
+    ichct.errors.IchctError
+        Bad arguments, a manifest failing its checks, an existing output folder, a model that cannot
+        be read (all ``ValueError``).
     """
     from ichct.pipeline.inference import default_rules, load_run, predict_study
     from ichct.pipeline.manifests import load_manifest
@@ -291,23 +304,40 @@ def evaluate(
 
     t0 = time.perf_counter()
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if n_boot < 1:
-        raise ValueError(f"n_boot (--bootstrap) must be >= 1, got {n_boot}")
+        raise InputError(f"n_boot (--bootstrap) must be >= 1, got {n_boot}")
+    if int(seed) < 0:
+        raise InputError(f"seed (--seed) must be >= 0, got {seed}")
     if rules is not None:
         bad = [r for r in rules if r not in RULES]
         if bad:
-            raise ValueError(f"unknown rule(s) {bad}; choose from {RULES}")
+            raise InputError(f"unknown rule(s) {bad}; choose from {RULES}")
     torch_device(device)
     out = Path(out_dir)
     _prepare_out(out)
+    from ichct.pipeline.shipped_models import MODELS_SOURCES, is_shipped_model, shipped_bundle_dirs
+
+    if models_source not in MODELS_SOURCES:
+        raise IchctError(f"models_source must be one of {', '.join(MODELS_SOURCES)}, got {models_source!r}")
+    if models_source == "shipped" and not runs and not bundles:
+        bundles = list(shipped_bundle_dirs().values())
     if not runs and not bundles:
-        raise ValueError("at least one --run or --bundle is needed")
+        raise InputError("at least one --run or --bundle is needed")
     loaded = [load_run(r, device=device, checkpoint=checkpoint) for r in runs]
     if bundles:
         from ichct.pipeline.bundle import load_bundle
 
         loaded += [load_bundle(b, device=device) for b in bundles]
+    shipped_warning = None
+    if models_source == "shipped":
+        from ichct.pipeline.shipped_models import shipped_models_warning
+
+        other = [_where(m) for m in loaded if not is_shipped_model(m)]
+        if other:
+            raise IchctError(f"models_source='shipped' but {', '.join(other)} is not a shipped model bundle")
+        shipped_warning = shipped_models_warning(tuple(dict.fromkeys(m.kind for m in loaded)))
+        logger.warning("%s", shipped_warning)
     models: dict[str, Any] = {}
     comparator = None
     if len(loaded) == 2 and loaded[0].kind == loaded[1].kind:
@@ -315,35 +345,38 @@ def evaluate(
     else:
         for m in loaded:
             if m.kind in models:
-                raise ValueError(f"two {m.kind} models given ({_where(models[m.kind])}, {_where(m)}) together with "
+                raise InputError(f"two {m.kind} models given ({_where(models[m.kind])}, {_where(m)}) together with "
                                  "another run; give one seg and one cls run, or two runs of one kind to compare")
             models[m.kind] = m
     chosen = default_rules(models, rules)
     if rules is not None:
         missing = [r for r in rules if r not in chosen]
         if missing:
-            raise ValueError(f"rule(s) {missing} need a {'classifier' if missing[0] != 'seg_volume' else 'segmentation'} "
+            raise InputError(f"rule(s) {missing} need a {'classifier' if missing[0] != 'seg_volume' else 'segmentation'} "
                              f"run, which was not given")
     if not chosen:
-        raise ValueError("no decision rule left to evaluate")
+        raise InputError("no decision rule left to evaluate")
     if compare_rules is not None:
         if len(compare_rules) != 2:
-            raise ValueError(f"compare_rules needs two rule names, got {list(compare_rules)}")
+            raise InputError(f"compare_rules needs two rule names, got {list(compare_rules)}")
         if comparator is not None:
-            raise ValueError("compare either two models or two rules, not both at once")
+            raise InputError("compare either two models or two rules, not both at once")
         unavailable = [r for r in compare_rules if r not in chosen]
         if unavailable:
-            raise ValueError(f"cannot compare rule(s) {unavailable}: the evaluated rules are {list(chosen)} "
+            raise InputError(f"cannot compare rule(s) {unavailable}: the evaluated rules are {list(chosen)} "
                              "(a slice rule needs a classifier, seg_volume a segmenter)")
 
     manifest = Path(manifest)
     entries = load_manifest(manifest, split, fold=fold)
     if not entries:
-        raise ValueError(f"{manifest}: split {split!r} is empty")
+        raise InputError(manifest, f"split {split!r} is empty")
     keys = [str(e["patient_key"]) for e in entries]
     overlap, overlap_runs, report_warnings = _check_against_training(loaded, entries, manifest_salt_id(manifest))
+    if shipped_warning is not None:
+        report_warnings.insert(0, shipped_warning)
     for w in report_warnings:
-        logger.warning("%s", w)
+        if w is not shipped_warning:  # logged once already, before the models ran
+            logger.warning("%s", w)
     if overlap and not allow_overlap:
         raise EvaluationOverlapError(sorted(overlap), overlap_runs)
     if overlap:
@@ -387,7 +420,7 @@ def evaluate(
     manifest_info = {"path": str(manifest.resolve()), "sha256": sha256_file(manifest), "fold": fold}
     doc = assemble_metrics(model=model_info, manifest=manifest_info, split=split, patient_keys=keys,
                            ct_level=ct_level, segmentation=seg, allow_overlap=bool(overlap),
-                           n_boot=n_boot, seed=seed, warnings=report_warnings)
+                           n_boot=n_boot, seed=seed, warnings=report_warnings, models_source=models_source)
     if comparisons is not None:
         a, b = ((f"rule {compare_rules[0]}", f"rule {compare_rules[1]}") if compare_rules is not None
                 else (_where(next(iter(models.values()))), _where(comparator)))
@@ -408,7 +441,8 @@ def evaluate(
     elapsed = time.perf_counter() - t0
     summary = {"out_dir": str(out), "split": split, "n_studies": len(entries), "n_patients": len(set(keys)),
                "rules": list(chosen), "allow_overlap": bool(overlap),
-               "overlap_patients": len(overlap), "files": sorted(written), "time_s": round(elapsed, 2)}
+               "overlap_patients": len(overlap), "files": sorted(written), "time_s": round(elapsed, 2),
+               "models_source": models_source}
     if comparisons is not None:
         summary["comparisons"] = {k: {"a_minus_b": v.get("value"), "p_value": v.get("p_value")}
                                   for k, v in doc["comparisons"]["metrics"].items()}

@@ -18,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "left half-written on error). Patients in a run's train_patients.json are refused unless "
                     "--allow-overlap, in which case the report says so in its first line. Thresholds: "
                     "every rule uses the threshold chosen on the run's validation fold (thresholds.json; "
-                    "'max' and 'topk_mean' of runs trained before those were stored use 0.5, as metrics.json says).")
+                    "'max' and 'topk_mean' of runs trained before those were stored use 0.5, as metrics.json says). "
+                    "Without --run, --bundle and --compare MODEL_A MODEL_B the demonstration bundles that ship with "
+                    "ichct are evaluated (trained on synthetic data only): a warning says so, metrics.json has "
+                    "models_source \"shipped\" and report.md says so under its title.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", action="append", default=None, metavar="RUN_DIR",
                      help="training run directory; repeat for one seg and one cls run, or give two runs of one "
@@ -89,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
                 args.run = [a, b]
             else:
                 args.bundle = [a, b]
-    if not args.run and not args.bundle:
-        return _usage(args, "one of --run, --bundle or --compare MODEL_A MODEL_B is required")
+    source = "user"
+    if not args.run and not args.bundle:  # the shipped demonstration bundles (evaluate logs a warning)
+        source = "shipped"
     flag = "--run" if args.run else "--bundle"
-    if len(args.run or args.bundle) > 2:
+    if len(args.run or args.bundle or []) > 2:
         return _usage(args, f"at most two {flag} (one seg and one cls, or two of one kind to compare)")
     if args.bootstrap < 1:  # the confidence intervals need resamples (ichct.pipeline.bootstrap: n >= 1)
         return _usage(args, f"argument --bootstrap: must be >= 1, got {args.bootstrap}")
@@ -108,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = evaluate(args.run or [], args.manifest, args.out, split=args.split, fold=args.fold, n_boot=args.bootstrap,
                        rules=rules, seed=args.seed, allow_overlap=args.allow_overlap, device=args.device,
-                       checkpoint=args.checkpoint, bundles=args.bundle or [], compare_rules=compare_rules)
+                       checkpoint=args.checkpoint, bundles=args.bundle or [], compare_rules=compare_rules,
+                       models_source=source)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ichct.errors import InputError, read_json
 from ichct.pipeline.decision import (
     SLICE_RULES,
     SUBTYPES,
@@ -46,7 +47,7 @@ from ichct.pipeline.devices import torch_device
 
 logger = logging.getLogger("ichct.inference")
 
-__all__ = ["LoadedModel", "StudyPrediction", "load_run", "predict_study", "default_rules",
+__all__ = ["LoadedModel", "StudyPrediction", "load_run", "read_run_config", "predict_study", "default_rules",
            "cls_eval_transforms", "seg_eval_transforms", "DEFAULT_SLICE_THRESHOLD"]
 
 #: Threshold of ``max`` / ``topk_mean`` when the run stores none (training chooses ``consecutive``).
@@ -74,11 +75,17 @@ class LoadedModel:
         p = self.run_dir / "train_patients.json"
         if not p.is_file():
             raise FileNotFoundError(f"{p}: missing; cannot tell which patients the model was trained on")
-        return json.loads(p.read_text(encoding="utf-8"))
+        record = read_json(p, "training record")
+        if not isinstance(record, Mapping):
+            raise InputError(p, "not a training record (a JSON object with 'patient_keys')")
+        return dict(record)
 
     @property
     def train_patient_keys(self) -> set[str]:
-        return {str(k) for k in self.training_record["patient_keys"]}
+        keys = self.training_record.get("patient_keys")
+        if not isinstance(keys, list):
+            raise InputError(self.run_dir / "train_patients.json", "not a training record: no 'patient_keys' list")
+        return {str(k) for k in keys}
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "run_dir": str(self.run_dir), "checkpoint": self.checkpoint, "epoch": self.epoch,
@@ -137,29 +144,43 @@ def _build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     return _build_model(kind, cfg)
 
 
+def read_run_config(path: Path, what: str = "run config") -> dict[str, Any]:
+    """A run's ``config.json`` (or a bundle's ``models/run_config.json``): kind and training config checked.
+
+    Raises :class:`~ichct.errors.InputError` naming the file when it is not JSON, or lacks kind
+    ``"seg"``/``"cls"`` or the training ``config`` mapping.
+    """
+    run_config = read_json(path, what)
+    kind = run_config.get("kind") if isinstance(run_config, Mapping) else None
+    if kind not in ("seg", "cls") or not isinstance(run_config.get("config"), Mapping):
+        raise InputError(path, f"not an ichct {what}: needs kind 'seg' or 'cls' (got {kind!r}) and the training "
+                               "'config'")
+    return dict(run_config)
+
+
 def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best") -> LoadedModel:
     """Load a training run directory (``config.json``, ``best.pt``/``last.pt``, ``thresholds.json``).
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a config or checkpoint
-    that does not fit.
+    Raises ``FileNotFoundError`` for a missing file and :class:`~ichct.errors.InputError` (a
+    ``ValueError``) for a config or checkpoint that cannot be read or does not fit.
     """
+    from ichct.pipeline.train import load_checkpoint
+
     run = Path(run_dir)
     if not run.is_dir():
         raise NotADirectoryError(f"{run}: not a run directory")
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: missing (not a training run directory?)")
-    run_config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    kind = run_config.get("kind")
-    if kind not in ("seg", "cls"):
-        raise ValueError(f"{cfg_path}: kind must be 'seg' or 'cls', got {kind!r}")
+    run_config = read_run_config(cfg_path)
+    kind = run_config["kind"]
     if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+        raise InputError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     ck_path = run / f"{checkpoint}.pt"
     if not ck_path.is_file():
         raise FileNotFoundError(f"{ck_path}: missing")
     dev = torch_device(device)
-    ck = torch.load(ck_path, map_location=dev, weights_only=True)
+    ck = load_checkpoint(ck_path, map_location=dev)
     state = ck["model"] if isinstance(ck, Mapping) and "model" in ck else ck
     cfg = dict(run_config["config"])
     net, rule = network_and_rule(kind, cfg, state, dev, weights_path=ck_path, config_path=cfg_path,
@@ -175,13 +196,17 @@ def network_and_rule(kind: str, cfg: Mapping[str, Any], state: Mapping[str, torc
     """The run's network with ``state`` loaded (eval mode, on ``device``) and its stored decision
     rule (``None``, with a warning, when ``thresholds_path`` is missing). Shared by
     :func:`load_run` and ``ichct.pipeline.bundle.load_bundle``."""
-    net = _build_network(kind, cfg)
+    try:
+        net = _build_network(kind, cfg)
+    except (TypeError, ValueError, KeyError) as exc:  # a config that ichct did not write, or an old one
+        raise InputError(config_path, f"its training config does not build a {kind} network "
+                                      f"({type(exc).__name__}: {exc})") from exc
     try:
         net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{weights_path}: weights do not fit the network of {config_path}: {exc}") from exc
+    except (RuntimeError, TypeError) as exc:  # other layers or shapes; not a state dict
+        raise InputError(weights_path, f"weights do not fit the network of {config_path}: {exc}") from exc
     net.to(device).eval()
-    rule = DecisionRule.load(thresholds_path) if thresholds_path.is_file() else None
+    rule = DecisionRule.load(thresholds_path) if thresholds_path.is_file() else None  # InputError if unreadable
     if rule is None:
         logger.warning("%s: missing; CT-level calls of %s use default thresholds", thresholds_path, weights_path)
     return net, rule
@@ -269,10 +294,22 @@ def _fresh(img: Any) -> Any:
 
 
 def load_image(image_path: str | Path):
-    """The study as the training loader reads it: a channel-first HU MetaTensor (RAS affine)."""
+    """The study as the training loader reads it: a channel-first HU MetaTensor (RAS affine).
+
+    Raises :class:`~ichct.errors.InputError` naming the file for an image that is not one 3D
+    volume on a voxel grid with a volume (a 2D or 4D NIfTI, a degenerate affine).
+    """
     from ichct.transforms import LoadCT
 
-    return LoadCT()(str(image_path))
+    img = LoadCT()(str(image_path))
+    if img.ndim != 4 or img.shape[0] != 1:
+        raise InputError(image_path, f"not one 3D CT volume (image of shape {tuple(img.shape)[1:]} with "
+                                     f"{img.shape[0]} channel(s))")
+    try:
+        affine_voxel_volume_ml(img.affine)
+    except ValueError as exc:
+        raise InputError(image_path, f"unusable voxel grid: {exc}") from None
+    return img
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ichct.errors import InputError
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.transforms.dicom import (
     DicomIngestError,
@@ -86,7 +87,7 @@ def write_nifti(volume: DicomVolume, out_path: str | Path) -> Path:
     """
     out_path = Path(out_path)
     if not (out_path.name.endswith(".nii.gz") or out_path.name.endswith(".nii")):
-        raise ValueError(f"{out_path}: output must end in .nii.gz or .nii")
+        raise InputError(out_path, "output must end in .nii.gz or .nii")
     affine = volume.affine_ras
     data = volume.hu_volume
     img = nib.Nifti1Image(data, affine)

@@ -6,7 +6,8 @@ written as ``null``), optionally with ``n_boot_valid`` (resamples where the metr
 
 ``ct_level[<subtype>][<rule>][<metric>]``: subtypes of :data:`ichct.pipeline.decision.SUBTYPES`
 plus ``"all"`` for the multi-label RSNA log loss; ``segmentation[<class>][<metric>]`` with class
-``"any"`` or a subtype; ``readers[<subtype>][<reader>][<metric>]`` (optional).
+``"any"`` or a subtype; ``readers[<subtype>][<reader>][<metric>]`` (optional). ``models_source``
+(optional): ``"user"`` or ``"shipped"`` (the demonstration bundles of :mod:`ichct.pipeline.shipped_models`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ METRICS_SCHEMA: dict[str, Any] = {
             "additionalProperties": {"type": "object", "additionalProperties": {"$ref": "#/definitions/metric_map"}},
         },
         "comparisons": {"type": "object"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "models_source": {"enum": ["user", "shipped"]},
     },
     "additionalProperties": True,
 }

@@ -36,16 +36,18 @@ from typing import Any
 
 import numpy as np
 
+from ichct.errors import IchctError, InputError, data_error
 from ichct.pipeline.atomic import atomic_path, replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.decision import RULES, SLICE_RULES, SUBTYPES
 
 logger = logging.getLogger("ichct.predict")
 
-__all__ = ["predict", "predict_batch", "normalise_models", "choose_rule", "write_label_nifti", "DISCLAIMER"]
+__all__ = ["predict", "predict_batch", "normalise_models", "choose_rule", "check_models_source", "load_default_models",
+           "write_label_nifti", "DISCLAIMER"]
 
 DISCLAIMER = "ichct is a research tool, not a medical device; do not use this report for diagnosis."
 SUMMARY_COLUMNS = ("id", "path", "status", "error", "rule", "call_any", "score_any", "volume_ml_any", "series_uid",
-                   "n_slices", "seconds", "out_dir")
+                   "n_slices", "seconds", "out_dir", "models_source")
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,12 +69,41 @@ def normalise_models(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any
         out = {}
         for m in models:
             if m.kind in out:
-                raise ValueError(f"two {m.kind} models given ({out[m.kind].run_dir}, {m.run_dir}); give at most one "
-                                 "segmentation and one classification model")
+                raise InputError(f"two {m.kind} models given ({out[m.kind].run_dir}, {m.run_dir}); give at most one "
+                    "segmentation and one classification model")
             out[m.kind] = m
     if not out:
-        raise ValueError("predict needs a segmentation and/or a classification model (--run or --bundle)")
+        raise InputError(
+            "predict needs a segmentation and/or a classification model (--run or --bundle)")
     return out
+
+
+def check_models_source(models: Mapping[str, Any], models_source: str) -> str | None:
+    """Check ``models_source`` (``"user"`` or ``"shipped"``) against the models; the warning that
+    goes into the report for ``"shipped"`` (None for ``"user"``).
+
+    Raises :class:`ichct.errors.IchctError` for another value, or ``"shipped"`` with a model that is
+    not one of the shipped bundles.
+    """
+    from ichct.pipeline.shipped_models import MODELS_SOURCES, is_shipped_model, shipped_models_warning
+
+    if models_source not in MODELS_SOURCES:
+        raise IchctError(f"models_source must be one of {', '.join(MODELS_SOURCES)}, got {models_source!r}")
+    if models_source == "user":
+        return None
+    other = [str(getattr(m, "bundle_dir", None) or m.run_dir) for m in models.values() if not is_shipped_model(m)]
+    if other:
+        raise IchctError(f"models_source='shipped' but {', '.join(other)} is not a shipped model bundle")
+    return shipped_models_warning(tuple(k for k in ("seg", "cls") if k in models))
+
+
+def load_default_models(device: str = "cpu") -> list[Any]:
+    """The models ``ichct predict`` uses when none is given: both shipped demonstration bundles
+    (:func:`ichct.pipeline.shipped_models.load_shipped_models`; logs their warning). Pass
+    ``models_source="shipped"`` to :func:`predict` / :func:`predict_batch` with them."""
+    from ichct.pipeline.shipped_models import load_shipped_models
+
+    return load_shipped_models(device)
 
 
 def choose_rule(models: Mapping[str, Any], rule: str | None) -> tuple[str, Any]:
@@ -82,19 +113,23 @@ def choose_rule(models: Mapping[str, Any], rule: str | None) -> tuple[str, Any]:
 
     name = rule or ("consecutive" if "cls" in models else "seg_volume")
     if name not in RULES:
-        raise ValueError(f"unknown rule {name!r}; choose from {', '.join(RULES)}")
+        raise InputError(
+            f"unknown rule {name!r}; choose from {', '.join(RULES)}")
     available = default_rules(models)
     if name not in available:
         need = "a classification" if name in SLICE_RULES else "a segmentation"
-        raise ValueError(f"rule {name!r} needs {need} model, which was not given")
+        raise InputError(
+            f"rule {name!r} needs {need} model, which was not given")
     return name, available[name]
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
+        raise InputError(
+            out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out}: exists and is not empty; choose another output folder or pass --overwrite")
+        raise InputError(
+            out, "exists and is not empty; choose another output folder or pass --overwrite")
 
 
 def _is_dicom_input(path: Path) -> bool:
@@ -147,7 +182,7 @@ def _series_section(info: Mapping[str, Any] | None, groups: Sequence[Any] | None
                            "excluded_reason": s["excluded_reason"]})
     keys = ("series_number", "modality", "manufacturer", "kernel", "slice_thickness_mm", "slice_spacing_mm",
             "pixel_spacing_mm", "slice_count", "source_file_count", "transfer_syntax", "tilt", "spacing_uniform",
-            "gaps", "missing_slices", "resampled_to_uniform_spacing", "duplicates", "skipped_files")
+            "gaps", "missing_slices", "resampled_to_uniform_spacing", "duplicates", "skipped_files", "hu_check")
     return {"series_uid": info["series_uid"], "study_uid": info.get("study_uid"),
             "description": info.get("series_description"), "selection": info.get("selection", ""),
             "patient_key": info.get("patient_key"), **{k: info.get(k) for k in keys}, "candidates": candidates}
@@ -212,7 +247,7 @@ def _warnings(pred: Any, extra: Sequence[str]) -> list[str]:
 
 def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, Any] | Sequence[Any],
             rule: str | None = None, *, overwrite: bool = False, overlays: bool = True,
-            seg_dicom: bool = True) -> dict[str, Any]:
+            seg_dicom: bool = True, models_source: str = "user") -> dict[str, Any]:
     """Predict one study and write ``mask.nii.gz``, ``seg.dcm``, ``report.json`` and ``overlays/``.
 
     Parameters
@@ -232,6 +267,10 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
         Replace a non-empty ``out_dir``.
     overlays, seg_dicom
         Write the PNG overlays / the DICOM SEG.
+    models_source
+        ``"user"`` (default) or ``"shipped"``: ``models`` are the demonstration bundles that ship
+        with ichct (:func:`ichct.pipeline.shipped_models.load_shipped_models`); recorded as
+        ``report.json["models_source"]``, and ``"shipped"`` adds their warning to ``warnings``.
 
     Returns
     -------
@@ -250,11 +289,12 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     from ichct import __version__
     from ichct.pipeline.inference import predict_study
     from ichct.pipeline.predict_findings import build_findings
-    from ichct.pipeline.report_schema import validate_report
+    from ichct.pipeline.report_schema import REPORT_SCHEMA_VERSION, validate_report
 
     t_start = time.perf_counter()
     src, out = Path(input_path), Path(out_dir)
     mods = normalise_models(models)
+    shipped_warning = check_models_source(mods, models_source)
     rule_name, rule_obj = choose_rule(mods, rule)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
@@ -263,7 +303,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
 
     pred = predict_study(mods, src, {rule_name: rule_obj}, keep_image=overlays)
     timings = dict(pred.timings_s)
-    extra_warnings: list[str] = []
+    extra_warnings: list[str] = [shipped_warning] if shipped_warning else []
     headers, groups, chosen = None, None, None
     if dicom:
         from ichct.transforms.dicom import scan_folder, select_series
@@ -296,22 +336,23 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
             outputs["seg_dicom_skipped"] = "NIfTI input: a DICOM SEG needs the source DICOM instances"
             extra_warnings.append("NIfTI input: no DICOM SEG written (it needs the source DICOM instances)")
         else:
-            from ichct.pipeline.seg_dicom import write_seg_dicom
+            from ichct.pipeline.seg_dicom import seg_source_warnings, write_seg_dicom
 
-            try:
-                write_seg_dicom(pred.seg_original, pred.original_affine, headers, tmp / "seg.dcm",
-                                num_classes=int(pred.num_seg_classes), model_name=f"ichct seg {_model_id(seg_model)}")
-                outputs["seg_dicom"] = "seg.dcm"
-            except ValueError as exc:  # a source the SEG cannot reference (mixed multi-frame, no geometry)
-                outputs["seg_dicom_skipped"] = str(exc)
-                extra_warnings.append(f"no DICOM SEG written: {exc}")
+            # A source the SEG cannot reference fails the study (SegSourceError names the file and why):
+            # a seg.dcm is written for every DICOM study, never skipped in silence.
+            seg_info = write_seg_dicom(pred.seg_original, pred.original_affine, headers, tmp / "seg.dcm",
+                                       num_classes=int(pred.num_seg_classes),
+                                       model_name=f"ichct seg {_model_id(seg_model)}")
+            outputs["seg_dicom"] = "seg.dcm"
+            outputs["seg_dicom_source"] = seg_info["source_headers"]
+            extra_warnings += seg_source_warnings(seg_info["source_headers"])
         if overlays:
             outputs["overlays"] = _write_overlays(tmp / "overlays", pred, findings, rule_name, rule_obj, mods)
         timings["write"] = time.perf_counter() - t_write
         timings["total"] = time.perf_counter() - t_start
         sp = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
         report = {
-            "schema_version": 1,
+            "schema_version": REPORT_SCHEMA_VERSION,
             "ichct_version": __version__,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "device": str(next(iter(mods.values())).device),
@@ -320,6 +361,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
                       "affine_ras": np.round(pred.original_affine, 6).tolist()},
             "series": _series_section(pred.ingest_info, groups, chosen),
             "models": {k: m.describe() for k, m in mods.items()},
+            "models_source": models_source,
             "rule": _rule_section(rule_name, rule_obj),
             "thresholds": {label: f["threshold"] for label, f in findings.items() if f["threshold"] is not None},
             "findings": findings,
@@ -380,11 +422,13 @@ def _read_list(list_csv: Path) -> list[tuple[str, Path]]:
     with open(list_csv, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or "path" not in [c.strip() for c in reader.fieldnames]:
-            raise ValueError(f"{list_csv}: needs a header row with a 'path' column (and optionally 'id')")
+            raise InputError(
+                list_csv, "needs a header row with a 'path' column (and optionally 'id')")
         rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
     rows = [r for r in rows if r.get("path")]
     if not rows:
-        raise ValueError(f"{list_csv}: lists no studies")
+        raise InputError(
+            list_csv, "lists no studies")
     out: list[tuple[str, Path]] = []
     used: set[str] = set()
     for n, r in enumerate(rows, start=1):
@@ -403,11 +447,11 @@ def _read_list(list_csv: Path) -> list[tuple[str, Path]]:
 
 def predict_batch(list_csv: str | Path, out_dir: str | Path, models: Mapping[str, Any] | Sequence[Any],
                   rule: str | None = None, *, overwrite: bool = False, progress: bool = True,
-                  overlays: bool = True, seg_dicom: bool = True) -> dict[str, Any]:
+                  overlays: bool = True, seg_dicom: bool = True, models_source: str = "user") -> dict[str, Any]:
     """Predict every study of a CSV list into ``out_dir/<id>/`` and write ``out_dir/summary.csv``.
 
     A study that fails (bad input, not CT, ...) is listed in ``summary.csv`` with its error and
-    skipped; the others go on. Returns ``{"n", "n_ok", "n_failed", "summary", "rows"}``.
+    skipped; the others go on. Returns ``{"n", "n_ok", "n_failed", "summary", "rows", "models_source"}``.
 
     Parameters
     ----------
@@ -416,14 +460,15 @@ def predict_batch(list_csv: str | Path, out_dir: str | Path, models: Mapping[str
         optional ``id`` column (the sub-folder name; default the path's name).
     out_dir
         Output folder; must not exist or be empty unless ``overwrite``.
-    models, rule, overlays, seg_dicom
-        As for :func:`predict`.
+    models, rule, overlays, seg_dicom, models_source
+        As for :func:`predict` (``models_source`` is also a column of ``summary.csv``).
     progress
         Show a tqdm progress bar (stderr).
     """
     from tqdm.auto import tqdm
 
     mods = normalise_models(models)
+    check_models_source(mods, models_source)
     rule_name, _ = choose_rule(mods, rule)
     studies = _read_list(Path(list_csv))
     out = Path(out_dir)
@@ -432,11 +477,16 @@ def predict_batch(list_csv: str | Path, out_dir: str | Path, models: Mapping[str
     rows: list[dict[str, Any]] = []
     for sid, path in tqdm(studies, desc="ichct predict", unit="study", disable=not progress):
         t0 = time.perf_counter()
-        row: dict[str, Any] = {"id": sid, "path": str(path), "rule": rule_name, "out_dir": sid}
+        row: dict[str, Any] = {"id": sid, "path": str(path), "rule": rule_name, "out_dir": sid,
+                               "models_source": models_source}
         try:
-            doc = predict(path, out / sid, mods, rule_name, overwrite=overwrite, overlays=overlays, seg_dicom=seg_dicom)
+            doc = predict(path, out / sid, mods, rule_name, overwrite=overwrite, overlays=overlays, seg_dicom=seg_dicom,
+                          models_source=models_source)
         except Exception as exc:  # noqa: BLE001 - one bad study must never stop the batch
-            logger.error("%s: %s", path, exc)
+            if data_error(exc) is None:  # a bug, not a bad study: keep its traceback
+                logger.error("%s: internal error (a bug; please report it)", path, exc_info=exc)
+            else:
+                logger.error("%s: %s", path, exc)
             row.update(status="error", error=f"{type(exc).__name__}: {exc}", out_dir="")
         else:
             f = doc["findings"].get("any", {})
@@ -453,4 +503,5 @@ def predict_batch(list_csv: str | Path, out_dir: str | Path, models: Mapping[str
             writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in SUMMARY_COLUMNS})
     n_failed = sum(r["status"] != "ok" for r in rows)
     logger.info("batch: %d study(ies), %d ok, %d failed; %s", len(rows), len(rows) - n_failed, n_failed, summary)
-    return {"n": len(rows), "n_ok": len(rows) - n_failed, "n_failed": n_failed, "summary": str(summary), "rows": rows}
+    return {"n": len(rows), "n_ok": len(rows) - n_failed, "n_failed": n_failed, "summary": str(summary), "rows": rows,
+            "models_source": models_source}

@@ -20,11 +20,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "'id') every listed study goes to OUT_DIR/<id>/ and OUT_DIR/summary.csv lists each study's "
                     "status; a failing study is recorded and skipped. Output is written as a whole: an error "
                     "leaves nothing behind. Exit codes: 0 all studies done, 1 a bad input or any failed study "
-                    "of a batch, 2 usage error.")
+                    "of a batch, 2 usage error, 70 internal error (a bug). Without --run and --bundle the demonstration bundles that ship "
+                    "with ichct are used (ich_ct_segmentation and ich_ct_classification: trained on synthetic data "
+                    "only, not validated on real scans); a warning says so and report.json has models_source "
+                    "\"shipped\".")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="INPUT OUT_DIR (a DICOM folder or NIfTI file, and the output folder); with --batch only OUT_DIR")
     p.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
-                   help="training run directory (ichct train); give one seg and/or one cls model")
+                   help="training run directory (ichct train); give one seg and/or one cls model (default, "
+                        "without --run and --bundle: the shipped demonstration bundles)")
     p.add_argument("--bundle", action="append", default=[], metavar="BUNDLE_DIR", help="model bundle directory")
     p.add_argument("--rule", default=None, choices=RULES,
                    help="CT-level decision rule (default: consecutive with a cls model, else seg_volume)")
@@ -33,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of --run models")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.add_argument("--no-overlays", action="store_true", help="do not draw PNG overlays")
+    p.add_argument("--no-seg-dicom", action="store_true",
+                   help="do not write seg.dcm (by default a study whose source series a DICOM SEG cannot "
+                        "reference fails with the reason)")
     p.set_defaults(func=run, _parser=p)
 
 
@@ -59,24 +66,27 @@ def run(args: argparse.Namespace) -> int:
     if len(args.paths) != n_paths:
         want = "OUT_DIR (the batch list comes with --batch)" if args.batch else "INPUT and OUT_DIR"
         return _usage(args, f"expected {want}, got {len(args.paths)} path(s)")
-    if not args.run and not args.bundle:
-        return _usage(args, "give a model: --run RUN_DIR and/or --bundle BUNDLE_DIR")
     if len(args.run) + len(args.bundle) > 2:
         return _usage(args, "at most two models (one seg and one cls)")
-    from ichct.pipeline.predict import predict, predict_batch
+    from ichct.pipeline.predict import load_default_models, predict, predict_batch
 
-    models = load_models(args.run, args.bundle, args.device, args.checkpoint)
+    if not args.run and not args.bundle:  # the shipped demonstration bundles (logs a warning)
+        models, source = load_default_models(args.device), "shipped"
+    else:
+        models, source = load_models(args.run, args.bundle, args.device, args.checkpoint), "user"
     if args.batch:
         summary = predict_batch(Path(args.batch), Path(args.paths[0]), models, args.rule, overwrite=args.overwrite,
-                                progress=not args.quiet, overlays=not args.no_overlays)
-        out = {k: summary[k] for k in ("n", "n_ok", "n_failed", "summary")}
+                                progress=not args.quiet, overlays=not args.no_overlays, models_source=source,
+                                seg_dicom=not args.no_seg_dicom)
+        out = {k: summary[k] for k in ("n", "n_ok", "n_failed", "summary", "models_source")}
         out["failed"] = [{"id": r["id"], "error": r["error"]} for r in summary["rows"] if r["status"] != "ok"]
         sys.stdout.write(json.dumps(out) + "\n")
         return 1 if summary["n_failed"] else 0
     report = predict(Path(args.paths[0]), Path(args.paths[1]), models, args.rule, overwrite=args.overwrite,
-                     overlays=not args.no_overlays)
+                     overlays=not args.no_overlays, models_source=source, seg_dicom=not args.no_seg_dicom)
     f = report["findings"].get("any", {})
-    sys.stdout.write(json.dumps({"out_dir": args.paths[1], "rule": report["rule"]["name"], "any": {
+    sys.stdout.write(json.dumps({"out_dir": args.paths[1], "models_source": source,
+                                 "rule": report["rule"]["name"], "any": {
         "call": f.get("call"), "score": f.get("score"), "volume_ml": f.get("volume_ml")},
         "timings_s": report["timings_s"]}) + "\n")
     return 0

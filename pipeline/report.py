@@ -22,11 +22,18 @@ import numpy as np
 from .atomic import atomic_path
 from .metrics_schema import validate_metrics
 
-__all__ = ["OVERLAP_WARNING", "assemble_metrics", "format_metric", "render_markdown", "write_report"]
+__all__ = ["OVERLAP_WARNING", "SHIPPED_MODELS_NOTE", "assemble_metrics", "format_metric", "render_markdown",
+           "write_report"]
 
 OVERLAP_WARNING = (
     "**WARNING: this evaluation includes training patients (allow_overlap=true); "
     "the metrics are optimistic and not a held-out estimate.**"
+)
+
+#: The line under the title of ``report.md`` when the shipped demonstration bundles were evaluated.
+SHIPPED_MODELS_NOTE = (
+    "Models: the demonstration bundles that ship with ichct (models_source: shipped), trained on synthetic "
+    "data only and not validated on real scans."
 )
 
 _CT_COLUMNS = ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc", "pr_auc", "brier", "ece")
@@ -49,8 +56,13 @@ def assemble_metrics(
     n_boot: int | None = None,
     seed: int | None = None,
     warnings: Sequence[str] = (),
+    models_source: str | None = None,
 ) -> dict[str, Any]:
-    """The ``metrics.json`` dict (validated, NaN -> ``None``); ``warnings`` head the Markdown report."""
+    """The ``metrics.json`` dict (validated, NaN -> ``None``); ``warnings`` head the Markdown report.
+
+    ``models_source`` (``"user"`` or ``"shipped"``, see :mod:`ichct.pipeline.shipped_models`) is
+    written when given; with ``"shipped"`` the Markdown report says under its title that the shipped
+    demonstration bundles were evaluated."""
     doc: dict[str, Any] = {
         "model": dict(model),
         "manifest": dict(manifest),
@@ -68,6 +80,8 @@ def assemble_metrics(
         doc["seed"] = seed
     if warnings:
         doc["warnings"] = [str(w) for w in warnings]
+    if models_source is not None:
+        doc["models_source"] = str(models_source)
     return validate_metrics(doc)
 
 
@@ -121,6 +135,8 @@ def render_markdown(metrics: Mapping[str, Any], plots: Sequence[str] = ()) -> st
         f"({metrics.get('n_boot', 'n/a')} resamples).",
         "",
     ]
+    if metrics.get("models_source") == "shipped":
+        lines += [SHIPPED_MODELS_NOTE, ""]
     ct = metrics.get("ct_level", {})
     rule_keys = sorted({r for st in ct.values() for r in st})
     for rule in rule_keys:

@@ -10,6 +10,14 @@ decision rule and the segmentation measurements::
 Slice ranges are ``[first, last]`` (0-based, inclusive) indices along the image's last axis,
 which is the reader's slice order (see :mod:`ichct.pipeline.inference`). The report carries no
 patient name, ID or birth date (:data:`FORBIDDEN_KEYS` are refused anywhere in the document).
+
+``models_source`` says where the models came from: ``"user"`` (``--run``/``--bundle``, or models
+passed to :func:`ichct.pipeline.predict.predict`) or ``"shipped"`` (the demonstration bundles that
+ship with ichct, :mod:`ichct.pipeline.shipped_models`, used when no model is given; ``warnings``
+then says that they were trained on synthetic data only).
+
+Schema versions (:data:`REPORT_SCHEMA_VERSION`): 1 first release; 2 adds the required
+``models_source``.
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ from typing import Any
 
 from ichct.pipeline.metrics_schema import to_jsonable
 
-__all__ = ["REPORT_SCHEMA", "FORBIDDEN_KEYS", "validate_report"]
+__all__ = ["REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "FORBIDDEN_KEYS", "validate_report"]
+
+#: ``schema_version`` of the reports written now (see the module docstring for the changes).
+REPORT_SCHEMA_VERSION = 2
 
 #: Keys that would carry patient identity; never allowed in a report (any depth).
 FORBIDDEN_KEYS = frozenset({"PatientName", "PatientID", "PatientBirthDate", "patient_name", "patient_id",
@@ -75,10 +86,10 @@ REPORT_SCHEMA: dict[str, Any] = {
     "title": "ichct prediction report (one study)",
     "type": "object",
     "definitions": {"finding": _FINDING},
-    "required": ["schema_version", "ichct_version", "created_utc", "input", "series", "models", "rule", "findings",
-                 "warnings", "timings_s", "outputs", "disclaimer"],
+    "required": ["schema_version", "ichct_version", "created_utc", "input", "series", "models", "models_source",
+                 "rule", "findings", "warnings", "timings_s", "outputs", "disclaimer"],
     "properties": {
-        "schema_version": {"const": 1},
+        "schema_version": {"const": REPORT_SCHEMA_VERSION},
         "ichct_version": {"type": "string"},
         "created_utc": {"type": "string"},
         "device": {"type": "string"},
@@ -113,6 +124,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "propertyNames": {"enum": ["seg", "cls"]},
             "additionalProperties": {"type": "object", "required": ["kind"]},
         },
+        "models_source": {"enum": ["user", "shipped"]},
         "rule": {
             "type": "object",
             "required": ["name", "k"],
@@ -136,6 +148,11 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "mask": {"type": ["string", "null"]},
                 "seg_dicom": {"type": ["string", "null"]},
                 "seg_dicom_skipped": {"type": "string"},
+                "seg_dicom_source": {
+                    "type": "object",
+                    "required": ["frame_of_reference_uid", "frame_of_reference_source"],
+                    "properties": {"frame_of_reference_source": {"enum": ["source", "generated"]}},
+                },
                 "mask_skipped": {"type": "string"},
                 "overlays": {"type": "array", "items": {"type": "string"}},
             },

@@ -43,8 +43,11 @@ from typing import Any
 import numpy as np
 
 from ichct.pipeline.labels import SUBTYPES
+from ichct.pipeline.seg_sources import SegSourceError, SegSources, complete_seg_sources
+from ichct.transforms.dicom.validation import quiet_pydicom_values
 
-__all__ = ["SEGMENT_CODES", "SegmentCode", "segment_descriptions", "labels_on_source_frames", "write_seg_dicom"]
+__all__ = ["SEGMENT_CODES", "SegmentCode", "segment_descriptions", "labels_on_source_frames", "write_seg_dicom",
+           "seg_source_warnings"]
 
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Series number given to SEG series written by ichct.
@@ -106,7 +109,8 @@ def segment_descriptions(num_classes: int, algorithm_name: str, algorithm_versio
 def _frame_geometry(header: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(IPP, column step, row step) in LPS mm of one source frame (a ``SliceHeader``)."""
     if header.image_position_mm is None or header.image_orientation is None or header.pixel_spacing_mm is None:
-        raise ValueError(f"{header.path}: no slice geometry (ImagePositionPatient/ImageOrientationPatient/PixelSpacing)")
+        raise SegSourceError(header.path, "no slice geometry (ImagePositionPatient/ImageOrientationPatient/PixelSpacing); "
+                                          "a DICOM SEG cannot place its frames")
     o = np.asarray(header.image_orientation, dtype=np.float64)
     row_sp, col_sp = (float(v) for v in header.pixel_spacing_mm)
     return np.asarray(header.image_position_mm, dtype=np.float64), o[:3] * col_sp, o[3:] * row_sp
@@ -138,7 +142,7 @@ def labels_on_source_frames(labels: np.ndarray, affine_ras: np.ndarray, headers:
     out = np.zeros((len(headers), rows, cols), dtype=lab.dtype)
     for f, h in enumerate(headers):
         if (int(h.rows), int(h.columns)) != (rows, cols):
-            raise ValueError(f"{h.path}: {h.rows}x{h.columns} pixels, other frames of the series have {rows}x{cols}")
+            raise SegSourceError(h.path, f"{h.rows}x{h.columns} pixels, other frames of the series have {rows}x{cols}")
         ipp, step_c, step_r = _frame_geometry(h)
         origin = inv[:3, :3] @ ipp + inv[:3, 3]
         du, dv = inv[:3, :3] @ step_c, inv[:3, :3] @ step_r  # index change per column / per row
@@ -160,8 +164,9 @@ def labels_on_source_frames(labels: np.ndarray, affine_ras: np.ndarray, headers:
     return out
 
 
-def _source_datasets(headers: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """Source datasets (no pixel data) and the frame headers in the order the SEG needs them.
+def _source_datasets(headers: Sequence[Any]) -> tuple[list[Any], list[Any], list[str]]:
+    """Source datasets (no pixel data), the frame headers in the order the SEG needs them, and the
+    file of each dataset.
 
     Single-frame series: one dataset per instance, frames in the same order. An enhanced
     (multi-frame) CT: its one dataset, frames in file order.
@@ -172,18 +177,19 @@ def _source_datasets(headers: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     if multi:
         paths = {h.path for h in headers}
         if len(multi) != len(headers) or len(paths) != 1:
-            raise ValueError("series mixes multi-frame and single-frame files; no SEG can reference it as one source")
+            raise SegSourceError(multi[0].path, "the series mixes multi-frame and single-frame files; no SEG can "
+                                                "reference it as one source")
         ds = read_dataset(multi[0].path, stop_before_pixels=True)
         n = int(getattr(ds, "NumberOfFrames", len(multi)))
         by_frame = {int(h.frame_index): h for h in multi}
         if sorted(by_frame) != list(range(n)):
-            raise ValueError(f"{multi[0].path}: frames without geometry; no SEG written")
-        return [ds], [by_frame[i] for i in range(n)]
+            raise SegSourceError(multi[0].path, "frames without geometry; no SEG can reference them")
+        return [ds], [by_frame[i] for i in range(n)], [multi[0].path]
     seen: dict[str, Any] = {}
     for h in headers:
         seen.setdefault(h.sop_instance_uid, h)
     ordered = list(seen.values())
-    return [read_dataset(h.path, stop_before_pixels=True) for h in ordered], ordered
+    return [read_dataset(h.path, stop_before_pixels=True) for h in ordered], ordered, [h.path for h in ordered]
 
 
 def write_seg_dicom(labels: np.ndarray, affine_ras: np.ndarray, headers: Sequence[Any], out_path: str | Path, *,
@@ -210,10 +216,14 @@ def write_seg_dicom(labels: np.ndarray, affine_ras: np.ndarray, headers: Sequenc
     -------
     dict
         ``{"sop_instance_uid", "series_instance_uid", "n_frames", "segments": [...],
-        "referenced_instances"}`` (JSON-ready).
-    """
-    import highdicom as hd
+        "referenced_instances", "source_headers"}`` (JSON-ready; ``source_headers`` says what the
+        source lacked and what the SEG got instead, :meth:`.seg_sources.SegSources.describe`).
 
+    Raises
+    ------
+    ichct.pipeline.seg_sources.SegSourceError
+        A source series that a SEG cannot reference (names the file and why).
+    """
     from ichct import __version__
 
     version = algorithm_version or __version__
@@ -223,20 +233,47 @@ def write_seg_dicom(labels: np.ndarray, affine_ras: np.ndarray, headers: Sequenc
     lab = np.asarray(labels)
     if lab.size and (lab.min() < 0 or lab.max() > len(names)):
         raise ValueError(f"label values must lie in 0..{len(names)} for a {num_classes}-class model")
-    sources, frames = _source_datasets(headers)
-    pixel = labels_on_source_frames(lab, affine_ras, frames).astype(np.uint8)
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=pixel, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(num_classes, algorithm_name, version),
-        series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="ichct", manufacturer_model_name=model_name[:64], software_versions=f"ichct {version}",
-        device_serial_number="none", content_label="ICH", content_description="ichct hemorrhage segmentation",
-        series_description="ichct ICH segmentation (research use, not for diagnosis)",
-        omit_empty_frames=bool(pixel.any()))
+    with quiet_pydicom_values():
+        datasets, frames, paths = _source_datasets(headers)
+        sources = complete_seg_sources(datasets, paths)
+        pixel = labels_on_source_frames(lab, affine_ras, frames).astype(np.uint8)
+        seg = _segmentation(sources, pixel, num_classes, algorithm_name, version, model_name)
+        seg.save_as(str(out_path))
+    return {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID),
+            "n_frames": int(seg.NumberOfFrames), "segments": [SEGMENT_CODES[n].label for n in names],
+            "referenced_instances": len({h.sop_instance_uid for h in frames}), "source_headers": sources.describe()}
+
+
+def seg_source_warnings(source_headers: dict[str, Any]) -> list[str]:
+    """Report warnings for what the SEG's source headers lacked (see :mod:`.seg_sources`)."""
+    out = []
+    if source_headers.get("frame_of_reference_source") == "generated":
+        out.append("the source series has no FrameOfReferenceUID: seg.dcm is in a new frame of reference "
+                   f"{source_headers['frame_of_reference_uid']} (recorded in outputs.seg_dicom_source)")
+    if source_headers.get("seg_slice_thickness_mm") is not None:
+        out.append("the source series has no SliceThickness: seg.dcm's pixel measures give the measured slice "
+                   f"spacing, {source_headers['seg_slice_thickness_mm']} mm")
+    return out
+
+
+def _segmentation(sources: SegSources, pixel: np.ndarray, num_classes: int, algorithm_name: str, version: str,
+                  model_name: str) -> Any:
+    """The highdicom ``Segmentation`` object (binary, one segment per label) over completed sources."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources.datasets, pixel_array=pixel, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segment_descriptions(num_classes, algorithm_name, version),
+            series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer="ichct", manufacturer_model_name=model_name[:64], software_versions=f"ichct {version}",
+            device_serial_number="none", content_label="ICH", content_description="ichct hemorrhage segmentation",
+            series_description="ichct ICH segmentation (research use, not for diagnosis)",
+            omit_empty_frames=bool(pixel.any()))
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom refuses the source headers
+        raise SegSourceError(sources.paths[0] if sources.paths else "source series",
+                             f"a DICOM SEG cannot reference this series: {exc}") from exc
     # Type 2 in the Content Identification Macro: present, empty (the creator is the algorithm,
     # named in each segment's AlgorithmIdentification, not a person).
     seg.ContentCreatorName = ""
-    seg.save_as(str(out_path))
-    return {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID),
-            "n_frames": int(seg.NumberOfFrames), "segments": [SEGMENT_CODES[n].label for n in names],
-            "referenced_instances": len({h.sop_instance_uid for h in frames})}
+    return seg

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ichct.errors import IchctError
 from ichct.pipeline.synth.config import (
     DEFAULT_COHORT,
     DEFAULT_COHORT_DIR,
@@ -112,7 +113,7 @@ def _config(args: argparse.Namespace) -> SynthConfig | None:
         return None
     try:
         return SynthConfig(**given, subtype_prob=dict(args.subtype_prob), preview=args.preview)
-    except ValueError as exc:
+    except IchctError as exc:  # a value out of range: a usage error (anything else is a bug)
         logger.error("%s", exc)
         return None
 

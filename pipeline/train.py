@@ -25,7 +25,6 @@ import contextlib
 import csv
 import hashlib
 import io
-import json
 import logging
 import math
 import random
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ichct.errors import USER_PATH_ERRORS, InputError, read_json
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.devices import torch_device
 from ichct.pipeline.labels import LABEL_NAMES
@@ -102,8 +102,20 @@ def save_checkpoint_atomic(obj: Mapping[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by this module (``weights_only=True``)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint written by this module, or any ``torch.save`` file (``weights_only=True``).
+
+    A file that torch cannot read (truncated, not a checkpoint, objects other than tensors and
+    plain containers) raises :class:`~ichct.errors.InputError` naming it; a missing one
+    ``FileNotFoundError``.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except USER_PATH_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - RuntimeError (not a zip), UnpicklingError, EOFError, ...
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}"
+                               f"{': ' + detail if detail else ''})") from exc
 
 
 def _randomizables(transform: Any) -> list[Any]:
@@ -403,8 +415,8 @@ def _check_network(kind: str, cfg: Mapping[str, Any], source: str) -> None:
         with torch.random.fork_rng(devices=[]):
             _build_model(kind, cfg)
     except Exception as exc:  # a wrong keyword or value of the network: TypeError, ValueError, ...
-        raise ValueError(f"{source}: config key 'network' is not valid for the {kind} network "
-                         f"({type(exc).__name__}: {exc})") from None
+        raise InputError(source, f"config key 'network' is not valid for the {kind} network "
+                                 f"({type(exc).__name__}: {exc})") from None
 
 
 def _command(kind: str, manifest: Path, fold: int, out: Path, epochs: int | None, max_minutes: float | None,
@@ -470,9 +482,9 @@ def train(
     ``epoch_started`` is called with the epoch number at the start of every epoch, in the
     training thread (e.g. to give the run more torch threads once a run beside it has finished).
 
-    Raises ``ValueError`` for bad arguments, a config that fails its checks (naming the file and
-    the key; before anything is written), a manifest that fails its checks
-    (:class:`ManifestError`) or a run directory that does not match ``resume``. A new run that
+    Raises :class:`~ichct.errors.IchctError` (a ``ValueError``) for bad arguments, a config that
+    fails its checks (naming the file and the key; before anything is written), a manifest that
+    fails its checks (:class:`ManifestError`) or a run directory that does not match ``resume``. A new run that
     fails before its first ``last.pt`` leaves nothing behind: the folders it created are removed
     (in a folder that existed, the files it wrote).
     """
@@ -489,7 +501,9 @@ def train(
     if kind not in ("seg", "cls"):
         raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
     if torch_device(device).type != "cuda" and amp:
-        raise ValueError("--amp needs --device cuda")
+        raise InputError("--amp needs --device cuda")
+    if not 0 <= int(seed) < 2**32:
+        raise InputError(f"seed (--seed) must be in 0..2**32-1, got {seed}")
     manifest = Path(manifest).resolve()
     out = Path(out_dir)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -498,19 +512,19 @@ def train(
     ckpt: dict[str, Any] | None = None
     if resume:
         if not last_path.exists() or not (out / "config.json").exists():
-            raise ValueError(f"{out}: nothing to resume (no last.pt / config.json)")
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            raise InputError(out, "nothing to resume (no last.pt / config.json)")
+        saved = read_json(out / "config.json", "run config")
         if saved["kind"] != kind or int(saved["fold"]) != int(fold):
-            raise ValueError(f"{out}: run is {saved['kind']} fold {saved['fold']}, not {kind} fold {fold}")
+            raise InputError(out, f"run is {saved['kind']} fold {saved['fold']}, not {kind} fold {fold}")
         if saved["manifest_sha256"] != manifest_sha:
-            raise ValueError(f"{manifest}: changed since the run started (sha256 differs); refusing to resume")
+            raise InputError(manifest, "changed since the run started (sha256 differs); refusing to resume")
         config_source = str(out / "config.json")
         cfg = resolve_saved_config(kind, saved["config"], epochs=epochs, source=config_source)
         seed = int(saved["seed"])
         ckpt = load_checkpoint(last_path)
     else:
         if last_path.exists():
-            raise ValueError(f"{out}: holds a run already (last.pt); pass --resume or choose another folder")
+            raise InputError(out, "holds a run already (last.pt); pass --resume or choose another folder")
         config_source = str(config) if isinstance(config, (str, Path)) else "training config"
         cfg = resolve_config(kind, config, epochs=epochs)
     _check_network(kind, cfg, config_source)
@@ -518,19 +532,19 @@ def train(
         cfg["max_minutes"] = float(max_minutes)
     budget_s = float(cfg["max_minutes"]) * 60.0 if cfg.get("max_minutes") else None
     if budget_s is not None and budget_s <= 0:
-        raise ValueError(f"max_minutes must be > 0, got {cfg['max_minutes']}")
+        raise InputError(f"max_minutes (--max-minutes) must be > 0, got {cfg['max_minutes']}")
     max_epochs = int(cfg["epochs"])
 
     set_determinism(seed=int(seed))
     train_entries = load_manifest(manifest, "training", fold=int(fold))
     val_entries = load_manifest(manifest, "validation", fold=int(fold), check=False)  # checked just above
     if not train_entries or not val_entries:
-        raise ValueError(f"{manifest}: fold {fold} leaves {len(train_entries)} training and "
-                         f"{len(val_entries)} validation studies; both must be non-empty")
+        raise InputError(manifest, f"fold {fold} leaves {len(train_entries)} training and "
+                                   f"{len(val_entries)} validation studies; both must be non-empty")
     train_keys = sorted({e["patient_key"] for e in train_entries})
     leaked = set(train_keys) & {e["patient_key"] for e in val_entries}
     if leaked:  # load_manifest's checks make this impossible; never train on a leaking split
-        raise ValueError(f"{manifest}: {len(leaked)} patient(s) in both training and validation")
+        raise InputError(manifest, f"{len(leaked)} patient(s) in both training and validation")
 
     created = _first_missing_ancestor(out)  # the top folder this run creates (None: out exists)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ichct.errors import InputError
+
 KINDS = ("seg", "cls")
 
 _COMMON: dict[str, Any] = {
@@ -317,23 +319,26 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str = "") -> dic
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML override file (a mapping); ``ValueError`` naming the file if it is not one."""
+    """Read a JSON or YAML override file (a mapping); :class:`~ichct.errors.InputError` naming the file if it is not one."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(p, f"not a text file (a JSON or YAML training config): {exc}") from None
     if p.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"{p}: not valid YAML: {exc}") from None
+            raise InputError(p, f"not valid YAML: {exc}") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON: {exc}") from None
+            raise InputError(p, f"not valid JSON: {exc}") from None
     if not isinstance(data, Mapping):
-        raise ValueError(f"{p}: a training config must be a mapping, got {type(data).__name__}")
+        raise InputError(p, f"a training config must be a mapping, got {type(data).__name__}")
     return dict(data)
 
 
@@ -341,8 +346,8 @@ def resolve_config(kind: str, config: str | Path | Mapping[str, Any] | None = No
                    epochs: int | None = None, *, source: str | None = None) -> dict[str, Any]:
     """Defaults of ``kind`` merged with ``config`` (path or mapping) and ``epochs``, checked and coerced.
 
-    Raises ``ValueError`` naming the config file (or ``source``) and the key for an unknown key, or
-    a value of the wrong type or out of range.
+    Raises :class:`~ichct.errors.InputError` (a ``ValueError``) naming the config file (or
+    ``source``) and the key for an unknown key, or a value of the wrong type or out of range.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -353,14 +358,14 @@ def resolve_config(kind: str, config: str | Path | Mapping[str, Any] | None = No
     elif config is not None:
         over = config
     if not isinstance(over, Mapping):
-        raise ValueError(f"{name}: a training config must be a mapping, got {type(over).__name__}")
+        raise InputError(name, f"a training config must be a mapping, got {type(over).__name__}")
     try:
         cfg = _merge(DEFAULTS[kind], over)
     except _Invalid as exc:
-        raise ValueError(f"{name}: {exc}") from None
+        raise InputError(name, str(exc)) from None
     if epochs is not None:
         if isinstance(epochs, bool) or _as_number(epochs) is None or int(epochs) != epochs or int(epochs) < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+            raise InputError(f"epochs must be an integer >= 1, got {epochs!r}")
         cfg["epochs"] = int(epochs)
     return validate_config(kind, cfg, source=name)
 
@@ -375,7 +380,7 @@ def resolve_saved_config(kind: str, saved: Mapping[str, Any], epochs: int | None
 def validate_config(kind: str, cfg: Mapping[str, Any], source: str = "training config") -> dict[str, Any]:
     """``cfg`` (every key of :data:`DEFAULTS` ``[kind]``) checked and coerced: a new dict.
 
-    Raises ``ValueError`` ("SOURCE: config key 'lr' must be a number > 0, got 'abc'").
+    Raises :class:`~ichct.errors.InputError` ("SOURCE: config key 'lr' must be a number > 0, got 'abc'").
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -383,13 +388,13 @@ def validate_config(kind: str, cfg: Mapping[str, Any], source: str = "training c
     unknown = [k for k in cfg if k not in checks]
     missing = [k for k in checks if k not in cfg]
     if unknown:
-        raise ValueError(f"{source}: config key {unknown[0]!r} is unknown")
+        raise InputError(source, f"config key {unknown[0]!r} is unknown")
     if missing:
-        raise ValueError(f"{source}: config key {missing[0]!r} is missing")
+        raise InputError(source, f"config key {missing[0]!r} is missing")
     out: dict[str, Any] = {}
     try:
         for key, check in checks.items():
             out[key] = check(cfg[key], key, out)
     except _Invalid as exc:
-        raise ValueError(f"{source}: {exc}") from None
+        raise InputError(source, str(exc)) from None
     return {k: out[k] for k in cfg}  # the order of cfg

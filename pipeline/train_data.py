@@ -32,6 +32,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from ichct.errors import InputError
 from ichct.pipeline.labels import LABEL_NAMES
 from ichct.transforms import DEFAULT_WINDOWS, HUWindowd, LoadCTd, MultiWindowd, StripSkulld, ct_preprocess
 
@@ -58,9 +59,9 @@ def seg_items(entries: Sequence[Mapping[str, Any]], num_classes: int) -> list[di
     items = []
     for e in entries:
         if not e.get("label"):
-            raise ValueError(f"seg training needs a voxel label for every study; {e.get('study_uid')} has none")
+            raise InputError(f"seg training needs a voxel label for every study; {e.get('study_uid')} has none")
         if num_classes == 6 and e.get("label_values", "ichct") != "ichct":
-            raise ValueError(f"6-class training needs subtype labels; {e.get('study_uid')} has {e.get('label_values')!r}")
+            raise InputError(f"6-class training needs subtype labels; {e.get('study_uid')} has {e.get('label_values')!r}")
         items.append({"image": e["image"], "label": e["label"], "ct": _ct_vector(e),
                       "patient_key": e.get("patient_key", "")})
     return items
@@ -119,16 +120,22 @@ def cls_items(entries: Sequence[Mapping[str, Any]], voxel_labels: bool = False) 
     for e in entries:
         sl = e.get("slice_labels")
         if not sl:
-            raise ValueError(f"cls training needs slice_labels; {e.get('study_uid')} has none")
+            raise InputError(f"cls training needs slice_labels; {e.get('study_uid')} has none")
         item = {"image": e["image"], "slice_labels": np.asarray(sl, dtype=np.float32),
                 "ct": _ct_vector(e), "patient_key": e.get("patient_key", "")}
         if voxel_labels:
             if not e.get("label"):
-                raise ValueError(f"the auxiliary segmentation head (network.aux_seg) needs a voxel label for every "
+                raise InputError(f"the auxiliary segmentation head (network.aux_seg) needs a voxel label for every "
                                  f"study; {e.get('study_uid')} has none (set network.aux_seg to false)")
             item["label"] = e["label"]
         items.append(item)
     return items
+
+
+def _source(img: Any) -> str:
+    """The file a loaded image came from (its MetaTensor's ``filename_or_obj``), for messages."""
+    meta = getattr(img, "meta", None) or {}
+    return str(meta.get("filename_or_obj") or "a study")
 
 
 class CheckSliceCountd(MapTransform):
@@ -141,7 +148,7 @@ class CheckSliceCountd(MapTransform):
         d = dict(data)
         n_img, n_lab = int(d["image"].shape[-1]), int(len(d["slice_labels"]))
         if n_img != n_lab:
-            raise ValueError(f"study has {n_img} slices but {n_lab} slice-label rows")
+            raise InputError(_source(d["image"]), f"{n_img} slices but {n_lab} slice-label rows in the manifest")
         return d
 
 
@@ -179,8 +186,8 @@ class CheckSameGridd(MapTransform):
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         d = dict(data)
         if tuple(d["image"].shape[1:]) != tuple(d["label"].shape[1:]):
-            raise ValueError(f"label grid {tuple(d['label'].shape[1:])} differs from image grid "
-                             f"{tuple(d['image'].shape[1:])}")
+            raise InputError(_source(d["label"]), f"label grid {tuple(d['label'].shape[1:])} differs from the grid "
+                                                  f"{tuple(d['image'].shape[1:])} of its image {_source(d['image'])}")
         return d
 
 

@@ -136,7 +136,7 @@ def test_demo_overwrite_replaces_a_demo_and_a_failure_leaves_nothing(tmp_path, r
 
     def broken_cohort(config, out_dir, **kwargs):
         seen.append(sorted(p.name for p in out_dir.parent.iterdir()))
-        raise ValueError("synthetic cohort broke")
+        raise RuntimeError("synthetic cohort broke")  # a bug inside the demo: exit 70, nothing left behind
 
     monkeypatch.setattr(demo_mod, "generate_cohort", broken_cohort)
     old = tmp_path / "old_demo"
@@ -147,13 +147,13 @@ def test_demo_overwrite_replaces_a_demo_and_a_failure_leaves_nothing(tmp_path, r
     assert not seen and (old / "runs" / "seg" / "last.pt").is_file()
 
     res = run_cli("demo", "--quick", "--out", old, "--overwrite")
-    assert res.code == 1 and "synthetic cohort broke" in res.err, res.err
+    assert res.code == 70 and "synthetic cohort broke" in res.err and "Traceback" in res.err, res.err
     assert seen == [[".ichct-demo"]]  # the previous demo was removed before the new one started
     assert list(old.iterdir()) == []  # the failed demo left nothing behind
 
     new = tmp_path / "parent" / "new_demo"
     res = run_cli("demo", "--quick", "--out", new)
-    assert res.code == 1 and len(seen) == 2
+    assert res.code == 70 and len(seen) == 2
     assert not (tmp_path / "parent").exists()
 
     mixed = tmp_path / "mixed"

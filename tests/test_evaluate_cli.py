@@ -78,7 +78,8 @@ def test_training_patients_refused_unless_allow_overlap(setup, run_cli, tmp_path
 
 def test_usage_errors(setup, run_cli, tmp_path):
     m, out = setup["manifest"], tmp_path / "x"
-    assert run_cli("evaluate", "--manifest", m, "--out", out).code == 2  # neither --run nor --bundle
+    # (neither --run nor --bundle evaluates the shipped bundles: tests/test_shipped_models.py)
+    assert run_cli("evaluate", "--manifest", m, "--out", out, "--compare", "max", setup["cls"]).code == 2  # a mix
     assert run_cli("evaluate", "--run", setup["cls"], "--out", out).code == 2  # no --manifest
     assert run_cli("evaluate", "--run", setup["cls"], "--bundle", out, "--manifest", m, "--out", out).code == 2
     r = run_cli("evaluate", "--bundle", tmp_path, "--manifest", m, "--out", out)  # --bundle: tests/test_bundle.py

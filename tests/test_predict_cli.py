@@ -100,7 +100,8 @@ def test_existing_output_folder_needs_overwrite(run_cli, base, runs, good):
 
 def test_usage_errors_exit_2(run_cli, base, runs, good):
     assert run_cli("predict", good, "--run", runs[0]).code == 2  # no OUT_DIR
-    assert run_cli("predict", good, base / "u1").code == 2  # no model
+    assert run_cli("predict", good, base / "u1", "--run", runs[0], "--run", runs[1], "--bundle", runs[0]).code == 2
+    # no model at all is no usage error: the shipped bundles are used (tests/test_shipped_models.py)
     assert run_cli("predict", good, base / "u2", "--run", runs[0], "--rule", "nope").code == 2
     r = run_cli("predict", good, base / "u3", "--run", runs[0], "--rule", "consecutive")
     assert r.code == 1 and "needs a classification model" in r.err

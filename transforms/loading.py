@@ -18,18 +18,18 @@ import numpy as np
 from monai.config import DtypeLike, KeysCollection
 from monai.transforms import LoadImage, MapTransform, Transform
 
+from ichct.errors import InputError
+
 from .io import LoadDicomSeries
 
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(InputError):
     """An image file (NIfTI or other) that cannot be read; the message names the file and why."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(path, reason)
 
 
 def is_dicom_path(path: str | os.PathLike[str]) -> bool:

@@ -27,6 +27,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ichct.errors import InputError
 from ichct.pipeline.atomic import atomic_path
 from ichct.transforms.dicom import load_salt, patient_key, salt_id, scan_folder
 
@@ -45,7 +46,7 @@ def adapter(source: str):
     """The adapter module of a source (``collect(root, workers=, salt=) -> list[Record]``; optional
     ``public_salt(root) -> str | None`` for data whose identifiers are made up)."""
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
+        raise InputError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
     return importlib.import_module(f"ichct.pipeline.manifests.source_{source}")
 
 
@@ -81,7 +82,7 @@ def _pixel_hash(rec: Record, cache: HashCache | None, workers: int | None) -> st
             scan = scan_folder(rec.image, workers=workers)
         files = [h.path for h in scan.headers if h.series_uid == rec.series_uid]
         if not files:
-            raise ValueError(f"{rec.image}: no series {rec.series_uid}")
+            raise InputError(rec.image, f"no series {rec.series_uid}")
     return dicom_series_digest(files, cache, workers)
 
 
@@ -144,7 +145,7 @@ def build_manifest(
     ManifestError
         The result fails the checks, or a data set file is unusable (e.g. a label CSV lacks a
         column). Nothing is written: an existing manifest and its links stay as they were.
-    ValueError, FileNotFoundError
+    ichct.errors.InputError, FileNotFoundError
         Unusable input or arguments.
     """
     root = Path(root)
@@ -152,7 +153,7 @@ def build_manifest(
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data root not found")
     if not str(out).endswith(".json"):
-        raise ValueError(f"{out}: the manifest must be a .json file")
+        raise InputError(out, "the manifest must be a .json file")
     base_dir = Path(os.path.abspath(out)).parent
     stem = out.name[: -len(".json")]
     name = name or stem
@@ -166,7 +167,7 @@ def build_manifest(
     try:
         records = module.collect(root, workers=workers, salt=salt)
         if not records:
-            raise ValueError(f"{root}: no {source} studies found")
+            raise InputError(root, f"no {source} studies found")
         keys = _patient_keys(source, records, salt, hash_cache, workers)
         groups_idx = group_records(keys, records)
         slots = assign_groups(_split_groups(groups_idx, keys, records), folds, test_fraction, seed)
@@ -331,8 +332,8 @@ def _entry(rec: Record, key: str, base_dir: Path, linker: Linker) -> dict[str, A
 
 
 def _refuse_raw_identifiers(doc: dict[str, Any], records: list[Record]) -> None:
-    """Raise ``ValueError`` when any raw identifier of any record appears in the manifest (see :mod:`.leaks`)."""
+    """Raise :class:`~ichct.errors.InputError` when any raw identifier of any record appears in the manifest (see :mod:`.leaks`)."""
     places = raw_identifier_places(doc, (t for rec in records for t in rec.private))
     if places:
-        raise ValueError("a raw patient identifier would be written into the manifest at " + ", ".join(places[:10])
+        raise InputError("a raw patient identifier would be written into the manifest at " + ", ".join(places[:10])
                          + "; move the data to a folder whose path does not name a patient, or use --link-dir")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ichct.errors import IchctError
 
-class ManifestError(ValueError):
+
+class ManifestError(IchctError):
     """A manifest failed its checks; ``problems`` holds one line per problem.
 
     Parameters
@@ -21,6 +23,15 @@ class ManifestError(ValueError):
     def __init__(self, manifest: str | Path, problems: list[str], *, subject: str = "manifest") -> None:
         self.manifest = str(manifest)
         self.problems = list(problems)
+        self.subject = subject
         shown = self.problems[:20]
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
         super().__init__(f"{subject} {self.manifest} failed {len(self.problems)} check(s):\n  " + "\n  ".join(shown) + more)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle with the constructor's arguments (the error may cross processes, e.g. a training run)."""
+        return _rebuild, (type(self), self.manifest, self.problems, self.subject)
+
+
+def _rebuild(cls: type[ManifestError], manifest: str, problems: list[str], subject: str) -> ManifestError:
+    return cls(manifest, problems, subject=subject)

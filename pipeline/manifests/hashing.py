@@ -17,12 +17,14 @@ import logging
 import os
 import sqlite3
 import threading
-import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from ichct.errors import USER_PATH_ERRORS, InputError
+from ichct.transforms.dicom.validation import quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +34,8 @@ _HASH_VERSION = "v1"
 
 @contextlib.contextmanager
 def quiet_invalid_uids():
-    """Silence pydicom's warning for each non-conforming UID (RSNA writes ``ID_<hex>`` UIDs)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+    """Silence pydicom's warning for each non-conforming value (RSNA writes ``ID_<hex>`` UIDs)."""
+    with quiet_pydicom_values():
         yield
 
 
@@ -153,10 +154,15 @@ def dicom_file_digest(path: str | Path) -> str:
     """Hash of one DICOM file's decoded pixel data (raw PixelData bytes when it cannot be decoded)."""
     import pydicom
 
-    with quiet_invalid_uids():
-        ds = pydicom.dcmread(str(path))
+    try:
+        with quiet_invalid_uids():
+            ds = pydicom.dcmread(str(path))
+    except USER_PATH_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - InvalidDicomError, a truncated file, a malformed element
+        raise InputError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ValueError(f"{path}: no pixel data")
+        raise InputError(path, "no pixel data")
     try:
         return _array_digest(ds.pixel_array)
     except Exception as exc:  # noqa: BLE001 - no decoder for this transfer syntax: fall back to the stored bytes
@@ -168,8 +174,13 @@ def nifti_digest(path: str | Path) -> str:
     """Hash of a NIfTI file's voxel array."""
     import nibabel as nib
 
-    img = nib.load(str(path))
-    return _array_digest(np.asanyarray(img.dataobj))
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except USER_PATH_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ImageFileError, a truncated gzip, a wrong header
+        raise InputError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    return _array_digest(data)
 
 
 def combine(digests: Sequence[str]) -> str:

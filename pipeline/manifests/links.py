@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ichct.errors import InputError
 from ichct.pipeline.atomic import temp_dir_beside
 
 from .model import Record, nifti_suffix
@@ -51,7 +52,7 @@ def _symlink(target: Path, link: Path) -> None:
 
 
 def check_replaceable(root: Path) -> None:
-    """Raise ``ValueError`` unless ``root`` is absent or a folder of links and folders only.
+    """Raise :class:`~ichct.errors.InputError` unless ``root`` is absent or a folder of links and folders only.
 
     Parameters
     ----------
@@ -61,13 +62,13 @@ def check_replaceable(root: Path) -> None:
     if not os.path.lexists(root):
         return
     if root.is_symlink() or not root.is_dir():
-        raise ValueError(f"{root}: exists and is not a link folder; refusing to replace it (choose another --link-dir)")
+        raise InputError(root, "exists and is not a link folder; refusing to replace it (choose another --link-dir)")
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             p = Path(dirpath) / name
             if not p.is_symlink():
-                raise ValueError(f"{root}: holds {p}, which is not a link; refusing to replace the folder "
-                                 "(choose another --link-dir)")
+                raise InputError(root, f"holds {p}, which is not a link; refusing to replace the folder "
+                                       "(choose another --link-dir)")
 
 
 class Linker:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ichct.errors import InputError
+
 from .check import check_documents, read_manifest
 from .errors import ManifestError
 from .hashing import HashCache
@@ -54,11 +56,11 @@ def load_manifest(
     ManifestError
         The manifest (or one given in ``also_check``) fails a check; the message names the
         manifest and lists the problems.
-    ValueError
-        Unknown split or fold out of range.
+    ichct.errors.InputError
+        Unknown split or fold out of range (a ``ValueError``).
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     doc = read_manifest(path)
     if doc.load_error:
         raise ManifestError(path, [f"{doc.name}: {doc.load_error}"])
@@ -70,9 +72,9 @@ def load_manifest(
     data = doc.data
     num_folds = int(data.get("num_folds", 1))
     if fold is not None and not 0 <= int(fold) < num_folds:
-        raise ValueError(f"{path}: fold {fold} outside 0..{num_folds - 1}")
+        raise InputError(path, f"fold {fold} outside 0..{num_folds - 1}")
     if split == "validation" and fold is None:
-        raise ValueError("split 'validation' needs a fold")
+        raise InputError("split 'validation' needs a fold (--fold)")
     training = data.get("training", [])
     if split == "training":
         items = [e for e in training if fold is None or e.get("fold") != fold]

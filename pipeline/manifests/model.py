@@ -14,6 +14,7 @@ from typing import Any
 
 # CT-level and per-slice label names; slice_labels rows use this order ("any" first, then the
 # subtypes in RSNA order). Voxel label maps with label_values "ichct" use subtype index + 1.
+from ichct.errors import InputError
 from ichct.pipeline.labels import LABEL_NAMES, SUBTYPES  # noqa: F401 - re-exported
 ICHCT_LABEL_VALUES: dict[int, str] = {0: "background", **{i + 1: name for i, name in enumerate(SUBTYPES)}}
 UNKNOWN = -1  # a label the source does not provide
@@ -59,11 +60,11 @@ def normalise_labels(labels: dict[str, Any]) -> dict[str, int]:
         value = labels.get(name, UNKNOWN)
         value = UNKNOWN if value is None else int(value)
         if value not in (-1, 0, 1):
-            raise ValueError(f"label {name!r} must be -1, 0 or 1, got {value}")
+            raise InputError(f"label {name!r} must be -1, 0 or 1, got {value}")
         out[name] = value
     extra = set(labels) - set(LABEL_NAMES)
     if extra:
-        raise ValueError(f"unknown label name(s): {', '.join(sorted(extra))}")
+        raise InputError(f"unknown label name(s): {', '.join(sorted(extra))}")
     return out
 
 

@@ -7,6 +7,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from ichct.errors import IchctError
+
 
 @functools.lru_cache(maxsize=1)
 def manifest_schema() -> dict[str, Any]:
@@ -39,7 +41,8 @@ def schema_problems(doc: Any, limit: int = 20) -> list[str]:
 
 
 def validate_manifest(doc: Any) -> None:
-    """Raise ``ValueError`` listing the schema violations of ``doc`` (nothing when valid)."""
+    """Raise :class:`~ichct.errors.IchctError` (a ``ValueError``) listing the schema violations of ``doc``
+    (nothing when valid)."""
     problems = schema_problems(doc)
     if problems:
-        raise ValueError("manifest does not follow the schema:\n  " + "\n  ".join(problems))
+        raise IchctError("manifest does not follow the schema:\n  " + "\n  ".join(problems))

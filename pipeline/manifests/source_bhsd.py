@@ -62,7 +62,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
         if not values <= set(BHSD_TO_ICHCT):
             logger.warning("bhsd: %s skipped: mask values %s outside 0-5", stem, sorted(values - set(BHSD_TO_ICHCT)))
             continue
-        ct, rows = mask_labels(data, "ichct")
+        ct, rows = mask_labels(data, "ichct", path=mask)
         m = _NAME.match(stem)
         patient_id, study_uid = (m.group(1), m.group(2)) if m else (f"bhsd:{stem}", pseudo_uid(NAME, "study", stem, salt))
         records.append(Record(

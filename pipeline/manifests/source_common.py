@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ichct.errors import InputError
 from ichct.transforms.dicom import patient_key
 
 from .errors import ManifestError
@@ -61,11 +62,14 @@ def read_csv_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, st
         The header lacks a ``required`` column (the message names the file, the missing columns and
         the columns found).
     """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        require_columns(path, [(k or "").strip() for k in reader.fieldnames or []], required)
-        # a row longer than the header puts its extra cells under the key None: they are dropped
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            require_columns(path, [(k or "").strip() for k in reader.fieldnames or []], required)
+            # a row longer than the header puts its extra cells under the key None: they are dropped
+            return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(path, [f"{path}: not a readable CSV text file ({exc})"], subject="label CSV") from None
 
 
 def require_columns(path: Path, header: Sequence[str], required: Sequence[str]) -> None:
@@ -79,10 +83,18 @@ def require_columns(path: Path, header: Sequence[str], required: Sequence[str]) 
 
 
 def flag(value: str | int | float | None) -> int:
-    """A CSV cell as 0/1 (blank -> unknown)."""
+    """A CSV cell as 0/1 (blank -> unknown); :class:`~ichct.errors.InputError` for a cell that is not a number."""
     if value is None or str(value).strip() == "":
         return UNKNOWN
-    return 1 if float(value) >= 0.5 else 0
+    return 1 if number(value) >= 0.5 else 0
+
+
+def number(value: str | int | float) -> float:
+    """A CSV cell as a float; :class:`~ichct.errors.InputError` (without the file: callers add it) if it is not one."""
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"label {value!r} is not a number") from None
 
 
 def series_image(group, scan) -> tuple[Path, list[Path] | None]:
@@ -102,17 +114,19 @@ def _under(path: Path, folder: Path) -> bool:
         return False
 
 
-def mask_labels(data: np.ndarray, label_values: str) -> tuple[dict[str, int], list[list[int]]]:
+def mask_labels(data: np.ndarray, label_values: str,
+                path: str | os.PathLike[str] = "label map") -> tuple[dict[str, int], list[list[int]]]:
     """CT-level flags and per-slice rows (along the third axis) from a voxel label map.
 
     ``label_values`` "ichct": values 1-5 are the subtypes; "binary": non-zero is hemorrhage of
-    unknown subtype (subtype flags -1).
+    unknown subtype (subtype flags -1). A map that is not 3D raises
+    :class:`~ichct.errors.InputError` naming ``path``.
     """
     data = np.asarray(data)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise ValueError(f"label map has {data.ndim} dimensions, expected 3")
+        raise InputError(path, f"label map has {data.ndim} dimensions, expected 3")
     n = data.shape[2]
     rows: list[list[int]] = []
     if label_values == "ichct":

@@ -20,6 +20,7 @@ import logging
 import re
 from pathlib import Path
 
+from ichct.errors import InputError
 from ichct.transforms.dicom import DicomIngestError, scan_folder, select_series
 
 from .model import LABEL_NAMES, UNKNOWN, Record, private_tokens
@@ -88,7 +89,10 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
             logger.warning("cq500: patient #%d skipped: %s", number, exc.reason if hasattr(exc, "reason") else exc)
             continue
         image, link_files = series_image(group, scan)
-        readers = reader_labels(row)
+        try:
+            readers = reader_labels(row)
+        except InputError as exc:
+            raise InputError(reads_path, f"row {row.get('name', number)!r}: {exc.reason}") from None
         first = group.first
         name = row.get("name", "")
         patient_id = first.patient_id or name

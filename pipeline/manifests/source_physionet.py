@@ -21,6 +21,8 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+from ichct.errors import InputError
+
 from .model import Record, labels_from_slices, private_tokens
 from .source_common import absolute, find_first, flag, pseudo_uid, read_csv_rows
 
@@ -51,9 +53,12 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
             number, slice_number = int(float(row["PatientNumber"])), int(float(row["SliceNumber"]))
         except ValueError:
             continue
-        no_hem = flag(row["No_Hemorrhage"])
+        try:
+            no_hem = flag(row["No_Hemorrhage"])
+            subtypes = [flag(row[c]) for c in SUBTYPE_COLUMNS]
+        except InputError as exc:
+            raise InputError(csv_path, f"patient {number} slice {slice_number}: {exc.reason}") from None
         any_flag = -1 if no_hem == -1 else 1 - no_hem
-        subtypes = [flag(row[c]) for c in SUBTYPE_COLUMNS]
         if 1 in subtypes:
             any_flag = 1
         slices[number].append((slice_number, [any_flag] + subtypes))

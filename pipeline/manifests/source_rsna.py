@@ -21,11 +21,12 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+from ichct.errors import InputError
 from ichct.transforms.dicom import group_series, scan_folder, stack_geometry
 
 from .model import LABEL_NAMES, UNKNOWN, Record, labels_from_slices, private_tokens
 from .hashing import quiet_invalid_uids
-from .source_common import absolute, find_first, read_csv_rows
+from .source_common import absolute, find_first, number, read_csv_rows
 
 logger = logging.getLogger(__name__)
 NAME = "rsna"
@@ -42,7 +43,10 @@ def read_labels(csv_path: Path) -> dict[str, dict[str, int]]:
         sop, _, subtype = ident.rpartition("_")
         if not sop or subtype not in LABEL_NAMES:
             continue
-        value = int(float(row["Label"] or 0) >= 0.5)
+        try:
+            value = int(number(row["Label"] or 0) >= 0.5)
+        except InputError as exc:
+            raise InputError(csv_path, f"{ident}: {exc.reason}") from None
         out[sop][subtype] = max(out[sop].get(subtype, 0), value)
     return out
 

@@ -22,10 +22,11 @@ the ingest sidecars' ``patient_key`` of the same PatientID), and paths naming a 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from ichct.errors import InputError, read_json
 
 from .model import Record, private_tokens
 from .source_common import absolute
@@ -42,9 +43,9 @@ def _read_cohort(root: Path) -> dict[str, Any]:
     cohort_path = Path(root) / "cohort.json"
     if not cohort_path.is_file():
         raise FileNotFoundError(f"{cohort_path}: no cohort.json (is {root} a synthetic cohort made by `ichct synth`?)")
-    cohort = json.loads(cohort_path.read_text(encoding="utf-8"))
+    cohort = read_json(cohort_path, "cohort.json")
     if not isinstance(cohort, dict):
-        raise ValueError(f"{cohort_path}: not a cohort.json object")
+        raise InputError(cohort_path, "not a cohort.json object")
     return cohort
 
 
@@ -67,7 +68,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
     generated = is_generated(cohort)
     studies = cohort.get("studies")
     if not isinstance(studies, list):
-        raise ValueError(f"{cohort_path}: no 'studies' list")
+        raise InputError(cohort_path, "no 'studies' list")
     records = []
     for n, s in enumerate(studies):
         try:
@@ -77,7 +78,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
             study_uid, series_uid = str(s["study_uid"]), str(s["series_uid"])
             ct_labels = dict(s["ct_labels"])
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"{cohort_path}: study #{n} lacks {exc}") from None
+            raise InputError(cohort_path, f"study #{n} lacks {exc}") from None
         if not image.is_dir():
             logger.warning("synth: study #%d skipped: series folder %s not found", n, s["series_dir"])
             continue

@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from ichct.errors import InputError
+
 from .model import LABEL_NAMES
 
 STRATA: tuple[str, ...] = ("negative",) + LABEL_NAMES
@@ -100,7 +102,7 @@ def _partition(groups: list[Group], proportions: list[float], rng: random.Random
             continue
         donor = max(range(n_bins), key=lambda x: (have_groups[x], have_n[x]))
         if have_groups[donor] <= 1:
-            raise ValueError("too few patients to fill every fold")
+            raise InputError("too few patients to fill every fold")
         candidates = [i for i in order if bins[i] == donor]
         move = min(reversed(candidates), key=lambda i: groups[i].n_studies)
         bins[move] = b
@@ -118,11 +120,11 @@ def assign_groups(groups: list[Group], num_folds: int, test_fraction: float, see
     group sizes and labels allow); 0 puts everything in the folds, 1 everything in the test set.
     """
     if num_folds < 1:
-        raise ValueError("num_folds must be at least 1")
+        raise InputError("num_folds (--folds) must be at least 1")
     if not 0.0 <= test_fraction <= 1.0:
-        raise ValueError("test_fraction must be between 0 and 1")
+        raise InputError("test_fraction (--test-fraction) must be between 0 and 1")
     if not groups:
-        raise ValueError("nothing to split: no studies")
+        raise InputError("nothing to split: no studies")
     ordered = sorted(range(len(groups)), key=lambda i: groups[i].key)
     rng = random.Random(f"ichct-split:{seed}")
     result = [0] * len(groups)
@@ -131,7 +133,7 @@ def assign_groups(groups: list[Group], num_folds: int, test_fraction: float, see
     train_idx = ordered
     if test_fraction > 0.0:
         if len(groups) < num_folds + 1:
-            raise ValueError(f"{len(groups)} independent patient group(s) cannot fill a test set and {num_folds} fold(s)")
+            raise InputError(f"{len(groups)} independent patient group(s) cannot fill a test set and {num_folds} fold(s)")
         bins = _partition([groups[i] for i in ordered], [test_fraction, 1.0 - test_fraction], rng)
         train_idx = []
         for i, b in zip(ordered, bins):
@@ -147,7 +149,7 @@ def assign_groups(groups: list[Group], num_folds: int, test_fraction: float, see
                 train_idx.append(i)
             train_idx.sort(key=lambda i: groups[i].key)
     elif len(groups) < num_folds:
-        raise ValueError(f"{len(groups)} independent patient group(s) cannot fill {num_folds} fold(s)")
+        raise InputError(f"{len(groups)} independent patient group(s) cannot fill {num_folds} fold(s)")
     if num_folds == 1:
         for i in train_idx:
             result[i] = 0

@@ -447,7 +447,7 @@ def prepare_output(out_dir: str | Path, overwrite: bool) -> Path:
         if manifest.is_file():
             try:
                 ours = ours or json.loads(manifest.read_text(encoding="utf-8")).get("generator", {}).get("name") == GENERATOR_NAME
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a cohort.json object
                 pass
         if not overwrite or not ours:
             raise FileExistsError(f"{out} is not empty" + ("" if ours else " and holds no ichct synth cohort")

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ichct.errors import InputError
 from ichct.pipeline.labels import LABEL_NAMES, LABEL_VALUES, SUBTYPES  # noqa: F401 - re-exported
 
 # P(subtype | positive study) before the "at least one subtype" fill-in (close to RSNA's mix).
@@ -55,34 +56,34 @@ class SynthConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for settings the generator cannot honour."""
+        """Raise :class:`~ichct.errors.InputError` (a ``ValueError``) for settings the generator cannot honour."""
         if self.n_patients < 1:
-            raise ValueError(f"--patients must be >= 1 (got {self.n_patients})")
+            raise InputError(f"--patients must be >= 1 (got {self.n_patients})")
         if not 0 <= self.seed < 2**63:
-            raise ValueError(f"--seed must be a non-negative integer (got {self.seed})")
+            raise InputError(f"--seed must be a non-negative integer (got {self.seed})")
         if not 32 <= self.matrix <= 1024:
-            raise ValueError(f"--matrix must be between 32 and 1024 (got {self.matrix})")
+            raise InputError(f"--matrix must be between 32 and 1024 (got {self.matrix})")
         if not 4 <= self.slices <= 512:
-            raise ValueError(f"--slices must be between 4 and 512 (got {self.slices})")
+            raise InputError(f"--slices must be between 4 and 512 (got {self.slices})")
         for name, value in (("positive_fraction", self.positive_fraction), ("follow_up_fraction", self.follow_up_fraction),
                             ("tilt_fraction", self.tilt_fraction), ("bone_fraction", self.bone_fraction),
                             ("scout_fraction", self.scout_fraction)):
             if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1] (got {value})")
+                raise InputError(f"{name} must be within [0, 1] (got {value})")
         unknown = set(self.subtype_prob) - set(SUBTYPES)
         if unknown:
-            raise ValueError(f"unknown subtype(s) {sorted(unknown)}; choose from {', '.join(SUBTYPES)}")
+            raise InputError(f"unknown subtype(s) {sorted(unknown)}; choose from {', '.join(SUBTYPES)}")
         if any(not 0.0 <= p <= 1.0 for p in self.subtype_prob.values()):
-            raise ValueError("subtype probabilities must be within [0, 1]")
+            raise InputError("subtype probabilities must be within [0, 1]")
         if self.positive_fraction > 0 and sum(self.subtype_prob.values()) <= 0:
-            raise ValueError("positive studies need at least one subtype with probability > 0")
+            raise InputError("positive studies need at least one subtype with probability > 0")
         unknown = set(self.compression_mix) - set(COMPRESSIONS)
         if unknown:
-            raise ValueError(f"unknown compression(s) {sorted(unknown)}; choose from {', '.join(COMPRESSIONS)}")
+            raise InputError(f"unknown compression(s) {sorted(unknown)}; choose from {', '.join(COMPRESSIONS)}")
         if any(v < 0 for v in self.compression_mix.values()) or sum(self.compression_mix.values()) <= 0:
-            raise ValueError("compression shares must be >= 0 and not all zero")
+            raise InputError("compression shares must be >= 0 and not all zero")
         if not self.thickness_choices_mm or any(not 0.5 <= t <= 10 for t in self.thickness_choices_mm):
-            raise ValueError("slice thickness choices must be within [0.5, 10] mm")
+            raise InputError("slice thickness choices must be within [0.5, 10] mm")
 
     def parameters(self) -> dict[str, Any]:
         """JSON-ready parameters for ``cohort.json`` (everything but the seed)."""

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .errors import DicomIngestError
 from .headers import SliceHeader, ensure_transfer_syntax, headers_from_dataset
+from .validation import quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
 
@@ -187,17 +188,20 @@ def scan_folder(path: str | Path, workers: int | None = None, progress: bool = F
         raise DicomIngestError(root, "is empty: no files found")
     n_workers = workers or default_workers()
     bar = tqdm(total=len(files), desc="reading headers", unit="file", disable=not progress, leave=False)
-    if n_workers <= 1 or len(files) < 8:
-        results = []
-        for f in files:
-            results.append(_read_one(f))
-            bar.update()
-    else:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+    # pydicom would warn once per file about non-conforming values (RSNA's 'ID_<hex>' UIDs); the
+    # reader says it once per series instead (validation.nonconforming_uid_summary).
+    with quiet_pydicom_values():
+        if n_workers <= 1 or len(files) < 8:
             results = []
-            for result in pool.map(_read_one, files, chunksize=16):
-                results.append(result)
+            for f in files:
+                results.append(_read_one(f))
                 bar.update()
+        else:
+            with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                results = []
+                for result in pool.map(_read_one, files, chunksize=16):
+                    results.append(result)
+                    bar.update()
     bar.close()
     for headers, skipped in results:
         scan.headers.extend(headers)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ichct.errors import IchctError
 
-class DicomIngestError(ValueError):
+
+class DicomIngestError(IchctError):
     """Input that cannot become a trustworthy CT volume.
 
     The message always names the file or folder and what is wrong with it, so that the CLI can
-    print it as is and exit with status 1.
+    print it as is and exit with status 1 (an :class:`ichct.errors.IchctError`, hence also a ``ValueError``).
 
     Parameters
     ----------
@@ -23,3 +25,7 @@ class DicomIngestError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle with the constructor's arguments (the error may cross processes, e.g. a training run)."""
+        return type(self), (self.path, self.reason)

@@ -11,6 +11,8 @@ from pydicom.dataset import Dataset
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
+CT_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE})
 
 
 @dataclass
@@ -167,6 +169,18 @@ def _padding(ds: Dataset, keyword: str) -> int | None:
     return _int(value)
 
 
+def _modality(ds: Dataset, sop_class: str) -> str:
+    """Modality, or CT for a file without it whose SOP class is a CT image storage class.
+
+    Public archives drop even Type 1 attributes; the SOP class (data set or file meta) still says
+    unambiguously that the object is a CT image.
+    """
+    modality = str(_get(ds, "Modality") or "").strip().upper()
+    if not modality and sop_class in CT_SOP_CLASSES:
+        return "CT"
+    return modality
+
+
 def _functional_item(ds: Dataset, frame_item: Dataset | None, sequence: str) -> Dataset | None:
     """Find a functional-group macro for a frame: per-frame first, then shared."""
     for container in (frame_item, _first_item(ds, "SharedFunctionalGroupsSequence")):
@@ -196,7 +210,7 @@ def headers_from_dataset(ds: Dataset, path: str) -> list[SliceHeader]:
         series_uid=str(_get(ds, "SeriesInstanceUID") or ""),
         sop_instance_uid=str(_get(ds, "SOPInstanceUID") or ""),
         sop_class_uid=sop_class,
-        modality=str(_get(ds, "Modality") or "").upper(),
+        modality=_modality(ds, sop_class),
         transfer_syntax_uid=transfer_syntax,
         rows=_int(_get(ds, "Rows")) or 0,
         columns=_int(_get(ds, "Columns")) or 0,

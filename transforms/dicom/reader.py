@@ -17,6 +17,8 @@ from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
+from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
+from .validation import nonconforming_uid_summary, quiet_pydicom_values
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
 from .pseudonym import patient_key, salt_id
 from .series import (
@@ -139,7 +141,9 @@ def read_dicom_series(
             raise DicomIngestError(scan.root, f"series {group.series_uid} has a single slice position; a volume needs at least two")
         order = geometry.order
         lossless = lossless_int16_possible([headers[i] for i in order])
-        stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless, progress=progress)
+        with quiet_pydicom_values():
+            stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless,
+                                                 progress=progress)
         if not failed:
             break
         bad = {order[p] for p in failed}
@@ -149,13 +153,21 @@ def read_dicom_series(
             raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data of its files cannot be decoded")
     else:
         raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data cannot be decoded consistently")
+    hu_check = check_hu(stack, [headers[i] for i in order], scan.root, group.series_uid)
     no_rescale = sum(1 for i in geometry.order if headers[i].rescale_slope is None or headers[i].rescale_intercept is None)
     if no_rescale:
         warnings.append(f"RescaleSlope/RescaleIntercept missing on {no_rescale} slice(s): stored values were taken as HU (slope 1, intercept 0)")
     if failed_paths:
         warnings.append(f"{len(failed_paths)} slice file(s) with undecodable pixel data were left out: " + ", ".join(Path(p).name for p in failed_paths[:10]))
+    uid_note = nonconforming_uid_summary(headers)
+    if uid_note:  # one line per series instead of pydicom's warning per file
+        warnings.append(uid_note)
+        logger.warning("series %s: %s", group.series_uid, uid_note)
 
-    stack, duplicates_info = _merge_duplicates(stack, headers, geometry, n_workers, warnings)
+    if hu_check.warning:
+        warnings.append(hu_check.warning)
+
+    stack, duplicates_info = _merge_duplicates(stack, headers, geometry, n_workers, warnings, hu_check)
 
     tilt_corrected = False
     if geometry.sheared and tilt_correction:
@@ -183,7 +195,7 @@ def read_dicom_series(
     hu_volume = stack.transpose(2, 1, 0)  # (slices, rows, cols) -> (cols i, rows j, slices k), F-ordered view
     used = [headers[i] for i in geometry.order]
     info = _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corrected, resampled,
-                    grid_positions, n_padded, duplicates_info, warnings, tilt_correction)
+                    grid_positions, n_padded, duplicates_info, warnings, tilt_correction, hu_check)
     for w in warnings:
         logger.debug("%s: %s", group.series_uid, w)
     return DicomVolume(hu_volume=hu_volume, affine_lps=affine_lps, series=group, geometry=geometry, info=info)
@@ -198,11 +210,13 @@ def _spacing_text(geometry: StackGeometry) -> str:
 
 
 def _merge_duplicates(
-    stack: np.ndarray, headers: list[SliceHeader], geometry: StackGeometry, workers: int, warnings: list[str]
+    stack: np.ndarray, headers: list[SliceHeader], geometry: StackGeometry, workers: int, warnings: list[str],
+    hu_check: HuCheck | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Slices sharing a position: identical copies are dropped; differing ones are averaged.
 
-    Returns the (possibly float32) stack and a summary for the sidecar.
+    The duplicates get the HU correction that ``hu_check`` applied to the kept slices. Returns the
+    (possibly float32) stack and a summary for the sidecar.
     """
     info: dict[str, Any] = {"count": len(geometry.duplicates), "identical": 0, "averaged": 0}
     if not geometry.duplicates:
@@ -210,6 +224,8 @@ def _merge_duplicates(
     position_of = {idx: p for p, idx in enumerate(geometry.order)}
     others = [other for _kept, other in geometry.duplicates]
     extra, _, failed = read_stack(headers, others, workers=workers, want_int16=stack.dtype == np.int16)
+    if hu_check is not None and hu_check.rule != RULE_NONE:
+        unwrap(extra, [headers[i] for i in others])
     differing: dict[int, list[np.ndarray]] = {}
     for n, (kept, _other) in enumerate(geometry.duplicates):
         if n in failed:
@@ -267,7 +283,7 @@ def _resample_along_normal(stack: np.ndarray, positions: np.ndarray, grid: np.nd
 
 
 def _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corrected, resampled, grid_positions,
-             n_padded, duplicates_info, warnings, tilt_correction) -> dict[str, Any]:
+             n_padded, duplicates_info, warnings, tilt_correction, hu_check) -> dict[str, Any]:
     from ichct import __version__
 
     first = used[0]
@@ -319,6 +335,7 @@ def _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corre
         "duplicates": {k: v for k, v in duplicates_info.items() if not k.startswith("_")},
         "rescale": {"slopes": slopes, "intercepts": intercepts, "varies_between_slices": len(rescales) > 0 and (len(slopes) > 1 or len(intercepts) > 1)},
         "padding_voxels_set_to_air": int(n_padded),
+        "hu_check": hu_check.to_dict(),
         "skipped_files": len(scan.skipped),
         "warnings": list(warnings),
     }
