@@ -23,7 +23,8 @@ import numpy as np
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from ichct.pipeline.decision import SUBTYPES, DecisionRule, ct_scores, segmentation_volumes  # noqa: E402
+from ichct.pipeline.decision import DecisionRule, ct_scores, segmentation_volumes  # noqa: E402
+from ichct.pipeline.labels import LABEL_NAMES  # noqa: E402
 from ichct.pipeline.metrics_ct import ct_level_metrics, reader_metrics, rsna_row_losses  # noqa: E402
 from ichct.pipeline.metrics_seg import segmentation_case_metrics, segmentation_summary  # noqa: E402
 from ichct.pipeline.report import assemble_metrics, write_report  # noqa: E402
@@ -88,7 +89,7 @@ def per_case_rows(studies: list[dict[str, Any]], seed: int = 0) -> list[dict[str
     voxel_ml = float(np.prod(SPACING) / 1000.0)
     rows = []
     for s in studies:
-        labels = {st: int(s["slice_labels"][:, i].max()) for i, st in enumerate(SUBTYPES)}
+        labels = {st: int(s["slice_labels"][:, i].max()) for i, st in enumerate(LABEL_NAMES)}
         row: dict[str, Any] = {"study_id": s["study_id"], "patient_key": s["patient_key"]}
         row.update({f"label:{k}": v for k, v in labels.items()})
         for key, rule in RULES.items():
@@ -103,7 +104,7 @@ def per_case_rows(studies: list[dict[str, Any]], seed: int = 0) -> list[dict[str
         for cls, vals in seg.items():
             row.update({f"seg:{cls}:{f}": v for f, v in vals.items()})
         for r, (se, sp) in {"A": (0.85, 0.9), "B": (0.75, 0.97)}.items():
-            for st in SUBTYPES:
+            for st in LABEL_NAMES:
                 y = labels[st]
                 row[f"reader:{r}:{st}"] = int(rng.random() < (se if y else 1 - sp))
         rows.append(row)

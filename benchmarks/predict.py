@@ -84,7 +84,7 @@ def ensure_runs(cache: Path) -> list[Path]:
     """Run folders with the default seg and cls architectures (random weights)."""
     import torch
 
-    from ichct.pipeline.train import _build_model
+    from ichct.pipeline.network_factory import build_network
     from ichct.pipeline.train_config import resolve_config
 
     out = []
@@ -94,7 +94,7 @@ def ensure_runs(cache: Path) -> list[Path]:
             run.mkdir(parents=True, exist_ok=True)
             cfg = resolve_config(kind)
             torch.manual_seed(0)
-            torch.save({"model": _build_model(kind, cfg).state_dict(), "epoch": 0}, run / "best.pt")
+            torch.save({"model": build_network(kind, cfg).state_dict(), "epoch": 0}, run / "best.pt")
             (run / "config.json").write_text(json.dumps({"kind": kind, "fold": 0, "seed": 0, "config": cfg}),
                                              encoding="utf-8")
         out.append(run)

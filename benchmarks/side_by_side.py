@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ichct.pipeline.demo import DemoSettings, _train_models
+    from ichct.pipeline.demo import DemoSettings, train_models
 
     bench = _train_bench()
     bench.ensure_data()
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             for run in runs.values():
                 shutil.rmtree(run, ignore_errors=True)
             t0 = time.perf_counter()
-            summaries = _train_models(bench.MANIFEST, runs, settings, "cpu")
+            summaries = train_models(bench.MANIFEST, runs, settings, "cpu")
             wall = time.perf_counter() - t0
             for kind, summary in summaries.items():
-                test = bench._seg_test(runs[kind], "cpu") if kind == "seg" else bench._cls_test(runs[kind], "cpu")
+                test = bench.seg_test(runs[kind], "cpu") if kind == "seg" else bench.cls_test(runs[kind], "cpu")
                 metric = (f"Dice {test['test_dice']:.3f}" if kind == "seg" else f"AUC(any) {test['test_auc_any']:.3f}")
                 budget = json.loads((runs[kind] / "config.json").read_text())["config"]["max_minutes"]
                 rows.append({"way": way, "kind": kind, "minutes": budget,

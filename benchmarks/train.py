@@ -50,17 +50,20 @@ def ensure_data() -> None:
     generate_cohort(default_cohort(), target, workers=min(8, os.cpu_count() or 1))
 
 
-def _seg_test(run: Path, device: str) -> dict[str, float]:
+def seg_test(run: Path, device: str) -> dict[str, float]:
+    """Test Dice (studies with blood) and CT-level AUC(any) of a seg run's best.pt on the test split."""
     import torch
     from monai.inferers import SlidingWindowInferer
 
     from ichct.pipeline.decision import DecisionRule, ct_scores, voxel_volume_ml
     from ichct.pipeline.manifests import load_manifest
-    from ichct.pipeline.train import _build_model, load_checkpoint, roc_auc
+    from ichct.pipeline.metrics_ct import roc_auc_known_labels
+    from ichct.pipeline.network_factory import build_network
+    from ichct.pipeline.train import load_checkpoint
     from ichct.pipeline.train_data import seg_items, seg_transforms
 
     cfg = json.loads((run / "config.json").read_text())["config"]
-    model = _build_model("seg", cfg).to(device)
+    model = build_network("seg", cfg).to(device)
     model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
     model.eval()
     rule = DecisionRule.load(run / "thresholds.json")
@@ -81,19 +84,22 @@ def _seg_test(run: Path, device: str) -> dict[str, float]:
         scores.append(float(sc.get("any", 0.0)))
         labels.append(float(item["ct"][0]))
     return {"test_dice": float(np.mean(dices)) if dices else float("nan"), "n_test_pos": len(dices),
-            "test_auc_any": roc_auc(scores, labels), "n_test": len(scores)}
+            "test_auc_any": roc_auc_known_labels(scores, labels), "n_test": len(scores)}
 
 
-def _cls_test(run: Path, device: str) -> dict[str, float]:
+def cls_test(run: Path, device: str) -> dict[str, float]:
+    """CT-level AUC(any) (``consecutive`` rule) of a cls run's best.pt on the test split."""
     import torch
 
     from ichct.pipeline.decision import DecisionRule, ct_scores
     from ichct.pipeline.manifests import load_manifest
-    from ichct.pipeline.train import _build_model, load_checkpoint, roc_auc
+    from ichct.pipeline.metrics_ct import roc_auc_known_labels
+    from ichct.pipeline.network_factory import build_network
+    from ichct.pipeline.train import load_checkpoint
     from ichct.pipeline.train_data import cls_items, cls_transforms
 
     cfg = json.loads((run / "config.json").read_text())["config"]
-    model = _build_model("cls", cfg).to(device)
+    model = build_network("cls", cfg).to(device)
     model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
     model.eval()
     rule = DecisionRule.load(run / "thresholds.json")
@@ -108,7 +114,7 @@ def _cls_test(run: Path, device: str) -> dict[str, float]:
             probs = torch.sigmoid(out.float())[0].cpu().numpy()
         scores.append(float(ct_scores(rule, slice_probs=probs)["any"]))
         labels.append(float(item["ct"][0]))
-    return {"test_auc_any": roc_auc(scores, labels), "n_test": len(scores)}
+    return {"test_auc_any": roc_auc_known_labels(scores, labels), "n_test": len(scores)}
 
 
 def run_one(kind: str, device: str, minutes: float, out: Path, seed: int) -> dict:
@@ -123,7 +129,7 @@ def run_one(kind: str, device: str, minutes: float, out: Path, seed: int) -> dic
     wall = time.perf_counter() - t0
     rows = read_metrics(out / "metrics.csv")
     key = summary["key_metric"]
-    test = _seg_test(out, device) if kind == "seg" else _cls_test(out, device)
+    test = seg_test(out, device) if kind == "seg" else cls_test(out, device)
     row = {"kind": kind, "device": device, "epochs": summary["epochs"], "epoch_s": summary["epoch_time_s"],
            "train_s": summary["train_time_s"], "cache_s": wall - summary["train_time_s"],
            "stopped_by_budget": summary["stopped_by_budget"],

@@ -3,7 +3,7 @@
 * :func:`ich_unet3d` - 3D MONAI UNet/DynUNet segmentation of multi-window CT (2 or 6 classes),
   :func:`sliding_window_predict` for whole-volume inference.
 * :class:`SliceSequenceClassifier` - 2D slice encoder + bidirectional RNN over the slice axis,
-  6 logits per slice (:data:`SUBTYPES`), :func:`pad_slice_batch` to batch studies.
+  6 logits per slice (:data:`LABEL_NAMES`), :func:`pad_slice_batch` to batch studies.
 
 Only torch, MONAI and NumPy are imported. Names are resolved lazily, so ``import ichct.networks``
 itself is cheap.
@@ -23,7 +23,8 @@ _EXPORTS: dict[str, str] = {
     "ENCODERS": "slice_sequence",
     "POOLINGS": "slice_sequence",
     "seg_slice_stats": "slice_sequence",
-    "SUBTYPES": "slice_sequence",
+    "LABEL_NAMES": "slice_sequence",
+    "SUBTYPES": "slice_sequence",  # deprecated name of LABEL_NAMES
     "SliceSequenceClassifier": "slice_sequence",
     "lengths_to_mask": "slice_sequence",
     "pad_slice_batch": "slice_sequence",

@@ -3,7 +3,7 @@
 Shapes follow MONAI's channel-first convention with the slices last, as in a ``(C, X, Y, Z)``
 volume: a batch of studies is ``(B, C, H, W, S)``. Every slice goes through the same 2D encoder,
 the ``S`` slice features of a study go through a bidirectional GRU or LSTM, and a linear head
-gives one logit per slice and per label of :data:`SUBTYPES`.
+gives one logit per slice and per label of :data:`LABEL_NAMES`.
 
 Studies with different slice counts are batched with :func:`pad_slice_batch`; pass the returned
 ``lengths`` (or an equivalent ``slice_mask``) to the forward pass. Padding slices are never
@@ -26,7 +26,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 __all__ = [
+    "LABEL_NAMES",
     "SUBTYPES",
+    "GlobalPool",
     "ENCODERS",
     "POOLINGS",
     "AUX_SEG_FUSIONS",
@@ -36,8 +38,9 @@ __all__ = [
     "lengths_to_mask",
 ]
 
-#: Order of the per-slice outputs (RSNA 2019 label order).
-SUBTYPES: tuple[str, ...] = (
+#: Order of the per-slice outputs (RSNA 2019 label order): ``"any"``, then the five subtypes
+#: (``ichct.pipeline.labels.LABEL_NAMES``, repeated because this package imports nothing of ichct).
+LABEL_NAMES: tuple[str, ...] = (
     "any",
     "epidural",
     "intraparenchymal",
@@ -45,6 +48,8 @@ SUBTYPES: tuple[str, ...] = (
     "subarachnoid",
     "subdural",
 )
+#: Deprecated: the six labels under their old name, importable as before; use :data:`LABEL_NAMES`.
+SUBTYPES: tuple[str, ...] = LABEL_NAMES
 
 #: Names accepted by ``SliceSequenceClassifier(encoder=...)``.
 ENCODERS: tuple[str, ...] = ("densenet121", "efficientnet-b0", "resnet18", "resnet10", "small")
@@ -199,11 +204,21 @@ class _AuxSegHead(nn.Module):
         return logits
 
 
-class _GlobalPool(nn.Module):
+class GlobalPool(nn.Module):
     """Global average, max, or both (concatenated along channels) pooling to ``(N, C')``.
 
     Average pooling suits findings that fill the slice; a small bleed of a few pixels is diluted
     by it, so max pooling (or both) keeps a local, strong response visible to the head.
+
+    Parameters
+    ----------
+    mode
+        One of :data:`POOLINGS`: ``"avg"``, ``"max"`` or ``"avgmax"`` (``C' = 2C``, averages first).
+
+    Examples
+    --------
+    >>> GlobalPool("avgmax")(torch.ones(1, 3, 4, 4)).shape
+    torch.Size([1, 6])
     """
 
     def __init__(self, mode: str) -> None:
@@ -214,9 +229,11 @@ class _GlobalPool(nn.Module):
 
     @property
     def factor(self) -> int:
+        """Output channels per input channel (2 for ``"avgmax"``)."""
         return 2 if self.mode == "avgmax" else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool ``x`` ``(N, C, H, W)`` over its last two axes."""
         if self.mode == "avg":
             return x.mean(dim=(-2, -1))
         if self.mode == "max":
@@ -328,7 +345,7 @@ class SliceSequenceClassifier(nn.Module):
     in_channels
         Channels per slice (HU windows), 3 by default.
     num_classes
-        Logits per slice; 6 = :data:`SUBTYPES` (``any`` first).
+        Logits per slice; 6 = :data:`LABEL_NAMES` (``any`` first).
     encoder
         2D slice encoder: ``"densenet121"`` (MONAI DenseNet121), ``"efficientnet-b0"`` (MONAI
         EfficientNetBN, ``pretrained=False``), ``"resnet18"`` / ``"resnet10"`` (MONAI ResNet with
@@ -383,7 +400,7 @@ class SliceSequenceClassifier(nn.Module):
     def __init__(
         self,
         in_channels: int = 3,
-        num_classes: int = len(SUBTYPES),
+        num_classes: int = len(LABEL_NAMES),
         encoder: str = "densenet121",
         feature_dim: int = 256,
         rnn: str = "gru",
@@ -420,7 +437,7 @@ class SliceSequenceClassifier(nn.Module):
         enc_in = 3 * in_channels if neighbour_slices else in_channels
 
         self.encoder = _make_encoder(encoder, enc_in)
-        pool = _GlobalPool(pooling)
+        pool = GlobalPool(pooling)
         self.project = nn.Sequential(
             pool,
             nn.Flatten(),  # no-op on (N, C); keeps the state-dict keys of the avg-pool layout

@@ -34,12 +34,13 @@ from ichct.errors import InputError, read_json
 from ichct.pipeline.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.devices import torch_device
 from ichct.pipeline.inference import LoadedModel, network_and_rule, read_run_config
-from ichct.pipeline.train import load_checkpoint, sha256_file
+from ichct.pipeline.files import sha256_file
+from ichct.pipeline.train import load_checkpoint
 
 logger = logging.getLogger("ichct.bundle")
 
-__all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "package_bundle", "sha256_file",
-           "write_bundle_files", "default_bundle_name", "MAX_COMMITTED_WEIGHTS_MB"]
+__all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "package_bundle", "write_bundle_files",
+           "default_bundle_name", "model_state_dict", "training_summary", "MAX_COMMITTED_WEIGHTS_MB"]
 
 CONFIG_FILES = ("configs/inference.json", "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json")
 WEIGHTS = "models/model.pt"
@@ -55,8 +56,32 @@ def default_bundle_name(kind: str) -> str:
     return {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}[kind]
 
 
-def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """The model state dict of a plain state dict or a training checkpoint (``{"model": ...}``)."""
+def model_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The model state dict of a plain state dict or a training checkpoint (``{"model": ...}``).
+
+    Parameters
+    ----------
+    obj
+        What ``torch.load`` returned for ``path``.
+    path
+        The file it came from (named in the error).
+
+    Returns
+    -------
+    dict
+        Parameter name -> tensor.
+
+    Raises
+    ------
+    ichct.errors.InputError
+        ``obj`` is neither (not a mapping of tensors).
+
+    Examples
+    --------
+    >>> import torch
+    >>> sorted(model_state_dict({"model": {"w": torch.zeros(1)}, "epoch": 3}, Path("best.pt")))
+    ['w']
+    """
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -93,7 +118,7 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing")
     dev = torch_device(device)
-    state = _state_dict(load_checkpoint(weights, map_location=dev), weights)  # InputError when unreadable
+    state = model_state_dict(load_checkpoint(weights, map_location=dev), weights)  # InputError when unreadable
     cfg = dict(run_config["config"])
     net, rule = network_and_rule(kind, cfg, state, dev, weights_path=weights, config_path=rc_path,
                                  thresholds_path=models / "thresholds.json")
@@ -108,7 +133,23 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
 # --------------------------------------------------------------------------------------------
 
 
-def _training_summary(run: Path, kind: str, ckpt: Mapping[str, Any]) -> dict[str, Any]:
+def training_summary(run: Path, kind: str, ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``bundle.training`` section of ``models/run_config.json``: how the weights were trained.
+
+    Parameters
+    ----------
+    run
+        The training run folder (its ``metrics.csv``, when present, gives epochs and seconds).
+    kind
+        ``"seg"`` or ``"cls"`` (names the key metric).
+    ckpt
+        The checkpoint of the packaged weights (``epoch``, ``best_epoch``, ``best_metric``).
+
+    Returns
+    -------
+    dict
+        ``epochs``, ``train_s``, ``best_epoch``, ``key_metric`` and ``best_metric``.
+    """
     from ichct.pipeline.train import KEY_METRIC
 
     rows: list[dict[str, str]] = []
@@ -336,7 +377,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         if not (run / need).is_file():
             raise FileNotFoundError(f"{run / need}: missing; a bundle needs it")
     ckpt = load_checkpoint(run / f"{checkpoint}.pt")
-    state = _state_dict(ckpt, run / f"{checkpoint}.pt")
+    state = model_state_dict(ckpt, run / f"{checkpoint}.pt")
     buf = io.BytesIO()
     torch.save(state, buf)
     weights_bytes = buf.getvalue()
@@ -361,7 +402,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         rc["bundle"] = {"name": dest.name, "display_name": name, "version": version,
                         "changelog": changelog,
                         "source_run": run.resolve().name, "checkpoint": checkpoint, "epoch": model.epoch,
-                        "weights_sha256": weights_sha, "training": _training_summary(run, model.kind, ckpt),
+                        "weights_sha256": weights_sha, "training": training_summary(run, model.kind, ckpt),
                         "training_data": training_data}
         write_json_atomic(models / "run_config.json", rc)
         if (run / "metrics.csv").is_file():

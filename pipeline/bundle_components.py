@@ -34,8 +34,9 @@ from monai.transforms import MapTransform
 
 from ichct.errors import InputError
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
-from ichct.pipeline.decision import SUBTYPES, DecisionRule, ct_scores, decide
-from ichct.pipeline.train import sha256_file
+from ichct.pipeline.decision import DecisionRule, ct_scores, decide
+from ichct.pipeline.files import sha256_file
+from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.training_record import training_record
 
 logger = logging.getLogger("ichct.bundle")
@@ -88,7 +89,7 @@ class SaveSliceProbabilitiesd(MapTransform):
 
     ``d[key]`` holds the classifier's ``(6, S)`` slice probabilities (after the sigmoid). Writes
     ``<output_dir>/<name>_slices.csv`` (one row per slice, in the reader's order, columns
-    :data:`~ichct.pipeline.decision.SUBTYPES`) and ``<name>_ct.json`` (the rule, its score, threshold
+    :data:`~ichct.pipeline.labels.LABEL_NAMES`) and ``<name>_ct.json`` (the rule, its score, threshold
     and call per subtype), each atomically.
 
     Parameters
@@ -114,13 +115,13 @@ class SaveSliceProbabilitiesd(MapTransform):
         name = str(d.get(self.name_key) or "study")
         for key in self.key_iterator(d):
             probs = np.asarray(torch.as_tensor(d[key]).detach().float().cpu(), dtype=np.float64).T  # (S, 6)
-            if probs.ndim != 2 or probs.shape[1] != len(SUBTYPES):
+            if probs.ndim != 2 or probs.shape[1] != len(LABEL_NAMES):
                 raise ValueError(f"{name}: expected (6, S) slice probabilities, got {tuple(probs.shape[::-1])}")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.output_dir / f"{name}_slices.csv") as tmp:
                 with open(tmp, "w", newline="", encoding="utf-8") as f:
                     w = csv.writer(f)
-                    w.writerow(["slice", *SUBTYPES])
+                    w.writerow(["slice", *LABEL_NAMES])
                     for i, row in enumerate(probs):
                         w.writerow([i, *(f"{v:.6g}" for v in row)])
             write_json_atomic(self.output_dir / f"{name}_ct.json", {
@@ -143,7 +144,8 @@ def dice_output_transform(num_classes: int) -> Callable[[Mapping[str, Any]], tup
 class ValidationScores(Metric):
     """CT-level AUC of "any" on the validation fold, as the training stage computes it.
 
-    Wraps the validation collector of :mod:`ichct.pipeline.train` (seg: blood volume of the
+    Wraps the validation collector of ``ichct train``
+    (:class:`~ichct.pipeline.train_validation.ValidationCollector`; seg: blood volume of the
     ``seg_volume`` rule; cls: ``consecutive`` rule on slice probabilities), so that the bundle's
     key metric and its thresholds (:meth:`decision_rule`) match ``ichct train``.
 
@@ -152,13 +154,15 @@ class ValidationScores(Metric):
     kind
         ``"seg"`` or ``"cls"``.
     cfg
-        The resolved training config.
+        The training config of the bundle (``ichct_config``; one saved by an older ichct is
+        completed by :func:`~ichct.pipeline.train_config.saved_run_config`).
     """
 
     def __init__(self, kind: str, cfg: Mapping[str, Any]) -> None:
-        from ichct.pipeline.train import _ValCollector
+        from ichct.pipeline.train_config import saved_run_config
+        from ichct.pipeline.train_validation import ValidationCollector
 
-        self.collector = _ValCollector(kind, dict(cfg))
+        self.collector = ValidationCollector(kind, saved_run_config(kind, cfg))
         super().__init__(output_transform=lambda x: x)
 
     def reset(self) -> None:
@@ -171,10 +175,7 @@ class ValidationScores(Metric):
         self.collector.update(engine)
 
     def compute(self) -> float:
-        from ichct.pipeline.train import roc_auc
-
-        s, y = np.asarray(self.collector.scores), np.asarray(self.collector.labels)
-        return roc_auc(s[:, 0], y[:, 0]) if len(s) else float("nan")
+        return self.collector.metrics()["val_auc_any"]
 
     def decision_rule(self, epoch: int, fold: int) -> DecisionRule:
         """Thresholds chosen on the scores of the last validation epoch."""

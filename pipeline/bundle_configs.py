@@ -25,7 +25,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ichct.pipeline.bundle_network import network_kwargs
+from ichct.pipeline.network_factory import network_kwargs
+from ichct.pipeline.train_config import saved_run_config
 
 __all__ = ["CONFIG_NAMES", "LOGGING_CONF", "bundle_configs", "manifest_expression"]
 
@@ -78,7 +79,7 @@ def _network_def(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[
 
 def _seg_inferer(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"_target_": "SlidingWindowInferer", "roi_size": [int(p) for p in cfg["patch"]],
-            "sw_batch_size": int(cfg.get("sw_batch_size", 2)), "overlap": float(cfg.get("sw_overlap", 0.25)),
+            "sw_batch_size": int(cfg["sw_batch_size"]), "overlap": float(cfg["sw_overlap"]),
             "mode": "gaussian"}
 
 
@@ -119,7 +120,7 @@ def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
                  "nearest_interp": False, "to_tensor": True},
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
                 *([{"_target_": "ichct.transforms.RemoveSmallComponentsd", "keys": "pred",
-                    "min_volume_ml": float(cfg["min_component_ml"])}] if float(cfg.get("min_component_ml", 0.0)) > 0 else []),
+                    "min_volume_ml": float(cfg["min_component_ml"])}] if float(cfg["min_component_ml"]) > 0 else []),
                 {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
                  "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False, "print_log": False},
             ]},
@@ -160,9 +161,9 @@ def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
 def _loss(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any] | str:
     if kind == "seg":
         k = int(cfg["num_classes"])
-        weights = [float(w) for w in (cfg.get("class_weights") or [1.0] + [3.0] * (k - 1))]
-        name = "DiceFocalLoss" if cfg.get("loss") == "dice_focal" else "DiceCELoss"
-        return {"_target_": name, "to_onehot_y": True, "softmax": True, "batch": bool(cfg.get("dice_batch", True)),
+        weights = [float(w) for w in (cfg["class_weights"] or [1.0] + [3.0] * (k - 1))]
+        name = "DiceFocalLoss" if cfg["loss"] == "dice_focal" else "DiceCELoss"
+        return {"_target_": name, "to_onehot_y": True, "softmax": True, "batch": bool(cfg["dice_batch"]),
                 "weight": f"$torch.tensor({weights}, device=@device)"}
     pw = cfg["pos_weight"]
     pos_weight: Any = ({"_target_": "ichct.pipeline.train_data.pos_weight_auto", "items": "@train#datalist",
@@ -199,7 +200,7 @@ def _split_section(kind: str, cfg: Mapping[str, Any], train: bool) -> dict[str, 
 
 def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: int) -> dict[str, Any]:
     c = _common(kind, cfg)
-    prep = ({"prepare_batch": {"_target_": "ichct.pipeline.train._cls_prepare_batch", "_mode_": "callable"}}
+    prep = ({"prepare_batch": {"_target_": "ichct.pipeline.train.cls_prepare_batch", "_mode_": "callable"}}
             if kind == "cls" else {})
     train = _split_section(kind, cfg, train=True)
     train.update({
@@ -335,7 +336,8 @@ def bundle_configs(run_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     run_config
         The run's ``config.json`` as stored in the bundle (``models/run_config.json``): ``kind``,
         ``fold``, ``seed``, ``manifest`` (relative paths are taken relative to the bundle root) and
-        the resolved training ``config``.
+        the resolved training ``config`` (completed by
+        :func:`~ichct.pipeline.train_config.saved_run_config` when it lacks keys).
 
     Returns
     -------
@@ -345,7 +347,7 @@ def bundle_configs(run_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     kind = run_config.get("kind")
     if kind not in ("seg", "cls"):
         raise ValueError(f"run config: kind must be 'seg' or 'cls', got {kind!r}")
-    cfg = run_config["config"]
+    cfg = saved_run_config(kind, run_config["config"])
     manifest = str(run_config.get("manifest") or "")
     fold, seed = int(run_config.get("fold", 0)), int(run_config.get("seed", 0))
     return {

@@ -34,7 +34,7 @@ __all__ = ["export_bundle"]
 
 def _same_model(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Config keys that differ between two runs' configs and change the network or preprocessing."""
-    from ichct.pipeline.bundle_network import network_kwargs
+    from ichct.pipeline.network_factory import network_kwargs
 
     diffs = []
     if a.get("kind") != b.get("kind"):
@@ -96,9 +96,10 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
         Another network or preprocessing, weights or run files that cannot be read or do not fit, or run
         files of different runs.
     """
-    from ichct.pipeline.bundle import _state_dict, _training_summary
+    from ichct.pipeline.bundle import model_state_dict, training_summary
     from ichct.pipeline.bundle_docs import describe_training_data, training_data_summary
-    from ichct.pipeline.inference import _build_network, read_run_config
+    from ichct.pipeline.inference import read_run_config
+    from ichct.pipeline.network_factory import build_network
     from ichct.pipeline.train import load_checkpoint
 
     if not weights.is_file():
@@ -113,8 +114,8 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
         raise InputError(weights, f"its run differs from the bundle in {', '.join(diffs)}; package that run as its "
                                   "own bundle (ichct bundle package) instead")
     ck = load_checkpoint(weights)
-    state = _state_dict(ck, weights)
-    net = _build_network(run_config["kind"], run_config["config"])
+    state = model_state_dict(ck, weights)
+    net = build_network(run_config["kind"], run_config["config"])
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
@@ -144,7 +145,7 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
                     "changelog": changelog, "source_run": run.resolve().name, "checkpoint": weights.stem,
                     "epoch": int(ck["epoch"]) if isinstance(ck, Mapping) and "epoch" in ck else None,
                     "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
-                    "training": _training_summary(run, rc["kind"], ck if isinstance(ck, Mapping) else {}),
+                    "training": training_summary(run, rc["kind"], ck if isinstance(ck, Mapping) else {}),
                     "training_data": training_data}
     # the evaluation in docs/ measured the old weights, and docs/training/ logged the old run
     shutil.rmtree(tmp / "docs" / "evaluation", ignore_errors=True)

@@ -10,14 +10,12 @@ returns only the slice logits, channel first: ``(B, 6, S)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
 from ichct.networks.slice_sequence import SliceSequenceClassifier
+from ichct.pipeline.network_factory import network_kwargs  # noqa: F401 - its home; importable here as before
 
-__all__ = ["ChannelFirstSliceClassifier", "network_kwargs"]
+__all__ = ["ChannelFirstSliceClassifier"]
 
 
 class ChannelFirstSliceClassifier(SliceSequenceClassifier):
@@ -32,28 +30,3 @@ class ChannelFirstSliceClassifier(SliceSequenceClassifier):
         out = super().forward(x)
         logits = out["logits"] if isinstance(out, dict) else out
         return logits.transpose(1, 2)
-
-
-def network_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Constructor arguments of a run's network (as ``ichct.pipeline.train._build_model`` builds it).
-
-    Parameters
-    ----------
-    kind
-        ``"seg"`` or ``"cls"``.
-    cfg
-        The resolved training config of the run.
-
-    Returns
-    -------
-    dict
-        ``in_channels`` (and ``out_channels`` for seg) followed by the config's ``network`` entries.
-    """
-    from ichct.pipeline.train_config import input_channels
-
-    n_in = input_channels(kind, cfg)
-    if kind == "seg":
-        return {"in_channels": n_in, "out_channels": int(cfg["num_classes"]), **dict(cfg["network"])}
-    if kind == "cls":
-        return {"in_channels": n_in, **dict(cfg["network"])}
-    raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")

@@ -33,7 +33,7 @@ __all__ = ["CheckResult", "verify_bundle", "default_schema", "format_table", "CO
 
 logger = logging.getLogger("ichct.bundle")
 
-#: Config file combinations that the README documents (each must parse as one).
+#: Config file combinations that docs/bundles.md documents (each must parse as one).
 CONFIG_SETS: tuple[tuple[str, ...], ...] = (
     ("configs/inference.json",),
     ("configs/train.json",),
@@ -119,11 +119,11 @@ def _check_configs(root: Path, files: Sequence[str]) -> str:
 
 
 def _check_weights(root: Path) -> str:
-    from ichct.pipeline.bundle import WEIGHTS, _state_dict
+    from ichct.pipeline.bundle import WEIGHTS, model_state_dict
     from ichct.pipeline.train import load_checkpoint
 
     path = root / WEIGHTS
-    state = _state_dict(load_checkpoint(path), path)
+    state = model_state_dict(load_checkpoint(path), path)
     net = _parser(root, ["configs/inference.json"]).get_parsed_content("network_def")
     net.load_state_dict(state, strict=True)
     size = path.stat().st_size / 2**20
@@ -133,7 +133,7 @@ def _check_weights(root: Path) -> str:
 def _check_large_files(root: Path) -> str:
     import yaml
 
-    from ichct.pipeline.bundle import sha256_file
+    from ichct.pipeline.files import sha256_file
 
     doc = yaml.safe_load((root / "large_files.yml").read_text(encoding="utf-8")) or {}
     entries = doc.get("large_files")

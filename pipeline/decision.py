@@ -4,7 +4,7 @@ Every rule gives a CT-level **score** per subtype and calls the CT positive for 
 ``score >= threshold``. The scores are therefore directly usable for ROC analysis, and a threshold
 chosen on validation scores (:func:`choose_threshold`) reproduces its operating point exactly.
 
-Rules on slice probabilities ``(N, 6)`` (columns in :data:`SUBTYPES` order, ``N`` slices in
+Rules on slice probabilities ``(N, 6)`` (columns in :data:`LABEL_NAMES` order, ``N`` slices in
 anatomical order):
 
 ``max``
@@ -52,7 +52,7 @@ from scipy import ndimage
 from ichct.pipeline.labels import LABEL_NAMES
 
 __all__ = [
-    "SUBTYPES",
+    "LABEL_NAMES",
     "RULES",
     "SLICE_RULES",
     "DecisionRule",
@@ -70,9 +70,12 @@ __all__ = [
     "choose_thresholds",
 ]
 
-#: Column order of slice probabilities: ``"any"`` + the five subtypes (``ichct.pipeline.labels``).
-#: Segmentation label ``i`` (1..5) of a 6-class map is ``SUBTYPES[i]``; label 1 of a binary map
-#: is ``"any"``.
+# LABEL_NAMES (from ichct.pipeline.labels) is the column order of slice probabilities: "any" + the
+# five subtypes; segmentation label i (1..5) of a 6-class map is LABEL_NAMES[i], label 1 of a
+# binary map "any".
+
+#: Deprecated: the six labels, importable here as before; use :data:`LABEL_NAMES`
+#: (``SUBTYPES`` of :mod:`ichct.pipeline.labels` is the five subtypes without ``"any"``).
 SUBTYPES: tuple[str, ...] = LABEL_NAMES
 
 SLICE_RULES: tuple[str, ...] = ("consecutive", "max", "topk_mean")
@@ -329,8 +332,8 @@ def _as_label_map(segmentation: Any, num_classes: int | None) -> tuple[np.ndarra
         c = arr.shape[0]
         if num_classes is not None and num_classes != c:
             raise ValueError(f"probability map has {c} channels but num_classes={num_classes}")
-        if c not in (2, len(SUBTYPES)):
-            raise ValueError(f"probability map must have 2 or {len(SUBTYPES)} channels, got {c}")
+        if c not in (2, len(LABEL_NAMES)):
+            raise ValueError(f"probability map must have 2 or {len(LABEL_NAMES)} channels, got {c}")
         return np.argmax(arr, axis=0), c
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
@@ -344,8 +347,8 @@ def _as_label_map(segmentation: Any, num_classes: int | None) -> tuple[np.ndarra
             "num_classes is required for a label map (2: background/blood, 6: background + subtypes); "
             "label 1 means 'any blood' in one and 'epidural' in the other"
         )
-    if num_classes not in (2, len(SUBTYPES)):
-        raise ValueError(f"num_classes must be 2 or {len(SUBTYPES)}, got {num_classes}")
+    if num_classes not in (2, len(LABEL_NAMES)):
+        raise ValueError(f"num_classes must be 2 or {len(LABEL_NAMES)}, got {num_classes}")
     if arr.size and (np.any(arr != np.round(arr)) or arr.min() < 0 or arr.max() >= num_classes):
         raise ValueError(f"label map values must be integers in [0, {num_classes - 1}]")
     return arr.astype(np.int64), num_classes
@@ -364,7 +367,7 @@ def segmentation_volumes(
     ----------
     segmentation
         A label map ``(X, Y, Z)`` or ``(1, X, Y, Z)`` (0 = background; binary: 1 = blood;
-        6 classes: label i = ``SUBTYPES[i]``), or a per-class probability/logit map
+        6 classes: label i = ``LABEL_NAMES[i]``), or a per-class probability/logit map
         ``(C, X, Y, Z)`` with C = 2 or 6, turned into labels by argmax.
     voxel_volume_ml
         Volume of one voxel in mL.
@@ -378,7 +381,7 @@ def segmentation_volumes(
     Returns
     -------
     dict
-        ``{"any": mL}`` for a binary segmentation; ``{subtype: mL}`` for all :data:`SUBTYPES`
+        ``{"any": mL}`` for a binary segmentation; ``{subtype: mL}`` for all :data:`LABEL_NAMES`
         for a 6-class one. ``"any"`` uses the components of the union of all blood labels.
     """
     labels, c = _as_label_map(segmentation, num_classes)
@@ -389,8 +392,8 @@ def segmentation_volumes(
         return float(np.count_nonzero(kept) * voxel_volume_ml)
 
     out = {"any": volume(labels > 0)}
-    if c == len(SUBTYPES):
-        for i, name in enumerate(SUBTYPES[1:], start=1):
+    if c == len(LABEL_NAMES):
+        for i, name in enumerate(LABEL_NAMES[1:], start=1):
             out[name] = volume(labels == i)
     return out
 
@@ -465,8 +468,8 @@ class DecisionRule:
         if not (math.isfinite(mc) and mc >= 0):
             raise ValueError(f"min_component_ml must be >= 0, got {self.min_component_ml!r}")
         object.__setattr__(self, "min_component_ml", mc)
-        if self.num_seg_classes is not None and self.num_seg_classes not in (2, len(SUBTYPES)):
-            raise ValueError(f"num_seg_classes must be 2, {len(SUBTYPES)} or None, got {self.num_seg_classes}")
+        if self.num_seg_classes is not None and self.num_seg_classes not in (2, len(LABEL_NAMES)):
+            raise ValueError(f"num_seg_classes must be 2, {len(LABEL_NAMES)} or None, got {self.num_seg_classes}")
         if self.connectivity not in (1, 2, 3):
             raise ValueError(f"connectivity must be 1, 2 or 3, got {self.connectivity}")
         try:
@@ -533,7 +536,7 @@ def ct_scores(
     slice_probs: Any = None,
     segmentation: Any = None,
     voxel_volume_ml: float | None = None,
-    subtypes: Sequence[str] = SUBTYPES,
+    subtypes: Sequence[str] = LABEL_NAMES,
 ) -> dict[str, float]:
     """CT-level score per subtype under ``rule``.
 
@@ -580,7 +583,7 @@ def decide(
     slice_probs: Any = None,
     segmentation: Any = None,
     voxel_volume_ml: float | None = None,
-    subtypes: Sequence[str] = SUBTYPES,
+    subtypes: Sequence[str] = LABEL_NAMES,
 ) -> dict[str, dict[str, Any]]:
     """One call per subtype for one CT.
 
@@ -695,7 +698,7 @@ def choose_thresholds(
     labels: Any,
     method: str = "youden",
     target: float = 0.95,
-    subtypes: Sequence[str] = SUBTYPES,
+    subtypes: Sequence[str] = LABEL_NAMES,
 ) -> dict[str, float]:
     """:func:`choose_threshold` per column of ``(M, C)`` scores and labels.
 

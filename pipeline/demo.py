@@ -117,9 +117,27 @@ def _ingest_check(out: Path, cohort: dict[str, Any], study_uids: set[str] | None
     return rows
 
 
-def _train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSettings,
+def train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSettings,
                   device: str) -> dict[str, dict[str, Any]]:
-    """Train both models on fold 0 (side by side on a multi-threaded CPU); their summaries."""
+    """Train both models of the demo on fold 0 (side by side on a multi-threaded CPU).
+
+    Parameters
+    ----------
+    manifest_path
+        The cohort's manifest.
+    runs
+        ``{"seg": run folder, "cls": run folder}`` (either may be left out).
+    settings
+        Time budgets, epochs, configs and whether to train side by side.
+    device
+        ``"cpu"`` or a CUDA device; side by side only on a CPU with at least 2 torch threads.
+        One after the other, the budgets are scaled to take the same total time.
+
+    Returns
+    -------
+    dict
+        Kind -> the summary :func:`ichct.pipeline.train.train` returned.
+    """
     import torch
 
     from ichct.pipeline.train import train
@@ -263,7 +281,7 @@ def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: 
 
     t0 = time.perf_counter()
     runs = {kind: out / "runs" / kind for kind in ("seg", "cls")}
-    train_summaries = _train_models(manifest_path, runs, settings, device)
+    train_summaries = train_models(manifest_path, runs, settings, device)
     lap("train seg+cls", t0)
 
     # bundles first, so that the evaluation (and its numbers in each bundle's docs) is of the
@@ -415,5 +433,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DemoSettings", "run_demo", "prepare_demo_folder", "format_summary", "QUICK_SEG_CONFIG", "QUICK_CLS_CONFIG"]
+__all__ = ["DemoSettings", "run_demo", "prepare_demo_folder", "format_summary", "train_models", "QUICK_SEG_CONFIG",
+           "QUICK_CLS_CONFIG"]
 

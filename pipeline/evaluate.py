@@ -31,9 +31,10 @@ import numpy as np
 
 from ichct.errors import IchctError, InputError
 from ichct.pipeline.atomic import replace_dir, temp_dir_beside
-from ichct.pipeline.decision import RULES, SUBTYPES, affine_voxel_volume_ml
+from ichct.pipeline.decision import RULES, affine_voxel_volume_ml
 from ichct.pipeline.devices import torch_device
-from ichct.pipeline.train import sha256_file
+from ichct.pipeline.files import sha256_file
+from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.training_record import check_split, manifest_salt_id
 
 logger = logging.getLogger("ichct.evaluate")
@@ -71,7 +72,7 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict
 
     row: dict[str, Any] = {"study_id": entry.get("study_uid", ""), "patient_key": str(entry["patient_key"]),
                            "n_slices_image": pred.n_slices}
-    for st in SUBTYPES:
+    for st in LABEL_NAMES:
         row[f"label:{st}"] = _ct_label(entry, st)
     for rule, per in pred.scores.items():
         for st, v in per.items():
@@ -95,6 +96,7 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict
             row[f"vol_ml:{cls}"] = float(v)
         if entry.get("label"):
             from ichct.pipeline.inference import load_image
+            from ichct.transforms import voxel_spacing
 
             ref = np.asarray(load_image(entry["label"]))[0]
             if ref.shape != pred.seg_original.shape:
@@ -103,7 +105,7 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict
             if k == 6 and entry.get("label_values", "ichct") != "ichct":
                 k = 2  # the reference has no subtypes: score any blood only
             ref = np.rint(ref).astype(np.int64).clip(0, 5)
-            spacing = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
+            spacing = voxel_spacing(pred.original_affine)
             cm = segmentation_case_metrics(pred.seg_original, ref, spacing, k, surface=surface,
                                            voxel_volume_ml=affine_voxel_volume_ml(pred.original_affine))
             for cls, fields in cm.items():
@@ -153,7 +155,7 @@ def _compare_rules(table: Mapping[str, Any], keys: Sequence[str], rule_a: str, r
 
     out: dict[str, Any] = {}
     ones = np.ones((1, len(keys)))
-    for st in SUBTYPES:
+    for st in LABEL_NAMES:
         col_a, col_b = f"score:{rule_a}:{st}", f"score:{rule_b}:{st}"
         if col_a not in table or col_b not in table or f"label:{st}" not in table:
             continue
@@ -223,7 +225,7 @@ def _describe(model: Any) -> dict[str, Any]:
     """``LoadedModel.describe()`` plus, for a bundle, its folder, version and weights sha256."""
     out = model.describe()
     if getattr(model, "bundle_dir", None) is not None:
-        from ichct.pipeline.bundle import WEIGHTS, sha256_file
+        from ichct.pipeline.bundle import WEIGHTS
 
         out["bundle_dir"] = str(model.bundle_dir)
         out["bundle_version"] = (model.run_config.get("bundle") or {}).get("version")
@@ -395,18 +397,18 @@ def evaluate(
     table = _table(rows)
 
     # subtypes with a missing CT-level label in some study are left out of the CT-level metrics
-    for st in SUBTYPES:
+    for st in LABEL_NAMES:
         col = table.get(f"label:{st}")
         if col is not None and np.isnan(col.astype(np.float64)).any():
             logger.warning("subtype %s: CT-level label missing in some studies; not scored", st)
             for k in [k for k in table if k.endswith(f":{st}") and (k.startswith("label:") or k.startswith("score:"))]:
                 del table[k]
-    for st in SUBTYPES:
+    for st in LABEL_NAMES:
         if f"label:{st}" in table:
             table[f"label:{st}"] = table[f"label:{st}"].astype(np.float64).astype(int)
 
     ct_level, curves = ct_level_metrics(table, keys, chosen, n_boot=n_boot, seed=seed)
-    seg_classes = [c for c in SUBTYPES if f"seg:{c}:dice" in table]
+    seg_classes = [c for c in LABEL_NAMES if f"seg:{c}:dice" in table]
     seg = segmentation_summary(table, keys, classes=seg_classes, n_boot=n_boot, seed=seed) if seg_classes else {}
 
     comparisons = _compare(table, _table(comp_rows), keys, chosen, comp_rules, n_boot, seed) if comp_rows else None

@@ -5,12 +5,14 @@
 * :func:`predict_study` runs a classification and/or a segmentation model on one study (DICOM
   series folder or NIfTI) and returns a :class:`StudyPrediction`.
 
-Preprocessing is built from the run's saved config with the same building blocks as training
+A run's saved config is completed by :func:`~ichct.pipeline.train_config.saved_run_config` when it
+is read (:func:`read_run_config`): a key an older run lacks takes the value that run was trained
+with. Preprocessing is built from that config with the same building blocks as training
 (:mod:`ichct.pipeline.train_data`), so inference always matches how the model was trained:
 
-* cls: the evaluation transforms of :func:`~ichct.pipeline.train_data.cls_transforms` (``train=False``)
-  without the slice-label check (no labels at inference). Slice ``k`` of the output is slice ``k``
-  of the reader (``read_dicom_series`` / the NIfTI's last axis).
+* cls: the evaluation transforms of :func:`~ichct.pipeline.train_data.cls_transforms` (``train=False``,
+  ``slice_labels=False``: no labels at inference). Slice ``k`` of the output is slice ``k`` of the
+  reader (``read_dicom_series`` / the NIfTI's last axis).
 * seg: :func:`~ichct.transforms.ct_preprocess` (load, RAS, resample to ``spacing_mm``, ``crop``,
   windows) and ``SpatialPadd`` to the training patch, as in
   :func:`~ichct.pipeline.train_data.seg_transforms`; whole-volume sliding-window inference with
@@ -35,7 +37,6 @@ import torch
 from ichct.errors import InputError, read_json
 from ichct.pipeline.decision import (
     SLICE_RULES,
-    SUBTYPES,
     DecisionRule,
     affine_voxel_volume_ml,
     ct_scores,
@@ -44,6 +45,9 @@ from ichct.pipeline.decision import (
     voxel_volume_ml,
 )
 from ichct.pipeline.devices import torch_device
+from ichct.pipeline.labels import LABEL_NAMES
+from ichct.pipeline.network_factory import build_network
+from ichct.pipeline.train_config import config_windows, saved_run_config
 
 logger = logging.getLogger("ichct.inference")
 
@@ -99,7 +103,8 @@ class LoadedModel:
 class StudyPrediction:
     """Everything predicted for one study.
 
-    ``slice_probs`` is ``(N, 6)`` (columns :data:`SUBTYPES`, rows in the reader's slice order);
+    ``slice_probs`` is ``(N, 6)`` (columns :data:`~ichct.pipeline.labels.LABEL_NAMES`, rows in the
+    reader's slice order);
     ``seg_preprocessed`` the label map on the preprocessed grid (``seg_preprocessed_affine``,
     spacing ``seg_spacing_mm``); ``seg_original`` the same map on the ingest grid
     (``original_shape`` / ``original_affine``, RAS). ``volumes_ml`` are blood volumes (mL) of
@@ -136,26 +141,20 @@ class StudyPrediction:
 # --------------------------------------------------------------------------------------------
 
 
-def _build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
-    """The architecture of a run from its resolved config: training's own constructor, so the two
-    can never disagree."""
-    from ichct.pipeline.train import _build_model
-
-    return _build_model(kind, cfg)
-
-
 def read_run_config(path: Path, what: str = "run config") -> dict[str, Any]:
     """A run's ``config.json`` (or a bundle's ``models/run_config.json``): kind and training config checked.
 
-    Raises :class:`~ichct.errors.InputError` naming the file when it is not JSON, or lacks kind
-    ``"seg"``/``"cls"`` or the training ``config`` mapping.
+    The training ``config`` comes back completed by
+    :func:`~ichct.pipeline.train_config.saved_run_config` (the keys an older run lacks, at the
+    values it was trained with). Raises :class:`~ichct.errors.InputError` naming the file when it
+    is not JSON, or lacks kind ``"seg"``/``"cls"`` or the training ``config`` mapping.
     """
     run_config = read_json(path, what)
     kind = run_config.get("kind") if isinstance(run_config, Mapping) else None
     if kind not in ("seg", "cls") or not isinstance(run_config.get("config"), Mapping):
         raise InputError(path, f"not an ichct {what}: needs kind 'seg' or 'cls' (got {kind!r}) and the training "
                                "'config'")
-    return dict(run_config)
+    return {**run_config, "config": saved_run_config(kind, run_config["config"])}
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best") -> LoadedModel:
@@ -197,7 +196,7 @@ def network_and_rule(kind: str, cfg: Mapping[str, Any], state: Mapping[str, torc
     rule (``None``, with a warning, when ``thresholds_path`` is missing). Shared by
     :func:`load_run` and ``ichct.pipeline.bundle.load_bundle``."""
     try:
-        net = _build_network(kind, cfg)
+        net = build_network(kind, cfg)
     except (TypeError, ValueError, KeyError) as exc:  # a config that ichct did not write, or an old one
         raise InputError(config_path, f"its training config does not build a {kind} network "
                                       f"({type(exc).__name__}: {exc})") from exc
@@ -225,7 +224,7 @@ def default_rules(models: Mapping[str, LoadedModel | None],
     out: dict[str, DecisionRule] = {}
     cls, seg = models.get("cls"), models.get("seg")
     if cls is not None:
-        k = int(cls.config.get("rule_k", 3))
+        k = int(cls.config["rule_k"])
         stored = cls.rule
         chosen_other = dict((stored.meta or {}).get("other_rules") or {}) if stored is not None else {}
         for name in SLICE_RULES:
@@ -244,7 +243,7 @@ def default_rules(models: Mapping[str, LoadedModel | None],
         else:
             sp = seg.config["spacing_mm"]
             out["seg_volume"] = DecisionRule("seg_volume", threshold=voxel_volume_ml(sp),
-                                             min_component_ml=float(seg.config.get("min_component_ml", 0.0)),
+                                             min_component_ml=float(seg.config["min_component_ml"]),
                                              num_seg_classes=int(seg.config["num_classes"]),
                                              meta={"chosen_on": "default: one voxel (not chosen on data)"})
     if names is not None:
@@ -257,21 +256,14 @@ def default_rules(models: Mapping[str, LoadedModel | None],
 # --------------------------------------------------------------------------------------------
 
 
-def _windows(cfg: Mapping[str, Any]):
-    from ichct.transforms import DEFAULT_WINDOWS
-
-    w = cfg.get("windows")
-    return DEFAULT_WINDOWS if not w else {str(k): (float(v[0]), float(v[1])) for k, v in dict(w).items()}
-
-
 def cls_eval_transforms(cfg: Mapping[str, Any]):
-    """Training's evaluation transforms of the classifier, minus the slice-label count check."""
-    from monai.transforms import Compose
+    """Training's evaluation transforms of the classifier for a study without slice labels.
 
+    :func:`~ichct.pipeline.train_data.cls_transforms` with ``train=False, slice_labels=False``.
+    """
     from ichct.pipeline.train_data import cls_transforms
 
-    steps = [t for t in cls_transforms(cfg, train=False).transforms if type(t).__name__ != "CheckSliceCountd"]
-    return Compose(steps)
+    return cls_transforms(cfg, train=False, slice_labels=False)
 
 
 def seg_eval_transforms(cfg: Mapping[str, Any]):
@@ -280,7 +272,7 @@ def seg_eval_transforms(cfg: Mapping[str, Any]):
 
     from ichct.transforms import ct_preprocess
 
-    pre = ct_preprocess(("image",), (), spacing_mm=cfg["spacing_mm"], windows=_windows(cfg), crop=cfg["crop"],
+    pre = ct_preprocess(("image",), (), spacing_mm=cfg["spacing_mm"], windows=config_windows(cfg), crop=cfg["crop"],
                         allow_missing_keys=False)
     return Compose([*pre.transforms, SpatialPadd("image", spatial_size=[int(p) for p in cfg["patch"]]),
                     EnsureTyped("image", dtype=torch.float32)])
@@ -364,8 +356,8 @@ def _predict_seg(model: LoadedModel, img: Any,
     image = data["image"]
     t0 = _add_time(timings, "preprocess", t0)
     logits = sliding_window_predict(model.network, image.as_tensor().to(model.device),
-                                    roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg.get("sw_batch_size", 2)),
-                                    overlap=float(cfg.get("sw_overlap", 0.25)), mode="gaussian")
+                                    roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg["sw_batch_size"]),
+                                    overlap=float(cfg["sw_overlap"]), mode="gaussian")
     probs = torch.softmax(logits.float(), dim=0).cpu()  # (K, X', Y', Z')
     labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
     affine_pre = np.asarray(image.affine, dtype=np.float64)
@@ -384,7 +376,7 @@ def _predict_seg(model: LoadedModel, img: Any,
         orig = orig.numpy().astype(np.uint8)
     if orig.shape != shape:
         raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
-    min_ml = float(cfg.get("min_component_ml", 0.0))
+    min_ml = float(cfg["min_component_ml"])
     if min_ml > 0 and orig.any():  # specks below the run's minimum component volume, on the original grid
         from ichct.transforms import RemoveSmallComponents
 
@@ -421,7 +413,7 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
         pred.hu_volume = np.asarray(img.as_tensor()[0].numpy(), dtype=np.float32)
     if cls is not None:
         probs = _predict_cls(cls, img, timings)
-        if probs.shape != (pred.n_slices, len(SUBTYPES)):
+        if probs.shape != (pred.n_slices, len(LABEL_NAMES)):
             raise RuntimeError(f"classifier gave {probs.shape} slice probabilities for {pred.n_slices} slices")
         pred.slice_probs = probs
     if seg is not None:
@@ -432,7 +424,7 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
         pred.seg_spacing_mm = tuple(float(s) for s in seg.config["spacing_mm"])
         # the model-grid volumes drop the same small components as the original-grid mask and seg_volume
         pred.volumes_ml = segmentation_volumes(lab_pre, voxel_volume_ml(pred.seg_spacing_mm), num_classes=k,
-                                               min_component_ml=float(seg.config.get("min_component_ml", 0.0)))
+                                               min_component_ml=float(seg.config["min_component_ml"]))
         pred.volumes_ml_original = segmentation_volumes(lab_orig, affine_voxel_volume_ml(pred.original_affine), num_classes=k)
     t0 = time.perf_counter()
     for name, rule in rules.items():

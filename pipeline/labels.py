@@ -4,7 +4,10 @@
 - ``LABEL_NAMES``: the six per-slice / per-study labels, ``"any"`` first, then the subtypes
   (the column order of slice probabilities, ``slice_labels`` rows and ``ct_labels``).
 
-``ichct.networks.SUBTYPES`` repeats ``LABEL_NAMES`` because ``networks`` imports nothing of ichct.
+``ichct.networks.LABEL_NAMES`` repeats ``LABEL_NAMES`` because ``networks`` imports nothing of ichct.
+The six labels were once also called ``SUBTYPES`` (``ichct.pipeline.decision.SUBTYPES``,
+``ichct.networks.SUBTYPES``); those names stay importable as deprecated aliases of ``LABEL_NAMES``,
+and ``SUBTYPES`` here and everywhere else means the five subtypes.
 """
 
 from __future__ import annotations

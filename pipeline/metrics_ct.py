@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from .bootstrap import resample_weights, summarize
-from .decision import SUBTYPES, DecisionRule
+from .decision import DecisionRule
+from .labels import LABEL_NAMES
 
 __all__ = [
     "RSNA_WEIGHTS",
@@ -36,6 +37,7 @@ __all__ = [
     "binary_metrics",
     "weighted_binary_metrics",
     "roc_auc",
+    "roc_auc_known_labels",
     "average_precision",
     "weighted_auc_ap",
     "roc_curve",
@@ -177,6 +179,36 @@ def weighted_auc_ap(scores: Any, labels: Any, weights: Any = None) -> dict[str, 
 def roc_auc(scores: Any, labels: Any) -> float:
     """Rank-based ROC AUC (ties count 1/2); NaN when only one class is present."""
     return float(weighted_auc_ap(scores, labels)["roc_auc"][0])
+
+
+def roc_auc_known_labels(scores: Any, labels: Any) -> float:
+    """:func:`roc_auc` over the cases whose label is known, as training validates.
+
+    Parameters
+    ----------
+    scores
+        One score per case.
+    labels
+        One label per case: ``< 0`` unknown (left out), ``0`` negative, ``> 0`` positive.
+
+    Returns
+    -------
+    float
+        The ROC AUC (ties count 1/2); NaN when a class is missing among the known labels or a
+        kept score is NaN (a diverged network validates as NaN instead of failing the run).
+
+    Examples
+    --------
+    >>> roc_auc_known_labels([0.9, 0.1, 0.3], [1, 0, -1])
+    1.0
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    keep = y >= 0
+    s, y = s[keep], y[keep] > 0
+    if np.isnan(s).any():
+        return float("nan")
+    return roc_auc(s, y)
 
 
 def average_precision(scores: Any, labels: Any) -> float:
@@ -357,7 +389,7 @@ def ct_metric_fn(
     return fn
 
 
-def rsna_metric_fn(rule_key: str, subtypes: Sequence[str] = SUBTYPES):
+def rsna_metric_fn(rule_key: str, subtypes: Sequence[str] = LABEL_NAMES):
     """Study-level RSNA log loss of ``score:<rule_key>:*`` and, when the table has the columns
     ``slice_ll_sum`` / ``n_slices`` (sum of per-slice RSNA row losses, slice count), the
     slice-level one (pooled over all slices of the resampled studies)."""
@@ -393,7 +425,7 @@ def ct_level_metrics(
     table: Mapping[str, Any],
     patient_keys: Sequence[Any],
     rules: Mapping[str, DecisionRule],
-    subtypes: Sequence[str] = SUBTYPES,
+    subtypes: Sequence[str] = LABEL_NAMES,
     n_boot: int = 2000,
     seed: int = 0,
     curves: bool = True,
@@ -451,9 +483,9 @@ def ct_level_metrics(
                 entry["auc"] = res["roc_auc"]
                 entry["ap"] = res["pr_auc"]
                 crv.setdefault(st, {})[key] = entry
-    if all(f"label:{s}" in cols for s in SUBTYPES):
+    if all(f"label:{s}" in cols for s in LABEL_NAMES):
         for key, rule in rules.items():
-            if key == "seg_volume" or not all(f"score:{key}:{s}" in cols for s in SUBTYPES):
+            if key == "seg_volume" or not all(f"score:{key}:{s}" in cols for s in LABEL_NAMES):
                 continue
             fn = rsna_metric_fn(key)
             point, boot = fn(cols, ones), fn(cols, weights)
@@ -465,7 +497,7 @@ def reader_metrics(
     table: Mapping[str, Any],
     patient_keys: Sequence[Any],
     readers: Sequence[str],
-    subtypes: Sequence[str] = SUBTYPES,
+    subtypes: Sequence[str] = LABEL_NAMES,
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:

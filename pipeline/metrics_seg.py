@@ -1,7 +1,7 @@
 """Segmentation metrics per study (Dice, HD95, ASSD, volumes, lesion detection) and their summaries.
 
 Per study and per class (``"any"`` = all blood labels > 0; with a 6-class label map also each
-subtype, label ``i`` = ``SUBTYPES[i]``):
+subtype, label ``i`` = ``LABEL_NAMES[i]``):
 
 ``dice``
     Equal to MONAI ``DiceMetric(ignore_empty=False)`` (computed with NumPy for speed).
@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from .bootstrap import resample_weights, summarize
-from .decision import SUBTYPES
+from .labels import LABEL_NAMES
 
 __all__ = [
     "SEG_CASE_FIELDS",
@@ -62,11 +62,11 @@ def class_masks(labels: Any, num_classes: int) -> dict[str, np.ndarray]:
     arr = np.asarray(labels)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
-    if num_classes not in (2, len(SUBTYPES)):
-        raise ValueError(f"num_classes must be 2 or {len(SUBTYPES)}, got {num_classes}")
+    if num_classes not in (2, len(LABEL_NAMES)):
+        raise ValueError(f"num_classes must be 2 or {len(LABEL_NAMES)}, got {num_classes}")
     out = {"any": arr > 0}
-    if num_classes == len(SUBTYPES):
-        for i, name in enumerate(SUBTYPES[1:], start=1):
+    if num_classes == len(LABEL_NAMES):
+        for i, name in enumerate(LABEL_NAMES[1:], start=1):
             out[name] = arr == i
     return out
 
@@ -230,7 +230,7 @@ def segmentation_summary(
     """
     cols = {k: np.asarray(v) for k, v in table.items()}
     if classes is None:
-        classes = [c for c in SUBTYPES if f"seg:{c}:dice" in cols]
+        classes = [c for c in LABEL_NAMES if f"seg:{c}:dice" in cols]
     weights = resample_weights(patient_keys, n_boot, seed)
     ones = np.ones((1, len(patient_keys)))
     out: dict[str, Any] = {}

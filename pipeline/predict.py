@@ -38,12 +38,13 @@ import numpy as np
 
 from ichct.errors import IchctError, InputError, data_error
 from ichct.pipeline.atomic import atomic_path, replace_dir, temp_dir_beside, write_json_atomic
-from ichct.pipeline.decision import RULES, SLICE_RULES, SUBTYPES
+from ichct.pipeline.decision import RULES, SLICE_RULES
+from ichct.pipeline.labels import LABEL_NAMES
 
 logger = logging.getLogger("ichct.predict")
 
 __all__ = ["predict", "predict_batch", "normalise_models", "choose_rule", "check_models_source", "load_default_models",
-           "write_label_nifti", "DISCLAIMER"]
+           "write_label_nifti", "series_section", "DISCLAIMER"]
 
 DISCLAIMER = "ichct is a research tool, not a medical device; do not use this report for diagnosis."
 SUMMARY_COLUMNS = ("id", "path", "status", "error", "rule", "call_any", "score_any", "volume_ml_any", "series_uid",
@@ -168,7 +169,26 @@ def write_label_nifti(labels: np.ndarray, affine_ras: np.ndarray, path: str | Pa
     return Path(path)
 
 
-def _series_section(info: Mapping[str, Any] | None, groups: Sequence[Any] | None, chosen: Any | None) -> dict[str, Any] | None:
+def series_section(info: Mapping[str, Any] | None, groups: Sequence[Any] | None,
+                   chosen: Any | None) -> dict[str, Any] | None:
+    """The ``series`` section of ``report.json``: the series read and the candidates it was chosen from.
+
+    Parameters
+    ----------
+    info
+        The reader's sidecar of the study (:attr:`~ichct.pipeline.inference.StudyPrediction.ingest_info`);
+        None for NIfTI input.
+    groups
+        The series found in the DICOM folder (``summary()`` of each), or None.
+    chosen
+        The group that was read, or None.
+
+    Returns
+    -------
+    dict or None
+        UIDs, selection, acquisition and geometry fields, the HU check and ``candidates``; None
+        without ``info``.
+    """
     if info is None:
         return None
     candidates = []
@@ -203,10 +223,11 @@ def _write_overlays(folder: Path, pred: Any, findings: Mapping[str, Any], rule_n
                     models: Mapping[str, Any]) -> list[str]:
     from ichct.pipeline.overlays import key_slices, write_key_slice, write_probability_plot
     from ichct.pipeline.seg_dicom import segment_labels
+    from ichct.transforms import voxel_spacing
 
     folder.mkdir()
     written: list[str] = []
-    spacing = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
+    spacing = voxel_spacing(pred.original_affine)
     names: dict[int, str] = {}
     if pred.seg_original is not None:
         names = {i: n for i, n in enumerate(segment_labels(int(pred.num_seg_classes)), start=1)}
@@ -225,7 +246,7 @@ def _write_overlays(folder: Path, pred: Any, findings: Mapping[str, Any], rule_n
             cls_rule = models["cls"].rule
             th = cls_rule.threshold_for("any") if cls_rule is not None and cls_rule.name in SLICE_RULES else None
         ranges = findings.get("any", {}).get("slice_ranges", []) if rule.name in SLICE_RULES else []
-        p = write_probability_plot(folder / "slice_probabilities.png", pred.slice_probs, SUBTYPES, th, ranges,
+        p = write_probability_plot(folder / "slice_probabilities.png", pred.slice_probs, LABEL_NAMES, th, ranges,
                                    title=f"slice probabilities (rule {rule_name})")
         written.append(f"overlays/{p.name}")
     return written
@@ -290,6 +311,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     from ichct.pipeline.inference import predict_study
     from ichct.pipeline.predict_findings import build_findings
     from ichct.pipeline.report_schema import REPORT_SCHEMA_VERSION, validate_report
+    from ichct.transforms import voxel_spacing
 
     t_start = time.perf_counter()
     src, out = Path(input_path), Path(out_dir)
@@ -350,7 +372,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
             outputs["overlays"] = _write_overlays(tmp / "overlays", pred, findings, rule_name, rule_obj, mods)
         timings["write"] = time.perf_counter() - t_write
         timings["total"] = time.perf_counter() - t_start
-        sp = np.linalg.norm(pred.original_affine[:3, :3], axis=0)
+        sp = voxel_spacing(pred.original_affine)
         report = {
             "schema_version": REPORT_SCHEMA_VERSION,
             "ichct_version": __version__,
@@ -359,7 +381,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
             "input": {"path": redact_patient(str(src.resolve()), headers), "format": _input_format(src, dicom),
                       "shape": list(pred.original_shape), "spacing_mm": [float(v) for v in sp],
                       "affine_ras": np.round(pred.original_affine, 6).tolist()},
-            "series": _series_section(pred.ingest_info, groups, chosen),
+            "series": series_section(pred.ingest_info, groups, chosen),
             "models": {k: m.describe() for k, m in mods.items()},
             "models_source": models_source,
             "rule": _rule_section(rule_name, rule_obj),

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ichct.pipeline.abc2 import abc2_estimate
-from ichct.pipeline.decision import SUBTYPES, DecisionRule, affine_voxel_volume_ml
+from ichct.pipeline.decision import DecisionRule, affine_voxel_volume_ml
+from ichct.pipeline.labels import LABEL_NAMES
 
 __all__ = ["runs", "slice_rule_ranges", "seg_ranges", "label_mask", "build_findings"]
 
@@ -72,9 +73,9 @@ def label_mask(labels: np.ndarray, label: str, num_classes: int) -> np.ndarray |
     cannot speak about a subtype."""
     if label == "any":
         return labels > 0
-    if num_classes != len(SUBTYPES):
+    if num_classes != len(LABEL_NAMES):
         return None
-    return labels == SUBTYPES.index(label)
+    return labels == LABEL_NAMES.index(label)
 
 
 def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, dict[str, Any]]:
@@ -88,11 +89,13 @@ def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, d
         The chosen decision rule.
     """
     decisions: Mapping[str, Mapping[str, Any]] = pred.decisions.get(rule_name, {})
-    labels = [s for s in SUBTYPES if s in decisions]
+    labels = [s for s in LABEL_NAMES if s in decisions]
     if pred.seg_original is not None:
         k = int(pred.num_seg_classes)
-        labels += [s for s in SUBTYPES if s not in labels and (s == "any" or k == len(SUBTYPES))]
-    spacing = tuple(float(v) for v in np.linalg.norm(pred.original_affine[:3, :3], axis=0))
+        labels += [s for s in LABEL_NAMES if s not in labels and (s == "any" or k == len(LABEL_NAMES))]
+    from ichct.transforms import voxel_spacing
+
+    spacing = tuple(float(v) for v in voxel_spacing(pred.original_affine))
     voxel_ml = affine_voxel_volume_ml(pred.original_affine)
     out: dict[str, dict[str, Any]] = {}
     for label in labels:
@@ -109,7 +112,7 @@ def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, d
         }
         mask = label_mask(pred.seg_original, label, int(pred.num_seg_classes)) if pred.seg_original is not None else None
         if d is not None and slice_rule:
-            j = SUBTYPES.index(label)
+            j = LABEL_NAMES.index(label)
             f["slice_ranges"], f["slice_ranges_source"] = slice_rule_ranges(pred.slice_probs[:, j], rule, f["threshold"],
                                                                              f["call"])
         elif d is not None and mask is not None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import logging
 import math
@@ -39,13 +38,14 @@ import torch
 from ichct.errors import USER_PATH_ERRORS, InputError, read_json
 from ichct.pipeline.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.devices import torch_device
-from ichct.pipeline.labels import LABEL_NAMES
+from ichct.pipeline.files import sha256_file
+from ichct.pipeline.network_factory import build_network
 from ichct.pipeline.train_config import resolve_config, resolve_saved_config
+from ichct.pipeline.train_validation import ValidationCollector
 from ichct.pipeline.training_record import training_record
 
 logger = logging.getLogger("ichct.train")
 
-SUBTYPES = LABEL_NAMES  # output columns: "any" + the five subtypes
 METRIC_COLUMNS = {
     "seg": ("epoch", "iteration", "train_loss", "lr", "val_dice", "val_auc_any", "time_s"),
     "cls": ("epoch", "iteration", "train_loss", "lr", "val_auc_any", "val_auc_mean", "time_s"),
@@ -56,36 +56,6 @@ KEY_METRIC = {"seg": "val_dice", "cls": "val_auc_any"}
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def roc_auc(scores: Any, labels: Any) -> float:
-    """ROC AUC (Mann-Whitney, ties count 1/2); NaN when a class is missing. Labels < 0 are ignored."""
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels).reshape(-1)
-    keep = y >= 0
-    s, y = s[keep], y[keep] > 0
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def save_checkpoint_atomic(obj: Mapping[str, Any], path: str | Path) -> None:
@@ -206,7 +176,7 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Losses and validation collectors
+# Losses and batches (validation: ichct.pipeline.train_validation)
 # --------------------------------------------------------------------------------------------
 
 
@@ -246,7 +216,26 @@ class RSNAWeightedBCE(torch.nn.Module):
         return (loss * wm).sum() / wm.sum().clamp(min=1.0)
 
 
-def _cls_prepare_batch(batchdata, device=None, non_blocking=False, **kwargs):
+def cls_prepare_batch(batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False,
+                      **kwargs: Any) -> tuple[torch.Tensor, dict[str, Any], tuple, dict[str, Any]]:
+    """The ``prepare_batch`` of the classifier's MONAI engines (a :func:`~ichct.pipeline.train_data.cls_collate` batch).
+
+    Parameters
+    ----------
+    batchdata
+        ``image`` ``(B, C, H, W, S)``, ``lengths``, ``slice_labels`` and, with the auxiliary
+        segmentation head, the blood mask ``label``.
+    device, non_blocking
+        Where the tensors go (as ``Tensor.to``).
+    **kwargs
+        Ignored (MONAI passes more).
+
+    Returns
+    -------
+    tuple
+        ``(image, target, (), {"lengths": lengths})``: the network gets ``lengths`` as a keyword,
+        the loss (:class:`RSNAWeightedBCE`) ``target`` = ``{"labels", "lengths"[, "seg"]}``.
+    """
     x = batchdata["image"].to(device=device, non_blocking=non_blocking)
     lengths = batchdata["lengths"]
     target = {"labels": batchdata["slice_labels"].to(device=device, non_blocking=non_blocking), "lengths": lengths}
@@ -255,103 +244,9 @@ def _cls_prepare_batch(batchdata, device=None, non_blocking=False, **kwargs):
     return x, target, (), {"lengths": lengths}
 
 
-class _ValCollector:
-    """Collects CT-level scores of the validation fold and puts AUCs into ``engine.state.metrics``."""
-
-    def __init__(self, kind: str, cfg: Mapping[str, Any]) -> None:
-        from ichct.pipeline.decision import SLICE_RULES, DecisionRule, voxel_volume_ml
-
-        self.kind, self.cfg = kind, cfg
-        if kind == "cls":
-            self.rule = DecisionRule("consecutive", threshold=0.5, k=int(cfg["rule_k"]))
-            # the other slice rules are scored too, so their thresholds are chosen on validation as well
-            self.other_rules = {name: DecisionRule(name, threshold=0.5, k=int(cfg["rule_k"]))
-                                for name in SLICE_RULES if name != self.rule.name}
-        else:
-            self.rule = DecisionRule("seg_volume", threshold=1.0, min_component_ml=float(cfg["min_component_ml"]),
-                                     num_seg_classes=int(cfg["num_classes"]))
-            self.voxel_ml = voxel_volume_ml(cfg["spacing_mm"])
-        self.scores: list[list[float]] = []
-        self.labels: list[list[float]] = []
-        self.other_scores: dict[str, list[list[float]]] = {}
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.compute)
-
-    def reset(self, engine=None) -> None:
-        self.scores, self.labels, self.other_scores = [], [], {}
-
-    def update(self, engine) -> None:
-        from ichct.pipeline.decision import ct_scores
-
-        out = engine.state.output
-        ct = engine.state.batch["ct"].cpu().numpy()
-        if self.kind == "cls":
-            pred = out["pred"]["logits"] if isinstance(out["pred"], Mapping) else out["pred"]
-            probs = torch.sigmoid(pred.float()).cpu().numpy()
-            lengths = out["label"]["lengths"].tolist()
-            for b, n in enumerate(lengths):
-                sc = ct_scores(self.rule, slice_probs=probs[b, : int(n)])
-                self.scores.append([sc[s] for s in SUBTYPES])
-                self.labels.append(ct[b].tolist())
-                for name, rule in self.other_rules.items():
-                    osc = ct_scores(rule, slice_probs=probs[b, : int(n)])
-                    self.other_scores.setdefault(name, []).append([osc[s] for s in SUBTYPES])
-        else:
-            seg = torch.argmax(out["pred"].float(), dim=1).cpu().numpy()
-            for b in range(seg.shape[0]):
-                sc = ct_scores(self.rule, segmentation=seg[b], voxel_volume_ml=self.voxel_ml)
-                self.scores.append([float(sc.get("any", 0.0))])
-                self.labels.append([float(ct[b][0])])
-
-    def compute(self, engine) -> None:
-        s, y = np.asarray(self.scores), np.asarray(self.labels)
-        engine.state.metrics["val_auc_any"] = roc_auc(s[:, 0], y[:, 0]) if len(s) else float("nan")
-        if self.kind == "cls":
-            aucs = [roc_auc(s[:, j], y[:, j]) for j in range(6)] if len(s) else []
-            good = [a for a in aucs if not math.isnan(a)]
-            engine.state.metrics["val_auc_mean"] = float(np.mean(good)) if good else float("nan")
-
-    def decision_rule(self, epoch: int, fold: int) -> Any:
-        """Thresholds chosen on the collected validation scores (Youden by default)."""
-        from ichct.pipeline.decision import DecisionRule, choose_threshold
-
-        s, y = np.asarray(self.scores, dtype=np.float64), np.asarray(self.labels)
-        method = str(self.cfg.get("threshold_method", "youden"))
-        fallback: list[str] = []
-        if self.kind == "cls":
-            def thresholds(scores: np.ndarray, fell_back: list[str]) -> dict[str, float]:
-                th: dict[str, float] = {}
-                for j, name in enumerate(SUBTYPES):
-                    keep = y[:, j] >= 0
-                    try:
-                        t = choose_threshold(scores[keep, j], y[keep, j] > 0, method=method)
-                    except ValueError:
-                        t, _ = 0.5, fell_back.append(name)
-                    th[name] = float(min(max(t, 1e-6), 1.0))
-                return th
-
-            other = {name: thresholds(np.asarray(sc, dtype=np.float64), []) for name, sc in self.other_scores.items()}
-            return DecisionRule("consecutive", threshold=thresholds(s, fallback), k=self.rule.k,
-                                meta={"chosen_on": f"validation fold {fold}", "method": method, "epoch": epoch,
-                                      "n_val": int(len(s)), "fallback_0.5": fallback,
-                                      # thresholds of the other slice rules, chosen on the same scores
-                                      "other_rules": other})
-        keep = y[:, 0] >= 0
-        try:
-            t = choose_threshold(s[keep, 0], y[keep, 0] > 0, method=method)
-        except ValueError:
-            t = 0.0
-        if t <= 0:
-            t, fallback = self.voxel_ml, ["any"]
-        return DecisionRule("seg_volume", threshold=float(t), min_component_ml=self.rule.min_component_ml,
-                            num_seg_classes=self.rule.num_seg_classes,
-                            meta={"chosen_on": f"validation fold {fold}", "method": method, "epoch": epoch,
-                                  "n_val": int(len(s)), "unit": "mL", "fallback_one_voxel": fallback})
+# Deprecated alias: the published classification bundles 0.1.0 and 0.2.0 name
+# ``ichct.pipeline.train._cls_prepare_batch`` in configs/train.json; new bundles name cls_prepare_batch.
+_cls_prepare_batch = cls_prepare_batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,24 +258,10 @@ def _seg_loss(cfg: Mapping[str, Any], weight: torch.Tensor) -> torch.nn.Module:
     """DiceCE (default) or DiceFocal; the class weights weight the CE / focal term."""
     from monai.losses import DiceCELoss, DiceFocalLoss
 
-    name, batch = str(cfg.get("loss", "dice_ce")), bool(cfg.get("dice_batch", True))
+    name, batch = str(cfg["loss"]), bool(cfg["dice_batch"])
     if name == "dice_focal":
         return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
-
-
-def _build_model(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
-    from ichct.pipeline.train_config import input_channels
-
-    n_in = input_channels(kind, cfg)
-    if kind == "seg":
-        from ichct.networks import ich_unet3d
-
-        net = dict(cfg["network"])
-        return ich_unet3d(in_channels=n_in, out_channels=int(cfg["num_classes"]), **net)
-    from ichct.networks import SliceSequenceClassifier
-
-    return SliceSequenceClassifier(in_channels=n_in, **dict(cfg["network"]))
 
 
 #: Files a run writes before its first ``last.pt`` (removed when it fails before that).
@@ -413,7 +294,7 @@ def _check_network(kind: str, cfg: Mapping[str, Any], source: str) -> None:
     anything is written, with the config named."""
     try:
         with torch.random.fork_rng(devices=[]):
-            _build_model(kind, cfg)
+            build_network(kind, cfg)
     except Exception as exc:  # a wrong keyword or value of the network: TypeError, ValueError, ...
         raise InputError(source, f"config key 'network' is not valid for the {kind} network "
                                  f"({type(exc).__name__}: {exc})") from None
@@ -564,7 +445,7 @@ def train(
 
         train_ds, train_loader, val_loader, train_items = make_loaders(kind, cfg, train_entries, val_entries)
         dev = torch.device(device)
-        model = _build_model(kind, cfg).to(dev)
+        model = build_network(kind, cfg).to(dev)
         optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs), eta_min=0.0)
 
@@ -592,9 +473,9 @@ def train(
             loss_fn = RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg["focal_gamma"])).to(dev)
             val_inferer = SimpleInferer()
             key_val = None
-            prep = {"prepare_batch": _cls_prepare_batch}
+            prep = {"prepare_batch": cls_prepare_batch}
 
-        collector = _ValCollector(kind, cfg)
+        collector = ValidationCollector(kind, cfg)
         # MONAI's StatsHandler takes over a named logger (its own stdout handler, level INFO, no
         # propagation): its lines would reach stdout past -q and beside the JSON summary. Its loggers
         # are given back to ichct's logging setup (stderr, -q/-v) once the engines are built.

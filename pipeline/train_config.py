@@ -108,16 +108,89 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-#: Switches added after release, with the value that means "off": a run saved before a switch
-#: existed trained without it (inference reads a missing switch as off, too).
-ADDED_SWITCHES_OFF: dict[str, dict[str, Any]] = {"seg": {}, "cls": {"stripped_brain_channel": False}}
+#: What a run saved without a key did, per kind, where that differs from today's default: keys
+#: added after release read as "off" (a run saved before ``stripped_brain_channel`` existed
+#: trained without it, one saved before the classifier's ``crop`` did not crop, one saved before
+#: ``best_window`` kept the best single validation); keys whose default changed keep the value
+#: of the first release (``sw_overlap`` 0.25, and ``min_component_ml`` 0: every blood component
+#: kept). :func:`saved_run_config` applies them wherever a saved run is read, never to a new run.
+SAVED_RUN_FALLBACKS: dict[str, dict[str, Any]] = {
+    "seg": {"sw_overlap": 0.25, "min_component_ml": 0.0, "best_window": 1},
+    "cls": {"stripped_brain_channel": False, "crop": None, "best_window": 1},
+}
+
+
+def saved_run_config(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved run's training config with every key: the one migration of old runs.
+
+    A key the run lacks takes its :data:`SAVED_RUN_FALLBACKS` value (what the run did without
+    it), else its :data:`DEFAULTS` value (which then is what the run did). Code that reads a
+    saved run (inference, bundles, ``--resume``) reads this dict instead of guessing fallbacks.
+    Idempotent; a complete config comes back equal, in its own key order.
+
+    Parameters
+    ----------
+    kind
+        ``"seg"`` or ``"cls"``.
+    saved
+        The ``config`` section of a run's ``config.json``, a bundle's ``models/run_config.json``
+        or a bundle config's ``ichct_config``.
+
+    Returns
+    -------
+    dict
+        A new dict: the saved keys (unchecked, in their order), then the missing ones.
+
+    Examples
+    --------
+    >>> old = saved_run_config("seg", {"patch": [64, 64, 16]})
+    >>> old["sw_overlap"], old["min_component_ml"], old["patch"]
+    (0.25, 0.0, [64, 64, 16])
+    >>> saved_run_config("seg", {"sw_overlap": 0.5})["sw_overlap"]
+    0.5
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    out = copy.deepcopy(dict(saved))
+    for key, value in {**DEFAULTS[kind], **SAVED_RUN_FALLBACKS[kind]}.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def config_windows(cfg: Mapping[str, Any]) -> Mapping[str, tuple[float, float]]:
+    """The HU windows of a training config, in channel order: name -> (level, width).
+
+    Parameters
+    ----------
+    cfg
+        A training config; ``windows`` null (or missing) means
+        :data:`ichct.transforms.DEFAULT_WINDOWS` (brain, subdural, soft tissue).
+
+    Returns
+    -------
+    Mapping
+        ``DEFAULT_WINDOWS`` itself, or the config's windows as floats.
+
+    Examples
+    --------
+    >>> list(config_windows({"windows": None}))
+    ['brain', 'subdural', 'soft_tissue']
+    >>> config_windows({"windows": {"bone": [600, 2800]}})
+    {'bone': (600.0, 2800.0)}
+    """
+    from ichct.transforms.intensity import DEFAULT_WINDOWS
+
+    w = cfg.get("windows")
+    return DEFAULT_WINDOWS if not w else {str(k): (float(v[0]), float(v[1])) for k, v in dict(w).items()}
 
 
 def input_channels(kind: str, cfg: Mapping[str, Any]) -> int:
-    """Input channels of the network: one per HU window (3 by default), plus the skull-stripped
-    brain window of the classifier's ``stripped_brain_channel``."""
-    n = len(cfg["windows"]) if cfg.get("windows") else 3
-    return n + int(kind == "cls" and bool(cfg.get("stripped_brain_channel", False)))
+    """Input channels of the network: one per HU window (:func:`config_windows`), plus the
+    skull-stripped brain window of the classifier's ``stripped_brain_channel`` (a saved config
+    without the key: see :func:`saved_run_config`)."""
+    stripped = kind == "cls" and bool(saved_run_config(kind, cfg)["stripped_brain_channel"])
+    return len(config_windows(cfg)) + int(stripped)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,9 +445,10 @@ def resolve_config(kind: str, config: str | Path | Mapping[str, Any] | None = No
 
 def resolve_saved_config(kind: str, saved: Mapping[str, Any], epochs: int | None = None,
                          source: str | None = None) -> dict[str, Any]:
-    """:func:`resolve_config` of a run's saved config, with switches added since it was saved off
-    (not at their newer defaults), so that a resumed run trains the network it started with."""
-    return resolve_config(kind, {**ADDED_SWITCHES_OFF[kind], **saved}, epochs=epochs, source=source)
+    """:func:`resolve_config` of a run's saved config (:func:`saved_run_config`): keys it lacks take
+    the value the run was trained with, not their newer defaults, so that a resumed run trains the
+    network it started with."""
+    return resolve_config(kind, saved_run_config(kind, saved), epochs=epochs, source=source)
 
 
 def validate_config(kind: str, cfg: Mapping[str, Any], source: str = "training config") -> dict[str, Any]:

@@ -34,19 +34,13 @@ from monai.transforms import (
 
 from ichct.errors import InputError
 from ichct.pipeline.labels import LABEL_NAMES
-from ichct.transforms import DEFAULT_WINDOWS, HUWindowd, LoadCTd, MultiWindowd, StripSkulld, ct_preprocess
-
-SUBTYPES = LABEL_NAMES  # slice-label columns: "any" + the five subtypes
-
-
-def _windows(cfg: Mapping[str, Any]) -> Mapping[str, tuple[float, float]]:
-    w = cfg.get("windows")
-    return DEFAULT_WINDOWS if not w else {str(k): (float(v[0]), float(v[1])) for k, v in dict(w).items()}
+from ichct.pipeline.train_config import config_windows, saved_run_config
+from ichct.transforms import HUWindowd, LoadCTd, MultiWindowd, StripSkulld, ct_preprocess
 
 
 def _ct_vector(entry: Mapping[str, Any]) -> np.ndarray:
     flags = entry.get("ct_labels") or {}
-    return np.array([float(flags.get(s, -1)) for s in SUBTYPES], dtype=np.float32)
+    return np.array([float(flags.get(s, -1)) for s in LABEL_NAMES], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +86,7 @@ def seg_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
     keys = ("image", "label")
     patch = [int(p) for p in cfg["patch"]]
     steps: list[Any] = [
-        *ct_preprocess(("image",), ("label",), spacing_mm=cfg["spacing_mm"], windows=_windows(cfg),
+        *ct_preprocess(("image",), ("label",), spacing_mm=cfg["spacing_mm"], windows=config_windows(cfg),
                        crop=cfg["crop"], allow_missing_keys=False).transforms,
         Lambdad("label", _label_map(int(cfg["num_classes"]))),
         SpatialPadd(keys, spatial_size=patch),
@@ -205,22 +199,40 @@ def _stripped_brain_channel() -> list[Any]:
             HUWindowd("stripped", level=level, width=width)]
 
 
-def cls_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
-    """Slice-classification transforms; training items also carry the blood mask ``label``
-    (binary, same crop/resize/augmentation as the image) when ``network.aux_seg`` is on.
-    Channels: one per HU window, plus the skull-stripped brain window with
-    ``stripped_brain_channel`` (a config without the key, i.e. an older run, has none)."""
+def cls_transforms(cfg: Mapping[str, Any], train: bool, *, slice_labels: bool = True) -> Compose:
+    """Slice-classification transforms of a study.
+
+    Parameters
+    ----------
+    cfg
+        The classifier's training config (one saved by an older run is completed by
+        :func:`~ichct.pipeline.train_config.saved_run_config`: no ``stripped_brain_channel`` and
+        no ``crop`` mean neither).
+    train
+        Training (random augmentations; the blood mask ``label`` too when ``network.aux_seg``
+        is on, binary, with the image's crop, resize and augmentation) or evaluation.
+    slice_labels
+        The items carry ``slice_labels`` (training and validation): their row count is checked
+        against the slices. False for inference, where a study has no labels.
+
+    Returns
+    -------
+    Compose
+        Load, crop, window (one channel per HU window, plus the skull-stripped brain window with
+        ``stripped_brain_channel``), resize in-plane to ``in_plane``, [augment].
+    """
+    cfg = saved_run_config("cls", cfg)
     h, w = (int(v) for v in cfg["in_plane"])
-    crop = cfg.get("crop")
+    crop = cfg["crop"]
     aux = train and bool(dict(cfg["network"]).get("aux_seg", False))
-    stripped = bool(cfg.get("stripped_brain_channel", False))
+    stripped = bool(cfg["stripped_brain_channel"])
     keys: tuple[str, ...] = ("image", "label") if aux else ("image",)
     steps: list[Any] = [
         LoadCTd(keys),
-        CheckSliceCountd(),
+        *([CheckSliceCountd()] if slice_labels else []),
         *([InPlaneHeadCropd(str(crop))] if crop else []),
         *(_stripped_brain_channel() if stripped else []),
-        MultiWindowd("image", windows=_windows(cfg)),
+        MultiWindowd("image", windows=config_windows(cfg)),
         *([ConcatItemsd(["image", "stripped"], "image"), DeleteItemsd("stripped")] if stripped else []),
         *([Lambdad("label", _label_map(2)), CheckSameGridd()] if aux else []),
         Resized(keys, spatial_size=(h, w, -1), mode=("trilinear", "nearest")[: len(keys)]),

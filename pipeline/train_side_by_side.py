@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,52 @@ def threads_for(total_threads: int, n_runs: int, n_finished: int) -> int:
     return max(1, total_threads // max(1, n_runs - n_finished))
 
 
-def _train_in_child(name: str, train_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Body of one child process: logging like the parent's, threads that follow the others, ``train``."""
+def train_sharing_threads(train_kwargs: Mapping[str, Any], *, n_runs: int, total_threads: int, finished: Any,
+                          train: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train one of ``n_runs`` runs with torch threads that follow the runs still going.
+
+    At the start and at every epoch the run takes :func:`threads_for` threads of
+    ``total_threads``, given how many runs ``finished`` counts; when it ends (or fails) it counts
+    itself as finished, so the others take over its share at their next epoch.
+
+    Parameters
+    ----------
+    train_kwargs
+        Keyword arguments of ``train`` (without ``epoch_started``).
+    n_runs, total_threads
+        The runs started together and the torch threads of all of them.
+    finished
+        A shared counter of finished runs (``multiprocessing.Value("i")``).
+    train
+        The training function (default :func:`ichct.pipeline.train.train`).
+
+    Returns
+    -------
+    dict
+        The summary ``train`` returned.
+    """
     import torch
 
+    if train is None:
+        from ichct.pipeline.train import train
+
+    def follow_threads(epoch: int) -> None:
+        threads = threads_for(total_threads, n_runs, finished.value)
+        if threads != torch.get_num_threads():
+            if epoch > 1:
+                logger.info("%d torch thread(s) from epoch %d", threads, epoch)
+            torch.set_num_threads(threads)
+
+    follow_threads(0)
+    try:
+        return train(**train_kwargs, epoch_started=follow_threads)
+    finally:
+        with finished.get_lock():
+            finished.value += 1
+
+
+def _train_in_child(name: str, train_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Body of one child process: logging like the parent's, then :func:`train_sharing_threads`."""
     from ichct.pipeline.logging_setup import configure_logging, hide_known_library_warnings, verbosity_of
 
     n_runs, total, finished, log_level = (_CHILD[k] for k in ("n_runs", "total_threads", "finished", "log_level"))
@@ -46,22 +88,7 @@ def _train_in_child(name: str, train_kwargs: Mapping[str, Any]) -> dict[str, Any
         logging.getLogger("ichct").setLevel(log_level)
         if verbosity_of(log_level) < 1:
             hide_known_library_warnings()
-
-    def follow_threads(epoch: int) -> None:
-        threads = threads_for(total, n_runs, finished.value)
-        if threads != torch.get_num_threads():
-            if epoch > 1:
-                logger.info("%d torch thread(s) from epoch %d", threads, epoch)
-            torch.set_num_threads(threads)
-
-    from ichct.pipeline.train import train
-
-    follow_threads(0)
-    try:
-        return train(**train_kwargs, epoch_started=follow_threads)
-    finally:
-        with finished.get_lock():
-            finished.value += 1
+    return train_sharing_threads(train_kwargs, n_runs=n_runs, total_threads=total, finished=finished)
 
 
 def train_side_by_side(runs: Mapping[str, Mapping[str, Any]], num_threads: int | None = None,
@@ -119,4 +146,4 @@ def train_side_by_side(runs: Mapping[str, Mapping[str, Any]], num_threads: int |
         pool.join()
 
 
-__all__ = ["train_side_by_side", "threads_for"]
+__all__ = ["train_side_by_side", "train_sharing_threads", "threads_for"]

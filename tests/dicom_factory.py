@@ -167,7 +167,7 @@ DEFAULT_PHANTOM = Phantom()
 # --------------------------------------------------------------------------------------------
 
 
-def _uid(*parts: object) -> UID:
+def deterministic_uid(*parts: object) -> UID:
     """A deterministic UID from the given parts (reproducible test data)."""
     return generate_uid(entropy_srcs=[repr(p) for p in parts])
 
@@ -184,8 +184,8 @@ class Study:
     frame_of_reference_uid: str = ""
 
     def __post_init__(self) -> None:
-        self.study_uid = self.study_uid or str(_uid("study", self.key))
-        self.frame_of_reference_uid = self.frame_of_reference_uid or str(_uid("for", self.key))
+        self.study_uid = self.study_uid or str(deterministic_uid("study", self.key))
+        self.frame_of_reference_uid = self.frame_of_reference_uid or str(deterministic_uid("for", self.key))
 
 
 @dataclass
@@ -228,7 +228,7 @@ class SeriesSpec:
     series_uid: str = ""
 
     def __post_init__(self) -> None:
-        self.series_uid = self.series_uid or str(_uid("series", self.key))
+        self.series_uid = self.series_uid or str(deterministic_uid("series", self.key))
 
     # -- geometry -------------------------------------------------------------------------
 
@@ -523,7 +523,7 @@ def ct_slice_dataset(series: SeriesSpec, index: int, study: Study, phantom: Phan
                      rng: np.random.Generator) -> tuple[Dataset, np.ndarray]:
     """Slice ``index`` of ``series`` as a single-frame CT (or MR) dataset, uncompressed."""
     s = series.slices[index]
-    sop_uid = str(_uid("sop", series.series_uid, index, s.instance_number, s.position, s.acquisition_number))
+    sop_uid = str(deterministic_uid("sop", series.series_uid, index, s.instance_number, s.position, s.acquisition_number))
     ds = _base_dataset(study, series, series.sop_class_uid, sop_uid, ExplicitVRLittleEndian)
     ds.ImageType = list(series.image_type)
     ds.InstanceNumber = s.instance_number
@@ -679,7 +679,7 @@ def write_enhanced_ct(
     study = study or Study()
     path = Path(path)
     rng = np.random.default_rng(seed)
-    sop_uid = str(_uid("enhanced", series.series_uid))
+    sop_uid = str(deterministic_uid("enhanced", series.series_uid))
     ds = _base_dataset(study, series, ENHANCED_CT_IMAGE_STORAGE, sop_uid, ExplicitVRLittleEndian)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
     ds.InstanceNumber = 1
@@ -752,7 +752,7 @@ def write_scout(folder: str | Path, *, study: Study | None = None, planes: Seque
                 key: str = "scout", series_number: int = 1, phantom: Phantom = DEFAULT_PHANTOM) -> list[Path]:
     """A localizer series: one single-slice image per plane (ImageType ORIGINAL\\PRIMARY\\LOCALIZER)."""
     paths: list[Path] = []
-    uid = str(_uid("series", key))
+    uid = str(deterministic_uid("series", key))
     for n, plane in enumerate(planes):
         spec = make_stack(1, 1.0, plane=plane, key=key, series_uid=uid, rows=64, cols=64, pixel_spacing=(4.0, 4.0),
                           image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), description="Topogram 0.6 T20s",
@@ -767,7 +767,7 @@ def write_dose_report(folder: str | Path, *, study: Study | None = None, key: st
     study = study or Study()
     spec = SeriesSpec(slices=[], key=key, description="Dose Report", series_number=999,
                       image_type=("DERIVED", "SECONDARY", "OTHER"))
-    sop_uid = str(_uid("sop", key))
+    sop_uid = str(deterministic_uid("sop", key))
     ds = _base_dataset(study, spec, SECONDARY_CAPTURE_STORAGE, sop_uid, ExplicitVRLittleEndian)
     ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
     ds.ConversionType = "WSD"

@@ -40,13 +40,13 @@ def resolved(kind: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def write_run(folder: Path, kind: str, overrides: dict[str, Any] | None = None, seed: int = 0,
               threshold: float | None = None) -> Path:
-    """A run folder with random weights from ``ichct.pipeline.train._build_model``."""
+    """A run folder with random weights from :func:`ichct.pipeline.network_factory.build_network`."""
     from ichct.pipeline.decision import DecisionRule
-    from ichct.pipeline.train import _build_model
+    from ichct.pipeline.network_factory import build_network
 
     cfg = resolved(kind, overrides if overrides is not None else (SEG_CFG if kind == "seg" else CLS_CFG))
     torch.manual_seed(seed)
-    net = _build_model(kind, cfg)
+    net = build_network(kind, cfg)
     folder.mkdir(parents=True)
     torch.save({"model": net.state_dict(), "epoch": 0}, folder / "best.pt")
     (folder / "config.json").write_text(json.dumps({"kind": kind, "fold": 0, "seed": seed, "config": cfg,

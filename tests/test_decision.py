@@ -9,7 +9,7 @@ import pytest
 
 from ichct.pipeline import decision as d
 from ichct.pipeline.decision import (
-    SUBTYPES,
+    LABEL_NAMES,
     DecisionRule,
     choose_threshold,
     choose_thresholds,
@@ -37,10 +37,10 @@ def _longest_run(passing: list[bool]) -> int:
 # ------------------------------------------------------------------ slice rules
 
 
-def test_subtypes_match_network_outputs() -> None:
-    from ichct.networks import SUBTYPES as NET_SUBTYPES
+def test_label_names_match_network_outputs() -> None:
+    from ichct.networks import LABEL_NAMES as NET_LABEL_NAMES
 
-    assert SUBTYPES == NET_SUBTYPES
+    assert LABEL_NAMES == NET_LABEL_NAMES and LABEL_NAMES[0] == "any" and len(LABEL_NAMES) == 6
 
 
 def test_consecutive_needs_k_adjacent_slices() -> None:
@@ -109,7 +109,7 @@ def test_all_zero_input_is_negative_everywhere() -> None:
     zeros = np.zeros((20, 6))
     for name in ("consecutive", "max", "topk_mean"):
         res = decide(DecisionRule(name, threshold=1e-6), slice_probs=zeros)
-        assert set(res) == set(SUBTYPES)
+        assert set(res) == set(LABEL_NAMES)
         assert all(v["score"] == 0.0 and not v["positive"] for v in res.values())
 
 
@@ -138,7 +138,7 @@ def test_decide_uses_per_subtype_thresholds_and_column_order() -> None:
     probs[1:4, 0] = 0.8  # any: 3 adjacent slices at 0.8
     probs[1:4, 5] = 0.8  # subdural likewise
     probs[2, 2] = 0.9  # intraparenchymal: a single slice
-    th = {s: 0.5 for s in SUBTYPES} | {"subdural": 0.85}
+    th = {s: 0.5 for s in LABEL_NAMES} | {"subdural": 0.85}
     res = decide(DecisionRule("consecutive", threshold=th, k=3), slice_probs=probs)
     assert [s for s, v in res.items() if v["positive"]] == ["any"]
     assert res["subdural"]["threshold"] == 0.85 and res["subdural"]["score"] == pytest.approx(0.8)
@@ -166,7 +166,7 @@ def _seg() -> np.ndarray:
 def test_segmentation_volumes_per_subtype_and_any() -> None:
     vox = 0.5  # mL per voxel
     vols = segmentation_volumes(_seg(), vox, num_classes=6)
-    assert set(vols) == set(SUBTYPES)
+    assert set(vols) == set(LABEL_NAMES)
     assert vols["subdural"] == 16.0 and vols["intraparenchymal"] == 8.0 and vols["subarachnoid"] == 0.5
     assert vols["epidural"] == 0.0 and vols["intraventricular"] == 0.0
     assert vols["any"] == 24.5
@@ -200,7 +200,7 @@ def test_empty_segmentation_is_negative() -> None:
     empty = np.zeros((8, 8, 8), dtype=np.uint8)
     rule = DecisionRule("seg_volume", threshold=0.01, num_seg_classes=6)
     res = decide(rule, segmentation=empty, voxel_volume_ml=0.001)
-    assert set(res) == set(SUBTYPES)
+    assert set(res) == set(LABEL_NAMES)
     assert all(v["score"] == 0.0 and not v["positive"] for v in res.values())
     binary = DecisionRule("seg_volume", threshold=0.01, num_seg_classes=2)
     assert decide(binary, segmentation=empty, voxel_volume_ml=0.001) == {
@@ -210,7 +210,7 @@ def test_empty_segmentation_is_negative() -> None:
 
 
 def test_seg_volume_rule_calls() -> None:
-    rule = DecisionRule("seg_volume", threshold={s: 5.0 for s in SUBTYPES}, min_component_ml=1.0, num_seg_classes=6)
+    rule = DecisionRule("seg_volume", threshold={s: 5.0 for s in LABEL_NAMES}, min_component_ml=1.0, num_seg_classes=6)
     res = decide(rule, segmentation=_seg(), voxel_volume_ml=0.5)
     assert {s for s, v in res.items() if v["positive"]} == {"any", "subdural", "intraparenchymal"}
     assert res["subarachnoid"]["score"] == 0.0  # removed as a small component
@@ -315,15 +315,15 @@ def test_threshold_from_validation_reproduces_calls_on_ct_scores() -> None:
         p[start : start + 3] = np.maximum(p[start : start + 3], np.where(y, rng.uniform(0.3, 1.0, 6), 0.0))
         cts.append(p)
     rule0 = DecisionRule("consecutive", threshold=0.5, k=3)
-    scores = np.array([[ct_scores(rule0, slice_probs=p)[s] for s in SUBTYPES] for p in cts])
+    scores = np.array([[ct_scores(rule0, slice_probs=p)[s] for s in LABEL_NAMES] for p in cts])
     for method in ("youden", "sensitivity"):
         thresholds = choose_thresholds(scores, labels, method, 0.9)
         rule = DecisionRule("consecutive", threshold=thresholds, k=3, meta={"method": method, "target": 0.9})
-        calls = np.array([[decide(rule, slice_probs=p)[s]["positive"] for s in SUBTYPES] for p in cts])
-        expected = scores >= np.array([thresholds[s] for s in SUBTYPES])
+        calls = np.array([[decide(rule, slice_probs=p)[s]["positive"] for s in LABEL_NAMES] for p in cts])
+        expected = scores >= np.array([thresholds[s] for s in LABEL_NAMES])
         assert np.array_equal(calls, expected)
         # the calls are also those of the direct run rule
-        direct = np.array([consecutive_call(p, thresholds[s], 3)[j] for p in cts for j, s in enumerate(SUBTYPES)])
+        direct = np.array([consecutive_call(p, thresholds[s], 3)[j] for p in cts for j, s in enumerate(LABEL_NAMES)])
         assert np.array_equal(direct.reshape(40, 6)[:, 0], calls[:, 0])
         if method == "sensitivity":
             assert all((calls[:, j][labels[:, j]]).mean() >= 0.9 for j in range(6))
@@ -337,7 +337,7 @@ def test_threshold_from_validation_reproduces_calls_on_ct_scores() -> None:
 def test_rule_json_round_trip(tmp_path) -> None:
     rules = [
         DecisionRule("consecutive", threshold=0.42, k=4),
-        DecisionRule("max", threshold={s: 0.1 * (i + 1) for i, s in enumerate(SUBTYPES)}),
+        DecisionRule("max", threshold={s: 0.1 * (i + 1) for i, s in enumerate(LABEL_NAMES)}),
         DecisionRule("topk_mean", threshold=0.3, k=5, meta={"method": "youden", "auc": 0.91}),
         DecisionRule("seg_volume", threshold=0.5, min_component_ml=0.05, num_seg_classes=6, connectivity=3),
     ]

@@ -7,7 +7,8 @@ import pytest
 import torch
 from eval_helpers import FOLD, eval_setup
 
-from ichct.pipeline.decision import SUBTYPES, DecisionRule, voxel_volume_ml
+from ichct.pipeline.decision import DecisionRule, voxel_volume_ml
+from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.inference import (
     DEFAULT_SLICE_THRESHOLD,
     default_rules,
@@ -57,8 +58,8 @@ def test_load_run(setup, models):
     stored = models["cls"].rule
     for name in ("max", "topk_mean"):
         chosen = stored.meta["other_rules"][name]
-        assert set(chosen) == set(SUBTYPES) and all(1e-6 <= t <= 1.0 for t in chosen.values())
-        assert all(rules[name].threshold_for(st) == pytest.approx(chosen[st]) for st in SUBTYPES)
+        assert set(chosen) == set(LABEL_NAMES) and all(1e-6 <= t <= 1.0 for t in chosen.values())
+        assert all(rules[name].threshold_for(st) == pytest.approx(chosen[st]) for st in LABEL_NAMES)
         assert rules[name].meta["chosen_on"] == stored.meta["chosen_on"] and rules[name].k == stored.k
     # a run stored before other rules were chosen falls back to the default threshold
     import dataclasses
@@ -145,9 +146,9 @@ def test_rule_scores_and_calls(prediction, models):
     p = prediction
     assert set(p.scores) == {"consecutive", "max", "topk_mean", "seg_volume"}
     k = models["cls"].rule.k
-    np.testing.assert_allclose([p.scores["max"][s] for s in SUBTYPES], max_score(p.slice_probs))
-    np.testing.assert_allclose([p.scores["topk_mean"][s] for s in SUBTYPES], topk_mean_score(p.slice_probs, k))
-    np.testing.assert_allclose([p.scores["consecutive"][s] for s in SUBTYPES], consecutive_score(p.slice_probs, k))
+    np.testing.assert_allclose([p.scores["max"][s] for s in LABEL_NAMES], max_score(p.slice_probs))
+    np.testing.assert_allclose([p.scores["topk_mean"][s] for s in LABEL_NAMES], topk_mean_score(p.slice_probs, k))
+    np.testing.assert_allclose([p.scores["consecutive"][s] for s in LABEL_NAMES], consecutive_score(p.slice_probs, k))
     assert p.scores["seg_volume"] == {"any": pytest.approx(p.volumes_ml["any"])}
     for rule, per in p.decisions.items():
         for s, d in per.items():

@@ -284,12 +284,12 @@ def test_monai_loaders_give_corrected_hu(tmp_path):
 
 
 def test_report_series_section_carries_hu_check(tmp_path):
-    from ichct.pipeline.predict import _series_section
+    from ichct.pipeline.predict import series_section
 
     truth = head_phantom()
     write_series(tmp_path / "dcm", wrapped(truth, [0.0] * N), signed=False, bits_stored=12)
     _hu, info = volume_of(tmp_path / "dcm")
-    section = _series_section(info, [], None)
+    section = series_section(info, [], None)
     assert section["hu_check"] == info["hu_check"] and section["hu_check"]["rule"] == WRAP
 
 

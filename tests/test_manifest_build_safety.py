@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from test_manifest_replicas import (  # noqa: F401
-    _hash_cache_env,
+    hash_cache_env,
     all_entries,
     assert_valid,
     build,

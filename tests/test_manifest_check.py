@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 from test_manifest_replicas import (  # noqa: F401
-    _hash_cache_env,
+    hash_cache_env,
     all_entries,
     assert_valid,
     build,

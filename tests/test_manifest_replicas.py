@@ -35,7 +35,7 @@ LABELS = ("any",) + SUBTYPES
 
 
 @pytest.fixture(autouse=True)
-def _hash_cache_env(tmp_path, monkeypatch):
+def hash_cache_env(tmp_path, monkeypatch):
     """The pixel-hash cache goes to the test's folder, never to the home directory."""
     monkeypatch.setenv("ICHCT_CACHE_DIR", str(tmp_path / "hash-cache"))
 
@@ -427,7 +427,7 @@ def test_cq500_adapter(tmp_path):
     by_cat = {}
     for e in doc["test"]:
         # the default rule picks the soft-kernel series over the thinner bone-kernel one
-        assert e["series_uid"] == fac._uid("series", f"cq500-{_cq500_number(e)}-soft")
+        assert e["series_uid"] == fac.deterministic_uid("series", f"cq500-{_cq500_number(e)}-soft")
         by_cat[_cq500_number(e)] = e
     e0 = by_cat[0]
     assert e0["ct_labels"] == {"any": 1, "epidural": 0, "intraparenchymal": 0, "intraventricular": 0, "subarachnoid": 0, "subdural": 1}
@@ -440,7 +440,7 @@ def test_cq500_adapter(tmp_path):
 
 def _cq500_number(entry) -> int:
     for number in range(10):
-        if entry["series_uid"] == fac._uid("series", f"cq500-{number}-soft"):
+        if entry["series_uid"] == fac.deterministic_uid("series", f"cq500-{number}-soft"):
             return number
     raise AssertionError(entry["series_uid"])
 

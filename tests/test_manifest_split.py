@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
-from test_manifest_replicas import SUBTYPES, _hash_cache_env, all_entries, assert_valid, build, make_bhsd  # noqa: F401
+from test_manifest_replicas import SUBTYPES, hash_cache_env, all_entries, assert_valid, build, make_bhsd  # noqa: F401
 
 from ichct.pipeline.manifests.split import TEST, Group, assign_groups, study_strata
 

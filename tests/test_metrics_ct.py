@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ichct.pipeline.decision import SUBTYPES, DecisionRule
+from ichct.pipeline.decision import DecisionRule
+from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.metrics_ct import (
     average_precision,
     binary_log_loss,
@@ -21,6 +22,7 @@ from ichct.pipeline.metrics_ct import (
     reader_metrics,
     reliability_curve,
     roc_auc,
+    roc_auc_known_labels,
     roc_curve,
     rsna_log_loss,
     weighted_auc_ap,
@@ -106,6 +108,19 @@ def test_degenerate_cases_are_nan_with_reason():
     assert average_precision([0.3] * 4, [1, 0, 0, 0]) == pytest.approx(0.25)
 
 
+def test_roc_auc_known_labels_leaves_unknown_labels_out():
+    """Training's validation AUC: labels < 0 are unknown and left out, labels > 0 positive."""
+    assert roc_auc_known_labels([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert roc_auc_known_labels([0.5, 0.5], [0, 1]) == pytest.approx(0.5)
+    assert math.isnan(roc_auc_known_labels([0.1, 0.2], [1, 1]))
+    assert roc_auc_known_labels([0.9, 0.1, 0.3], [1, 0, -1]) == 1.0
+    assert roc_auc_known_labels([0.9, 0.1, 0.3], [2, 0, 0]) == 1.0
+    assert math.isnan(roc_auc_known_labels([float("nan"), 0.1], [1, 0]))
+    rng = np.random.default_rng(0)
+    s, y = rng.integers(0, 5, 60) / 4, rng.integers(-1, 2, 60)
+    assert roc_auc_known_labels(s, y) == roc_auc(s[y >= 0], y[y >= 0])
+
+
 def test_curves_by_hand():
     roc = roc_curve([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0])
     np.testing.assert_allclose(roc["fpr"], [0, 0, 0.5, 1])
@@ -141,7 +156,7 @@ def test_brier_ece_reliability_by_hand():
 def _table(n=12, seed=0, no_pos_subtype="epidural"):
     rng = np.random.default_rng(seed)
     t = {}
-    for st in SUBTYPES:
+    for st in LABEL_NAMES:
         y = rng.integers(0, 2, n) if st != no_pos_subtype else np.zeros(n, int)
         t[f"label:{st}"] = y
         t[f"score:max:{st}"] = np.clip(0.5 * y + 0.5 * rng.random(n), 0, 1)
@@ -162,8 +177,8 @@ def test_ct_level_metrics_structure_and_degenerate_subtype():
     assert math.isnan(epi["roc_auc"]["value"]) and epi["roc_auc"]["reason"] == "no positive cases"
     assert math.isfinite(epi["specificity"]["value"])
     assert ct["all"]["max"]["rsna_log_loss_slice"]["value"] == pytest.approx(66 / 48)  # pooled over slices
-    p = np.stack([table[f"score:max:{s}"] for s in SUBTYPES], 1)
-    y = np.stack([table[f"label:{s}"] for s in SUBTYPES], 1)
+    p = np.stack([table[f"score:max:{s}"] for s in LABEL_NAMES], 1)
+    y = np.stack([table[f"label:{s}"] for s in LABEL_NAMES], 1)
     assert ct["all"]["max"]["rsna_log_loss_study"]["value"] == pytest.approx(rsna_log_loss(p, y))
     assert set(curves["any"]["max"]) >= {"roc", "pr", "band", "reliability"}
 

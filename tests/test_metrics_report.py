@@ -10,7 +10,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from ichct.pipeline.decision import SUBTYPES, DecisionRule
+from ichct.pipeline.decision import DecisionRule
+from ichct.pipeline.labels import LABEL_NAMES
 from ichct.pipeline.metrics_ct import ct_level_metrics, reader_metrics
 from ichct.pipeline.metrics_schema import METRICS_SCHEMA, to_jsonable, validate_metrics
 from ichct.pipeline.metrics_seg import segmentation_case_metrics, segmentation_summary
@@ -26,8 +27,8 @@ def _cohort(n=16, seed=0):
         if rng.random() < 0.5:
             true[3:7, 3:8, 1:4] = rng.integers(1, 6)
         pred = np.roll(true, int(rng.integers(0, 2)), axis=0)
-        for st in SUBTYPES:
-            lab = int(true.any()) if st == "any" else int((true == SUBTYPES.index(st)).any())
+        for st in LABEL_NAMES:
+            lab = int(true.any()) if st == "any" else int((true == LABEL_NAMES.index(st)).any())
             row[f"label:{st}"] = lab
             row[f"score:max:{st}"] = float(np.clip(0.5 * lab + 0.5 * rng.random(), 0, 1))
         for cls, vals in segmentation_case_metrics(pred, true, (1.0, 1.0, 5.0), 6).items():
@@ -61,7 +62,7 @@ def test_schema_is_valid_draft7_and_metrics_validate(evaluated):
     text = json.dumps(doc, allow_nan=False)  # no NaN left
     jsonschema.validate(json.loads(text), METRICS_SCHEMA)
     # a subtype without positives: NaN -> null with a reason
-    missing = [st for st in SUBTYPES if st != "any" and doc["ct_level"][st]["max"]["sensitivity"]["value"] is None]
+    missing = [st for st in LABEL_NAMES if st != "any" and doc["ct_level"][st]["max"]["sensitivity"]["value"] is None]
     for st in missing:
         assert doc["ct_level"][st]["max"]["sensitivity"]["reason"] == "no positive cases"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ichct.networks import ENCODERS, SUBTYPES, SliceSequenceClassifier, lengths_to_mask, pad_slice_batch
+from ichct.networks import ENCODERS, LABEL_NAMES, SliceSequenceClassifier, lengths_to_mask, pad_slice_batch
 
 
 def _studies(lengths: list[int], c: int = 3, hw: int = 64, seed: int = 0) -> list[torch.Tensor]:
@@ -21,7 +21,7 @@ def _n_params(model: torch.nn.Module) -> int:
 
 
 def test_subtype_order() -> None:
-    assert SUBTYPES == ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+    assert LABEL_NAMES == ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -263,12 +263,12 @@ def test_pad_slice_batch() -> None:
 def test_max_pooling_sees_a_small_bright_spot_that_average_pooling_dilutes() -> None:
     """A constant encoder map with one hot pixel: the max-pooled feature moves by the spot's
     full height, the average-pooled one by 1/(h*w) of it."""
-    from ichct.networks.slice_sequence import _GlobalPool
+    from ichct.networks.slice_sequence import GlobalPool
 
     fmap = torch.zeros(1, 2, 16, 16)
     spot = fmap.clone()
     spot[0, 0, 5, 7] = 8.0
-    avg, mx, both = _GlobalPool("avg"), _GlobalPool("max"), _GlobalPool("avgmax")
+    avg, mx, both = GlobalPool("avg"), GlobalPool("max"), GlobalPool("avgmax")
     assert float((avg(spot) - avg(fmap))[0, 0]) == pytest.approx(8.0 / 256)
     assert float((mx(spot) - mx(fmap))[0, 0]) == pytest.approx(8.0)
     assert both(spot).shape == (1, 4) and torch.equal(both(spot), torch.cat([avg(spot), mx(spot)], dim=1))

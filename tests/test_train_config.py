@@ -8,7 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from ichct.pipeline.train_config import CHECKS, DEFAULTS, KINDS, resolve_config
+from ichct.pipeline.train_config import (
+    CHECKS,
+    DEFAULTS,
+    KINDS,
+    SAVED_RUN_FALLBACKS,
+    config_windows,
+    input_channels,
+    resolve_config,
+    resolve_saved_config,
+    saved_run_config,
+    validate_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_epochs_override():
@@ -34,6 +47,50 @@ def test_json_and_yaml_merge(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("num_classes: 6\nclass_weights: [1, 2, 2, 2, 2, 2]\n")
     assert resolve_config("seg", y)["num_classes"] == 6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_run_config_keeps_what_an_old_run_did(kind):
+    """A saved run without a key reads it at the value it was trained with: the fallback where that
+    differs from today's default, else the default; saved values always win; complete configs come
+    back equal (in their key order); new runs never see the fallbacks."""
+    assert set(SAVED_RUN_FALLBACKS[kind]) <= set(DEFAULTS[kind])
+    assert all(DEFAULTS[kind][k] != v for k, v in SAVED_RUN_FALLBACKS[kind].items())  # else it is no fallback
+    complete = resolve_config(kind)
+    assert saved_run_config(kind, complete) == complete and list(saved_run_config(kind, complete)) == list(complete)
+    old = {k: v for k, v in complete.items() if k not in SAVED_RUN_FALLBACKS[kind] and k != "lr"}
+    migrated = saved_run_config(kind, old)
+    assert migrated == {**complete, **SAVED_RUN_FALLBACKS[kind]} and migrated["lr"] == DEFAULTS[kind]["lr"]
+    assert saved_run_config(kind, migrated) == migrated
+    assert resolve_saved_config(kind, old) == validate_config(kind, migrated)  # --resume reads the same
+    assert resolve_config(kind) == DEFAULTS[kind]
+
+
+def test_old_runs_infer_as_they_did():
+    """0.1.0 inferred with a sliding-window overlap of 0.25 and kept every blood component; a run
+    config without those keys (or without the classifier's 4th channel and crop) still does."""
+    seg = saved_run_config("seg", {"patch": [64, 64, 16]})
+    assert seg["sw_overlap"] == 0.25 and seg["min_component_ml"] == 0.0 and seg["best_window"] == 1
+    cls = saved_run_config("cls", {"in_plane": [80, 80]})
+    assert cls["stripped_brain_channel"] is False and cls["crop"] is None
+    assert input_channels("cls", {"windows": None}) == 3 and input_channels("cls", resolve_config("cls")) == 4
+    assert list(config_windows({"windows": None})) == ["brain", "subdural", "soft_tissue"]
+
+
+def test_fallbacks_of_saved_runs_are_defined_once():
+    """No module guesses a fallback of its own for a key of SAVED_RUN_FALLBACKS (``cfg.get("sw_overlap",
+    0.25)``): code reads the config that saved_run_config completed."""
+    import ast
+
+    keys = set(SAVED_RUN_FALLBACKS["seg"]) | set(SAVED_RUN_FALLBACKS["cls"])
+    found = []
+    for path in sorted((REPO / "pipeline").rglob("*.py")) + sorted((REPO / "transforms").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in keys
+                    and ("cfg" in ast.unparse(node.func.value) or "config" in ast.unparse(node.func.value))):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found
 
 
 @pytest.mark.parametrize("over", [{"learning_rate": 1}, {"augment": {"flip": 1}}, {"num_classes": 3},

@@ -16,7 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ichct.pipeline.train import roc_auc, train
+from ichct.pipeline.metrics_ct import roc_auc_known_labels as roc_auc
+from ichct.pipeline.train import train
 
 SHAPE = (64, 64, 16)
 SPACING = (3.0, 3.0, 5.0)

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ichct.pipeline.decision import SUBTYPES, DecisionRule
-from ichct.pipeline.train import load_checkpoint, read_metrics, roc_auc, sha256_file, train
+from ichct.pipeline.decision import DecisionRule
+from ichct.pipeline.files import sha256_file
+from ichct.pipeline.labels import LABEL_NAMES
+from ichct.pipeline.network_factory import build_network
+from ichct.pipeline.train import load_checkpoint, read_metrics, train
 
 SEG_CFG = {"spacing_mm": [3.0, 3.0, 5.0], "patch": [32, 32, 16], "samples_per_volume": 2, "batch_size": 1,
            "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}}
@@ -94,14 +97,12 @@ def test_run_dir_contents(kind, runs, cohort):
     for k in ("model", "optimizer", "scheduler", "rng"):
         assert k in last
     assert isinstance(last["rng"]["torch"], torch.Tensor) and last["rng"]["transforms"]
-    from ichct.pipeline.train import _build_model
-
-    model = _build_model(kind, cfg["config"])
+    model = build_network(kind, cfg["config"])
     model.load_state_dict(best["model"])  # strict: the architecture is reproducible from config.json
 
     rule = DecisionRule.load(run / "thresholds.json")
     if kind == "cls":
-        assert rule.name == "consecutive" and set(rule.threshold) == set(SUBTYPES)
+        assert rule.name == "consecutive" and set(rule.threshold) == set(LABEL_NAMES)
         assert all(0 < v <= 1 for v in rule.threshold.values())
     else:
         assert rule.name == "seg_volume" and rule.num_seg_classes == 2 and float(rule.threshold) > 0
@@ -139,13 +140,6 @@ def test_resume_after_kill_matches_uninterrupted_run(runs, cohort, tmp_path):
     # resuming a finished run does nothing and keeps the rows
     train("seg", cohort["manifest"], FOLD, run, resume=True)
     assert len(read_metrics(run / "metrics.csv")) == 2
-
-
-def test_roc_auc():
-    assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
-    assert roc_auc([0.5, 0.5], [0, 1]) == pytest.approx(0.5)
-    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
-    assert roc_auc([0.9, 0.1, 0.3], [1, 0, -1]) == 1.0
 
 
 def test_cli_exit_codes(run_cli, cohort, tmp_path):
@@ -284,12 +278,11 @@ def test_resume_of_a_run_saved_before_the_stripped_channel_existed(cohort, tmp_p
     del doc["config"]["stripped_brain_channel"]
     (run / "config.json").write_text(json.dumps(doc))
     assert train("cls", cohort["manifest"], FOLD, run, resume=True)["epochs"] == 2
-    from ichct.pipeline.train import _build_model
     from ichct.pipeline.train_config import resolve_config
 
     weights = load_checkpoint(run / "last.pt")["model"]
     for stripped, same in ((False, True), (True, False)):
-        net = _build_model("cls", resolve_config("cls", {**CLS_CFG, "stripped_brain_channel": stripped}))
+        net = build_network("cls", resolve_config("cls", {**CLS_CFG, "stripped_brain_channel": stripped}))
         assert all(v.shape == weights[k].shape for k, v in net.state_dict().items()) is same
 
 
@@ -352,15 +345,26 @@ def test_side_by_side_failure_stops_the_other_runs(cohort, tmp_path):
     assert len(done) < 500
 
 
-def test_side_by_side_hands_a_finished_runs_threads_to_the_others(monkeypatch):
+def test_cls_inference_transforms_are_the_evaluation_ones_without_the_label_check():
+    """Inference preprocesses as validation does, minus the slice-label count check (no labels)."""
+    from ichct.pipeline.inference import cls_eval_transforms
+    from ichct.pipeline.train_config import resolve_config
+    from ichct.pipeline.train_data import CheckSliceCountd, cls_transforms
+
+    cfg = resolve_config("cls", CLS_CFG)
+    val = [type(t) for t in cls_transforms(cfg, train=False).transforms]
+    infer = [type(t) for t in cls_eval_transforms(cfg).transforms]
+    assert CheckSliceCountd in val and infer == [t for t in val if t is not CheckSliceCountd]
+
+
+def test_side_by_side_hands_a_finished_runs_threads_to_the_others():
     """A run's thread count follows the shared count of finished runs at each epoch start
-    (in-process, with train() replaced: the hand-over without the timing of real runs)."""
+    (in-process, with a fake train(): the hand-over without the timing of real runs)."""
     import multiprocessing
 
-    import ichct.pipeline.train as train_module
-    from ichct.pipeline import train_side_by_side as sbs
+    from ichct.pipeline.train_side_by_side import threads_for, train_sharing_threads
 
-    assert [sbs.threads_for(4, 2, k) for k in range(3)] == [2, 4, 4] and sbs.threads_for(1, 2, 0) == 1
+    assert [threads_for(4, 2, k) for k in range(3)] == [2, 4, 4] and threads_for(1, 2, 0) == 1
     finished = multiprocessing.get_context("spawn").Value("i", 0)
     seen = []
 
@@ -372,11 +376,11 @@ def test_side_by_side_hands_a_finished_runs_threads_to_the_others(monkeypatch):
                 finished.value += 1  # the run beside this one ends during epoch 1
         return {"epochs": 3, **kwargs}
 
-    monkeypatch.setattr(train_module, "train", fake_train)
-    monkeypatch.setattr(sbs, "_CHILD", {"n_runs": 2, "total_threads": 2, "finished": finished, "log_level": None})
     threads = torch.get_num_threads()
     try:
-        assert sbs._train_in_child("long", {"kind": "seg"}) == {"epochs": 3, "kind": "seg"}
+        summary = train_sharing_threads({"kind": "seg"}, n_runs=2, total_threads=2, finished=finished,
+                                        train=fake_train)
+        assert summary == {"epochs": 3, "kind": "seg"}
     finally:
         torch.set_num_threads(threads)
     assert seen == [1, 2, 2]

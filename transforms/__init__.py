@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "HeadSelector": "crop",
     "brain_mask": "crop",
     "head_mask": "crop",
+    "voxel_spacing": "crop",
     "RemoveSmallComponents": "components",
     "RemoveSmallComponentsd": "components",
     "large_component_mask": "components",

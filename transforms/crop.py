@@ -95,7 +95,23 @@ def axial_axis(affine: Any) -> int:
 
 
 def voxel_spacing(affine: Any) -> np.ndarray:
-    """Voxel size (mm) along each voxel axis of a ``(4, 4)`` affine."""
+    """Voxel size (mm) along each voxel axis of an affine: the norms of its 3x3 columns.
+
+    Parameters
+    ----------
+    affine
+        A ``(4, 4)`` voxel-to-world affine (NumPy array or tensor).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3,)`` spacing in mm, as float64.
+
+    Examples
+    --------
+    >>> voxel_spacing(np.diag([0.5, -0.5, 5.0, 1.0])).tolist()
+    [0.5, 0.5, 5.0]
+    """
     a = _as_numpy(affine).astype(float)
     return np.linalg.norm(a[:3, :3], axis=0)
 

@@ -16,6 +16,8 @@ from monai.data import MetaTensor
 from monai.transforms import Orientation, Orientationd, Spacing, Spacingd
 from monai.utils import GridSampleMode, GridSamplePadMode, ensure_tuple
 
+from .crop import voxel_spacing
+
 RAS = "RAS"
 ORTHOGONAL_SNAP_TOLERANCE = 1e-4  # largest direction-cosine error treated as storage rounding
 
@@ -33,7 +35,7 @@ def orthogonalised_affine(affine: Any, tolerance: float = ORTHOGONAL_SNAP_TOLERA
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4):
         return None
-    spacing = np.linalg.norm(a[:3, :3], axis=0)
+    spacing = voxel_spacing(a)
     if np.any(spacing <= 0):
         return None
     direction = a[:3, :3] / spacing

@@ -166,11 +166,6 @@ def _rz(deg: float) -> np.ndarray:
     return np.array([[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
 
 
-def _rx(deg: float) -> np.ndarray:
-    a = np.radians(deg)
-    return np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), np.sin(a)], [0.0, -np.sin(a), np.cos(a)]])
-
-
 def sample_head(gen: np.random.Generator) -> HeadParams:
     """Draw one patient's anatomy."""
     atrophy = float(gen.beta(1.6, 3.5))
@@ -319,11 +314,6 @@ def cavity_distance(h: HeadParams, points: np.ndarray) -> np.ndarray:
     return np.maximum(d, floor_z(h, x, y) - z)
 
 
-def brain_depth_ok(h: HeadParams, points: np.ndarray, min_depth: float) -> np.ndarray:
-    """True where head points are at least ``min_depth`` mm inside the cranial cavity."""
-    return cavity_distance(h, points) < -min_depth
-
-
 # ----------------------------------------------------------------------------------------------
 # fields and painting
 
@@ -345,7 +335,7 @@ def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, 
         cavity = d_vault.copy()
     # petrous bones stick up into the cavity
     for side in (-1, 1):
-        p1, p2 = _petrous_segment(h, side)
+        p1, p2 = petrous_segment(h, side)
         bl = block((p1 + p2) / 2, np.linalg.norm(p2 - p1) / 2 + 12)
         if bl is not None:
             dp = capsule(x[bl], y[bl], z[bl], p1, p2, (9.0, 5.0))
@@ -421,13 +411,30 @@ def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, 
     ventricles = np.full(x.shape, FAR, dtype=np.float32)
     fields = Fields(x=x, y=y, z=z, cavity=cavity, cavity_width=width, head=head, brain=brain, sulci=sulci,
                     cisterns=cisterns, ventricles=ventricles, infratentorial=infra, skull=skull, temporalis=temporalis,
-                    callosum=_callosum_z(y), x_shift=x_shift)
+                    callosum=callosum_z(y), x_shift=x_shift)
     _cistern_fields(h, fields, block)
     _ventricle_field(h, fields, block, mass.midline_shift_mm)
     return fields
 
 
-def _petrous_segment(h: HeadParams, side: int) -> tuple[np.ndarray, np.ndarray]:
+def petrous_segment(h: HeadParams, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The axis of one petrous ridge in head coordinates (mm).
+
+    The skull base and the beam-hardening streaks of the noise model
+    (:mod:`ichct.pipeline.synth.noise`) follow the same ridge.
+
+    Parameters
+    ----------
+    h
+        The patient's anatomy.
+    side
+        -1 or +1: the sign of x of the ridge.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(lateral end, apex)``, each ``(3,)``.
+    """
     lateral = np.array([side * (h.a - 8.0), h.y_pr + 0.5 * (h.a - 16.0), h.z_mf + 2.0])
     apex = np.array([side * 12.0, h.y_pr + 4.0, h.z_mf + 11.0])
     return lateral, apex
@@ -489,8 +496,26 @@ def _cistern_fields(h: HeadParams, f: Fields, block) -> None:
     np.maximum(f.cisterns, f.cavity, out=f.cisterns)
 
 
-def _callosum_z(y: np.ndarray) -> np.ndarray:
-    """Lowest z of the interhemispheric fissure: above the corpus callosum, down to the floor at the poles."""
+def callosum_z(y: np.ndarray) -> np.ndarray:
+    """Lowest z of the interhemispheric fissure: above the corpus callosum, down to the floor at the poles.
+
+    The anatomy's fissure and the lesions that must stay below it use the same surface.
+
+    Parameters
+    ----------
+    y
+        Head coordinates y (mm, anterior-posterior), any shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        z (mm) of the surface at each ``y`` (float32).
+
+    Examples
+    --------
+    >>> float(callosum_z(np.zeros(1, dtype=np.float32))[0]) > 20
+    True
+    """
     out = F32(22.0) + F32(0.004) * y * y
     out -= F32(200.0) * sigmoid((np.abs(y) - F32(48.0)) * F32(0.3))
     return out
@@ -649,7 +674,7 @@ def _paint_skull_base(h: HeadParams, f: Fields, vol, block, iso) -> None:
         np.maximum(d, -f.cavity[bl], out=d)
         paint(vol[bl], soft_occupancy(d, iso), F32(h.diploe_hu + 200.0))
     for side in (-1, 1):
-        p1, p2 = _petrous_segment(h, side)
+        p1, p2 = petrous_segment(h, side)
         bl = block((p1 + p2) / 2, np.linalg.norm(p2 - p1) / 2 + 12)
         if bl is not None:
             d = capsule(x[bl], y[bl], z[bl], p1, p2, (9.0, 5.0))

@@ -24,7 +24,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
-    JPEGLosslessSV1,
     PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
 )
@@ -44,11 +43,6 @@ try:  # GDCM is optional: JPEG Lossless SV1 needs it, JPEG 2000 Lossless is the 
 except ImportError:  # pragma: no cover - depends on the environment
     gdcm = None
     HAVE_GDCM = False
-
-
-def jpeg_lossless_syntax() -> str:
-    """The lossless JPEG transfer syntax this environment writes for ``--compression jpeg_lossless``."""
-    return str(JPEGLosslessSV1 if HAVE_GDCM else JPEG2000Lossless)
 
 
 @dataclass

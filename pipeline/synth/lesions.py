@@ -20,12 +20,12 @@ midline (:class:`.anatomy.MassEffect`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
-from .anatomy import Fields, HeadParams, _callosum_z, cavity_distance
+from .anatomy import Fields, HeadParams, callosum_z, cavity_distance
 from .config import LABEL_VALUES
 from .grid import Grid, Pose
 from .shapes import F32, ellipsoid, paint, random_rotation, soft_occupancy, sphere, wave_field
@@ -365,7 +365,7 @@ def _lesion_regions(lesion: Lesion, h: HeadParams, f: Fields, grid: Grid, pose: 
         r2 = ((y - F32(g["y0"])) ** 2 + (z - F32(g["z0"])) ** 2) * F32(1.0 / g["radius"] ** 2)
         t = F32(g["t0"]) * np.clip(F32(1.0) - r2, 0.0, 1.0)
         sdf = np.abs(xs) - t
-        np.maximum(sdf, _callosum_z(y) + F32(2.0) - z, out=sdf)
+        np.maximum(sdf, callosum_z(y) + F32(2.0) - z, out=sdf)
         np.maximum(sdf, f.cavity[bl], out=sdf)
         sdf[t <= 0.3] = F32(50.0)
         yield bl, sdf, _texture(lesion, x, y, z, 3.0), None
@@ -434,13 +434,3 @@ def dependent_level(parts, pose: Pose) -> float:
     offset = float(pose.centre @ e_world)
     return max(part.extent(e_head) for part in parts) + offset
 
-
-@dataclass
-class LesionPlan:
-    """The lesions of one patient (first study) — follow-ups evolve them."""
-
-    lesions: list[Lesion] = field(default_factory=list)
-
-    @property
-    def subtypes(self) -> set[str]:
-        return {les.subtype for les in self.lesions}

@@ -93,7 +93,7 @@ def sample_streaks(gen: np.random.Generator, strength: float = 1.0) -> Streaks:
 
 def add_streaks(vol: np.ndarray, grid: Grid, pose: Pose, head: HeadParams, streaks: Streaks, inside: np.ndarray) -> None:
     """Add skull-base beam-hardening streaks to ``vol`` (``[k, j, i]``, in place) inside the head."""
-    from .anatomy import _petrous_segment
+    from .anatomy import petrous_segment
 
     gen = np.random.default_rng(streaks.seed)
     nk, nj, ni = vol.shape
@@ -105,8 +105,8 @@ def add_streaks(vol: np.ndarray, grid: Grid, pose: Pose, head: HeadParams, strea
         w = pose.to_world(np.asarray(p_head, dtype=float))
         return inv[:3, :3] @ w + inv[:3, 3]
 
-    apex = [to_index(_petrous_segment(head, s)[1]) for s in (-1, 1)]
-    lateral = [to_index(_petrous_segment(head, s)[0]) for s in (-1, 1)]
+    apex = [to_index(petrous_segment(head, s)[1]) for s in (-1, 1)]
+    lateral = [to_index(petrous_segment(head, s)[0]) for s in (-1, 1)]
     k_centre = float(np.mean([p[2] for p in apex + lateral]))
     jj = np.arange(nj, dtype=np.float32)[:, None]
     ii = np.arange(ni, dtype=np.float32)[None, :]

@@ -118,19 +118,6 @@ def capsule(x, y, z, p1, p2, radius: float | tuple[float, float]) -> np.ndarray:
     return d
 
 
-def plane_slab(x, y, z, point, normal, half_width: float) -> np.ndarray:
-    """Distance to the slab ``|n . (p - point)| < half_width``."""
-    n = np.asarray(normal, dtype=float)
-    n = n / np.linalg.norm(n)
-    u, v, w = local(x, y, z, point)
-    d = u * F32(n[0])
-    d += v * F32(n[1])
-    d += w * F32(n[2])
-    np.abs(d, out=d)
-    d -= F32(half_width)
-    return d
-
-
 def wave_field(x, y, z, k: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """Band-limited random field: ``sqrt(2/K) * sum cos(k_i . p + phase_i)`` (unit variance)."""
     out = np.zeros(np.shape(x), dtype=np.float32)

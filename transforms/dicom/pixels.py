@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import pydicom
@@ -24,17 +23,6 @@ logger = logging.getLogger(__name__)
 
 AIR_HU = -1024.0
 INT16_MIN, INT16_MAX = -32768, 32767
-
-
-@dataclass
-class RescaleSummary:
-    """What the rescale step did, for the sidecar."""
-
-    slopes: list[float]
-    intercepts: list[float]
-    varies_between_slices: bool
-    missing: bool
-    padded_voxels: int
 
 
 def _is_integral(value: float) -> bool:

@@ -1,6 +1,6 @@
 """Group frame headers into series, describe them, and choose the diagnostic axial series.
 
-Default choice (what a reader would open for a head CT), documented in the README:
+Default choice (what a reader would open for a head CT), documented in docs/ingest.md:
 
 1. Only CT image series with slice geometry and at least two slices are volume candidates.
    Excluded: other modalities (MR, SR, ...), localizers/scouts (``LOCALIZER`` in ImageType,
