@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import string
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from ichct.pipeline.train_config import config_windows, input_channels, saved_ru
 
 __all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license",
            "DEFAULT_MANIFEST_NAME", "describe_training_data", "data_source", "data_license", "intended_use",
-           "training_data_summary"]
+           "training_data_summary", "README_TEMPLATE"]
 
 #: The model zoo's published metadata schema (the ``schema`` key of every zoo bundle).
 ZOO_SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
@@ -387,6 +388,7 @@ def _fmt(entry: Any, digits: int = 3) -> str:
 
 
 def _performance(kind: str, metrics: Mapping[str, Any] | None) -> list[str]:
+    """The Performance section: where the numbers were measured, then the metrics table of ``kind``."""
     if not metrics:
         return ["Not measured yet: run `ichct evaluate --bundle` (see below) and package again with `--evaluation`."]
     lines = [f"Measured with `ichct evaluate --bundle` on the **{metrics.get('split')}** split of "
@@ -396,26 +398,37 @@ def _performance(kind: str, metrics: Mapping[str, Any] | None) -> list[str]:
              "[evaluation/report.md](evaluation/report.md) and the numbers "
              "[evaluation/metrics.json](evaluation/metrics.json).",
              ""]
-    ct = metrics.get("ct_level") or {}
     if kind == "seg":
-        seg = (metrics.get("segmentation") or {}).get("any") or {}
-        lines += ["Segmentation metrics on the input's own (ingest) grid, as inference writes the label map:", "",
-                  "| metric (any blood) | value [95% CI] |", "|---|---|"]
-        for key, label in (("dice_positive", "Dice, studies with blood"),
-                           ("dice", "Dice, all studies (a false positive on a negative study counts 0)"),
-                           ("hd95_mm", "HD95 (mm)"), ("assd_mm", "mean surface distance (mm)"),
-                           ("fp_per_scan", "false-positive components per scan"),
-                           ("abs_volume_error_ml", "absolute volume error (mL)")):
-            if key in seg:
-                lines.append(f"| {label} | {_fmt(seg[key])} |")
-        rule = ct.get("any", {}).get("seg_volume", {})
-        for key, label in (("roc_auc", "CT-level ROC AUC (blood volume)"), ("sensitivity", "CT-level sensitivity"),
-                           ("specificity", "CT-level specificity")):
-            if key in rule:
-                lines.append(f"| {label} | {_fmt(rule[key])} |")
-        return lines
-    lines += ["CT level, `consecutive` rule with the thresholds stored in `models/thresholds.json`:", "",
-              "| subtype | ROC AUC | PR AUC | sensitivity | specificity |", "|---|---|---|---|---|"]
+        return lines + _seg_metrics_table(metrics)
+    return lines + _cls_metrics_table(metrics)
+
+
+def _seg_metrics_table(metrics: Mapping[str, Any]) -> list[str]:
+    """Segmentation metrics (any blood) and the CT-level blood-volume rule, one table."""
+    ct = metrics.get("ct_level") or {}
+    seg = (metrics.get("segmentation") or {}).get("any") or {}
+    lines = ["Segmentation metrics on the input's own (ingest) grid, as inference writes the label map:", "",
+             "| metric (any blood) | value [95% CI] |", "|---|---|"]
+    for key, label in (("dice_positive", "Dice, studies with blood"),
+                       ("dice", "Dice, all studies (a false positive on a negative study counts 0)"),
+                       ("hd95_mm", "HD95 (mm)"), ("assd_mm", "mean surface distance (mm)"),
+                       ("fp_per_scan", "false-positive components per scan"),
+                       ("abs_volume_error_ml", "absolute volume error (mL)")):
+        if key in seg:
+            lines.append(f"| {label} | {_fmt(seg[key])} |")
+    rule = ct.get("any", {}).get("seg_volume", {})
+    for key, label in (("roc_auc", "CT-level ROC AUC (blood volume)"), ("sensitivity", "CT-level sensitivity"),
+                       ("specificity", "CT-level specificity")):
+        if key in rule:
+            lines.append(f"| {label} | {_fmt(rule[key])} |")
+    return lines
+
+
+def _cls_metrics_table(metrics: Mapping[str, Any]) -> list[str]:
+    """CT-level metrics of the classifier's ``consecutive`` rule, one row per label."""
+    ct = metrics.get("ct_level") or {}
+    lines = ["CT level, `consecutive` rule with the thresholds stored in `models/thresholds.json`:", "",
+             "| subtype | ROC AUC | PR AUC | sensitivity | specificity |", "|---|---|---|---|---|"]
     for st in LABEL_NAMES:
         r = (ct.get(st) or {}).get("consecutive")
         if r:
@@ -490,10 +503,17 @@ def _limitations(run_config: Mapping[str, Any], td: Mapping[str, Any], training:
     return [data, size]
 
 
+#: The bundle README's Markdown, ``string.Template`` placeholders filled by :func:`bundle_readme` (package data).
+README_TEMPLATE = "templates/bundle_README.md"
+
+
 def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *, bundle_name: str,
                   training: Mapping[str, Any], metrics: Mapping[str, Any] | None,
                   training_data: Mapping[str, Any] | None = None) -> str:
     """``docs/README.md`` following the model zoo's template.
+
+    The text is ``pipeline/templates/bundle_README.md`` (:data:`README_TEMPLATE`) with its
+    ``${placeholders}`` filled: each section's values come from one small function below.
 
     Parameters
     ----------
@@ -509,119 +529,88 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         ``metrics.json`` of the bundle's evaluation, or None.
     training_data
         :func:`describe_training_data` of the run (default: derived from ``run_config`` here).
+
+    Returns
+    -------
+    str
+        The README's Markdown.
     """
+    from importlib import resources
+
     kind = str(run_config["kind"])
     cfg = saved_run_config(kind, run_config["config"])
     td = describe_training_data(run_config) if training_data is None else training_data
+    fields = {"name": metadata["name"], "bundle_name": bundle_name, "kind": kind,
+              **_overview_fields(kind, cfg, metadata),
+              "data": _data_paragraph(td),
+              **_training_fields(run_config, cfg, training),
+              "reproduce": _reproduce(kind, run_config, td, bundle_name),
+              "performance": "\n".join(_performance(kind, metrics)),
+              **_how_to_run_fields(kind, cfg, metadata),
+              "limitations": "\n".join(_limitations(run_config, td, training)),
+              "intended_use": str(metadata.get("intended_use") or intended_use(td))}
+    text = resources.files("ichct.pipeline").joinpath(README_TEMPLATE).read_text(encoding="utf-8")
+    return string.Template(text).substitute(fields)
+
+
+def _overview_fields(kind: str, cfg: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Model overview: the description, the input and output tensors and the network."""
     inp = metadata["network_data_format"]["inputs"]["image"]
     out = metadata["network_data_format"]["outputs"]["pred"]
-    merged = "\"['configs/train.json','configs/evaluate.json']\""
-    min_ml = float(cfg["min_component_ml"]) if kind == "seg" else 0.0
-    pred_desc = ("`OUT/<study>_seg.nii.gz`: the label map (uint8) on the input's own grid and affine"
-                 + (f"; blood components smaller than {min_ml:g} mL (`min_component_ml`) are dropped" if min_ml > 0 else "")
-                 if kind == "seg"
-                 else "`OUT/<study>_slices.csv` (probability of each label per slice, reader order) and "
-                      "`OUT/<study>_ct.json` (CT-level score, threshold and call per subtype)")
-    best = training.get("best_metric")
     shape = (f"patches of {inp['spatial_shape']}" if inp["is_patch_data"]
              else f"shape {inp['spatial_shape']} (H, W, slices)")
-    channels = ", ".join(f"{k}: {v}" for k, v in out["channel_def"].items())
-    lines = [
-        f"# {metadata['name']} (`{bundle_name}`)",
-        "",
-        "> **Research use only. Not a medical device: must not be used for diagnosis or treatment decisions.**",
-        "",
-        "## Model overview",
-        "",
-        metadata["description"],
-        "",
-        f"- Input `image`: {inp['num_channels']} channels ({'; '.join(inp['channel_def'].values())}), "
-        f"{shape}, float32 in [0, 1].",
-        f"- Output `pred`: {out['num_channels']} channels ({channels}).",
-        f"- Network: `{'ichct.networks.ich_unet3d' if kind == 'seg' else 'ichct.networks.SliceSequenceClassifier'}` "
-        f"with `{cfg['network']}`; weights `models/model.pt` (a plain state dict, load with "
-        "`torch.load(..., weights_only=True)`).",
-        "",
-        "## Data",
-        "",
-        data_source(td) + (" No patient data is included or was used. See [data_license.txt](data_license.txt)."
-                           if td.get("synthetic") else
-                           " Its licence and data-use terms apply to these weights: see "
-                           "[data_license.txt](data_license.txt)."),
-        "",
-        "## Training configuration",
-        "",
-        f"Trained with `ichct train {kind}` on fold {run_config.get('fold')} of the manifest (other folds train, fold "
-        f"{run_config.get('fold')} validates), seed {run_config.get('seed')}, {_device(run_config)} "
-        f"({_training_run(run_config, training)}; best validation {training.get('key_metric')} "
-        f"{'n/a' if best is None else f'{float(best):.3f}'}{_window_note(cfg)} at epoch {training.get('best_epoch')}). "
-        f"Optimizer AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), cosine schedule, batch size "
-        f"{cfg['batch_size']}. The full resolved configuration is `ichct_config` in every config file and "
-        "`models/run_config.json`; thresholds chosen on the validation fold are in `models/thresholds.json`, the "
-        "training patients' salted keys in `models/train_patients.json` (evaluation refuses them).",
-        "",
-        _reproduce(kind, run_config, td, bundle_name),
-        "",
-        "## Performance",
-        "",
-        *_performance(kind, metrics),
-        "",
-        "## How to run",
-        "",
-        "From this folder, with `ichct` installed (or an exported copy: `ichct bundle export`, which needs only the "
-        "packages in `metadata.json`):",
-        "",
-        "```bash",
-        "# inference: a DICOM study folder, a NIfTI file or a folder of NIfTI files",
-        "python -m monai.bundle run --config_file configs/inference.json --input_path STUDY --output_dir OUT",
-        "# training (rewrites models/model.pt, thresholds.json, train_patients.json, run_config.json)",
-        "python -m monai.bundle run --config_file configs/train.json --manifest MANIFEST.json --fold 0 --epochs 10",
-        "# evaluation of models/model.pt on the manifest's test split (metrics.json, report.md, plots in OUT;",
-        "# OUT must not exist; patients of models/train_patients.json are refused), with the training config loaded too",
-        f"python -m monai.bundle run --config_file {merged} --manifest MANIFEST.json --output_dir OUT",
-        "# the same from evaluate.json alone, or through the CLI",
-        "python -m monai.bundle run --config_file configs/evaluate.json --manifest MANIFEST.json --output_dir OUT",
-        "ichct evaluate --bundle . --manifest MANIFEST.json --out OUT",
-        "# multi-GPU (nccl) or multi-process CPU (gloo) training",
-        "torchrun --nproc_per_node=2 -m monai.bundle run --config_file "
-        "\"['configs/train.json','configs/multi_gpu_train.json']\"",
-        "# checks and exports",
-        "ichct bundle verify .",
-        "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json "
-        "--config_file configs/inference.json",
-        "python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt "
-        "--meta_file configs/metadata.json --config_file configs/inference.json"
-        + (f" --use_trace True --input_shape \"[1, {int(inp['num_channels'])}, "
-           + ", ".join(str(int(v)) for v in cfg["in_plane"]) + ", 16]\"" if kind == "cls" else ""),
-        "```",
-        "",
-        f"Inference writes {pred_desc}. Preprocessing is the training stage's own "
-        f"(`ichct.pipeline.inference.{'seg' if kind == 'seg' else 'cls'}_eval_transforms`), so results equal "
-        "`ichct.pipeline.inference.predict_study` with `ichct.pipeline.bundle.load_bundle`.",
-        "",
-        "ONNX: `python -m monai.bundle onnx_export network_def --filepath models/model.onnx --ckpt_file "
-        "models/model.pt --meta_file configs/metadata.json --config_file configs/inference.json --use_trace True "
-        f"--input_shape \"{[1, int(inp['num_channels']), *(int(v) if v != '*' else 16 for v in inp['spatial_shape'])]}\""
-        + (" --converter_kwargs \"{'dynamo': False, 'input_names': ['image'], 'output_names': ['pred'], "
-           "'dynamic_axes': {'image': {4: 'slices'}, 'pred': {2: 'slices'}}}\"" if kind == "cls" else "")
-        + " (needs `pip install onnx onnxruntime onnxscript`; the classifier exports with the TorchScript-based "
-          "exporter, `dynamo: False`).",
-        "",
-        "## Limitations",
-        "",
-        *_limitations(run_config, td, training),
-        "- Axial head CT in HU is expected; other anatomy, MR, or non-HU inputs give meaningless output.",
-        "- CT-level calls use thresholds chosen on one small validation fold (its size: `meta.n_val` in "
-        "`models/thresholds.json`).",
-        "",
-        "## Intended use",
-        "",
-        str(metadata.get("intended_use") or intended_use(td)),
-        "",
-        "## License",
-        "",
-        "Apache-2.0 (see [LICENSE](../LICENSE)); data: [data_license.txt](data_license.txt).",
-        "",
-    ]
-    return "\n".join(lines)
+    return {"description": f"{metadata['description']}",
+            "input_channels": f"{inp['num_channels']}",
+            "input_channel_defs": "; ".join(inp["channel_def"].values()),
+            "input_shape": shape,
+            "output_channels": f"{out['num_channels']}",
+            "output_channel_defs": ", ".join(f"{k}: {v}" for k, v in out["channel_def"].items()),
+            "network_class": "ichct.networks.ich_unet3d" if kind == "seg" else "ichct.networks.SliceSequenceClassifier",
+            "network_config": f"{cfg['network']}"}
 
+
+def _data_paragraph(td: Mapping[str, Any]) -> str:
+    """The Data section: what the model was trained on and whose licence applies."""
+    return data_source(td) + (" No patient data is included or was used. See [data_license.txt](data_license.txt)."
+                              if td.get("synthetic") else
+                              " Its licence and data-use terms apply to these weights: see "
+                              "[data_license.txt](data_license.txt).")
+
+
+def _training_fields(run_config: Mapping[str, Any], cfg: Mapping[str, Any],
+                     training: Mapping[str, Any]) -> dict[str, str]:
+    """Training configuration: fold, seed, device, how long, the best validation and the optimizer."""
+    best = training.get("best_metric")
+    return {"fold": f"{run_config.get('fold')}", "seed": f"{run_config.get('seed')}",
+            "device": _device(run_config), "training_run": _training_run(run_config, training),
+            "key_metric": f"{training.get('key_metric')}",
+            "best_metric": "n/a" if best is None else f"{float(best):.3f}",
+            "window_note": _window_note(cfg), "best_epoch": f"{training.get('best_epoch')}",
+            "lr": f"{cfg['lr']}", "weight_decay": f"{cfg['weight_decay']}", "batch_size": f"{cfg['batch_size']}"}
+
+
+def _prediction_files(kind: str, cfg: Mapping[str, Any]) -> str:
+    """What inference writes into ``OUT``."""
+    if kind != "seg":
+        return ("`OUT/<study>_slices.csv` (probability of each label per slice, reader order) and "
+                "`OUT/<study>_ct.json` (CT-level score, threshold and call per subtype)")
+    min_ml = float(cfg["min_component_ml"])
+    return ("`OUT/<study>_seg.nii.gz`: the label map (uint8) on the input's own grid and affine"
+            + (f"; blood components smaller than {min_ml:g} mL (`min_component_ml`) are dropped" if min_ml > 0 else ""))
+
+
+def _how_to_run_fields(kind: str, cfg: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, str]:
+    """How to run: the export shapes (the classifier is traced with 16 slices), the outputs, the transforms."""
+    inp = metadata["network_data_format"]["inputs"]["image"]
+    channels = int(inp["num_channels"])
+    onnx_shape = [1, channels, *(int(v) if v != "*" else 16 for v in inp["spatial_shape"])]
+    if kind == "cls":
+        torchscript = (f" --use_trace True --input_shape \"[1, {channels}, "
+                       + ", ".join(str(int(v)) for v in cfg["in_plane"]) + ", 16]\"")
+        converter = (" --converter_kwargs \"{'dynamo': False, 'input_names': ['image'], 'output_names': ['pred'], "
+                     "'dynamic_axes': {'image': {4: 'slices'}, 'pred': {2: 'slices'}}}\"")
+    else:
+        torchscript = converter = ""
+    return {"torchscript_args": torchscript, "prediction_files": _prediction_files(kind, cfg),
+            "transforms_prefix": "seg" if kind == "seg" else "cls",
+            "onnx_input_shape": f"{onnx_shape}", "onnx_converter_args": converter}

@@ -25,6 +25,8 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,23 +247,68 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
 
 def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: str) -> dict[str, Any]:
     """The demo's stages, into the prepared folder ``out``."""
-    from ichct.pipeline.bundle import default_bundle_name, load_bundle, package_bundle
-    from ichct.pipeline.bundle_verify import format_table, verify_bundle
     from ichct.pipeline.evaluate import evaluate
-    from ichct.pipeline.predict import predict
 
     start = time.perf_counter()
     seconds: dict[str, float] = {}
+    with _lap(seconds, "synth"):
+        cohort = generate_cohort(settings.cohort, out / "synthetic", workers=workers or default_workers(),
+                                 overwrite=True)
+    with _lap(seconds, "ingest+manifest"):
+        manifest_path = out / "manifest.json"
+        manifest = _build_demo_manifest(out, manifest_path, settings)
+        test_uids = {str(e.get("study_uid")) for e in manifest["test"]}
+        rows = _ingest_check(out, cohort, None if settings.convert_all else test_uids)
+    with _lap(seconds, "train seg+cls"):
+        runs = {kind: out / "runs" / kind for kind in ("seg", "cls")}
+        train_summaries = train_models(manifest_path, runs, settings, device)
+    # bundles first, so that the evaluation (and its numbers in each bundle's docs) is of the
+    # bundles' own weights, as `bundles/build_bundles.sh` does for the committed bundles
+    with _lap(seconds, "package"):
+        bundles = _package_bundles(out, runs)
+    with _lap(seconds, "evaluate"):
+        eval_dir = out / "evaluation"
+        eval_summary = evaluate([], manifest_path, eval_dir, n_boot=settings.n_boot, device=device,
+                                bundles=[bundles["seg"], bundles["cls"]])
+    with _lap(seconds, "bundle verify"):
+        verified = _package_and_verify(runs, bundles, eval_dir)
+    with _lap(seconds, "predict"):
+        predicted = _predict_held_out(out, manifest_path, manifest, bundles, device)
+    return {
+        "out_dir": str(out),
+        "manifest": str(manifest_path),
+        "manifest_counts": _manifest_counts(manifest),
+        "cohort": str(out / "synthetic" / "cohort.json"),
+        "volumes": str(out / "volumes"),
+        "runs": {k: str(v) for k, v in runs.items()},
+        "train": {k: {"epochs": s["epochs"], "best_metric": s["best_metric"], "best_epoch": s["best_epoch"],
+                      "best_window": s.get("best_window", 1)}
+                  for k, s in train_summaries.items()},
+        "evaluation": str(eval_dir),
+        "bundles": {k: str(v) for k, v in bundles.items()},
+        "bundle_checks": verified,
+        "predict": predicted,
+        "evaluation_files": eval_summary["files"],
+        "metrics": _headline_metrics(eval_dir / "metrics.json"),
+        "n_patients": settings.cohort.n_patients,
+        "n_studies": len(cohort["studies"]),
+        "seconds": seconds,
+        "synth_seconds": seconds["synth"],
+        "total_seconds": round(time.perf_counter() - start, 1),
+        "studies": rows,
+    }
 
-    def lap(name: str, t0: float) -> None:
-        seconds[name] = round(time.perf_counter() - t0, 1)
 
+@contextmanager
+def _lap(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Record the seconds the ``with`` block took as ``seconds[name]`` (when it ends without an error)."""
     t0 = time.perf_counter()
-    cohort = generate_cohort(settings.cohort, out / "synthetic", workers=workers or default_workers(), overwrite=True)
-    lap("synth", t0)
+    yield
+    seconds[name] = round(time.perf_counter() - t0, 1)
 
-    t0 = time.perf_counter()
-    manifest_path = out / "manifest.json"
+
+def _build_demo_manifest(out: Path, manifest_path: Path, settings: DemoSettings) -> dict[str, Any]:
+    """Build the cohort's split manifest and check it; the manifest."""
     # a pixel-hash cache for these two steps (removed after them, so nothing is left in the demo
     # folder): the check reuses the build's hashes of every series instead of decoding them again
     with tempfile.TemporaryDirectory(prefix=".hash-cache-", dir=out) as cache_dir:
@@ -275,30 +322,24 @@ def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: 
             hash_cache.close()
     if not report.ok:
         raise RuntimeError("demo manifest failed its checks: " + "; ".join(report.problems))
-    test_uids = {str(e.get("study_uid")) for e in manifest["test"]}
-    rows = _ingest_check(out, cohort, None if settings.convert_all else test_uids)
-    lap("ingest+manifest", t0)
+    return manifest
 
-    t0 = time.perf_counter()
-    runs = {kind: out / "runs" / kind for kind in ("seg", "cls")}
-    train_summaries = train_models(manifest_path, runs, settings, device)
-    lap("train seg+cls", t0)
 
-    # bundles first, so that the evaluation (and its numbers in each bundle's docs) is of the
-    # bundles' own weights, as `bundles/build_bundles.sh` does for the committed bundles
-    t0 = time.perf_counter()
+def _package_bundles(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
+    """Package each run as a MONAI bundle under ``out/bundles``; kind -> bundle folder."""
+    from ichct.pipeline.bundle import default_bundle_name, package_bundle
+
     bundles = {kind: out / "bundles" / default_bundle_name(kind) for kind in runs}
     for kind, run_dir in runs.items():
         package_bundle(run_dir, bundles[kind], force=True)
-    lap("package", t0)
+    return bundles
 
-    t0 = time.perf_counter()
-    eval_dir = out / "evaluation"
-    eval_summary = evaluate([], manifest_path, eval_dir, n_boot=settings.n_boot, device=device,
-                            bundles=[bundles["seg"], bundles["cls"]])
-    lap("evaluate", t0)
 
-    t0 = time.perf_counter()
+def _package_and_verify(runs: dict[str, Path], bundles: dict[str, Path], eval_dir: Path) -> dict[str, int]:
+    """Package the bundles again with the evaluation in their docs and verify them; kind -> checks passed."""
+    from ichct.pipeline.bundle import package_bundle
+    from ichct.pipeline.bundle_verify import format_table, verify_bundle
+
     verified = {}
     for kind, run_dir in runs.items():
         package_bundle(run_dir, bundles[kind], force=True, evaluation=eval_dir)
@@ -307,9 +348,15 @@ def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: 
         if failed:
             raise RuntimeError(f"bundle {bundles[kind]} failed verification:\n{format_table(results)}")
         verified[kind] = len(results)
-    lap("bundle verify", t0)
+    return verified
 
-    t0 = time.perf_counter()
+
+def _predict_held_out(out: Path, manifest_path: Path, manifest: dict[str, Any], bundles: dict[str, Path],
+                      device: str) -> dict[str, Any]:
+    """``ichct predict`` with the bundles on one held-out study; the summary's ``predict`` entry."""
+    from ichct.pipeline.bundle import load_bundle
+    from ichct.pipeline.predict import predict
+
     # a held-out study with blood when there is one, so the overlays show a mask
     study = next((e for e in manifest["test"] if e["ct_labels"].get("any") == 1), manifest["test"][0])
     study_path = Path(study["image"])
@@ -318,37 +365,17 @@ def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: 
     models = {kind: load_bundle(path, device=device) for kind, path in bundles.items()}
     predict_dir = out / "predict" / study["study_uid"][-10:]
     report = predict(study_path, predict_dir, models, overwrite=True)
-    lap("predict", t0)
+    return {"dir": str(predict_dir), "study": study["study_uid"][-10:],
+            "truth_any": int(study["ct_labels"]["any"]), "call_any": _call_any(report)}
 
-    metrics = _headline_metrics(eval_dir / "metrics.json")
+
+def _manifest_counts(manifest: dict[str, Any]) -> dict[str, int]:
+    """Patients, training and test studies and folds of the demo's manifest."""
     return {
-        "out_dir": str(out),
-        "manifest": str(manifest_path),
-        "manifest_counts": {
-            "patients": len({e["patient_key"] for e in manifest["training"] + manifest["test"]}),
-            "training": len(manifest["training"]),
-            "test": len(manifest["test"]),
-            "folds": manifest["num_folds"],
-        },
-        "cohort": str(out / "synthetic" / "cohort.json"),
-        "volumes": str(out / "volumes"),
-        "runs": {k: str(v) for k, v in runs.items()},
-        "train": {k: {"epochs": s["epochs"], "best_metric": s["best_metric"], "best_epoch": s["best_epoch"],
-                      "best_window": s.get("best_window", 1)}
-                  for k, s in train_summaries.items()},
-        "evaluation": str(eval_dir),
-        "bundles": {k: str(v) for k, v in bundles.items()},
-        "bundle_checks": verified,
-        "predict": {"dir": str(predict_dir), "study": study["study_uid"][-10:],
-                    "truth_any": int(study["ct_labels"]["any"]), "call_any": _call_any(report)},
-        "evaluation_files": eval_summary["files"],
-        "metrics": metrics,
-        "n_patients": settings.cohort.n_patients,
-        "n_studies": len(cohort["studies"]),
-        "seconds": seconds,
-        "synth_seconds": seconds["synth"],
-        "total_seconds": round(time.perf_counter() - start, 1),
-        "studies": rows,
+        "patients": len({e["patient_key"] for e in manifest["training"] + manifest["test"]}),
+        "training": len(manifest["training"]),
+        "test": len(manifest["test"]),
+        "folds": manifest["num_folds"],
     }
 
 

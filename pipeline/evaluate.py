@@ -297,14 +297,50 @@ def evaluate(
         Bad arguments, a manifest failing its checks, an existing output folder, a model that cannot
         be read (all ``ValueError``).
     """
-    from ichct.pipeline.inference import default_rules, load_run, predict_study
-    from ichct.pipeline.manifests import load_manifest
     from ichct.pipeline.metrics_ct import ct_level_metrics
-    from ichct.pipeline.metrics_schema import validate_metrics
     from ichct.pipeline.metrics_seg import segmentation_summary
-    from ichct.pipeline.report import assemble_metrics, write_report
 
     t0 = time.perf_counter()
+    _check_arguments(split, n_boot, seed, rules)
+    torch_device(device)
+    out = Path(out_dir)
+    _prepare_out(out)
+    loaded, shipped_warning = _load_models(runs, bundles, models_source, device, checkpoint)
+    models, comparator = _assign_models(loaded)
+    chosen = _choose_rules(models, rules, comparator, compare_rules)
+
+    manifest = Path(manifest)
+    entries, overlap, report_warnings = _load_split(manifest, split, fold, loaded, shipped_warning, allow_overlap)
+    keys = [str(e["patient_key"]) for e in entries]
+    rows, comp_rows, comp_rules = _predict_rows(entries, models, chosen, comparator, surface)
+    table = _scored_table(rows)
+
+    ct_level, curves = ct_level_metrics(table, keys, chosen, n_boot=n_boot, seed=seed)
+    seg_classes = [c for c in LABEL_NAMES if f"seg:{c}:dice" in table]
+    seg = segmentation_summary(table, keys, classes=seg_classes, n_boot=n_boot, seed=seed) if seg_classes else {}
+    comparisons = _comparisons(table, comp_rows, keys, chosen, comp_rules, compare_rules, n_boot, seed)
+    section = None if comparisons is None else _comparison_section(comparisons, models, comparator, compare_rules)
+
+    model_info = {"name": "+".join(f"{k}:{Path(_where(m)).name}" for k, m in sorted(models.items())),
+                  "runs": {k: _describe(m) for k, m in models.items()},
+                  "rules": {k: r.to_dict() for k, r in chosen.items()},
+                  "device": device, "overlap_patients": sorted(overlap)}
+    manifest_info = {"path": str(manifest.resolve()), "sha256": sha256_file(manifest), "fold": fold}
+    doc = _metrics_document(
+        dict(model=model_info, manifest=manifest_info, split=split, patient_keys=keys, ct_level=ct_level,
+             segmentation=seg, allow_overlap=bool(overlap), n_boot=n_boot, seed=seed, warnings=report_warnings,
+             models_source=models_source),
+        section)
+    written = _write_evaluation(doc, rows, curves, section, out)
+    summary = {"out_dir": str(out), "split": split, "n_studies": len(entries), "n_patients": len(set(keys)),
+               "rules": list(chosen), "allow_overlap": bool(overlap),
+               "overlap_patients": len(overlap), "files": sorted(written),
+               "time_s": round(time.perf_counter() - t0, 2), "models_source": models_source}
+    return _finish_summary(summary, doc, section, ct_level, chosen)
+
+
+def _check_arguments(split: str, n_boot: int, seed: int, rules: Sequence[str] | None) -> None:
+    """Refuse an unknown split or rule, no bootstrap resample, a negative seed."""
     if split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if n_boot < 1:
@@ -315,9 +351,13 @@ def evaluate(
         bad = [r for r in rules if r not in RULES]
         if bad:
             raise InputError(f"unknown rule(s) {bad}; choose from {RULES}")
-    torch_device(device)
-    out = Path(out_dir)
-    _prepare_out(out)
+
+
+def _load_models(runs: Sequence[str | Path], bundles: Sequence[str | Path], models_source: str, device: str,
+                 checkpoint: str) -> tuple[list[Any], str | None]:
+    """The loaded models (runs, then bundles; the shipped bundles when ``models_source="shipped"``
+    names none) and, for shipped models, their warning (logged here)."""
+    from ichct.pipeline.inference import load_run
     from ichct.pipeline.shipped_models import MODELS_SOURCES, is_shipped_model, shipped_bundle_dirs
 
     if models_source not in MODELS_SOURCES:
@@ -340,6 +380,12 @@ def evaluate(
             raise IchctError(f"models_source='shipped' but {', '.join(other)} is not a shipped model bundle")
         shipped_warning = shipped_models_warning(tuple(dict.fromkeys(m.kind for m in loaded)))
         logger.warning("%s", shipped_warning)
+    return loaded, shipped_warning
+
+
+def _assign_models(loaded: Sequence[Any]) -> tuple[dict[str, Any], Any | None]:
+    """``({kind: model}, comparator)``: two models of one kind are compared (first vs second);
+    otherwise at most one model per kind."""
     models: dict[str, Any] = {}
     comparator = None
     if len(loaded) == 2 and loaded[0].kind == loaded[1].kind:
@@ -350,6 +396,15 @@ def evaluate(
                 raise InputError(f"two {m.kind} models given ({_where(models[m.kind])}, {_where(m)}) together with "
                                  "another run; give one seg and one cls run, or two runs of one kind to compare")
             models[m.kind] = m
+    return models, comparator
+
+
+def _choose_rules(models: Mapping[str, Any], rules: Sequence[str] | None, comparator: Any | None,
+                  compare_rules: Sequence[str] | None) -> dict[str, Any]:
+    """The decision rules to evaluate (``{name: DecisionRule}``), checked against the models and
+    against ``compare_rules``."""
+    from ichct.pipeline.inference import default_rules
+
     chosen = default_rules(models, rules)
     if rules is not None:
         missing = [r for r in rules if r not in chosen]
@@ -367,12 +422,18 @@ def evaluate(
         if unavailable:
             raise InputError(f"cannot compare rule(s) {unavailable}: the evaluated rules are {list(chosen)} "
                              "(a slice rule needs a classifier, seg_volume a segmenter)")
+    return chosen
 
-    manifest = Path(manifest)
+
+def _load_split(manifest: Path, split: str, fold: int | None, loaded: Sequence[Any], shipped_warning: str | None,
+                allow_overlap: bool) -> tuple[list[Mapping[str, Any]], set[str], list[str]]:
+    """``(entries, training patients among them, warnings for the report)`` of the split, after the
+    leakage guard (:class:`EvaluationOverlapError` unless ``allow_overlap``)."""
+    from ichct.pipeline.manifests import load_manifest
+
     entries = load_manifest(manifest, split, fold=fold)
     if not entries:
         raise InputError(manifest, f"split {split!r} is empty")
-    keys = [str(e["patient_key"]) for e in entries]
     overlap, overlap_runs, report_warnings = _check_against_training(loaded, entries, manifest_salt_id(manifest))
     if shipped_warning is not None:
         report_warnings.insert(0, shipped_warning)
@@ -383,6 +444,14 @@ def evaluate(
         raise EvaluationOverlapError(sorted(overlap), overlap_runs)
     if overlap:
         logger.warning("evaluating %d training patient(s) (--allow-overlap): metrics are optimistic", len(overlap))
+    return entries, overlap, report_warnings
+
+
+def _predict_rows(entries: Sequence[Mapping[str, Any]], models: Mapping[str, Any], chosen: Mapping[str, Any],
+                  comparator: Any | None, surface: bool
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """``(rows, comparator rows, comparator rules)``: one :func:`study_row` per study and model."""
+    from ichct.pipeline.inference import default_rules, predict_study
 
     comp_models = {comparator.kind: comparator} if comparator is not None else {}
     comp_rules = default_rules(comp_models, list(chosen)) if comparator is not None else {}
@@ -394,9 +463,13 @@ def evaluate(
         if comparator is not None:
             comp_rows.append(study_row(e, predict_study(comp_models, e["image"], comp_rules), surface=surface))
         logger.info("study %d/%d done", i, len(entries))
-    table = _table(rows)
+    return rows, comp_rows, comp_rules
 
-    # subtypes with a missing CT-level label in some study are left out of the CT-level metrics
+
+def _scored_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The per-study table; subtypes with a missing CT-level label in some study are left out of
+    the CT-level columns, the other labels made integers."""
+    table = _table(rows)
     for st in LABEL_NAMES:
         col = table.get(f"label:{st}")
         if col is not None and np.isnan(col.astype(np.float64)).any():
@@ -406,46 +479,66 @@ def evaluate(
     for st in LABEL_NAMES:
         if f"label:{st}" in table:
             table[f"label:{st}"] = table[f"label:{st}"].astype(np.float64).astype(int)
+    return table
 
-    ct_level, curves = ct_level_metrics(table, keys, chosen, n_boot=n_boot, seed=seed)
-    seg_classes = [c for c in LABEL_NAMES if f"seg:{c}:dice" in table]
-    seg = segmentation_summary(table, keys, classes=seg_classes, n_boot=n_boot, seed=seed) if seg_classes else {}
 
-    comparisons = _compare(table, _table(comp_rows), keys, chosen, comp_rules, n_boot, seed) if comp_rows else None
+def _comparisons(table: Mapping[str, Any], comp_rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+                 chosen: Mapping[str, Any], comp_rules: Mapping[str, Any], compare_rules: Sequence[str] | None,
+                 n_boot: int, seed: int) -> dict[str, Any] | None:
+    """The paired comparison's metrics (two models or two rules), or None without one."""
     if compare_rules is not None:
-        comparisons = _compare_rules(table, keys, compare_rules[0], compare_rules[1], chosen, n_boot, seed)
+        return _compare_rules(table, keys, compare_rules[0], compare_rules[1], chosen, n_boot, seed)
+    return _compare(table, _table(comp_rows), keys, chosen, comp_rules, n_boot, seed) if comp_rows else None
 
-    name = "+".join(f"{k}:{Path(_where(m)).name}" for k, m in sorted(models.items()))
-    model_info = {"name": name, "runs": {k: _describe(m) for k, m in models.items()},
-                  "rules": {k: r.to_dict() for k, r in chosen.items()},
-                  "device": device, "overlap_patients": sorted(overlap)}
-    manifest_info = {"path": str(manifest.resolve()), "sha256": sha256_file(manifest), "fold": fold}
-    doc = assemble_metrics(model=model_info, manifest=manifest_info, split=split, patient_keys=keys,
-                           ct_level=ct_level, segmentation=seg, allow_overlap=bool(overlap),
-                           n_boot=n_boot, seed=seed, warnings=report_warnings, models_source=models_source)
-    if comparisons is not None:
-        a, b = ((f"rule {compare_rules[0]}", f"rule {compare_rules[1]}") if compare_rules is not None
-                else (_where(next(iter(models.values()))), _where(comparator)))
-        comparisons = {"a": a, "b": b, "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
-        doc = validate_metrics({**doc, "comparisons": comparisons})
+
+def _comparison_section(comparisons: Mapping[str, Any], models: Mapping[str, Any], comparator: Any | None,
+                        compare_rules: Sequence[str] | None) -> dict[str, Any]:
+    """``metrics.json["comparisons"]``: what a and b are (two rules, or the folders of two models)
+    and the paired differences."""
+    if compare_rules is not None:
+        a, b = f"rule {compare_rules[0]}", f"rule {compare_rules[1]}"
+    else:
+        a, b = _where(next(iter(models.values()))), _where(comparator)
+    return {"a": a, "b": b, "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
+
+
+def _metrics_document(fields: Mapping[str, Any], section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``metrics.json``'s document (:func:`ichct.pipeline.report.assemble_metrics` of ``fields``),
+    with the paired comparison's ``section``, if any, under ``comparisons``."""
+    from ichct.pipeline.metrics_schema import validate_metrics
+    from ichct.pipeline.report import assemble_metrics
+
+    doc = assemble_metrics(**fields)
+    if section is not None:
+        doc = validate_metrics({**doc, "comparisons": section})
+    return doc
+
+
+def _write_evaluation(doc: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], curves: Any,
+                      section: Mapping[str, Any] | None, out: Path) -> Any:
+    """Write the report (:func:`ichct.pipeline.report.write_report`, plus the comparison's section
+    of ``report.md``) into a folder beside ``out`` renamed to ``out`` at the end; the files written."""
+    from ichct.pipeline.report import write_report
 
     tmp = temp_dir_beside(out)
     try:
         written = write_report(doc, rows, curves, tmp)
-        if comparisons is not None:
+        if section is not None:
             with open(tmp / "report.md", "a", encoding="utf-8") as f:
-                f.write(_comparison_markdown(comparisons))
+                f.write(_comparison_markdown(section))
         _prepare_out(out)  # still absent or empty: nothing of anyone's is replaced
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    elapsed = time.perf_counter() - t0
-    summary = {"out_dir": str(out), "split": split, "n_studies": len(entries), "n_patients": len(set(keys)),
-               "rules": list(chosen), "allow_overlap": bool(overlap),
-               "overlap_patients": len(overlap), "files": sorted(written), "time_s": round(elapsed, 2),
-               "models_source": models_source}
-    if comparisons is not None:
+    return written
+
+
+def _finish_summary(summary: dict[str, Any], doc: Mapping[str, Any], section: Mapping[str, Any] | None,
+                    ct_level: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary`` with the comparison's differences (if any) and the ROC AUC of "any" under the
+    first rule."""
+    if section is not None:
         summary["comparisons"] = {k: {"a_minus_b": v.get("value"), "p_value": v.get("p_value")}
                                   for k, v in doc["comparisons"]["metrics"].items()}
     main_rule = next(iter(chosen))

@@ -52,6 +52,7 @@ from ichct.pipeline.train_config import config_windows, saved_run_config
 logger = logging.getLogger("ichct.inference")
 
 __all__ = ["LoadedModel", "StudyPrediction", "load_run", "read_run_config", "predict_study", "default_rules",
+           "load_study_image",
            "cls_eval_transforms", "seg_eval_transforms", "DEFAULT_SLICE_THRESHOLD"]
 
 #: Threshold of ``max`` / ``topk_mean`` when the run stores none (training chooses ``consecutive``).
@@ -115,6 +116,9 @@ class StudyPrediction:
     warnings; ``None`` for NIfTI), ``timings_s`` the seconds spent per stage: ``read``,
     ``preprocess`` (both models' transforms), ``seg`` (sliding window + inversion), ``cls``
     and ``decide``. ``hu_volume`` is the loaded ``(X, Y, Z)`` HU image, kept only on request.
+    For DICOM input, ``dicom_series`` is the :class:`~ichct.transforms.dicom.SeriesGroup` that was
+    read (its ``headers`` are the source instances a DICOM SEG references) and
+    ``dicom_candidates`` every series group of the folder's single scan (``None`` for NIfTI).
     """
 
     image: str
@@ -134,6 +138,8 @@ class StudyPrediction:
     ingest_info: dict[str, Any] | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     hu_volume: np.ndarray | None = None
+    dicom_series: Any | None = None
+    dicom_candidates: list[Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +299,65 @@ def load_image(image_path: str | Path):
     """
     from ichct.transforms import LoadCT
 
-    img = LoadCT()(str(image_path))
+    return _checked_volume(LoadCT()(str(image_path)), image_path)
+
+
+def load_study_image(image_path: str | Path) -> tuple[Any, Any | None, list[Any] | None]:
+    """The study as :func:`load_image` reads it, with the DICOM series read and its candidates.
+
+    A DICOM folder is scanned once: the scan that chooses and reads the series also gives the
+    series' headers and the folder's other series groups, so nothing needs to scan it again.
+
+    Parameters
+    ----------
+    image_path
+        A DICOM series/study folder, DICOMDIR or ``.dcm`` file, or an image file (NIfTI...).
+
+    Returns
+    -------
+    tuple
+        ``(image, series, candidates)``: the channel-first HU MetaTensor (as :func:`load_image`),
+        the :class:`~ichct.transforms.dicom.SeriesGroup` read and every series group of the
+        folder; ``series`` and ``candidates`` are None for input that is not DICOM.
+    """
+    from ichct.transforms import LoadDicomSeries
+    from ichct.transforms.dicom import group_series
+    from ichct.transforms.loading import is_dicom_path
+
+    if not is_dicom_path(image_path):
+        return load_image(image_path), None, None
+    reader = _ScanOnceReader()
+    img = _checked_volume(LoadDicomSeries()(str(image_path), reader=reader), image_path)
+    return img, reader.volume.series, group_series(reader.scan.headers)
+
+
+class _ScanOnceReader:
+    """Runtime reader for ``LoadDicomSeries``: scans the folder, reads the series from that scan
+    (:class:`~ichct.transforms.io.DicomSeriesReader`) and keeps the scan and the volume read."""
+
+    def __init__(self) -> None:
+        from ichct.transforms import DicomSeriesReader
+
+        self.reader = DicomSeriesReader()
+        self.scan: Any = None
+        self.volume: Any = None
+
+    def read(self, data: Any, **kwargs: Any) -> Any:
+        from ichct.transforms.dicom import scan_folder
+
+        names = [data] if isinstance(data, (str, Path)) else list(data)
+        if len(names) == 1:  # else the reader refuses it, as without a scan
+            self.scan = scan_folder(names[0])
+            kwargs["scan"] = self.scan
+        self.volume = self.reader.read(data, **kwargs)
+        return self.volume
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        return self.reader.get_data(img)
+
+
+def _checked_volume(img: Any, image_path: str | Path) -> Any:
+    """``img`` after checking that it is one 3D volume on a voxel grid with a volume."""
     if img.ndim != 4 or img.shape[0] != 1:
         raise InputError(image_path, f"not one 3D CT volume (image of shape {tuple(img.shape)[1:]} with "
                                      f"{img.shape[0]} channel(s))")
@@ -391,7 +455,9 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
 
     ``rules`` (default :func:`default_rules`) are applied when their input exists: slice rules
     need the classifier, ``seg_volume`` the segmenter. ``keep_image`` keeps the loaded HU volume
-    in ``hu_volume`` (for overlays).
+    in ``hu_volume`` (for overlays). A DICOM folder is scanned once (:func:`load_study_image`): the
+    series read and the candidates it was chosen from come back in ``dicom_series`` /
+    ``dicom_candidates``.
     """
     cls, seg = models.get("cls"), models.get("seg")
     if cls is None and seg is None:
@@ -403,12 +469,13 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
         rules = default_rules(models)
     timings: dict[str, float] = {"read": 0.0, "preprocess": 0.0, "seg": 0.0, "cls": 0.0, "decide": 0.0}
     t0 = time.perf_counter()
-    img = load_image(image_path)
+    img, series, candidates = load_study_image(image_path)
     _add_time(timings, "read", t0)
     shape = tuple(int(s) for s in img.shape[1:])
     pred = StudyPrediction(image=str(image_path), original_shape=shape,
                            original_affine=np.asarray(img.affine, dtype=np.float64), n_slices=int(shape[-1]),
-                           ingest_info=_ingest_info(img), timings_s=timings)
+                           ingest_info=_ingest_info(img), timings_s=timings, dicom_series=series,
+                           dicom_candidates=candidates)
     if keep_image:
         pred.hu_volume = np.asarray(img.as_tensor()[0].numpy(), dtype=np.float32)
     if cls is not None:

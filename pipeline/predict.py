@@ -31,6 +31,7 @@ import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,18 @@ def _warnings(pred: Any, extra: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _StudyRead:
+    """One study read and predicted, with what its outputs need."""
+
+    pred: Any  # the StudyPrediction
+    findings: dict[str, Any]  # per label, under the chosen rule
+    dicom: bool  # DICOM input (else NIfTI or another image format)
+    headers: list[Any] | None = None  # the source instances of the series read (DICOM input)
+    groups: list[Any] | None = None  # every series group of the DICOM folder
+    chosen: Any | None = None  # the group that was read
+
+
 def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, Any] | Sequence[Any],
             rule: str | None = None, *, overwrite: bool = False, overlays: bool = True,
             seg_dicom: bool = True, models_source: str = "user") -> dict[str, Any]:
@@ -307,12 +320,6 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     ValueError
         Bad arguments or an existing non-empty ``out_dir``.
     """
-    from ichct import __version__
-    from ichct.pipeline.inference import predict_study
-    from ichct.pipeline.predict_findings import build_findings
-    from ichct.pipeline.report_schema import REPORT_SCHEMA_VERSION, validate_report
-    from ichct.transforms import voxel_spacing
-
     t_start = time.perf_counter()
     src, out = Path(input_path), Path(out_dir)
     mods = normalise_models(models)
@@ -321,88 +328,130 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
     _check_out_dir(out, overwrite)
-    dicom = _is_dicom_input(src)
 
-    pred = predict_study(mods, src, {rule_name: rule_obj}, keep_image=overlays)
-    timings = dict(pred.timings_s)
+    study = _read_study(src, mods, rule_name, rule_obj, keep_image=overlays)
+    timings = dict(study.pred.timings_s)
     extra_warnings: list[str] = [shipped_warning] if shipped_warning else []
-    headers, groups, chosen = None, None, None
-    if dicom:
-        from ichct.transforms.dicom import scan_folder, select_series
-
-        t0 = time.perf_counter()
-        scan = scan_folder(src)
-        chosen, groups, _why = select_series(scan)
-        timings["read"] += time.perf_counter() - t0
-        if pred.ingest_info is not None and chosen.series_uid != pred.ingest_info.get("series_uid"):
-            raise RuntimeError(f"{src}: the series read ({pred.ingest_info.get('series_uid')}) is not the series "
-                               f"found again for the SEG ({chosen.series_uid})")
-        headers = chosen.headers
-    findings = build_findings(pred, rule_name, rule_obj)
 
     t_write = time.perf_counter()
     tmp = temp_dir_beside(out)
     try:
-        outputs: dict[str, Any] = {"report": "report.json", "mask": None, "seg_dicom": None, "overlays": []}
-        seg_model = mods.get("seg")
-        if pred.seg_original is not None:
-            write_label_nifti(pred.seg_original, pred.original_affine, tmp / "mask.nii.gz")
-            outputs["mask"] = "mask.nii.gz"
-        else:
-            outputs["mask_skipped"] = "no segmentation model given"
-        if not seg_dicom:
-            outputs["seg_dicom_skipped"] = "not requested"
-        elif pred.seg_original is None:
-            outputs["seg_dicom_skipped"] = "no segmentation model given"
-        elif headers is None:
-            outputs["seg_dicom_skipped"] = "NIfTI input: a DICOM SEG needs the source DICOM instances"
-            extra_warnings.append("NIfTI input: no DICOM SEG written (it needs the source DICOM instances)")
-        else:
-            from ichct.pipeline.seg_dicom import seg_source_warnings, write_seg_dicom
-
-            # A source the SEG cannot reference fails the study (SegSourceError names the file and why):
-            # a seg.dcm is written for every DICOM study, never skipped in silence.
-            seg_info = write_seg_dicom(pred.seg_original, pred.original_affine, headers, tmp / "seg.dcm",
-                                       num_classes=int(pred.num_seg_classes),
-                                       model_name=f"ichct seg {_model_id(seg_model)}")
-            outputs["seg_dicom"] = "seg.dcm"
-            outputs["seg_dicom_source"] = seg_info["source_headers"]
-            extra_warnings += seg_source_warnings(seg_info["source_headers"])
-        if overlays:
-            outputs["overlays"] = _write_overlays(tmp / "overlays", pred, findings, rule_name, rule_obj, mods)
+        outputs = _write_outputs(tmp, study, mods, rule_name, rule_obj, overlays=overlays, seg_dicom=seg_dicom,
+                                 warnings=extra_warnings)
         timings["write"] = time.perf_counter() - t_write
         timings["total"] = time.perf_counter() - t_start
-        sp = voxel_spacing(pred.original_affine)
-        report = {
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "ichct_version": __version__,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "device": str(next(iter(mods.values())).device),
-            "input": {"path": redact_patient(str(src.resolve()), headers), "format": _input_format(src, dicom),
-                      "shape": list(pred.original_shape), "spacing_mm": [float(v) for v in sp],
-                      "affine_ras": np.round(pred.original_affine, 6).tolist()},
-            "series": series_section(pred.ingest_info, groups, chosen),
-            "models": {k: m.describe() for k, m in mods.items()},
-            "models_source": models_source,
-            "rule": _rule_section(rule_name, rule_obj),
-            "thresholds": {label: f["threshold"] for label, f in findings.items() if f["threshold"] is not None},
-            "findings": findings,
-            "warnings": _warnings(pred, extra_warnings),
-            "timings_s": {k: round(float(v), 4) for k, v in timings.items()},
-            "outputs": outputs,
-            "disclaimer": DISCLAIMER,
-        }
-        doc = validate_report(report)
+        doc = _assemble_report(src, study, mods, models_source, rule_name, rule_obj, outputs=outputs,
+                               warnings=extra_warnings, timings=timings)
         write_json_atomic(tmp / "report.json", doc)
         _check_out_dir(out, overwrite)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    any_f = findings.get("any", {})
+    any_f = study.findings.get("any", {})
     logger.info("%s: rule %s, any: call %s, score %s; wrote %s", src, rule_name, any_f.get("call"),
                 None if any_f.get("score") is None else round(any_f["score"], 4), out)
     return doc
+
+
+def _read_study(src: Path, mods: Mapping[str, Any], rule_name: str, rule_obj: Any, keep_image: bool) -> _StudyRead:
+    """Read and predict the study (:func:`ichct.pipeline.inference.predict_study`) and build its findings.
+
+    A DICOM folder is scanned once: the prediction carries the series it read (whose headers the
+    SEG references) and the candidate series it was chosen from.
+    """
+    from ichct.pipeline.inference import predict_study
+    from ichct.pipeline.predict_findings import build_findings
+
+    dicom = _is_dicom_input(src)
+    pred = predict_study(mods, src, {rule_name: rule_obj}, keep_image=keep_image)
+    study = _StudyRead(pred=pred, findings={}, dicom=dicom)
+    if dicom:
+        chosen = pred.dicom_series
+        if chosen is None:
+            raise RuntimeError(f"{src}: read as DICOM, but the prediction holds no series")
+        if pred.ingest_info is not None and chosen.series_uid != pred.ingest_info.get("series_uid"):
+            raise RuntimeError(f"{src}: the series read ({pred.ingest_info.get('series_uid')}) is not the series "
+                               f"whose headers the SEG would reference ({chosen.series_uid})")
+        study.chosen, study.groups, study.headers = chosen, pred.dicom_candidates, chosen.headers
+    study.findings = build_findings(pred, rule_name, rule_obj)
+    return study
+
+
+def _write_outputs(tmp: Path, study: _StudyRead, mods: Mapping[str, Any], rule_name: str, rule_obj: Any, *,
+                   overlays: bool, seg_dicom: bool, warnings: list[str]) -> dict[str, Any]:
+    """Write the mask, the DICOM SEG and the overlays into ``tmp``; the report's ``outputs`` section.
+
+    Warnings about the SEG (not written for NIfTI input, its sources) are appended to ``warnings``.
+    """
+    pred = study.pred
+    outputs: dict[str, Any] = {"report": "report.json", "mask": None, "seg_dicom": None, "overlays": []}
+    if pred.seg_original is not None:
+        write_label_nifti(pred.seg_original, pred.original_affine, tmp / "mask.nii.gz")
+        outputs["mask"] = "mask.nii.gz"
+    else:
+        outputs["mask_skipped"] = "no segmentation model given"
+    _write_seg(tmp, study, mods.get("seg"), seg_dicom, outputs, warnings)
+    if overlays:
+        outputs["overlays"] = _write_overlays(tmp / "overlays", pred, study.findings, rule_name, rule_obj, mods)
+    return outputs
+
+
+def _write_seg(tmp: Path, study: _StudyRead, seg_model: Any, requested: bool, outputs: dict[str, Any],
+               warnings: list[str]) -> None:
+    """Write ``seg.dcm`` when asked for and possible, else record in ``outputs`` why not."""
+    pred = study.pred
+    if not requested:
+        outputs["seg_dicom_skipped"] = "not requested"
+    elif pred.seg_original is None:
+        outputs["seg_dicom_skipped"] = "no segmentation model given"
+    elif study.headers is None:
+        outputs["seg_dicom_skipped"] = "NIfTI input: a DICOM SEG needs the source DICOM instances"
+        warnings.append("NIfTI input: no DICOM SEG written (it needs the source DICOM instances)")
+    else:
+        from ichct.pipeline.seg_dicom import seg_source_warnings, write_seg_dicom
+
+        # A source the SEG cannot reference fails the study (SegSourceError names the file and why):
+        # a seg.dcm is written for every DICOM study, never skipped in silence.
+        seg_info = write_seg_dicom(pred.seg_original, pred.original_affine, study.headers, tmp / "seg.dcm",
+                                   num_classes=int(pred.num_seg_classes),
+                                   model_name=f"ichct seg {_model_id(seg_model)}")
+        outputs["seg_dicom"] = "seg.dcm"
+        outputs["seg_dicom_source"] = seg_info["source_headers"]
+        warnings += seg_source_warnings(seg_info["source_headers"])
+
+
+def _assemble_report(src: Path, study: _StudyRead, mods: Mapping[str, Any], models_source: str, rule_name: str,
+                     rule_obj: Any, *, outputs: Mapping[str, Any], warnings: Sequence[str],
+                     timings: Mapping[str, float]) -> dict[str, Any]:
+    """``report.json``'s document, validated (:func:`ichct.pipeline.report_schema.validate_report`)."""
+    from ichct import __version__
+    from ichct.pipeline.report_schema import REPORT_SCHEMA_VERSION, validate_report
+    from ichct.transforms import voxel_spacing
+
+    pred, findings = study.pred, study.findings
+    sp = voxel_spacing(pred.original_affine)
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "ichct_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": str(next(iter(mods.values())).device),
+        "input": {"path": redact_patient(str(src.resolve()), study.headers),
+                  "format": _input_format(src, study.dicom),
+                  "shape": list(pred.original_shape), "spacing_mm": [float(v) for v in sp],
+                  "affine_ras": np.round(pred.original_affine, 6).tolist()},
+        "series": series_section(pred.ingest_info, study.groups, study.chosen),
+        "models": {k: m.describe() for k, m in mods.items()},
+        "models_source": models_source,
+        "rule": _rule_section(rule_name, rule_obj),
+        "thresholds": {label: f["threshold"] for label, f in findings.items() if f["threshold"] is not None},
+        "findings": findings,
+        "warnings": _warnings(pred, warnings),
+        "timings_s": {k: round(float(v), 4) for k, v in timings.items()},
+        "outputs": outputs,
+        "disclaimer": DISCLAIMER,
+    }
+    return validate_report(report)
 
 
 REDACTED = "[patient]"

@@ -8,7 +8,7 @@ The rules:
 
 - ``ichct.networks`` imports nothing of ``ichct`` but itself (the networks stand alone);
 - ``ichct.transforms`` never imports ``ichct.pipeline`` (transforms are below the stages);
-- no stage imports the CLI: only ``pipeline/cli.py``, ``pipeline/*_cli.py`` and the
+- no stage imports the CLI: only the ``pipeline/cli/`` package and the
   ``python -m ichct`` entry point import a CLI module (tests may import ``ichct.pipeline.cli``
   to drive ``main``, and no other CLI module);
 - no module uses another module's private name (``from X import _y`` or ``module._y``), in the
@@ -52,7 +52,7 @@ DEPRECATED_ALIASES: dict[tuple[str, str], str] = {
     ("ichct.networks.slice_sequence", "SUBTYPES"): "LABEL_NAMES",
 }
 
-#: The one file besides pipeline/cli.py and pipeline/*_cli.py that imports the CLI: ``python -m ichct``.
+#: The one file besides the pipeline/cli/ package that imports the CLI: ``python -m ichct``.
 CLI_ENTRY_POINTS = {"__main__.py"}
 
 
@@ -155,7 +155,7 @@ def transforms_offenders(srcs: Iterable[Source]) -> list[str]:
 
 
 def _is_cli(module: str) -> bool:
-    return module.startswith("ichct.pipeline.") and (module == "ichct.pipeline.cli" or module.endswith("_cli"))
+    return _inside(module, "ichct.pipeline.cli")
 
 
 def _may_import_cli(src: Source, module: str) -> bool:
@@ -280,19 +280,20 @@ def test_the_checks_find_violations() -> None:
     bad = [
         parse("networks/bad.py", "def f():\n    from ichct.pipeline import labels\n"),
         parse("transforms/bad.py", "from ..pipeline.decision import RULES\n"),
-        parse("pipeline/bad.py", "import ichct.pipeline.train_cli\nfrom ichct.pipeline import predict_cli\n"
+        parse("pipeline/bad.py", "import ichct.pipeline.cli.train\nfrom ichct.pipeline.cli import predict\n"
                                  "from .train import _seg_loss\nfrom ichct.pipeline import train\n"
                                  "train._keep_logger_setup()\nimport ichct.pipeline.inference\n"
                                  "ichct.pipeline.inference._fresh(1)\nfrom ichct.pipeline.decision import SUBTYPES\n"),
-        parse("tests/test_bad.py", "from ichct.pipeline.cli import main\nfrom ichct.pipeline import evaluate_cli\n"
+        parse("tests/test_bad.py", "from ichct.pipeline.cli import main\nfrom ichct.pipeline.cli.evaluate import run\n"
                                    "import dicom_factory as fac\nfac._private\nfac.__name__\n"),
     ]
     assert networks_offenders(bad) == ["networks/bad.py:2: imports ichct.pipeline",
                                        "networks/bad.py:2: imports ichct.pipeline.labels"]
     assert transforms_offenders(bad) == ["transforms/bad.py:1: imports ichct.pipeline.decision"]
-    assert cli_offenders(bad) == ["pipeline/bad.py:1: imports ichct.pipeline.train_cli",
-                                  "pipeline/bad.py:2: imports ichct.pipeline.predict_cli",
-                                  "tests/test_bad.py:2: imports ichct.pipeline.evaluate_cli"]
+    assert cli_offenders(bad) == ["pipeline/bad.py:1: imports ichct.pipeline.cli.train",
+                                  "pipeline/bad.py:2: imports ichct.pipeline.cli",
+                                  "pipeline/bad.py:2: imports ichct.pipeline.cli.predict",
+                                  "tests/test_bad.py:2: imports ichct.pipeline.cli.evaluate"]
     assert sorted(private_offenders(bad)) == ["pipeline/bad.py:3: ichct.pipeline.train._seg_loss",
                                               "pipeline/bad.py:5: ichct.pipeline.train._keep_logger_setup",
                                               "pipeline/bad.py:7: ichct.pipeline.inference._fresh",
@@ -305,8 +306,8 @@ def test_the_checks_allow_what_is_allowed() -> None:
         parse("pipeline/train.py", "from ._private_helper import x\n_y = 1\n_y\n"),  # its own names
         parse("pipeline/bundle_x.py", "from ichct.pipeline.train import cls_prepare_batch\nimport ichct\n"
                                       "ichct.__version__\n"),
-        parse("pipeline/cli.py", "from ichct.pipeline import train_cli\n"),
-        parse("pipeline/x_cli.py", "from ichct.pipeline.cli import main\n"),
+        parse("pipeline/cli/__init__.py", "from ichct.pipeline.cli import train\n"),
+        parse("pipeline/cli/x.py", "from ichct.pipeline.cli import main\n"),
         parse("transforms/crop2.py", "from .spatial import ToRAS\n"),
         parse("networks/unet2.py", "from .slice_sequence import LABEL_NAMES\n"),
     ]

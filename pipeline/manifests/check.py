@@ -295,103 +295,147 @@ def check_documents(
     return report
 
 
-def _check(docs, report, verify_files, verify_pixels, cache, workers) -> None:
+@dataclass
+class _Index:
+    """Every entry's use of a patient, series, pixel content and image file, across the manifests checked."""
+
+    by_patient: dict[str, list[_Use]] = field(default_factory=lambda: defaultdict(list))
+    by_series: dict[str, list[_Use]] = field(default_factory=lambda: defaultdict(list))
+    by_pixels: dict[str, list[_Use]] = field(default_factory=lambda: defaultdict(list))
+    by_file: dict[str, list[_Use]] = field(default_factory=lambda: defaultdict(list))  # keyed by real path, never printed
+    file_names: dict[str, Path] = field(default_factory=dict)  # real path -> the first manifest path (link) to it
+    salts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass
+class _Tally:
+    """What one manifest's summary line counts."""
+
+    patients: set[str] = field(default_factory=set)
+    n_pos: int = 0
+    fold_sizes: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    n_test: int = 0
+
+
+def _check(docs: list[ManifestDoc], report: CheckReport, verify_files: bool, verify_pixels: bool,
+           cache: HashCache | None, workers: int | None) -> None:
+    """Each manifest on its own (schema, folds, files), then the leaks between splits, folds and manifests."""
     inspector = _Inspector(verify_pixels, cache, workers)
-    multi = len(docs) > 1
-    by_patient: dict[str, list[_Use]] = defaultdict(list)
-    by_series: dict[str, list[_Use]] = defaultdict(list)
-    by_pixels: dict[str, list[_Use]] = defaultdict(list)
-    by_file: dict[str, list[_Use]] = defaultdict(list)  # keyed by real path, which is never printed
-    file_names: dict[str, Path] = {}  # real path -> the first manifest path (link) that leads to it
-    salts: dict[str, list[str]] = defaultdict(list)
-
+    index = _Index()
     for doc in docs:
-        if doc.load_error:
-            report.problems.append(f"{doc.name}: {doc.load_error}")
-            continue
-        for line in schema_problems(doc.data):
-            report.problems.append(f"{doc.name}: {line}")
-        if not isinstance(doc.data, dict):
-            continue
-        salt = doc.data.get("salt_id")
-        if isinstance(salt, str):
-            salts[salt].append(doc.name)
-        num_folds = doc.data.get("num_folds")
-        patients: set[str] = set()
-        n_pos = 0
-        fold_sizes: dict[int, int] = defaultdict(int)
-        n_test = 0
-        for split, i, e in _entries(doc):
-            ref = f"{doc.name}: {split}[{i}]"
-            fold = e.get("fold") if split == "training" else None
-            if split == "training":
-                if isinstance(fold, int) and isinstance(num_folds, int) and not 0 <= fold < num_folds:
-                    report.problems.append(f"{ref}: fold {fold} outside 0..{num_folds - 1}")
-                if isinstance(fold, int):
-                    fold_sizes[fold] += 1
-            else:
-                n_test += 1
-            use = _Use(doc.name, split, fold if isinstance(fold, int) else None, i,
-                       str(e.get("study_uid", "?")), str(e.get("series_uid", "?")))
-            key = e.get("patient_key")
-            if isinstance(key, str):
-                by_patient[key].append(use)
-                patients.add(key)
-            if isinstance(e.get("series_uid"), str):
-                by_series[e["series_uid"]].append(use)
-            ct = e.get("ct_labels")
-            if isinstance(ct, dict) and ct.get("any") == 1:
-                n_pos += 1
-            if not verify_files or not isinstance(e.get("image"), str):
-                continue
-            image = doc.resolve(e["image"])
-            label = doc.resolve(e["label"]) if isinstance(e.get("label"), str) else None
-            facts = inspector.image(image, str(e.get("series_uid", "")), need_grid=label is not None)
-            for p in facts.problems:
-                report.problems.append(f"{ref}: {p}")
-            if facts.real:
-                by_file[facts.real].append(use)
-                file_names.setdefault(facts.real, image)
-            if facts.pixel_hash:
-                by_pixels[facts.pixel_hash].append(use)
-            rows = e.get("slice_labels")
-            if isinstance(rows, list) and facts.slice_counts and len(rows) not in facts.slice_counts:
-                report.problems.append(f"{ref}: slice_labels has {len(rows)} row(s) but the image has "
-                                       f"{' or '.join(str(n) for n in sorted(facts.slice_counts))} slice(s)")
-            if label is not None:
-                label_problems, label_grid = inspector.label(label, e.get("label_values"))
-                for p in label_problems:
-                    report.problems.append(f"{ref}: {p}")
-                if label_grid is not None and facts.grid is not None:
-                    why = grid_mismatch(facts.grid, label_grid)
-                    if why:
-                        report.problems.append(f"{ref}: label not on the image grid: {why} ({label})")
-        n_train = sum(fold_sizes.values())
-        sizes = "/".join(str(fold_sizes.get(k, 0)) for k in range(num_folds)) if isinstance(num_folds, int) else "?"
-        report.summaries.append(
-            f"{doc.name}: {n_train} training stud{'y' if n_train == 1 else 'ies'} in {num_folds} fold(s) ({sizes}), "
-            f"{n_test} test, {len(patients)} patient(s), {n_pos} with hemorrhage; salt {salt}"
-        )
+        _check_document(doc, report, index, inspector, verify_files)
+    _check_leaks(report, index, multi=len(docs) > 1)
 
-    comparable = len(salts) <= 1
+
+def _check_document(doc: ManifestDoc, report: CheckReport, index: _Index, inspector: _Inspector,
+                    verify_files: bool) -> None:
+    """Load error or schema problems, each entry's checks, and the manifest's summary line."""
+    if doc.load_error:
+        report.problems.append(f"{doc.name}: {doc.load_error}")
+        return
+    for line in schema_problems(doc.data):
+        report.problems.append(f"{doc.name}: {line}")
+    if not isinstance(doc.data, dict):
+        return
+    salt = doc.data.get("salt_id")
+    if isinstance(salt, str):
+        index.salts[salt].append(doc.name)
+    num_folds = doc.data.get("num_folds")
+    tally = _Tally()
+    for split, i, e in _entries(doc):
+        use = _index_entry(doc, split, i, e, num_folds, report, index, tally)
+        if verify_files and isinstance(e.get("image"), str):
+            _check_entry_files(doc, f"{doc.name}: {split}[{i}]", e, use, report, index, inspector)
+    n_train = sum(tally.fold_sizes.values())
+    sizes = "/".join(str(tally.fold_sizes.get(k, 0)) for k in range(num_folds)) if isinstance(num_folds, int) else "?"
+    report.summaries.append(
+        f"{doc.name}: {n_train} training stud{'y' if n_train == 1 else 'ies'} in {num_folds} fold(s) ({sizes}), "
+        f"{tally.n_test} test, {len(tally.patients)} patient(s), {tally.n_pos} with hemorrhage; salt {salt}"
+    )
+
+
+def _index_entry(doc: ManifestDoc, split: str, i: int, e: dict, num_folds: Any, report: CheckReport, index: _Index,
+                 tally: _Tally) -> _Use:
+    """Check an entry's fold number, count it and index its patient and series; its :class:`_Use`."""
+    fold = e.get("fold") if split == "training" else None
+    if split == "training":
+        if isinstance(fold, int) and isinstance(num_folds, int) and not 0 <= fold < num_folds:
+            report.problems.append(f"{doc.name}: {split}[{i}]: fold {fold} outside 0..{num_folds - 1}")
+        if isinstance(fold, int):
+            tally.fold_sizes[fold] += 1
+    else:
+        tally.n_test += 1
+    use = _Use(doc.name, split, fold if isinstance(fold, int) else None, i,
+               str(e.get("study_uid", "?")), str(e.get("series_uid", "?")))
+    key = e.get("patient_key")
+    if isinstance(key, str):
+        index.by_patient[key].append(use)
+        tally.patients.add(key)
+    if isinstance(e.get("series_uid"), str):
+        index.by_series[e["series_uid"]].append(use)
+    ct = e.get("ct_labels")
+    if isinstance(ct, dict) and ct.get("any") == 1:
+        tally.n_pos += 1
+    return use
+
+
+def _check_entry_files(doc: ManifestDoc, ref: str, e: dict, use: _Use, report: CheckReport, index: _Index,
+                       inspector: _Inspector) -> None:
+    """An entry's image (readable, its series, slice count) and label (readable, values, on the image's grid)."""
+    image = doc.resolve(e["image"])
+    label = doc.resolve(e["label"]) if isinstance(e.get("label"), str) else None
+    facts = inspector.image(image, str(e.get("series_uid", "")), need_grid=label is not None)
+    for p in facts.problems:
+        report.problems.append(f"{ref}: {p}")
+    if facts.real:
+        index.by_file[facts.real].append(use)
+        index.file_names.setdefault(facts.real, image)
+    if facts.pixel_hash:
+        index.by_pixels[facts.pixel_hash].append(use)
+    rows = e.get("slice_labels")
+    if isinstance(rows, list) and facts.slice_counts and len(rows) not in facts.slice_counts:
+        report.problems.append(f"{ref}: slice_labels has {len(rows)} row(s) but the image has "
+                               f"{' or '.join(str(n) for n in sorted(facts.slice_counts))} slice(s)")
+    if label is not None:
+        _check_label(ref, label, e, facts, report, inspector)
+
+
+def _check_label(ref: str, label: Path, e: dict, facts: _ImageFacts, report: CheckReport,
+                 inspector: _Inspector) -> None:
+    """A label map: readable, values within ``label_values``, on its image's grid."""
+    label_problems, label_grid = inspector.label(label, e.get("label_values"))
+    for p in label_problems:
+        report.problems.append(f"{ref}: {p}")
+    if label_grid is not None and facts.grid is not None:
+        why = grid_mismatch(facts.grid, label_grid)
+        if why:
+            report.problems.append(f"{ref}: label not on the image grid: {why} ({label})")
+
+
+def _check_leaks(report: CheckReport, index: _Index, multi: bool) -> None:
+    """A patient, series, pixel content or image file in two splits or folds (patients only under one salt)."""
+    comparable = len(index.salts) <= 1
     if not comparable:
-        report.problems.append("salt_id differs between manifests (" + "; ".join(f"{s}: {', '.join(n)}" for s, n in salts.items())
+        report.problems.append("salt_id differs between manifests ("
+                               + "; ".join(f"{s}: {', '.join(n)}" for s, n in index.salts.items())
                                + "): their patient keys cannot be compared; rebuild them with one salt")
-    for key, uses in by_patient.items():
+    for key, uses in index.by_patient.items():
         if not comparable:
             for doc_name in {u.doc for u in uses}:
-                _report_conflict(report, f"patient {key}", [u for u in uses if u.doc == doc_name], False, duplicates_ok=True)
+                _report_conflict(report, f"patient {key}", [u for u in uses if u.doc == doc_name], False,
+                                 duplicates_ok=True)
         else:
             _report_conflict(report, f"patient {key}", uses, multi, duplicates_ok=True)
-    for uid, uses in by_series.items():
+    for uid, uses in index.by_series.items():
         _report_conflict(report, f"series {uid}", uses, multi)
-    for digest, uses in by_pixels.items():
-        _report_conflict(report, f"identical pixel data (sha256 {digest[:12]}) of series", uses, multi, show_series=True)
-    for real, uses in by_file.items():
+    for digest, uses in index.by_pixels.items():
+        _report_conflict(report, f"identical pixel data (sha256 {digest[:12]}) of series", uses, multi,
+                         show_series=True)
+    for real, uses in index.by_file.items():
         if len({u.series_uid for u in uses}) > 1:
             continue  # several series of one DICOM folder: told apart by their own checks
         # the manifest's own path: the real one may name the patient (BHSD, RSNA file names)
-        _report_conflict(report, f"image file {file_names[real]}", uses, multi, only_splits=True)
+        _report_conflict(report, f"image file {index.file_names[real]}", uses, multi, only_splits=True)
 
 
 def _report_conflict(report: CheckReport, what: str, uses: list[_Use], with_doc: bool, duplicates_ok: bool = False,

@@ -17,6 +17,7 @@ lesions need (cavity, brain surface, sulci, cisterns, ventricles) are kept in :c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from .shapes import (
     sphere,
     wave_field,
 )
+
+if TYPE_CHECKING:
+    from .lesions import Block
 
 FAR = F32(1000.0)  # "very far outside" for fields only evaluated in blocks
 FLOOR_MAX_Z = 10.0  # no skull base floor, tentorium or petrous ridge above this head z
@@ -318,12 +322,60 @@ def cavity_distance(h: HeadParams, points: np.ndarray) -> np.ndarray:
 # fields and painting
 
 
-def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, block) -> Fields:
-    """Cavity, skin and brain fields on a grid (``block(centre, radius)`` gives array slices)."""
+def compute_fields(h: HeadParams, x: np.ndarray, y: np.ndarray, z: np.ndarray, pv: PartialVolume,
+                   mass: MassEffect, block: Block) -> Fields:
+    """Cavity, skin and brain fields on a grid.
+
+    Parameters
+    ----------
+    h
+        The patient's head shape.
+    x, y, z
+        Head coordinates (mm, float32) of the grid's voxels.
+    pv
+        Partial-volume model of the grid (ramp widths of the cavity surface).
+    mass
+        Mass effect of the lesions (extra-axial displacement, midline shift).
+    block
+        ``block(centre, radius)``: the array slices of the grid near a head point, or None.
+
+    Returns
+    -------
+    Fields
+        The fields the anatomy and the lesions are painted from.
+    """
+    low = float(z.min()) < FLOOR_MAX_Z  # the skull base only matters in chunks that reach down to it
+    cavity, width, d_vault, d_floor = _cavity_field(h, x, y, z, pv, low, block)
+    skull = _skull_thickness(h, x, y, z, d_vault, d_floor)
+    temporalis = _temporalis(h, x, z)
+    head = _skin_field(h, x, y, z, cavity, skull, temporalis, block)
+    brain, efface = _brain_field(h, cavity, mass)
+    x_shift = _midline_shifted_x(x, y, z, mass.midline_shift_mm)
+    xs = x if x_shift is None else x_shift
+    if low:
+        infra = np.maximum(z - tentorium_z(h, xs, y), petrous_ridge_y(h, np.abs(x)) - F32(2.0) - y)
+    else:
+        infra = np.full(x.shape, FAR, dtype=np.float32)
+    depth = -brain
+    sulci = _sulcal_field(h, x, y, z, depth, cavity, efface)
+    _add_folia(h, x, y, z, depth, infra, sulci, block)
+    cisterns = np.full(x.shape, FAR, dtype=np.float32)
+    ventricles = np.full(x.shape, FAR, dtype=np.float32)
+    fields = Fields(x=x, y=y, z=z, cavity=cavity, cavity_width=width, head=head, brain=brain, sulci=sulci,
+                    cisterns=cisterns, ventricles=ventricles, infratentorial=infra, skull=skull, temporalis=temporalis,
+                    callosum=callosum_z(y), x_shift=x_shift)
+    _cistern_fields(h, fields, block)
+    _ventricle_field(h, fields, block, mass.midline_shift_mm)
+    return fields
+
+
+def _cavity_field(h: HeadParams, x, y, z, pv: PartialVolume, low: bool,
+                  block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(cavity, its ramp width, vault distance, floor distance)``: the vault cut by the skull base floor
+    (only when the chunk is ``low``) with the petrous bones sticking up into it."""
     s = pv.slice_dir_head
     d_vault, cos_vault = vault_field(h, x, y, z, s)
     width = pv.width(cos_vault)
-    low = float(z.min()) < FLOOR_MAX_Z  # the skull base only matters in chunks that reach down to it
     if low:
         d_floor = floor_z(h, x, y)
         d_floor -= z
@@ -340,9 +392,13 @@ def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, 
         if bl is not None:
             dp = capsule(x[bl], y[bl], z[bl], p1, p2, (9.0, 5.0))
             np.maximum(cavity[bl], -dp, out=cavity[bl])
-    # skin: vault skin and the face / skull base soft tissue below it
-    skull = _skull_thickness(h, x, y, z, d_vault, d_floor)
-    temporalis = _temporalis(h, x, z)
+    return cavity, width, d_vault, d_floor
+
+
+def _skin_field(h: HeadParams, x, y, z, cavity: np.ndarray, skull: np.ndarray, temporalis: np.ndarray,
+                block: Block) -> np.ndarray:
+    """The skin surface: vault skin over skull, scalp and temporalis, the face / skull base soft tissue
+    below it, and the ears."""
     head = cavity - skull
     head -= F32(h.scalp_mm)
     head -= temporalis
@@ -353,7 +409,12 @@ def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, 
         bl = block(c, 30.0)
         if bl is not None:
             np.minimum(head[bl], ellipsoid(x[bl], y[bl], z[bl], c, (5.0, 14.0, 26.0)), out=head[bl])
+    return head
 
+
+def _brain_field(h: HeadParams, cavity: np.ndarray, mass: MassEffect) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(brain surface, effacement of the sulci)``: a CSF layer under the cavity, pushed in by
+    extra-axial collections (effacement None without them)."""
     brain = cavity + F32(h.csf_mm)
     efface = None
     if mass.extra_axial_mm is not None:
@@ -361,21 +422,21 @@ def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, 
         brain += e
         brain -= F32(h.csf_mm) * np.clip(e * F32(0.5), 0.0, 1.0)
         efface = np.clip(e * F32(0.25), 0.0, 1.0)
+    return brain, efface
 
-    x_shift = None
-    if abs(mass.midline_shift_mm) > 0.05:
-        bump = np.exp(-(y * y) * F32(1 / 3600.0) - (z * z) * F32(1 / 2500.0))
-        bump *= F32(mass.midline_shift_mm)
-        x_shift = x - bump
-    xs = x if x_shift is None else x_shift
 
-    if low:
-        infra = np.maximum(z - tentorium_z(h, xs, y), petrous_ridge_y(h, np.abs(x)) - F32(2.0) - y)
-    else:
-        infra = np.full(x.shape, FAR, dtype=np.float32)
+def _midline_shifted_x(x, y, z, shift_mm: float) -> np.ndarray | None:
+    """Head x corrected for a midline shift (a smooth bump around the centre), None for no shift."""
+    if not abs(shift_mm) > 0.05:
+        return None
+    bump = np.exp(-(y * y) * F32(1 / 3600.0) - (z * z) * F32(1 / 2500.0))
+    bump *= F32(shift_mm)
+    return x - bump
 
-    # sulci: zero set of a band-limited field, tapering with depth below the brain surface
-    depth = -brain
+
+def _sulcal_field(h: HeadParams, x, y, z, depth: np.ndarray, cavity: np.ndarray,
+                  efface: np.ndarray | None) -> np.ndarray:
+    """Sulci: the zero set of a band-limited field, tapering with ``depth`` below the brain surface."""
     gk, gp = h.gyri
     kmag = F32(np.mean(np.linalg.norm(gk, axis=1)))
     # only the cortical band needs the gyral field: evaluate it there and nowhere else
@@ -396,7 +457,12 @@ def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, 
         g -= half
         np.maximum(g, db - F32(18.0), out=g)
         sulci.reshape(-1)[band] = g
-    # folia of the cerebellum: finer, mostly horizontal
+    return sulci
+
+
+def _add_folia(h: HeadParams, x, y, z, depth: np.ndarray, infra: np.ndarray, sulci: np.ndarray,
+               block: Block) -> None:
+    """Folia of the cerebellum (finer, mostly horizontal) into ``sulci`` below the tentorium."""
     fk, fp = h.folia
     bl = block((0.0, 45.0, h.z_pf + 25.0), 75.0)
     if bl is not None:
@@ -406,15 +472,6 @@ def compute_fields(h: HeadParams, x, y, z, pv: PartialVolume, mass: MassEffect, 
         np.maximum(f, depth[bl] - F32(10.0), out=f)
         sl = sulci[bl]
         np.copyto(sl, f, where=infra[bl] < 0)
-
-    cisterns = np.full(x.shape, FAR, dtype=np.float32)
-    ventricles = np.full(x.shape, FAR, dtype=np.float32)
-    fields = Fields(x=x, y=y, z=z, cavity=cavity, cavity_width=width, head=head, brain=brain, sulci=sulci,
-                    cisterns=cisterns, ventricles=ventricles, infratentorial=infra, skull=skull, temporalis=temporalis,
-                    callosum=callosum_z(y), x_shift=x_shift)
-    _cistern_fields(h, fields, block)
-    _ventricle_field(h, fields, block, mass.midline_shift_mm)
-    return fields
 
 
 def petrous_segment(h: HeadParams, side: int) -> tuple[np.ndarray, np.ndarray]:

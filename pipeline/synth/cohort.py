@@ -280,86 +280,17 @@ def generate_patient(config: SynthConfig, out_dir: str | Path, a: PatientAssignm
 
 
 def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study: StudyPlan) -> tuple[dict[str, Any], list[str]]:
-    a, head, protocol, layout, pose = plan.assignment, plan.head, study.protocol, study.layout, study.pose
-    vendor = protocol.vendor
-    ps = layout.pixel_spacing[0]
-    pv = PartialVolume(pixel_mm=ps, thickness_mm=layout.thickness_mm, slice_dir_head=pose.rotation.T @ layout.normal)
-    rendered = render(head, plan.mimics, study.lesions, pose, layout.acquired_grid, pv, with_hu=True)
-    if layout.sheared:  # labels live on the tilt-corrected grid that `ichct convert` returns
-        label = render(head, plan.mimics, study.lesions, pose, layout.convert_grid, pv, with_hu=False).label
-    else:
-        label = rendered.label
-    clean = rendered.hu
-    inside = rendered.depth > 0
-    add_streaks(clean, layout.acquired_grid, pose, head, study.streaks, inside)
-    weight = noise_weight(rendered.depth, rendered.head_z, head)
-    n = layout.n_slices
-    centre = (config.matrix - 1) / 2.0
-    yy, xx = np.mgrid[0:config.matrix, 0:config.matrix]
-    outside = np.hypot(yy - centre, xx - centre) > config.matrix / 2.0
-
+    """Render one study, write its series, label map (and preview); its cohort record and csv rows."""
+    a, layout = plan.assignment, study.layout
+    clean, label, weight = _render_study(plan, study)
+    outside = _outside_field_of_view(config.matrix)
+    header = _study_header(plan, study)
     study_dir_rel = study_dir(a.patient_id, study.index)
-    header = StudyHeader(
-        patient_id=a.patient_id, patient_name=a.patient_name,
-        birth_date=f"{int(study.date[:4]) - plan.age:04d}0101", sex=plan.sex, age=f"{plan.age:03d}Y",
-        study_uid=study.study_uid, study_id=f"{a.index:04d}{study.index}", accession=f"SYNA{a.index:04d}{study.index:02d}",
-        study_date=study.date, study_time=study.time, frame_of_reference_uid=study.frame_of_reference_uid, vendor=vendor,
-        software=f"{GENERATOR_NAME} {__version__}",
-    )
-    order = list(range(n))
-    instance = [n - k for k in order] if vendor.descending else [k + 1 for k in order]
-    ipp_text = [layout.ipp_text[k] for k in order]
-    locations = [layout.slice_location(k) for k in order]
-    series_entries = []
-    # DICOM: negative when the top of the gantry leans away from the table, i.e. towards the head of
-    # a head-first patient, which is what lifts the anterior edge of the slice plane
-    header_tilt = -protocol.tilt_deg if protocol.tilt_deg else 0.0
-
-    def axial_header(number: int, kind: str, kernel: str, windows) -> SeriesHeader:
-        return SeriesHeader(
-            series_uid=make_uid(config.seed, "series", a.index, study.index, number),
-            series_number=number, description=f"AXIAL {kind.upper()} {protocol.thickness_mm:g}MM",
-            image_type=("ORIGINAL", "PRIMARY", "AXIAL"), kernel=kernel, series_time=_series_time(study.time, number),
-            kvp=protocol.kvp, mas=protocol.mas, thickness_mm=protocol.thickness_mm, tilt_deg=header_tilt,
-            fov_mm=protocol.fov_mm, windows=windows, iop_text=layout.iop_text, pixel_spacing_text=layout.pixel_spacing_text,
-            ipp_text=ipp_text, slice_locations=locations,
-            sop_uids=[make_uid(config.seed, "sop", a.index, study.index, number, k) for k in order],
-            instance_numbers=instance, rescale_intercept=vendor.intercept, padding_value=None,
-            pixel_signed=vendor.signed, bits_stored=vendor.bits_stored,
-        )
-
-    # soft-tissue (brain) reconstruction: the series the labels belong to
-    soft_hu = reconstruct(clean, ps, SOFT, protocol.sigma_soft_hu, weight, rng(config.seed, "noise", a.index, study.index, 2))
-    stored, padding = encode_stored(soft_hu, vendor, outside)
-    windows = [protocol.window] + ([protocol.extra_window] if protocol.extra_window else [])
-    soft = axial_header(SOFT_SERIES_NUMBER, "brain", protocol.soft_kernel, windows)
-    soft.padding_value = padding
-    soft_rel = study_dir_rel / SOFT_SERIES_FOLDER
-    write_series(out_dir / soft_rel, header, soft, stored, protocol.compression)
-    series_entries.append({"kind": "axial_soft", "series_uid": soft.series_uid, "series_dir": soft_rel.as_posix(),
-                           "kernel": protocol.soft_kernel})
-    del stored
-    if protocol.bone_kernel:
-        bone_hu = reconstruct(clean, ps, BONE, protocol.sigma_bone_hu, weight, rng(config.seed, "noise", a.index, study.index, 3))
-        stored, padding = encode_stored(bone_hu, vendor, outside)
-        del bone_hu
-        bone = axial_header(3, "bone", protocol.bone_kernel, [(500.0, 2500.0)])
-        bone.padding_value = padding
-        bone_rel = study_dir_rel / "series003_axial_bone"
-        write_series(out_dir / bone_rel, header, bone, stored, protocol.compression)
-        series_entries.append({"kind": "axial_bone", "series_uid": bone.series_uid, "series_dir": bone_rel.as_posix(),
-                               "kernel": protocol.bone_kernel})
-    if protocol.scout:
-        geom = scout_geometry(config.matrix, pose.to_world(np.array([0.0, 0.0, -20.0])))
-        image = scout_image(head, pose, config.matrix, geom, rng(config.seed, "scout", a.index, study.index))
-        scout = ScoutHeader(series_uid=make_uid(config.seed, "series", a.index, study.index, 1), series_number=1,
-                            sop_uid=make_uid(config.seed, "sop", a.index, study.index, 1, 0), description="SCOUT LATERAL",
-                            spacing_text=geom["spacing_text"], iop_text=geom["iop_text"], ipp_text=geom["ipp_text"],
-                            series_time=_series_time(study.time, 0), kvp=120)
-        scout_rel = study_dir_rel / "series001_scout"
-        write_scout(out_dir / scout_rel, header, scout, image)
-        series_entries.append({"kind": "scout", "series_uid": scout.series_uid, "series_dir": scout_rel.as_posix(), "kernel": ""})
-
+    soft, soft_hu, series_entries = _write_soft_series(config, out_dir, plan, study, header, clean, weight, outside)
+    if study.protocol.bone_kernel:
+        series_entries.append(_write_bone_series(config, out_dir, plan, study, header, clean, weight, outside))
+    if study.protocol.scout:
+        series_entries.append(_write_scout_series(config, out_dir, plan, study, header))
     label_rel = label_path(study.study_uid)
     lab.write_label_map(out_dir / label_rel, label, layout.convert_grid)
     slices = lab.slice_labels(label)
@@ -367,7 +298,7 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
         "patient_id": a.patient_id,
         "study_uid": study.study_uid,
         "series_uid": soft.series_uid,
-        "series_dir": soft_rel.as_posix(),
+        "series_dir": (study_dir_rel / SOFT_SERIES_FOLDER).as_posix(),
         "label": label_rel.as_posix(),
         "slice_labels": slices,
         "ct_labels": lab.study_labels(slices),
@@ -376,17 +307,7 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
         "study_dir": study_dir_rel.as_posix(),
         "sop_instance_uids": soft.sop_uids,
         "series": series_entries,
-        "acquisition": {
-            "manufacturer": vendor.manufacturer,
-            "kernel": protocol.soft_kernel,
-            "slice_thickness_mm": protocol.thickness_mm,
-            "gantry_tilt_deg": round(header_tilt, 3),
-            "tilt_corrected_grid": bool(layout.sheared),
-            "pixel_spacing_mm": ps,
-            "fov_mm": round(protocol.fov_mm, 2),
-            "compression": protocol.compression,
-            "noise_sd_hu": round(protocol.sigma_soft_hu, 2),
-        },
+        "acquisition": _acquisition_record(study),
         "lesions": [les.summary() for les in study.lesions],
         "mimics": plan.mimics.names(),
     }
@@ -396,6 +317,138 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
         write_preview(out_dir / "preview" / f"{study.study_uid}.png", on_convert_grid(soft_hu, layout), label,
                       title=f"{a.patient_id} study {study.index}: " + (", ".join(n for n in SUBTYPES if record["ct_labels"][n]) or "negative"))
     return record, lab.csv_rows(soft.sop_uids, slices)
+
+
+def _render_study(plan: PatientPlan, study: StudyPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(noise-free HU with streaks, label map on the convert grid, noise weight)`` of one study."""
+    head, layout, pose = plan.head, study.layout, study.pose
+    pv = PartialVolume(pixel_mm=layout.pixel_spacing[0], thickness_mm=layout.thickness_mm,
+                       slice_dir_head=pose.rotation.T @ layout.normal)
+    rendered = render(head, plan.mimics, study.lesions, pose, layout.acquired_grid, pv, with_hu=True)
+    if layout.sheared:  # labels live on the tilt-corrected grid that `ichct convert` returns
+        label = render(head, plan.mimics, study.lesions, pose, layout.convert_grid, pv, with_hu=False).label
+    else:
+        label = rendered.label
+    clean = rendered.hu
+    inside = rendered.depth > 0
+    add_streaks(clean, layout.acquired_grid, pose, head, study.streaks, inside)
+    weight = noise_weight(rendered.depth, rendered.head_z, head)
+    return clean, label, weight
+
+
+def _outside_field_of_view(matrix: int) -> np.ndarray:
+    """Pixels outside the reconstruction circle of a ``matrix`` x ``matrix`` image."""
+    centre = (matrix - 1) / 2.0
+    yy, xx = np.mgrid[0:matrix, 0:matrix]
+    return np.hypot(yy - centre, xx - centre) > matrix / 2.0
+
+
+def _study_header(plan: PatientPlan, study: StudyPlan) -> StudyHeader:
+    """Patient and study attributes shared by every series of the study."""
+    a = plan.assignment
+    return StudyHeader(
+        patient_id=a.patient_id, patient_name=a.patient_name,
+        birth_date=f"{int(study.date[:4]) - plan.age:04d}0101", sex=plan.sex, age=f"{plan.age:03d}Y",
+        study_uid=study.study_uid, study_id=f"{a.index:04d}{study.index}", accession=f"SYNA{a.index:04d}{study.index:02d}",
+        study_date=study.date, study_time=study.time, frame_of_reference_uid=study.frame_of_reference_uid,
+        vendor=study.protocol.vendor, software=f"{GENERATOR_NAME} {__version__}",
+    )
+
+
+def _header_tilt(protocol: Protocol) -> float:
+    """DICOM gantry tilt of the protocol's tilt.
+
+    Negative when the top of the gantry leans away from the table, i.e. towards the head of a
+    head-first patient, which is what lifts the anterior edge of the slice plane.
+    """
+    return -protocol.tilt_deg if protocol.tilt_deg else 0.0
+
+
+def _axial_header(config: SynthConfig, plan: PatientPlan, study: StudyPlan, number: int, kind: str, kernel: str,
+                  windows: list[tuple[float, float]]) -> SeriesHeader:
+    """Header of the axial series ``number`` (``kind`` brain or bone) of a study."""
+    a, protocol, layout, vendor = plan.assignment, study.protocol, study.layout, study.protocol.vendor
+    order = list(range(layout.n_slices))
+    return SeriesHeader(
+        series_uid=make_uid(config.seed, "series", a.index, study.index, number),
+        series_number=number, description=f"AXIAL {kind.upper()} {protocol.thickness_mm:g}MM",
+        image_type=("ORIGINAL", "PRIMARY", "AXIAL"), kernel=kernel, series_time=_series_time(study.time, number),
+        kvp=protocol.kvp, mas=protocol.mas, thickness_mm=protocol.thickness_mm, tilt_deg=_header_tilt(protocol),
+        fov_mm=protocol.fov_mm, windows=windows, iop_text=layout.iop_text, pixel_spacing_text=layout.pixel_spacing_text,
+        ipp_text=[layout.ipp_text[k] for k in order], slice_locations=[layout.slice_location(k) for k in order],
+        sop_uids=[make_uid(config.seed, "sop", a.index, study.index, number, k) for k in order],
+        instance_numbers=[layout.n_slices - k for k in order] if vendor.descending else [k + 1 for k in order],
+        rescale_intercept=vendor.intercept, padding_value=None,
+        pixel_signed=vendor.signed, bits_stored=vendor.bits_stored,
+    )
+
+
+def _write_soft_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, study: StudyPlan, header: StudyHeader,
+                       clean: np.ndarray, weight: np.ndarray,
+                       outside: np.ndarray) -> tuple[SeriesHeader, np.ndarray, list[dict[str, str]]]:
+    """The soft-tissue (brain) reconstruction, the series the labels belong to.
+
+    Returns its header, its HU volume and the list of series entries (this one first).
+    """
+    a, protocol = plan.assignment, study.protocol
+    soft_hu = reconstruct(clean, study.layout.pixel_spacing[0], SOFT, protocol.sigma_soft_hu, weight,
+                          rng(config.seed, "noise", a.index, study.index, 2))
+    stored, padding = encode_stored(soft_hu, protocol.vendor, outside)
+    windows = [protocol.window] + ([protocol.extra_window] if protocol.extra_window else [])
+    soft = _axial_header(config, plan, study, SOFT_SERIES_NUMBER, "brain", protocol.soft_kernel, windows)
+    soft.padding_value = padding
+    soft_rel = study_dir(a.patient_id, study.index) / SOFT_SERIES_FOLDER
+    write_series(out_dir / soft_rel, header, soft, stored, protocol.compression)
+    entry = {"kind": "axial_soft", "series_uid": soft.series_uid, "series_dir": soft_rel.as_posix(),
+             "kernel": protocol.soft_kernel}
+    return soft, soft_hu, [entry]
+
+
+def _write_bone_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, study: StudyPlan, header: StudyHeader,
+                       clean: np.ndarray, weight: np.ndarray, outside: np.ndarray) -> dict[str, str]:
+    """The bone-kernel reconstruction (series 3); its series entry."""
+    a, protocol = plan.assignment, study.protocol
+    bone_hu = reconstruct(clean, study.layout.pixel_spacing[0], BONE, protocol.sigma_bone_hu, weight,
+                          rng(config.seed, "noise", a.index, study.index, 3))
+    stored, padding = encode_stored(bone_hu, protocol.vendor, outside)
+    del bone_hu
+    bone = _axial_header(config, plan, study, 3, "bone", protocol.bone_kernel, [(500.0, 2500.0)])
+    bone.padding_value = padding
+    bone_rel = study_dir(a.patient_id, study.index) / "series003_axial_bone"
+    write_series(out_dir / bone_rel, header, bone, stored, protocol.compression)
+    return {"kind": "axial_bone", "series_uid": bone.series_uid, "series_dir": bone_rel.as_posix(),
+            "kernel": protocol.bone_kernel}
+
+
+def _write_scout_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, study: StudyPlan,
+                        header: StudyHeader) -> dict[str, str]:
+    """The lateral scout (series 1); its series entry."""
+    a, pose = plan.assignment, study.pose
+    geom = scout_geometry(config.matrix, pose.to_world(np.array([0.0, 0.0, -20.0])))
+    image = scout_image(plan.head, pose, config.matrix, geom, rng(config.seed, "scout", a.index, study.index))
+    scout = ScoutHeader(series_uid=make_uid(config.seed, "series", a.index, study.index, 1), series_number=1,
+                        sop_uid=make_uid(config.seed, "sop", a.index, study.index, 1, 0), description="SCOUT LATERAL",
+                        spacing_text=geom["spacing_text"], iop_text=geom["iop_text"], ipp_text=geom["ipp_text"],
+                        series_time=_series_time(study.time, 0), kvp=120)
+    scout_rel = study_dir(a.patient_id, study.index) / "series001_scout"
+    write_scout(out_dir / scout_rel, header, scout, image)
+    return {"kind": "scout", "series_uid": scout.series_uid, "series_dir": scout_rel.as_posix(), "kernel": ""}
+
+
+def _acquisition_record(study: StudyPlan) -> dict[str, Any]:
+    """The ``acquisition`` section of a study's cohort record."""
+    protocol, layout = study.protocol, study.layout
+    return {
+        "manufacturer": protocol.vendor.manufacturer,
+        "kernel": protocol.soft_kernel,
+        "slice_thickness_mm": protocol.thickness_mm,
+        "gantry_tilt_deg": round(_header_tilt(protocol), 3),
+        "tilt_corrected_grid": bool(layout.sheared),
+        "pixel_spacing_mm": layout.pixel_spacing[0],
+        "fov_mm": round(protocol.fov_mm, 2),
+        "compression": protocol.compression,
+        "noise_sd_hu": round(protocol.sigma_soft_hu, 2),
+    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ midline (:class:`.anatomy.MassEffect`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -342,89 +343,128 @@ def render_lesions(lesions: list[Lesion], h: HeadParams, f: Fields, vol: np.ndar
             lab[(sdf < 0) & (clear < 0)] = code
 
 
-def _lesion_regions(lesion: Lesion, h: HeadParams, f: Fields, grid: Grid, pose: Pose, block: Block):
-    g = lesion.geometry
+#: One painted region of a lesion: ``(block, signed distance, HU values, (edema distance, edema HU) or None)``.
+Region = tuple[tuple[slice, slice, slice], np.ndarray, np.ndarray, "tuple[np.ndarray, np.float32] | None"]
+
+
+def _lesion_regions(lesion: Lesion, h: HeadParams, f: Fields, grid: Grid, pose: Pose,
+                    block: Block) -> Iterator[Region]:
+    """The region of ``lesion`` on this grid (none when it lies outside the grid)."""
     if lesion.subtype in ("epidural", "subdural") and lesion.kind != "falcine":
-        centre, radius = _extra_axial_block(lesion)
-        bl = block(centre, radius)
-        if bl is None:
-            return
-        x, y, z = f.x[bl], f.y[bl], f.z[bl]
-        t = _extra_axial_thickness(lesion, x, y, z)
-        depth = -f.cavity[bl]
-        sdf = np.maximum(-depth, depth - t)
-        sdf[t <= 0] = F32(50.0)
-        yield bl, sdf, _texture(lesion, x, y, z, 5.0 if lesion.subtype == "subdural" else 3.0), None
+        region = _extra_axial_region(lesion, f, block)
     elif lesion.kind == "falcine":
-        c = np.array([0.0, g["y0"], g["z0"]])
-        bl = block(c, g["radius"] + 5)
-        if bl is None:
-            return
-        x, y, z = f.x[bl], f.y[bl], f.z[bl]
-        xs = x if f.x_shift is None else f.x_shift[bl]
-        r2 = ((y - F32(g["y0"])) ** 2 + (z - F32(g["z0"])) ** 2) * F32(1.0 / g["radius"] ** 2)
-        t = F32(g["t0"]) * np.clip(F32(1.0) - r2, 0.0, 1.0)
-        sdf = np.abs(xs) - t
-        np.maximum(sdf, callosum_z(y) + F32(2.0) - z, out=sdf)
-        np.maximum(sdf, f.cavity[bl], out=sdf)
-        sdf[t <= 0.3] = F32(50.0)
-        yield bl, sdf, _texture(lesion, x, y, z, 3.0), None
+        region = _falcine_region(lesion, f, block)
     elif lesion.subtype == "intraparenchymal":
-        lobes = g["lobes"]
-        c = np.asarray(lobes[0]["centre"])
-        radius = max(np.linalg.norm(np.asarray(lo["centre"]) - c) + max(lo["semi"]) for lo in lobes) + g["edema"] + 4
-        bl = block(c, radius)
-        if bl is None:
-            return
-        x, y, z = f.x[bl], f.y[bl], f.z[bl]
-        blob = None
-        for lobe in lobes:
-            d = ellipsoid(x, y, z, lobe["centre"], lobe["semi"], np.asarray(lobe["rot"]))
-            blob = d if blob is None else np.minimum(blob, d, out=blob)
-        parenchyma = np.maximum(f.brain[bl], -f.ventricles[bl])
-        np.maximum(parenchyma, -f.cisterns[bl], out=parenchyma)
-        sdf = np.maximum(blob, parenchyma)
-        d_edema = np.maximum(blob - F32(g["edema"]), parenchyma)
-        edema_hu = F32(h.wm_hu - 9.0)
-        yield bl, sdf, _texture(lesion, x, y, z, 4.0), (d_edema, edema_hu)
+        region = _parenchymal_region(lesion, h, f, block)
     elif lesion.subtype == "intraventricular":
-        parts = [p for p in h.vent_parts() if p.name in g["parts"]]
-        if not parts:
-            return
-        c = np.mean([p.centre for p in parts], axis=0)
-        radius = max(np.linalg.norm(p.centre - c) + p.radius for p in parts) + 8
-        radius += 12.0 if f.x_shift is not None else 0.0
-        bl = block(c, radius)
-        if bl is None:
-            return
-        x, y, z = f.x[bl], f.y[bl], f.z[bl]
-        xs = x if f.x_shift is None else f.x_shift[bl]
-        region = None
-        for part in parts:
-            d = part.distance(xs, y, z, grow=2.5)
-            region = d if region is None else np.minimum(region, d, out=region)
-        sdf = np.maximum(f.ventricles[bl], region)
-        if lesion.kind == "layering":
-            level = dependent_level(parts, pose) - g["depth"]
-            wy = grid.world_coord(1, bl)
-            np.maximum(sdf, F32(level) - wy, out=sdf)
-        yield bl, sdf, _texture(lesion, x, y, z, 3.0), None
+        region = _ventricular_region(lesion, h, f, grid, pose, block)
     elif lesion.subtype == "subarachnoid":
-        c = np.asarray(g["centre"])
-        bl = block(c, g["radius"] + 4)
-        if bl is None:
-            return
-        x, y, z = f.x[bl], f.y[bl], f.z[bl]
-        region = sphere(x, y, z, c, g["radius"])
-        if lesion.kind == "convexity":
-            sulcal = np.maximum(f.sulci[bl] - F32(0.6), f.brain[bl])  # blood distends the sulci a little
-            surface = np.maximum(f.cavity[bl], -f.brain[bl])
-            comp = np.minimum(sulcal, surface)
-        else:
-            comp = f.cisterns[bl] - F32(0.4)
-            np.maximum(comp, f.cavity[bl], out=comp)
-        sdf = np.maximum(comp, region)
-        yield bl, sdf, _texture(lesion, x, y, z, 3.0), None
+        region = _subarachnoid_region(lesion, f, block)
+    else:
+        region = None
+    if region is not None:
+        yield region
+
+
+def _extra_axial_region(lesion: Lesion, f: Fields, block: Block) -> Region | None:
+    """An epidural or subdural collection over the convexity: a layer under the inner table."""
+    centre, radius = _extra_axial_block(lesion)
+    bl = block(centre, radius)
+    if bl is None:
+        return None
+    x, y, z = f.x[bl], f.y[bl], f.z[bl]
+    t = _extra_axial_thickness(lesion, x, y, z)
+    depth = -f.cavity[bl]
+    sdf = np.maximum(-depth, depth - t)
+    sdf[t <= 0] = F32(50.0)
+    return bl, sdf, _texture(lesion, x, y, z, 5.0 if lesion.subtype == "subdural" else 3.0), None
+
+
+def _falcine_region(lesion: Lesion, f: Fields, block: Block) -> Region | None:
+    """A subdural collection along the falx, above the corpus callosum."""
+    g = lesion.geometry
+    c = np.array([0.0, g["y0"], g["z0"]])
+    bl = block(c, g["radius"] + 5)
+    if bl is None:
+        return None
+    x, y, z = f.x[bl], f.y[bl], f.z[bl]
+    xs = x if f.x_shift is None else f.x_shift[bl]
+    r2 = ((y - F32(g["y0"])) ** 2 + (z - F32(g["z0"])) ** 2) * F32(1.0 / g["radius"] ** 2)
+    t = F32(g["t0"]) * np.clip(F32(1.0) - r2, 0.0, 1.0)
+    sdf = np.abs(xs) - t
+    np.maximum(sdf, callosum_z(y) + F32(2.0) - z, out=sdf)
+    np.maximum(sdf, f.cavity[bl], out=sdf)
+    sdf[t <= 0.3] = F32(50.0)
+    return bl, sdf, _texture(lesion, x, y, z, 3.0), None
+
+
+def _parenchymal_region(lesion: Lesion, h: HeadParams, f: Fields, block: Block) -> Region | None:
+    """An intraparenchymal hematoma (union of lobes, kept in the parenchyma) with its edema."""
+    g = lesion.geometry
+    lobes = g["lobes"]
+    c = np.asarray(lobes[0]["centre"])
+    radius = max(np.linalg.norm(np.asarray(lo["centre"]) - c) + max(lo["semi"]) for lo in lobes) + g["edema"] + 4
+    bl = block(c, radius)
+    if bl is None:
+        return None
+    x, y, z = f.x[bl], f.y[bl], f.z[bl]
+    blob = None
+    for lobe in lobes:
+        d = ellipsoid(x, y, z, lobe["centre"], lobe["semi"], np.asarray(lobe["rot"]))
+        blob = d if blob is None else np.minimum(blob, d, out=blob)
+    parenchyma = np.maximum(f.brain[bl], -f.ventricles[bl])
+    np.maximum(parenchyma, -f.cisterns[bl], out=parenchyma)
+    sdf = np.maximum(blob, parenchyma)
+    d_edema = np.maximum(blob - F32(g["edema"]), parenchyma)
+    edema_hu = F32(h.wm_hu - 9.0)
+    return bl, sdf, _texture(lesion, x, y, z, 4.0), (d_edema, edema_hu)
+
+
+def _ventricular_region(lesion: Lesion, h: HeadParams, f: Fields, grid: Grid, pose: Pose,
+                        block: Block) -> Region | None:
+    """Blood in some ventricle parts, filling them or layering in their dependent part."""
+    g = lesion.geometry
+    parts = [p for p in h.vent_parts() if p.name in g["parts"]]
+    if not parts:
+        return None
+    c = np.mean([p.centre for p in parts], axis=0)
+    radius = max(np.linalg.norm(p.centre - c) + p.radius for p in parts) + 8
+    radius += 12.0 if f.x_shift is not None else 0.0
+    bl = block(c, radius)
+    if bl is None:
+        return None
+    x, y, z = f.x[bl], f.y[bl], f.z[bl]
+    xs = x if f.x_shift is None else f.x_shift[bl]
+    region = None
+    for part in parts:
+        d = part.distance(xs, y, z, grow=2.5)
+        region = d if region is None else np.minimum(region, d, out=region)
+    sdf = np.maximum(f.ventricles[bl], region)
+    if lesion.kind == "layering":
+        level = dependent_level(parts, pose) - g["depth"]
+        wy = grid.world_coord(1, bl)
+        np.maximum(sdf, F32(level) - wy, out=sdf)
+    return bl, sdf, _texture(lesion, x, y, z, 3.0), None
+
+
+def _subarachnoid_region(lesion: Lesion, f: Fields, block: Block) -> Region | None:
+    """Subarachnoid blood in a sphere: in the convexity sulci and on the brain surface, or in the cisterns."""
+    g = lesion.geometry
+    c = np.asarray(g["centre"])
+    bl = block(c, g["radius"] + 4)
+    if bl is None:
+        return None
+    x, y, z = f.x[bl], f.y[bl], f.z[bl]
+    region = sphere(x, y, z, c, g["radius"])
+    if lesion.kind == "convexity":
+        sulcal = np.maximum(f.sulci[bl] - F32(0.6), f.brain[bl])  # blood distends the sulci a little
+        surface = np.maximum(f.cavity[bl], -f.brain[bl])
+        comp = np.minimum(sulcal, surface)
+    else:
+        comp = f.cisterns[bl] - F32(0.4)
+        np.maximum(comp, f.cavity[bl], out=comp)
+    sdf = np.maximum(comp, region)
+    return bl, sdf, _texture(lesion, x, y, z, 3.0), None
 
 
 def dependent_level(parts, pose: Pose) -> float:

@@ -31,14 +31,14 @@ from ichct.errors import data_error
 
 # Modules that add subcommands; each has register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
-    "ichct.pipeline.ingest_cli",
-    "ichct.pipeline.synth_cli",
-    "ichct.pipeline.manifest_cli",
-    "ichct.pipeline.demo_cli",
-    "ichct.pipeline.train_cli",
-    "ichct.pipeline.evaluate_cli",
-    "ichct.pipeline.bundle_cli",
-    "ichct.pipeline.predict_cli",
+    "ichct.pipeline.cli.ingest",
+    "ichct.pipeline.cli.synth",
+    "ichct.pipeline.cli.manifest",
+    "ichct.pipeline.cli.demo",
+    "ichct.pipeline.cli.train",
+    "ichct.pipeline.cli.evaluate",
+    "ichct.pipeline.cli.bundle",
+    "ichct.pipeline.cli.predict",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
