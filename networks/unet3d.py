@@ -55,6 +55,15 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     -------
     int
         The number of scalar parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ichct.networks import count_parameters
+    >>> layer = torch.nn.Linear(3, 2)  # 3 x 2 weights + 2 biases
+    >>> _ = layer.bias.requires_grad_(False)
+    >>> count_parameters(layer), count_parameters(layer, trainable_only=True)
+    (8, 6)
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
@@ -119,6 +128,19 @@ def ich_unet3d(
     ------
     ValueError
         On an unknown variant, inconsistent channels/strides, or deep supervision with ``"unet"``.
+
+    Examples
+    --------
+    A tiny two-level UNet on a 3-window patch (the input size must be divisible by the strides):
+
+    >>> import torch
+    >>> from ichct.networks import ich_unet3d
+    >>> _ = torch.manual_seed(0)
+    >>> net = ich_unet3d(in_channels=3, out_channels=2, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+    >>> with torch.no_grad():
+    ...     logits = net(torch.rand(1, 3, 8, 8, 4))
+    >>> logits.shape
+    torch.Size([1, 2, 8, 8, 4])
     """
     if variant not in _VARIANTS:
         raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
@@ -215,6 +237,16 @@ def sliding_window_predict(
     torch.Tensor
         Logits with the image's spatial shape: ``(K, X, Y, Z)`` for an unbatched image, else
         ``(B, K, X, Y, Z)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ichct.networks import ich_unet3d, sliding_window_predict
+    >>> _ = torch.manual_seed(0)
+    >>> net = ich_unet3d(in_channels=3, out_channels=2, channels=(4, 8), strides=(2,), num_res_units=0)
+    >>> logits = sliding_window_predict(net, torch.rand(3, 16, 12, 6), roi_size=(8, 8, 4))
+    >>> logits.shape, net.training  # the whole volume; the model's mode is restored
+    (torch.Size([2, 16, 12, 6]), True)
     """
     unbatched = image.ndim == 4
     if image.ndim not in (4, 5):

@@ -52,6 +52,16 @@ class HUWindow(ScaleIntensityRange):
         Clip the output to ``[out_min, out_max]`` (HU outside the window saturate).
     dtype
         Output dtype (float32 by default).
+
+    Examples
+    --------
+    The brain window (level 40, width 80) maps 0..80 HU onto 0..1:
+
+    >>> import torch
+    >>> from ichct.transforms import HUWindow
+    >>> hu = torch.tensor([[-1000.0, 0.0, 20.0, 40.0, 80.0, 1000.0]])
+    >>> HUWindow(level=40, width=80)(hu).tolist()
+    [[0.0, 0.0, 0.25, 0.5, 1.0, 1.0]]
     """
 
     def __init__(
@@ -78,7 +88,18 @@ class HUWindow(ScaleIntensityRange):
 
 
 class HUWindowd(MapTransform):
-    """Dictionary twin of :class:`HUWindow`; see it for the parameters."""
+    """Dictionary twin of :class:`HUWindow`; see it for the parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> from ichct.transforms import HUWindowd
+    >>> img = MetaTensor(torch.tensor([[[[0.0, 40.0, 80.0]]]]), affine=torch.diag(torch.tensor([0.5, 0.5, 5.0, 1.0])))
+    >>> out = HUWindowd("image", level=40, width=80)({"image": img})["image"]
+    >>> out.flatten().tolist(), out.affine.diagonal().tolist()  # the affine passes through
+    ([0.0, 0.5, 1.0], [0.5, 0.5, 5.0, 1.0])
+    """
 
     backend = HUWindow.backend
 
@@ -118,6 +139,16 @@ class MultiWindow(Transform):
     -----
     The output keeps the input's meta and affine; the window names are recorded, comma
     separated, under ``meta["ichct_windows"]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> from ichct.transforms import MultiWindow
+    >>> hu = MetaTensor(torch.full((1, 4, 4, 2), 60.0))  # 60 HU everywhere
+    >>> out = MultiWindow()(hu)  # brain, subdural, soft tissue
+    >>> out.shape, [round(v, 2) for v in out[:, 0, 0, 0].tolist()], out.meta["ichct_windows"]
+    (torch.Size([3, 4, 4, 2]), [0.75, 0.4, 0.55], 'brain,subdural,soft_tissue')
     """
 
     backend = HUWindow.backend
@@ -152,7 +183,17 @@ class MultiWindow(Transform):
 
 
 class MultiWindowd(MapTransform):
-    """Dictionary twin of :class:`MultiWindow`; see it for the parameters."""
+    """Dictionary twin of :class:`MultiWindow`; see it for the parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ichct.transforms import MultiWindowd
+    >>> windows = {"brain": (40.0, 80.0), "bone": (600.0, 2800.0)}
+    >>> out = MultiWindowd("image", windows=windows)({"image": np.full((1, 4, 4, 2), 40.0, dtype=np.float32)})
+    >>> out["image"].shape, [round(v, 2) for v in out["image"][:, 0, 0, 0].tolist()]
+    ((2, 4, 4, 2), [0.5, 0.3])
+    """
 
     backend = MultiWindow.backend
 

@@ -34,6 +34,17 @@ class DicomSeriesReader(ImageReader):
         Passed to :func:`ichct.transforms.dicom.read_dicom_series`.
     affine_lps_to_ras
         Return the affine in RAS (MONAI's default for DICOM and NIfTI); else in LPS.
+
+    Examples
+    --------
+    Needs a DICOM folder, so not run here::
+
+        from monai.transforms import LoadImage
+        from ichct.transforms import DicomSeriesReader
+
+        load = LoadImage(reader=DicomSeriesReader(), image_only=True, ensure_channel_first=True)
+        img = load("/data/head_ct/series_3")  # MetaTensor (1, X, Y, Z) in HU, RAS affine
+        img.meta["series_uid"], img.meta["slice_count"]
     """
 
     def __init__(
@@ -96,6 +107,17 @@ class LoadDicomSeries(LoadImage):
         Output dtype (float32 by default, like ``LoadImage``); ``None`` keeps int16 when exact.
     ensure_channel_first
         Add the channel dimension (default True).
+
+    Examples
+    --------
+    Needs a DICOM folder, so not run here::
+
+        from ichct.transforms import LoadDicomSeries
+
+        img = LoadDicomSeries()("/data/head_ct/series_3")
+        img.shape               # (1, 512, 512, 32)
+        img.meta["space"]       # "RAS"
+        img.meta["kernel"]      # e.g. "H30s"
     """
 
     def __init__(
@@ -120,7 +142,26 @@ class LoadDicomSeries(LoadImage):
 
 
 class LoadDicomSeriesd(MapTransform):
-    """Dictionary twin of :class:`LoadDicomSeries`: each key holds a DICOM folder path."""
+    """Dictionary twin of :class:`LoadDicomSeries`: each key holds a DICOM folder path.
+
+    Parameters
+    ----------
+    keys
+        Keys holding DICOM folder paths.
+    series_uid, tilt_correction, resample_uneven, workers, affine_lps_to_ras, dtype, ensure_channel_first
+        See :class:`LoadDicomSeries`.
+    allow_missing_keys
+        Skip keys absent from the data instead of raising.
+
+    Examples
+    --------
+    Needs a DICOM folder, so not run here::
+
+        from ichct.transforms import LoadDicomSeriesd
+
+        data = LoadDicomSeriesd("image")({"image": "/data/head_ct/series_3"})
+        data["image"].shape     # (1, 512, 512, 32), HU
+    """
 
     def __init__(
         self,

@@ -26,7 +26,17 @@ _DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
 class ImageLoadError(InputError):
-    """An image file (NIfTI or other) that cannot be read; the message names the file and why."""
+    """An image file (NIfTI or other) that cannot be read; the message names the file and why.
+
+    Examples
+    --------
+    >>> from ichct.transforms import ImageLoadError, LoadCT
+    >>> try:
+    ...     LoadCT()("no/such/scan.nii.gz")
+    ... except ImageLoadError as err:
+    ...     print(err)
+    no/such/scan.nii.gz: no such file or folder
+    """
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         super().__init__(path, reason)
@@ -52,6 +62,22 @@ class LoadCT(Transform):
         Output dtype (float32 by default).
     series_uid, tilt_correction, resample_uneven, workers
         Passed to :class:`ichct.transforms.io.LoadDicomSeries` for DICOM input.
+
+    Examples
+    --------
+    A NIfTI file (written here to a temporary folder) loads as a channel-first float32 MetaTensor:
+
+    >>> import os, tempfile
+    >>> import nibabel as nib, numpy as np
+    >>> from ichct.transforms import LoadCT
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "ct.nii.gz")
+    ...     nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.int16), np.diag([0.5, 0.5, 5.0, 1.0])), path)
+    ...     img = LoadCT()(path)
+    >>> img.shape, img.dtype, img.affine.diagonal().tolist()
+    (torch.Size([1, 4, 4, 2]), torch.float32, [0.5, 0.5, 5.0, 1.0])
+
+    A DICOM series folder is read the same way, ``LoadCT()("/data/head_ct/series_3")``.
     """
 
     def __init__(
@@ -103,6 +129,21 @@ class LoadCTd(MapTransform):
         See :class:`LoadCT`.
     allow_missing_keys
         Skip keys absent from the data instead of raising.
+
+    Examples
+    --------
+    Paths are loaded; values already loaded pass through, and missing keys are skipped when allowed:
+
+    >>> import torch
+    >>> from ichct.transforms import LoadCTd
+    >>> loader = LoadCTd(["image", "label"], allow_missing_keys=True)
+    >>> out = loader({"image": torch.zeros(1, 4, 4, 2)})
+    >>> out["image"].shape, "label" in out
+    (torch.Size([1, 4, 4, 2]), False)
+
+    With files (not run here)::
+
+        data = loader({"image": "/data/head_ct/series_3", "label": "labels/case_3.nii.gz"})
     """
 
     def __init__(

@@ -63,6 +63,21 @@ def ct_preprocess(
     -------
     monai.transforms.Compose
         Load, ``ToRASd``, ``ResampleToSpacingd``, optionally ``CropHeadd``, optionally ``MultiWindowd``.
+
+    Examples
+    --------
+    On an image already in memory (``load=False``): 2 mm voxels, cropped to the brain, three windows.
+
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> from ichct.transforms import ct_preprocess
+    >>> hu = torch.full((1, 12, 12, 4), -1000.0)
+    >>> hu[0, 2:10, 2:10], hu[0, 3:9, 3:9] = 1000.0, 40.0  # skull, brain
+    >>> pre = ct_preprocess(spacing_mm=2.0, margin_mm=2.0, load=False)
+    >>> [type(t).__name__ for t in pre.transforms]
+    ['ToRASd', 'ResampleToSpacingd', 'CropHeadd', 'MultiWindowd']
+    >>> pre({"image": MetaTensor(hu, affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])))})["image"].shape
+    torch.Size([3, 8, 8, 4])
     """
     image_keys = tuple(ensure_tuple(keys))
     labels = tuple(k for k in ensure_tuple(label_keys) if k not in image_keys)

@@ -37,6 +37,17 @@ class StripSkull(Transform):
     -----
     The mask comes from channel 0 and applies to every channel; shape, dtype, meta and affine are
     kept (a ``MetaTensor`` stays one).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ichct.transforms import StripSkull
+    >>> hu = torch.full((1, 12, 12, 4), -1000.0)
+    >>> hu[0, 2:10, 2:10] = 1000.0  # skull
+    >>> hu[0, 3:9, 3:9] = 40.0      # brain
+    >>> out = StripSkull()(hu)
+    >>> out[0, :, 5, 0].tolist()  # the skull (1000 HU) on this row is now air
+    [-1000.0, -1000.0, -1000.0, 40.0, 40.0, 40.0, 40.0, 40.0, 40.0, -1000.0, -1000.0, -1000.0]
     """
 
     backend = [torch.Tensor.__module__, np.ndarray.__module__]
@@ -54,7 +65,28 @@ class StripSkull(Transform):
 
 
 class StripSkulld(MapTransform):
-    """Dictionary twin of :class:`StripSkull` (images only: labels need no stripping)."""
+    """Dictionary twin of :class:`StripSkull` (images only: labels need no stripping).
+
+    Parameters
+    ----------
+    keys
+        Keys of the HU images to strip.
+    fill_hu, skull_threshold, body_threshold
+        See :class:`StripSkull`.
+    allow_missing_keys
+        Skip keys absent from the data instead of raising.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ichct.transforms import StripSkulld
+    >>> hu = np.full((1, 12, 12, 4), -1000.0, dtype=np.float32)
+    >>> hu[0, 2:10, 2:10] = 1000.0
+    >>> hu[0, 3:9, 3:9] = 40.0
+    >>> out = StripSkulld("image")({"image": hu})["image"]
+    >>> int((out > 0).sum()), float(out.max())  # 6 x 6 x 4 brain voxels left, no bone
+    (144, 40.0)
+    """
 
     backend = StripSkull.backend
 

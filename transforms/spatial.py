@@ -73,6 +73,18 @@ class ToRAS(Orientation):
     ----------
     lazy
         Defer the operation (MONAI lazy resampling).
+
+    Examples
+    --------
+    An LAS image (first axis runs to the left) is flipped along that axis:
+
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> from ichct.transforms import ToRAS
+    >>> img = MetaTensor(torch.arange(24.0).reshape(1, 4, 3, 2), affine=torch.diag(torch.tensor([-1.0, 1.0, 2.0, 1.0])))
+    >>> out = ToRAS()(img)
+    >>> out.shape, out.affine.diagonal().tolist(), out[0, :, 0, 0].tolist()
+    (torch.Size([1, 4, 3, 2]), [1.0, 1.0, 2.0, 1.0], [18.0, 12.0, 6.0, 0.0])
     """
 
     def __init__(self, lazy: bool = False) -> None:
@@ -90,6 +102,17 @@ class ToRASd(Orientationd):
         Skip keys absent from the data instead of raising.
     lazy
         Defer the operation (MONAI lazy resampling).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> from ichct.transforms import ToRASd
+    >>> lps = torch.diag(torch.tensor([-1.0, -1.0, 5.0, 1.0]))  # LPS-ordered voxel axes, RAS affine
+    >>> data = {k: MetaTensor(torch.zeros(1, 4, 3, 2), affine=lps) for k in ("image", "label")}
+    >>> out = ToRASd(["image", "label"])(data)
+    >>> out["image"].affine.diagonal().tolist(), out["label"].affine.diagonal().tolist()
+    ([1.0, 1.0, 5.0, 1.0], [1.0, 1.0, 5.0, 1.0])
     """
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, lazy: bool = False) -> None:
@@ -115,6 +138,18 @@ class ResampleToSpacing(Spacing):
         Computation dtype of the resampling.
     lazy
         Defer the operation (MONAI lazy resampling).
+
+    Examples
+    --------
+    Three 5 mm slices (10 mm from first to last) become six 2 mm slices; 1 mm in plane is kept:
+
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> from ichct.transforms import ResampleToSpacing
+    >>> img = MetaTensor(torch.zeros(1, 6, 6, 3), affine=torch.diag(torch.tensor([1.0, 1.0, 5.0, 1.0])))
+    >>> out = ResampleToSpacing((1.0, 1.0, 2.0))(img)
+    >>> out.shape, out.affine.diagonal().tolist()
+    (torch.Size([1, 6, 6, 6]), [1.0, 1.0, 2.0, 1.0])
     """
 
     def __init__(
@@ -155,6 +190,21 @@ class ResampleToSpacingd(Spacingd):
         Skip keys absent from the data instead of raising.
     lazy
         Defer the operation (MONAI lazy resampling).
+
+    Examples
+    --------
+    The label map is resampled with nearest neighbour, so it keeps its label values:
+
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> from ichct.transforms import ResampleToSpacingd
+    >>> affine = torch.diag(torch.tensor([2.0, 2.0, 5.0, 1.0]))
+    >>> label = torch.zeros(1, 4, 4, 2)
+    >>> label[0, 1:3, 1:3] = 3.0
+    >>> data = {"image": MetaTensor(torch.rand(1, 4, 4, 2), affine=affine), "label": MetaTensor(label, affine=affine)}
+    >>> out = ResampleToSpacingd("image", spacing_mm=1.0, label_keys="label")(data)
+    >>> out["image"].shape, out["label"].shape, out["label"].unique().tolist()
+    (torch.Size([1, 7, 7, 6]), torch.Size([1, 7, 7, 6]), [0.0, 3.0])
     """
 
     def __init__(

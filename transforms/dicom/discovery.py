@@ -176,6 +176,17 @@ def scan_folder(path: str | Path, workers: int | None = None, progress: bool = F
     ------
     DicomIngestError
         When ``path`` does not exist or holds no file at all.
+
+    Examples
+    --------
+    Needs a DICOM folder, so not run here::
+
+        from ichct.transforms.dicom import group_series, scan_folder
+
+        scan = scan_folder("/data/head_ct/study_1", workers=4)
+        len(scan.headers), [s.path for s in scan.skipped]
+        for group in group_series(scan.headers):
+            print(group.summary())
     """
     root = Path(path).expanduser()
     if not root.exists():

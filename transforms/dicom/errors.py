@@ -19,6 +19,15 @@ class DicomIngestError(IchctError):
         The file or folder the problem is about.
     reason
         What is wrong, in words a user can act on.
+
+    Examples
+    --------
+    >>> from ichct.transforms import DicomIngestError
+    >>> err = DicomIngestError("scans/case_7", "no CT image series in the folder")
+    >>> str(err), err.path
+    ('scans/case_7: no CT image series in the folder', 'scans/case_7')
+    >>> isinstance(err, ValueError)  # an ichct.errors.IchctError: the CLI exits with status 1
+    True
     """
 
     def __init__(self, path: str | Path, reason: str) -> None:

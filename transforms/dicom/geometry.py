@@ -130,6 +130,14 @@ def stack_geometry(headers: list[SliceHeader]) -> StackGeometry:
         Frames of one series and one orientation (all with position, orientation and spacing).
         Slices at the same position (within 0.01 mm) are listed in ``duplicates`` as
         ``(kept, other)`` index pairs; the caller decides what to do with their pixels.
+
+    Examples
+    --------
+    Needs DICOM headers, so not run here::
+
+        group = choose_default(group_series(scan_folder("/data/head_ct/study_1").headers))
+        geometry = stack_geometry(group.headers)
+        geometry.n_slices, geometry.uniform_step_mm, geometry.affine_lps()
     """
     first = headers[0]
     assert first.pixel_spacing_mm is not None and first.image_orientation is not None
@@ -268,5 +276,13 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
-    """Convert an LPS voxel-to-world affine to RAS (flip the x and y world axes)."""
+    """Convert an LPS voxel-to-world affine to RAS (flip the x and y world axes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ichct.transforms.dicom import lps_to_ras
+    >>> lps_to_ras(np.diag([0.5, 0.5, 5.0, 1.0])).diagonal().tolist()
+    [-0.5, -0.5, 5.0, 1.0]
+    """
     return LPS_TO_RAS @ affine_lps

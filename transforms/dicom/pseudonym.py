@@ -28,7 +28,19 @@ def _salt_file() -> Path:
 
 
 def load_salt() -> str:
-    """Return the pseudonymisation salt, creating a random one on first use."""
+    """Return the pseudonymisation salt, creating a random one on first use.
+
+    The salt comes from ``$ICHCT_SALT``, else from the file ``$ICHCT_SALT_FILE`` (default
+    ``$XDG_CONFIG_HOME/ichct/salt``, i.e. ``~/.config/ichct/salt``), which is created with a
+    random salt when missing.
+
+    Examples
+    --------
+    Reads (and may create) the salt file, so not run here::
+
+        salt = load_salt()
+        salt_id(salt)    # the fingerprint recorded in sidecars, e.g. "679c6e17db04"
+    """
     from_env = os.environ.get(SALT_ENV)
     if from_env:
         return from_env
@@ -45,13 +57,29 @@ def load_salt() -> str:
 
 
 def salt_id(salt: str | None = None) -> str:
-    """A short public fingerprint of the salt (not the salt itself)."""
+    """A short public fingerprint of the salt (not the salt itself).
+
+    Examples
+    --------
+    >>> from ichct.transforms.dicom import salt_id
+    >>> salt_id("example-salt")
+    '679c6e17db04'
+    """
     salt = load_salt() if salt is None else salt
     return hashlib.sha256(("ichct-salt-id:" + salt).encode("utf-8")).hexdigest()[:12]
 
 
 def patient_key(patient_id: str | None, salt: str | None = None) -> str | None:
-    """Salted hash of a patient identifier (``None`` when the identifier is missing)."""
+    """Salted hash of a patient identifier (``None`` when the identifier is missing).
+
+    Examples
+    --------
+    >>> from ichct.transforms.dicom import patient_key
+    >>> patient_key("PAT-0001", salt="example-salt")
+    '13683273f904c7cc'
+    >>> patient_key(" PAT-0001 ", salt="example-salt"), patient_key("", salt="example-salt")
+    ('13683273f904c7cc', None)
+    """
     if patient_id is None or str(patient_id).strip() == "":
         return None
     salt = load_salt() if salt is None else salt

@@ -47,6 +47,15 @@ class DicomVolume:
         in RAS, the convention of NIfTI and of MONAI's ``MetaTensor``.
     info
         Sidecar description (JSON-ready; no patient name, ID or birth date).
+
+    Examples
+    --------
+    Made by :func:`read_dicom_series`, so not run here::
+
+        vol = read_dicom_series("/data/head_ct/study_1")
+        vol.hu_volume.shape, vol.spacing_mm   # (512, 512, 32), (0.45, 0.45, 5.0)
+        vol.affine_ras                        # the affine for NIfTI / MetaTensor
+        vol.info["kernel"], vol.series_uid
     """
 
     hu_volume: np.ndarray
@@ -69,7 +78,19 @@ class DicomVolume:
 
 
 def select_series(scan: FolderScan, series_uid: str | None = None) -> tuple[SeriesGroup, list[SeriesGroup], str]:
-    """Pick the series to read: the given UID or the default rule. Returns (group, all, why)."""
+    """Pick the series to read: the given UID or the default rule. Returns (group, all, why).
+
+    Raises :class:`DicomIngestError` when the folder holds no usable series or not ``series_uid``.
+
+    Examples
+    --------
+    Needs a DICOM folder, so not run here::
+
+        scan = scan_folder("/data/head_ct/study_1")
+        group, groups, why = select_series(scan)
+        why        # "default rule: axial CT, soft kernel 'H30s', 32 slices of 5.0 mm"
+        group, _, why = select_series(scan, series_uid=groups[-1].series_uid)
+    """
     groups = group_series(scan.headers)
     if not groups:
         detail = f" ({len(scan.skipped)} file(s) skipped as not DICOM or unreadable)" if scan.skipped else ""
@@ -127,6 +148,17 @@ def read_dicom_series(
     ------
     DicomIngestError
         Not CT, empty folder, no usable series, a single slice, undecodable pixel data...
+
+    Examples
+    --------
+    Needs a DICOM folder, so not run here::
+
+        from ichct.transforms.dicom import read_dicom_series
+
+        vol = read_dicom_series("/data/head_ct/study_1")     # the default series
+        vol.hu_volume.shape, vol.spacing_mm
+        vol.info["selection"]   # why this series, e.g. "default rule: axial CT, soft kernel 'H30s', ..."
+        vol = read_dicom_series("/data/head_ct/study_1", series_uid="1.2.840.113619.2.55.3.1")
     """
     scan = scan if scan is not None else scan_folder(path, workers=workers, progress=progress)
     group, _groups, why = select_series(scan, series_uid)

@@ -39,6 +39,14 @@ def kernel_class(kernel: str, description: str = "") -> str:
     letter+number kernels (H30s, Hr38, Br40 soft; H60s, Hr64, H70h sharp), Canon/Toshiba FCnn
     (FC30-FC39 and FC50+ sharp) and Philips letters (A/B/C/UA/UB/UC soft; D/E/L/Y... sharp).
     The series description breaks ties for unknown kernels ("BONE" in it means sharp).
+
+    Examples
+    --------
+    >>> from ichct.transforms.dicom import kernel_class
+    >>> kernel_class("H30s"), kernel_class("BONE"), kernel_class("FC64")
+    ('soft', 'sharp', 'sharp')
+    >>> kernel_class("X1", description="HEAD BRAIN"), kernel_class("")
+    ('soft', 'unknown')
     """
     k = (kernel or "").strip()
     upper = k.upper()
@@ -229,7 +237,15 @@ def _same_stack(a: SliceHeader, b: SliceHeader) -> bool:
 
 
 def group_series(headers: list[SliceHeader]) -> list[SeriesGroup]:
-    """Group frames by series UID, then into stacks of one geometry, and classify each group."""
+    """Group frames by series UID, then into stacks of one geometry, and classify each group.
+
+    Examples
+    --------
+    Needs DICOM headers, so not run here::
+
+        groups = group_series(scan_folder("/data/head_ct/study_1").headers)
+        [(g.group_id, g.n_slices, g.plane, g.excluded_reason) for g in groups]
+    """
     by_series: dict[str, list[SliceHeader]] = {}
     for h in headers:
         by_series.setdefault(h.series_uid, []).append(h)
@@ -283,6 +299,13 @@ def readable_on_request(group: SeriesGroup) -> bool:
     Groups excluded from the default only for their plane (a reformat) or for being a localizer
     with several slices are real volumes; other exclusions (not CT, no geometry, one slice, a
     report) make a volume impossible.
+
+    Examples
+    --------
+    Needs DICOM headers, so not run here::
+
+        groups = group_series(scan_folder("/data/head_ct/study_1").headers)
+        [g.group_id for g in groups if readable_on_request(g)]   # what ``--series`` may name
     """
     reason = group.excluded_reason
     return reason is None or "not axial" in reason or reason == "localizer/scout"
@@ -299,7 +322,15 @@ def rank_key(group: SeriesGroup) -> tuple[Any, ...]:
 
 
 def choose_default(groups: list[SeriesGroup]) -> SeriesGroup | None:
-    """The diagnostic axial series a reader would choose, or ``None`` when there is no candidate."""
+    """The diagnostic axial series a reader would choose, or ``None`` when there is no candidate.
+
+    Examples
+    --------
+    Needs DICOM headers, so not run here::
+
+        best = choose_default(group_series(scan_folder("/data/head_ct/study_1").headers))
+        best.kernel, best.slice_thickness_mm if best is not None else None
+    """
     candidates = [g for g in groups if g.excluded_reason is None]
     if not candidates:
         return None
