@@ -1,0 +1,95 @@
+"""The one place that builds a run's network from its resolved training config.
+
+Training (:mod:`ichct.pipeline.train.engine`), inference (:mod:`ichct.pipeline.models.inference`), the bundle
+configs (:mod:`ichct.pipeline.bundle.configs`, whose ``network_def`` holds the same arguments) and
+bundle export all build the network here, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ichct.pipeline.models.config import input_channels
+
+__all__ = ["network_kwargs", "build_network"]
+
+
+def network_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor arguments of a run's network.
+
+    Parameters
+    ----------
+    kind
+        ``"seg"`` or ``"cls"``.
+    cfg
+        The resolved training config of the run.
+
+    Returns
+    -------
+    dict
+        ``in_channels`` (and ``out_channels`` for seg) followed by the config's ``network`` entries.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is neither ``"seg"`` nor ``"cls"``.
+    TypeError
+        The config's ``network`` sets an argument that ichct derives (``in_channels``, ``out_channels``).
+
+    Examples
+    --------
+    >>> from ichct.pipeline.models.config import resolve_config
+    >>> network_kwargs("seg", resolve_config("seg"))["out_channels"]
+    2
+    """
+    if kind == "seg":
+        derived = {"in_channels": input_channels(kind, cfg), "out_channels": int(cfg["num_classes"])}
+    elif kind == "cls":
+        derived = {"in_channels": input_channels(kind, cfg)}
+    else:
+        raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
+    network = dict(cfg["network"])
+    clash = sorted(set(derived) & set(network))
+    if clash:  # as a call with the same keyword twice
+        raise TypeError(f"got multiple values for keyword argument(s) {', '.join(map(repr, clash))}")
+    return {**derived, **network}
+
+
+def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
+    """The (freshly initialised) network of a run: the constructor of ``kind`` with :func:`network_kwargs`.
+
+    Parameters
+    ----------
+    kind
+        ``"seg"`` (:func:`ichct.networks.ich_unet3d`) or ``"cls"``
+        (:class:`ichct.networks.SliceSequenceClassifier`).
+    cfg
+        The resolved training config of the run.
+
+    Returns
+    -------
+    torch.nn.Module
+        The network in training mode, weights drawn from torch's RNG.
+
+    Raises
+    ------
+    TypeError, ValueError
+        The config's open ``network`` arguments do not fit the constructor.
+
+    Examples
+    --------
+    >>> from ichct.pipeline.models.config import resolve_config
+    >>> type(build_network("cls", resolve_config("cls"))).__name__
+    'SliceSequenceClassifier'
+    """
+    kwargs = network_kwargs(kind, cfg)
+    if kind == "seg":
+        from ichct.networks import ich_unet3d
+
+        return ich_unet3d(**kwargs)
+    from ichct.networks import SliceSequenceClassifier
+
+    return SliceSequenceClassifier(**kwargs)

@@ -1,0 +1,820 @@
+"""The training stage: ``train(kind, manifest, fold, out_dir, ...)`` (``ichct train seg|cls``).
+
+Built on MONAI/ignite engines: a :class:`~monai.engines.SupervisedTrainer`, a
+:class:`~monai.engines.SupervisedEvaluator` run every ``val_interval`` epochs by a
+:class:`~monai.handlers.ValidationHandler`, :class:`~monai.handlers.StatsHandler` logging, and an
+epoch handler of this module that writes ``metrics.csv``, ``last.pt``, ``best.pt`` and
+``thresholds.json`` atomically (temporary file + ``os.replace``), so a kill never leaves a
+partial file.
+
+``RUN_DIR`` contents:
+
+* ``config.json`` - resolved config, kind, fold, seed, device, manifest path + sha256, versions;
+* ``train_patients.json`` - patient keys of the training folds (evaluation refuses them);
+* ``metrics.csv`` - one row per epoch;
+* ``last.pt`` / ``best.pt`` - model, optimizer, scheduler, epoch, iteration, best metric, RNG
+  states (torch, numpy, python, augmentation transforms) as tensors/ints/lists: load with
+  ``torch.load(path, weights_only=True)``;
+* ``thresholds.json`` - a :class:`ichct.pipeline.decision.DecisionRule` chosen on the validation
+  fold with the best model (cls: ``consecutive`` on slice probabilities; seg: ``seg_volume``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import io
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ichct.errors import USER_PATH_ERRORS, InputError, read_json
+from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.core.devices import torch_device
+from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.models.network_factory import build_network
+from ichct.pipeline.models.config import resolve_config, resolve_saved_config
+from ichct.pipeline.train.validation import ValidationCollector
+from ichct.pipeline.train.record import training_record
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+    from monai.engines import SupervisedEvaluator, SupervisedTrainer
+
+logger = logging.getLogger("ichct.train")
+
+METRIC_COLUMNS = {
+    "seg": ("epoch", "iteration", "train_loss", "lr", "val_dice", "val_auc_any", "time_s"),
+    "cls": ("epoch", "iteration", "train_loss", "lr", "val_auc_any", "val_auc_mean", "time_s"),
+}
+KEY_METRIC = {"seg": "val_dice", "cls": "val_auc_any"}
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint_atomic(obj: Mapping[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
+    buf = io.BytesIO()
+    torch.save(dict(obj), buf)
+    with atomic_path(path, suffix=".pt") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            import os
+
+            os.fsync(f.fileno())
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by this module, or any ``torch.save`` file (``weights_only=True``).
+
+    A file that torch cannot read (truncated, not a checkpoint, objects other than tensors and
+    plain containers) raises :class:`~ichct.errors.InputError` naming it; a missing one
+    ``FileNotFoundError``.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except USER_PATH_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - RuntimeError (not a zip), UnpicklingError, EOFError, ...
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}"
+                               f"{': ' + detail if detail else ''})") from exc
+
+
+def _randomizables(transform: Any) -> list[Any]:
+    """Randomizable objects of a Compose in a fixed order (top level and their direct members)."""
+    from monai.transforms import Compose, Randomizable
+
+    out: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(t: Any, depth: int) -> None:
+        if id(t) in seen or depth > 3:
+            return
+        seen.add(id(t))
+        if isinstance(t, Compose):
+            for sub in t.transforms:
+                visit(sub, depth + 1)
+            return
+        if isinstance(t, Randomizable):
+            out.append(t)
+        for value in vars(t).values() if hasattr(t, "__dict__") else ():
+            if isinstance(value, Randomizable):
+                visit(value, depth + 1)
+
+    visit(transform, 0)
+    return out
+
+
+def _np_state_to_list(st: tuple) -> list[Any]:
+    return [str(st[0]), torch.from_numpy(np.asarray(st[1], dtype=np.int64)), int(st[2]), int(st[3]), float(st[4])]
+
+
+def _np_state_from_list(st: list[Any]) -> tuple:
+    return (st[0], np.asarray(st[1].numpy(), dtype=np.uint32), int(st[2]), int(st[3]), float(st[4]))
+
+
+def rng_state(transform: Any = None) -> dict[str, Any]:
+    """Every RNG state as tensors / ints / floats / lists (``weights_only``-loadable)."""
+    py = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _np_state_to_list(np.random.get_state()),
+        "python": [int(py[0]), [int(v) for v in py[1]], py[2]],
+        "transforms": [_np_state_to_list(t.R.get_state()) for t in _randomizables(transform)] if transform else [],
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = list(torch.cuda.get_rng_state_all())
+    return out
+
+
+def set_rng_state(state: Mapping[str, Any], transform: Any = None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(_np_state_from_list(state["numpy"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if transform is not None and state.get("transforms"):
+        objs = _randomizables(transform)
+        if len(objs) != len(state["transforms"]):
+            logger.warning("augmentation RNG states do not match the transforms; not restored")
+            return
+        for t, st in zip(objs, state["transforms"]):
+            t.R.set_state(_np_state_from_list(st))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def _write_metrics(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([_fmt(r.get(c, "")) for c in columns])
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """Rows of ``metrics.csv`` as dicts of strings."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    with open(p, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------------------------
+# Losses and batches (validation: ichct.pipeline.train.validation)
+# --------------------------------------------------------------------------------------------
+
+
+class RSNAWeightedBCE(torch.nn.Module):
+    """Weighted BCE over slices and labels (``any`` weight 2), with ``pos_weight``; label < 0 ignored."""
+
+    def __init__(self, class_weights, pos_weight, aux_seg_weight: float = 0.0, focal_gamma: float = 0.0) -> None:
+        super().__init__()
+        self.focal_gamma = float(focal_gamma)
+        self.register_buffer("w", torch.as_tensor(class_weights, dtype=torch.float32))
+        self.register_buffer("pw", torch.as_tensor(pos_weight, dtype=torch.float32))
+        self.aux_seg_weight = float(aux_seg_weight)
+        self.seg_loss = None
+        if self.aux_seg_weight > 0:
+            from monai.losses import DiceCELoss
+
+            self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+
+    def forward(self, logits: torch.Tensor | Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Slice BCE; with an aux-seg output dict, plus ``aux_seg_weight`` x DiceCE of the blood mask."""
+        if isinstance(logits, Mapping):
+            out = logits
+            loss = self.forward(out["logits"], target)
+            if self.seg_loss is not None and target.get("seg") is not None:
+                seg_t = target["seg"].to(out["seg"].device, torch.float32)
+                loss = loss + self.aux_seg_weight * self.seg_loss(out["seg"].float(), seg_t)
+            return loss
+        y = target["labels"].to(logits.device, torch.float32)
+        mask = (y >= 0).to(torch.float32)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), y.clamp(min=0), reduction="none", pos_weight=self.pw.to(logits.device))
+        if self.focal_gamma > 0:  # focal modulation (1 - p_t)^gamma: easy slices count less
+            p = torch.sigmoid(logits.float())
+            p_t = torch.where(y > 0, p, 1.0 - p)
+            loss = loss * (1.0 - p_t).pow(self.focal_gamma)
+        wm = mask * self.w.to(logits.device)
+        return (loss * wm).sum() / wm.sum().clamp(min=1.0)
+
+
+def cls_prepare_batch(batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False,
+                      **kwargs: Any) -> tuple[torch.Tensor, dict[str, Any], tuple, dict[str, Any]]:
+    """The ``prepare_batch`` of the classifier's MONAI engines (a :func:`~ichct.pipeline.models.data.cls_collate` batch).
+
+    Parameters
+    ----------
+    batchdata
+        ``image`` ``(B, C, H, W, S)``, ``lengths``, ``slice_labels`` and, with the auxiliary
+        segmentation head, the blood mask ``label``.
+    device, non_blocking
+        Where the tensors go (as ``Tensor.to``).
+    **kwargs
+        Ignored (MONAI passes more).
+
+    Returns
+    -------
+    tuple
+        ``(image, target, (), {"lengths": lengths})``: the network gets ``lengths`` as a keyword,
+        the loss (:class:`RSNAWeightedBCE`) ``target`` = ``{"labels", "lengths"[, "seg"]}``.
+    """
+    x = batchdata["image"].to(device=device, non_blocking=non_blocking)
+    lengths = batchdata["lengths"]
+    target = {"labels": batchdata["slice_labels"].to(device=device, non_blocking=non_blocking), "lengths": lengths}
+    if batchdata.get("label") is not None:
+        target["seg"] = batchdata["label"].to(device=device, non_blocking=non_blocking)
+    return x, target, (), {"lengths": lengths}
+
+
+
+# --------------------------------------------------------------------------------------------
+# Run helpers: the segmentation loss, the run folder, the config check, the command, the loggers
+# --------------------------------------------------------------------------------------------
+
+
+def _seg_loss(cfg: Mapping[str, Any], weight: torch.Tensor) -> torch.nn.Module:
+    """DiceCE (default) or DiceFocal; the class weights weight the CE / focal term."""
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    name, batch = str(cfg["loss"]), bool(cfg["dice_batch"])
+    if name == "dice_focal":
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
+
+
+#: Files a run writes before its first ``last.pt`` (removed when it fails before that).
+_RUN_FILES = ("config.json", "train_patients.json", "metrics.csv", "best.pt", "thresholds.json")
+
+
+def _first_missing_ancestor(path: Path) -> Path | None:
+    """The topmost folder of ``path`` (itself included) that ``mkdir(parents=True)`` would create."""
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    return top
+
+
+def _remove_partial_run(out: Path, created: Path | None) -> None:
+    """Undo a run that failed before its first ``last.pt``: the folders it created, else its files."""
+    import shutil
+
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for name in _RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def _check_network(kind: str, cfg: Mapping[str, Any], source: str) -> None:
+    """Build the network of ``cfg`` once (RNG untouched): its open keyword arguments fail here, before
+    anything is written, with the config named."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            build_network(kind, cfg)
+    except Exception as exc:  # a wrong keyword or value of the network: TypeError, ValueError, ...
+        raise InputError(source, f"config key 'network' is not valid for the {kind} network "
+                                 f"({type(exc).__name__}: {exc})") from None
+
+
+def _command(kind: str, manifest: Path, fold: int, out: Path, epochs: int | None, max_minutes: float | None,
+             config: Any, device: str, amp: bool, seed: int) -> str:
+    """The ``ichct train`` command line that trains this run again (a mapping config is only in config.json)."""
+    import shlex
+
+    argv = ["ichct", "train", kind, "--manifest", str(manifest), "--fold", str(int(fold)), "--out", str(out)]
+    if epochs is not None:
+        argv += ["--epochs", str(int(epochs))]
+    if max_minutes is not None:
+        argv += ["--max-minutes", repr(float(max_minutes))]
+    if isinstance(config, (str, Path)):
+        argv += ["--config", str(Path(config).resolve())]
+    argv += ["--device", str(device)] + (["--amp"] if amp else []) + ["--seed", str(int(seed))]
+    return shlex.join(argv)
+
+
+@contextlib.contextmanager
+def _keep_logger_setup(*names: str):
+    """Restore the handlers, level and propagation of the loggers ``names`` on exit."""
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved):
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+# --------------------------------------------------------------------------------------------
+# The steps of a run: resolve, split, write the run's record, build, train, summarise
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RunSpec:
+    """One run, resolved before anything is written: where it goes, its config and, on resume, the
+    checkpoint it continues."""
+
+    kind: str
+    manifest: Path
+    manifest_sha: str
+    fold: int
+    out: Path
+    cfg: dict[str, Any]
+    seed: int
+    device: str
+    amp: bool
+    max_epochs: int
+    budget_s: float | None  # the time budget of the training loop (max_minutes), seconds
+    ckpt: dict[str, Any] | None  # last.pt of the resumed run
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+
+def _saved_run(kind: str, manifest: Path, manifest_sha: str, fold: int, out: Path,
+               epochs: int | None) -> tuple[dict[str, Any], int, str]:
+    """``(config, seed, config source)`` of the run in ``out`` to resume, once it is known to be a run
+    of this kind, fold and manifest."""
+    if not (out / "last.pt").exists() or not (out / "config.json").exists():
+        raise InputError(out, "nothing to resume (no last.pt / config.json)")
+    saved = read_json(out / "config.json", "run config")
+    if saved["kind"] != kind or int(saved["fold"]) != int(fold):
+        raise InputError(out, f"run is {saved['kind']} fold {saved['fold']}, not {kind} fold {fold}")
+    if saved["manifest_sha256"] != manifest_sha:
+        raise InputError(manifest, "changed since the run started (sha256 differs); refusing to resume")
+    config_source = str(out / "config.json")
+    cfg = resolve_saved_config(kind, saved["config"], epochs=epochs, source=config_source)
+    return cfg, int(saved["seed"]), config_source
+
+
+def _resolve_run(kind: str, manifest: str | Path, fold: int, out_dir: str | Path, epochs: int | None,
+                 config: str | Path | Mapping[str, Any] | None, resume: bool, device: str, amp: bool, seed: int,
+                 max_minutes: float | None) -> _RunSpec:
+    """Check the arguments of :func:`train` and resolve its config (on resume: the saved one, the saved
+    seed and ``last.pt``). Nothing is written."""
+    if kind not in ("seg", "cls"):
+        raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
+    if torch_device(device).type != "cuda" and amp:
+        raise InputError("--amp needs --device cuda")
+    if not 0 <= int(seed) < 2**32:
+        raise InputError(f"seed (--seed) must be in 0..2**32-1, got {seed}")
+    manifest = Path(manifest).resolve()
+    out = Path(out_dir)
+    manifest_sha = sha256_file(manifest)
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        cfg, seed, config_source = _saved_run(kind, manifest, manifest_sha, fold, out, epochs)
+        ckpt = load_checkpoint(out / "last.pt")
+    else:
+        if (out / "last.pt").exists():
+            raise InputError(out, "holds a run already (last.pt); pass --resume or choose another folder")
+        config_source = str(config) if isinstance(config, (str, Path)) else "training config"
+        cfg = resolve_config(kind, config, epochs=epochs)
+    _check_network(kind, cfg, config_source)
+    if max_minutes is not None:
+        cfg["max_minutes"] = float(max_minutes)
+    budget_s = float(cfg["max_minutes"]) * 60.0 if cfg.get("max_minutes") else None
+    if budget_s is not None and budget_s <= 0:
+        raise InputError(f"max_minutes (--max-minutes) must be > 0, got {cfg['max_minutes']}")
+    return _RunSpec(kind=kind, manifest=manifest, manifest_sha=manifest_sha, fold=int(fold), out=out, cfg=cfg,
+                    seed=int(seed), device=device, amp=amp, max_epochs=int(cfg["epochs"]), budget_s=budget_s,
+                    ckpt=ckpt)
+
+
+def _split_entries(manifest: Path, fold: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training and validation studies of ``fold``: both non-empty, no patient in both."""
+    from ichct.pipeline.manifests import load_manifest
+
+    train_entries = load_manifest(manifest, "training", fold=int(fold))
+    val_entries = load_manifest(manifest, "validation", fold=int(fold), check=False)  # checked just above
+    if not train_entries or not val_entries:
+        raise InputError(manifest, f"fold {fold} leaves {len(train_entries)} training and "
+                                   f"{len(val_entries)} validation studies; both must be non-empty")
+    train_keys = sorted({e["patient_key"] for e in train_entries})
+    leaked = set(train_keys) & {e["patient_key"] for e in val_entries}
+    if leaked:  # load_manifest's checks make this impossible; never train on a leaking split
+        raise InputError(manifest, f"{len(leaked)} patient(s) in both training and validation")
+    return train_entries, val_entries
+
+
+def _write_run_record(spec: _RunSpec, command: str, train_entries: list[dict[str, Any]],
+                      val_entries: list[dict[str, Any]]) -> None:
+    """``config.json`` and ``train_patients.json`` of a new run."""
+    import ichct
+
+    write_json_atomic(spec.out / "config.json", {
+        "kind": spec.kind, "fold": spec.fold, "seed": spec.seed, "device": str(spec.device), "amp": bool(spec.amp),
+        "manifest": str(spec.manifest), "manifest_sha256": spec.manifest_sha, "config": spec.cfg,
+        "versions": {"ichct": ichct.__version__, "torch": torch.__version__,
+                     "monai": __import__("monai").__version__},
+        "command": command,
+    })
+    write_json_atomic(spec.out / "train_patients.json",
+                      training_record(spec.manifest, spec.manifest_sha, spec.fold, train_entries, val_entries))
+
+
+@dataclass
+class _TrainingParts:
+    """What the engines train and validate with."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+    loss_fn: torch.nn.Module
+    val_inferer: Any
+    key_val: dict[str, Any] | None  # the evaluator's key metric (seg: val_dice; cls: the collector's AUCs)
+    prep: dict[str, Any]  # the engines' prepare_batch, if not MONAI's default
+
+
+def _dice_output(output: Mapping[str, torch.Tensor], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluator's output as one-hot ``(prediction, label)`` for ``MeanDice``."""
+    from monai.networks.utils import one_hot
+
+    pred = one_hot(torch.argmax(output["pred"], dim=1, keepdim=True), num_classes)
+    return pred, one_hot(output["label"].long(), num_classes)
+
+
+def _seg_objective(cfg: Mapping[str, Any], dev: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """Segmentation: the loss, a sliding-window validation inferer and the validation Dice."""
+    from monai.handlers import MeanDice
+    from monai.inferers import SlidingWindowInferer
+
+    k = int(cfg["num_classes"])
+    cw = cfg["class_weights"] or [1.0] + [3.0] * (k - 1)
+    loss_fn = _seg_loss(cfg, torch.as_tensor(cw, dtype=torch.float32).to(dev))
+    patch = [int(p) for p in cfg["patch"]]
+    val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=int(cfg["sw_batch_size"]),
+                                       overlap=float(cfg["sw_overlap"]), mode="gaussian")
+    dice = MeanDice(include_background=False, output_transform=functools.partial(_dice_output, num_classes=k))
+    return loss_fn, val_inferer, {"val_dice": dice}
+
+
+def _cls_loss(cfg: Mapping[str, Any], dev: torch.device, train_items: list[dict[str, Any]]) -> torch.nn.Module:
+    """Classification: :class:`RSNAWeightedBCE` with the config's (or the training data's) ``pos_weight``."""
+    from ichct.pipeline.models.data import pos_weight_auto
+
+    pw = cfg["pos_weight"]
+    if pw == "auto":
+        pw = pos_weight_auto(train_items, float(cfg["pos_weight_max"]))
+    cfg_pw = [float(v) for v in pw]
+    logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
+    aux_w = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
+    return RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg["focal_gamma"])).to(dev)
+
+
+def _build_parts(spec: _RunSpec, dev: torch.device, train_items: list[dict[str, Any]]) -> _TrainingParts:
+    """The network (seeded), AdamW with a cosine schedule over the epochs, the loss and validation."""
+    from monai.inferers import SimpleInferer
+
+    model = build_network(spec.kind, spec.cfg).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(spec.cfg["lr"]),
+                                  weight_decay=float(spec.cfg["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, spec.max_epochs), eta_min=0.0)
+    if spec.kind == "seg":
+        loss_fn, val_inferer, key_val = _seg_objective(spec.cfg, dev)
+        return _TrainingParts(model, optimizer, scheduler, loss_fn, val_inferer, key_val, prep={})
+    loss_fn = _cls_loss(spec.cfg, dev, train_items)
+    return _TrainingParts(model, optimizer, scheduler, loss_fn, SimpleInferer(), None,
+                          prep={"prepare_batch": cls_prepare_batch})
+
+
+def _build_engines(spec: _RunSpec, dev: torch.device, parts: _TrainingParts, train_loader: Any, val_loader: Any,
+                   collector: ValidationCollector) -> tuple[SupervisedTrainer, SupervisedEvaluator]:
+    """MONAI's trainer and evaluator: validation every ``val_interval`` epochs, StatsHandler logging."""
+    from monai.engines import SupervisedEvaluator, SupervisedTrainer
+    from monai.handlers import StatsHandler, ValidationHandler
+    from monai.inferers import SimpleInferer
+
+    # MONAI's StatsHandler takes over a named logger (its own stdout handler, level INFO, no
+    # propagation): its lines would reach stdout past -q and beside the JSON summary. Its loggers
+    # are given back to ichct's logging setup (stderr, -q/-v) once the engines are built.
+    with _keep_logger_setup("ichct.train", "ichct.train.val"):
+        evaluator = SupervisedEvaluator(
+            device=dev, val_data_loader=val_loader, network=parts.model, inferer=parts.val_inferer,
+            key_val_metric=parts.key_val, amp=bool(spec.amp), decollate=False,
+            # the collector first: its AUCs are in state.metrics when the StatsHandler logs them
+            val_handlers=[collector, StatsHandler(name="ichct.train.val", output_transform=lambda x: None,
+                                                  iteration_log=False)],
+            **parts.prep,
+        )
+        trainer = SupervisedTrainer(
+            device=dev, max_epochs=spec.max_epochs, train_data_loader=train_loader, network=parts.model,
+            optimizer=parts.optimizer, loss_function=parts.loss_fn, inferer=SimpleInferer(), amp=bool(spec.amp),
+            decollate=False,
+            train_handlers=[
+                ValidationHandler(validator=evaluator, interval=int(spec.cfg["val_interval"]), epoch_level=True),
+                StatsHandler(name="ichct.train", tag_name="train_loss", output_transform=lambda o: o["loss"].item(),
+                             iteration_log=False),
+            ],
+            **parts.prep,
+        )
+    return trainer, evaluator
+
+
+class _RunRecorder:
+    """The state of a run the trainer's handlers share, and those handlers.
+
+    Per epoch: the mean training loss and the time; after it, the ``metrics.csv`` row, the best
+    metric (the mean of the last ``best_window`` validations), ``last.pt``, and on a new best
+    ``best.pt`` and ``thresholds.json``; the stop after the time budget or ``stop_after_epoch``.
+    """
+
+    def __init__(self, spec: _RunSpec, parts: _TrainingParts, evaluator: SupervisedEvaluator,
+                 collector: ValidationCollector, transform: Any, epoch_started: Callable[[int], None] | None,
+                 stop_after_epoch: int | None) -> None:
+        self.spec, self.parts, self.evaluator, self.collector = spec, parts, evaluator, collector
+        self.transform = transform  # the training augmentations, whose RNG states the checkpoints keep
+        self.epoch_started, self.stop_after_epoch = epoch_started, stop_after_epoch
+        self.columns = METRIC_COLUMNS[spec.kind]
+        self.metrics_path = spec.out / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        self.best_metric: float | None = None
+        self.best_epoch = 0
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.t0 = time.perf_counter()
+        self.t_run: float | None = None  # the start of this invocation's first epoch
+        self.epoch_t0 = 0.0
+        self.epoch_s: list[float] = []
+        self.budget_stop = False
+
+    def restore(self, trainer: SupervisedTrainer, ckpt: Mapping[str, Any]) -> None:
+        """Continue from ``ckpt`` (``last.pt``): weights, optimizer, schedule, counters, rows, RNG states."""
+        from ignite.engine import Events
+
+        self.parts.model.load_state_dict(ckpt["model"])
+        self.parts.optimizer.load_state_dict(ckpt["optimizer"])
+        self.parts.scheduler.load_state_dict(ckpt["scheduler"])
+        self.parts.scheduler.T_max = max(1, self.spec.max_epochs)  # --epochs may extend a resumed run
+        trainer.state.epoch = int(ckpt["epoch"])
+        trainer.state.iteration = int(ckpt["iteration"])
+        self.best_metric = None if ckpt["best_metric"] is None else float(ckpt["best_metric"])
+        self.best_epoch = int(ckpt["best_epoch"])
+        # rows of epochs after the checkpoint (a kill between the CSV and last.pt) are redone
+        self.rows = [dict(r) for r in read_metrics(self.metrics_path) if int(r["epoch"]) <= int(ckpt["epoch"])]
+        set_rng_state(ckpt["rng"], self.transform)
+        logger.info("resuming %s from epoch %d of %d", self.spec.out, ckpt["epoch"], self.spec.max_epochs)
+        if ckpt.get("scaler") is not None:
+            trainer.add_event_handler(Events.STARTED, lambda e: e.scaler.load_state_dict(ckpt["scaler"])
+                                      if getattr(e, "scaler", None) is not None else None)
+
+    def attach(self, trainer: SupervisedTrainer) -> None:
+        """Add the handlers to ``trainer`` (after its validation and logging handlers)."""
+        from ignite.engine import Events
+
+        trainer.add_event_handler(Events.EPOCH_STARTED, self.on_epoch_started)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self.on_iteration_completed)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self.on_epoch_completed)
+
+    def on_epoch_started(self, engine: Engine) -> None:
+        """Reset the loss sums, start the epoch's clock (and the run's), call ``epoch_started``."""
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.epoch_t0 = time.perf_counter()
+        if self.t_run is None:
+            self.t_run = time.perf_counter()
+        if self.epoch_started is not None:
+            self.epoch_started(int(engine.state.epoch))
+
+    def on_iteration_completed(self, engine: Engine) -> None:
+        """Add the iteration's loss to the epoch's sums."""
+        self.loss_sum += float(engine.state.output["loss"].item())
+        self.loss_n += 1
+
+    def on_epoch_completed(self, engine: Engine) -> None:
+        """Validate if due (the last epoch always), log the row, step the schedule, write the files."""
+        epoch = int(engine.state.epoch)
+        validated = epoch % int(self.spec.cfg["val_interval"]) == 0
+        self.epoch_s.append(time.perf_counter() - self.epoch_t0)
+        elapsed = time.perf_counter() - self.t_run
+        budget = self.spec.budget_s
+        budget_stop = (budget is not None and epoch < self.spec.max_epochs
+                       # a validating epoch may be the slow one
+                       and elapsed + max(self.epoch_s[-3:]) > budget)
+        if not validated and (epoch >= self.spec.max_epochs or budget_stop):
+            self.evaluator.run(epoch)  # the last epoch is always validated: best.pt and thresholds.json exist
+            validated = True
+        row = self._row(engine, dict(self.evaluator.state.metrics) if validated else {})
+        self.rows.append(row)
+        self.parts.scheduler.step()
+        if budget is not None:
+            self._anneal_to_budget(epoch, budget)
+        key = self._window_mean() if validated else float("nan")
+        better = validated and self._improves(key)
+        if better:
+            self.best_metric, self.best_epoch = key, epoch
+        self._write_files(engine, epoch, better)
+        logger.info("epoch %d/%d: loss %.4f %s", epoch, self.spec.max_epochs, row["train_loss"],
+                    " ".join(f"{c}={_fmt(row[c])}" for c in self.columns if c.startswith("val_")))
+        if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
+            engine.terminate()
+        elif budget_stop:
+            logger.info("time budget %.1f min reached after epoch %d (%.0f s)", budget / 60, epoch, elapsed)
+            self.budget_stop = True
+            engine.terminate()
+
+    def _row(self, engine: Engine, val_metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``metrics.csv`` row of the epoch just done (``nan`` for metrics not validated)."""
+        row = {"epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration),
+               "train_loss": self.loss_sum / max(1, self.loss_n),
+               "lr": float(self.parts.optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - self.t0}
+        for c in self.columns:
+            if c.startswith("val_"):
+                row[c] = float(val_metrics.get(c, float("nan")))
+        return row
+
+    def _anneal_to_budget(self, epoch: int, budget_s: float) -> None:
+        """Cosine over whichever runs out first, the epochs or the time budget (so the rate still
+        anneals when the budget stops the run early)."""
+        spent = (time.perf_counter() - self.t_run + float(np.median(self.epoch_s))) / budget_s
+        progress = min(1.0, max(epoch / max(1, self.spec.max_epochs), spent))
+        for g in self.parts.optimizer.param_groups:
+            g["lr"] = float(g["initial_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _window_mean(self) -> float:
+        """The mean over the last ``best_window`` validations (this one included)."""
+        metric = KEY_METRIC[self.spec.kind]
+        history = [float(r[metric]) for r in self.rows if not math.isnan(float(r[metric]))]
+        window = history[-int(self.spec.cfg["best_window"]):]
+        return float(np.mean(window)) if window else float("nan")
+
+    def _improves(self, key: float) -> bool:
+        """Whether ``key`` is a new best. Ties go to the later epoch: a small validation fold saturates
+        (AUC 1.0) early, and the later weights have seen more updates at a lower (cosine-annealed) rate."""
+        return (self.best_metric is None
+                or (not math.isnan(key) and (math.isnan(self.best_metric) or key >= self.best_metric)))
+
+    def _write_files(self, engine: Engine, epoch: int, better: bool) -> None:
+        """``metrics.csv``, then on a new best ``best.pt`` and ``thresholds.json``, then ``last.pt``."""
+        parts = self.parts
+        ck = {"kind": self.spec.kind, "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+              "scheduler": parts.scheduler.state_dict(), "epoch": epoch, "iteration": int(engine.state.iteration),
+              "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+              "rng": rng_state(self.transform),
+              "scaler": engine.scaler.state_dict() if getattr(engine, "scaler", None) is not None else None}
+        _write_metrics(self.metrics_path, self.columns, self.rows)
+        if better:
+            save_checkpoint_atomic(ck, self.spec.best_path)
+            write_json_atomic(self.spec.out / "thresholds.json",
+                              self.collector.decision_rule(epoch, self.spec.fold).to_dict())
+        save_checkpoint_atomic(ck, self.spec.last_path)
+
+    def summary(self, epoch: int) -> dict[str, Any]:
+        """The summary of a run at ``epoch`` (a resumed run already done)."""
+        return {"kind": self.spec.kind, "out_dir": str(self.spec.out), "epochs": epoch,
+                "best_metric": self.best_metric, "best_epoch": self.best_epoch, "key_metric": KEY_METRIC[self.spec.kind]}
+
+    def final_summary(self, epoch: int) -> dict[str, Any]:
+        """The summary of a run that trained, with its stop reason, window and timings."""
+        summary = self.summary(epoch)
+        summary["stopped_by_budget"] = bool(self.budget_stop)
+        summary["best_window"] = int(self.spec.cfg["best_window"])
+        summary["train_time_s"] = time.perf_counter() - (self.t_run if self.t_run is not None else self.t0)
+        summary["epoch_time_s"] = float(np.mean(self.epoch_s)) if self.epoch_s else float("nan")
+        return summary
+
+
+def _fit(spec: _RunSpec, train_entries: list[dict[str, Any]], val_entries: list[dict[str, Any]],
+         epoch_started: Callable[[int], None] | None, stop_after_epoch: int | None) -> dict[str, Any]:
+    """Build loaders, network, loss and engines, restore a resumed run, train; the summary."""
+    from ichct.pipeline.models.data import make_loaders
+
+    train_ds, train_loader, val_loader, train_items = make_loaders(spec.kind, spec.cfg, train_entries, val_entries)
+    dev = torch.device(spec.device)
+    parts = _build_parts(spec, dev, train_items)
+    collector = ValidationCollector(spec.kind, spec.cfg)
+    trainer, evaluator = _build_engines(spec, dev, parts, train_loader, val_loader, collector)
+    recorder = _RunRecorder(spec, parts, evaluator, collector, train_ds.transform, epoch_started, stop_after_epoch)
+    if spec.ckpt is not None:
+        recorder.restore(trainer, spec.ckpt)
+        if int(spec.ckpt["epoch"]) >= spec.max_epochs:
+            logger.info("%s: already trained for %d epochs", spec.out, spec.ckpt["epoch"])
+            return recorder.summary(int(spec.ckpt["epoch"]))
+    recorder.attach(trainer)
+    trainer.run()
+    return recorder.final_summary(int(trainer.state.epoch))
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def train(
+    kind: str,
+    manifest: str | Path,
+    fold: int,
+    out_dir: str | Path,
+    epochs: int | None = None,
+    config: str | Path | Mapping[str, Any] | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    amp: bool = False,
+    seed: int = 0,
+    max_minutes: float | None = None,
+    *,
+    epoch_started: Callable[[int], None] | None = None,
+    _stop_after_epoch: int | None = None,
+) -> dict[str, Any]:
+    """Train a segmentation (``"seg"``) or slice-classification (``"cls"``) model on one fold.
+
+    Trains on the manifest's training folds other than ``fold`` and validates on ``fold`` every
+    ``val_interval`` epochs (the last epoch always). A new run that fails before its first
+    ``last.pt`` leaves nothing behind: the folders it created are removed (in a folder that
+    existed, the files it wrote).
+
+    Parameters
+    ----------
+    kind
+        ``"seg"`` or ``"cls"``.
+    manifest, fold
+        The manifest and the fold validated on.
+    out_dir
+        The run folder (see the module docstring for its files).
+    epochs, config
+        The number of epochs and the config (a JSON file or a mapping) over the defaults of
+        :mod:`ichct.pipeline.models.config`.
+    resume
+        Continue from ``out_dir/last.pt`` with the saved config and seed (``epochs`` may raise
+        the total).
+    device, amp, seed
+        Torch device, mixed precision (CUDA only) and the seed of every RNG.
+    max_minutes
+        ``max_minutes`` (or config ``max_minutes``) is a time budget of the training loop (data
+        caching excluded): after each epoch the run stops cleanly (metrics, ``last.pt``,
+        ``best.pt`` written) when the next epoch would not fit, and the cosine learning-rate
+        schedule follows whichever runs out first, epochs or time, so the rate still anneals to
+        ~0 by the end. The budget counts per invocation (a ``--resume`` gets a fresh one).
+    epoch_started
+        Called with the epoch number at the start of every epoch, in the training thread (e.g.
+        to give the run more torch threads once a run beside it has finished).
+    _stop_after_epoch
+        A test hook: stop right after that epoch's checkpoint, as if killed.
+
+    Returns
+    -------
+    dict
+        A summary: ``kind``, ``out_dir``, ``epochs``, ``best_metric``, ``best_epoch``,
+        ``key_metric`` and, when it trained, ``stopped_by_budget``, ``best_window``,
+        ``train_time_s`` and ``epoch_time_s``.
+
+    Raises
+    ------
+    ichct.errors.IchctError
+        (a ``ValueError``) for bad arguments, a config that fails its checks (naming the file and
+        the key; before anything is written), a manifest that fails its checks
+        (:class:`ManifestError`) or a run directory that does not match ``resume``.
+
+    Notes
+    -----
+    The steps: :func:`_resolve_run` (arguments, config, resume checks), :func:`_split_entries`
+    (the fold's studies), :func:`_write_run_record` (``config.json``, ``train_patients.json``) and
+    :func:`_fit` (loaders, network, loss, engines, the :class:`_RunRecorder` handlers, training).
+    """
+    from monai.utils import set_determinism
+
+    spec = _resolve_run(kind, manifest, fold, out_dir, epochs, config, resume, device, amp, seed, max_minutes)
+    set_determinism(seed=spec.seed)
+    train_entries, val_entries = _split_entries(spec.manifest, fold)
+    created = _first_missing_ancestor(spec.out)  # the top folder this run creates (None: out exists)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    try:
+        if not resume:
+            command = _command(kind, spec.manifest, fold, spec.out, epochs, max_minutes, config, device, amp, seed)
+            _write_run_record(spec, command, train_entries, val_entries)
+        return _fit(spec, train_entries, val_entries, epoch_started, _stop_after_epoch)
+    except BaseException:
+        if not resume and not spec.last_path.exists():  # nothing to resume: leave nothing behind
+            _remove_partial_run(spec.out, created)
+        raise

@@ -1,0 +1,149 @@
+"""CT-level validation of the training stage: scores, AUCs and the thresholds chosen on them.
+
+:class:`ValidationCollector` is attached to the validation engine of ``ichct train`` and wrapped
+by the bundles' :class:`~ichct.pipeline.bundle.components.ValidationScores`, so both compute the
+key metric and choose thresholds the same way: seg scores the blood volume of the ``seg_volume``
+rule, cls the ``consecutive`` rule on slice probabilities (and the other slice rules beside it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ichct.pipeline.decision import SLICE_RULES, DecisionRule, choose_threshold, ct_scores, voxel_volume_ml
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
+
+__all__ = ["ValidationCollector"]
+
+
+class ValidationCollector:
+    """Collects CT-level scores of the validation fold and puts AUCs into ``engine.state.metrics``.
+
+    Parameters
+    ----------
+    kind
+        ``"seg"`` or ``"cls"``.
+    cfg
+        The resolved training config (``rule_k``, ``threshold_method``; seg: ``min_component_ml``,
+        ``num_classes``, ``spacing_mm``).
+
+    Examples
+    --------
+    >>> from ichct.pipeline.models.config import resolve_config
+    >>> c = ValidationCollector("seg", resolve_config("seg"))
+    >>> c.scores, c.labels = [[0.0], [3.0], [1.0]], [[0.0], [1.0], [0.0]]
+    >>> c.metrics()
+    {'val_auc_any': 1.0}
+    """
+
+    def __init__(self, kind: str, cfg: Mapping[str, Any]) -> None:
+        self.kind, self.cfg = kind, cfg
+        if kind == "cls":
+            self.rule = DecisionRule("consecutive", threshold=0.5, k=int(cfg["rule_k"]))
+            # the other slice rules are scored too, so their thresholds are chosen on validation as well
+            self.other_rules = {name: DecisionRule(name, threshold=0.5, k=int(cfg["rule_k"]))
+                                for name in SLICE_RULES if name != self.rule.name}
+        else:
+            self.rule = DecisionRule("seg_volume", threshold=1.0, min_component_ml=float(cfg["min_component_ml"]),
+                                     num_seg_classes=int(cfg["num_classes"]))
+            self.voxel_ml = voxel_volume_ml(cfg["spacing_mm"])
+        self.scores: list[list[float]] = []
+        self.labels: list[list[float]] = []
+        self.other_scores: dict[str, list[list[float]]] = {}
+
+    def attach(self, engine) -> None:
+        """Reset at every validation epoch, collect every iteration, compute the AUCs at its end."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.compute)
+
+    def reset(self, engine=None) -> None:
+        """Forget the scores of the previous validation."""
+        self.scores, self.labels, self.other_scores = [], [], {}
+
+    def update(self, engine) -> None:
+        """Add the CT-level scores and labels of the engine's current batch."""
+        out = engine.state.output
+        ct = engine.state.batch["ct"].cpu().numpy()
+        if self.kind == "cls":
+            pred = out["pred"]["logits"] if isinstance(out["pred"], Mapping) else out["pred"]
+            probs = torch.sigmoid(pred.float()).cpu().numpy()
+            lengths = out["label"]["lengths"].tolist()
+            for b, n in enumerate(lengths):
+                sc = ct_scores(self.rule, slice_probs=probs[b, : int(n)])
+                self.scores.append([sc[s] for s in LABEL_NAMES])
+                self.labels.append(ct[b].tolist())
+                for name, rule in self.other_rules.items():
+                    osc = ct_scores(rule, slice_probs=probs[b, : int(n)])
+                    self.other_scores.setdefault(name, []).append([osc[s] for s in LABEL_NAMES])
+        else:
+            seg = torch.argmax(out["pred"].float(), dim=1).cpu().numpy()
+            for b in range(seg.shape[0]):
+                sc = ct_scores(self.rule, segmentation=seg[b], voxel_volume_ml=self.voxel_ml)
+                self.scores.append([float(sc.get("any", 0.0))])
+                self.labels.append([float(ct[b][0])])
+
+    def metrics(self) -> dict[str, float]:
+        """``val_auc_any`` (and for cls ``val_auc_mean``, over the labels with both classes) of the
+        collected scores; NaN without scores."""
+        s, y = np.asarray(self.scores), np.asarray(self.labels)
+        out = {"val_auc_any": roc_auc_known_labels(s[:, 0], y[:, 0]) if len(s) else float("nan")}
+        if self.kind == "cls":
+            aucs = [roc_auc_known_labels(s[:, j], y[:, j]) for j in range(len(LABEL_NAMES))] if len(s) else []
+            good = [a for a in aucs if not math.isnan(a)]
+            out["val_auc_mean"] = float(np.mean(good)) if good else float("nan")
+        return out
+
+    def compute(self, engine) -> None:
+        """Put :meth:`metrics` into ``engine.state.metrics``."""
+        engine.state.metrics.update(self.metrics())
+
+    def decision_rule(self, epoch: int, fold: int) -> DecisionRule:
+        """Thresholds chosen on the collected validation scores (Youden by default)."""
+        method = str(self.cfg["threshold_method"]) if self.kind == "cls" else "youden"  # seg configs have no choice
+        meta = {"chosen_on": f"validation fold {fold}", "method": method, "epoch": epoch, "n_val": len(self.scores)}
+        return self._cls_rule(method, meta) if self.kind == "cls" else self._seg_rule(method, meta)
+
+    def _thresholds(self, scores: np.ndarray, method: str, fell_back: list[str]) -> dict[str, float]:
+        """One threshold per label on ``scores`` ``(n, 6)``; 0.5 (named in ``fell_back``) where none can be chosen."""
+        y = np.asarray(self.labels)
+        th: dict[str, float] = {}
+        for j, name in enumerate(LABEL_NAMES):
+            keep = y[:, j] >= 0
+            try:
+                t = choose_threshold(scores[keep, j], y[keep, j] > 0, method=method)
+            except ValueError:
+                t, _ = 0.5, fell_back.append(name)
+            th[name] = float(min(max(t, 1e-6), 1.0))
+        return th
+
+    def _cls_rule(self, method: str, meta: dict[str, Any]) -> DecisionRule:
+        fallback: list[str] = []
+        other = {name: self._thresholds(np.asarray(sc, dtype=np.float64), method, [])
+                 for name, sc in self.other_scores.items()}
+        threshold = self._thresholds(np.asarray(self.scores, dtype=np.float64), method, fallback)
+        # thresholds of the other slice rules, chosen on the same scores
+        return DecisionRule("consecutive", threshold=threshold, k=self.rule.k,
+                            meta={**meta, "fallback_0.5": fallback, "other_rules": other})
+
+    def _seg_rule(self, method: str, meta: dict[str, Any]) -> DecisionRule:
+        s, y = np.asarray(self.scores, dtype=np.float64), np.asarray(self.labels)
+        fallback: list[str] = []
+        keep = y[:, 0] >= 0
+        try:
+            t = choose_threshold(s[keep, 0], y[keep, 0] > 0, method=method)
+        except ValueError:
+            t = 0.0
+        if t <= 0:
+            t, fallback = self.voxel_ml, ["any"]
+        return DecisionRule("seg_volume", threshold=float(t), min_component_ml=self.rule.min_component_ml,
+                            num_seg_classes=self.rule.num_seg_classes,
+                            meta={**meta, "unit": "mL", "fallback_one_voxel": fallback})
