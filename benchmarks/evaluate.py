@@ -24,10 +24,10 @@ import numpy as np
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from ichct.pipeline.decision import DecisionRule, ct_scores, segmentation_volumes  # noqa: E402
-from ichct.pipeline.labels import LABEL_NAMES  # noqa: E402
-from ichct.pipeline.metrics_ct import ct_level_metrics, reader_metrics, rsna_row_losses  # noqa: E402
-from ichct.pipeline.metrics_seg import segmentation_case_metrics, segmentation_summary  # noqa: E402
-from ichct.pipeline.report import assemble_metrics, write_report  # noqa: E402
+from ichct.pipeline.core.labels import LABEL_NAMES  # noqa: E402
+from ichct.pipeline.evaluate.metrics_ct import ct_level_metrics, reader_metrics, rsna_row_losses  # noqa: E402
+from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics, segmentation_summary  # noqa: E402
+from ichct.pipeline.evaluate.report import assemble_metrics, write_report  # noqa: E402
 
 SHAPE = (48, 48, 20)
 SPACING = (0.9, 0.9, 5.0)

@@ -2,9 +2,9 @@
 
 Writes one synthetic study (``ichct.pipeline.synth``: a positive head CT, 512 x 512 matrix, 32
 slices, uncompressed) and two run folders holding the DEFAULT seg and cls architectures
-(``ichct.pipeline.train_config`` defaults, built by training's constructor, random weights: the
+(``ichct.pipeline.models.config`` defaults, built by training's constructor, random weights: the
 time does not depend on the weights) into a cache folder. Then, in a fresh process, it imports
-ichct, loads both runs and calls :func:`ichct.pipeline.predict.predict` ``--repeat`` times, and
+ichct, loads both runs and calls :func:`ichct.pipeline.predict.run.predict` ``--repeat`` times, and
 prints the time per stage of the first (cold) call and the median of the others (warm), the
 process's peak resident memory (psutil, sampled every 5 ms, and the kernel's maxrss) and the
 time to import and load the models.
@@ -42,8 +42,8 @@ CHILD = textwrap.dedent(
             time.sleep(0.005)
     threading.Thread(target=sample, daemon=True).start()
     import torch
-    from ichct.pipeline.inference import load_run
-    from ichct.pipeline.predict import predict
+    from ichct.pipeline.models.inference import load_run
+    from ichct.pipeline.predict.run import predict
     study, runs, out, repeat, device = sys.argv[1], sys.argv[2].split(","), sys.argv[3], int(sys.argv[4]), sys.argv[5]
     models = [load_run(r, device=device) for r in runs]
     t_ready = time.perf_counter()
@@ -84,8 +84,8 @@ def ensure_runs(cache: Path) -> list[Path]:
     """Run folders with the default seg and cls architectures (random weights)."""
     import torch
 
-    from ichct.pipeline.network_factory import build_network
-    from ichct.pipeline.train_config import resolve_config
+    from ichct.pipeline.models.network_factory import build_network
+    from ichct.pipeline.models.config import resolve_config
 
     out = []
     for kind in ("seg", "cls"):

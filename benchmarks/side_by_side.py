@@ -4,7 +4,7 @@ Peer: the same two training runs one after the other, each with all of this proc
 their budgets scaled so that the two together take as long as the side-by-side stage
 (``seg_minutes * T / (seg + cls)`` and ``cls_minutes * T / (seg + cls)``, ``T = max(seg, cls)``),
 which is what ``ichct demo`` does on a GPU or a single thread. Side by side:
-:func:`ichct.pipeline.train_side_by_side.train_side_by_side`, half the threads each, the
+:func:`ichct.pipeline.train.side_by_side.train_side_by_side`, half the threads each, the
 segmenter's budget shorter, the classifier taking over its threads afterwards -- the demo's
 default on a multi-threaded CPU.
 

@@ -57,10 +57,10 @@ def seg_test(run: Path, device: str) -> dict[str, float]:
 
     from ichct.pipeline.decision import DecisionRule, ct_scores, voxel_volume_ml
     from ichct.pipeline.manifests import load_manifest
-    from ichct.pipeline.metrics_ct import roc_auc_known_labels
-    from ichct.pipeline.network_factory import build_network
-    from ichct.pipeline.train import load_checkpoint
-    from ichct.pipeline.train_data import seg_items, seg_transforms
+    from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
+    from ichct.pipeline.models.network_factory import build_network
+    from ichct.pipeline.train.engine import load_checkpoint
+    from ichct.pipeline.models.data import seg_items, seg_transforms
 
     cfg = json.loads((run / "config.json").read_text())["config"]
     model = build_network("seg", cfg).to(device)
@@ -93,10 +93,10 @@ def cls_test(run: Path, device: str) -> dict[str, float]:
 
     from ichct.pipeline.decision import DecisionRule, ct_scores
     from ichct.pipeline.manifests import load_manifest
-    from ichct.pipeline.metrics_ct import roc_auc_known_labels
-    from ichct.pipeline.network_factory import build_network
-    from ichct.pipeline.train import load_checkpoint
-    from ichct.pipeline.train_data import cls_items, cls_transforms
+    from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
+    from ichct.pipeline.models.network_factory import build_network
+    from ichct.pipeline.train.engine import load_checkpoint
+    from ichct.pipeline.models.data import cls_items, cls_transforms
 
     cfg = json.loads((run / "config.json").read_text())["config"]
     model = build_network("cls", cfg).to(device)
@@ -121,7 +121,7 @@ def run_one(kind: str, device: str, minutes: float, out: Path, seed: int) -> dic
     """Train + test one model in this process; returns the table row."""
     import torch
 
-    from ichct.pipeline.train import read_metrics, train
+    from ichct.pipeline.train.engine import read_metrics, train
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Order of the per-slice outputs (RSNA 2019 label order): ``"any"``, then the five subtypes
-#: (``ichct.pipeline.labels.LABEL_NAMES``, repeated because this package imports nothing of ichct).
+#: (``ichct.pipeline.core.labels.LABEL_NAMES``, repeated because this package imports nothing of ichct).
 LABEL_NAMES: tuple[str, ...] = (
     "any",
     "epidural",

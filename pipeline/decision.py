@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ichct.pipeline.labels import LABEL_NAMES
+from ichct.pipeline.core.labels import LABEL_NAMES
 
 __all__ = [
     "LABEL_NAMES",
@@ -70,12 +70,12 @@ __all__ = [
     "choose_thresholds",
 ]
 
-# LABEL_NAMES (from ichct.pipeline.labels) is the column order of slice probabilities: "any" + the
+# LABEL_NAMES (from ichct.pipeline.core.labels) is the column order of slice probabilities: "any" + the
 # five subtypes; segmentation label i (1..5) of a 6-class map is LABEL_NAMES[i], label 1 of a
 # binary map "any".
 
 #: Deprecated: the six labels, importable here as before; use :data:`LABEL_NAMES`
-#: (``SUBTYPES`` of :mod:`ichct.pipeline.labels` is the five subtypes without ``"any"``).
+#: (``SUBTYPES`` of :mod:`ichct.pipeline.core.labels` is the five subtypes without ``"any"``).
 SUBTYPES: tuple[str, ...] = LABEL_NAMES
 
 SLICE_RULES: tuple[str, ...] = ("consecutive", "max", "topk_mean")

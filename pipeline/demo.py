@@ -35,8 +35,8 @@ import nibabel as nib
 import numpy as np
 
 from ichct.errors import InputError
-from ichct.pipeline.atomic import atomic_path
-from ichct.pipeline.devices import torch_device
+from ichct.pipeline.core.atomic import atomic_path
+from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.ingest import convert_series, folder_info
 from ichct.pipeline.manifests import HashCache, build_manifest, check_manifests
 from ichct.pipeline.synth.cohort import default_workers, generate_cohort
@@ -63,7 +63,7 @@ class DemoSettings:
     committed manifest). ``seg_minutes`` / ``cls_minutes`` are wall-clock training budgets: on a
     CPU with two or more threads both models start side by side with half the threads each, and
     the classifier takes over the segmenter's threads when its shorter budget ends
-    (:func:`~ichct.pipeline.train_side_by_side.train_side_by_side`: more epochs in the same
+    (:func:`~ichct.pipeline.train.side_by_side.train_side_by_side`: more epochs in the same
     minutes than one model after the other). Otherwise (a GPU, one thread, ``side_by_side=False``)
     the models train one after the other with the budgets scaled to the same total time.
     ``epochs`` is the epoch cap; ``seg_config`` / ``cls_config`` training-config overrides;
@@ -138,12 +138,12 @@ def train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSetti
     Returns
     -------
     dict
-        Kind -> the summary :func:`ichct.pipeline.train.train` returned.
+        Kind -> the summary :func:`ichct.pipeline.train.engine.train` returned.
     """
     import torch
 
-    from ichct.pipeline.train import train
-    from ichct.pipeline.train_side_by_side import train_side_by_side
+    from ichct.pipeline.train.engine import train
+    from ichct.pipeline.train.side_by_side import train_side_by_side
 
     side_by_side = settings.side_by_side and device == "cpu" and torch.get_num_threads() >= 2
     minutes = {"seg": settings.seg_minutes, "cls": settings.cls_minutes}
@@ -247,7 +247,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
 
 def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: str) -> dict[str, Any]:
     """The demo's stages, into the prepared folder ``out``."""
-    from ichct.pipeline.evaluate import evaluate
+    from ichct.pipeline.evaluate.run import evaluate
 
     start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -327,7 +327,7 @@ def _build_demo_manifest(out: Path, manifest_path: Path, settings: DemoSettings)
 
 def _package_bundles(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
     """Package each run as a MONAI bundle under ``out/bundles``; kind -> bundle folder."""
-    from ichct.pipeline.bundle import default_bundle_name, package_bundle
+    from ichct.pipeline.bundle.package import default_bundle_name, package_bundle
 
     bundles = {kind: out / "bundles" / default_bundle_name(kind) for kind in runs}
     for kind, run_dir in runs.items():
@@ -337,8 +337,8 @@ def _package_bundles(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
 
 def _package_and_verify(runs: dict[str, Path], bundles: dict[str, Path], eval_dir: Path) -> dict[str, int]:
     """Package the bundles again with the evaluation in their docs and verify them; kind -> checks passed."""
-    from ichct.pipeline.bundle import package_bundle
-    from ichct.pipeline.bundle_verify import format_table, verify_bundle
+    from ichct.pipeline.bundle.package import package_bundle
+    from ichct.pipeline.bundle.verify import format_table, verify_bundle
 
     verified = {}
     for kind, run_dir in runs.items():
@@ -354,8 +354,8 @@ def _package_and_verify(runs: dict[str, Path], bundles: dict[str, Path], eval_di
 def _predict_held_out(out: Path, manifest_path: Path, manifest: dict[str, Any], bundles: dict[str, Path],
                       device: str) -> dict[str, Any]:
     """``ichct predict`` with the bundles on one held-out study; the summary's ``predict`` entry."""
-    from ichct.pipeline.bundle import load_bundle
-    from ichct.pipeline.predict import predict
+    from ichct.pipeline.bundle.package import load_bundle
+    from ichct.pipeline.predict.run import predict
 
     # a held-out study with blood when there is one, so the overlays show a mask
     study = next((e for e in manifest["test"] if e["ct_labels"].get("any") == 1), manifest["test"][0])

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from ichct.errors import InputError
-from ichct.pipeline.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from ichct.transforms.dicom import (
     DicomIngestError,
     DicomVolume,

@@ -33,7 +33,7 @@ def eval_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         return _CACHE
     from ichct.pipeline.manifests import build_manifest
     from ichct.pipeline.synth import SynthConfig, generate_cohort
-    from ichct.pipeline.train import train
+    from ichct.pipeline.train.engine import train
 
     base = tmp_path_factory.mktemp("eval_cohort")
     with pytest.MonkeyPatch.context() as mp:

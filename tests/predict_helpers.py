@@ -2,7 +2,7 @@
 
 * :func:`write_run` writes a training run folder (``config.json``, ``best.pt``, ``thresholds.json``)
   holding a randomly initialised network built by training's own constructor, which
-  :func:`ichct.pipeline.inference.load_run` loads like any trained run (for I/O tests).
+  :func:`ichct.pipeline.models.inference.load_run` loads like any trained run (for I/O tests).
 * :class:`BloodRangeSeg` / :class:`BloodRangeCls` are deterministic "models" that label voxels
   whose whole 3x3(x3) neighbourhood lies in the blood range of the subdural window, so that the
   prediction of a phantom study is known in world coordinates (for alignment tests). They run
@@ -33,16 +33,16 @@ _LO, _HI = 0.35, 0.5
 
 
 def resolved(kind: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    from ichct.pipeline.train_config import resolve_config
+    from ichct.pipeline.models.config import resolve_config
 
     return resolve_config(kind, overrides)
 
 
 def write_run(folder: Path, kind: str, overrides: dict[str, Any] | None = None, seed: int = 0,
               threshold: float | None = None) -> Path:
-    """A run folder with random weights from :func:`ichct.pipeline.network_factory.build_network`."""
+    """A run folder with random weights from :func:`ichct.pipeline.models.network_factory.build_network`."""
     from ichct.pipeline.decision import DecisionRule
-    from ichct.pipeline.network_factory import build_network
+    from ichct.pipeline.models.network_factory import build_network
 
     cfg = resolved(kind, overrides if overrides is not None else (SEG_CFG if kind == "seg" else CLS_CFG))
     torch.manual_seed(seed)
@@ -97,9 +97,9 @@ class BloodRangeCls(torch.nn.Module):
 
 
 def loaded(kind: str, network: torch.nn.Module, folder: Path, overrides: dict[str, Any] | None = None) -> Any:
-    """A :class:`~ichct.pipeline.inference.LoadedModel` around ``network`` (with a run folder on disk)."""
+    """A :class:`~ichct.pipeline.models.inference.LoadedModel` around ``network`` (with a run folder on disk)."""
     from ichct.pipeline.decision import DecisionRule
-    from ichct.pipeline.inference import LoadedModel
+    from ichct.pipeline.models.inference import LoadedModel
 
     cfg = resolved(kind, overrides if overrides is not None else (SEG_CFG if kind == "seg" else CLS_CFG))
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,10 @@ The rules:
 - no module uses another module's private name (``from X import _y`` or ``module._y``), in the
   package, the tests and the benchmarks alike; dunder names are not private;
 - no file uses a deprecated alias (:data:`DEPRECATED_ALIASES`), and each alias still is the
-  object of its new name.
+  object of its new name;
+- no file imports a deprecated module path (:data:`DEPRECATED_MODULES`, the thin shims that keep the
+  published bundles' ``_target_`` names resolving), and each name a shim re-exports is the object
+  of its new module.
 
 Every test lists all its offenders, as ``path:line: what``.
 """
@@ -46,10 +49,23 @@ ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
 DEPRECATED_ALIASES: dict[tuple[str, str], str] = {
     **ALLOWED_PRIVATE,
     # SUBTYPES used to mean the six labels ("any" + five subtypes) here; it now means the five
-    # subtypes only (ichct.pipeline.labels.SUBTYPES), and the six are LABEL_NAMES everywhere.
+    # subtypes only (ichct.pipeline.core.labels.SUBTYPES), and the six are LABEL_NAMES everywhere.
     ("ichct.pipeline.decision", "SUBTYPES"): "LABEL_NAMES",
     ("ichct.networks", "SUBTYPES"): "LABEL_NAMES",
     ("ichct.networks.slice_sequence", "SUBTYPES"): "LABEL_NAMES",
+}
+
+#: Module paths of the flat pipeline/ before the stage packages (core, models, train, evaluate, predict,
+#: bundle), kept as thin re-export shims: old module -> new module. Only the published bundle configs
+#: (bundles/*/configs/*.json, 0.1.0 and 0.2.0; test_bundle_targets.py) name them; no file of this
+#: repository imports them. (``ichct.pipeline.train`` and ``ichct.pipeline.evaluate``, also named by
+#: those configs, are the stage packages themselves: their exports keep ``train.RSNAWeightedBCE``,
+#: ``train._cls_prepare_batch`` and ``evaluate.evaluate`` resolving.)
+DEPRECATED_MODULES: dict[str, str] = {
+    "ichct.pipeline.bundle_components": "ichct.pipeline.bundle.components",
+    "ichct.pipeline.bundle_network": "ichct.pipeline.bundle.network",
+    "ichct.pipeline.inference": "ichct.pipeline.models.inference",
+    "ichct.pipeline.train_data": "ichct.pipeline.models.data",
 }
 
 #: The one file besides the pipeline/cli/ package that imports the CLI: ``python -m ichct``.
@@ -220,9 +236,11 @@ def private_offenders(srcs: Iterable[Source]) -> list[str]:
 
 
 def deprecated_offenders(srcs: Iterable[Source]) -> list[str]:
-    """Uses of a :data:`DEPRECATED_ALIASES` name."""
-    return [f"{src.path}:{line}: {module}.{name} (use {DEPRECATED_ALIASES[module, name]})"
-            for src in srcs for line, module, name in name_uses(src) if (module, name) in DEPRECATED_ALIASES]
+    """Uses of a :data:`DEPRECATED_ALIASES` name and imports of a :data:`DEPRECATED_MODULES` shim."""
+    names = [f"{src.path}:{line}: {module}.{name} (use {DEPRECATED_ALIASES[module, name]})"
+             for src in srcs for line, module, name in name_uses(src) if (module, name) in DEPRECATED_ALIASES]
+    return names + [f"{src.path}:{imp.line}: imports {imp.module} (use {DEPRECATED_MODULES[imp.module]})"
+                    for src in srcs for imp in imports(src) if imp.module in DEPRECATED_MODULES]
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +251,7 @@ def deprecated_offenders(srcs: Iterable[Source]) -> list[str]:
 def test_every_layer_is_found() -> None:
     modules = known_modules()
     assert {"ichct", "ichct.errors", "ichct.networks", "ichct.transforms.crop", "ichct.pipeline.train"} <= modules
+    assert {f"ichct.pipeline.{stage}" for stage in ("core", "models", "train", "evaluate", "predict", "bundle")} <= modules
     assert {"conftest", "test_architecture", "benchmarks.train"} <= modules
 
 
@@ -271,6 +290,17 @@ def test_deprecated_aliases_are_their_new_names() -> None:
     assert not wrong, wrong
 
 
+def test_deprecated_modules_re_export_their_new_modules() -> None:
+    """Each shim is importable and every public name it has is the very object of its new module."""
+    wrong = []
+    for old, new in DEPRECATED_MODULES.items():
+        shim, target = importlib.import_module(old), importlib.import_module(new)
+        names = [n for n in vars(shim) if not n.startswith("_")]
+        wrong += [f"{old}.{n} is not {new}.{n}" for n in names if getattr(shim, n) is not getattr(target, n, None)]
+        assert names, f"{old} re-exports nothing"
+    assert not wrong, wrong
+
+
 # --------------------------------------------------------------------------------------------
 # The checks themselves: each finds what it is for
 # --------------------------------------------------------------------------------------------
@@ -278,32 +308,35 @@ def test_deprecated_aliases_are_their_new_names() -> None:
 
 def test_the_checks_find_violations() -> None:
     bad = [
-        parse("networks/bad.py", "def f():\n    from ichct.pipeline import labels\n"),
+        parse("networks/bad.py", "def f():\n    from ichct.pipeline.core import labels\n"),
         parse("transforms/bad.py", "from ..pipeline.decision import RULES\n"),
         parse("pipeline/bad.py", "import ichct.pipeline.cli.train\nfrom ichct.pipeline.cli import predict\n"
-                                 "from .train import _seg_loss\nfrom ichct.pipeline import train\n"
-                                 "train._keep_logger_setup()\nimport ichct.pipeline.inference\n"
-                                 "ichct.pipeline.inference._fresh(1)\nfrom ichct.pipeline.decision import SUBTYPES\n"),
+                                 "from .train.engine import _seg_loss\nfrom ichct.pipeline.train import engine\n"
+                                 "engine._keep_logger_setup()\nimport ichct.pipeline.models.inference\n"
+                                 "ichct.pipeline.models.inference._fresh(1)\nfrom ichct.pipeline.decision import SUBTYPES\n"
+                                 "from ichct.pipeline.train_data import cls_items\n"),
         parse("tests/test_bad.py", "from ichct.pipeline.cli import main\nfrom ichct.pipeline.cli.evaluate import run\n"
                                    "import dicom_factory as fac\nfac._private\nfac.__name__\n"),
     ]
-    assert networks_offenders(bad) == ["networks/bad.py:2: imports ichct.pipeline",
-                                       "networks/bad.py:2: imports ichct.pipeline.labels"]
+    assert networks_offenders(bad) == ["networks/bad.py:2: imports ichct.pipeline.core",
+                                       "networks/bad.py:2: imports ichct.pipeline.core.labels"]
     assert transforms_offenders(bad) == ["transforms/bad.py:1: imports ichct.pipeline.decision"]
     assert cli_offenders(bad) == ["pipeline/bad.py:1: imports ichct.pipeline.cli.train",
                                   "pipeline/bad.py:2: imports ichct.pipeline.cli",
                                   "pipeline/bad.py:2: imports ichct.pipeline.cli.predict",
                                   "tests/test_bad.py:2: imports ichct.pipeline.cli.evaluate"]
-    assert sorted(private_offenders(bad)) == ["pipeline/bad.py:3: ichct.pipeline.train._seg_loss",
-                                              "pipeline/bad.py:5: ichct.pipeline.train._keep_logger_setup",
-                                              "pipeline/bad.py:7: ichct.pipeline.inference._fresh",
+    assert sorted(private_offenders(bad)) == ["pipeline/bad.py:3: ichct.pipeline.train.engine._seg_loss",
+                                              "pipeline/bad.py:5: ichct.pipeline.train.engine._keep_logger_setup",
+                                              "pipeline/bad.py:7: ichct.pipeline.models.inference._fresh",
                                               "tests/test_bad.py:4: dicom_factory._private"]
-    assert deprecated_offenders(bad) == ["pipeline/bad.py:8: ichct.pipeline.decision.SUBTYPES (use LABEL_NAMES)"]
+    assert deprecated_offenders(bad) == [
+        "pipeline/bad.py:8: ichct.pipeline.decision.SUBTYPES (use LABEL_NAMES)",
+        "pipeline/bad.py:9: imports ichct.pipeline.train_data (use ichct.pipeline.models.data)"]
 
 
 def test_the_checks_allow_what_is_allowed() -> None:
     fine = [
-        parse("pipeline/train.py", "from ._private_helper import x\n_y = 1\n_y\n"),  # its own names
+        parse("pipeline/train/engine.py", "from ._private_helper import x\n_y = 1\n_y\n"),  # its own names
         parse("pipeline/bundle_x.py", "from ichct.pipeline.train import cls_prepare_batch\nimport ichct\n"
                                       "ichct.__version__\n"),
         parse("pipeline/cli/__init__.py", "from ichct.pipeline.cli import train\n"),

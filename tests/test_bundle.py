@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,9 +21,9 @@ import torch
 from eval_helpers import FOLD, eval_setup
 from test_architecture import ALLOWED_PRIVATE
 
-from ichct.pipeline.bundle import REQUIRED_FILES, load_bundle
-from ichct.pipeline.bundle_configs import bundle_configs
-from ichct.pipeline.inference import load_run, predict_study
+from ichct.pipeline.bundle.package import REQUIRED_FILES, load_bundle
+from ichct.pipeline.bundle.configs import bundle_configs
+from ichct.pipeline.models.inference import load_run, predict_study
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SCHEMA = REPO.parent / "shared" / "schemas" / "bundle_metadata.schema.json"  # beside the checkout
@@ -46,7 +47,7 @@ def schema(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bundles(setup, tmp_path_factory) -> dict[str, Path]:
     """The 1-epoch seg and cls runs packaged as bundles."""
-    from ichct.pipeline.bundle import package_bundle
+    from ichct.pipeline.bundle.package import package_bundle
 
     base = tmp_path_factory.mktemp("bundles")
     out = {}
@@ -157,7 +158,7 @@ def test_repackaging_keeps_the_changelog(setup, run_cli, tmp_path):
 
 def test_package_data_schema_is_the_shared_one():
     """The package's copy, the test data's copy and (where the checkout has it) ../shared agree."""
-    from ichct.pipeline.bundle_verify import default_schema
+    from ichct.pipeline.bundle.verify import default_schema
 
     shipped = json.loads(default_schema().read_text())
     assert shipped == json.loads(TEST_SCHEMA.read_text())
@@ -293,7 +294,7 @@ def test_multi_gpu_config_on_cpu_with_gloo(bundles, setup, tmp_path):
 
 
 def test_torchscript_export(bundles, tmp_path):
-    from ichct.pipeline.bundle_network import ChannelFirstSliceClassifier
+    from ichct.pipeline.bundle.network import ChannelFirstSliceClassifier
 
     for kind in ("seg", "cls"):
         b = bundles[kind]  # verify_net_in_out runs inside `ichct bundle verify` (test_verify_passes_...)
@@ -367,7 +368,7 @@ def test_evaluate_bundle_and_package_with_numbers(bundles, setup, run_cli, tmp_p
     doc = json.loads((out / "metrics.json").read_text())
     assert set(doc["model"]["runs"]) == {"seg", "cls"} and doc["allow_overlap"] is False
     runs = doc["model"]["runs"]
-    from ichct.pipeline.files import sha256_file
+    from ichct.pipeline.core.files import sha256_file
 
     assert runs["cls"]["weights_sha256"] == sha256_file(bundles["cls"] / "models" / "model.pt")
     assert runs["seg"]["bundle_dir"] == str(bundles["seg"].resolve())
@@ -409,17 +410,34 @@ def test_evaluate_bundle_and_package_with_numbers(bundles, setup, run_cli, tmp_p
 # --------------------------------------------------------------------------------------------
 
 
+#: The module paths the published configs name -> the modules of the stage packages that bundles packaged
+#: now name. The old paths still resolve: thin shims (test_architecture.DEPRECATED_MODULES) and the
+#: exports of the ``ichct.pipeline.train`` and ``ichct.pipeline.evaluate`` packages.
+MOVED_MODULES = {
+    "ichct.pipeline.bundle_components": "ichct.pipeline.bundle.components",
+    "ichct.pipeline.bundle_network": "ichct.pipeline.bundle.network",
+    "ichct.pipeline.inference": "ichct.pipeline.models.inference",
+    "ichct.pipeline.train_data": "ichct.pipeline.models.data",
+    "ichct.pipeline.train": "ichct.pipeline.train.engine",  # RSNAWeightedBCE, cls_prepare_batch
+    "ichct.pipeline.evaluate": "ichct.pipeline.evaluate.run",  # evaluate
+}
+_MOVED = re.compile('"(' + "|".join(re.escape(old) for old in MOVED_MODULES) + r')\.(\w+)"')
+
+
 def _as_generated_now(config_text: str) -> dict:
     """A published config with the deprecated names it was published with (test_architecture's
-    ALLOWED_PRIVATE) replaced by the public names that bundles get now."""
+    ALLOWED_PRIVATE) replaced by the public names that bundles get now, and its module paths of the
+    flat pipeline/ (:data:`MOVED_MODULES`) by those of the stage packages (a whole ``"module.name"``
+    string each, in one pass)."""
     for (module, old), new in ALLOWED_PRIVATE.items():
         config_text = config_text.replace(f'"{module}.{old}"', f'"{module}.{new}"')
+    config_text = _MOVED.sub(lambda m: f'"{MOVED_MODULES[m.group(1)]}.{m.group(2)}"', config_text)
     return json.loads(config_text)
 
 
 @pytest.mark.parametrize("name", ["ich_ct_segmentation", "ich_ct_classification"])
 def test_committed_bundle(name, schema):
-    from ichct.pipeline.bundle_verify import verify_bundle
+    from ichct.pipeline.bundle.verify import verify_bundle
 
     b = REPO / "bundles" / name
     rc = json.loads((b / "models" / "run_config.json").read_text())

@@ -16,8 +16,8 @@ import pytest
 import torch
 from eval_helpers import eval_setup
 
-from ichct.pipeline.bundle import load_bundle
-from ichct.pipeline.inference import predict_study
+from ichct.pipeline.bundle.package import load_bundle
+from ichct.pipeline.models.inference import predict_study
 
 PY = sys.executable
 
@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cls_bundle(setup, tmp_path_factory) -> Path:
-    from ichct.pipeline.bundle import package_bundle
+    from ichct.pipeline.bundle.package import package_bundle
 
     b = tmp_path_factory.mktemp("export_src") / "ich_cls"
     package_bundle(setup["cls"], b)
@@ -66,7 +66,7 @@ def test_export_runs_without_ichct(setup, cls_bundle, hidden_env, run_cli, tmp_p
     r = run_cli("bundle", "export", cls_bundle, dest, "-q")
     assert r.code == 0, r.err
     vendored = dest / "scripts" / "ichct"
-    assert (dest / "scripts" / "__init__.py").is_file() and (vendored / "pipeline" / "evaluate.py").is_file()
+    assert (dest / "scripts" / "__init__.py").is_file() and (vendored / "pipeline" / "evaluate" / "run.py").is_file()
     assert (vendored / "pipeline" / "manifests" / "schema.json").is_file()
     for f in (dest / "configs").glob("*.json"):
         text = f.read_text()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from eval_helpers import eval_setup
 
-from ichct.pipeline.bundle_docs import (DATA_LICENSE, DATA_SOURCE, INTENDED_USE, data_license, data_source,
+from ichct.pipeline.bundle.docs import (DATA_LICENSE, DATA_SOURCE, INTENDED_USE, data_license, data_source,
                                         describe_training_data)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from test_architecture import ALLOWED_PRIVATE
 
-from ichct.pipeline.bundle_configs import bundle_configs
+from ichct.pipeline.bundle.configs import bundle_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "bundles").glob("*/configs/*.json"))
 RUN_CONFIGS = sorted((REPO / "bundles").glob("*/models/run_config.json"))
-ICHCT_NAME = re.compile(r"(?<![\w.])ichct(?:\.\w+)+")  # as ichct.pipeline.bundle_code finds them
+ICHCT_NAME = re.compile(r"(?<![\w.])ichct(?:\.\w+)+")  # as ichct.pipeline.bundle.code finds them
 
 
 def targets(config: Any) -> Iterator[str]:
@@ -47,7 +47,7 @@ def strings(config: Any) -> Iterator[str]:
 
 
 def private_names(config: Any) -> set[str]:
-    """The ``ichct.`` names of a config with a private part (``ichct.pipeline.train._x``)."""
+    """The ``ichct.`` names of a config with a private part (``ichct.pipeline.train.engine._x``)."""
     return {m.group(0) for s in strings(config) for m in ICHCT_NAME.finditer(s)
             if any(p.startswith("_") and not p.startswith("__") for p in m.group(0).split("."))}
 

@@ -72,7 +72,7 @@ def test_convert_data_errors_stay_exit_1(tmp_path, run_cli):
 
 @pytest.mark.parametrize("n", ["0", "-5"])
 def test_evaluate_bootstrap_below_1_is_a_usage_error(tmp_path, run_cli, n):
-    """The bootstrap needs at least one resample (ichct.pipeline.bootstrap refuses n < 1): the CLI
+    """The bootstrap needs at least one resample (ichct.pipeline.evaluate.bootstrap refuses n < 1): the CLI
     says so before any model runs, naming the flag."""
     (tmp_path / "run").mkdir()
     (tmp_path / "m.json").write_text("{}")
@@ -121,7 +121,7 @@ def test_quiet_silences_library_info(run_cli, tmp_path):
     past a level set on "monai": -q still keeps their INFO out, and lets errors through."""
     from monai.apps.utils import get_logger
 
-    from ichct.pipeline.logging_setup import configure_logging
+    from ichct.pipeline.core.logging_setup import configure_logging
 
     stream = io.StringIO()
     lib = get_logger("monai.ichct_test_quiet", logger_handler=logging.StreamHandler(stream))

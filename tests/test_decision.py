@@ -387,9 +387,9 @@ def test_module_exports() -> None:
 def test_affine_voxel_volume_is_right_on_a_sheared_grid():
     """A gantry-tilted stack kept as acquired has parallelepiped voxels: the voxel volume is |det|,
     not the product of the column norms (which overstates it by 1/cos(tilt))."""
-    from ichct.pipeline.abc2 import abc2_estimate
+    from ichct.pipeline.predict.abc2 import abc2_estimate
     from ichct.pipeline.decision import affine_voxel_volume_ml
-    from ichct.pipeline.metrics_seg import segmentation_case_metrics
+    from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics
 
     tilt = np.deg2rad(25.0)
     affine = np.diag([0.5, 0.5, 5.0, 1.0])

@@ -62,7 +62,7 @@ def test_demo_quick_writes_cohort_and_reads_every_study(demo):
 
 def test_demo_quick_trains_evaluates_packages_and_predicts(demo):
     """The later stages of the demo: runs, held-out evaluation, verified bundles, a predict report."""
-    from ichct.pipeline.bundle_verify import verify_bundle
+    from ichct.pipeline.bundle.verify import verify_bundle
 
     out, printed = demo
     manifest = json.loads((out / "manifest.json").read_text())

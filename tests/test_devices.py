@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import predict_helpers as ph
-from ichct.pipeline.devices import torch_device
+from ichct.pipeline.core.devices import torch_device
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_cli_stages_refuse_cuda_without_writing(no_cuda, run_cli, tmp_path):
 
 
 def test_train_refuses_cuda_before_reading_anything(no_cuda, tmp_path):
-    from ichct.pipeline.train import train
+    from ichct.pipeline.train.engine import train
 
     with pytest.raises(ValueError, match="CUDA is not available"):
         train("seg", tmp_path / "missing.json", 0, tmp_path / "run", device="cuda")

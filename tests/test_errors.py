@@ -28,7 +28,7 @@ def test_input_error_message_and_fields():
 
 
 def test_every_data_error_class_is_an_ichct_error():
-    from ichct.pipeline.evaluate import EvaluationOverlapError
+    from ichct.pipeline.evaluate.run import EvaluationOverlapError
     from ichct.pipeline.manifests import ManifestError
     from ichct.transforms.dicom import DicomIngestError
     from ichct.transforms.loading import ImageLoadError
@@ -43,7 +43,7 @@ def test_data_errors_survive_pickling():
     """Errors of a training run started in another process (``train_side_by_side``) come back whole."""
     import pickle
 
-    from ichct.pipeline.evaluate import EvaluationOverlapError
+    from ichct.pipeline.evaluate.run import EvaluationOverlapError
     from ichct.pipeline.manifests import ManifestError
     from ichct.transforms.dicom import DicomIngestError
     from ichct.transforms.loading import ImageLoadError

@@ -8,8 +8,8 @@ import json
 import pytest
 from eval_helpers import FOLD, eval_setup
 
-from ichct.pipeline.metrics_schema import validate_metrics
-from ichct.pipeline.report import OVERLAP_WARNING
+from ichct.pipeline.evaluate.metrics_schema import validate_metrics
+from ichct.pipeline.evaluate.report import OVERLAP_WARNING
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +101,8 @@ def test_usage_errors(setup, run_cli, tmp_path):
 
 def test_error_while_writing_leaves_nothing(setup, tmp_path, monkeypatch):
     """A failure after some report files were written leaves neither EVAL_DIR nor a temporary folder."""
-    import ichct.pipeline.report as report
-    from ichct.pipeline.evaluate import evaluate
+    import ichct.pipeline.evaluate.report as report
+    from ichct.pipeline.evaluate.run import evaluate
 
     def broken_plots(metrics, rows, curves, out):
         (out / "half.png").write_bytes(b"x")

@@ -25,7 +25,7 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 @pytest.fixture(scope="module")
 def shipped():
-    from ichct.pipeline.shipped_models import load_shipped_models
+    from ichct.pipeline.models.shipped_models import load_shipped_models
 
     return load_shipped_models(device="cpu", warn=False)
 
@@ -135,7 +135,7 @@ def test_predict_with_no_model_flag_on_an_rsna_study(corpus, run_cli, tmp_path):
 
 @pytest.mark.parametrize("variant", [fd.UNSIGNED12, fd.WRAP12])
 def test_predict_rsna_encodings(corpus, shipped, tmp_path, variant):
-    from ichct.pipeline.predict import predict
+    from ichct.pipeline.predict.run import predict
 
     _root, rsna, _cases = corpus
     series = next(s for s in rsna.series if s.variant == variant)
@@ -151,7 +151,7 @@ def test_predict_rsna_encodings(corpus, shipped, tmp_path, variant):
 @pytest.mark.parametrize("case", ["implicit", "big_endian", "jpeg_ls", "jpeg2000", "deid_empty", "deid_absent_no_for",
                                   "private", "latin1", "utf8"])
 def test_predict_foreign_series(corpus, shipped, tmp_path, case, caplog):
-    from ichct.pipeline.predict import predict
+    from ichct.pipeline.predict.run import predict
 
     _root, _rsna, cases = corpus
     series = cases[case]

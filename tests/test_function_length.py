@@ -7,7 +7,7 @@ Lines of code of a function or method: the non-blank lines that are not only a c
 first statement after the docstring to its last line (the signature, decorators and docstring are
 not counted). A nested function counts toward its parent and on its own.
 
-A long function is split into named steps (see ``pipeline/train.py``: ``train`` resolves the run,
+A long function is split into named steps (see ``pipeline/train/engine.py``: ``train`` resolves the run,
 splits the fold, writes the run record and hands over to ``_fit``). The only exception is a
 function that is mostly a literal data table, listed in :data:`ALLOWED` with the reason.
 """

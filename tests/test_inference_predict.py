@@ -1,4 +1,4 @@
-"""``ichct.pipeline.inference``: load_run and predict_study (shapes, grids, rules)."""
+"""``ichct.pipeline.models.inference``: load_run and predict_study (shapes, grids, rules)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from eval_helpers import FOLD, eval_setup
 
 from ichct.pipeline.decision import DecisionRule, voxel_volume_ml
-from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.inference import (
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.models.inference import (
     DEFAULT_SLICE_THRESHOLD,
     default_rules,
     load_run,

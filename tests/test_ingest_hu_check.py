@@ -284,7 +284,7 @@ def test_monai_loaders_give_corrected_hu(tmp_path):
 
 
 def test_report_series_section_carries_hu_check(tmp_path):
-    from ichct.pipeline.predict import series_section
+    from ichct.pipeline.predict.run import series_section
 
     truth = head_phantom()
     write_series(tmp_path / "dcm", wrapped(truth, [0.0] * N), signed=False, bits_stored=12)

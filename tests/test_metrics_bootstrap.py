@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from ichct.pipeline.bootstrap import bootstrap_ci, paired_bootstrap, resample_weights
-from ichct.pipeline.metrics_ct import weighted_auc_ap, weighted_binary_metrics
+from ichct.pipeline.evaluate.bootstrap import bootstrap_ci, paired_bootstrap, resample_weights
+from ichct.pipeline.evaluate.metrics_ct import weighted_auc_ap, weighted_binary_metrics
 
 
 def test_resampling_draws_whole_patients():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ichct.pipeline.decision import DecisionRule
-from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.metrics_ct import (
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.evaluate.metrics_ct import (
     average_precision,
     binary_log_loss,
     binary_metrics,

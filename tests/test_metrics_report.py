@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from ichct.pipeline.decision import DecisionRule
-from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.metrics_ct import ct_level_metrics, reader_metrics
-from ichct.pipeline.metrics_schema import METRICS_SCHEMA, to_jsonable, validate_metrics
-from ichct.pipeline.metrics_seg import segmentation_case_metrics, segmentation_summary
-from ichct.pipeline.report import OVERLAP_WARNING, assemble_metrics, format_metric, write_report
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.evaluate.metrics_ct import ct_level_metrics, reader_metrics
+from ichct.pipeline.evaluate.metrics_schema import METRICS_SCHEMA, to_jsonable, validate_metrics
+from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics, segmentation_summary
+from ichct.pipeline.evaluate.report import OVERLAP_WARNING, assemble_metrics, format_metric, write_report
 
 
 def _cohort(n=16, seed=0):
@@ -131,7 +131,7 @@ def test_report_says_why_a_metric_is_undefined():
     reason = epi["roc_auc"]["reason"]
     doc = assemble_metrics(model={"name": "m", "sha256": "0" * 8}, manifest={"path": "m.json"}, split="test",
                            patient_keys=keys, ct_level=ct, segmentation={}, allow_overlap=False, n_boot=50, seed=0)
-    from ichct.pipeline.report import render_markdown
+    from ichct.pipeline.evaluate.report import render_markdown
 
     text = render_markdown(to_jsonable(doc))
     note = next(line for line in text.splitlines() if line.startswith("n/a (") and reason in line)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ichct.pipeline.metrics_seg import (
+from ichct.pipeline.evaluate.metrics_seg import (
     bland_altman,
     dice,
     lesion_detection,

@@ -1,4 +1,4 @@
-"""``ichct.pipeline.predict.predict``: mask on the source grid, DICOM SEG, report, overlays.
+"""``ichct.pipeline.predict.run.predict``: mask on the source grid, DICOM SEG, report, overlays.
 
 The models here are deterministic (``predict_helpers.BloodRangeSeg`` / ``BloodRangeCls``): they
 mark the phantom's hematoma through the real inference path, so where the prediction must lie is
@@ -18,8 +18,8 @@ import pytest
 import dicom_factory as fac
 import predict_helpers as ph
 from eval_helpers import set_env
-from ichct.pipeline.predict import predict
-from ichct.pipeline.report_schema import REPORT_SCHEMA, validate_report
+from ichct.pipeline.predict.run import predict
+from ichct.pipeline.predict.report_schema import REPORT_SCHEMA, validate_report
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""ABC/2 estimate and the slice ranges behind a call (``ichct.pipeline.abc2``, ``predict_findings``)."""
+"""ABC/2 estimate and the slice ranges behind a call (``ichct.pipeline.predict.abc2``, ``predict_findings``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from ichct.pipeline.abc2 import abc2_estimate, largest_component
+from ichct.pipeline.predict.abc2 import abc2_estimate, largest_component
 from ichct.pipeline.decision import DecisionRule, consecutive_score
-from ichct.pipeline.predict_findings import runs, seg_ranges, slice_rule_ranges
+from ichct.pipeline.predict.findings import runs, seg_ranges, slice_rule_ranges
 
 
 def _ellipsoid(shape, center, semi, spacing):

@@ -1,4 +1,4 @@
-"""SEG source headers completed from minimal archive headers (ichct.pipeline.seg_sources)."""
+"""SEG source headers completed from minimal archive headers (ichct.pipeline.predict.seg_sources)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 
 from ichct.errors import IchctError
-from ichct.pipeline.seg_sources import TYPE2_COPIED, SegSourceError, complete_seg_sources, frame_of_reference_for
+from ichct.pipeline.predict.seg_sources import TYPE2_COPIED, SegSourceError, complete_seg_sources, frame_of_reference_for
 from ichct.transforms.dicom.validation import quiet_pydicom_values
 
 CT = "1.2.840.10008.5.1.4.1.1.2"

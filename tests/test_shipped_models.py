@@ -1,5 +1,5 @@
 """The demonstration bundles that ship with ichct: the default models of ``ichct predict`` and
-``ichct evaluate``, and their place in the wheel (:mod:`ichct.pipeline.shipped_models`)."""
+``ichct evaluate``, and their place in the wheel (:mod:`ichct.pipeline.models.shipped_models`)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _has_demo_warning(text: str) -> bool:
 
 
 def test_shipped_bundle_dirs_lie_in_the_package():
-    from ichct.pipeline.shipped_models import SHIPPED_BUNDLES, shipped_bundle_dirs
+    from ichct.pipeline.models.shipped_models import SHIPPED_BUNDLES, shipped_bundle_dirs
 
     dirs = shipped_bundle_dirs()
     root = Path(str(resources.files("ichct"))).resolve()
@@ -53,7 +53,7 @@ def test_shipped_bundle_dirs_lie_in_the_package():
 
 
 def test_missing_bundles_raise_an_ichct_error(tmp_path, monkeypatch):
-    import ichct.pipeline.shipped_models as sm
+    import ichct.pipeline.models.shipped_models as sm
     from ichct.errors import IchctError
 
     (tmp_path / "bundles" / "ich_ct_segmentation" / "configs").mkdir(parents=True)
@@ -64,8 +64,8 @@ def test_missing_bundles_raise_an_ichct_error(tmp_path, monkeypatch):
 
 def test_models_source_is_checked(base, study):
     from ichct.errors import IchctError
-    from ichct.pipeline.inference import load_run
-    from ichct.pipeline.predict import predict
+    from ichct.pipeline.models.inference import load_run
+    from ichct.pipeline.predict.run import predict
 
     run = load_run(ph.write_run(base / "user_seg", "seg"))
     with pytest.raises(IchctError, match="not a shipped model bundle"):
@@ -77,8 +77,8 @@ def test_models_source_is_checked(base, study):
 
 @pytest.mark.slow
 def test_predict_without_a_model_uses_the_shipped_bundles(run_cli, base, study):
-    from ichct.pipeline.report_schema import REPORT_SCHEMA_VERSION, validate_report
-    from ichct.pipeline.shipped_models import shipped_bundle_dirs
+    from ichct.pipeline.predict.report_schema import REPORT_SCHEMA_VERSION, validate_report
+    from ichct.pipeline.models.shipped_models import shipped_bundle_dirs
 
     out = base / "out"
     r = run_cli("predict", study, out, "--no-overlays")
@@ -138,8 +138,8 @@ def manifest(base):
 
 @pytest.mark.slow
 def test_evaluate_without_a_model_uses_the_shipped_bundles(run_cli, base, manifest):
-    from ichct.pipeline.metrics_schema import validate_metrics
-    from ichct.pipeline.report import SHIPPED_MODELS_NOTE
+    from ichct.pipeline.evaluate.metrics_schema import validate_metrics
+    from ichct.pipeline.evaluate.report import SHIPPED_MODELS_NOTE
 
     out = base / "eval"
     # synthetic patients share their keys across cohorts (public salt): some are training patients of the
@@ -178,8 +178,8 @@ _CHECK_INSTALLED = """
 import json, sys
 from pathlib import Path
 import ichct
-from ichct.pipeline.bundle import load_bundle
-from ichct.pipeline.shipped_models import shipped_bundle_dirs
+from ichct.pipeline.bundle.package import load_bundle
+from ichct.pipeline.models.shipped_models import shipped_bundle_dirs
 root = Path(sys.argv[1]).resolve()
 dirs = shipped_bundle_dirs()
 kinds = {k: load_bundle(d).kind for k, d in dirs.items()}
@@ -208,7 +208,9 @@ def test_wheel_and_sdist_carry_the_bundles(tmp_path):
     bundle_files = [f"bundles/{b}/{f}" for b in ("ich_ct_segmentation", "ich_ct_classification") for f in BUNDLE_FILES]
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    missing = [f for f in ["ichct/pipeline/shipped_models.py"] + [f"ichct/{f}" for f in bundle_files]
+    package_data = ["ichct/pipeline/bundle/schema/bundle_metadata.schema.json",  # the stage packages' data
+                    "ichct/pipeline/bundle/templates/bundle_README.md", "ichct/pipeline/manifests/schema.json"]
+    missing = [f for f in ["ichct/pipeline/models/shipped_models.py", *package_data] + [f"ichct/{f}" for f in bundle_files]
                if f not in names]
     assert not missing, missing
     assert not [n for n in names if "build_bundles" in n or n.endswith((".onnx", ".ts"))]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ichct.pipeline.train_config import (
+from ichct.pipeline.models.config import (
     CHECKS,
     DEFAULTS,
     KINDS,
@@ -196,9 +196,9 @@ def test_cli_bad_config_writes_no_run_folder(tmp_path, run_cli, manifest):
 def test_failure_before_first_checkpoint_leaves_nothing(tmp_path, manifest, monkeypatch):
     """A run that fails after config.json is written, before last.pt: its folder (or its files in a
     folder that existed) is removed. config.json's command trains the run again: every flag is in it."""
-    import ichct.pipeline.train_data as train_data
+    import ichct.pipeline.models.data as train_data
     from ichct.pipeline.cli import build_parser
-    from ichct.pipeline.train import train
+    from ichct.pipeline.train.engine import train
 
     seen = {}
 

@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ichct.pipeline.metrics_ct import roc_auc_known_labels as roc_auc
-from ichct.pipeline.train import train
+from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels as roc_auc
+from ichct.pipeline.train.engine import train
 
 SHAPE = (64, 64, 16)
 SPACING = (3.0, 3.0, 5.0)
@@ -78,7 +78,7 @@ def physionet_phantom(tmp_path_factory) -> dict:
 
 
 def test_segmenter_beats_chance_on_held_out_patients(physionet_phantom) -> None:
-    from ichct.pipeline.inference import load_run, predict_study
+    from ichct.pipeline.models.inference import load_run, predict_study
 
     cfg = {"spacing_mm": [3.0, 3.0, 5.0], "patch": [32, 32, 8], "samples_per_volume": 4, "batch_size": 2,
            "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}, "lr": 5e-3}
@@ -100,7 +100,7 @@ def test_segmenter_beats_chance_on_held_out_patients(physionet_phantom) -> None:
 
 
 def test_classifier_beats_chance_on_held_out_slices(physionet_phantom) -> None:
-    from ichct.pipeline.inference import load_run, predict_study
+    from ichct.pipeline.models.inference import load_run, predict_study
 
     cfg = {"in_plane": [32, 32], "batch_size": 1, "lr": 1e-2,
            "network": {"feature_dim": 32, "rnn_hidden": 16}}

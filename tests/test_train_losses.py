@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ichct.pipeline.train import RSNAWeightedBCE
-from ichct.pipeline.train_config import resolve_config
+from ichct.pipeline.train.engine import RSNAWeightedBCE
+from ichct.pipeline.models.config import resolve_config
 
 WEIGHTS = [2.0, 1.0, 1.0, 1.0, 1.0, 1.0]
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from ichct.pipeline.decision import DecisionRule
-from ichct.pipeline.files import sha256_file
-from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.network_factory import build_network
-from ichct.pipeline.train import load_checkpoint, read_metrics, train
+from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.models.network_factory import build_network
+from ichct.pipeline.train.engine import load_checkpoint, read_metrics, train
 
 SEG_CFG = {"spacing_mm": [3.0, 3.0, 5.0], "patch": [32, 32, 16], "samples_per_volume": 2, "batch_size": 1,
            "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}}
@@ -239,8 +239,8 @@ def test_cls_inputs_align_with_slice_labels(cohort):
     """Training items of the classifier: the in-plane crop keeps every slice, and the blood mask of the
     aux-seg target lies on exactly the slices labelled positive (a misaligned stack would fail)."""
     from ichct.pipeline.manifests import load_manifest
-    from ichct.pipeline.train_config import resolve_config
-    from ichct.pipeline.train_data import cls_items, cls_transforms
+    from ichct.pipeline.models.config import resolve_config
+    from ichct.pipeline.models.data import cls_items, cls_transforms
 
     cfg = resolve_config("cls", {**CLS_CFG, "in_plane": [64, 64],
                                  "augment": {"flip_prob": 0.0, "affine_prob": 0.0, "shift_prob": 0.0, "noise_prob": 0.0}})
@@ -278,7 +278,7 @@ def test_resume_of_a_run_saved_before_the_stripped_channel_existed(cohort, tmp_p
     del doc["config"]["stripped_brain_channel"]
     (run / "config.json").write_text(json.dumps(doc))
     assert train("cls", cohort["manifest"], FOLD, run, resume=True)["epochs"] == 2
-    from ichct.pipeline.train_config import resolve_config
+    from ichct.pipeline.models.config import resolve_config
 
     weights = load_checkpoint(run / "last.pt")["model"]
     for stripped, same in ((False, True), (True, False)):
@@ -290,8 +290,8 @@ def _side_by_side_with_cli_logging(jobs, num_threads):
     """train_side_by_side with ichct's logging set up as the CLI does (restored afterwards)."""
     import logging
 
-    from ichct.pipeline.logging_setup import configure_logging
-    from ichct.pipeline.train_side_by_side import train_side_by_side
+    from ichct.pipeline.core.logging_setup import configure_logging
+    from ichct.pipeline.train.side_by_side import train_side_by_side
 
     ichct_logger = logging.getLogger("ichct")
     saved = (list(ichct_logger.handlers), ichct_logger.level, ichct_logger.propagate)
@@ -329,7 +329,7 @@ def test_side_by_side_failure_stops_the_other_runs(cohort, tmp_path):
     """A run that fails is raised with its own error, and the run beside it is stopped, not left running."""
     import multiprocessing
 
-    from ichct.pipeline.train_side_by_side import train_side_by_side
+    from ichct.pipeline.train.side_by_side import train_side_by_side
 
     taken = tmp_path / "taken"
     taken.mkdir()
@@ -347,9 +347,9 @@ def test_side_by_side_failure_stops_the_other_runs(cohort, tmp_path):
 
 def test_cls_inference_transforms_are_the_evaluation_ones_without_the_label_check():
     """Inference preprocesses as validation does, minus the slice-label count check (no labels)."""
-    from ichct.pipeline.inference import cls_eval_transforms
-    from ichct.pipeline.train_config import resolve_config
-    from ichct.pipeline.train_data import CheckSliceCountd, cls_transforms
+    from ichct.pipeline.models.inference import cls_eval_transforms
+    from ichct.pipeline.models.config import resolve_config
+    from ichct.pipeline.models.data import CheckSliceCountd, cls_transforms
 
     cfg = resolve_config("cls", CLS_CFG)
     val = [type(t) for t in cls_transforms(cfg, train=False).transforms]
@@ -362,7 +362,7 @@ def test_side_by_side_hands_a_finished_runs_threads_to_the_others():
     (in-process, with a fake train(): the hand-over without the timing of real runs)."""
     import multiprocessing
 
-    from ichct.pipeline.train_side_by_side import threads_for, train_sharing_threads
+    from ichct.pipeline.train.side_by_side import threads_for, train_sharing_threads
 
     assert [threads_for(4, 2, k) for k in range(3)] == [2, 4, 4] and threads_for(1, 2, 0) == 1
     finished = multiprocessing.get_context("spawn").Value("i", 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ichct.pipeline.training_record import check_split, manifest_salt_id, training_record
+from ichct.pipeline.train.record import check_split, manifest_salt_id, training_record
 
 
 def _entry(patient: str, study: str, series: str) -> dict:

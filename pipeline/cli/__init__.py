@@ -105,7 +105,7 @@ def _stdout_to_devnull() -> None:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    from ichct.pipeline.logging_setup import configure_logging, hide_known_library_warnings
+    from ichct.pipeline.core.logging_setup import configure_logging, hide_known_library_warnings
 
     parser = build_parser()
     try:

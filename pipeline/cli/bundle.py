@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run_package(args: argparse.Namespace) -> int:
-    from ichct.pipeline.bundle import package_bundle
+    from ichct.pipeline.bundle.package import package_bundle
 
     summary = package_bundle(args.run_dir, args.bundle_dir, name=args.name, version=args.version,
                              changelog={args.version: args.change} if args.change else None,
@@ -67,7 +67,7 @@ def run_package(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ichct.pipeline.bundle_verify import format_table, verify_bundle
+    from ichct.pipeline.bundle.verify import format_table, verify_bundle
 
     results = verify_bundle(args.bundle_dir, schema=args.schema)
     if args.json:
@@ -78,7 +78,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ichct.pipeline.bundle_export import export_bundle
+    from ichct.pipeline.bundle.export import export_bundle
 
     summary = export_bundle(args.bundle_dir, args.dest, zip_file=args.zip, weights=args.weights)
     sys.stdout.write(json.dumps(summary) + "\n")

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     flag = "--run" if args.run else "--bundle"
     if len(args.run or args.bundle or []) > 2:
         return _usage(args, f"at most two {flag} (one seg and one cls, or two of one kind to compare)")
-    if args.bootstrap < 1:  # the confidence intervals need resamples (ichct.pipeline.bootstrap: n >= 1)
+    if args.bootstrap < 1:  # the confidence intervals need resamples (ichct.pipeline.evaluate.bootstrap: n >= 1)
         return _usage(args, f"argument --bootstrap: must be >= 1, got {args.bootstrap}")
     if args.split == "validation" and args.fold is None:
         return _usage(args, "--split validation needs --fold")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         bad = [r for r in rules if r not in RULES]
         if not rules or bad:
             return _usage(args, f"--rules: unknown rule(s) {bad or args.rules!r}; choose from {','.join(RULES)}")
-    from ichct.pipeline.evaluate import evaluate
+    from ichct.pipeline.evaluate.run import evaluate
 
     summary = evaluate(args.run or [], args.manifest, args.out, split=args.split, fold=args.fold, n_boot=args.bootstrap,
                        rules=rules, seed=args.seed, allow_overlap=args.allow_overlap, device=args.device,

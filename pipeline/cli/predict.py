@@ -1,4 +1,4 @@
-"""``ichct predict``: a thin layer over :func:`ichct.pipeline.predict.predict` / ``predict_batch``."""
+"""``ichct predict``: a thin layer over :func:`ichct.pipeline.predict.run.predict` / ``predict_batch``."""
 
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ def _usage(args: argparse.Namespace, msg: str) -> int:
 
 
 def load_models(runs: list[str], bundles: list[str], device: str, checkpoint: str = "best") -> list[Any]:
-    """Load every ``--run`` (:func:`~ichct.pipeline.inference.load_run`) and ``--bundle``."""
-    from ichct.pipeline.inference import load_run
+    """Load every ``--run`` (:func:`~ichct.pipeline.models.inference.load_run`) and ``--bundle``."""
+    from ichct.pipeline.models.inference import load_run
 
     models = [load_run(r, device=device, checkpoint=checkpoint) for r in runs]
     if bundles:
-        from ichct.pipeline.bundle import load_bundle  # imported only when bundles are used
+        from ichct.pipeline.bundle.package import load_bundle  # imported only when bundles are used
 
         models += [load_bundle(b, device=device) for b in bundles]
     return models
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage(args, f"expected {want}, got {len(args.paths)} path(s)")
     if len(args.run) + len(args.bundle) > 2:
         return _usage(args, "at most two models (one seg and one cls)")
-    from ichct.pipeline.predict import load_default_models, predict, predict_batch
+    from ichct.pipeline.predict.run import load_default_models, predict, predict_batch
 
     if not args.run and not args.bundle:  # the shipped demonstration bundles (logs a warning)
         models, source = load_default_models(args.device), "shipped"

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args._parser.print_usage(sys.stderr)
         sys.stderr.write("ichct train: error: --max-minutes must be > 0\n")
         return 2
-    from ichct.pipeline.train import train
+    from ichct.pipeline.train.engine import train
 
     summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=args.config,
                     resume=args.resume, device=args.device, amp=args.amp, seed=args.seed,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ichct.errors import InputError
-from ichct.pipeline.atomic import atomic_path
+from ichct.pipeline.core.atomic import atomic_path
 from ichct.transforms.dicom import load_salt, patient_key, salt_id, scan_folder
 
 from .check import ManifestDoc, check_documents

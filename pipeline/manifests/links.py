@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from ichct.errors import InputError
-from ichct.pipeline.atomic import temp_dir_beside
+from ichct.pipeline.core.atomic import temp_dir_beside
 
 from .model import Record, nifti_suffix
 

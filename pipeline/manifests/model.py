@@ -15,7 +15,7 @@ from typing import Any
 # CT-level and per-slice label names; slice_labels rows use this order ("any" first, then the
 # subtypes in RSNA order). Voxel label maps with label_values "ichct" use subtype index + 1.
 from ichct.errors import InputError
-from ichct.pipeline.labels import LABEL_NAMES, SUBTYPES  # noqa: F401 - re-exported
+from ichct.pipeline.core.labels import LABEL_NAMES, SUBTYPES  # noqa: F401 - re-exported
 ICHCT_LABEL_VALUES: dict[int, str] = {0: "background", **{i + 1: name for i, name in enumerate(SUBTYPES)}}
 UNKNOWN = -1  # a label the source does not provide
 

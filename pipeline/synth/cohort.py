@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ichct import __version__
-from ichct.pipeline.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 
 from . import labels as lab
 from .acquisition import VENDORS, Protocol, sample_protocol

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ichct.errors import InputError
-from ichct.pipeline.labels import LABEL_NAMES, LABEL_VALUES, SUBTYPES  # noqa: F401 - re-exported
+from ichct.pipeline.core.labels import LABEL_NAMES, LABEL_VALUES, SUBTYPES  # noqa: F401 - re-exported
 
 # P(subtype | positive study) before the "at least one subtype" fill-in (close to RSNA's mix).
 DEFAULT_SUBTYPE_PROB: dict[str, float] = {

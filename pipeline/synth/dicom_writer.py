@@ -28,7 +28,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from ichct.pipeline.atomic import atomic_path
+from ichct.pipeline.core.atomic import atomic_path
 
 from .acquisition import Vendor
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ichct.pipeline.atomic import atomic_path
+from ichct.pipeline.core.atomic import atomic_path
 from ichct.transforms.dicom.geometry import lps_to_ras
 
 from .config import LABEL_NAMES, LABEL_VALUES, SUBTYPES

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ichct.pipeline.atomic import atomic_path
+from ichct.pipeline.core.atomic import atomic_path
 
 from .config import LABEL_VALUES, SUBTYPES
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ichct.pipeline.abc2 import abc2_estimate
+from ichct.pipeline.predict.abc2 import abc2_estimate
 from ichct.pipeline.decision import DecisionRule, affine_voxel_volume_ml
-from ichct.pipeline.labels import LABEL_NAMES
+from ichct.pipeline.core.labels import LABEL_NAMES
 
 __all__ = ["runs", "slice_rule_ranges", "seg_ranges", "label_mask", "build_findings"]
 
@@ -79,7 +79,7 @@ def label_mask(labels: np.ndarray, label: str, num_classes: int) -> np.ndarray |
 
 
 def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, dict[str, Any]]:
-    """``findings`` of ``report.json`` for one :class:`~ichct.pipeline.inference.StudyPrediction`.
+    """``findings`` of ``report.json`` for one :class:`~ichct.pipeline.models.inference.StudyPrediction`.
 
     Parameters
     ----------

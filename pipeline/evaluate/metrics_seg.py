@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .bootstrap import resample_weights, summarize
-from .labels import LABEL_NAMES
+from ichct.pipeline.evaluate.bootstrap import resample_weights, summarize
+from ichct.pipeline.core.labels import LABEL_NAMES
 
 __all__ = [
     "SEG_CASE_FIELDS",

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from ichct.pipeline.labels import SUBTYPES
-from ichct.pipeline.seg_sources import SegSourceError, SegSources, complete_seg_sources
+from ichct.pipeline.core.labels import SUBTYPES
+from ichct.pipeline.predict.seg_sources import SegSourceError, SegSources, complete_seg_sources
 from ichct.transforms.dicom.validation import quiet_pydicom_values
 
 __all__ = ["SEGMENT_CODES", "SegmentCode", "segment_descriptions", "labels_on_source_frames", "write_seg_dicom",
@@ -221,7 +221,7 @@ def write_seg_dicom(labels: np.ndarray, affine_ras: np.ndarray, headers: Sequenc
 
     Raises
     ------
-    ichct.pipeline.seg_sources.SegSourceError
+    ichct.pipeline.predict.seg_sources.SegSourceError
         A source series that a SEG cannot reference (names the file and why).
     """
     from ichct import __version__

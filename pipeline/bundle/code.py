@@ -25,7 +25,7 @@ __all__ = ["PACKAGE", "config_modules", "module_closure", "third_party", "vendor
            "installed_versions"]
 
 PACKAGE = "ichct"
-_ROOT = Path(__file__).resolve().parent.parent  # the installed ``ichct`` package folder
+_ROOT = Path(__file__).resolve().parents[2]  # the installed ``ichct`` package folder
 _NAME = re.compile(r"(?<![\w.])ichct(?:\.[A-Za-z_]\w*)+")
 _BASE = {"monai", "torch", "numpy"}  # own keys of metadata.json
 

@@ -1,7 +1,7 @@
 """The one place that builds a run's network from its resolved training config.
 
-Training (:mod:`ichct.pipeline.train`), inference (:mod:`ichct.pipeline.inference`), the bundle
-configs (:mod:`ichct.pipeline.bundle_configs`, whose ``network_def`` holds the same arguments) and
+Training (:mod:`ichct.pipeline.train.engine`), inference (:mod:`ichct.pipeline.models.inference`), the bundle
+configs (:mod:`ichct.pipeline.bundle.configs`, whose ``network_def`` holds the same arguments) and
 bundle export all build the network here, so they can never disagree.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ichct.pipeline.train_config import input_channels
+from ichct.pipeline.models.config import input_channels
 
 __all__ = ["network_kwargs", "build_network"]
 
@@ -41,7 +41,7 @@ def network_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from ichct.pipeline.train_config import resolve_config
+    >>> from ichct.pipeline.models.config import resolve_config
     >>> network_kwargs("seg", resolve_config("seg"))["out_channels"]
     2
     """
@@ -81,7 +81,7 @@ def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
 
     Examples
     --------
-    >>> from ichct.pipeline.train_config import resolve_config
+    >>> from ichct.pipeline.models.config import resolve_config
     >>> type(build_network("cls", resolve_config("cls"))).__name__
     'SliceSequenceClassifier'
     """

@@ -280,7 +280,7 @@ def _sequence(n: int | Callable[[Mapping[str, Any]], int], item: Callable[[Any, 
 
 
 def _mapping(value: Any, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The open keyword arguments of the network (checked by building it, see ``ichct.pipeline.train``)."""
+    """The open keyword arguments of the network (checked by building it, see ``ichct.pipeline.train.engine``)."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _Invalid(key, f"must be a mapping of keyword arguments, got {value!r}")
     return copy.deepcopy(dict(value))

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .bootstrap import resample_weights, summarize
-from .decision import DecisionRule
-from .labels import LABEL_NAMES
+from ichct.pipeline.evaluate.bootstrap import resample_weights, summarize
+from ichct.pipeline.decision import DecisionRule
+from ichct.pipeline.core.labels import LABEL_NAMES
 
 __all__ = [
     "RSNA_WEIGHTS",

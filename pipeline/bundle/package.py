@@ -9,8 +9,8 @@ A bundle folder (model-zoo layout)::
 
 ``models/run_config.json`` is the training run's ``config.json`` (manifest path relative to the
 bundle) plus a ``bundle`` section; every config is generated from it by
-:func:`ichct.pipeline.bundle_configs.bundle_configs`. ``load_bundle`` returns the same
-:class:`~ichct.pipeline.inference.LoadedModel` as ``load_run``, so ``evaluate`` and ``predict``
+:func:`ichct.pipeline.bundle.configs.bundle_configs`. ``load_bundle`` returns the same
+:class:`~ichct.pipeline.models.inference.LoadedModel` as ``load_run``, so ``evaluate`` and ``predict``
 use a bundle exactly like a run directory.
 """
 
@@ -31,11 +31,11 @@ from typing import Any
 import torch
 
 from ichct.errors import InputError, read_json
-from ichct.pipeline.atomic import replace_dir, temp_dir_beside, write_json_atomic
-from ichct.pipeline.devices import torch_device
-from ichct.pipeline.inference import LoadedModel, network_and_rule, read_run_config
-from ichct.pipeline.files import sha256_file
-from ichct.pipeline.train import load_checkpoint
+from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside, write_json_atomic
+from ichct.pipeline.core.devices import torch_device
+from ichct.pipeline.models.inference import LoadedModel, network_and_rule, read_run_config
+from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.train.engine import load_checkpoint
 
 logger = logging.getLogger("ichct.bundle")
 
@@ -90,7 +90,7 @@ def model_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
-    """Load an ichct bundle as a :class:`~ichct.pipeline.inference.LoadedModel`.
+    """Load an ichct bundle as a :class:`~ichct.pipeline.models.inference.LoadedModel`.
 
     The network is rebuilt from ``models/run_config.json`` (training's constructor) and
     ``models/model.pt`` is loaded with ``torch.load(..., weights_only=True)``; the decision rule
@@ -150,7 +150,7 @@ def training_summary(run: Path, kind: str, ckpt: Mapping[str, Any]) -> dict[str,
     dict
         ``epochs``, ``train_s``, ``best_epoch``, ``key_metric`` and ``best_metric``.
     """
-    from ichct.pipeline.train import KEY_METRIC
+    from ichct.pipeline.train.engine import KEY_METRIC
 
     rows: list[dict[str, str]] = []
     if (run / "metrics.csv").is_file():
@@ -165,7 +165,7 @@ def training_summary(run: Path, kind: str, ckpt: Mapping[str, Any]) -> dict[str,
 
 def _required_packages(configs: Mapping[str, Any], exported: bool) -> dict[str, str]:
     import ichct
-    from ichct.pipeline.bundle_code import config_modules, installed_versions, module_closure, third_party
+    from ichct.pipeline.bundle.code import config_modules, installed_versions, module_closure, third_party
 
     req = third_party(module_closure(config_modules(configs.values())))
     installed = installed_versions()
@@ -202,7 +202,7 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
         ``models/run_config.json``: the run's config plus the ``bundle`` section (``name``,
         ``display_name``, ``version``, ``changelog``, ``training`` summary, ``training_data``).
         What the docs say the model was trained on comes from its manifest
-        (:func:`ichct.pipeline.bundle_docs.describe_training_data`; a relative manifest path is
+        (:func:`ichct.pipeline.bundle.docs.describe_training_data`; a relative manifest path is
         relative to ``root``).
     evaluation
         ``metrics.json`` of the bundle's evaluation, or None.
@@ -212,9 +212,9 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
     import monai
     import numpy
 
-    from ichct.pipeline.bundle_code import rewrite_config
-    from ichct.pipeline.bundle_configs import LOGGING_CONF, bundle_configs
-    from ichct.pipeline.bundle_docs import apache_license, bundle_metadata, bundle_readme, data_license, \
+    from ichct.pipeline.bundle.code import rewrite_config
+    from ichct.pipeline.bundle.configs import LOGGING_CONF, bundle_configs
+    from ichct.pipeline.bundle.docs import apache_license, bundle_metadata, bundle_readme, data_license, \
         describe_training_data
 
     info = dict(run_config.get("bundle") or {})
@@ -361,12 +361,12 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     Notes
     -----
     What the docs and ``metadata.json`` say the model was trained on is derived from the run's
-    manifest (:func:`ichct.pipeline.bundle_docs.describe_training_data`: file name, ``source``,
+    manifest (:func:`ichct.pipeline.bundle.docs.describe_training_data`: file name, ``source``,
     sha256, fold) and stored as ``bundle.training_data`` in ``models/run_config.json``; the
     wording of the synthetic default cohort is kept only for that manifest.
     """
-    from ichct.pipeline.bundle_docs import describe_training_data, training_data_summary
-    from ichct.pipeline.inference import load_run
+    from ichct.pipeline.bundle.docs import describe_training_data, training_data_summary
+    from ichct.pipeline.models.inference import load_run
 
     run = Path(run_dir)
     dest = Path(bundle_dir)

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
-from .metrics_schema import validate_metrics
+from ichct.pipeline.core.atomic import atomic_path
+from ichct.pipeline.evaluate.metrics_schema import validate_metrics
 
 __all__ = ["OVERLAP_WARNING", "SHIPPED_MODELS_NOTE", "assemble_metrics", "format_metric", "render_markdown",
            "write_report"]
@@ -60,7 +60,7 @@ def assemble_metrics(
 ) -> dict[str, Any]:
     """The ``metrics.json`` dict (validated, NaN -> ``None``); ``warnings`` head the Markdown report.
 
-    ``models_source`` (``"user"`` or ``"shipped"``, see :mod:`ichct.pipeline.shipped_models`) is
+    ``models_source`` (``"user"`` or ``"shipped"``, see :mod:`ichct.pipeline.models.shipped_models`) is
     written when given; with ``"shipped"`` the Markdown report says under its title that the shipped
     demonstration bundles were evaluated."""
     doc: dict[str, Any] = {
@@ -300,7 +300,7 @@ def write_report(
     per_case_rows
         One dict per study (``study_id``, ``patient_key``, labels, scores, ``seg:any:vol_*_ml`` ...).
     curves
-        ``curves[subtype][rule]`` from :func:`ichct.pipeline.metrics_ct.ct_level_metrics`.
+        ``curves[subtype][rule]`` from :func:`ichct.pipeline.evaluate.metrics_ct.ct_level_metrics`.
     out_dir
         Output folder (created).
 

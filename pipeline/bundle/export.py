@@ -1,6 +1,6 @@
 """``ichct bundle export``: a self-contained model-zoo folder (or zip) of a bundle.
 
-The ichct code the configs need (:func:`ichct.pipeline.bundle_code.module_closure`) is copied
+The ichct code the configs need (:func:`ichct.pipeline.bundle.code.module_closure`) is copied
 into the export's ``scripts/ichct/`` with its imports rewritten, and every config is regenerated
 with ``ichct.`` names moved to ``scripts.ichct.``; so the exported bundle runs with MONAI and the
 packages its ``metadata.json`` lists, without ichct installed. ``models/train_patients.json``
@@ -34,7 +34,7 @@ __all__ = ["export_bundle"]
 
 def _same_model(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Config keys that differ between two runs' configs and change the network or preprocessing."""
-    from ichct.pipeline.network_factory import network_kwargs
+    from ichct.pipeline.models.network_factory import network_kwargs
 
     diffs = []
     if a.get("kind") != b.get("kind"):
@@ -96,11 +96,11 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
         Another network or preprocessing, weights or run files that cannot be read or do not fit, or run
         files of different runs.
     """
-    from ichct.pipeline.bundle import model_state_dict, training_summary
-    from ichct.pipeline.bundle_docs import describe_training_data, training_data_summary
-    from ichct.pipeline.inference import read_run_config
-    from ichct.pipeline.network_factory import build_network
-    from ichct.pipeline.train import load_checkpoint
+    from ichct.pipeline.bundle.package import model_state_dict, training_summary
+    from ichct.pipeline.bundle.docs import describe_training_data, training_data_summary
+    from ichct.pipeline.models.inference import read_run_config
+    from ichct.pipeline.models.network_factory import build_network
+    from ichct.pipeline.train.engine import load_checkpoint
 
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing")
@@ -182,11 +182,11 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     dict
         Summary: output path, copied modules, required packages.
     """
-    from ichct.pipeline.atomic import replace_dir, temp_dir_beside
-    from ichct.pipeline.bundle import REQUIRED_FILES, write_bundle_files
-    from ichct.pipeline.bundle_code import config_modules, module_closure, vendor
-    from ichct.pipeline.bundle_configs import bundle_configs
-    from ichct.pipeline.inference import read_run_config
+    from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside
+    from ichct.pipeline.bundle.package import REQUIRED_FILES, write_bundle_files
+    from ichct.pipeline.bundle.code import config_modules, module_closure, vendor
+    from ichct.pipeline.bundle.configs import bundle_configs
+    from ichct.pipeline.models.inference import read_run_config
 
     src = Path(bundle_dir)
     missing = [f for f in REQUIRED_FILES if not (src / f).is_file()]

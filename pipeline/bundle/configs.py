@@ -3,17 +3,17 @@
 :func:`bundle_configs` is the one source of every ``configs/*.json`` of an ichct bundle (the
 committed ``bundles/`` and those ``ichct bundle package`` writes). Each config reuses the
 pipeline's own functions through ``_target_`` / ``$`` expressions, so a bundle preprocesses
-exactly as training and :mod:`ichct.pipeline.inference` do:
+exactly as training and :mod:`ichct.pipeline.models.inference` do:
 
-* ``inference.json`` - seg: :func:`~ichct.pipeline.inference.seg_eval_transforms`, sliding-window
+* ``inference.json`` - seg: :func:`~ichct.pipeline.models.inference.seg_eval_transforms`, sliding-window
   inference with the training patch (Gaussian blending), softmax, ``Invertd`` (linear) back to the input's
-  grid, ``SaveImaged`` as NIfTI; cls: :func:`~ichct.pipeline.inference.cls_eval_transforms`, the
+  grid, ``SaveImaged`` as NIfTI; cls: :func:`~ichct.pipeline.models.inference.cls_eval_transforms`, the
   slice probabilities of the 6 labels per study (CSV) and the CT-level calls of the stored rule
   (JSON).
 * ``train.json`` - MONAI ``SupervisedTrainer`` / ``SupervisedEvaluator`` with the training stage's
-  datasets and transforms (:mod:`ichct.pipeline.train_data`), losses, optimizer and schedule;
+  datasets and transforms (:mod:`ichct.pipeline.models.data`), losses, optimizer and schedule;
   ``CheckpointSaver`` keeps ``models/model.pt`` of the best validation epoch, with its thresholds.
-* ``evaluate.json`` - :func:`ichct.pipeline.evaluate.evaluate` of this bundle on a manifest split.
+* ``evaluate.json`` - :func:`ichct.pipeline.evaluate.run.evaluate` of this bundle on a manifest split.
 * ``multi_gpu_train.json`` - ``torchrun`` overrides: ``DistributedDataParallel`` (nccl on GPUs,
   gloo on CPU), ``DistributedSampler``, rank-0-only saving and logging.
 """
@@ -25,8 +25,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ichct.pipeline.network_factory import network_kwargs
-from ichct.pipeline.train_config import saved_run_config
+from ichct.pipeline.models.network_factory import network_kwargs
+from ichct.pipeline.models.config import saved_run_config
 
 __all__ = ["CONFIG_NAMES", "LOGGING_CONF", "bundle_configs", "manifest_expression"]
 
@@ -73,7 +73,7 @@ def _network_def(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[
     elif for_training:  # training needs the raw outputs (dict with the auxiliary segmentation)
         target = "ichct.networks.SliceSequenceClassifier"
     else:
-        target = "ichct.pipeline.bundle_network.ChannelFirstSliceClassifier"
+        target = "ichct.pipeline.bundle.network.ChannelFirstSliceClassifier"
     return {"_target_": target, **copy.deepcopy(network_kwargs(kind, cfg))}
 
 
@@ -105,14 +105,14 @@ def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
         "output_dir": "$@bundle_root + '/predictions'",
         "network_def": _network_def(kind, cfg, for_training=False),
         "network": "$@network_def.to(@device)",
-        "datalist": {"_target_": "ichct.pipeline.bundle_components.study_items", "input_path": "@input_path"},
+        "datalist": {"_target_": "ichct.pipeline.bundle.components.study_items", "input_path": "@input_path"},
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
     })
     if kind == "seg":
         c.update({
-            "preprocessing": {"_target_": "ichct.pipeline.inference.seg_eval_transforms", "cfg": "@ichct_config"},
+            "preprocessing": {"_target_": "ichct.pipeline.models.inference.seg_eval_transforms", "cfg": "@ichct_config"},
             "inferer": _seg_inferer(cfg),
             "postprocessing": {"_target_": "Compose", "transforms": [
                 {"_target_": "Activationsd", "keys": "pred", "softmax": True},
@@ -128,13 +128,13 @@ def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
         c["imports"].append("$import numpy")
     else:
         c.update({
-            "preprocessing": {"_target_": "ichct.pipeline.inference.cls_eval_transforms", "cfg": "@ichct_config"},
+            "preprocessing": {"_target_": "ichct.pipeline.models.inference.cls_eval_transforms", "cfg": "@ichct_config"},
             "decision_rule": {"_target_": "ichct.pipeline.decision.DecisionRule.load",
                               "path": "$@ckpt_dir + '/thresholds.json'"},
             "inferer": {"_target_": "SimpleInferer"},
             "postprocessing": {"_target_": "Compose", "transforms": [
                 {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
-                {"_target_": "ichct.pipeline.bundle_components.SaveSliceProbabilitiesd", "keys": "pred",
+                {"_target_": "ichct.pipeline.bundle.components.SaveSliceProbabilitiesd", "keys": "pred",
                  "output_dir": "@output_dir", "rule": "@decision_rule", "name_key": "name"},
             ]},
         })
@@ -166,10 +166,10 @@ def _loss(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any] | str:
         return {"_target_": name, "to_onehot_y": True, "softmax": True, "batch": bool(cfg["dice_batch"]),
                 "weight": f"$torch.tensor({weights}, device=@device)"}
     pw = cfg["pos_weight"]
-    pos_weight: Any = ({"_target_": "ichct.pipeline.train_data.pos_weight_auto", "items": "@train#datalist",
+    pos_weight: Any = ({"_target_": "ichct.pipeline.models.data.pos_weight_auto", "items": "@train#datalist",
                         "max_weight": float(cfg["pos_weight_max"])} if pw == "auto" else [float(v) for v in pw])
     aux = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
-    return {"_target_": "ichct.pipeline.train.RSNAWeightedBCE", "class_weights": [float(v) for v in cfg["class_weights"]],
+    return {"_target_": "ichct.pipeline.train.engine.RSNAWeightedBCE", "class_weights": [float(v) for v in cfg["class_weights"]],
             "pos_weight": pos_weight, "aux_seg_weight": aux}
 
 
@@ -177,18 +177,18 @@ def _split_section(kind: str, cfg: Mapping[str, Any], train: bool) -> dict[str, 
     sec = "train" if train else "validate"
     entries = "@train_entries" if train else "@val_entries"
     if kind == "seg":
-        datalist: dict[str, Any] = {"_target_": "ichct.pipeline.train_data.seg_items", "entries": entries,
+        datalist: dict[str, Any] = {"_target_": "ichct.pipeline.models.data.seg_items", "entries": entries,
                                     "num_classes": int(cfg["num_classes"])}
-        pre = "ichct.pipeline.train_data.seg_transforms"
+        pre = "ichct.pipeline.models.data.seg_transforms"
     else:
         aux = bool(dict(cfg["network"]).get("aux_seg", False)) and train
-        datalist = {"_target_": "ichct.pipeline.train_data.cls_items", "entries": entries, "voxel_labels": aux}
-        pre = "ichct.pipeline.train_data.cls_transforms"
+        datalist = {"_target_": "ichct.pipeline.models.data.cls_items", "entries": entries, "voxel_labels": aux}
+        pre = "ichct.pipeline.models.data.cls_transforms"
     loader: dict[str, Any] = {"_target_": "DataLoader", "dataset": f"@{sec}#dataset",
                               "batch_size": int(cfg["batch_size"]) if train else 1, "shuffle": train,
                               "num_workers": int(cfg["num_workers"])}
     if kind == "cls":
-        loader["collate_fn"] = {"_target_": "ichct.pipeline.train_data.cls_collate", "_mode_": "callable"}
+        loader["collate_fn"] = {"_target_": "ichct.pipeline.models.data.cls_collate", "_mode_": "callable"}
     return {
         "datalist": datalist,
         "preprocessing": {"_target_": pre, "cfg": "@ichct_config", "train": train},
@@ -200,20 +200,20 @@ def _split_section(kind: str, cfg: Mapping[str, Any], train: bool) -> dict[str, 
 
 def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: int) -> dict[str, Any]:
     c = _common(kind, cfg)
-    prep = ({"prepare_batch": {"_target_": "ichct.pipeline.train.cls_prepare_batch", "_mode_": "callable"}}
+    prep = ({"prepare_batch": {"_target_": "ichct.pipeline.train.engine.cls_prepare_batch", "_mode_": "callable"}}
             if kind == "cls" else {})
     train = _split_section(kind, cfg, train=True)
     train.update({
         "inferer": {"_target_": "SimpleInferer"},
         "handlers": [
-            {"_target_": "ichct.pipeline.bundle_components.ValidationEveryAndLast", "validator": "@validate#evaluator",
+            {"_target_": "ichct.pipeline.bundle.components.ValidationEveryAndLast", "validator": "@validate#evaluator",
              "interval": int(cfg["val_interval"])},
             {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
         ],
         "rank0_handlers": [
             {"_target_": "StatsHandler", "tag_name": "train_loss", "iteration_log": False,
              "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
-            {"_target_": "ichct.pipeline.bundle_components.RunFilesWriter", "ckpt_dir": "@ckpt_dir", "kind": kind,
+            {"_target_": "ichct.pipeline.bundle.components.RunFilesWriter", "ckpt_dir": "@ckpt_dir", "kind": kind,
              "cfg": "@ichct_config", "fold": "@fold", "seed": "@seed", "epochs": "@epochs", "manifest": "@manifest",
              "train_entries": "@train_entries", "val_entries": "@val_entries"},
         ],
@@ -224,11 +224,11 @@ def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: in
                     **prep},
     })
     validate = _split_section(kind, cfg, train=False)
-    scores = {"_target_": "ichct.pipeline.bundle_components.ValidationScores", "kind": kind, "cfg": "@ichct_config"}
+    scores = {"_target_": "ichct.pipeline.bundle.components.ValidationScores", "kind": kind, "cfg": "@ichct_config"}
     if kind == "seg":
         key_metric: dict[str, Any] = {"val_dice": {
             "_target_": "MeanDice", "include_background": False,
-            "output_transform": {"_target_": "ichct.pipeline.bundle_components.dice_output_transform",
+            "output_transform": {"_target_": "ichct.pipeline.bundle.components.dice_output_transform",
                                  "num_classes": int(cfg["num_classes"])}}}
         additional: Any = {"val_auc_any": "@validate#scores"}
         inferer = _seg_inferer(cfg)
@@ -244,7 +244,7 @@ def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: in
             {"_target_": "StatsHandler", "iteration_log": False},
             {"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
              "save_key_metric": True, "key_metric_filename": "model.pt"},
-            {"_target_": "ichct.pipeline.bundle_components.ThresholdsSaver", "scores": "@validate#scores",
+            {"_target_": "ichct.pipeline.bundle.components.ThresholdsSaver", "scores": "@validate#scores",
              "path": "$@ckpt_dir + '/thresholds.json'", "fold": "@fold"},
         ],
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@validate#dataloader",
@@ -293,7 +293,7 @@ def _evaluate(manifest: str) -> dict[str, Any]:
         "bootstrap": 2000,
         "allow_overlap": False,
         "eval_device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
-        "evaluation": {"_target_": "ichct.pipeline.evaluate.evaluate", "runs": [], "bundles": ["@bundle_root"],
+        "evaluation": {"_target_": "ichct.pipeline.evaluate.run.evaluate", "runs": [], "bundles": ["@bundle_root"],
                        "manifest": "@manifest", "out_dir": "@output_dir", "split": "@eval_split",
                        "fold": "@eval_fold", "n_boot": "@bootstrap", "allow_overlap": "@allow_overlap",
                        "device": "@eval_device"},
@@ -337,7 +337,7 @@ def bundle_configs(run_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         The run's ``config.json`` as stored in the bundle (``models/run_config.json``): ``kind``,
         ``fold``, ``seed``, ``manifest`` (relative paths are taken relative to the bundle root) and
         the resolved training ``config`` (completed by
-        :func:`~ichct.pipeline.train_config.saved_run_config` when it lacks keys).
+        :func:`~ichct.pipeline.models.config.saved_run_config` when it lacks keys).
 
     Returns
     -------

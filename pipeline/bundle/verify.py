@@ -53,8 +53,8 @@ class CheckResult:
 
 
 def default_schema() -> Path:
-    """The metadata schema shipped inside the package (``ichct/pipeline/bundle_schema``)."""
-    return Path(str(resources.files("ichct.pipeline").joinpath("bundle_schema/bundle_metadata.schema.json")))
+    """The metadata schema shipped inside the package (``ichct/pipeline/bundle/schema``)."""
+    return Path(str(resources.files("ichct.pipeline.bundle").joinpath("schema/bundle_metadata.schema.json")))
 
 
 @contextlib.contextmanager
@@ -119,8 +119,8 @@ def _check_configs(root: Path, files: Sequence[str]) -> str:
 
 
 def _check_weights(root: Path) -> str:
-    from ichct.pipeline.bundle import WEIGHTS, model_state_dict
-    from ichct.pipeline.train import load_checkpoint
+    from ichct.pipeline.bundle.package import WEIGHTS, model_state_dict
+    from ichct.pipeline.train.engine import load_checkpoint
 
     path = root / WEIGHTS
     state = model_state_dict(load_checkpoint(path), path)
@@ -133,7 +133,7 @@ def _check_weights(root: Path) -> str:
 def _check_large_files(root: Path) -> str:
     import yaml
 
-    from ichct.pipeline.files import sha256_file
+    from ichct.pipeline.core.files import sha256_file
 
     doc = yaml.safe_load((root / "large_files.yml").read_text(encoding="utf-8")) or {}
     entries = doc.get("large_files")
@@ -188,7 +188,7 @@ def _check_net(root: Path) -> str:
 
 
 def _check_load(root: Path) -> str:
-    from ichct.pipeline.bundle import load_bundle
+    from ichct.pipeline.bundle.package import load_bundle
 
     m = load_bundle(root)
     keys = m.train_patient_keys
@@ -205,7 +205,7 @@ def verify_bundle(bundle_dir: str | Path, schema: str | Path | None = None) -> l
     schema
         Metadata JSON Schema (default: :func:`default_schema`).
     """
-    from ichct.pipeline.bundle import REQUIRED_FILES
+    from ichct.pipeline.bundle.package import REQUIRED_FILES
 
     root = Path(bundle_dir).resolve()
     if not root.is_dir():

@@ -1,6 +1,6 @@
 """``predict(...)``: one study (DICOM folder or NIfTI) -> mask, DICOM SEG, report and overlays.
 
-Inference goes through :func:`ichct.pipeline.inference.predict_study`, the code path that
+Inference goes through :func:`ichct.pipeline.models.inference.predict_study`, the code path that
 ``ichct evaluate`` uses, so a prediction is exactly what the evaluation measured. ``OUT_DIR`` gets:
 
 * ``mask.nii.gz``: the label map on the ORIGINAL series grid (the grid and NIfTI conventions of
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from ichct.errors import IchctError, InputError, data_error
-from ichct.pipeline.atomic import atomic_path, replace_dir, temp_dir_beside, write_json_atomic
+from ichct.pipeline.core.atomic import atomic_path, replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.decision import RULES, SLICE_RULES
-from ichct.pipeline.labels import LABEL_NAMES
+from ichct.pipeline.core.labels import LABEL_NAMES
 
 logger = logging.getLogger("ichct.predict")
 
@@ -87,7 +87,7 @@ def check_models_source(models: Mapping[str, Any], models_source: str) -> str | 
     Raises :class:`ichct.errors.IchctError` for another value, or ``"shipped"`` with a model that is
     not one of the shipped bundles.
     """
-    from ichct.pipeline.shipped_models import MODELS_SOURCES, is_shipped_model, shipped_models_warning
+    from ichct.pipeline.models.shipped_models import MODELS_SOURCES, is_shipped_model, shipped_models_warning
 
     if models_source not in MODELS_SOURCES:
         raise IchctError(f"models_source must be one of {', '.join(MODELS_SOURCES)}, got {models_source!r}")
@@ -101,17 +101,17 @@ def check_models_source(models: Mapping[str, Any], models_source: str) -> str | 
 
 def load_default_models(device: str = "cpu") -> list[Any]:
     """The models ``ichct predict`` uses when none is given: both shipped demonstration bundles
-    (:func:`ichct.pipeline.shipped_models.load_shipped_models`; logs their warning). Pass
+    (:func:`ichct.pipeline.models.shipped_models.load_shipped_models`; logs their warning). Pass
     ``models_source="shipped"`` to :func:`predict` / :func:`predict_batch` with them."""
-    from ichct.pipeline.shipped_models import load_shipped_models
+    from ichct.pipeline.models.shipped_models import load_shipped_models
 
     return load_shipped_models(device)
 
 
 def choose_rule(models: Mapping[str, Any], rule: str | None) -> tuple[str, Any]:
     """The decision rule ``(name, DecisionRule)``; default ``consecutive`` with a classifier, else
-    ``seg_volume``. Thresholds come from the models (:func:`ichct.pipeline.inference.default_rules`)."""
-    from ichct.pipeline.inference import default_rules
+    ``seg_volume``. Thresholds come from the models (:func:`ichct.pipeline.models.inference.default_rules`)."""
+    from ichct.pipeline.models.inference import default_rules
 
     name = rule or ("consecutive" if "cls" in models else "seg_volume")
     if name not in RULES:
@@ -177,7 +177,7 @@ def series_section(info: Mapping[str, Any] | None, groups: Sequence[Any] | None,
     Parameters
     ----------
     info
-        The reader's sidecar of the study (:attr:`~ichct.pipeline.inference.StudyPrediction.ingest_info`);
+        The reader's sidecar of the study (:attr:`~ichct.pipeline.models.inference.StudyPrediction.ingest_info`);
         None for NIfTI input.
     groups
         The series found in the DICOM folder (``summary()`` of each), or None.
@@ -222,8 +222,8 @@ def _rule_section(name: str, rule: Any) -> dict[str, Any]:
 
 def _write_overlays(folder: Path, pred: Any, findings: Mapping[str, Any], rule_name: str, rule: Any,
                     models: Mapping[str, Any]) -> list[str]:
-    from ichct.pipeline.overlays import key_slices, write_key_slice, write_probability_plot
-    from ichct.pipeline.seg_dicom import segment_labels
+    from ichct.pipeline.predict.overlays import key_slices, write_key_slice, write_probability_plot
+    from ichct.pipeline.predict.seg_dicom import segment_labels
     from ichct.transforms import voxel_spacing
 
     folder.mkdir()
@@ -292,8 +292,8 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     out_dir
         Output folder; must not exist or be empty unless ``overwrite``.
     models
-        Loaded models (:func:`ichct.pipeline.inference.load_run` or
-        ``ichct.pipeline.bundle.load_bundle``): a mapping ``{"seg": ..., "cls": ...}`` or a list.
+        Loaded models (:func:`ichct.pipeline.models.inference.load_run` or
+        ``ichct.pipeline.bundle.package.load_bundle``): a mapping ``{"seg": ..., "cls": ...}`` or a list.
     rule
         ``consecutive``, ``max``, ``topk_mean`` (need a classifier) or ``seg_volume`` (needs a
         segmenter); default ``consecutive`` with a classifier, else ``seg_volume``.
@@ -303,7 +303,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
         Write the PNG overlays / the DICOM SEG.
     models_source
         ``"user"`` (default) or ``"shipped"``: ``models`` are the demonstration bundles that ship
-        with ichct (:func:`ichct.pipeline.shipped_models.load_shipped_models`); recorded as
+        with ichct (:func:`ichct.pipeline.models.shipped_models.load_shipped_models`); recorded as
         ``report.json["models_source"]``, and ``"shipped"`` adds their warning to ``warnings``.
 
     Returns
@@ -355,13 +355,13 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
 
 
 def _read_study(src: Path, mods: Mapping[str, Any], rule_name: str, rule_obj: Any, keep_image: bool) -> _StudyRead:
-    """Read and predict the study (:func:`ichct.pipeline.inference.predict_study`) and build its findings.
+    """Read and predict the study (:func:`ichct.pipeline.models.inference.predict_study`) and build its findings.
 
     A DICOM folder is scanned once: the prediction carries the series it read (whose headers the
     SEG references) and the candidate series it was chosen from.
     """
-    from ichct.pipeline.inference import predict_study
-    from ichct.pipeline.predict_findings import build_findings
+    from ichct.pipeline.models.inference import predict_study
+    from ichct.pipeline.predict.findings import build_findings
 
     dicom = _is_dicom_input(src)
     pred = predict_study(mods, src, {rule_name: rule_obj}, keep_image=keep_image)
@@ -409,7 +409,7 @@ def _write_seg(tmp: Path, study: _StudyRead, seg_model: Any, requested: bool, ou
         outputs["seg_dicom_skipped"] = "NIfTI input: a DICOM SEG needs the source DICOM instances"
         warnings.append("NIfTI input: no DICOM SEG written (it needs the source DICOM instances)")
     else:
-        from ichct.pipeline.seg_dicom import seg_source_warnings, write_seg_dicom
+        from ichct.pipeline.predict.seg_dicom import seg_source_warnings, write_seg_dicom
 
         # A source the SEG cannot reference fails the study (SegSourceError names the file and why):
         # a seg.dcm is written for every DICOM study, never skipped in silence.
@@ -424,9 +424,9 @@ def _write_seg(tmp: Path, study: _StudyRead, seg_model: Any, requested: bool, ou
 def _assemble_report(src: Path, study: _StudyRead, mods: Mapping[str, Any], models_source: str, rule_name: str,
                      rule_obj: Any, *, outputs: Mapping[str, Any], warnings: Sequence[str],
                      timings: Mapping[str, float]) -> dict[str, Any]:
-    """``report.json``'s document, validated (:func:`ichct.pipeline.report_schema.validate_report`)."""
+    """``report.json``'s document, validated (:func:`ichct.pipeline.predict.report_schema.validate_report`)."""
     from ichct import __version__
-    from ichct.pipeline.report_schema import REPORT_SCHEMA_VERSION, validate_report
+    from ichct.pipeline.predict.report_schema import REPORT_SCHEMA_VERSION, validate_report
     from ichct.transforms import voxel_spacing
 
     pred, findings = study.pred, study.findings

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from ichct.errors import USER_PATH_ERRORS, InputError, read_json
-from ichct.pipeline.atomic import atomic_path, write_json_atomic
-from ichct.pipeline.devices import torch_device
-from ichct.pipeline.files import sha256_file
-from ichct.pipeline.network_factory import build_network
-from ichct.pipeline.train_config import resolve_config, resolve_saved_config
-from ichct.pipeline.train_validation import ValidationCollector
-from ichct.pipeline.training_record import training_record
+from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
+from ichct.pipeline.core.devices import torch_device
+from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.models.network_factory import build_network
+from ichct.pipeline.models.config import resolve_config, resolve_saved_config
+from ichct.pipeline.train.validation import ValidationCollector
+from ichct.pipeline.train.record import training_record
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -182,7 +182,7 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Losses and batches (validation: ichct.pipeline.train_validation)
+# Losses and batches (validation: ichct.pipeline.train.validation)
 # --------------------------------------------------------------------------------------------
 
 
@@ -224,7 +224,7 @@ class RSNAWeightedBCE(torch.nn.Module):
 
 def cls_prepare_batch(batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False,
                       **kwargs: Any) -> tuple[torch.Tensor, dict[str, Any], tuple, dict[str, Any]]:
-    """The ``prepare_batch`` of the classifier's MONAI engines (a :func:`~ichct.pipeline.train_data.cls_collate` batch).
+    """The ``prepare_batch`` of the classifier's MONAI engines (a :func:`~ichct.pipeline.models.data.cls_collate` batch).
 
     Parameters
     ----------
@@ -249,10 +249,6 @@ def cls_prepare_batch(batchdata: Mapping[str, Any], device: Any = None, non_bloc
         target["seg"] = batchdata["label"].to(device=device, non_blocking=non_blocking)
     return x, target, (), {"lengths": lengths}
 
-
-# Deprecated alias: the published classification bundles 0.1.0 and 0.2.0 name
-# ``ichct.pipeline.train._cls_prepare_batch`` in configs/train.json; new bundles name cls_prepare_batch.
-_cls_prepare_batch = cls_prepare_batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,7 +484,7 @@ def _seg_objective(cfg: Mapping[str, Any], dev: torch.device) -> tuple[torch.nn.
 
 def _cls_loss(cfg: Mapping[str, Any], dev: torch.device, train_items: list[dict[str, Any]]) -> torch.nn.Module:
     """Classification: :class:`RSNAWeightedBCE` with the config's (or the training data's) ``pos_weight``."""
-    from ichct.pipeline.train_data import pos_weight_auto
+    from ichct.pipeline.models.data import pos_weight_auto
 
     pw = cfg["pos_weight"]
     if pw == "auto":
@@ -712,7 +708,7 @@ class _RunRecorder:
 def _fit(spec: _RunSpec, train_entries: list[dict[str, Any]], val_entries: list[dict[str, Any]],
          epoch_started: Callable[[int], None] | None, stop_after_epoch: int | None) -> dict[str, Any]:
     """Build loaders, network, loss and engines, restore a resumed run, train; the summary."""
-    from ichct.pipeline.train_data import make_loaders
+    from ichct.pipeline.models.data import make_loaders
 
     train_ds, train_loader, val_loader, train_items = make_loaders(spec.kind, spec.cfg, train_entries, val_entries)
     dev = torch.device(spec.device)
@@ -768,7 +764,7 @@ def train(
         The run folder (see the module docstring for its files).
     epochs, config
         The number of epochs and the config (a JSON file or a mapping) over the defaults of
-        :mod:`ichct.pipeline.train_config`.
+        :mod:`ichct.pipeline.models.config`.
     resume
         Continue from ``out_dir/last.pt`` with the saved config and seed (``epochs`` may raise
         the total).

@@ -7,7 +7,7 @@ written as ``null``), optionally with ``n_boot_valid`` (resamples where the metr
 ``ct_level[<subtype>][<rule>][<metric>]``: subtypes of :data:`ichct.pipeline.decision.SUBTYPES`
 plus ``"all"`` for the multi-label RSNA log loss; ``segmentation[<class>][<metric>]`` with class
 ``"any"`` or a subtype; ``readers[<subtype>][<reader>][<metric>]`` (optional). ``models_source``
-(optional): ``"user"`` or ``"shipped"`` (the demonstration bundles of :mod:`ichct.pipeline.shipped_models`).
+(optional): ``"user"`` or ``"shipped"`` (the demonstration bundles of :mod:`ichct.pipeline.models.shipped_models`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """CT-level validation of the training stage: scores, AUCs and the thresholds chosen on them.
 
 :class:`ValidationCollector` is attached to the validation engine of ``ichct train`` and wrapped
-by the bundles' :class:`~ichct.pipeline.bundle_components.ValidationScores`, so both compute the
+by the bundles' :class:`~ichct.pipeline.bundle.components.ValidationScores`, so both compute the
 key metric and choose thresholds the same way: seg scores the blood volume of the ``seg_volume``
 rule, cls the ``consecutive`` rule on slice probabilities (and the other slice rules beside it).
 """
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ichct.pipeline.decision import SLICE_RULES, DecisionRule, choose_threshold, ct_scores, voxel_volume_ml
-from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.metrics_ct import roc_auc_known_labels
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
 
 __all__ = ["ValidationCollector"]
 
@@ -35,7 +35,7 @@ class ValidationCollector:
 
     Examples
     --------
-    >>> from ichct.pipeline.train_config import resolve_config
+    >>> from ichct.pipeline.models.config import resolve_config
     >>> c = ValidationCollector("seg", resolve_config("seg"))
     >>> c.scores, c.labels = [[0.0], [3.0], [1.0]], [[0.0], [1.0], [0.0]]
     >>> c.metrics()

@@ -10,11 +10,11 @@ output; for real work train a model (``ichct train``) or give a bundle.
 
 :func:`shipped_bundle_dirs` finds the bundle folders through :func:`importlib.resources.files`,
 so they are found in a source checkout, an editable install and an installed wheel alike;
-:func:`load_shipped_models` loads both (:func:`ichct.pipeline.bundle.load_bundle`).
+:func:`load_shipped_models` loads both (:func:`ichct.pipeline.bundle.package.load_bundle`).
 
 Examples
 --------
->>> from ichct.pipeline.shipped_models import shipped_bundle_dirs
+>>> from ichct.pipeline.models.shipped_models import shipped_bundle_dirs
 >>> sorted(shipped_bundle_dirs())
 ['cls', 'seg']
 >>> shipped_bundle_dirs()["seg"].name
@@ -97,11 +97,11 @@ def shipped_models_warning(kinds: tuple[str, ...] = ("seg", "cls")) -> str:
 
 
 def load_shipped_models(device: str = "cpu", warn: bool = True) -> list[Any]:
-    """Both shipped bundles, loaded (:func:`ichct.pipeline.bundle.load_bundle`): ``[seg, cls]``.
+    """Both shipped bundles, loaded (:func:`ichct.pipeline.bundle.package.load_bundle`): ``[seg, cls]``.
 
     Logs :func:`shipped_models_warning` (a ``WARNING`` of the ``ichct`` logger) unless ``warn`` is false.
     """
-    from ichct.pipeline.bundle import load_bundle
+    from ichct.pipeline.bundle.package import load_bundle
 
     dirs = shipped_bundle_dirs()
     models = [load_bundle(dirs[k], device=device) for k in ("seg", "cls")]

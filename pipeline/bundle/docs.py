@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.train_config import config_windows, input_channels, saved_run_config
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.models.config import config_windows, input_channels, saved_run_config
 
 __all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license",
            "DEFAULT_MANIFEST_NAME", "describe_training_data", "data_source", "data_license", "intended_use",
@@ -75,7 +75,7 @@ def describe_training_data(run_config: Mapping[str, Any], base: str | Path | Non
 
     The manifest file is read and trusted only when its sha256 equals the one recorded at training;
     then its ``name``, ``source`` and ``salt_id`` describe the data. A description stored by
-    :func:`ichct.pipeline.bundle.package_bundle` in ``run_config["bundle"]["training_data"]`` is used
+    :func:`ichct.pipeline.bundle.package.package_bundle` in ``run_config["bundle"]["training_data"]`` is used
     when it is of the same manifest sha256 and fold (so a bundle whose manifest is not at hand keeps
     its provenance); a stale one (a bundle retrained since) is ignored.
 
@@ -225,12 +225,12 @@ def apache_license() -> str:
     """``LICENSE`` of a bundle: the copyright line and the full Apache License 2.0 (package data)."""
     from importlib import resources
 
-    text = resources.files("ichct.pipeline").joinpath("bundle_schema/LICENSE-Apache-2.0.txt").read_text(encoding="utf-8")
+    text = resources.files("ichct.pipeline.bundle").joinpath("schema/LICENSE-Apache-2.0.txt").read_text(encoding="utf-8")
     return "Copyright (c) ichct developers\n\n" + text
 
 
 def _windows(cfg: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-    """``(name, level, width)`` of each HU window channel (:func:`~ichct.pipeline.train_config.config_windows`)."""
+    """``(name, level, width)`` of each HU window channel (:func:`~ichct.pipeline.models.config.config_windows`)."""
     return [(str(name), float(level), float(width)) for name, (level, width) in config_windows(cfg).items()]
 
 
@@ -266,7 +266,7 @@ def _input_format(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     channel_def = {str(i): f"{n} window (level {lv:g} HU, width {wd:g} HU) scaled to [0, 1]"
                    for i, (n, lv, wd) in enumerate(windows)}
     if input_channels(kind, cfg) > len(windows):  # the classifier's skull-stripped channel
-        from ichct.pipeline.train_data import STRIPPED_CHANNEL_WINDOW
+        from ichct.pipeline.models.data import STRIPPED_CHANNEL_WINDOW
 
         lv, wd = STRIPPED_CHANNEL_WINDOW
         channel_def[str(len(windows))] = (f"brain window (level {lv:g} HU, width {wd:g} HU) of the image with everything "
@@ -512,7 +512,7 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
                   training_data: Mapping[str, Any] | None = None) -> str:
     """``docs/README.md`` following the model zoo's template.
 
-    The text is ``pipeline/templates/bundle_README.md`` (:data:`README_TEMPLATE`) with its
+    The text is ``pipeline/bundle/templates/bundle_README.md`` (:data:`README_TEMPLATE`) with its
     ``${placeholders}`` filled: each section's values come from one small function below.
 
     Parameters
@@ -549,7 +549,7 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
               **_how_to_run_fields(kind, cfg, metadata),
               "limitations": "\n".join(_limitations(run_config, td, training)),
               "intended_use": str(metadata.get("intended_use") or intended_use(td))}
-    text = resources.files("ichct.pipeline").joinpath(README_TEMPLATE).read_text(encoding="utf-8")
+    text = resources.files("ichct.pipeline.bundle").joinpath(README_TEMPLATE).read_text(encoding="utf-8")
     return string.Template(text).substitute(fields)
 
 

@@ -7,7 +7,7 @@ caching overlaps too. When a run finishes, the runs still going take over its th
 next epoch, so a shorter budget for one model is a longer stretch at full speed for the other.
 ``benchmarks/side_by_side.py`` measures both ways on the synthetic default.
 
-:func:`train_side_by_side` takes the keyword arguments of :func:`ichct.pipeline.train.train`
+:func:`train_side_by_side` takes the keyword arguments of :func:`ichct.pipeline.train.engine.train`
 per run and returns each run's summary. The processes are spawned (no fork of a process that
 may hold threads); the first failure stops the others and is raised.
 """
@@ -51,7 +51,7 @@ def train_sharing_threads(train_kwargs: Mapping[str, Any], *, n_runs: int, total
     finished
         A shared counter of finished runs (``multiprocessing.Value("i")``).
     train
-        The training function (default :func:`ichct.pipeline.train.train`).
+        The training function (default :func:`ichct.pipeline.train.engine.train`).
 
     Returns
     -------
@@ -61,7 +61,7 @@ def train_sharing_threads(train_kwargs: Mapping[str, Any], *, n_runs: int, total
     import torch
 
     if train is None:
-        from ichct.pipeline.train import train
+        from ichct.pipeline.train.engine import train
 
     def follow_threads(epoch: int) -> None:
         threads = threads_for(total_threads, n_runs, finished.value)
@@ -80,7 +80,7 @@ def train_sharing_threads(train_kwargs: Mapping[str, Any], *, n_runs: int, total
 
 def _train_in_child(name: str, train_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Body of one child process: logging like the parent's, then :func:`train_sharing_threads`."""
-    from ichct.pipeline.logging_setup import configure_logging, hide_known_library_warnings, verbosity_of
+    from ichct.pipeline.core.logging_setup import configure_logging, hide_known_library_warnings, verbosity_of
 
     n_runs, total, finished, log_level = (_CHILD[k] for k in ("n_runs", "total_threads", "finished", "log_level"))
     if log_level is not None:  # the parent shows ichct's messages: so does the child, tagged with its run
@@ -98,7 +98,7 @@ def train_side_by_side(runs: Mapping[str, Mapping[str, Any]], num_threads: int |
     Parameters
     ----------
     runs
-        Run name -> keyword arguments of :func:`ichct.pipeline.train.train` (``kind``,
+        Run name -> keyword arguments of :func:`ichct.pipeline.train.engine.train` (``kind``,
         ``manifest``, ``fold``, ``out_dir``, ...). Each runs in its own spawned process.
     num_threads
         Torch threads of all runs together (default: this process's ``torch.get_num_threads()``).

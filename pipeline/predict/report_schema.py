@@ -8,12 +8,12 @@ decision rule and the segmentation measurements::
      "slice_ranges_source", "volume_ml", "volume_ml_model_grid", "abc2"}
 
 Slice ranges are ``[first, last]`` (0-based, inclusive) indices along the image's last axis,
-which is the reader's slice order (see :mod:`ichct.pipeline.inference`). The report carries no
+which is the reader's slice order (see :mod:`ichct.pipeline.models.inference`). The report carries no
 patient name, ID or birth date (:data:`FORBIDDEN_KEYS` are refused anywhere in the document).
 
 ``models_source`` says where the models came from: ``"user"`` (``--run``/``--bundle``, or models
-passed to :func:`ichct.pipeline.predict.predict`) or ``"shipped"`` (the demonstration bundles that
-ship with ichct, :mod:`ichct.pipeline.shipped_models`, used when no model is given; ``warnings``
+passed to :func:`ichct.pipeline.predict.run.predict`) or ``"shipped"`` (the demonstration bundles that
+ship with ichct, :mod:`ichct.pipeline.models.shipped_models`, used when no model is given; ``warnings``
 then says that they were trained on synthetic data only).
 
 Schema versions (:data:`REPORT_SCHEMA_VERSION`): 1 first release; 2 adds the required
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ichct.pipeline.metrics_schema import to_jsonable
+from ichct.pipeline.evaluate.metrics_schema import to_jsonable
 
 __all__ = ["REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "FORBIDDEN_KEYS", "validate_report"]
 

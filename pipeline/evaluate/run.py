@@ -1,14 +1,14 @@
 """``evaluate(...)``: run trained models on a manifest split and write the evaluation report.
 
-One study at a time through :func:`ichct.pipeline.inference.predict_study` (the inference path
+One study at a time through :func:`ichct.pipeline.models.inference.predict_study` (the inference path
 ``ichct predict`` uses too), then the per-study table in the convention of
 :mod:`.metrics_ct` / :mod:`.metrics_seg` (columns ``label:<subtype>``, ``score:<rule>:<subtype>``,
 ``seg:<class>:<field>``, ``slice_ll_sum`` / ``n_slices``), patient-level bootstrap CIs, and
-:func:`ichct.pipeline.report.write_report` (``metrics.json``, ``per_case.csv``, ``report.md``,
+:func:`ichct.pipeline.evaluate.report.write_report` (``metrics.json``, ``per_case.csv``, ``report.md``,
 PNG plots).
 
 Leakage guard: patients of a run's ``train_patients.json`` (by patient key under the same salt,
-by study or series UID under any; :mod:`ichct.pipeline.training_record`) are refused
+by study or series UID under any; :mod:`ichct.pipeline.train.record`) are refused
 (:class:`EvaluationOverlapError`, naming them) unless ``allow_overlap=True``, in which case
 ``metrics.json`` has ``allow_overlap: true`` and ``report.md`` starts with a warning. The run's
 own validation fold and a differently salted manifest are flagged in ``warnings``.
@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from ichct.errors import IchctError, InputError
-from ichct.pipeline.atomic import replace_dir, temp_dir_beside
+from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside
 from ichct.pipeline.decision import RULES, affine_voxel_volume_ml
-from ichct.pipeline.devices import torch_device
-from ichct.pipeline.files import sha256_file
-from ichct.pipeline.labels import LABEL_NAMES
-from ichct.pipeline.training_record import check_split, manifest_salt_id
+from ichct.pipeline.core.devices import torch_device
+from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.train.record import check_split, manifest_salt_id
 
 logger = logging.getLogger("ichct.evaluate")
 
@@ -67,8 +67,8 @@ def _ct_label(entry: Mapping[str, Any], st: str) -> float:
 
 def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict[str, Any]:
     """One per-study row: ids, labels, rule scores, slice log loss, segmentation fields."""
-    from ichct.pipeline.metrics_ct import rsna_row_losses
-    from ichct.pipeline.metrics_seg import segmentation_case_metrics
+    from ichct.pipeline.evaluate.metrics_ct import rsna_row_losses
+    from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics
 
     row: dict[str, Any] = {"study_id": entry.get("study_uid", ""), "patient_key": str(entry["patient_key"]),
                            "n_slices_image": pred.n_slices}
@@ -95,7 +95,7 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict
         for cls, v in pred.volumes_ml.items():
             row[f"vol_ml:{cls}"] = float(v)
         if entry.get("label"):
-            from ichct.pipeline.inference import load_image
+            from ichct.pipeline.models.inference import load_image
             from ichct.transforms import voxel_spacing
 
             ref = np.asarray(load_image(entry["label"]))[0]
@@ -123,9 +123,9 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 def _compare(table_a: Mapping[str, Any], table_b: Mapping[str, Any], keys: Sequence[str],
              rules_a: Mapping[str, Any], rules_b: Mapping[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
     """Paired bootstrap of the main metrics (ROC/PR AUC of "any" per rule; Dice of any blood)."""
-    from ichct.pipeline.bootstrap import paired_bootstrap
-    from ichct.pipeline.metrics_ct import ct_metric_fn
-    from ichct.pipeline.metrics_seg import seg_metric_fn
+    from ichct.pipeline.evaluate.bootstrap import paired_bootstrap
+    from ichct.pipeline.evaluate.metrics_ct import ct_metric_fn
+    from ichct.pipeline.evaluate.metrics_seg import seg_metric_fn
 
     out: dict[str, Any] = {}
     ones = np.ones((1, len(keys)))
@@ -150,8 +150,8 @@ def _compare_rules(table: Mapping[str, Any], keys: Sequence[str], rule_a: str, r
                    rules: Mapping[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
     """Paired bootstrap of two decision rules on the same studies: ROC/PR AUC, sensitivity and
     specificity (each rule at its own threshold) per subtype that both rules score."""
-    from ichct.pipeline.bootstrap import paired_bootstrap
-    from ichct.pipeline.metrics_ct import ct_metric_fn
+    from ichct.pipeline.evaluate.bootstrap import paired_bootstrap
+    from ichct.pipeline.evaluate.metrics_ct import ct_metric_fn
 
     out: dict[str, Any] = {}
     ones = np.ones((1, len(keys)))
@@ -178,8 +178,8 @@ def _only(fn: Any, metric: str) -> Any:
 
 
 def _comparison_markdown(comp: Mapping[str, Any]) -> str:
-    from ichct.pipeline.metrics_schema import to_jsonable
-    from ichct.pipeline.report import format_metric
+    from ichct.pipeline.evaluate.metrics_schema import to_jsonable
+    from ichct.pipeline.evaluate.report import format_metric
 
     lines = ["", "## Paired comparison", "", f"a = `{comp['a']}`, b = `{comp['b']}`; difference a - b with 95% "
              "paired patient-level bootstrap interval and two-sided p-value.", "",
@@ -196,7 +196,7 @@ def _check_against_training(models: Sequence[Any], entries: Sequence[Mapping[str
                             salt_id: str | None) -> tuple[set[str], list[str], list[str]]:
     """(training patients in the split, the models that saw them, warnings for the report).
 
-    Uses each model's training record (:mod:`ichct.pipeline.training_record`): patient keys when
+    Uses each model's training record (:mod:`ichct.pipeline.train.record`): patient keys when
     the salts agree, study and series UIDs whatever the salt; entries of a model's own validation
     fold are not refused but flagged, since that fold chose the checkpoint and the thresholds.
     """
@@ -225,7 +225,7 @@ def _describe(model: Any) -> dict[str, Any]:
     """``LoadedModel.describe()`` plus, for a bundle, its folder, version and weights sha256."""
     out = model.describe()
     if getattr(model, "bundle_dir", None) is not None:
-        from ichct.pipeline.bundle import WEIGHTS
+        from ichct.pipeline.bundle.package import WEIGHTS
 
         out["bundle_dir"] = str(model.bundle_dir)
         out["bundle_version"] = (model.run_config.get("bundle") or {}).get("version")
@@ -266,7 +266,7 @@ def evaluate(
         (the report is that of the first; ``metrics.json["comparisons"]`` holds the paired
         bootstrap differences first - second of the ROC/PR AUC of "any" per rule and of the Dice).
     bundles
-        Bundle folders (:func:`ichct.pipeline.bundle.load_bundle`), counted after ``runs`` under
+        Bundle folders (:func:`ichct.pipeline.bundle.package.load_bundle`), counted after ``runs`` under
         the same rules; the leakage guard uses each bundle's ``models/train_patients.json``.
     manifest, split, fold
         The split to evaluate (:func:`ichct.pipeline.manifests.load_manifest`, which refuses a
@@ -285,7 +285,7 @@ def evaluate(
         model(s) and studies (``metrics.json["comparisons"]``, differences a - b).
     models_source
         ``"user"`` (default) or ``"shipped"``: the models are the demonstration bundles that ship
-        with ichct (:mod:`ichct.pipeline.shipped_models`; both of them when ``runs`` and
+        with ichct (:mod:`ichct.pipeline.models.shipped_models`; both of them when ``runs`` and
         ``bundles`` are empty). Recorded as ``metrics.json["models_source"]``; ``"shipped"``
         adds their warning (logged, in ``metrics.json["warnings"]`` and heading ``report.md``).
 
@@ -297,8 +297,8 @@ def evaluate(
         Bad arguments, a manifest failing its checks, an existing output folder, a model that cannot
         be read (all ``ValueError``).
     """
-    from ichct.pipeline.metrics_ct import ct_level_metrics
-    from ichct.pipeline.metrics_seg import segmentation_summary
+    from ichct.pipeline.evaluate.metrics_ct import ct_level_metrics
+    from ichct.pipeline.evaluate.metrics_seg import segmentation_summary
 
     t0 = time.perf_counter()
     _check_arguments(split, n_boot, seed, rules)
@@ -357,8 +357,8 @@ def _load_models(runs: Sequence[str | Path], bundles: Sequence[str | Path], mode
                  checkpoint: str) -> tuple[list[Any], str | None]:
     """The loaded models (runs, then bundles; the shipped bundles when ``models_source="shipped"``
     names none) and, for shipped models, their warning (logged here)."""
-    from ichct.pipeline.inference import load_run
-    from ichct.pipeline.shipped_models import MODELS_SOURCES, is_shipped_model, shipped_bundle_dirs
+    from ichct.pipeline.models.inference import load_run
+    from ichct.pipeline.models.shipped_models import MODELS_SOURCES, is_shipped_model, shipped_bundle_dirs
 
     if models_source not in MODELS_SOURCES:
         raise IchctError(f"models_source must be one of {', '.join(MODELS_SOURCES)}, got {models_source!r}")
@@ -368,12 +368,12 @@ def _load_models(runs: Sequence[str | Path], bundles: Sequence[str | Path], mode
         raise InputError("at least one --run or --bundle is needed")
     loaded = [load_run(r, device=device, checkpoint=checkpoint) for r in runs]
     if bundles:
-        from ichct.pipeline.bundle import load_bundle
+        from ichct.pipeline.bundle.package import load_bundle
 
         loaded += [load_bundle(b, device=device) for b in bundles]
     shipped_warning = None
     if models_source == "shipped":
-        from ichct.pipeline.shipped_models import shipped_models_warning
+        from ichct.pipeline.models.shipped_models import shipped_models_warning
 
         other = [_where(m) for m in loaded if not is_shipped_model(m)]
         if other:
@@ -403,7 +403,7 @@ def _choose_rules(models: Mapping[str, Any], rules: Sequence[str] | None, compar
                   compare_rules: Sequence[str] | None) -> dict[str, Any]:
     """The decision rules to evaluate (``{name: DecisionRule}``), checked against the models and
     against ``compare_rules``."""
-    from ichct.pipeline.inference import default_rules
+    from ichct.pipeline.models.inference import default_rules
 
     chosen = default_rules(models, rules)
     if rules is not None:
@@ -451,7 +451,7 @@ def _predict_rows(entries: Sequence[Mapping[str, Any]], models: Mapping[str, Any
                   comparator: Any | None, surface: bool
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """``(rows, comparator rows, comparator rules)``: one :func:`study_row` per study and model."""
-    from ichct.pipeline.inference import default_rules, predict_study
+    from ichct.pipeline.models.inference import default_rules, predict_study
 
     comp_models = {comparator.kind: comparator} if comparator is not None else {}
     comp_rules = default_rules(comp_models, list(chosen)) if comparator is not None else {}
@@ -503,10 +503,10 @@ def _comparison_section(comparisons: Mapping[str, Any], models: Mapping[str, Any
 
 
 def _metrics_document(fields: Mapping[str, Any], section: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``metrics.json``'s document (:func:`ichct.pipeline.report.assemble_metrics` of ``fields``),
+    """``metrics.json``'s document (:func:`ichct.pipeline.evaluate.report.assemble_metrics` of ``fields``),
     with the paired comparison's ``section``, if any, under ``comparisons``."""
-    from ichct.pipeline.metrics_schema import validate_metrics
-    from ichct.pipeline.report import assemble_metrics
+    from ichct.pipeline.evaluate.metrics_schema import validate_metrics
+    from ichct.pipeline.evaluate.report import assemble_metrics
 
     doc = assemble_metrics(**fields)
     if section is not None:
@@ -516,9 +516,9 @@ def _metrics_document(fields: Mapping[str, Any], section: Mapping[str, Any] | No
 
 def _write_evaluation(doc: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], curves: Any,
                       section: Mapping[str, Any] | None, out: Path) -> Any:
-    """Write the report (:func:`ichct.pipeline.report.write_report`, plus the comparison's section
+    """Write the report (:func:`ichct.pipeline.evaluate.report.write_report`, plus the comparison's section
     of ``report.md``) into a folder beside ``out`` renamed to ``out`` at the end; the files written."""
-    from ichct.pipeline.report import write_report
+    from ichct.pipeline.evaluate.report import write_report
 
     tmp = temp_dir_beside(out)
     try:

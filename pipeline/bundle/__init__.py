@@ -1,0 +1,39 @@
+"""MONAI model bundles of ichct models: package, load, verify and export them.
+
+Modules:
+
+* ``package`` - ``package_bundle`` (``ichct bundle package``) and ``load_bundle``;
+* ``configs`` - the bundle's MONAI configs, generated from a run's resolved config;
+* ``components`` - the ``_target_`` components of those configs besides MONAI's own;
+* ``network`` - the bundles' network definitions (``network_def``);
+* ``docs`` - ``metadata.json``, ``docs/README.md`` (from ``templates/``), the licenses;
+* ``verify`` - ``verify_bundle`` (``ichct bundle verify``), against ``schema/``;
+* ``export`` - ``export_bundle`` (``ichct bundle export``), with the code vendored by ``code``;
+* ``code`` - the ichct modules a bundle's configs need, vendored into ``scripts/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ichct.pipeline.core.exports import load_export
+
+#: Public name -> the module of this package that defines it.
+_EXPORTS: dict[str, str] = {
+    "package_bundle": "package",
+    "load_bundle": "package",
+    "default_bundle_name": "package",
+    "REQUIRED_FILES": "package",
+    "bundle_configs": "configs",
+    "verify_bundle": "verify",
+    "format_table": "verify",
+    "export_bundle": "export",
+    "bundle_metadata": "docs",
+    "bundle_readme": "docs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return load_export(__name__, _EXPORTS, name)

@@ -1,0 +1,32 @@
+"""The network definitions of the model bundles (``network_def`` in ``configs/inference.json``).
+
+MONAI's bundle tools (``verify_net_in_out``, ``ckpt_export``, ``onnx_export``) expect a network
+that maps a channel-first batch to one channel-first tensor. The 3D U-Net already does
+(:func:`ichct.networks.ich_unet3d`). The slice classifier returns ``(B, S, 6)`` logits, or a dict
+with an auxiliary segmentation, so the bundles use :class:`ChannelFirstSliceClassifier`: the same
+module (identical ``state_dict`` keys, so ``models/model.pt`` loads into either) whose forward
+returns only the slice logits, channel first: ``(B, 6, S)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ichct.networks.slice_sequence import SliceSequenceClassifier
+from ichct.pipeline.models.network_factory import network_kwargs  # noqa: F401 - its home; importable here as before
+
+__all__ = ["ChannelFirstSliceClassifier"]
+
+
+class ChannelFirstSliceClassifier(SliceSequenceClassifier):
+    """:class:`~ichct.networks.SliceSequenceClassifier` returning ``(B, num_classes, S)`` logits.
+
+    Every slice of the input is valid (one study per batch item, no padding), as in inference.
+    The auxiliary segmentation output, when the network has one, is dropped.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Slice logits of ``x`` ``(B, C, H, W, S)`` as ``(B, num_classes, S)``."""
+        out = super().forward(x)
+        logits = out["logits"] if isinstance(out, dict) else out
+        return logits.transpose(1, 2)

@@ -1,0 +1,43 @@
+"""The training stage: ``train(kind, manifest, fold, out_dir, ...)`` (``ichct train seg|cls``).
+
+Modules:
+
+* ``engine`` - the training loop, checkpoints, losses (``RSNAWeightedBCE``) and ``train``;
+* ``validation`` - CT-level validation: scores, AUCs and the thresholds chosen on them;
+* ``side_by_side`` - several training runs at once, each with a share of the CPU threads;
+* ``record`` - which studies a model saw in training, and the split check of evaluation.
+
+``ichct.pipeline.train._cls_prepare_batch`` is a deprecated alias of ``cls_prepare_batch``, kept
+because the published classification bundle (``bundles/ich_ct_classification/configs/train.json``,
+0.1.0 and 0.2.0) names it; bundles packaged now name ``ichct.pipeline.train.engine.cls_prepare_batch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ichct.pipeline.core.exports import load_export
+
+#: Public name -> the module of this package that defines it.
+_EXPORTS: dict[str, str] = {
+    "train": "engine",
+    "RSNAWeightedBCE": "engine",
+    "cls_prepare_batch": "engine",
+    "load_checkpoint": "engine",
+    "KEY_METRIC": "engine",
+    "read_metrics": "engine",
+    "ValidationCollector": "validation",
+    "train_side_by_side": "side_by_side",
+    "training_record": "record",
+    "check_split": "record",
+    "SplitCheck": "record",
+    # Deprecated alias of cls_prepare_batch: the published classification bundles 0.1.0 and 0.2.0 name
+    # ``ichct.pipeline.train._cls_prepare_batch`` in configs/train.json.
+    "_cls_prepare_batch": "engine:cls_prepare_batch",
+}
+
+__all__ = sorted(name for name in _EXPORTS if not name.startswith("_"))
+
+
+def __getattr__(name: str) -> Any:
+    return load_export(__name__, _EXPORTS, name)
