@@ -66,6 +66,9 @@ DEPRECATED_MODULES: dict[str, str] = {
     "ichct.pipeline.bundle_network": "ichct.pipeline.bundle.network",
     "ichct.pipeline.inference": "ichct.pipeline.models.inference",
     "ichct.pipeline.train_data": "ichct.pipeline.models.data",
+    # module paths the README of ichct 0.1 documented
+    "ichct.pipeline.train_config": "ichct.pipeline.models.config",
+    "ichct.pipeline.train_side_by_side": "ichct.pipeline.train.side_by_side",
 }
 
 #: The one file besides the pipeline/cli/ package that imports the CLI: ``python -m ichct``.
