@@ -33,7 +33,7 @@ from ichct.transforms.dicom import load_salt, patient_key, salt_id, scan_folder
 
 from .check import ManifestDoc, check_documents
 from .errors import ManifestError
-from .hashing import HashCache, dicom_series_digest, nifti_digest_cached, quiet_invalid_uids
+from .hashing import HashCache, dicom_series_digest, nifti_digest_cached
 from .leaks import raw_identifier_places
 from .links import Linker, check_replaceable
 from .model import ICHCT_LABEL_VALUES, LABEL_NAMES, SOURCES, Record, contains_token
@@ -78,8 +78,7 @@ def _pixel_hash(rec: Record, cache: HashCache | None, workers: int | None) -> st
     if rec.link_files is not None:
         files = rec.link_files
     else:
-        with quiet_invalid_uids():
-            scan = scan_folder(rec.image, workers=workers)
+        scan = scan_folder(rec.image, workers=workers)
         files = [h.path for h in scan.headers if h.series_uid == rec.series_uid]
         if not files:
             raise InputError(rec.image, f"no series {rec.series_uid}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .hashing import HashCache, dicom_series_digest, files_signature, nifti_digest_cached, quiet_invalid_uids
+from .hashing import HashCache, dicom_series_digest, files_signature, nifti_digest_cached
 from .model import is_nifti
 from .schema import schema_problems
 
@@ -155,8 +155,7 @@ class _Inspector:
         from ichct.transforms.dicom import DicomIngestError, choose_default, group_series, scan_folder, stack_geometry
 
         try:
-            with quiet_invalid_uids():
-                scan = scan_folder(path, workers=self.workers)
+            scan = scan_folder(path, workers=self.workers)
         except DicomIngestError as exc:
             facts.problems.append(f"image unreadable: {exc}")
             return
@@ -208,8 +207,7 @@ class _Inspector:
             except (OSError, ValueError, KeyError):
                 key = None
         try:
-            with quiet_invalid_uids():
-                volume = read_dicom_series(path, series_uid=series_uid, workers=self.workers, scan=scan)
+            volume = read_dicom_series(path, series_uid=series_uid, workers=self.workers, scan=scan)
         except DicomIngestError as exc:
             facts.problems.append(f"image unreadable: {exc}")
             return None

@@ -32,13 +32,6 @@ CACHE_ENV = "ICHCT_CACHE_DIR"
 _HASH_VERSION = "v1"
 
 
-@contextlib.contextmanager
-def quiet_invalid_uids():
-    """Silence pydicom's warning for each non-conforming value (RSNA writes ``ID_<hex>`` UIDs)."""
-    with quiet_pydicom_values():
-        yield
-
-
 def default_cache_dir() -> Path:
     explicit = os.environ.get(CACHE_ENV)
     if explicit:
@@ -155,7 +148,7 @@ def dicom_file_digest(path: str | Path) -> str:
     import pydicom
 
     try:
-        with quiet_invalid_uids():
+        with quiet_pydicom_values():
             ds = pydicom.dcmread(str(path))
     except USER_PATH_ERRORS:
         raise

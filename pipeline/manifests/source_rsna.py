@@ -25,7 +25,6 @@ from ichct.errors import InputError
 from ichct.transforms.dicom import group_series, scan_folder, stack_geometry
 
 from .model import LABEL_NAMES, UNKNOWN, Record, labels_from_slices, private_tokens
-from .hashing import quiet_invalid_uids
 from .source_common import absolute, find_first, number, read_csv_rows
 
 logger = logging.getLogger(__name__)
@@ -60,8 +59,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
     if image_dir is None:
         raise FileNotFoundError(f"{root}: no image folder ({', '.join(IMAGE_DIRS)})")
     labels = read_labels(csv_path)
-    with quiet_invalid_uids():
-        scan = scan_folder(image_dir, workers=workers)
+    scan = scan_folder(image_dir, workers=workers)
     by_series = defaultdict(list)
     for h in scan.headers:
         by_series[h.series_uid].append(h)

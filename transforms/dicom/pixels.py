@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
 from .headers import SliceHeader, ensure_transfer_syntax
+from .validation import quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def to_hu(stored: np.ndarray, h: SliceHeader) -> tuple[np.ndarray, int]:
     return hu, n_padded
 
 
+@quiet_pydicom_values()  # pydicom would warn per file about non-conforming values while decoding
 def read_stack(
     headers: list[SliceHeader],
     order: list[int],

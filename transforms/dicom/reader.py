@@ -18,7 +18,7 @@ from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
 from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
-from .validation import nonconforming_uid_summary, quiet_pydicom_values
+from .validation import nonconforming_uid_summary
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
 from .pseudonym import patient_key, salt_id
 from .series import (
@@ -173,9 +173,7 @@ def read_dicom_series(
             raise DicomIngestError(scan.root, f"series {group.series_uid} has a single slice position; a volume needs at least two")
         order = geometry.order
         lossless = lossless_int16_possible([headers[i] for i in order])
-        with quiet_pydicom_values():
-            stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless,
-                                                 progress=progress)
+        stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless, progress=progress)
         if not failed:
             break
         bad = {order[p] for p in failed}
