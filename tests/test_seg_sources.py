@@ -8,6 +8,8 @@ from pydicom.dataset import FileMetaDataset
 
 from ichct.errors import IchctError
 from ichct.pipeline.predict.seg_sources import TYPE2_COPIED, SegSourceError, complete_seg_sources, frame_of_reference_for
+from ichct.transforms.dicom.geometry import stack_geometry
+from ichct.transforms.dicom.headers import headers_from_dataset
 from ichct.transforms.dicom.validation import quiet_pydicom_values
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -28,7 +30,9 @@ def rsna_like(z: float, sop: str) -> Dataset:
 def test_rsna_headers_are_completed_by_the_documented_rules_only():
     sources = [rsna_like(5.0 * k, f"ID_00000000{k:02x}") for k in (2, 0, 1)]
     with quiet_pydicom_values():
-        done = complete_seg_sources(sources, [f"/data/{s.SOPInstanceUID}.dcm" for s in sources])
+        paths = [f"/data/{s.SOPInstanceUID}.dcm" for s in sources]
+        headers = [h for s, path in zip(sources, paths) for h in headers_from_dataset(s, path)]
+        done = complete_seg_sources(sources, paths, stack_geometry(headers).slice_spacing_mm)
         assert [str(d.SOPClassUID) for d in done.datasets] == [CT] * 3
         assert done.sop_class_from_file_meta
         # the source's own non-conforming UIDs are referenced as they are
@@ -47,7 +51,7 @@ def test_rsna_headers_are_completed_by_the_documented_rules_only():
                 assert str(done.datasets[0].get(keyword)) == ""
         assert "StudyID" not in done.filled_type2 and "PatientID" not in done.filled_type2
         assert set(done.filled_type2) == set(TYPE2_COPIED) - {"StudyID", "PatientID"}
-        # the SEG's pixel measures need a thickness: the measured slice spacing, said so
+        # the SEG's pixel measures need a thickness: the slice spacing the reader measured, said so
         assert done.slice_thickness_mm == pytest.approx(5.0)
         described = done.describe()
         assert described["frame_of_reference_source"] == "generated"

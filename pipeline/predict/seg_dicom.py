@@ -44,6 +44,7 @@ import numpy as np
 
 from ichct.pipeline.core.labels import SUBTYPES
 from ichct.pipeline.predict.seg_sources import SegSourceError, SegSources, complete_seg_sources
+from ichct.transforms.dicom.geometry import stack_geometry
 from ichct.transforms.dicom.validation import quiet_pydicom_values
 
 __all__ = ["SEGMENT_CODES", "SegmentCode", "segment_descriptions", "labels_on_source_frames", "write_seg_dicom",
@@ -235,7 +236,8 @@ def write_seg_dicom(labels: np.ndarray, affine_ras: np.ndarray, headers: Sequenc
         raise ValueError(f"label values must lie in 0..{len(names)} for a {num_classes}-class model")
     with quiet_pydicom_values():
         datasets, frames, paths = _source_datasets(headers)
-        sources = complete_seg_sources(datasets, paths)
+        spacing = None if frames[0].is_multiframe else stack_geometry(frames).slice_spacing_mm
+        sources = complete_seg_sources(datasets, paths, spacing)
         pixel = labels_on_source_frames(lab, affine_ras, frames).astype(np.uint8)
         seg = _segmentation(sources, pixel, num_classes, algorithm_name, version, model_name)
         seg.save_as(str(out_path))

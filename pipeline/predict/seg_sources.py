@@ -49,7 +49,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from pydicom.dataset import Dataset
 
 from ichct.transforms.dicom.errors import DicomIngestError
@@ -135,7 +134,8 @@ def _sop_class(ds: Dataset, where: str) -> tuple[str, bool]:
     return from_meta, True
 
 
-def complete_seg_sources(datasets: Sequence[Dataset], paths: Sequence[str] | str) -> SegSources:
+def complete_seg_sources(datasets: Sequence[Dataset], paths: Sequence[str] | str,
+                         slice_spacing_mm: float | None = None) -> SegSources:
     """Copies of ``datasets`` completed so that highdicom can build a SEG referencing them.
 
     Parameters
@@ -144,6 +144,10 @@ def complete_seg_sources(datasets: Sequence[Dataset], paths: Sequence[str] | str
         Source headers (read without pixel data), all of one series.
     paths
         The file of each dataset (or one path for all), named in errors.
+    slice_spacing_mm
+        The series' slice spacing as the reader measured it
+        (:attr:`ichct.transforms.dicom.StackGeometry.slice_spacing_mm`): the SEG's slice thickness
+        when the sources have none.
 
     Returns
     -------
@@ -180,28 +184,9 @@ def complete_seg_sources(datasets: Sequence[Dataset], paths: Sequence[str] | str
         out.append(done)
     thickness = None
     if any(not _value(ds, "SliceThickness") for ds in datasets) and "PerFrameFunctionalGroupsSequence" not in datasets[0]:
-        thickness = measured_slice_spacing(datasets)
+        thickness = None if slice_spacing_mm is None else round(float(slice_spacing_mm), 4)
         for ds in out:
             ds.SliceThickness = "" if thickness is None else thickness
     return SegSources(datasets=out, paths=where, frame_of_reference_uid=for_uid, frame_of_reference_generated=not frames,
                       sop_class_from_file_meta=from_meta, filled_type2=list(filled), slice_thickness_mm=thickness)
 
-
-def measured_slice_spacing(datasets: Sequence[Dataset]) -> float | None:
-    """Median distance (mm) between neighbouring slice positions along the slice normal, or None.
-
-    >>> from pydicom import Dataset
-    >>> def sl(z):
-    ...     ds = Dataset(); ds.ImagePositionPatient = [0, 0, z]; ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ...     return ds
-    >>> measured_slice_spacing([sl(10.0), sl(0.0), sl(5.0)])
-    5.0
-    """
-    try:
-        iop = np.asarray([float(v) for v in datasets[0].ImageOrientationPatient], dtype=np.float64)
-        ipps = np.asarray([[float(v) for v in ds.ImagePositionPatient] for ds in datasets], dtype=np.float64)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    positions = np.unique(np.round(ipps @ np.cross(iop[:3], iop[3:]), 4))
-    steps = np.diff(positions)
-    return round(float(np.median(steps)), 4) if steps.size else None
