@@ -10,7 +10,9 @@
 # Environment: ICHCT (command, default `ichct`), WORK (run and evaluation folder, default runs/bundle_build),
 #   MAX_MINUTES (training budget, default 5), VERSION (bundle version, default 0.1.0),
 #   BOOTSTRAP (resamples, default 2000), REUSE_RUNS=1 (package an existing WORK/<kind> run instead of training),
-#   CHANGE (changelog entry of VERSION; the entries of earlier versions are kept).
+#   CHANGE (changelog entry of VERSION; the entries of earlier versions are kept),
+#   REFRESH=1 (no training, no evaluation: regenerate the bundles' configs and docs with this ichct,
+#   `ichct bundle refresh`, weights and evaluation kept; with CHANGE, as version VERSION).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ICHCT=${ICHCT:-ichct}
@@ -21,7 +23,7 @@ VERSION=${VERSION:-0.1.0}
 BOOTSTRAP=${BOOTSTRAP:-2000}
 kinds=${*:-seg cls}
 
-if [ ! -f data/synth_default/cohort.json ]; then
+if [ -z "${REFRESH:-}" ] && [ ! -f data/synth_default/cohort.json ]; then
   $ICHCT synth --default-cohort                        # data/synth_default, matches the committed manifest
 fi
 mkdir -p "$WORK"
@@ -31,6 +33,11 @@ for kind in $kinds; do
     cls) name=ich_ct_classification ;;
     *) echo "unknown model kind: $kind (seg or cls)" >&2; exit 2 ;;
   esac
+  if [ -n "${REFRESH:-}" ]; then
+    $ICHCT bundle refresh "bundles/$name" ${CHANGE:+--version "$VERSION" --change "$CHANGE"}
+    $ICHCT bundle verify "bundles/$name"
+    continue
+  fi
   run=$WORK/$kind
   evaluation=$WORK/eval_$kind
   if [ -z "${REUSE_RUNS:-}" ] || [ ! -f "$run/best.pt" ]; then

@@ -120,7 +120,7 @@ def _ingest_check(out: Path, cohort: dict[str, Any], study_uids: set[str] | None
 
 
 def train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSettings,
-                  device: str) -> dict[str, dict[str, Any]]:
+                 device: str, progress: bool = False) -> dict[str, dict[str, Any]]:
     """Train both models of the demo on fold 0 (side by side on a multi-threaded CPU).
 
     Parameters
@@ -134,6 +134,9 @@ def train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSetti
     device
         ``"cpu"`` or a CUDA device; side by side only on a CPU with at least 2 torch threads.
         One after the other, the budgets are scaled to take the same total time.
+    progress
+        Show one progress line per model on stderr while they train
+        (:func:`~ichct.pipeline.train.progress.training_display`).
 
     Returns
     -------
@@ -143,6 +146,7 @@ def train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSetti
     import torch
 
     from ichct.pipeline.train.engine import train
+    from ichct.pipeline.train.progress import training_display
     from ichct.pipeline.train.side_by_side import train_side_by_side
 
     side_by_side = settings.side_by_side and device == "cpu" and torch.get_num_threads() >= 2
@@ -154,9 +158,11 @@ def train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSetti
     jobs = {kind: {"kind": kind, "manifest": manifest_path, "fold": 0, "out_dir": run_dir, "epochs": settings.epochs,
                    "config": configs[kind], "device": device, "max_minutes": minutes[kind]}
             for kind, run_dir in runs.items()}
-    if side_by_side:
-        return train_side_by_side(jobs)
-    return {kind: train(**kwargs) for kind, kwargs in jobs.items()}
+    with training_display(enabled=progress) as display:
+        if side_by_side:
+            return train_side_by_side(jobs, progress=display.report if display is not None else None)
+        return {kind: train(**kwargs, progress=display.reporter(kind) if display is not None else None)
+                for kind, kwargs in jobs.items()}
 
 
 #: Marks a demo folder (written first, so that an interrupted demo is recognised too).
@@ -223,8 +229,10 @@ def _empty_folder(out: Path) -> None:
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers: int | None = None,
-             device: str = "cpu", overwrite: bool = False) -> dict[str, Any]:
+             device: str = "cpu", overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Run every stage of the pipeline on a synthetic cohort written under ``out_dir``.
+
+    ``progress`` shows one progress line per model on stderr while they train.
 
     ``out_dir`` must be new or empty, or hold a previous demo and ``overwrite`` be set
     (:func:`prepare_demo_folder`, before any work). A demo that fails leaves nothing behind: the
@@ -236,7 +244,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
     out = Path(out_dir)
     created = prepare_demo_folder(out, overwrite=overwrite)
     try:
-        return _run_stages(out, settings or DemoSettings(), workers, device)
+        return _run_stages(out, settings or DemoSettings(), workers, device, progress)
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
@@ -245,7 +253,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, workers:
         raise
 
 
-def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: str) -> dict[str, Any]:
+def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: str,
+                progress: bool = False) -> dict[str, Any]:
     """The demo's stages, into the prepared folder ``out``."""
     from ichct.pipeline.evaluate.run import evaluate
 
@@ -261,7 +270,7 @@ def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: 
         rows = _ingest_check(out, cohort, None if settings.convert_all else test_uids)
     with _lap(seconds, "train seg+cls"):
         runs = {kind: out / "runs" / kind for kind in ("seg", "cls")}
-        train_summaries = train_models(manifest_path, runs, settings, device)
+        train_summaries = train_models(manifest_path, runs, settings, device, progress)
     # bundles first, so that the evaluation (and its numbers in each bundle's docs) is of the
     # bundles' own weights, as `bundles/build_bundles.sh` does for the committed bundles
     with _lap(seconds, "package"):

@@ -78,16 +78,13 @@ def sidecar_path(nifti_path: str | Path) -> Path:
     return p.with_name(name + ".json")
 
 
-def write_nifti(volume: DicomVolume, out_path: str | Path) -> Path:
-    """Write a volume as NIfTI in RAS world coordinates, plus its JSON sidecar, atomically.
+def nifti_image(volume: DicomVolume) -> nib.Nifti1Image:
+    """The NIfTI image ``ichct convert`` writes for a volume: HU in the reader's dtype, RAS affine.
 
     An orthogonal affine goes into both qform and sform (code 1, scanner). A sheared affine (gantry
     tilt kept with ``--no-tilt-correction``) cannot be a qform: it is stored as the sform only,
     with qform code 0, so readers that honour the sform (nibabel, ITK >= 5.x via sform) keep it.
     """
-    out_path = Path(out_path)
-    if not (out_path.name.endswith(".nii.gz") or out_path.name.endswith(".nii")):
-        raise InputError(out_path, "output must end in .nii.gz or .nii")
     affine = volume.affine_ras
     data = volume.hu_volume
     img = nib.Nifti1Image(data, affine)
@@ -98,6 +95,15 @@ def write_nifti(volume: DicomVolume, out_path: str | Path) -> Path:
     set_nifti_geometry(img, affine)
     if data.dtype == np.int16:
         header.set_slope_inter(1.0, 0.0)
+    return img
+
+
+def write_nifti(volume: DicomVolume, out_path: str | Path) -> Path:
+    """Write a volume as NIfTI in RAS world coordinates (:func:`nifti_image`), plus its JSON sidecar, atomically."""
+    out_path = Path(out_path)
+    if not (out_path.name.endswith(".nii.gz") or out_path.name.endswith(".nii")):
+        raise InputError(out_path, "output must end in .nii.gz or .nii")
+    img = nifti_image(volume)
     sidecar = sidecar_path(out_path)
     with atomic_path(out_path) as tmp:
         nib.save(img, tmp)

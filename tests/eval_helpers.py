@@ -47,3 +47,35 @@ def eval_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         train("cls", manifest, FOLD, base / "cls", epochs=1, config=CLS_CFG, seed=0)
     _CACHE.update(base=base, manifest=manifest, doc=doc, seg=base / "seg", cls=base / "cls")
     return _CACHE
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions written "by another tool" (tests/test_evaluate_external*.py)
+# --------------------------------------------------------------------------------------------
+
+
+def split_entries(setup: dict[str, Any], split: str = "all") -> list[dict[str, Any]]:
+    """The manifest entries of a split (absolute paths), without running the checks again."""
+    from ichct.pipeline.manifests import load_manifest
+
+    return load_manifest(setup["manifest"], split, check=False)
+
+
+def write_label_predictions(entries: list[dict[str, Any]], folder: Path, name=None, values=None) -> list[Path]:
+    """Each entry's reference label map, written as another tool's NIfTI prediction.
+
+    ``name(entry)`` gives the file name without suffix (default: the study UID); ``values(array)``
+    changes the voxel values (default: unchanged ichct values). Returns the files written.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for e in entries:
+        img = nib.load(e["label"])
+        arr = np.asarray(img.dataobj).astype(np.uint8)
+        out = folder / f"{name(e) if name else e['study_uid']}.nii.gz"
+        nib.save(nib.Nifti1Image(values(arr) if values else arr, img.affine), out)
+        paths.append(out)
+    return paths

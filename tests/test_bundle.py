@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import FOLD, eval_setup
-from test_architecture import ALLOWED_PRIVATE
 
 from ichct.pipeline.bundle.package import REQUIRED_FILES, load_bundle
 from ichct.pipeline.bundle.configs import bundle_configs
@@ -156,6 +154,48 @@ def test_repackaging_keeps_the_changelog(setup, run_cli, tmp_path):
     assert changelog()["0.2.0"] == "retrained" and changelog()["0.1.0"].startswith("initial release")
 
 
+def test_package_shows_the_runs_training_curves(setup, tmp_path):
+    """``RUN_DIR/training_curves.png`` (written by ``ichct train``) goes into the bundle's docs and its README;
+    a run without it packages without it."""
+    from ichct.pipeline.bundle.package import package_bundle
+
+    run = tmp_path / "run"
+    shutil.copytree(setup["seg"], run)
+    (run / "training_curves.png").write_bytes(b"\x89PNG\r\n\x1a\n curves")
+    package_bundle(run, tmp_path / "with")
+    assert (tmp_path / "with" / "docs" / "training_curves.png").read_bytes() == (run / "training_curves.png").read_bytes()
+    assert "](training_curves.png)" in (tmp_path / "with" / "docs" / "README.md").read_text()
+    (run / "training_curves.png").unlink()
+    package_bundle(run, tmp_path / "without")
+    assert not (tmp_path / "without" / "docs" / "training_curves.png").exists()
+    assert "training_curves.png" not in (tmp_path / "without" / "docs" / "README.md").read_text()
+
+
+def test_refresh_regenerates_configs_and_docs_and_keeps_the_weights(bundles, run_cli, tmp_path):
+    b = _copy(bundles["seg"], tmp_path / "b")
+    models = {f.name: f.read_bytes() for f in (b / "models").iterdir()}
+    (b / "configs" / "inference.json").write_text("{}")
+    (b / "docs" / "README.md").write_text("old")
+    r = run_cli("bundle", "refresh", b, "--version", "0.2.0", "--change", "configs regenerated", "-q")
+    assert r.code == 0, r.err
+    rc = json.loads((b / "models" / "run_config.json").read_text())
+    for name, cfg in bundle_configs(rc).items():
+        assert json.loads((b / "configs" / f"{name}.json").read_text()) == cfg, name
+    assert "## Preprocessing" in (b / "docs" / "README.md").read_text()
+    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    assert meta["version"] == "0.2.0" and list(meta["changelog"]) == ["0.2.0", "0.1.0"]
+    assert rc["bundle"]["changelog"]["0.2.0"] == "configs regenerated"
+    assert all((b / "models" / n).read_bytes() == data for n, data in models.items() if n != "run_config.json")
+    # an evaluation of other weights would put wrong numbers into the docs: refused, nothing changed
+    ev = b / "docs" / "evaluation"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({"model": {"runs": {"seg": {"weights_sha256": "0" * 64}}}}))
+    before = (b / "configs" / "metadata.json").read_bytes()
+    r = run_cli("bundle", "refresh", b)
+    assert r.code == 1 and "other weights" in r.err and (b / "configs" / "metadata.json").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
 def test_package_data_schema_is_the_shared_one():
     """The package's copy, the test data's copy and (where the checkout has it) ../shared agree."""
     from ichct.pipeline.bundle.verify import default_schema
@@ -198,6 +238,29 @@ def test_verify_passes_and_reports_failures(bundles, schema, run_cli, tmp_path):
     assert not rows["weights (weights_only=True)"]["ok"] and not rows["large_files.yml"]["ok"]
     assert rows["config parse: inference.json"]["ok"] and rows["network in/out"]["ok"]
     assert run_cli("bundle", "verify", tmp_path / "nothing").code == 1
+
+
+def test_verify_names_a_wrong_key_or_value_of_an_edited_config(bundles, run_cli, tmp_path):
+    """A user edits a config: a misspelt argument or a value a transform refuses fails verify, naming the
+    entry and the argument, before anything runs."""
+    b = _copy(bundles["seg"], tmp_path / "edited")
+    inference = json.loads((b / "configs" / "inference.json").read_text())
+    steps = inference["preprocessing"]["transforms"]
+    i = [t["_target_"] for t in steps].index("ichct.transforms.MultiWindowd")
+    steps[i]["widnows"] = steps[i].pop("windows")
+    (b / "configs" / "inference.json").write_text(json.dumps(inference))
+    train = json.loads((b / "configs" / "train.json").read_text())
+    j = [t["_target_"] for t in train["train"]["preprocessing"]["transforms"]].index("ichct.transforms.ResampleToSpacingd")
+    train["train"]["preprocessing"]["transforms"][j]["spacing_mm"] = [2.0, -2.0, 3.0]
+    (b / "configs" / "train.json").write_text(json.dumps(train))
+    r = run_cli("bundle", "verify", b, "--json")
+    assert r.code == 1
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    detail = rows["config parse: inference.json"]["detail"]
+    assert f"preprocessing#transforms#{i}" in detail and "'widnows'" in detail and "did you mean 'windows'" in detail
+    detail = rows["config parse: train.json"]["detail"]
+    assert f"train#preprocessing#transforms#{j}" in detail and "spacing_mm" in detail and "-2.0" in detail
+    assert rows["config parse: evaluate.json"]["ok"] and rows["weights (weights_only=True)"]["ok"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,12 +316,65 @@ def test_inference_configs_equal_predict_study(bundles, study, tmp_path):
     assert bad.returncode != 0 and "input_path" in bad.stderr
 
 
+def test_window_edit_in_inference_json_changes_the_prediction(study, tmp_path):
+    """A user changes the windows in the committed classifier's inference.json (the config, nothing
+    else) and sees the change in its slice probabilities; unedited, they equal ichct predict's."""
+    edited = _copy(REPO / "bundles" / "ich_ct_classification", tmp_path / "cls")
+    cfg = json.loads((edited / "configs" / "inference.json").read_text())
+    [window] = [t for t in cfg["preprocessing"]["transforms"] if t["_target_"].endswith(".MultiWindowd")]
+    assert window["windows"]["brain"] == [40.0, 80.0]
+    window["windows"] = {name: [1000.0, 10.0] for name in window["windows"]}  # a bone window: the brain goes black
+    (edited / "configs" / "inference.json").write_text(json.dumps(cfg, indent=2))
+    out = tmp_path / "out"
+    _ok(_monai(edited, "run", "--config_file", "configs/inference.json", "--input_path", study["image"],
+               "--output_dir", str(out)))
+    [path] = out.glob("*_slices.csv")
+    with open(path, newline="") as f:
+        moved = np.array([[float(v) for v in r[1:]] for r in list(csv.reader(f))[1:]])
+    ref = predict_study({"cls": load_bundle(REPO / "bundles" / "ich_ct_classification")}, study["image"]).slice_probs
+    assert moved.shape == ref.shape and np.abs(moved - ref).max() > 0.05, np.abs(moved - ref).max()
+
+
+def test_train_config_has_the_ids_of_monai_tracking(bundles, tmp_path, monkeypatch):
+    """``--tracking mlflow`` (MONAI's DEFAULT_MLFLOW_SETTINGS) puts its handlers into the lists that
+    train.json's trainer and validator attach: ``train#handlers`` and ``validate#handlers``."""
+    from monai.bundle import ConfigWorkflow
+    from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
+
+    ids = DEFAULT_MLFLOW_SETTINGS["handlers_id"]
+    for kind in ("seg", "cls"):
+        b = _copy(bundles[kind], tmp_path / kind)
+        monkeypatch.chdir(b)  # bundle_root "." (the tracking patch writes the executed config into its logs/)
+        wf = ConfigWorkflow(config_file=str(b / "configs" / "train.json"), meta_file=str(b / "configs" / "metadata.json"),
+                            workflow_type="train", tracking="mlflow")
+        for role in ("trainer", "validator"):
+            assert wf.parser.get(ids[role]["id"]) is not None, (kind, role)
+            handlers = wf.parser.get(ids[role]["handlers"])
+            assert handlers[-1]["_target_"] == "MLFlowHandler", (kind, role, handlers)
+        attached = {k: wf.parser.get(k).replace("::", "#") for k in ("train#trainer#train_handlers",
+                                                                       "validate#evaluator#val_handlers")}
+        assert "@train#handlers" in attached["train#trainer#train_handlers"]
+        assert "@validate#handlers" in attached["validate#evaluator#val_handlers"]
+
+
 def test_train_and_evaluate_configs(bundles, setup, tmp_path):
     b = _copy(bundles["seg"], tmp_path / "seg")
     before = (b / "models" / "model.pt").read_bytes()
     (b / "models" / "train_patients.json").unlink()
-    _ok(_monai(b, "run", "--config_file", "configs/train.json", "--epochs", "1", "--manifest", str(setup["manifest"])))
+    # MONAI's experiment tracking with settings of one's own: the handlers it patches in run with the engines
+    tracking = {"handlers_id": {"trainer": {"id": "train#trainer", "handlers": "train#handlers"},
+                                "validator": {"id": "validate#evaluator", "handlers": "validate#handlers"}},
+                "configs": {"trainer": {"_target_": "TensorBoardStatsHandler", "log_dir": "$@bundle_root + '/tracked'",
+                                        "tag_name": "tracked_loss", "iteration_log": False,
+                                        "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+                            "validator": {"_target_": "TensorBoardStatsHandler", "iteration_log": False,
+                                          "log_dir": "$@bundle_root + '/tracked_val'"}}}
+    (tmp_path / "tracking.json").write_text(json.dumps(tracking))
+    _ok(_monai(b, "run", "--config_file", "configs/train.json", "--epochs", "1", "--manifest", str(setup["manifest"]),
+               "--tracking", str(tmp_path / "tracking.json")))
     assert (b / "models" / "model.pt").read_bytes() != before
+    assert list((b / "logs").glob("events.out.tfevents.*"))  # TensorBoard, by default
+    assert list((b / "tracked").glob("events.out.tfevents.*")) and list((b / "tracked_val").glob("events.*"))
     m = load_bundle(b)  # the retrained bundle is complete again: weights, thresholds, training patients
     assert m.train_patient_keys == load_run(setup["seg"]).train_patient_keys
     assert m.rule is not None and m.rule.name == "seg_volume" and m.rule.meta["chosen_on"] == f"validation fold {FOLD}"
@@ -279,18 +395,6 @@ def test_train_and_evaluate_configs(bundles, setup, tmp_path):
     out = tmp_path / "eval_leak"
     r = _monai(c, "run", "--config_file", merged, "--eval_split", "training", "--output_dir", str(out))
     assert r.returncode != 0 and "refusing to evaluate" in r.stderr and not out.exists()
-
-
-def test_multi_gpu_config_on_cpu_with_gloo(bundles, setup, tmp_path):
-    b = _copy(bundles["cls"], tmp_path / "cls")
-    (b / "models" / "model.pt").unlink()
-    env = _env()
-    env.update({"OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"})
-    cmd = [str(Path(PY).with_name("torchrun")), "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle", "run",
-           "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--epochs", "1"]
-    _ok(_run(cmd, b, env))
-    assert (b / "models" / "model.pt").is_file()
-    assert load_bundle(b).train_patient_keys == load_run(setup["cls"]).train_patient_keys
 
 
 def test_torchscript_export(bundles, tmp_path):
@@ -410,41 +514,16 @@ def test_evaluate_bundle_and_package_with_numbers(bundles, setup, run_cli, tmp_p
 # --------------------------------------------------------------------------------------------
 
 
-#: The module paths the published configs name -> the modules of the stage packages that bundles packaged
-#: now name. The old paths still resolve: thin shims (test_architecture.DEPRECATED_MODULES) and the
-#: exports of the ``ichct.pipeline.train`` and ``ichct.pipeline.evaluate`` packages.
-MOVED_MODULES = {
-    "ichct.pipeline.bundle_components": "ichct.pipeline.bundle.components",
-    "ichct.pipeline.bundle_network": "ichct.pipeline.bundle.network",
-    "ichct.pipeline.inference": "ichct.pipeline.models.inference",
-    "ichct.pipeline.train_data": "ichct.pipeline.models.data",
-    "ichct.pipeline.train": "ichct.pipeline.train.engine",  # RSNAWeightedBCE, cls_prepare_batch
-    "ichct.pipeline.evaluate": "ichct.pipeline.evaluate.run",  # evaluate
-}
-_MOVED = re.compile('"(' + "|".join(re.escape(old) for old in MOVED_MODULES) + r')\.(\w+)"')
-
-
-def _as_generated_now(config_text: str) -> dict:
-    """A published config with the deprecated names it was published with (test_architecture's
-    ALLOWED_PRIVATE) replaced by the public names that bundles get now, and its module paths of the
-    flat pipeline/ (:data:`MOVED_MODULES`) by those of the stage packages (a whole ``"module.name"``
-    string each, in one pass)."""
-    for (module, old), new in ALLOWED_PRIVATE.items():
-        config_text = config_text.replace(f'"{module}.{old}"', f'"{module}.{new}"')
-    config_text = _MOVED.sub(lambda m: f'"{MOVED_MODULES[m.group(1)]}.{m.group(2)}"', config_text)
-    return json.loads(config_text)
-
-
 @pytest.mark.parametrize("name", ["ich_ct_segmentation", "ich_ct_classification"])
 def test_committed_bundle(name, schema):
     from ichct.pipeline.bundle.verify import verify_bundle
 
     b = REPO / "bundles" / name
     rc = json.loads((b / "models" / "run_config.json").read_text())
-    # the configs are what the generator makes of the stored run config, but for the deprecated
-    # names they were published with (which still resolve: test_bundle_targets.py)
+    # the configs are what the generator makes of the stored run config (`ichct bundle refresh`; the
+    # configs published before keep resolving: test_bundle_targets.py)
     for cfg_name, cfg in bundle_configs(rc).items():
-        assert _as_generated_now((b / "configs" / f"{cfg_name}.json").read_text()) == cfg, cfg_name
+        assert json.loads((b / "configs" / f"{cfg_name}.json").read_text()) == cfg, cfg_name
     assert rc["manifest"] == "../../data_manifests/synth_default.json"
     assert (b / "models" / "model.pt").stat().st_size < 20 * 2**20
     meta = json.loads((b / "configs" / "metadata.json").read_text())

@@ -1,4 +1,7 @@
-"""``ichct bundle export``: the exported zoo folder runs for real with ``ichct`` not importable."""
+"""``ichct bundle export``: the exported zoo folder holds only the modules its configs import, and runs
+for real with ``ichct`` not importable: ``inference.json`` on a DICOM folder, ``train.json`` (the
+classifier's through ``torchrun`` with ``multi_gpu_train.json``) and ``evaluate.json`` on a
+manifest; every exported module is imported when they run."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -20,6 +24,13 @@ from ichct.pipeline.bundle.package import load_bundle
 from ichct.pipeline.models.inference import predict_study
 
 PY = sys.executable
+#: What an exported bundle never carries: the synthetic-data generator, manifest building and its
+#: adapters, the CLI, packaging, prediction's report writers, the demo, ichct's own evaluation runner.
+NOT_EXPORTED = ("ichct.pipeline.synth", "ichct.pipeline.manifests", "ichct.pipeline.cli", "ichct.pipeline.demo",
+                "ichct.pipeline.predict", "ichct.pipeline.ingest", "ichct.pipeline.bundle.package",
+                "ichct.pipeline.bundle.export", "ichct.pipeline.bundle.code", "ichct.pipeline.bundle.configs",
+                "ichct.pipeline.bundle.docs", "ichct.pipeline.evaluate.run", "ichct.pipeline.models.inference",
+                "ichct.pipeline.models.shipped_models")
 
 
 @pytest.fixture(scope="session")
@@ -28,19 +39,29 @@ def setup(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cls_bundle(setup, tmp_path_factory) -> Path:
+def bundles(setup, tmp_path_factory) -> dict[str, Path]:
     from ichct.pipeline.bundle.package import package_bundle
 
-    b = tmp_path_factory.mktemp("export_src") / "ich_cls"
-    package_bundle(setup["cls"], b)
-    return b
+    base = tmp_path_factory.mktemp("export_src")
+    out = {"seg": base / "ich_seg", "cls": base / "ich_cls"}
+    for kind, path in out.items():
+        package_bundle(setup[kind], path)
+    return out
 
 
 @pytest.fixture(scope="module")
 def hidden_env(tmp_path_factory) -> dict[str, str]:
-    """An environment whose Python cannot import ``ichct`` (``sys.modules['ichct'] = None`` at startup)."""
+    """An environment whose Python cannot import ``ichct`` (``sys.modules['ichct'] = None`` at startup) and,
+    when ``BUNDLE_MODULES_OUT`` is set, writes the ``scripts`` modules it imported to ``<that>.<pid>.json`` at exit."""
     d = tmp_path_factory.mktemp("hide_ichct")
-    (d / "sitecustomize.py").write_text("import sys\nsys.modules['ichct'] = None\n")
+    (d / "sitecustomize.py").write_text(
+        "import atexit, json, os, sys\n"
+        "sys.modules['ichct'] = None\n"
+        "def _dump(out=os.environ.get('BUNDLE_MODULES_OUT')):\n"
+        "    if out:\n"
+        "        with open(f'{out}.{os.getpid()}.json', 'w') as f:\n"
+        "            json.dump(sorted(m for m in sys.modules if m.split('.')[0] == 'scripts'), f)\n"
+        "atexit.register(_dump)\n")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(d)
     env.setdefault("MPLBACKEND", "Agg")
@@ -54,58 +75,130 @@ def _monai(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
                           timeout=240)
 
 
+def _ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def _slice_probs(path: Path) -> list[list[float]]:
     with open(path, newline="") as f:
         return [[float(v) for v in r[1:]] for r in list(csv.reader(f))[1:]]
 
 
-def test_export_runs_without_ichct(setup, cls_bundle, hidden_env, run_cli, tmp_path):
-    from ichct.pipeline.manifests import load_manifest
-
-    dest = tmp_path / "zoo" / "ich_cls"
-    r = run_cli("bundle", "export", cls_bundle, dest, "-q")
+def _export(bundle: Path, dest: Path, run_cli) -> dict:
+    """Export and check what went into ``scripts/``: nothing of :data:`NOT_EXPORTED`, ichct names only there."""
+    r = run_cli("bundle", "export", bundle, dest, "-q")
     assert r.code == 0, r.err
-    vendored = dest / "scripts" / "ichct"
-    assert (dest / "scripts" / "__init__.py").is_file() and (vendored / "pipeline" / "evaluate" / "run.py").is_file()
-    assert (vendored / "pipeline" / "manifests" / "schema.json").is_file()
+    summary = json.loads(r.out)
+    files = [p for p in (dest / "scripts").rglob("*") if p.is_file()]
+    assert summary["scripts_lines"] == sum(p.read_bytes().count(b"\n") for p in files)
+    assert f"{summary['scripts_lines']:,} lines" in (dest / "docs" / "README.md").read_text()
+    assert not [m for m in _exported_modules(dest) if m.removeprefix("scripts.").startswith(NOT_EXPORTED)]
     for f in (dest / "configs").glob("*.json"):
         text = f.read_text()
         assert '"ichct.' not in text and "$import ichct" not in text, f.name
     meta = json.loads((dest / "configs" / "metadata.json").read_text())
-    assert "ichct" not in meta["required_packages_version"] and "pydicom" in meta["required_packages_version"]
-    keys = "models/train_patients.json"
-    assert (dest / keys).read_bytes() == (cls_bundle / keys).read_bytes()
+    assert "ichct" not in meta["required_packages_version"]
+    assert {"pydicom", "nibabel", "tensorboard"} <= set(meta["required_packages_version"])
+    return summary
 
+
+def _exported_modules(dest: Path) -> set[str]:
+    """The module names of the exported ``scripts/`` package."""
+    out = set()
+    for p in (dest / "scripts").rglob("*.py"):
+        parts = list(p.relative_to(dest).with_suffix("").parts)
+        out.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return out
+
+
+def _imported_modules(dumps: Path) -> set[str]:
+    return set().union(*(json.loads(p.read_text()) for p in dumps.parent.glob(f"{dumps.name}.*.json")))
+
+
+def test_seg_export_runs_without_ichct(setup, bundles, hidden_env, run_cli, tmp_path):
+    from ichct.pipeline.manifests import load_manifest
+
+    dest = tmp_path / "zoo" / "ich_seg"
+    _export(bundles["seg"], dest, run_cli)
+    env = {**hidden_env, "BUNDLE_MODULES_OUT": str(tmp_path / "modules")}
+    study = next(e for e in load_manifest(setup["manifest"], "test", check=False) if e["ct_labels"]["any"] == 1)
+    out = tmp_path / "pred"
+    _ok(_monai(dest, env, "run", "--config_file", "configs/inference.json", "--input_path", study["image"],
+               "--output_dir", str(out)))
+    [mask] = out.glob("*_seg.nii.gz")
+    ref = predict_study({"seg": load_bundle(bundles["seg"])}, study["image"])
+    np.testing.assert_array_equal(np.asarray(nib.load(mask).dataobj), ref.seg_original)
+
+    # evaluate.json scores as `ichct evaluate --bundle` does (same bootstrap): the same numbers
+    ev = tmp_path / "eval"
+    _ok(_monai(dest, env, "run", "--config_file", "configs/evaluate.json", "--manifest", str(setup["manifest"]),
+               "--bootstrap", "20", "--output_dir", str(ev)))
+    ref_dir = tmp_path / "eval_cli"
+    assert run_cli("evaluate", "--bundle", bundles["seg"], "--manifest", setup["manifest"], "--out", ref_dir,
+                   "--bootstrap", "20", "-q").code == 0
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (ev, ref_dir))
+    assert got["segmentation"] == want["segmentation"] and got["ct_level"] == want["ct_level"]
+    assert got["n_studies"] == want["n_studies"] and got["model"]["runs"]["seg"]["weights_sha256"] == \
+        want["model"]["runs"]["seg"]["weights_sha256"]
+    assert {p.name for p in ev.iterdir()} == {p.name for p in ref_dir.iterdir()}
+
+    before = (dest / "models" / "model.pt").read_bytes()
+    _ok(_monai(dest, env, "run", "--config_file", "configs/train.json", "--epochs", "1", "--manifest",
+               str(setup["manifest"])))
+    assert (dest / "models" / "model.pt").read_bytes() != before and list((dest / "logs").glob("events.*"))
+    assert _exported_modules(dest) == _imported_modules(tmp_path / "modules")
+
+
+def test_cls_export_runs_without_ichct(setup, bundles, hidden_env, run_cli, tmp_path):
+    from ichct.pipeline.manifests import load_manifest
+
+    dest = tmp_path / "zoo" / "ich_cls"
+    _export(bundles["cls"], dest, run_cli)
+    keys = "models/train_patients.json"
+    assert (dest / keys).read_bytes() == (bundles["cls"] / keys).read_bytes()
+    v = run_cli("bundle", "verify", dest)
+    assert v.code == 0, v.out
+
+    env = {**hidden_env, "BUNDLE_MODULES_OUT": str(tmp_path / "modules")}
     study = load_manifest(setup["manifest"], "test", check=False)[0]["image"]
     out = tmp_path / "pred"
-    p = _monai(dest, hidden_env, "run", "--config_file", "configs/inference.json", "--input_path", study,
-               "--output_dir", str(out))
-    assert p.returncode == 0, p.stderr[-3000:]
+    _ok(_monai(dest, env, "run", "--config_file", "configs/inference.json", "--input_path", study,
+               "--output_dir", str(out)))
     [csv_exp] = out.glob("*_slices.csv")
-    ref = predict_study({"cls": load_bundle(cls_bundle)}, study)
+    ref = predict_study({"cls": load_bundle(bundles["cls"])}, study)
     np.testing.assert_allclose(_slice_probs(csv_exp), ref.slice_probs, atol=1e-5)
 
     # evaluation in the exported bundle still refuses the training patients (the stored keys travel along)
     leak = tmp_path / "leak"
-    p = _monai(dest, hidden_env, "run", "--config_file", "configs/evaluate.json", "--manifest", str(setup["manifest"]),
+    p = _monai(dest, env, "run", "--config_file", "configs/evaluate.json", "--manifest", str(setup["manifest"]),
                "--eval_split", "training", "--output_dir", str(leak))
     assert p.returncode != 0 and "refusing to evaluate" in p.stderr and not leak.exists()
     ok = tmp_path / "eval"
-    p = _monai(dest, hidden_env, "run", "--config_file", "configs/evaluate.json", "--manifest", str(setup["manifest"]),
-               "--bootstrap", "10", "--output_dir", str(ok))
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert json.loads((ok / "metrics.json").read_text())["split"] == "test"
+    _ok(_monai(dest, env, "run", "--config_file", "configs/evaluate.json", "--manifest", str(setup["manifest"]),
+               "--bootstrap", "10", "--output_dir", str(ok)))
+    doc = json.loads((ok / "metrics.json").read_text())
+    assert doc["split"] == "test" and doc["allow_overlap"] is False and "roc_auc" in doc["ct_level"]["any"]["consecutive"]
 
-    v = run_cli("bundle", "verify", dest)
-    assert v.code == 0, v.out
+    # training through torchrun: 2 processes with gloo on the CPU
+    (dest / "models" / "model.pt").unlink()
+    env.update({"OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"})
+    cmd = [str(Path(PY).with_name("torchrun")), "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle", "run",
+           "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--epochs", "1",
+           "--manifest", str(setup["manifest"])]
+    _ok(subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, timeout=300))
+    assert (dest / "models" / "model.pt").is_file()
+    assert load_bundle(dest).train_patient_keys == load_bundle(bundles["cls"]).train_patient_keys
+    assert _exported_modules(dest) == _imported_modules(tmp_path / "modules")
 
 
-def test_export_zip_and_weights(setup, cls_bundle, run_cli, tmp_path):
+def test_export_zip_and_weights(setup, bundles, run_cli, tmp_path):
+    cls_bundle = bundles["cls"]
     r = run_cli("bundle", "export", cls_bundle, tmp_path / "z", "--zip", "-q")
     assert r.code == 0, r.err
     with zipfile.ZipFile(tmp_path / "z.zip") as zf:
         names = set(zf.namelist())
     assert {"ich_cls/configs/inference.json", "ich_cls/models/model.pt", "ich_cls/scripts/ichct/__init__.py"} <= names
+    assert not [n for n in names if "/scripts/ichct/pipeline/manifests/" in n or "/scripts/ichct/pipeline/synth/" in n]
     assert run_cli("bundle", "export", cls_bundle, tmp_path / "z", "--zip").code == 1  # never overwritten
 
     # other weights of the same architecture (the last checkpoint) with their run's files
@@ -157,7 +250,8 @@ def _other_run(setup, dst: Path, fold: int = 1) -> Path:
     return dst
 
 
-def test_export_weights_of_another_run_describe_that_run_only(setup, cls_bundle, run_cli, tmp_path):
+def test_export_weights_of_another_run_describe_that_run_only(setup, bundles, run_cli, tmp_path):
+    cls_bundle = bundles["cls"]
     run = _other_run(setup, tmp_path / "run2")
     other = json.loads((run / "config.json").read_text())
     dest = tmp_path / "w"
@@ -175,7 +269,8 @@ def test_export_weights_of_another_run_describe_that_run_only(setup, cls_bundle,
     assert info["training_data"]["fold"] == 1 and info["training_data"]["sha256"] == other["manifest_sha256"]
     assert info["name"] == "ich_cls" and "exported with the weights of run `run2`" in info["changelog"]["0.1.0"]
     train_cfg = json.loads((dest / "configs" / "train.json").read_text())
-    assert train_cfg["ichct_config"]["lr"] == 0.001 and train_cfg["ichct_config"]["epochs"] == 9
+    assert train_cfg["training_config"]["lr"] == 0.001 and train_cfg["optimizer"]["lr"] == 0.001
+    assert train_cfg["epochs"] == 9
     readme = (dest / "docs" / "README.md").read_text()
     assert "on fold 1 of the manifest" in readme and "seed 7" in readme and "on fold 0 of the manifest" not in readme
     assert "3 epochs in 42 s under a 0.5-minute budget" in readme and "lr 0.001" in readme

@@ -16,13 +16,19 @@ from ichct.pipeline.cli import main
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """`ichct demo --quick` run once: (output folder, what it printed)."""
+def demo_run(tmp_path_factory):
+    """`ichct demo --quick` run once: (output folder, what it printed, its log and progress on stderr)."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
         assert main(["demo", "--quick", "--out", str(out), "--workers", "1"]) == 0
-    return out, buf.getvalue()
+    return out, buf.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    """(output folder, what the demo printed)."""
+    return demo_run[:2]
 
 
 def test_demo_quick_leaves_only_its_artefacts(demo):
@@ -164,3 +170,18 @@ def test_demo_overwrite_replaces_a_demo_and_a_failure_leaves_nothing(tmp_path, r
     res = run_cli("demo", "--quick", "--out", mixed, "--overwrite")
     assert res.code == 1 and "notes.txt" in res.err and len(seen) == 2, res.err
     assert _tree(mixed) == before
+
+
+def test_demo_quick_console_shows_training_progress_not_epoch_logs(demo_run):
+    """While the two models train side by side, the console (not a terminal here) gets one line per model
+    at its start and end from the parent process, not MONAI's or ichct's per-epoch lines; each run folder
+    has its training curves and TensorBoard events."""
+    out, _, err = demo_run
+    for kind, metric in (("seg", "val_dice"), ("cls", "val_auc_any")):
+        assert f"[{kind}] caching data; then up to 1 epoch\n" in err, err
+        done = [line for line in err.splitlines() if line.startswith(f"[{kind}] done: 1/1 epochs in ")]
+        assert len(done) == 1 and f"best {metric} " in done[0], err
+        run = out / "runs" / kind
+        assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert "Epoch[" not in err and "=nan" not in err and "epoch 1/1: loss" not in err

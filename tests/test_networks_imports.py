@@ -8,14 +8,19 @@ import subprocess
 import sys
 import tempfile
 
+# torchvision is blocked: the test extra's nnunetv2 installs one (through timm) that cannot import beside
+# the CPU torch wheel, and MONAI's optional import of it would leave half-imported modules behind. The
+# networks must build and run without it; any import of it fails loudly here.
 _NETWORKS_SNIPPET = """
-import json, sys, torch
+import sys
+sys.modules["torchvision"] = None
+import json, torch
 import ichct.networks as n
 from ichct.networks import ich_unet3d, sliding_window_predict, SliceSequenceClassifier, pad_slice_batch
 for e in n.ENCODERS:
     SliceSequenceClassifier(encoder=e, aux_seg=True)(torch.zeros(1, 3, 32, 32, 2))
 sliding_window_predict(ich_unet3d(), torch.zeros(3, 16, 16, 8), roi_size=16)
-print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('ichct', 'torchvision'))))
+print(json.dumps(sorted(m for m, mod in sys.modules.items() if mod is not None and m.split('.')[0] in ('ichct', 'torchvision'))))
 """
 
 _DECISION_SNIPPET = """

@@ -235,15 +235,15 @@ def test_failure_before_first_checkpoint_leaves_nothing(tmp_path, manifest, monk
 
 
 def test_cli_train_keeps_stdout_for_the_summary(tmp_path, run_cli, manifest):
-    """MONAI's StatsHandler loggers log through ichct's stderr handler: stdout holds only the JSON
-    summary, and -q leaves stderr empty."""
+    """MONAI's StatsHandler loggers log through ichct's stderr handler (with -v): stdout holds only the
+    JSON summary, and -q leaves stderr empty."""
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(CLS_CFG))
     r = run_cli("train", "cls", "--manifest", manifest, "--fold", "0", "--out", tmp_path / "run", "--epochs", "1",
-                "--config", cfg)
+                "--config", cfg, "-v")
     assert r.code == 0, r.err
     assert json.loads(r.out)["epochs"] == 1 and len(r.out.splitlines()) == 1, r.out
-    assert "epoch 1/1" in r.err and "Epoch[1] Metrics" in r.err, r.err
+    assert "epoch 1/1: loss" in r.err and "Epoch[1] Metrics" in r.err, r.err
     r = run_cli("train", "cls", "--manifest", manifest, "--fold", "0", "--out", tmp_path / "run_q", "--epochs", "1",
                 "--config", cfg, "-q")
     assert r.code == 0 and json.loads(r.out)["epochs"] == 1 and len(r.out.splitlines()) == 1, r.out

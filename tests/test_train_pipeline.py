@@ -20,6 +20,8 @@ from ichct.pipeline.train.engine import load_checkpoint, read_metrics, train
 SEG_CFG = {"spacing_mm": [3.0, 3.0, 5.0], "patch": [32, 32, 16], "samples_per_volume": 2, "batch_size": 1,
            "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}}
 CLS_CFG = {"in_plane": [48, 48], "network": {"feature_dim": 32, "rnn_hidden": 16}}
+#: the smallest segmenter, for tests of what surrounds training (tracking, console)
+TINY_SEG_CFG = {**SEG_CFG, "network": {"channels": [8, 16], "strides": [2], "num_res_units": 0}}
 FOLD = 0
 
 
@@ -68,8 +70,10 @@ def _keys(doc, fold=None, split="training"):
 @pytest.mark.parametrize("kind", ["seg", "cls"])
 def test_run_dir_contents(kind, runs, cohort):
     run, summary = runs[kind]
-    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "thresholds.json", "train_patients.json"):
+    for name in ("config.json", "metrics.csv", "best.pt", "last.pt", "thresholds.json", "train_patients.json",
+                 "training_curves.png"):
         assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))  # the default tracking
     assert not [p for p in run.iterdir() if "partial" in p.name]
     assert summary["epochs"] == 2
 
@@ -215,15 +219,25 @@ def test_max_minutes_stops_cleanly_at_an_epoch_boundary(cohort, tmp_path):
     assert s2["epochs"] == 2 and not s2["stopped_by_budget"]
 
 
-def test_the_last_epoch_is_validated_even_off_the_validation_interval(cohort, tmp_path):
+def test_the_last_epoch_is_validated_even_off_the_validation_interval(cohort, tmp_path, caplog):
     """val_interval 2: epochs 2, 4, ... validate, and so does the final epoch, whether the epoch
-    count or the time budget ends the run (best.pt and thresholds.json always exist)."""
-    cfg = {**SEG_CFG, "val_interval": 2, "network": {"channels": [8, 16], "strides": [2], "num_res_units": 0}}
-    with pytest.MonkeyPatch.context() as mp:
+    count or the time budget ends the run (best.pt and thresholds.json always exist). The detail log
+    (-v) has a line per epoch, with validation metrics only on validated epochs (never ``nan``), and
+    MONAI's line of each validation."""
+    import logging
+
+    cfg = {**TINY_SEG_CFG, "val_interval": 2}
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.DEBUG, logger="ichct"), \
+            caplog.at_level(logging.DEBUG, logger="ichct.detail"):
         _env(mp, cohort["base"] / "env")
         train("seg", cohort["manifest"], FOLD, tmp_path / "three", epochs=3, config=cfg, seed=0)
         rows = read_metrics(tmp_path / "three" / "metrics.csv")
         assert [math.isfinite(float(r["val_auc_any"])) for r in rows] == [False, True, True]
+        messages = [r.getMessage() for r in caplog.records]
+        epoch_lines = [m for m in messages if m.startswith("epoch ")]
+        assert len(epoch_lines) == 3 and "val_" not in epoch_lines[0] and "nan" not in " ".join(epoch_lines)
+        assert all("val_dice=" in m and "val_auc_any=" in m for m in epoch_lines[1:]), epoch_lines
+        assert [m.split(" ")[0] for m in messages if "Metrics --" in m] == ["Epoch[2]", "Epoch[3]"]
         assert load_checkpoint(tmp_path / "three" / "best.pt")["epoch"] in (2, 3)
 
         s = train("seg", cohort["manifest"], FOLD, tmp_path / "budget", epochs=50, config=cfg, seed=0,
@@ -286,31 +300,41 @@ def test_resume_of_a_run_saved_before_the_stripped_channel_existed(cohort, tmp_p
         assert all(v.shape == weights[k].shape for k, v in net.state_dict().items()) is same
 
 
-def _side_by_side_with_cli_logging(jobs, num_threads):
+def _side_by_side_with_cli_logging(jobs, num_threads, verbosity=0, progress=None):
     """train_side_by_side with ichct's logging set up as the CLI does (restored afterwards)."""
     import logging
 
-    from ichct.pipeline.core.logging_setup import configure_logging
+    from ichct.pipeline.core.logging_setup import DETAIL_LOGGER, configure_logging
     from ichct.pipeline.train.side_by_side import train_side_by_side
 
-    ichct_logger = logging.getLogger("ichct")
-    saved = (list(ichct_logger.handlers), ichct_logger.level, ichct_logger.propagate)
-    configure_logging(0)
+    ichct_logger, detail = logging.getLogger("ichct"), logging.getLogger(DETAIL_LOGGER)
+    saved = (list(ichct_logger.handlers), ichct_logger.level, ichct_logger.propagate, detail.level)
+    configure_logging(verbosity)
     try:
-        return train_side_by_side(jobs, num_threads=num_threads)
+        return train_side_by_side(jobs, num_threads=num_threads, progress=progress)
     finally:
-        ichct_logger.handlers[:], ichct_logger.level, ichct_logger.propagate = saved
+        ichct_logger.handlers[:], ichct_logger.level, ichct_logger.propagate = saved[:3]
+        detail.setLevel(saved[3])
 
 
 def test_side_by_side_runs_match_runs_trained_alone(cohort, tmp_path, capfd):
     """Two runs in their own processes (one thread each) give the weights of the same runs trained
-    alone on one thread, and their log lines carry the run's name."""
+    alone on one thread; their log lines reach the parent's log tagged with the run's name (-v: every
+    epoch's line and MONAI's validation line), and their progress reports reach the parent."""
     jobs = {kind: {"kind": kind, "manifest": cohort["manifest"], "fold": FOLD, "out_dir": tmp_path / f"par_{kind}",
                    "epochs": 1, "config": cfg, "seed": 3}
             for kind, cfg in (("seg", SEG_CFG), ("cls", CLS_CFG))}
-    summaries = _side_by_side_with_cli_logging(jobs, num_threads=1)
+    reports = []
+    summaries = _side_by_side_with_cli_logging(jobs, num_threads=1, verbosity=1,
+                                               progress=lambda name, p: reports.append((name, p)))
     assert set(summaries) == {"seg", "cls"} and all(s["epochs"] == 1 for s in summaries.values())
-    assert "INFO: [cls] pos_weight" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "DEBUG ichct.train: [cls] pos_weight" in err and "DEBUG ichct.train: [seg] epoch 1/1: loss" in err
+    assert "INFO ichct.detail.train.val: [cls] Epoch[1] Metrics -- val_auc_any" in err
+    for name in ("seg", "cls"):
+        states = [p.state for n, p in reports if n == name]
+        assert states[0] == "starting" and states[-1] == "done" and "training" in states, states
+        assert [p for n, p in reports if n == name][-1].best_metric == summaries[name]["best_metric"]
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -402,3 +426,80 @@ def test_best_checkpoint_is_chosen_on_a_running_mean_of_validations(cohort, tmp_
     assert DecisionRule.load(tmp_path / "run" / "thresholds.json").meta["epoch"] == expected
     with pytest.raises(ValueError, match="best_window"):
         train("seg", cohort["manifest"], FOLD, tmp_path / "bad", epochs=1, config={**cfg, "best_window": 0})
+
+
+def test_tensorboard_tracks_loss_rate_validation_and_config(runs):
+    """The default tracking: the event files hold metrics.csv's loss, learning rate and validation
+    metrics at their epochs, each iteration's loss, and config.json."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for kind, (run, _) in runs.items():
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+        rows = read_metrics(run / "metrics.csv")
+        val_columns = [c for c in rows[0] if c.startswith("val_")]
+        assert set(scalars) == {"train_loss", "lr", "iteration_loss", *val_columns}
+        for column in ("train_loss", "lr", *val_columns):
+            expected = [(int(r["epoch"]), float(r[column])) for r in rows if math.isfinite(float(r[column]))]
+            assert [step for step, _ in scalars[column]] == [epoch for epoch, _ in expected], (kind, column)
+            assert [v for _, v in scalars[column]] == pytest.approx([v for _, v in expected], rel=1e-4, abs=1e-7)
+        assert [step for step, _ in scalars["iteration_loss"]] == list(range(1, int(rows[-1]["iteration"]) + 1))
+        (config,) = events.Tensors("config/text_summary")
+        assert json.loads(config.tensor_proto.string_val[0].decode()) == json.loads((run / "config.json").read_text())
+
+
+def test_mlflow_tracking_logs_a_run_into_the_run_folder(cohort, tmp_path, monkeypatch):
+    """--tracking mlflow without MLFLOW_TRACKING_URI: a local file store in RUN_DIR/mlruns with the epoch
+    metrics, the config as parameters and the run's files as artifacts; no TensorBoard files."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    run = tmp_path / "ml_seg"
+    train("seg", cohort["manifest"], FOLD, run, epochs=1, config=TINY_SEG_CFG, seed=0, tracking="mlflow")
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ  # set only while ichct opens its own store
+    assert (run / "mlruns").is_dir() and not (run / "tensorboard").exists()
+    assert "--tracking mlflow" in json.loads((run / "config.json").read_text())["command"]
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = mlflow.MlflowClient((run / "mlruns").as_uri())
+    (found,) = client.search_runs([client.get_experiment_by_name("ichct").experiment_id])
+    assert found.info.status == "FINISHED" and found.info.run_name == "ml_seg"
+    (row,) = read_metrics(run / "metrics.csv")
+    for column in ("train_loss", "lr", "val_dice", "val_auc_any"):
+        (point,) = client.get_metric_history(found.info.run_id, column)
+        assert point.step == 1 and point.value == pytest.approx(float(row[column]), rel=1e-4), column
+    assert found.data.params["kind"] == "seg" and found.data.params["config.patch"] == "[32, 32, 16]"
+    assert {a.path for a in client.list_artifacts(found.info.run_id)} == {
+        "config.json", "metrics.csv", "thresholds.json", "training_curves.png"}
+
+
+def test_tracking_mlflow_without_mlflow_is_a_clear_error_that_writes_nothing(run_cli, cohort, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails as if the extra were not installed
+    args = ("train", "seg", "--manifest", cohort["manifest"], "--fold", FOLD, "--tracking", "mlflow", "--out")
+    res = run_cli(*args, tmp_path / "new" / "run")
+    assert res.code == 1 and "pip install 'ichct[mlflow]'" in res.err and "Traceback" not in res.err, res.err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    assert run_cli(*args, tmp_path / "empty").code == 1
+    assert list((tmp_path / "empty").iterdir()) == []
+    assert run_cli(*args[:-2], "wandb", "--out", tmp_path / "x").code == 2
+
+
+def test_cli_console_shows_a_progress_line_not_the_epoch_logs(run_cli, cohort, tmp_path):
+    """Off a terminal, `ichct train` writes a line when the run starts and one when it ends (every 30 s
+    in between): no per-epoch log lines, no MONAI metrics lines, no `nan` of unvalidated epochs."""
+    cfg = tmp_path / "seg.json"
+    cfg.write_text(json.dumps({**TINY_SEG_CFG, "val_interval": 2}))
+    res = run_cli("train", "seg", "--manifest", cohort["manifest"], "--fold", FOLD, "--out", tmp_path / "run",
+                  "--config", cfg, "--epochs", "2", "--tracking", "none")  # epoch 1 is not validated
+    assert res.code == 0, res.err
+    summary = json.loads(res.out)
+    first, last = res.err.splitlines()
+    assert first == "[seg] caching data; then up to 2 epochs"
+    assert last.startswith("[seg] done: 2/2 epochs in ") and last.endswith(
+        f"best val_dice {summary['best_metric']:.3f} (epoch {summary['best_epoch']})"), last
+    assert not (tmp_path / "run" / "tensorboard").exists() and (tmp_path / "run" / "training_curves.png").is_file()

@@ -10,19 +10,22 @@ Masks are computed from HU alone:
 
 :class:`CropHead` / :class:`CropHeadd` are MONAI ``CropForeground`` / ``CropForegroundd`` with
 these masks as ``select_fn`` and a margin given in mm, so they crop labels with the image,
-update the affine and are inverted by ``Invertd``.
+update the affine and are inverted by ``Invertd``. :class:`InPlaneHeadCrop` /
+:class:`InPlaneHeadCropd` crop only the in-plane axes to the same box and keep every slice (the
+slice classifier's crop: slice ``k`` stays slice ``k``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import CropForeground, CropForegroundd
+from monai.transforms import CropForeground, CropForegroundd, MapTransform, Transform
 from monai.transforms.utils import compute_divisible_spatial_size, generate_spatial_bounding_box
 from monai.utils import PytorchPadMode
 from scipy import ndimage
@@ -305,6 +308,9 @@ class CropHead(CropForeground):
             **pad_kwargs,
         )
         self.mode_name = mode
+        margins = np.asarray(margin_mm, dtype=object).ravel()
+        if margins.size == 0 or not all(isinstance(m, numbers.Real) and np.isfinite(m) and m >= 0 for m in margins):
+            raise ValueError(f"margin_mm must be numbers >= 0 (mm), got {margin_mm!r}")
         self.margin_mm = margin_mm
 
     @property
@@ -408,3 +414,93 @@ class CropHeadd(CropForegroundd):
             lazy=lazy,
             **pad_kwargs,
         )
+
+
+class InPlaneHeadCrop(Transform):
+    """Crop the in-plane axes (0, 1) of a channel-first image to the brain or head box of all its slices.
+
+    The slice axis (the last one) is kept whole, so slice ``k`` of the output is still slice ``k``
+    of the study (the row ``k`` of its slice labels). The box is that of :class:`CropHead` (the
+    mask of every slice together, plus ``margin_mm``); a box narrower than ``min_size`` voxels
+    on either in-plane axis (an empty or tiny mask) leaves the image as it is.
+
+    Parameters
+    ----------
+    mode, margin_mm, body_threshold, skull_threshold
+        See :class:`CropHead`.
+    min_size
+        Smallest box (voxels, per in-plane axis) that is applied.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ichct.transforms import InPlaneHeadCrop
+    >>> hu = torch.full((1, 24, 24, 3), -1000.0)
+    >>> hu[0, 2:22, 2:22] = 1000.0  # skull
+    >>> hu[0, 4:20, 4:20] = 40.0    # brain
+    >>> InPlaneHeadCrop(margin_mm=0.0)(hu).shape  # 16 x 16 brain voxels, all 3 slices kept
+    torch.Size([1, 16, 16, 3])
+    """
+
+    def __init__(self, mode: CropMode = "brain", margin_mm: Sequence[float] | float = 10.0, min_size: int = 8,
+                 body_threshold: float = BODY_HU, skull_threshold: float = SKULL_HU) -> None:
+        self.cropper = CropHead(mode=mode, margin_mm=margin_mm, body_threshold=body_threshold,
+                                skull_threshold=skull_threshold)
+        if int(min_size) < 1:
+            raise ValueError(f"min_size must be >= 1 voxel, got {min_size!r}")
+        self.min_size = int(min_size)
+
+    def box(self, img: NdarrayOrTensor) -> tuple[slice, slice] | None:
+        """The in-plane ``(slice, slice)`` of the box, or None when it is smaller than ``min_size``."""
+        start, end = self.cropper.compute_bounding_box(img)  # type: ignore[arg-type]
+        x0, y0 = (max(0, int(v)) for v in start[:2])
+        x1, y1 = (min(int(img.shape[i + 1]), int(end[i])) for i in range(2))
+        if x1 - x0 < self.min_size or y1 - y0 < self.min_size:
+            return None
+        return slice(x0, x1), slice(y0, y1)
+
+    def __call__(self, img: NdarrayOrTensor, box: tuple[slice, slice] | None = None) -> NdarrayOrTensor:
+        """``img`` cropped to ``box`` (default: the box of ``img`` itself, :meth:`box`)."""
+        box = self.box(img) if box is None else box
+        return img if box is None else img[:, box[0], box[1], ...]
+
+
+class InPlaneHeadCropd(MapTransform):
+    """Dictionary twin of :class:`InPlaneHeadCrop`: the box comes from ``source_key`` and crops all ``keys``.
+
+    Parameters
+    ----------
+    keys
+        Keys to crop (the image and, in training, its voxel label).
+    source_key
+        Key of the HU image the box is computed from.
+    mode, margin_mm, min_size, body_threshold, skull_threshold
+        See :class:`InPlaneHeadCrop`.
+    allow_missing_keys
+        Skip keys absent from the data instead of raising.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ichct.transforms import InPlaneHeadCropd
+    >>> hu = torch.full((1, 24, 24, 3), -1000.0)
+    >>> hu[0, 2:22, 2:22], hu[0, 4:20, 4:20] = 1000.0, 40.0
+    >>> out = InPlaneHeadCropd(["image", "label"], margin_mm=0.0)({"image": hu, "label": torch.zeros(1, 24, 24, 3)})
+    >>> out["image"].shape, out["label"].shape
+    (torch.Size([1, 16, 16, 3]), torch.Size([1, 16, 16, 3]))
+    """
+
+    def __init__(self, keys: KeysCollection, source_key: str = "image", mode: CropMode = "brain",
+                 margin_mm: Sequence[float] | float = 10.0, min_size: int = 8, body_threshold: float = BODY_HU,
+                 skull_threshold: float = SKULL_HU, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.source_key = source_key
+        self.cropper = InPlaneHeadCrop(mode, margin_mm, min_size, body_threshold, skull_threshold)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        box = self.cropper.box(d[self.source_key])
+        if box is not None:
+            for key in self.key_iterator(d):
+                d[key] = self.cropper(d[key], box)
+        return d

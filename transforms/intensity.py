@@ -163,6 +163,9 @@ class MultiWindow(Transform):
     ) -> None:
         if not windows:
             raise ValueError("at least one window is needed")
+        for name, window in windows.items():
+            if isinstance(window, (str, bytes)) or np.ndim(window) != 1 or len(window) != 2:
+                raise ValueError(f"window {name!r}: expected [level, width] in HU, got {window!r}")
         self.names = tuple(str(n) for n in windows)
         self.windows = tuple(
             HUWindow(level, width, out_min=out_min, out_max=out_max, clip=clip, dtype=dtype)

@@ -61,6 +61,28 @@ def _with_orthogonal_affine(img: Any) -> Any:
     return out
 
 
+def spacing_tuple(spacing_mm: Sequence[float] | float) -> tuple[float, ...]:
+    """``spacing_mm`` as a tuple of floats, refused unless every value is a positive number.
+
+    Examples
+    --------
+    >>> spacing_tuple([2, 2, 3])
+    (2.0, 2.0, 3.0)
+    >>> spacing_tuple([2.0, 0.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: spacing_mm must be positive numbers (mm), got [2.0, 0.0]
+    """
+    values = ensure_tuple(spacing_mm)
+    try:
+        out = tuple(float(s) for s in values)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or not all(np.isfinite(s) and s > 0 for s in out):
+        raise ValueError(f"spacing_mm must be positive numbers (mm), got {spacing_mm!r}")
+    return out
+
+
 class ToRAS(Orientation):
     """Reorient a channel-first image so that its voxel axes run towards R, A and S.
 
@@ -161,7 +183,7 @@ class ResampleToSpacing(Spacing):
         dtype: DtypeLike = np.float64,
         lazy: bool = False,
     ) -> None:
-        self.spacing_mm = tuple(float(s) for s in ensure_tuple(spacing_mm))
+        self.spacing_mm = spacing_tuple(spacing_mm)
         interp = mode if mode is not None else (GridSampleMode.NEAREST if label else GridSampleMode.BILINEAR)
         super().__init__(pixdim=self.spacing_mm, mode=interp, padding_mode=padding_mode, dtype=dtype, lazy=lazy)
 
@@ -220,7 +242,7 @@ class ResampleToSpacingd(Spacingd):
         labels = tuple(ensure_tuple(label_keys))
         all_keys = tuple(ensure_tuple(keys)) + tuple(k for k in labels if k not in ensure_tuple(keys))
         modes = tuple(GridSampleMode.NEAREST if k in labels else GridSampleMode.BILINEAR for k in all_keys)
-        self.spacing_mm = tuple(float(s) for s in ensure_tuple(spacing_mm))
+        self.spacing_mm = spacing_tuple(spacing_mm)
         self.label_keys = labels
         super().__init__(
             all_keys,

@@ -1,6 +1,8 @@
-"""Components that the bundle configs instantiate (``_target_``) besides MONAI's own.
+"""Components that the bundle configs instantiate (``_target_``) besides MONAI's and the transforms'.
 
 * :func:`study_items` - the inference datalist from ``--input_path`` (DICOM folder or NIfTI).
+* :func:`manifest_split` - one split of an ichct manifest (a MONAI datalist with folds), the
+  training and validation datalists of ``train.json``.
 * :class:`SaveSliceProbabilitiesd` - per study: slice probabilities (CSV) and the CT-level calls of
   the stored decision rule (JSON).
 * :class:`ValidationScores` - CT-level validation AUC of "any" as an ignite metric (the scores of
@@ -11,6 +13,10 @@
 * :class:`ValidationEveryAndLast` - MONAI's ``ValidationHandler`` that also validates the final
   epoch when ``interval`` would skip it.
 * :func:`dice_output_transform` - argmax + one-hot of a batched seg output for ``MeanDice``.
+
+What the configs of a bundle packaged now need is imported at the top of this module, because
+``ichct bundle export`` copies into the bundle's ``scripts/`` the modules that the configs name
+and what those import at module level (a function-local import is for another code path).
 """
 
 from __future__ import annotations
@@ -28,21 +34,31 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
+from monai import __version__ as monai_version
 from monai.config import KeysCollection
 from monai.handlers import ValidationHandler
 from monai.transforms import MapTransform
 
-from ichct.errors import InputError
+import ichct
+from ichct.errors import InputError, read_json
 from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
-from ichct.pipeline.decision import DecisionRule, ct_scores, decide
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.decision import DecisionRule, ct_scores, decide
 from ichct.pipeline.train.record import training_record
+from ichct.pipeline.train.validation import ValidationCollector
 
 logger = logging.getLogger("ichct.bundle")
 
-__all__ = ["study_items", "SaveSliceProbabilitiesd", "ValidationScores", "RunFilesWriter", "ThresholdsSaver",
-           "dice_output_transform", "study_name"]
+__all__ = ["study_items", "manifest_split", "SaveSliceProbabilitiesd", "ValidationScores", "RunFilesWriter",
+           "ThresholdsSaver", "ValidationEveryAndLast", "dice_output_transform", "study_name", "MANIFEST_SPLITS",
+           "VALIDATION_KEYS"]
+
+#: The splits of :func:`manifest_split`.
+MANIFEST_SPLITS = ("training", "validation", "test", "all")
+
+#: The training-config keys that :class:`ValidationScores` reads, per model kind.
+VALIDATION_KEYS = {"seg": ("min_component_ml", "num_classes", "spacing_mm"), "cls": ("rule_k", "threshold_method")}
 
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
@@ -82,6 +98,57 @@ def study_items(input_path: str | Path | None) -> list[dict[str, str]]:
     if not any(f.is_file() for f in p.rglob("*")):
         raise FileNotFoundError(f"{p}: empty folder (expected a DICOM study or NIfTI files)")
     return [{"image": str(p), "name": study_name(p)}]
+
+
+def manifest_split(manifest: str | Path, split: str = "training", fold: int | None = None) -> list[dict[str, Any]]:
+    """The entries of one split of an ichct manifest, with absolute ``image`` and ``label`` paths.
+
+    A manifest (``ichct manifest build``) is a MONAI datalist: ``training`` entries with a ``fold``
+    each, and ``test`` entries; paths are relative to the manifest's folder. Its checks (files,
+    leaks between the splits) are ``ichct manifest check``'s, not repeated here.
+
+    Parameters
+    ----------
+    manifest
+        The manifest file.
+    split
+        ``"training"``: the training entries outside ``fold`` (all of them without a fold);
+        ``"validation"``: those of ``fold``; ``"test"``; ``"all"``: training then test.
+    fold
+        Cross-validation fold, ``0 <= fold < num_folds`` (needed for ``"validation"``).
+
+    Raises
+    ------
+    ichct.errors.InputError
+        Not a manifest, an unknown split, a fold out of range (naming the manifest).
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.json"
+    >>> _ = path.write_text(json.dumps({"num_folds": 2, "test": [],
+    ...     "training": [{"image": "a", "fold": 0}, {"image": "b", "fold": 1}]}))
+    >>> [pathlib.Path(e["image"]).name for e in manifest_split(path, "validation", fold=1)]
+    ['b']
+    """
+    doc = read_json(manifest, "manifest")
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("training"), list):
+        raise InputError(manifest, "not an ichct manifest (a MONAI datalist with a 'training' list)")
+    if split not in MANIFEST_SPLITS:
+        raise InputError(manifest, f"split must be one of {', '.join(MANIFEST_SPLITS)}, got {split!r}")
+    num_folds = int(doc.get("num_folds", 1))
+    fold = None if fold is None else int(fold)
+    if fold is not None and not 0 <= fold < num_folds:
+        raise InputError(manifest, f"fold {fold} outside 0..{num_folds - 1}")
+    if split == "validation" and fold is None:
+        raise InputError(manifest, "split 'validation' needs a fold")
+    training, test = list(doc["training"]), list(doc.get("test") or [])
+    chosen = {"training": [e for e in training if fold is None or e.get("fold") != fold],
+              "validation": [e for e in training if e.get("fold") == fold],
+              "test": test, "all": training + test}[split]
+    base = Path(os.path.abspath(manifest)).parent
+    return [{**e, **{k: os.path.normpath(os.path.join(base, e[k])) for k in ("image", "label")
+                     if isinstance(e.get(k), str)}} for e in chosen]
 
 
 class SaveSliceProbabilitiesd(MapTransform):
@@ -154,15 +221,20 @@ class ValidationScores(Metric):
     kind
         ``"seg"`` or ``"cls"``.
     cfg
-        The training config of the bundle (``ichct_config``; one saved by an older ichct is
-        completed by :func:`~ichct.pipeline.models.config.saved_run_config`).
+        The training-config values it reads (:data:`VALIDATION_KEYS`: seg ``min_component_ml``,
+        ``num_classes``, ``spacing_mm``; cls ``rule_k``, ``threshold_method``). A whole training
+        config (the ``ichct_config`` of published bundles) works too; one that lacks these keys is
+        completed as a saved run's config is (:func:`~ichct.pipeline.models.config.saved_run_config`).
     """
 
     def __init__(self, kind: str, cfg: Mapping[str, Any]) -> None:
-        from ichct.pipeline.models.config import saved_run_config
-        from ichct.pipeline.train.validation import ValidationCollector
+        if kind not in VALIDATION_KEYS:
+            raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
+        if any(k not in cfg for k in VALIDATION_KEYS[kind]):  # an older published bundle's ichct_config
+            from ichct.pipeline.models.config import saved_run_config
 
-        self.collector = ValidationCollector(kind, saved_run_config(kind, cfg))
+            cfg = saved_run_config(kind, cfg)
+        self.collector = ValidationCollector(kind, cfg)
         super().__init__(output_transform=lambda x: x)
 
     def reset(self) -> None:
@@ -252,10 +324,6 @@ class RunFilesWriter:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        import monai
-
-        import ichct
-
         sha = sha256_file(self.manifest)
         cfg = {**self.cfg, "epochs": self.epochs, "max_minutes": None}
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -269,6 +337,6 @@ class RunFilesWriter:
             "kind": self.kind, "fold": self.fold, "seed": self.seed,
             "device": str(getattr(engine.state, "device", "cpu")), "amp": False, "manifest": os.fspath(self.manifest),
             "manifest_sha256": sha, "config": cfg,
-            "versions": {"ichct": ichct.__version__, "torch": torch.__version__, "monai": monai.__version__},
+            "versions": {"ichct": ichct.__version__, "torch": torch.__version__, "monai": monai_version},
             "command": "python -m monai.bundle run --config_file configs/train.json",
             "bundle": bundle})

@@ -1,19 +1,26 @@
 """Generate a bundle's MONAI configs from a training run's resolved config.
 
 :func:`bundle_configs` is the one source of every ``configs/*.json`` of an ichct bundle (the
-committed ``bundles/`` and those ``ichct bundle package`` writes). Each config reuses the
-pipeline's own functions through ``_target_`` / ``$`` expressions, so a bundle preprocesses
-exactly as training and :mod:`ichct.pipeline.models.inference` do:
+committed ``bundles/`` and those ``ichct bundle package`` writes). Every step is its own
+``_target_`` entry with its arguments in the JSON, as in MONAI's model zoo: the preprocessing is
+the list of transform specs that training and ``ichct predict`` build their ``Compose`` from
+(:func:`~ichct.pipeline.models.data.seg_preprocessing`,
+:func:`~ichct.pipeline.models.data.cls_preprocessing`), so a bundle preprocesses exactly as its
+model was trained, and a user changes a window or the spacing in the config.
 
-* ``inference.json`` - seg: :func:`~ichct.pipeline.models.inference.seg_eval_transforms`, sliding-window
-  inference with the training patch (Gaussian blending), softmax, ``Invertd`` (linear) back to the input's
-  grid, ``SaveImaged`` as NIfTI; cls: :func:`~ichct.pipeline.models.inference.cls_eval_transforms`, the
-  slice probabilities of the 6 labels per study (CSV) and the CT-level calls of the stored rule
-  (JSON).
-* ``train.json`` - MONAI ``SupervisedTrainer`` / ``SupervisedEvaluator`` with the training stage's
-  datasets and transforms (:mod:`ichct.pipeline.models.data`), losses, optimizer and schedule;
-  ``CheckpointSaver`` keeps ``models/model.pt`` of the best validation epoch, with its thresholds.
-* ``evaluate.json`` - :func:`ichct.pipeline.evaluate.run.evaluate` of this bundle on a manifest split.
+* ``inference.json`` - seg: the preprocessing, sliding-window inference with the training patch
+  (Gaussian blending), softmax, ``Invertd`` (linear) back to the input's grid, argmax, small
+  blood components dropped, ``SaveImaged`` as NIfTI; cls: the preprocessing, the slice
+  probabilities of the 6 labels per study (CSV) and the CT-level calls of the stored rule (JSON).
+* ``train.json`` - MONAI ``SupervisedTrainer`` / ``SupervisedEvaluator`` with the training
+  stage's transforms, losses, optimizer and schedule; ``CheckpointSaver`` keeps
+  ``models/model.pt`` of the best validation epoch, with its thresholds; TensorBoard event files
+  in ``logs/``; the ids MONAI's experiment tracking patches (``train#trainer``,
+  ``train#handlers``, ``validate#evaluator``, ``validate#handlers``), so ``--tracking mlflow``
+  works. ``training_config`` is the run's training config, written to ``models/run_config.json``
+  by a retraining (what ``ichct predict --bundle`` reads).
+* ``evaluate.json`` - the inference preprocessing and network over a manifest split, scored by
+  :mod:`ichct.pipeline.bundle.evaluation` (leakage guard, bootstrap metrics, report).
 * ``multi_gpu_train.json`` - ``torchrun`` overrides: ``DistributedDataParallel`` (nccl on GPUs,
   gloo on CPU), ``DistributedSampler``, rank-0-only saving and logging.
 """
@@ -25,10 +32,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ichct.pipeline.models.network_factory import network_kwargs
+from ichct.pipeline.bundle.components import VALIDATION_KEYS
 from ichct.pipeline.models.config import saved_run_config
+from ichct.pipeline.models.data import cls_preprocessing, seg_preprocessing
+from ichct.pipeline.models.network_factory import network_kwargs
+from ichct.pipeline.train import RSNAWeightedBCE, cls_prepare_batch
 
-__all__ = ["CONFIG_NAMES", "LOGGING_CONF", "bundle_configs", "manifest_expression"]
+__all__ = ["CONFIG_NAMES", "LOGGING_CONF", "bundle_configs", "manifest_expression", "preprocessing_specs"]
 
 CONFIG_NAMES = ("inference", "train", "evaluate", "multi_gpu_train")
 
@@ -57,6 +67,8 @@ format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
 
 _DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
+_COMPONENTS = "ichct.pipeline.bundle.components"
+_LOSS = "$monai.handlers.from_engine(['loss'], first=True)"
 
 
 def manifest_expression(manifest: str) -> str:
@@ -65,6 +77,18 @@ def manifest_expression(manifest: str) -> str:
     if os.path.isabs(m):
         return m
     return f"$@bundle_root + '/{m}'"
+
+
+def preprocessing_specs(kind: str, cfg: Mapping[str, Any], *, train: bool = False,
+                        labels: bool = False) -> list[dict[str, Any]]:
+    """The transform specs of a bundle's preprocessing: inference (no labels) or training / validation."""
+    if kind == "seg":
+        return seg_preprocessing(cfg, train=train, labels=labels or train)
+    return cls_preprocessing(cfg, train=train, slice_labels=labels or train)
+
+
+def _compose(specs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"_target_": "Compose", "transforms": specs}
 
 
 def _network_def(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[str, Any]:
@@ -83,79 +107,117 @@ def _seg_inferer(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "mode": "gaussian"}
 
 
-def _common(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _common(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[str, Any]:
     return {
-        "imports": ["$import os", "$import torch", "$import monai"],
+        "imports": ["$import os", "$import torch", "$import monai"] + (["$import numpy"] if kind == "seg" else []),
         "bundle_root": ".",
         "ckpt_dir": "$@bundle_root + '/models'",
         "device": _DEVICE,
-        "ichct_config": copy.deepcopy(dict(cfg)),
+        "network_def": _network_def(kind, cfg, for_training=for_training),
+        "network": "$@network_def.to(@device)",
     }
 
 
-# --------------------------------------------------------------------------------------------
-# inference.json
-# --------------------------------------------------------------------------------------------
-
-
-def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    c = _common(kind, cfg)
-    c.update({
-        "input_path": None,
-        "output_dir": "$@bundle_root + '/predictions'",
-        "network_def": _network_def(kind, cfg, for_training=False),
-        "network": "$@network_def.to(@device)",
-        "datalist": {"_target_": "ichct.pipeline.bundle.components.study_items", "input_path": "@input_path"},
-        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+def _model_run(kind: str, cfg: Mapping[str, Any], loader: str, postprocessing: list[dict[str, Any]],
+               handlers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Preprocessing, data, inferer, postprocessing, handlers and ``evaluator`` of inference and evaluation."""
+    return {
+        "preprocessing": _compose(preprocessing_specs(kind, cfg)),
+        "dataset": {"_target_": "Dataset", "data": loader, "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
-    })
-    if kind == "seg":
-        c.update({
-            "preprocessing": {"_target_": "ichct.pipeline.models.inference.seg_eval_transforms", "cfg": "@ichct_config"},
-            "inferer": _seg_inferer(cfg),
-            "postprocessing": {"_target_": "Compose", "transforms": [
-                {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-                {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
-                 "nearest_interp": False, "to_tensor": True},
-                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-                *([{"_target_": "ichct.transforms.RemoveSmallComponentsd", "keys": "pred",
-                    "min_volume_ml": float(cfg["min_component_ml"])}] if float(cfg["min_component_ml"]) > 0 else []),
-                {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
-                 "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False, "print_log": False},
-            ]},
-        })
-        c["imports"].append("$import numpy")
-    else:
-        c.update({
-            "preprocessing": {"_target_": "ichct.pipeline.models.inference.cls_eval_transforms", "cfg": "@ichct_config"},
-            "decision_rule": {"_target_": "ichct.pipeline.decision.DecisionRule.load",
-                              "path": "$@ckpt_dir + '/thresholds.json'"},
-            "inferer": {"_target_": "SimpleInferer"},
-            "postprocessing": {"_target_": "Compose", "transforms": [
-                {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
-                {"_target_": "ichct.pipeline.bundle.components.SaveSliceProbabilitiesd", "keys": "pred",
-                 "output_dir": "@output_dir", "rule": "@decision_rule", "name_key": "name"},
-            ]},
-        })
-    c.update({
+        "inferer": _seg_inferer(cfg) if kind == "seg" else {"_target_": "SimpleInferer"},
+        "postprocessing": _compose(postprocessing),
         "handlers": [
             {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'", "load_dict": {"model": "@network"},
              "map_location": "@device"},
             {"_target_": "StatsHandler", "iteration_log": False},
+            *handlers,
         ],
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
                       "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
                       "val_handlers": "@handlers", "amp": False},
-        "initialize": ["$monai.utils.set_determinism(seed=0)"],
-        "run": ["$@evaluator.run()"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# inference.json and evaluate.json
+# --------------------------------------------------------------------------------------------
+
+
+def _seg_postprocessing(cfg: Mapping[str, Any], model_grid_key: str | None) -> list[dict[str, Any]]:
+    """Softmax, [argmax on the model's grid into ``model_grid_key``], back to the input's grid, argmax, specks."""
+    min_ml = float(cfg["min_component_ml"])
+    return [
+        {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        *([{"_target_": "CopyItemsd", "keys": "pred", "names": model_grid_key},
+           {"_target_": "AsDiscreted", "keys": model_grid_key, "argmax": True}] if model_grid_key else []),
+        {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
+         "nearest_interp": False, "to_tensor": True},
+        {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+        *([{"_target_": "ichct.transforms.RemoveSmallComponentsd", "keys": "pred", "min_volume_ml": min_ml}]
+          if min_ml > 0 else []),
+    ]
+
+
+def _decision_rule() -> dict[str, Any]:
+    return {"_target_": "ichct.pipeline.decision.DecisionRule.load", "path": "$@ckpt_dir + '/thresholds.json'"}
+
+
+def _inference(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    c = _common(kind, cfg, for_training=False)
+    c.update({"input_path": None, "output_dir": "$@bundle_root + '/predictions'",
+              "datalist": {"_target_": f"{_COMPONENTS}.study_items", "input_path": "@input_path"}})
+    if kind == "seg":
+        post = [*_seg_postprocessing(cfg, None),
+                {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
+                 "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False, "print_log": False}]
+    else:
+        c["decision_rule"] = _decision_rule()
+        post = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+                {"_target_": f"{_COMPONENTS}.SaveSliceProbabilitiesd", "keys": "pred", "output_dir": "@output_dir",
+                 "rule": "@decision_rule", "name_key": "name"}]
+    c.update(_model_run(kind, cfg, "@datalist", post, []))
+    c.update({"initialize": ["$monai.utils.set_determinism(seed=0)"], "run": ["$@evaluator.run()"]})
+    return c
+
+
+def _evaluate(kind: str, cfg: Mapping[str, Any], manifest: str) -> dict[str, Any]:
+    c = _common(kind, cfg, for_training=False)
+    c.update({
+        "manifest": manifest_expression(manifest),
+        "eval_split": "test",
+        "eval_fold": None,
+        "output_dir": "$@bundle_root + '/eval'",
+        "bootstrap": 2000,
+        "seed": 0,
+        "allow_overlap": False,
+        "decision_rule": _decision_rule(),
+        "studies": {"_target_": "ichct.pipeline.bundle.evaluation.evaluation_studies", "manifest": "@manifest",
+                    "split": "@eval_split", "fold": "@eval_fold", "record": "$@ckpt_dir + '/train_patients.json'",
+                    "output_dir": "@output_dir", "allow_overlap": "@allow_overlap"},
+        "recorder": {"_target_": "ichct.pipeline.bundle.evaluation.EvaluationRecorder", "studies": "@studies",
+                     "rule": "@decision_rule", "bundle_root": "@bundle_root", "manifest": "@manifest",
+                     "split": "@eval_split", "fold": "@eval_fold", "output_dir": "@output_dir",
+                     "n_boot": "@bootstrap", "seed": "@seed",
+                     "num_classes": int(cfg["num_classes"]) if kind == "seg" else None},
     })
+    post = (_seg_postprocessing(cfg, "pred_model_grid") if kind == "seg"
+            else [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True}])
+    loader = "$[{'image': e['image'], 'study': i} for i, e in enumerate(@studies)]"
+    c.update(_model_run(kind, cfg, loader, post, ["@recorder"]))
+    c.update({"initialize": ["$monai.utils.set_determinism(seed=@seed)"], "run": ["$@evaluator.run()"]})
     return c
 
 
 # --------------------------------------------------------------------------------------------
 # train.json
 # --------------------------------------------------------------------------------------------
+
+
+def _defined_at(obj: Any) -> str:
+    """``module.name`` of the module that defines ``obj``: the lightest import path for ``bundle export``."""
+    return f"{obj.__module__}.{obj.__qualname__}"
 
 
 def _loss(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any] | str:
@@ -169,8 +231,9 @@ def _loss(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any] | str:
     pos_weight: Any = ({"_target_": "ichct.pipeline.models.data.pos_weight_auto", "items": "@train#datalist",
                         "max_weight": float(cfg["pos_weight_max"])} if pw == "auto" else [float(v) for v in pw])
     aux = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
-    return {"_target_": "ichct.pipeline.train.engine.RSNAWeightedBCE", "class_weights": [float(v) for v in cfg["class_weights"]],
-            "pos_weight": pos_weight, "aux_seg_weight": aux}
+    return {"_target_": _defined_at(RSNAWeightedBCE),
+            "class_weights": [float(v) for v in cfg["class_weights"]], "pos_weight": pos_weight,
+            "aux_seg_weight": aux, "focal_gamma": float(cfg["focal_gamma"])}
 
 
 def _split_section(kind: str, cfg: Mapping[str, Any], train: bool) -> dict[str, Any]:
@@ -179,11 +242,9 @@ def _split_section(kind: str, cfg: Mapping[str, Any], train: bool) -> dict[str, 
     if kind == "seg":
         datalist: dict[str, Any] = {"_target_": "ichct.pipeline.models.data.seg_items", "entries": entries,
                                     "num_classes": int(cfg["num_classes"])}
-        pre = "ichct.pipeline.models.data.seg_transforms"
     else:
         aux = bool(dict(cfg["network"]).get("aux_seg", False)) and train
         datalist = {"_target_": "ichct.pipeline.models.data.cls_items", "entries": entries, "voxel_labels": aux}
-        pre = "ichct.pipeline.models.data.cls_transforms"
     loader: dict[str, Any] = {"_target_": "DataLoader", "dataset": f"@{sec}#dataset",
                               "batch_size": int(cfg["batch_size"]) if train else 1, "shuffle": train,
                               "num_workers": int(cfg["num_workers"])}
@@ -191,115 +252,104 @@ def _split_section(kind: str, cfg: Mapping[str, Any], train: bool) -> dict[str, 
         loader["collate_fn"] = {"_target_": "ichct.pipeline.models.data.cls_collate", "_mode_": "callable"}
     return {
         "datalist": datalist,
-        "preprocessing": {"_target_": pre, "cfg": "@ichct_config", "train": train},
+        "preprocessing": _compose(preprocessing_specs(kind, cfg, train=train, labels=True)),
         "dataset": {"_target_": "CacheDataset", "data": f"@{sec}#datalist", "transform": f"@{sec}#preprocessing",
                     "cache_rate": float(cfg["cache_rate"]), "num_workers": None, "progress": False},
         "dataloader": loader,
     }
 
 
-def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: int) -> dict[str, Any]:
-    c = _common(kind, cfg)
-    prep = ({"prepare_batch": {"_target_": "ichct.pipeline.train.engine.cls_prepare_batch", "_mode_": "callable"}}
-            if kind == "cls" else {})
+def _prepare_batch(kind: str) -> dict[str, Any]:
+    if kind != "cls":
+        return {}
+    return {"prepare_batch": {"_target_": _defined_at(cls_prepare_batch), "_mode_": "callable"}}
+
+
+def _train_section(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     train = _split_section(kind, cfg, train=True)
     train.update({
         "inferer": {"_target_": "SimpleInferer"},
         "handlers": [
-            {"_target_": "ichct.pipeline.bundle.components.ValidationEveryAndLast", "validator": "@validate#evaluator",
+            {"_target_": f"{_COMPONENTS}.ValidationEveryAndLast", "validator": "@validate#evaluator",
              "interval": int(cfg["val_interval"])},
             {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
         ],
         "rank0_handlers": [
-            {"_target_": "StatsHandler", "tag_name": "train_loss", "iteration_log": False,
-             "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
-            {"_target_": "ichct.pipeline.bundle.components.RunFilesWriter", "ckpt_dir": "@ckpt_dir", "kind": kind,
-             "cfg": "@ichct_config", "fold": "@fold", "seed": "@seed", "epochs": "@epochs", "manifest": "@manifest",
+            {"_target_": "StatsHandler", "tag_name": "train_loss", "iteration_log": False, "output_transform": _LOSS},
+            {"_target_": "TensorBoardStatsHandler", "log_dir": "@output_dir", "tag_name": "train_loss",
+             "iteration_log": False, "output_transform": _LOSS},
+            {"_target_": f"{_COMPONENTS}.RunFilesWriter", "ckpt_dir": "@ckpt_dir", "kind": kind,
+             "cfg": "@training_config", "fold": "@fold", "seed": "@seed", "epochs": "@epochs", "manifest": "@manifest",
              "train_entries": "@train_entries", "val_entries": "@val_entries"},
         ],
         "trainer": {"_target_": "SupervisedTrainer", "max_epochs": "@epochs", "device": "@device",
                     "train_data_loader": "@train#dataloader", "network": "@network", "optimizer": "@optimizer",
                     "loss_function": "@loss", "inferer": "@train#inferer",
                     "train_handlers": "$@train#handlers + @train#rank0_handlers", "decollate": False, "amp": False,
-                    **prep},
+                    **_prepare_batch(kind)},
     })
+    return train
+
+
+def _validate_section(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     validate = _split_section(kind, cfg, train=False)
-    scores = {"_target_": "ichct.pipeline.bundle.components.ValidationScores", "kind": kind, "cfg": "@ichct_config"}
+    scores = {"_target_": f"{_COMPONENTS}.ValidationScores", "kind": kind,
+              "cfg": {k: copy.deepcopy(cfg[k]) for k in VALIDATION_KEYS[kind]}}
     if kind == "seg":
         key_metric: dict[str, Any] = {"val_dice": {
             "_target_": "MeanDice", "include_background": False,
-            "output_transform": {"_target_": "ichct.pipeline.bundle.components.dice_output_transform",
+            "output_transform": {"_target_": f"{_COMPONENTS}.dice_output_transform",
                                  "num_classes": int(cfg["num_classes"])}}}
         additional: Any = {"val_auc_any": "@validate#scores"}
-        inferer = _seg_inferer(cfg)
     else:
-        key_metric, additional, inferer = {"val_auc_any": "@validate#scores"}, None, {"_target_": "SimpleInferer"}
+        key_metric, additional = {"val_auc_any": "@validate#scores"}, None
     validate.update({
-        "inferer": inferer,
+        "inferer": _seg_inferer(cfg) if kind == "seg" else {"_target_": "SimpleInferer"},
         "scores": scores,
         "key_metric": key_metric,
         "additional_metrics": additional,
         "handlers": [],
         "rank0_handlers": [
             {"_target_": "StatsHandler", "iteration_log": False},
+            {"_target_": "TensorBoardStatsHandler", "log_dir": "@output_dir", "iteration_log": False},
             {"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
              "save_key_metric": True, "key_metric_filename": "model.pt"},
-            {"_target_": "ichct.pipeline.bundle.components.ThresholdsSaver", "scores": "@validate#scores",
+            {"_target_": f"{_COMPONENTS}.ThresholdsSaver", "scores": "@validate#scores",
              "path": "$@ckpt_dir + '/thresholds.json'", "fold": "@fold"},
         ],
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@validate#dataloader",
                       "network": "@network", "inferer": "@validate#inferer", "key_val_metric": "@validate#key_metric",
                       "additional_metrics": "@validate#additional_metrics",
                       "val_handlers": "$@validate#handlers + @validate#rank0_handlers", "decollate": False,
-                      "amp": False, **prep},
+                      "amp": False, **_prepare_batch(kind)},
     })
+    return validate
+
+
+def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: int) -> dict[str, Any]:
+    c = _common(kind, cfg, for_training=True)
     c.update({
+        "output_dir": "$@bundle_root + '/logs'",
         "manifest": manifest_expression(manifest),
         "fold": int(fold),
         "seed": int(seed),
         "epochs": int(cfg["epochs"]),
-        "network_def": _network_def(kind, cfg, for_training=True),
-        "network": "$@network_def.to(@device)",
+        "training_config": copy.deepcopy(dict(cfg)),
         "loss": _loss(kind, cfg),
         "optimizer": {"_target_": "torch.optim.AdamW", "params": "$@network.parameters()", "lr": float(cfg["lr"]),
                       "weight_decay": float(cfg["weight_decay"])},
         "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "optimizer": "@optimizer",
                          "T_max": "@epochs", "eta_min": 0.0},
-        "train_entries": {"_target_": "ichct.pipeline.manifests.load_manifest", "path": "@manifest",
-                          "split": "training", "fold": "@fold"},
-        "val_entries": {"_target_": "ichct.pipeline.manifests.load_manifest", "path": "@manifest",
-                        "split": "validation", "fold": "@fold", "check": False},
-        "train": train,
-        "validate": validate,
+        "train_entries": {"_target_": f"{_COMPONENTS}.manifest_split", "manifest": "@manifest", "split": "training",
+                          "fold": "@fold"},
+        "val_entries": {"_target_": f"{_COMPONENTS}.manifest_split", "manifest": "@manifest", "split": "validation",
+                        "fold": "@fold"},
+        "train": _train_section(kind, cfg),
+        "validate": _validate_section(kind, cfg),
         "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
         "run": ["$@train#trainer.run()"],
     })
     return c
-
-
-# --------------------------------------------------------------------------------------------
-# evaluate.json and multi_gpu_train.json
-# --------------------------------------------------------------------------------------------
-
-
-def _evaluate(manifest: str) -> dict[str, Any]:
-    return {
-        "imports": ["$import torch"],
-        "bundle_root": ".",
-        "manifest": manifest_expression(manifest),
-        "eval_split": "test",
-        "eval_fold": None,
-        "output_dir": "$@bundle_root + '/eval'",
-        "bootstrap": 2000,
-        "allow_overlap": False,
-        "eval_device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
-        "evaluation": {"_target_": "ichct.pipeline.evaluate.run.evaluate", "runs": [], "bundles": ["@bundle_root"],
-                       "manifest": "@manifest", "out_dir": "@output_dir", "split": "@eval_split",
-                       "fold": "@eval_fold", "n_boot": "@bootstrap", "allow_overlap": "@allow_overlap",
-                       "device": "@eval_device"},
-        "initialize": [],
-        "run": ["@evaluation"],
-    }
 
 
 def _multi_gpu() -> dict[str, Any]:
@@ -353,6 +403,6 @@ def bundle_configs(run_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         "inference": _inference(kind, cfg),
         "train": _train(kind, cfg, manifest, fold, seed),
-        "evaluate": _evaluate(manifest),
+        "evaluate": _evaluate(kind, cfg, manifest),
         "multi_gpu_train": _multi_gpu(),
     }

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ichct.pipeline.bundle.steps import REFERENCES, postprocessing_steps, preprocessing_table, training_steps
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.models.config import config_windows, input_channels, saved_run_config
 
@@ -360,7 +361,7 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
         "pred_classes": label_classes,
         "eval_metrics": key_numbers(kind, evaluation) if evaluation else {},
         "intended_use": intended_use(td),
-        "references": ["MONAI Bundle specification: https://docs.monai.io/en/stable/mb_specification.html"],
+        "references": list(REFERENCES if kind == "seg" else REFERENCES[:3]),
         "network_data_format": {"inputs": {"image": _input_format(kind, cfg)},
                                 "outputs": {"pred": _output_format(kind, cfg)}},
     }
@@ -509,7 +510,8 @@ README_TEMPLATE = "templates/bundle_README.md"
 
 def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *, bundle_name: str,
                   training: Mapping[str, Any], metrics: Mapping[str, Any] | None,
-                  training_data: Mapping[str, Any] | None = None) -> str:
+                  training_data: Mapping[str, Any] | None = None, configs: Mapping[str, Any] | None = None,
+                  training_curves: bool = False) -> str:
     """``docs/README.md`` following the model zoo's template.
 
     The text is ``pipeline/bundle/templates/bundle_README.md`` (:data:`README_TEMPLATE`) with its
@@ -529,6 +531,11 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         ``metrics.json`` of the bundle's evaluation, or None.
     training_data
         :func:`describe_training_data` of the run (default: derived from ``run_config`` here).
+    configs
+        The bundle's configs (default: :func:`~ichct.pipeline.bundle.configs.bundle_configs` of
+        ``run_config``); the Preprocessing section lists their steps.
+    training_curves
+        ``docs/training_curves.png`` exists (the run's ``training_curves.png``): shown.
 
     Returns
     -------
@@ -537,20 +544,44 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
     """
     from importlib import resources
 
+    from ichct.pipeline.bundle.configs import bundle_configs
+
     kind = str(run_config["kind"])
     cfg = saved_run_config(kind, run_config["config"])
     td = describe_training_data(run_config) if training_data is None else training_data
+    configs = bundle_configs(run_config) if configs is None else configs
     fields = {"name": metadata["name"], "bundle_name": bundle_name, "kind": kind,
               **_overview_fields(kind, cfg, metadata),
               "data": _data_paragraph(td),
+              **_steps_fields(configs),
               **_training_fields(run_config, cfg, training),
+              "training_curves": ("\n\n![Training curves: loss and validation metrics per epoch](training_curves.png)"
+                                  if training_curves else ""),
               "reproduce": _reproduce(kind, run_config, td, bundle_name),
               "performance": "\n".join(_performance(kind, metrics)),
               **_how_to_run_fields(kind, cfg, metadata),
+              **_code_fields(configs),
               "limitations": "\n".join(_limitations(run_config, td, training)),
-              "intended_use": str(metadata.get("intended_use") or intended_use(td))}
+              "intended_use": str(metadata.get("intended_use") or intended_use(td)),
+              "references": "\n".join(f"- {r}" for r in metadata.get("references") or REFERENCES)}
     text = resources.files("ichct.pipeline.bundle").joinpath(README_TEMPLATE).read_text(encoding="utf-8")
     return string.Template(text).substitute(fields)
+
+
+def _steps_fields(configs: Mapping[str, Any]) -> dict[str, str]:
+    """The Preprocessing section: inference's steps as a table, what training adds, the postprocessing."""
+    inference = configs["inference"]["preprocessing"]["transforms"]
+    return {"preprocessing_table": preprocessing_table(inference),
+            "training_preprocessing": training_steps(inference, configs["train"]["train"]["preprocessing"]["transforms"]),
+            "postprocessing": postprocessing_steps(configs["inference"]["postprocessing"]["transforms"])}
+
+
+def _code_fields(configs: Mapping[str, Any]) -> dict[str, str]:
+    """How much code ``ichct bundle export`` puts into ``scripts/`` for these configs."""
+    from ichct.pipeline.bundle.code import config_modules, export_size, module_closure
+
+    files, lines = export_size(module_closure(config_modules(configs.values())))
+    return {"scripts_modules": f"{files}", "scripts_lines": f"{lines:,}"}
 
 
 def _overview_fields(kind: str, cfg: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, str]:

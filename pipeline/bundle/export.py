@@ -1,8 +1,10 @@
 """``ichct bundle export``: a self-contained model-zoo folder (or zip) of a bundle.
 
-The ichct code the configs need (:func:`ichct.pipeline.bundle.code.module_closure`) is copied
-into the export's ``scripts/ichct/`` with its imports rewritten, and every config is regenerated
-with ``ichct.`` names moved to ``scripts.ichct.``; so the exported bundle runs with MONAI and the
+The ichct modules the configs import (:func:`ichct.pipeline.bundle.code.module_closure`: the
+DICOM reader, the transforms, the network, the decision rule, the bundle's components and, for
+``evaluate.json``, the metrics, bootstrap, report and leakage-guard code) are copied into the
+export's ``scripts/ichct/`` with their imports rewritten, and every config is regenerated with
+``ichct.`` names moved to ``scripts.ichct.``; so the exported bundle runs with MONAI and the
 packages its ``metadata.json`` lists, without ichct installed. ``models/train_patients.json``
 (the training patients' keys) travels with the weights, so evaluation still refuses leaked
 patients. ``--weights RUN_DIR/best.pt`` replaces the weights by those of another run of the same
@@ -96,7 +98,7 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
         Another network or preprocessing, weights or run files that cannot be read or do not fit, or run
         files of different runs.
     """
-    from ichct.pipeline.bundle.package import model_state_dict, training_summary
+    from ichct.pipeline.bundle.package import TRAINING_CURVES, model_state_dict, training_summary
     from ichct.pipeline.bundle.docs import describe_training_data, training_data_summary
     from ichct.pipeline.models.inference import read_run_config
     from ichct.pipeline.models.network_factory import build_network
@@ -147,12 +149,15 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
                     "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
                     "training": training_summary(run, rc["kind"], ck if isinstance(ck, Mapping) else {}),
                     "training_data": training_data}
-    # the evaluation in docs/ measured the old weights, and docs/training/ logged the old run
+    # the evaluation in docs/ measured the old weights, and docs/training/ and the curves logged the old run
     shutil.rmtree(tmp / "docs" / "evaluation", ignore_errors=True)
     shutil.rmtree(tmp / "docs" / "training", ignore_errors=True)
+    (tmp / "docs" / TRAINING_CURVES).unlink(missing_ok=True)
     if (run / "metrics.csv").is_file():
         (tmp / "docs" / "training").mkdir(parents=True)
         shutil.copyfile(run / "metrics.csv", tmp / "docs" / "training" / "metrics.csv")
+    if (run / TRAINING_CURVES).is_file():
+        shutil.copyfile(run / TRAINING_CURVES, tmp / "docs" / TRAINING_CURVES)
     return rc
 
 
@@ -184,7 +189,7 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     """
     from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside
     from ichct.pipeline.bundle.package import REQUIRED_FILES, write_bundle_files
-    from ichct.pipeline.bundle.code import config_modules, module_closure, vendor
+    from ichct.pipeline.bundle.code import config_modules, export_size, module_closure, vendor
     from ichct.pipeline.bundle.configs import bundle_configs
     from ichct.pipeline.models.inference import read_run_config
 
@@ -228,4 +233,5 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "zip": zip_file, "modules": len([w for w in written if w.endswith(".py")]),
-            "required_packages_version": meta["required_packages_version"], "weights_replaced": weights is not None}
+            "scripts_lines": export_size(modules)[1], "required_packages_version": meta["required_packages_version"],
+            "weights_replaced": weights is not None}

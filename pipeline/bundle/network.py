@@ -5,7 +5,8 @@ that maps a channel-first batch to one channel-first tensor. The 3D U-Net alread
 (:func:`ichct.networks.ich_unet3d`). The slice classifier returns ``(B, S, 6)`` logits, or a dict
 with an auxiliary segmentation, so the bundles use :class:`ChannelFirstSliceClassifier`: the same
 module (identical ``state_dict`` keys, so ``models/model.pt`` loads into either) whose forward
-returns only the slice logits, channel first: ``(B, 6, S)``.
+returns only the slice logits, channel first: ``(B, 6, S)``. This module imports nothing of ichct but the
+network, so an exported bundle carries no more than that for it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from ichct.networks.slice_sequence import SliceSequenceClassifier
-from ichct.pipeline.models.network_factory import network_kwargs  # noqa: F401 - its home; importable here as before
 
 __all__ = ["ChannelFirstSliceClassifier"]
 

@@ -40,7 +40,8 @@ from ichct.pipeline.train.engine import load_checkpoint
 logger = logging.getLogger("ichct.bundle")
 
 __all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "package_bundle", "write_bundle_files",
-           "default_bundle_name", "model_state_dict", "training_summary", "MAX_COMMITTED_WEIGHTS_MB"]
+           "default_bundle_name", "model_state_dict", "training_summary", "MAX_COMMITTED_WEIGHTS_MB", "TRAINING_CURVES",
+           "refresh_bundle"]
 
 CONFIG_FILES = ("configs/inference.json", "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json")
 WEIGHTS = "models/model.pt"
@@ -48,7 +49,13 @@ REQUIRED_FILES = ("configs/metadata.json", *CONFIG_FILES, "configs/logging.conf"
                   "docs/data_license.txt", "LICENSE", "large_files.yml", WEIGHTS, "models/run_config.json",
                   "models/thresholds.json", "models/train_patients.json")
 MAX_COMMITTED_WEIGHTS_MB = 20.0
-_PIXEL_PLUGINS = ("pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle")
+#: The training curves of a run (``RUN_DIR/training_curves.png``), kept as ``docs/training_curves.png``.
+TRAINING_CURVES = "training_curves.png"
+_PIXEL_PLUGINS = ("pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pyjpegls", "python-gdcm")
+#: Packages that MONAI loads by name for what the configs do: NIfTI in and out (``NibabelReader``,
+#: ``SaveImaged``), TensorBoard event files (``TensorBoardStatsHandler``), the ``python -m monai.bundle``
+#: entry point.
+_LOADED_BY_MONAI = ("nibabel", "tensorboard", "fire")
 
 
 def default_bundle_name(kind: str) -> str:
@@ -163,16 +170,35 @@ def training_summary(run: Path, kind: str, ckpt: Mapping[str, Any]) -> dict[str,
             "best_metric": None if best is None else float(best)}
 
 
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _core_requirements() -> set[str] | None:
+    """Normalized names of ichct's own requirements (not those of an optional extra); None when unknown."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("ichct") or []
+    except metadata.PackageNotFoundError:
+        return None
+    return {_normalized(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]) for r in requires if "extra ==" not in r}
+
+
 def _required_packages(configs: Mapping[str, Any], exported: bool) -> dict[str, str]:
+    """``required_packages_version``: what the configs' code imports (and ichct requires; an import of an
+    optional extra's package is on a path the bundle does not take), pydicom's pixel plugins, and what
+    MONAI loads by name (:data:`_LOADED_BY_MONAI`)."""
     import ichct
     from ichct.pipeline.bundle.code import config_modules, installed_versions, module_closure, third_party
 
     req = third_party(module_closure(config_modules(configs.values())))
+    core = _core_requirements()
+    if core is not None:
+        req = {dist: version for dist, version in req.items() if _normalized(dist) in core}
     installed = installed_versions()
-    if "pydicom" in req:  # compressed DICOM pixel data is decoded through pydicom's plugins
-        req.update({p: installed[p] for p in _PIXEL_PLUGINS if p in installed})
-    if "fire" in installed:  # the `python -m monai.bundle` entry point
-        req["fire"] = installed["fire"]
+    extra = (_PIXEL_PLUGINS if "pydicom" in req else ()) + _LOADED_BY_MONAI
+    req.update({p: installed[p] for p in extra if p in installed})
     if not exported:
         req["ichct"] = ichct.__version__
     return dict(sorted(req.items(), key=lambda kv: kv[0].lower()))
@@ -221,7 +247,7 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
     info.setdefault("name", root.resolve().name)
     info.setdefault("version", "0.1.0")
     info.setdefault("changelog", {info["version"]: "initial release"})
-    configs = bundle_configs(run_config)
+    configs = plain_configs = bundle_configs(run_config)
     required = _required_packages(configs, exported)
     if exported:
         configs = {k: rewrite_config(v) for k, v in configs.items()}
@@ -238,7 +264,8 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
     (root / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
     (root / "docs" / "README.md").write_text(
         bundle_readme(run_config, meta, bundle_name=info["name"], training=info.get("training") or {},
-                      metrics=evaluation, training_data=td), encoding="utf-8")
+                      metrics=evaluation, training_data=td, configs=plain_configs,
+                      training_curves=(root / "docs" / TRAINING_CURVES).is_file()), encoding="utf-8")
     (root / "docs" / "data_license.txt").write_text(data_license(td), encoding="utf-8")
     (root / "LICENSE").write_text(apache_license(), encoding="utf-8")
     weights = root / WEIGHTS
@@ -408,6 +435,9 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         if (run / "metrics.csv").is_file():
             (tmp / "docs" / "training").mkdir(parents=True)
             shutil.copyfile(run / "metrics.csv", tmp / "docs" / "training" / "metrics.csv")
+        if (run / TRAINING_CURVES).is_file():  # the run's loss and validation curves (ichct train writes them)
+            (tmp / "docs").mkdir(exist_ok=True)
+            shutil.copyfile(run / TRAINING_CURVES, tmp / "docs" / TRAINING_CURVES)
         if metrics is not None:
             ev = tmp / "docs" / "evaluation"
             ev.mkdir(parents=True)
@@ -425,3 +455,63 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
                        dest / WEIGHTS, size_mb, MAX_COMMITTED_WEIGHTS_MB)
     return {"bundle_dir": str(dest), "kind": model.kind, "version": version, "weights_sha256": weights_sha,
             "weights_mb": round(size_mb, 3), "evaluation": None if metrics is None else str(evaluation)}
+
+
+# --------------------------------------------------------------------------------------------
+# Regenerating an existing bundle's files
+# --------------------------------------------------------------------------------------------
+
+
+def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change: str | None = None) -> dict[str, Any]:
+    """Regenerate a bundle's configs, metadata, docs and licences from its ``models/``; the weights stay.
+
+    What ``ichct bundle package`` writes besides ``models/`` and the copied run files (the
+    evaluation in ``docs/evaluation/``, the training log and curves) is rewritten by the current
+    generator from ``models/run_config.json``, with the numbers of ``docs/evaluation/metrics.json``.
+    Written into a copy of the bundle beside it that replaces the bundle at the end.
+
+    Parameters
+    ----------
+    bundle_dir
+        The bundle.
+    version, change
+        A new version (``MAJOR.MINOR.PATCH``) and its changelog entry (recorded in
+        ``models/run_config.json`` too); without them the version stays.
+
+    Raises
+    ------
+    ichct.errors.InputError
+        Not a bundle, a version that is not semantic, or an evaluation of other weights (its
+        numbers would describe another model).
+    """
+    root = Path(bundle_dir)
+    rc_path = root / "models" / "run_config.json"
+    if not (root / WEIGHTS).is_file() or not rc_path.is_file():
+        raise FileNotFoundError(f"{root}: not an ichct bundle (needs {WEIGHTS} and models/run_config.json)")
+    if version is not None and not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise InputError(f"--version must be semantic (MAJOR.MINOR.PATCH), got {version!r}")
+    rc = read_json(rc_path, "bundle run config")
+    read_run_config(rc_path, "bundle run config")  # kind and training config checked
+    ev_path = root / "docs" / "evaluation" / "metrics.json"
+    evaluation = read_json(ev_path, "evaluation (metrics.json)") if ev_path.is_file() else None
+    sha = sha256_file(root / WEIGHTS)
+    measured = ((evaluation or {}).get("model") or {}).get("runs", {}).get(rc["kind"], {}).get("weights_sha256")
+    if measured is not None and measured != sha:
+        raise InputError(ev_path, f"evaluates other weights (sha256 {measured}) than {WEIGHTS} ({sha})")
+    info = dict(rc.get("bundle") or {})
+    if version is not None or change is not None:
+        new_version = version or str(info.get("version", "0.1.0"))
+        info["changelog"] = {new_version: change or "regenerated configs and docs", **{
+            k: v for k, v in dict(info.get("changelog") or {}).items() if k != new_version}}
+        info["version"] = new_version
+        rc["bundle"] = info
+    tmp = temp_dir_beside(root)
+    try:
+        shutil.copytree(root, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        write_json_atomic(tmp / "models" / "run_config.json", rc)
+        write_bundle_files(tmp, rc, evaluation)
+        replace_dir(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"bundle_dir": str(root), "kind": rc["kind"], "version": info.get("version"), "weights_sha256": sha}

@@ -6,7 +6,10 @@
 * ``configs/metadata.json`` valid against the metadata schema (MONAI ``verify_metadata``, offline:
   the schema ships with ichct as package data, or ``--schema PATH``);
 * every config and the documented combinations parse: ``@`` references exist, every
-  ``_target_`` resolves, every ``imports`` entry imports;
+  ``_target_`` resolves, every ``imports`` entry imports, every argument a ``_target_`` is given is
+  one it takes (a misspelt key is named, with the argument meant), and the transforms, the
+  network and the inferers are built, so a value they refuse (a window without a width, a
+  negative spacing) fails here, naming its entry, before anything runs;
 * network input/output as ``network_data_format`` declares (MONAI ``verify_net_in_out``);
 * ``models/model.pt`` loads with ``torch.load(..., weights_only=True)`` into ``network_def``;
 * ``large_files.yml`` lists files that exist with the stated hash;
@@ -18,14 +21,19 @@ An exported bundle (code in ``scripts/``) is checked with its own folder on ``sy
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import json
 import logging
+import pydoc
+import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ichct.errors import InputError
 
@@ -85,8 +93,55 @@ def _parser(root: Path, files: Sequence[str]):
     return parser
 
 
+#: Keys of a ``_target_`` entry that MONAI reads itself rather than passing to the target.
+_RESERVED_KEYS = frozenset({"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"})
+#: Entries built by :func:`_check_values`: the transforms of every ``Compose``, the networks and the inferers.
+_BUILT = re.compile(r"(^|#)((pre|post)processing#transforms#\d+|network_def|inferer)$")
+
+
+def _shown(id_: str) -> str:
+    """A config id as the configs write it (``train#preprocessing``; MONAI may keep ``::`` inside)."""
+    return id_.replace("::", "#")
+
+
+def _unknown_arguments(id_: str, target: Any, conf: Mapping[str, Any]) -> list[str]:
+    """Problems of the arguments of one ``_target_`` entry that its callable does not take."""
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to compare with
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    names = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    problems = []
+    for key in conf:
+        if key in _RESERVED_KEYS or key in names:
+            continue
+        close = difflib.get_close_matches(str(key), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (it takes: {', '.join(names)})"
+        problems.append(f"{_shown(id_)}: {conf['_target_']} has no argument {key!r}{hint}")
+    return problems
+
+
+def _check_values(parser: Any, items: Mapping[str, Any]) -> list[str]:
+    """Build the transforms, networks and inferers; the entries whose values they refuse."""
+    problems = []
+    for id_, item in items.items():
+        if not _BUILT.search(_shown(id_)) or not isinstance(item.get_config(), Mapping):
+            continue
+        try:
+            parser.get_parsed_content(id_, instantiate=True)
+        except Exception as exc:  # noqa: BLE001 - a constructor may raise anything for a bad value
+            cause = exc
+            while cause.__cause__ is not None:  # MONAI wraps the constructor's error
+                cause = cause.__cause__
+            problems.append(f"{_shown(id_)}: {item.get_config().get('_target_')}: {type(cause).__name__}: {cause}")
+    return problems
+
+
 def _check_configs(root: Path, files: Sequence[str]) -> str:
-    """Parse a config combination: references, targets and imports; returns a summary."""
+    """Parse a config combination: references, targets, their arguments, imports, and the values of
+    the transforms, networks and inferers; returns a summary."""
     from monai.bundle import ConfigComponent
     from monai.bundle.reference_resolver import ReferenceResolver
 
@@ -99,23 +154,29 @@ def _check_configs(root: Path, files: Sequence[str]) -> str:
         conf = item.get_config()
         for ref in ReferenceResolver.find_refs_in_config(conf, id_):
             if ref not in items:
-                problems.append(f"{id_}: reference @{ref} does not exist")
+                problems.append(f"{_shown(id_)}: reference @{_shown(ref)} does not exist")
         if isinstance(item, ConfigComponent) and ConfigComponent.is_instantiable(conf) and not item.is_disabled():
             n_targets += 1
             try:
-                if item.resolve_module_name() is None:
+                name = item.resolve_module_name()
+                target = pydoc.locate(name) if isinstance(name, str) else name
+                if target is None:
                     raise ModuleNotFoundError(str(conf.get("_target_")))
             except Exception as exc:  # noqa: BLE001 - MONAI raises several kinds
-                problems.append(f"{id_}: _target_ {conf.get('_target_')!r} does not resolve ({exc})")
+                problems.append(f"{_shown(id_)}: _target_ {conf.get('_target_')!r} does not resolve ({exc})")
+                continue
+            problems += _unknown_arguments(id_, target, conf)
     for stmt in parser.get("imports", []) or []:
         if isinstance(stmt, str) and stmt.startswith("$import "):
             try:
                 exec(stmt[1:], {})  # only import statements
             except ImportError as exc:
                 problems.append(f"imports: {stmt!r} fails ({exc})")
+    if not problems:
+        problems = _check_values(parser, items)
     if problems:
         raise InputError("; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
-    return f"{len(items)} items, {n_targets} targets resolved"
+    return f"{len(items)} items, {n_targets} targets resolved, their arguments and values checked"
 
 
 def _check_weights(root: Path) -> str:

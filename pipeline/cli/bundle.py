@@ -1,4 +1,4 @@
-"""``ichct bundle package|verify|export``."""
+"""``ichct bundle package|verify|export|refresh``."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     pk.set_defaults(func=run_package)
 
     vf = sub.add_parser("verify", parents=[common], help="run every bundle check; exit 1 on any failure",
-                        description="Check a bundle: required files, metadata schema, config parse of every config, "
-                                    "network input/output, weights (weights_only=True), large_files.yml, load_bundle. "
-                                    "Prints a pass/fail table.")
+                        description="Check a bundle: required files, metadata schema, every config (references, "
+                                    "targets, their arguments and values), network input/output, weights "
+                                    "(weights_only=True), large_files.yml, load_bundle. Prints a pass/fail table.")
     vf.add_argument("bundle_dir")
     vf.add_argument("--schema", default=None, metavar="PATH",
                     help="metadata JSON Schema (default: the copy shipped with ichct)")
@@ -54,6 +54,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                          "the export then describes that run alone: its config.json (fold, seed, manifest, training "
                          "config), thresholds.json, train_patients.json and metrics.csv")
     ex.set_defaults(func=run_export)
+
+    rf = sub.add_parser("refresh", parents=[common], help="regenerate a bundle's configs and docs; weights unchanged",
+                        description="Rewrite a bundle's configs, metadata.json, docs/README.md and licences with this "
+                                    "ichct's generator, from its models/run_config.json and the numbers of "
+                                    "docs/evaluation/metrics.json; models/ is kept as it is.")
+    rf.add_argument("bundle_dir")
+    rf.add_argument("--version", default=None, help="new semantic version (default: keep the bundle's)")
+    rf.add_argument("--change", default=None, metavar="TEXT", help="changelog entry of that version")
+    rf.set_defaults(func=run_refresh)
 
 
 def run_package(args: argparse.Namespace) -> int:
@@ -81,5 +90,13 @@ def run_export(args: argparse.Namespace) -> int:
     from ichct.pipeline.bundle.export import export_bundle
 
     summary = export_bundle(args.bundle_dir, args.dest, zip_file=args.zip, weights=args.weights)
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
+def run_refresh(args: argparse.Namespace) -> int:
+    from ichct.pipeline.bundle.package import refresh_bundle
+
+    summary = refresh_bundle(args.bundle_dir, version=args.version, change=args.change)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""``ichct manifest build`` and ``ichct manifest check``: patient-level split manifests."""
+"""``ichct manifest build``, ``check`` and ``export-nnunet``: patient-level split manifests."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _json_path(text: str) -> str:
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     from ichct.pipeline.manifests.model import SOURCES
 
-    m = subparsers.add_parser("manifest", help="build and check patient-level split manifests",
+    m = subparsers.add_parser("manifest", help="build, check and export patient-level split manifests",
                               description="Patient-level split manifests (MONAI datalist JSON): every study of a "
                                           "patient in one fold or in the test set; leakage checks.")
     actions = m.add_subparsers(dest="manifest_action", metavar="ACTION")
@@ -73,6 +73,45 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     c.add_argument("--workers", type=int, default=None, help="reader threads")
     c.add_argument("--no-cache", action="store_true", help="do not use the pixel-hash cache")
     c.set_defaults(func=run_check)
+    _register_export(actions, common)
+
+
+def _dataset_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 999:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 999 (nnU-Net's three digits), got {value}")
+    return value
+
+
+def _dataset_name(text: str) -> str:
+    from ichct.errors import InputError
+    from ichct.pipeline.manifests.nnunet_export import dataset_folder_name
+
+    try:
+        dataset_folder_name(1, text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("dataset name ", "")) from None
+    return text
+
+
+def _register_export(actions: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    e = actions.add_parser("export-nnunet", parents=[common], help="write a manifest as an nnU-Net v2 raw dataset",
+                           description="Write OUT/DatasetNNN_<name>/ for nnU-Net v2: images in HU as `ichct convert` "
+                                       "writes them, labels (uint8) on their grid, dataset.json, the test split in "
+                                       "imagesTs/labelsTs, splits_final.json with the manifest's patient-level folds "
+                                       "(copy it into the preprocessed dataset folder after "
+                                       "nnUNetv2_plan_and_preprocess) and ichct_case_map.json (case IDs back to "
+                                       "studies, for `ichct evaluate --map`). Every entry needs a voxel label.")
+    e.add_argument("manifest", metavar="MANIFEST", help="split manifest (checked before use)")
+    e.add_argument("out", metavar="OUT", help="folder receiving DatasetNNN_<name>/ (e.g. $nnUNet_raw)")
+    e.add_argument("--dataset-id", required=True, type=_dataset_id, help="nnU-Net dataset id, 1-999")
+    e.add_argument("--name", default="ICH", type=_dataset_name, help="dataset name and case-ID prefix (default ICH: Dataset<id>_ICH, ICH_0001)")
+    e.add_argument("--workers", type=int, default=None, help="reader threads")
+    e.add_argument("--no-cache", action="store_true", help="do not use the pixel-hash cache")
+    e.set_defaults(func=run_export_nnunet)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -112,4 +151,23 @@ def run_check(args: argparse.Namespace) -> int:
     for line in report.summaries:
         sys.stdout.write(line + "\n")
     sys.stdout.write(f"OK: no problems in {len(args.manifests)} manifest(s)\n")
+    return EXIT_OK
+
+
+def run_export_nnunet(args: argparse.Namespace) -> int:
+    from ichct.pipeline.manifests import ManifestError, export_nnunet
+
+    try:
+        export = export_nnunet(args.manifest, args.out, args.dataset_id, name=args.name, workers=args.workers,
+                               cache=not args.no_cache)
+    except ManifestError as exc:
+        for line in exc.problems:
+            sys.stdout.write(line + "\n")
+        logger.error("%s: nothing exported: %d problem(s) in %s", args.out, len(exc.problems), exc.manifest)
+        return EXIT_DATA_ERROR
+    sys.stdout.write(f"{export.path}: {export.n_training} training case(s) in {export.num_folds} fold(s), "
+                     f"{export.n_test} test case(s), {export.label_values} labels "
+                     f"({', '.join(f'{v} {k}' for k, v in export.labels.items())})\n"
+                     f"next: copy {export.path / 'splits_final.json'} into $nnUNet_preprocessed/{export.path.name}/ "
+                     f"after nnUNetv2_plan_and_preprocess (see docs/nnunet.md)\n")
     return EXIT_OK

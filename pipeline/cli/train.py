@@ -6,14 +6,19 @@ import argparse
 import json
 import sys
 
+from ichct.pipeline.train.tracking import TRACKING_CHOICES
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "train", parents=[common], help="train a segmentation or slice-classification model on one fold",
         description="Train on a manifest's training folds except FOLD, validate on FOLD every epoch; "
-                    "writes config.json, metrics.csv, best.pt, last.pt, thresholds.json and "
-                    "train_patients.json into OUT. A config or manifest that fails its checks is refused before "
-                    "anything is written; config.json records the command that trains the run again.")
+                    "writes config.json, metrics.csv, best.pt, last.pt, thresholds.json, train_patients.json, "
+                    "training_curves.png and the tracking (--tracking) into OUT. A config or manifest that fails "
+                    "its checks is refused before anything is written; config.json records the command that "
+                    "trains the run again. The console shows one progress line (epoch, time left, loss, best "
+                    "validation metric), redrawn on a terminal and every 30 s otherwise; -v shows every "
+                    "epoch's metrics instead.")
     p.add_argument("kind", choices=("seg", "cls"), help="seg: 3D U-Net; cls: slice-sequence classifier")
     p.add_argument("--manifest", required=True, help="split manifest (checked before use)")
     p.add_argument("--fold", required=True, type=int, help="validation fold")
@@ -30,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of weights, augmentation and data order (default: 0; --resume keeps the run's)")
+    p.add_argument("--tracking", default="tensorboard", choices=TRACKING_CHOICES,
+                   help="where loss, validation metrics, learning rate and config are tracked: tensorboard "
+                        "(default; event files in OUT/tensorboard), mlflow (needs the ichct[mlflow] extra; the "
+                        "store is MLFLOW_TRACKING_URI when set, else a local file store in OUT/mlruns) or none")
     p.set_defaults(func=run, _parser=p)
 
 
@@ -47,9 +56,12 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("ichct train: error: --max-minutes must be > 0\n")
         return 2
     from ichct.pipeline.train.engine import train
+    from ichct.pipeline.train.progress import training_display
 
-    summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=args.config,
-                    resume=args.resume, device=args.device, amp=args.amp, seed=args.seed,
-                    max_minutes=args.max_minutes)
+    with training_display(enabled=not args.quiet and args.verbose == 0) as display:
+        summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=args.config,
+                        resume=args.resume, device=args.device, amp=args.amp, seed=args.seed,
+                        max_minutes=args.max_minutes, tracking=args.tracking,
+                        progress=display.reporter(args.kind) if display is not None else None)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

@@ -3,6 +3,10 @@
 Modules:
 
 * ``run`` - ``evaluate`` itself (``ichct evaluate``);
+* ``predictors`` - a model under evaluation: ichct's runs/bundles or another tool's predictions;
+* ``external`` (and ``external_*``) - another tool's predictions (``ichct evaluate --predictions``):
+  label maps, probability CSVs, matching, thresholds, the leakage guard;
+* ``compare`` - paired comparisons of two models or two decision rules;
 * ``metrics_ct`` - CT-level metrics: ROC/PR AUC, RSNA log loss, calibration;
 * ``metrics_seg`` - segmentation metrics per study and their summaries;
 * ``metrics_schema`` - the JSON Schema of ``metrics.json``;
@@ -22,6 +26,7 @@ from ichct.pipeline.core.exports import load_export
 _EXPORTS: dict[str, str] = {
     "evaluate": "run",
     "EvaluationOverlapError": "run",
+    "ExternalOptions": "external",
     "ct_level_metrics": "metrics_ct",
     "segmentation_case_metrics": "metrics_seg",
     "segmentation_summary": "metrics_seg",

@@ -54,6 +54,7 @@ __all__ = [
     "ct_metric_fn",
     "rsna_metric_fn",
     "ct_level_metrics",
+    "rule_threshold",
     "reader_metrics",
     "reader_metric_fn",
 ]
@@ -61,6 +62,8 @@ __all__ = [
 RSNA_WEIGHTS: tuple[float, ...] = (2.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 LOG_LOSS_EPS = 1e-15
 OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1")
+#: Why the metrics at an operating point of a rule without a threshold are undefined.
+NO_THRESHOLD_REASON = "no threshold was given or chosen on validation predictions for this rule (AUCs need none)"
 
 
 def _xy(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -364,20 +367,22 @@ def reliability_curve(probs: Any, labels: Any, n_bins: int = 10) -> dict[str, np
 
 
 def ct_metric_fn(
-    subtype: str, rule_key: str, threshold: float, probabilistic: bool | None = None, n_bins: int = 10
+    subtype: str, rule_key: str, threshold: float | None, probabilistic: bool | None = None, n_bins: int = 10
 ):
     """Metric function over the per-study table for one subtype and one rule.
 
     Reads columns ``label:<subtype>`` and ``score:<rule_key>:<subtype>``; returns the operating
-    point metrics at ``threshold``, ``roc_auc``, ``pr_auc`` and, for probability scores
-    (``probabilistic``; default: all scores in [0, 1] and the rule is not ``seg_volume``),
-    ``brier``, ``ece`` and ``log_loss``.
+    point metrics at ``threshold`` (none when it is None), ``roc_auc``, ``pr_auc`` and, for
+    probability scores (``probabilistic``; default: all scores in [0, 1] and the rule is not
+    ``seg_volume``), ``brier``, ``ece`` and ``log_loss``.
     """
 
     def fn(table: Mapping[str, np.ndarray], w: np.ndarray) -> dict[str, np.ndarray]:
         y = np.asarray(table[f"label:{subtype}"]).astype(bool)
         s = np.asarray(table[f"score:{rule_key}:{subtype}"], dtype=np.float64)
-        out = {k: v for k, v in weighted_binary_metrics(y, s >= threshold, w).items() if k in OPERATING_METRICS}
+        out: dict[str, np.ndarray] = {}
+        if threshold is not None:
+            out = {k: v for k, v in weighted_binary_metrics(y, s >= threshold, w).items() if k in OPERATING_METRICS}
         out.update(weighted_auc_ap(s, y, w))
         prob = probabilistic
         if prob is None:
@@ -421,10 +426,54 @@ def reader_metric_fn(subtype: str, reader: str):
     return fn
 
 
+def rule_threshold(rule: DecisionRule | None, subtype: str) -> float | None:
+    """The rule's threshold for ``subtype``; None without a rule or a threshold for that subtype
+    (its metrics at an operating point are then undefined).
+
+    Examples
+    --------
+    >>> rule_threshold(DecisionRule("max", threshold={"any": 0.4}), "any"), rule_threshold(None, "any")
+    (0.4, None)
+    """
+    if rule is None:
+        return None
+    try:
+        return rule.threshold_for(subtype)
+    except KeyError:
+        return None
+
+
+def _undefined(reason: str) -> dict[str, Any]:
+    return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_boot_valid": 0,
+            "reason": reason}
+
+
+def _subtype_rule_metrics(cols: Mapping[str, np.ndarray], st: str, key: str, thr: float | None, ones: np.ndarray,
+                          weights: np.ndarray) -> dict[str, Any]:
+    """Every CT-level metric of one subtype under one rule (point value, bootstrap CI, reasons)."""
+    y, col = cols[f"label:{st}"], f"score:{key}:{st}"
+    fn = ct_metric_fn(st, key, thr)
+    point = fn(cols, ones)
+    boot = fn(cols, weights)
+    reasons = degenerate_reasons(y, None if thr is None else cols[col] >= thr)
+    res: dict[str, Any] = {}
+    for m in point:
+        res[m] = summarize(float(point[m][0]), boot[m])
+        if not np.isfinite(res[m]["value"]):
+            res[m]["reason"] = reasons.get(m, "undefined on these data")
+    if thr is None:
+        for m in OPERATING_METRICS:
+            res[m] = _undefined(NO_THRESHOLD_REASON)
+        res["threshold"] = {"value": None, "ci_low": None, "ci_high": None, "reason": NO_THRESHOLD_REASON}
+    else:
+        res["threshold"] = {"value": float(thr), "ci_low": None, "ci_high": None}
+    return res
+
+
 def ct_level_metrics(
     table: Mapping[str, Any],
     patient_keys: Sequence[Any],
-    rules: Mapping[str, DecisionRule],
+    rules: Mapping[str, DecisionRule | None],
     subtypes: Sequence[str] = LABEL_NAMES,
     n_boot: int = 2000,
     seed: int = 0,
@@ -438,6 +487,8 @@ def ct_level_metrics(
         Per-study table with ``label:<subtype>`` and ``score:<rule_key>:<subtype>`` columns.
     rules
         ``{rule_key: DecisionRule}``; the rule's threshold for each subtype is the operating point.
+        A rule of None, or one without a threshold for a subtype, has its threshold-free metrics
+        (ROC/PR AUC, calibration) computed and the others undefined (:data:`NO_THRESHOLD_REASON`).
 
     Returns
     -------
@@ -460,20 +511,7 @@ def ct_level_metrics(
             col = f"score:{key}:{st}"
             if col not in cols:
                 continue
-            try:
-                thr = rule.threshold_for(st)
-            except KeyError:
-                continue
-            fn = ct_metric_fn(st, key, thr)
-            point = fn(cols, ones)
-            boot = fn(cols, weights)
-            reasons = degenerate_reasons(y, cols[col] >= thr)
-            res = {}
-            for m in point:
-                res[m] = summarize(float(point[m][0]), boot[m])
-                if not np.isfinite(res[m]["value"]):
-                    res[m]["reason"] = reasons.get(m, "undefined on these data")
-            res["threshold"] = {"value": float(thr), "ci_low": None, "ci_high": None}
+            res = _subtype_rule_metrics(cols, st, key, rule_threshold(rule, st), ones, weights)
             out.setdefault(st, {})[key] = res
             if curves:
                 s = cols[col].astype(np.float64)
@@ -484,7 +522,7 @@ def ct_level_metrics(
                 entry["ap"] = res["pr_auc"]
                 crv.setdefault(st, {})[key] = entry
     if all(f"label:{s}" in cols for s in LABEL_NAMES):
-        for key, rule in rules.items():
+        for key in rules:
             if key == "seg_volume" or not all(f"score:{key}:{s}" in cols for s in LABEL_NAMES):
                 continue
             fn = rsna_metric_fn(key)

@@ -118,6 +118,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _external_model_lines(external: Mapping[str, Any] | None) -> list[str]:
+    """What the report says under its title about another tool's predictions (none for ichct models)."""
+    if not external:
+        return []
+    return [f"Model: external predictions (written by another tool) in `{external.get('predictions')}`; matched "
+            f"by {external.get('matching')}; thresholds: {external.get('thresholds')}; trained on: "
+            f"{external.get('trained_on')}.", ""]
+
+
 def render_markdown(metrics: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
     """The Markdown report of a (JSON-safe) metrics dict."""
     lines: list[str] = []
@@ -137,6 +146,7 @@ def render_markdown(metrics: Mapping[str, Any], plots: Sequence[str] = ()) -> st
     ]
     if metrics.get("models_source") == "shipped":
         lines += [SHIPPED_MODELS_NOTE, ""]
+    lines += _external_model_lines(model.get("external"))
     ct = metrics.get("ct_level", {})
     rule_keys = sorted({r for st in ct.values() for r in st})
     for rule in rule_keys:

@@ -1,17 +1,21 @@
-"""``evaluate(...)``: run trained models on a manifest split and write the evaluation report.
+"""``evaluate(...)``: score a model on a manifest split and write the evaluation report.
 
-One study at a time through :func:`ichct.pipeline.models.inference.predict_study` (the inference path
-``ichct predict`` uses too), then the per-study table in the convention of
-:mod:`.metrics_ct` / :mod:`.metrics_seg` (columns ``label:<subtype>``, ``score:<rule>:<subtype>``,
-``seg:<class>:<field>``, ``slice_ll_sum`` / ``n_slices``), patient-level bootstrap CIs, and
-:func:`ichct.pipeline.evaluate.report.write_report` (``metrics.json``, ``per_case.csv``, ``report.md``,
-PNG plots).
+The model is a :class:`~ichct.pipeline.evaluate.predictors.Predictor`: ichct's runs or bundles, one
+study at a time through :func:`ichct.pipeline.models.inference.predict_study` (the inference path
+``ichct predict`` uses too), or another tool's predictions read from a folder
+(:mod:`ichct.pipeline.evaluate.external`). Both share everything after the predictions: the
+per-study table in the convention of :mod:`.metrics_ct` / :mod:`.metrics_seg` (columns
+``label:<subtype>``, ``score:<rule>:<subtype>``, ``seg:<class>:<field>``, ``slice_ll_sum`` /
+``n_slices``), patient-level bootstrap CIs, paired comparisons (:mod:`.compare`) and
+:func:`ichct.pipeline.evaluate.report.write_report` (``metrics.json``, ``per_case.csv``,
+``report.md``, PNG plots).
 
 Leakage guard: patients of a run's ``train_patients.json`` (by patient key under the same salt,
-by study or series UID under any; :mod:`ichct.pipeline.train.record`) are refused
-(:class:`EvaluationOverlapError`, naming them) unless ``allow_overlap=True``, in which case
-``metrics.json`` has ``allow_overlap: true`` and ``report.md`` starts with a warning. The run's
-own validation fold and a differently salted manifest are flagged in ``warnings``.
+by study or series UID under any; :mod:`ichct.pipeline.train.record`), or of what ``--trained-on``
+says another tool was trained on, are refused (:class:`EvaluationOverlapError`, naming them)
+unless ``allow_overlap=True``, in which case ``metrics.json`` has ``allow_overlap: true`` and
+``report.md`` starts with a warning. The run's own validation fold and a differently salted
+manifest are flagged in ``warnings``.
 
 The output folder is written as a whole: everything goes into a temporary folder beside it that
 is renamed at the end, so an error never leaves a half-written ``EVAL_DIR``.
@@ -25,17 +29,21 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ichct.errors import IchctError, InputError
 from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside
-from ichct.pipeline.decision import RULES, affine_voxel_volume_ml
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.labels import LABEL_NAMES
+from ichct.pipeline.decision import RULES, affine_voxel_volume_ml
+from ichct.pipeline.evaluate.predictors import Predictor, ichct_predictor, model_folder, rules_info
 from ichct.pipeline.train.record import check_split, manifest_salt_id
+
+if TYPE_CHECKING:
+    from ichct.pipeline.evaluate.external import ExternalOptions
 
 logger = logging.getLogger("ichct.evaluate")
 
@@ -120,117 +128,30 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return {k: np.asarray([r[k] for r in rows]) for k in keys if k not in ("study_id", "patient_key")}
 
 
-def _compare(table_a: Mapping[str, Any], table_b: Mapping[str, Any], keys: Sequence[str],
-             rules_a: Mapping[str, Any], rules_b: Mapping[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
-    """Paired bootstrap of the main metrics (ROC/PR AUC of "any" per rule; Dice of any blood)."""
-    from ichct.pipeline.evaluate.bootstrap import paired_bootstrap
-    from ichct.pipeline.evaluate.metrics_ct import ct_metric_fn
-    from ichct.pipeline.evaluate.metrics_seg import seg_metric_fn
-
-    out: dict[str, Any] = {}
-    ones = np.ones((1, len(keys)))
-    for rule in rules_a:
-        col = f"score:{rule}:any"
-        if col not in table_a or col not in table_b or "label:any" not in table_a or rule not in rules_b:
-            continue
-        for m in ("roc_auc", "pr_auc"):
-            fn = _only(ct_metric_fn("any", rule, rules_a[rule].threshold_for("any"), probabilistic=False), m)
-            res = paired_bootstrap(fn, table_a, table_b, keys, n=n_boot, seed=seed)[m]
-            res["a"], res["b"] = float(fn(table_a, ones)[m][0]), float(fn(table_b, ones)[m][0])
-            out[f"any/{rule}/{m}"] = res
-    if "seg:any:dice" in table_a and "seg:any:dice" in table_b:
-        fn = _only(seg_metric_fn("any"), "dice")
-        res = paired_bootstrap(fn, table_a, table_b, keys, n=n_boot, seed=seed)["dice"]
-        res["a"], res["b"] = float(fn(table_a, ones)["dice"][0]), float(fn(table_b, ones)["dice"][0])
-        out["segmentation/any/dice"] = res
-    return out
-
-
-def _compare_rules(table: Mapping[str, Any], keys: Sequence[str], rule_a: str, rule_b: str,
-                   rules: Mapping[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
-    """Paired bootstrap of two decision rules on the same studies: ROC/PR AUC, sensitivity and
-    specificity (each rule at its own threshold) per subtype that both rules score."""
-    from ichct.pipeline.evaluate.bootstrap import paired_bootstrap
-    from ichct.pipeline.evaluate.metrics_ct import ct_metric_fn
-
-    out: dict[str, Any] = {}
-    ones = np.ones((1, len(keys)))
-    for st in LABEL_NAMES:
-        col_a, col_b = f"score:{rule_a}:{st}", f"score:{rule_b}:{st}"
-        if col_a not in table or col_b not in table or f"label:{st}" not in table:
-            continue
-        th_a, th_b = float(rules[rule_a].threshold_for(st)), float(rules[rule_b].threshold_for(st))
-        # rule b's scores shifted onto rule a's threshold: the ranking (AUCs) and the calls at b's
-        # own threshold are unchanged, so one metric function serves both tables
-        table_b = dict(table)
-        table_b[col_a] = np.asarray(table[col_b], dtype=np.float64) - th_b + th_a
-        fn = ct_metric_fn(st, rule_a, th_a, probabilistic=False)
-        for m in ("roc_auc", "pr_auc", "sensitivity", "specificity"):
-            f = _only(fn, m)
-            res = paired_bootstrap(f, table, table_b, keys, n=n_boot, seed=seed)[m]
-            res["a"], res["b"] = float(f(table, ones)[m][0]), float(f(table_b, ones)[m][0])
-            out[f"{st}/{m}"] = res
-    return out
-
-
-def _only(fn: Any, metric: str) -> Any:
-    return lambda table, w: {metric: fn(table, w)[metric]}
-
-
-def _comparison_markdown(comp: Mapping[str, Any]) -> str:
-    from ichct.pipeline.evaluate.metrics_schema import to_jsonable
-    from ichct.pipeline.evaluate.report import format_metric
-
-    lines = ["", "## Paired comparison", "", f"a = `{comp['a']}`, b = `{comp['b']}`; difference a - b with 95% "
-             "paired patient-level bootstrap interval and two-sided p-value.", "",
-             "| metric | a | b | a - b | p |", "|---|---|---|---|---|"]
-    for k, v in to_jsonable(comp["metrics"]).items():
-        p = v.get("p_value")
-        lines.append(f"| {k} | {format_metric({'value': v.get('a'), 'ci_low': None, 'ci_high': None})} | "
-                     f"{format_metric({'value': v.get('b'), 'ci_low': None, 'ci_high': None})} | "
-                     f"{format_metric(v)} | {'n/a' if p is None else f'{p:.3f}'} |")
-    return "\n".join(lines) + "\n"
-
-
-def _check_against_training(models: Sequence[Any], entries: Sequence[Mapping[str, Any]],
+def _check_against_training(predictors: Sequence[Predictor], entries: Sequence[Mapping[str, Any]],
                             salt_id: str | None) -> tuple[set[str], list[str], list[str]]:
     """(training patients in the split, the models that saw them, warnings for the report).
 
-    Uses each model's training record (:mod:`ichct.pipeline.train.record`): patient keys when
-    the salts agree, study and series UIDs whatever the salt; entries of a model's own validation
-    fold are not refused but flagged, since that fold chose the checkpoint and the thresholds.
+    Uses each model's training record (:mod:`ichct.pipeline.train.record`; for another tool's
+    predictions, what ``--trained-on`` says): patient keys when the salts agree, study and series
+    UIDs whatever the salt; entries of a model's own validation fold are not refused but flagged,
+    since that fold chose the checkpoint and the thresholds.
     """
     overlap: set[str] = set()
     runs: list[str] = []
     warnings: list[str] = []
-    for m in models:
-        check = check_split(m.training_record, entries, salt_id, where=_where(m))
-        if check.leaked:
-            overlap |= check.leaked
-            runs.append(_where(m))
-        if check.validation:
-            warnings.append(f"{len(check.validation)} of the evaluated patients are in the validation fold of "
-                            f"{_where(m)}, which chose its checkpoint and thresholds: the metrics are optimistic, "
-                            "not a held-out estimate")
-        warnings.extend(check.notes)
+    for predictor in predictors:
+        for where, record in predictor.records:
+            check = check_split(record(), entries, salt_id, where=where)
+            if check.leaked:
+                overlap |= check.leaked
+                runs.append(where)
+            if check.validation:
+                warnings.append(f"{len(check.validation)} of the evaluated patients are in the validation fold of "
+                                f"{where}, which chose its checkpoint and thresholds: the metrics are optimistic, "
+                                "not a held-out estimate")
+            warnings.extend(check.notes)
     return overlap, runs, warnings
-
-
-def _where(model: Any) -> str:
-    """The folder a loaded model came from: its bundle, else its run directory."""
-    return str(model.bundle_dir if getattr(model, "bundle_dir", None) is not None else model.run_dir)
-
-
-def _describe(model: Any) -> dict[str, Any]:
-    """``LoadedModel.describe()`` plus, for a bundle, its folder, version and weights sha256."""
-    out = model.describe()
-    if getattr(model, "bundle_dir", None) is not None:
-        from ichct.pipeline.bundle.package import WEIGHTS
-
-        out["bundle_dir"] = str(model.bundle_dir)
-        out["bundle_version"] = (model.run_config.get("bundle") or {}).get("version")
-        out["weights_sha256"] = sha256_file(Path(model.bundle_dir) / WEIGHTS)
-    return out
 
 
 def _prepare_out(out: Path) -> None:
@@ -254,8 +175,11 @@ def evaluate(
     bundles: Sequence[str | Path] = (),
     compare_rules: Sequence[str] | None = None,
     models_source: str = "user",
+    predictions: str | Path | None = None,
+    external: ExternalOptions | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one seg and/or one cls model (run directory or bundle) on a manifest split.
+    """Evaluate one seg and/or one cls model (run directory or bundle), or another tool's
+    predictions, on a manifest split.
 
     Returns a summary dict.
 
@@ -288,6 +212,12 @@ def evaluate(
         with ichct (:mod:`ichct.pipeline.models.shipped_models`; both of them when ``runs`` and
         ``bundles`` are empty). Recorded as ``metrics.json["models_source"]``; ``"shipped"``
         adds their warning (logged, in ``metrics.json["warnings"]`` and heading ``report.md``).
+    predictions, external
+        A folder of another tool's predictions (label maps and/or probability CSVs) and how to
+        read and judge them (:class:`~ichct.pipeline.evaluate.external.ExternalOptions`, required
+        with ``predictions``; see :mod:`ichct.pipeline.evaluate.external`). With ``runs`` or
+        ``bundles`` too, the predictions and the ichct model are compared (paired bootstrap;
+        ``external.first`` says which is ``a``).
 
     Raises
     ------
@@ -295,36 +225,27 @@ def evaluate(
         The split holds training patients and ``allow_overlap`` is false.
     ichct.errors.IchctError
         Bad arguments, a manifest failing its checks, an existing output folder, a model that cannot
-        be read (all ``ValueError``).
+        be read, predictions that cannot be read or do not cover the split (all ``ValueError``).
     """
-    from ichct.pipeline.evaluate.metrics_ct import ct_level_metrics
-    from ichct.pipeline.evaluate.metrics_seg import segmentation_summary
-
     t0 = time.perf_counter()
-    _check_arguments(split, n_boot, seed, rules)
+    _check_arguments(split, n_boot, seed, rules, predictions, external)
     torch_device(device)
     out = Path(out_dir)
     _prepare_out(out)
-    loaded, shipped_warning = _load_models(runs, bundles, models_source, device, checkpoint)
-    models, comparator = _assign_models(loaded)
-    chosen = _choose_rules(models, rules, comparator, compare_rules)
-
     manifest = Path(manifest)
-    entries, overlap, report_warnings = _load_split(manifest, split, fold, loaded, shipped_warning, allow_overlap)
+    loaded, shipped_warning = _load_models(runs, bundles, models_source, device, checkpoint,
+                                           need_models=predictions is None)
+    pair = None if predictions is not None else _ichct_predictors(loaded, rules, compare_rules)
+    entries = _split_entries(manifest, split, fold)
+    if pair is None:
+        pair = _external_predictors(loaded, predictions, external, manifest, entries, rules, compare_rules)
+    main, other = pair
+    overlap, report_warnings = _guard(pair, entries, manifest, shipped_warning, allow_overlap)
     keys = [str(e["patient_key"]) for e in entries]
-    rows, comp_rows, comp_rules = _predict_rows(entries, models, chosen, comparator, surface)
-    table = _scored_table(rows)
-
-    ct_level, curves = ct_level_metrics(table, keys, chosen, n_boot=n_boot, seed=seed)
-    seg_classes = [c for c in LABEL_NAMES if f"seg:{c}:dice" in table]
-    seg = segmentation_summary(table, keys, classes=seg_classes, n_boot=n_boot, seed=seed) if seg_classes else {}
-    comparisons = _comparisons(table, comp_rows, keys, chosen, comp_rules, compare_rules, n_boot, seed)
-    section = None if comparisons is None else _comparison_section(comparisons, models, comparator, compare_rules)
-
-    model_info = {"name": "+".join(f"{k}:{Path(_where(m)).name}" for k, m in sorted(models.items())),
-                  "runs": {k: _describe(m) for k, m in models.items()},
-                  "rules": {k: r.to_dict() for k, r in chosen.items()},
-                  "device": device, "overlap_patients": sorted(overlap)}
+    rows, comp_rows = _predict_rows(entries, main, other, surface)
+    ct_level, curves, seg, section = _score(rows, comp_rows, keys, main, other, compare_rules, n_boot, seed)
+    model_info = {"name": main.name, **main.info, "rules": rules_info(main.rules), "device": device,
+                  "overlap_patients": sorted(overlap)}
     manifest_info = {"path": str(manifest.resolve()), "sha256": sha256_file(manifest), "fold": fold}
     doc = _metrics_document(
         dict(model=model_info, manifest=manifest_info, split=split, patient_keys=keys, ct_level=ct_level,
@@ -333,14 +254,16 @@ def evaluate(
         section)
     written = _write_evaluation(doc, rows, curves, section, out)
     summary = {"out_dir": str(out), "split": split, "n_studies": len(entries), "n_patients": len(set(keys)),
-               "rules": list(chosen), "allow_overlap": bool(overlap),
+               "rules": list(main.rules), "allow_overlap": bool(overlap),
                "overlap_patients": len(overlap), "files": sorted(written),
                "time_s": round(time.perf_counter() - t0, 2), "models_source": models_source}
-    return _finish_summary(summary, doc, section, ct_level, chosen)
+    return _finish_summary(summary, doc, section, ct_level, main.rules)
 
 
-def _check_arguments(split: str, n_boot: int, seed: int, rules: Sequence[str] | None) -> None:
-    """Refuse an unknown split or rule, no bootstrap resample, a negative seed."""
+def _check_arguments(split: str, n_boot: int, seed: int, rules: Sequence[str] | None,
+                     predictions: str | Path | None = None, external: ExternalOptions | None = None) -> None:
+    """Refuse an unknown split or rule, no bootstrap resample, a negative seed, predictions without
+    their options."""
     if split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if n_boot < 1:
@@ -351,10 +274,12 @@ def _check_arguments(split: str, n_boot: int, seed: int, rules: Sequence[str] | 
         bad = [r for r in rules if r not in RULES]
         if bad:
             raise InputError(f"unknown rule(s) {bad}; choose from {RULES}")
+    if (predictions is None) != (external is None):
+        raise InputError("predictions and their options (external=ExternalOptions(...)) go together")
 
 
 def _load_models(runs: Sequence[str | Path], bundles: Sequence[str | Path], models_source: str, device: str,
-                 checkpoint: str) -> tuple[list[Any], str | None]:
+                 checkpoint: str, need_models: bool = True) -> tuple[list[Any], str | None]:
     """The loaded models (runs, then bundles; the shipped bundles when ``models_source="shipped"``
     names none) and, for shipped models, their warning (logged here)."""
     from ichct.pipeline.models.inference import load_run
@@ -364,7 +289,7 @@ def _load_models(runs: Sequence[str | Path], bundles: Sequence[str | Path], mode
         raise IchctError(f"models_source must be one of {', '.join(MODELS_SOURCES)}, got {models_source!r}")
     if models_source == "shipped" and not runs and not bundles:
         bundles = list(shipped_bundle_dirs().values())
-    if not runs and not bundles:
+    if need_models and not runs and not bundles:
         raise InputError("at least one --run or --bundle is needed")
     loaded = [load_run(r, device=device, checkpoint=checkpoint) for r in runs]
     if bundles:
@@ -375,7 +300,7 @@ def _load_models(runs: Sequence[str | Path], bundles: Sequence[str | Path], mode
     if models_source == "shipped":
         from ichct.pipeline.models.shipped_models import shipped_models_warning
 
-        other = [_where(m) for m in loaded if not is_shipped_model(m)]
+        other = [model_folder(m) for m in loaded if not is_shipped_model(m)]
         if other:
             raise IchctError(f"models_source='shipped' but {', '.join(other)} is not a shipped model bundle")
         shipped_warning = shipped_models_warning(tuple(dict.fromkeys(m.kind for m in loaded)))
@@ -393,77 +318,109 @@ def _assign_models(loaded: Sequence[Any]) -> tuple[dict[str, Any], Any | None]:
     else:
         for m in loaded:
             if m.kind in models:
-                raise InputError(f"two {m.kind} models given ({_where(models[m.kind])}, {_where(m)}) together with "
-                                 "another run; give one seg and one cls run, or two runs of one kind to compare")
+                raise InputError(f"two {m.kind} models given ({model_folder(models[m.kind])}, {model_folder(m)}) "
+                                 "together with another run; give one seg and one cls run, or two runs of one kind "
+                                 "to compare")
             models[m.kind] = m
     return models, comparator
 
 
-def _choose_rules(models: Mapping[str, Any], rules: Sequence[str] | None, comparator: Any | None,
-                  compare_rules: Sequence[str] | None) -> dict[str, Any]:
-    """The decision rules to evaluate (``{name: DecisionRule}``), checked against the models and
-    against ``compare_rules``."""
+def _ichct_predictors(loaded: Sequence[Any], rules: Sequence[str] | None,
+                      compare_rules: Sequence[str] | None) -> tuple[Predictor, Predictor | None]:
+    """ichct's model(s) under the chosen rules, and the model they are compared with (if any)."""
     from ichct.pipeline.models.inference import default_rules
 
+    models, comparator = _assign_models(loaded)
     chosen = default_rules(models, rules)
     if rules is not None:
         missing = [r for r in rules if r not in chosen]
         if missing:
             raise InputError(f"rule(s) {missing} need a {'classifier' if missing[0] != 'seg_volume' else 'segmentation'} "
                              f"run, which was not given")
+    _check_rule_choice(chosen, compare_rules, comparator is not None)
+    main = ichct_predictor(models, chosen)
+    if comparator is None:
+        return main, None
+    comp_models = {comparator.kind: comparator}
+    return main, ichct_predictor(comp_models, default_rules(comp_models, list(chosen)))
+
+
+def _check_rule_choice(chosen: Mapping[str, Any], compare_rules: Sequence[str] | None, two_models: bool) -> None:
+    """Some rule is left, and ``compare_rules`` names two of them (and no second model is compared)."""
     if not chosen:
         raise InputError("no decision rule left to evaluate")
-    if compare_rules is not None:
-        if len(compare_rules) != 2:
-            raise InputError(f"compare_rules needs two rule names, got {list(compare_rules)}")
-        if comparator is not None:
-            raise InputError("compare either two models or two rules, not both at once")
-        unavailable = [r for r in compare_rules if r not in chosen]
-        if unavailable:
-            raise InputError(f"cannot compare rule(s) {unavailable}: the evaluated rules are {list(chosen)} "
-                             "(a slice rule needs a classifier, seg_volume a segmenter)")
-    return chosen
+    if compare_rules is None:
+        return
+    if len(compare_rules) != 2:
+        raise InputError(f"compare_rules needs two rule names, got {list(compare_rules)}")
+    if two_models:
+        raise InputError("compare either two models or two rules, not both at once")
+    unavailable = [r for r in compare_rules if r not in chosen]
+    if unavailable:
+        raise InputError(f"cannot compare rule(s) {unavailable}: the evaluated rules are {list(chosen)} "
+                         "(a slice rule needs a classifier, seg_volume a segmenter)")
 
 
-def _load_split(manifest: Path, split: str, fold: int | None, loaded: Sequence[Any], shipped_warning: str | None,
-                allow_overlap: bool) -> tuple[list[Mapping[str, Any]], set[str], list[str]]:
-    """``(entries, training patients among them, warnings for the report)`` of the split, after the
-    leakage guard (:class:`EvaluationOverlapError` unless ``allow_overlap``)."""
+def _external_predictors(loaded: Sequence[Any], predictions: str | Path | None, external: ExternalOptions | None,
+                         manifest: Path, entries: Sequence[Mapping[str, Any]], rules: Sequence[str] | None,
+                         compare_rules: Sequence[str] | None) -> tuple[Predictor, Predictor | None]:
+    """Another tool's predictions, and the ichct model they are compared with (if any), in the
+    order ``external.first`` says."""
+    from ichct.pipeline.evaluate.external import external_predictor
+    from ichct.pipeline.models.inference import default_rules
+
+    assert predictions is not None and external is not None  # _check_arguments
+    ext = external_predictor(predictions, external, manifest, entries, rules)
+    _check_rule_choice(ext.rules, compare_rules, bool(loaded))
+    if not loaded:
+        return ext, None
+    models, comparator = _assign_models(loaded)
+    if comparator is not None:
+        raise InputError("compare the predictions with one ichct model (a seg and/or a cls run or bundle), not two "
+                         "of one kind")
+    ichct = ichct_predictor(models, default_rules(models, rules))
+    return (ext, ichct) if external.first else (ichct, ext)
+
+
+def _split_entries(manifest: Path, split: str, fold: int | None) -> list[Mapping[str, Any]]:
+    """The split's entries (:func:`ichct.pipeline.manifests.load_manifest`: the manifest checked first)."""
     from ichct.pipeline.manifests import load_manifest
 
     entries = load_manifest(manifest, split, fold=fold)
     if not entries:
         raise InputError(manifest, f"split {split!r} is empty")
-    overlap, overlap_runs, report_warnings = _check_against_training(loaded, entries, manifest_salt_id(manifest))
-    if shipped_warning is not None:
-        report_warnings.insert(0, shipped_warning)
-    for w in report_warnings:
-        if w is not shipped_warning:  # logged once already, before the models ran
-            logger.warning("%s", w)
+    return entries
+
+
+def _guard(predictors: Sequence[Predictor | None], entries: Sequence[Mapping[str, Any]], manifest: Path,
+           shipped_warning: str | None, allow_overlap: bool) -> tuple[set[str], list[str]]:
+    """``(training patients among the entries, warnings for the report)`` after the leakage guard
+    (:class:`EvaluationOverlapError` unless ``allow_overlap``); the predictors' own warnings
+    (missing predictions counted negative, unknown training data) come first."""
+    present = [p for p in predictors if p is not None]
+    overlap, overlap_runs, guard_warnings = _check_against_training(present, entries, manifest_salt_id(manifest))
+    for w in guard_warnings:
+        logger.warning("%s", w)
+    first = [w for p in present for w in p.warnings]
+    report_warnings = first + ([shipped_warning] if shipped_warning is not None else []) + guard_warnings
     if overlap and not allow_overlap:
         raise EvaluationOverlapError(sorted(overlap), overlap_runs)
     if overlap:
         logger.warning("evaluating %d training patient(s) (--allow-overlap): metrics are optimistic", len(overlap))
-    return entries, overlap, report_warnings
+    return overlap, report_warnings
 
 
-def _predict_rows(entries: Sequence[Mapping[str, Any]], models: Mapping[str, Any], chosen: Mapping[str, Any],
-                  comparator: Any | None, surface: bool
-                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """``(rows, comparator rows, comparator rules)``: one :func:`study_row` per study and model."""
-    from ichct.pipeline.models.inference import default_rules, predict_study
-
-    comp_models = {comparator.kind: comparator} if comparator is not None else {}
-    comp_rules = default_rules(comp_models, list(chosen)) if comparator is not None else {}
+def _predict_rows(entries: Sequence[Mapping[str, Any]], main: Predictor, other: Predictor | None, surface: bool
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(rows, comparator rows)``: one :func:`study_row` per study and model."""
     rows: list[dict[str, Any]] = []
     comp_rows: list[dict[str, Any]] = []
-    for i, e in enumerate(entries, 1):
-        pred = predict_study(models, e["image"], chosen)
-        rows.append(study_row(e, pred, surface=surface))
-        if comparator is not None:
-            comp_rows.append(study_row(e, predict_study(comp_models, e["image"], comp_rules), surface=surface))
-        logger.info("study %d/%d done", i, len(entries))
-    return rows, comp_rows, comp_rules
+    for i, e in enumerate(entries):
+        rows.append(study_row(e, main.predict(i, e), surface=surface))
+        if other is not None:
+            comp_rows.append(study_row(e, other.predict(i, e), surface=surface))
+        logger.info("study %d/%d done", i + 1, len(entries))
+    return rows, comp_rows
 
 
 def _scored_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -482,24 +439,29 @@ def _scored_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return table
 
 
-def _comparisons(table: Mapping[str, Any], comp_rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
-                 chosen: Mapping[str, Any], comp_rules: Mapping[str, Any], compare_rules: Sequence[str] | None,
-                 n_boot: int, seed: int) -> dict[str, Any] | None:
-    """The paired comparison's metrics (two models or two rules), or None without one."""
-    if compare_rules is not None:
-        return _compare_rules(table, keys, compare_rules[0], compare_rules[1], chosen, n_boot, seed)
-    return _compare(table, _table(comp_rows), keys, chosen, comp_rules, n_boot, seed) if comp_rows else None
+def _score(rows: Sequence[Mapping[str, Any]], comp_rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+           main: Predictor, other: Predictor | None, compare_rules: Sequence[str] | None, n_boot: int,
+           seed: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """``(ct_level, curves, segmentation, comparison section or None)`` of the per-study rows."""
+    from ichct.pipeline.evaluate.compare import compare_models
+    from ichct.pipeline.evaluate.compare import compare_rules as compare_two_rules
+    from ichct.pipeline.evaluate.metrics_ct import ct_level_metrics
+    from ichct.pipeline.evaluate.metrics_seg import segmentation_summary
 
-
-def _comparison_section(comparisons: Mapping[str, Any], models: Mapping[str, Any], comparator: Any | None,
-                        compare_rules: Sequence[str] | None) -> dict[str, Any]:
-    """``metrics.json["comparisons"]``: what a and b are (two rules, or the folders of two models)
-    and the paired differences."""
+    table = _scored_table(rows)
+    ct_level, curves = ct_level_metrics(table, keys, main.rules, n_boot=n_boot, seed=seed)
+    seg_classes = [c for c in LABEL_NAMES if f"seg:{c}:dice" in table]
+    seg = segmentation_summary(table, keys, classes=seg_classes, n_boot=n_boot, seed=seed) if seg_classes else {}
     if compare_rules is not None:
         a, b = f"rule {compare_rules[0]}", f"rule {compare_rules[1]}"
+        metrics = compare_two_rules(table, keys, compare_rules[0], compare_rules[1], main.rules, n_boot, seed)
+    elif other is not None:
+        a, b = main.where, other.where
+        metrics = compare_models(table, _table(comp_rows), keys, main.rules, other.rules, n_boot, seed)
     else:
-        a, b = _where(next(iter(models.values()))), _where(comparator)
-    return {"a": a, "b": b, "difference": "a - b, paired patient-level bootstrap", "metrics": comparisons}
+        return ct_level, curves, seg, None
+    section = {"a": a, "b": b, "difference": "a - b, paired patient-level bootstrap", "metrics": metrics}
+    return ct_level, curves, seg, section
 
 
 def _metrics_document(fields: Mapping[str, Any], section: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -518,6 +480,7 @@ def _write_evaluation(doc: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                       section: Mapping[str, Any] | None, out: Path) -> Any:
     """Write the report (:func:`ichct.pipeline.evaluate.report.write_report`, plus the comparison's section
     of ``report.md``) into a folder beside ``out`` renamed to ``out`` at the end; the files written."""
+    from ichct.pipeline.evaluate.compare import comparison_markdown
     from ichct.pipeline.evaluate.report import write_report
 
     tmp = temp_dir_beside(out)
@@ -525,7 +488,7 @@ def _write_evaluation(doc: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
         written = write_report(doc, rows, curves, tmp)
         if section is not None:
             with open(tmp / "report.md", "a", encoding="utf-8") as f:
-                f.write(_comparison_markdown(section))
+                f.write(comparison_markdown(section))
         _prepare_out(out)  # still absent or empty: nothing of anyone's is replaced
         replace_dir(tmp, out)
     except BaseException:

@@ -5,6 +5,8 @@
 * :func:`check_manifests` (``ichct manifest check``): leakage, missing/unreadable files and label
   grids, within and across manifests.
 * :func:`load_manifest`: what training code uses; refuses a manifest that fails the checks.
+* :func:`export_nnunet` (``ichct manifest export-nnunet``): a manifest -> an nnU-Net v2 raw
+  dataset with the manifest's folds as ``splits_final.json`` and a case map back to the studies.
 
 The format is described by ``schema.json`` (:func:`manifest_schema`) and in
 ``data_manifests/README.md``.
@@ -21,6 +23,7 @@ from .errors import ManifestError
 from .hashing import HashCache
 from .loader import load_manifest
 from .model import LABEL_NAMES, SOURCES, SUBTYPES, UNKNOWN, Record
+from .nnunet_export import NnunetExport, export_nnunet
 from .schema import manifest_schema, schema_problems, validate_manifest
 
 
@@ -36,6 +39,7 @@ __all__ = [
     "LABEL_NAMES",
     "ManifestDoc",
     "ManifestError",
+    "NnunetExport",
     "Record",
     "SOURCES",
     "SUBTYPES",
@@ -43,6 +47,7 @@ __all__ = [
     "build_manifest",
     "check_documents",
     "check_manifests",
+    "export_nnunet",
     "load_manifest",
     "manifest_schema",
     "read_manifest",

@@ -1,5 +1,13 @@
 """Datasets and MONAI transforms of the training stage (segmentation and slice classification).
 
+Every model's transforms are written down once, as MONAI config entries ("specs":
+``{"_target_": name, **arguments}``): :func:`seg_preprocessing` and :func:`cls_preprocessing`
+turn a run's config into that list. Training (:func:`seg_transforms`, :func:`cls_transforms`),
+inference (:mod:`ichct.pipeline.models.inference`) and the model bundles' configs
+(:mod:`ichct.pipeline.bundle.configs`, which write the same dicts into ``inference.json``,
+``train.json`` and ``evaluate.json``) all build their ``Compose`` from it (:func:`compose`, through
+MONAI's own ``ConfigParser``), so a bundle preprocesses exactly as its model was trained.
+
 Deterministic steps (DICOM decoding, RAS, resampling, brain crop, windowing) run once per study
 inside a :class:`monai.data.CacheDataset`; the random augmentations after them run every epoch:
 flips across the mid-sagittal plane (RAS axis 0 for seg; the in-plane column axis for cls, which
@@ -15,32 +23,80 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
-from monai.transforms import (
-    Compose,
-    ConcatItemsd,
-    CopyItemsd,
-    DeleteItemsd,
-    EnsureTyped,
-    Lambdad,
-    MapTransform,
-    RandAffined,
-    RandCropByPosNegLabeld,
-    RandFlipd,
-    RandGaussianNoised,
-    RandShiftIntensityd,
-    Resized,
-    SpatialPadd,
-)
+from monai.transforms import Compose
 
 from ichct.errors import InputError
 from ichct.pipeline.core.labels import LABEL_NAMES
-from ichct.pipeline.models.config import config_windows, saved_run_config
-from ichct.transforms import HUWindowd, LoadCTd, MultiWindowd, StripSkulld, ct_preprocess
+from ichct.transforms.crop import InPlaneHeadCropd  # noqa: F401 - its home is ichct.transforms; importable here as before
+from ichct.transforms.labels import CheckSameGridd, CheckSliceCountd  # noqa: F401 - idem
+
+#: Level and width (HU) of the skull-stripped channel (``stripped_brain_channel``): the brain window.
+STRIPPED_CHANNEL_WINDOW = (40.0, 80.0)
+
+#: Margin (mm) around the brain or head box of the crops.
+CROP_MARGIN_MM = 10.0
 
 
 def _ct_vector(entry: Mapping[str, Any]) -> np.ndarray:
     flags = entry.get("ct_labels") or {}
     return np.array([float(flags.get(s, -1)) for s in LABEL_NAMES], dtype=np.float32)
+
+
+def spec(target: str, **arguments: Any) -> dict[str, Any]:
+    """One transform as a MONAI config entry: ``{"_target_": target, **arguments}``.
+
+    ``target`` is a MONAI component name (``"SpatialPadd"``) or a dotted path
+    (``"ichct.transforms.LoadCTd"``); values are plain JSON, or ``"$..."`` expressions.
+
+    Examples
+    --------
+    >>> spec("SpatialPadd", keys="image", spatial_size=[64, 64, 16])
+    {'_target_': 'SpatialPadd', 'keys': 'image', 'spatial_size': [64, 64, 16]}
+    """
+    return {"_target_": target, **arguments}
+
+
+def _keys(keys: Sequence[str]) -> str | list[str]:
+    """``keys`` as a config writes them: one key as a string, several as a list."""
+    return keys[0] if len(keys) == 1 else list(keys)
+
+
+def compose(specs: Sequence[Mapping[str, Any]]) -> Compose:
+    """The ``Compose`` of a list of transform specs, instantiated by MONAI's ``ConfigParser`` as a bundle does.
+
+    Examples
+    --------
+    >>> pre = compose([spec("ichct.transforms.HUWindowd", keys="image", level=40.0, width=80.0),
+    ...                spec("EnsureTyped", keys="image", dtype="$torch.float32")])
+    >>> [type(t).__name__ for t in pre.transforms]
+    ['HUWindowd', 'EnsureTyped']
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"transforms": {"_target_": "Compose", "transforms": [dict(s) for s in specs]}})
+    return parser.get_parsed_content("transforms")
+
+
+def _windows(cfg: Mapping[str, Any]) -> dict[str, list[float]]:
+    """The run's HU windows as JSON: ``{name: [level, width]}``, in channel order."""
+    from ichct.pipeline.models.config import config_windows
+
+    return {str(name): [float(level), float(width)] for name, (level, width) in config_windows(cfg).items()}
+
+
+def _augmentations(aug: Mapping[str, Any], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Training augmentations shared by both models: left-right flip (axis 0 is the patient's
+    left-right axis after RAS), small in-plane rotation and scaling, intensity shift, noise.
+    The first key is the image (bilinear), a second one a label (nearest)."""
+    rot = math.radians(float(aug["rotate_deg"]))
+    s = float(aug["scale"])
+    return [
+        spec("RandFlipd", keys=_keys(keys), prob=float(aug["flip_prob"]), spatial_axis=0),
+        spec("RandAffined", keys=_keys(keys), prob=float(aug["affine_prob"]), rotate_range=[0.0, 0.0, rot],
+             scale_range=[s, s, 0.0], mode=_keys(["bilinear", "nearest"][: len(keys)]), padding_mode="zeros"),
+        spec("RandShiftIntensityd", keys="image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
+        spec("RandGaussianNoised", keys="image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,45 +117,66 @@ def seg_items(entries: Sequence[Mapping[str, Any]], num_classes: int) -> list[di
     return items
 
 
-def _label_map(num_classes: int):
-    if num_classes == 2:
-        return lambda x: (x > 0).to(torch.float32)
-    return lambda x: x.clamp(0, 5).to(torch.float32)
+def seg_preprocessing(cfg: Mapping[str, Any], *, train: bool, labels: bool = True) -> list[dict[str, Any]]:
+    """The segmenter's transforms as MONAI config specs (the one definition of its preprocessing).
 
+    Parameters
+    ----------
+    cfg
+        The segmenter's training config (completed by
+        :func:`~ichct.pipeline.models.config.saved_run_config`).
+    train
+        Training: random patches (``RandCropByPosNegLabeld``) and augmentations after the
+        deterministic steps; needs ``labels``.
+    labels
+        The items carry a voxel ``label`` (training and validation), transformed with the image
+        and mapped to the model's classes (:class:`~ichct.transforms.BloodLabelsd`); the output
+        is then plain tensors. Without labels (inference) the image stays a ``MetaTensor``, so
+        ``Invertd`` maps a prediction back to the input's grid.
 
-def _augmentations(aug: Mapping[str, Any], keys: Sequence[str]) -> list:
-    """Training augmentations shared by both models: left-right flip (axis 0 is the patient's
-    left-right axis after RAS), small in-plane rotation and scaling, intensity shift, noise.
-    The first key is the image (bilinear), a second one a label (nearest)."""
-    rot = math.radians(float(aug["rotate_deg"]))
-    s = float(aug["scale"])
-    return [
-        RandFlipd(keys, prob=float(aug["flip_prob"]), spatial_axis=0),
-        RandAffined(keys, prob=float(aug["affine_prob"]), rotate_range=(0.0, 0.0, rot),
-                    scale_range=(s, s, 0.0), mode=("bilinear", "nearest")[: len(keys)], padding_mode="zeros"),
-        RandShiftIntensityd("image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
-        RandGaussianNoised("image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
-    ]
+    Returns
+    -------
+    list of dict
+        Load, RAS, resample to ``spacing_mm``, ``crop``, the HU windows, pad to ``patch``, float32 [, train].
 
+    Examples
+    --------
+    >>> from ichct.pipeline.models.config import resolve_config
+    >>> [s["_target_"].rsplit(".", 1)[-1] for s in seg_preprocessing(resolve_config("seg"), train=False, labels=False)]
+    ['LoadCTd', 'Orientationd', 'ResampleToSpacingd', 'CropHeadd', 'MultiWindowd', 'SpatialPadd', 'EnsureTyped']
+    """
+    from ichct.pipeline.models.config import saved_run_config
 
-def seg_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
-    keys = ("image", "label")
+    if train and not labels:
+        raise ValueError("seg training transforms need labels")
+    cfg = saved_run_config("seg", cfg)
+    keys = ["image", "label"] if labels else ["image"]
     patch = [int(p) for p in cfg["patch"]]
-    steps: list[Any] = [
-        *ct_preprocess(("image",), ("label",), spacing_mm=cfg["spacing_mm"], windows=config_windows(cfg),
-                       crop=cfg["crop"], allow_missing_keys=False).transforms,
-        Lambdad("label", _label_map(int(cfg["num_classes"]))),
-        SpatialPadd(keys, spatial_size=patch),
-        EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+    steps = [
+        spec("ichct.transforms.LoadCTd", keys=_keys(keys)),
+        spec("Orientationd", keys=_keys(keys), axcodes="RAS", labels=None),  # ichct.transforms.ToRASd, as MONAI writes it
+        spec("ichct.transforms.ResampleToSpacingd", keys="image", spacing_mm=[float(s) for s in cfg["spacing_mm"]],
+             **({"label_keys": "label"} if labels else {})),
+        *([spec("ichct.transforms.CropHeadd", keys=_keys(keys), source_key="image", mode=str(cfg["crop"]),
+                margin_mm=CROP_MARGIN_MM)] if cfg["crop"] else []),
+        spec("ichct.transforms.MultiWindowd", keys="image", windows=_windows(cfg)),
+        *([spec("ichct.transforms.BloodLabelsd", keys="label", num_classes=int(cfg["num_classes"]))] if labels else []),
+        spec("SpatialPadd", keys=_keys(keys), spatial_size=patch),
+        spec("EnsureTyped", keys=_keys(keys), dtype="$torch.float32", **({"track_meta": False} if labels else {})),
     ]
     if train:
         steps += [
-            RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=float(cfg["pos_neg_ratio"]),
-                                   neg=1.0, num_samples=int(cfg["samples_per_volume"]), image_key="image",
-                                   image_threshold=0.0),
+            spec("RandCropByPosNegLabeld", keys=_keys(keys), label_key="label", spatial_size=patch,
+                 pos=float(cfg["pos_neg_ratio"]), neg=1.0, num_samples=int(cfg["samples_per_volume"]),
+                 image_key="image", image_threshold=0.0),
             *_augmentations(cfg["augment"], keys),
         ]
-    return Compose(steps)
+    return steps
+
+
+def seg_transforms(cfg: Mapping[str, Any], train: bool) -> Compose:
+    """Segmentation transforms of a labelled study (training or validation): :func:`seg_preprocessing`."""
+    return compose(seg_preprocessing(cfg, train=train))
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,81 +203,19 @@ def cls_items(entries: Sequence[Mapping[str, Any]], voxel_labels: bool = False) 
     return items
 
 
-def _source(img: Any) -> str:
-    """The file a loaded image came from (its MetaTensor's ``filename_or_obj``), for messages."""
-    meta = getattr(img, "meta", None) or {}
-    return str(meta.get("filename_or_obj") or "a study")
-
-
-class CheckSliceCountd(MapTransform):
-    """Refuse a study whose slice count differs from its slice-label rows (labels would misalign)."""
-
-    def __init__(self) -> None:
-        super().__init__(("image",))
-
-    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        d = dict(data)
-        n_img, n_lab = int(d["image"].shape[-1]), int(len(d["slice_labels"]))
-        if n_img != n_lab:
-            raise InputError(_source(d["image"]), f"{n_img} slices but {n_lab} slice-label rows in the manifest")
-        return d
-
-
-class InPlaneHeadCropd(MapTransform):
-    """Crop the in-plane axes (0, 1) of a HU volume (and ``label``) to the brain/head box of all slices.
-
-    The slice axis is kept whole, so slice ``k`` of the output is still slice ``k`` of the study
-    (its slice-label row). An empty mask leaves the image as it is.
-    """
-
-    def __init__(self, mode: str = "brain", margin_mm: float = 10.0) -> None:
-        super().__init__(("image", "label"), allow_missing_keys=True)
-        from ichct.transforms.crop import CropHead
-
-        self.cropper = CropHead(mode=mode, margin_mm=margin_mm)  # type: ignore[arg-type]
-
-    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        d = dict(data)
-        img = d["image"]
-        start, end = self.cropper.compute_bounding_box(img)
-        x0, y0 = (max(0, int(v)) for v in start[:2])
-        x1, y1 = (min(int(img.shape[i + 1]), int(end[i])) for i in range(2))
-        if x1 - x0 >= 8 and y1 - y0 >= 8:
-            for k in self.key_iterator(d):
-                d[k] = d[k][:, x0:x1, y0:y1, :]
-        return d
-
-
-class CheckSameGridd(MapTransform):
-    """Refuse a voxel label whose grid differs from the image's (the aux-seg target would misalign)."""
-
-    def __init__(self) -> None:
-        super().__init__(("image", "label"))
-
-    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        d = dict(data)
-        if tuple(d["image"].shape[1:]) != tuple(d["label"].shape[1:]):
-            raise InputError(_source(d["label"]), f"label grid {tuple(d['label'].shape[1:])} differs from the grid "
-                                                  f"{tuple(d['image'].shape[1:])} of its image {_source(d['image'])}")
-        return d
-
-
-#: Level and width (HU) of the skull-stripped channel (``stripped_brain_channel``): the brain window.
-STRIPPED_CHANNEL_WINDOW = (40.0, 80.0)
-
-
-def _stripped_brain_channel() -> list[Any]:
-    """Steps that append a 4th channel: the brain window of the image with everything outside the
+def _stripped_brain_channel() -> list[dict[str, Any]]:
+    """Steps that make the 4th channel: the brain window of the image with everything outside the
     intracranial space set to air (:class:`~ichct.transforms.StripSkull`). In the brain window
     acute blood and bone are both white, so a one-pixel subdural rim looks like a thicker skull;
     in this channel it is a white line against black, while the other channels keep the skull."""
-    level, width = STRIPPED_CHANNEL_WINDOW
-    return [CopyItemsd("image", names="stripped"), StripSkulld("stripped"),
-            HUWindowd("stripped", level=level, width=width)]
+    level, width = STRIPPED_CHANNEL_WINDOW  # ichct.transforms.HUWindowd(level, width), as MONAI writes it:
+    return [spec("CopyItemsd", keys="image", names="stripped"), spec("ichct.transforms.StripSkulld", keys="stripped"),
+            spec("ScaleIntensityRanged", keys="stripped", a_min=level - width / 2, a_max=level + width / 2, b_min=0.0,
+                 b_max=1.0, clip=True)]
 
 
-def cls_transforms(cfg: Mapping[str, Any], train: bool, *, slice_labels: bool = True) -> Compose:
-    """Slice-classification transforms of a study.
+def cls_preprocessing(cfg: Mapping[str, Any], *, train: bool, slice_labels: bool = True) -> list[dict[str, Any]]:
+    """The slice classifier's transforms as MONAI config specs (the one definition of its preprocessing).
 
     Parameters
     ----------
@@ -217,30 +232,46 @@ def cls_transforms(cfg: Mapping[str, Any], train: bool, *, slice_labels: bool = 
 
     Returns
     -------
-    Compose
-        Load, crop, window (one channel per HU window, plus the skull-stripped brain window with
-        ``stripped_brain_channel``), resize in-plane to ``in_plane``, [augment].
+    list of dict
+        Load, crop in-plane, window (one channel per HU window, plus the skull-stripped brain
+        window with ``stripped_brain_channel``), resize in-plane to ``in_plane``, [augment].
+
+    Examples
+    --------
+    >>> from ichct.pipeline.models.config import resolve_config
+    >>> [s["_target_"].rsplit(".", 1)[-1] for s in cls_preprocessing(resolve_config("cls"), train=False)][:4]
+    ['LoadCTd', 'CheckSliceCountd', 'InPlaneHeadCropd', 'CopyItemsd']
     """
+    from ichct.pipeline.models.config import saved_run_config
+
     cfg = saved_run_config("cls", cfg)
     h, w = (int(v) for v in cfg["in_plane"])
     crop = cfg["crop"]
     aux = train and bool(dict(cfg["network"]).get("aux_seg", False))
     stripped = bool(cfg["stripped_brain_channel"])
-    keys: tuple[str, ...] = ("image", "label") if aux else ("image",)
-    steps: list[Any] = [
-        LoadCTd(keys),
-        *([CheckSliceCountd()] if slice_labels else []),
-        *([InPlaneHeadCropd(str(crop))] if crop else []),
+    keys = ["image", "label"] if aux else ["image"]
+    steps = [
+        spec("ichct.transforms.LoadCTd", keys=_keys(keys)),
+        *([spec("ichct.transforms.CheckSliceCountd", keys="image", labels_key="slice_labels")] if slice_labels else []),
+        *([spec("ichct.transforms.InPlaneHeadCropd", keys=_keys(keys), source_key="image", mode=str(crop),
+                margin_mm=CROP_MARGIN_MM)] if crop else []),
         *(_stripped_brain_channel() if stripped else []),
-        MultiWindowd("image", windows=config_windows(cfg)),
-        *([ConcatItemsd(["image", "stripped"], "image"), DeleteItemsd("stripped")] if stripped else []),
-        *([Lambdad("label", _label_map(2)), CheckSameGridd()] if aux else []),
-        Resized(keys, spatial_size=(h, w, -1), mode=("trilinear", "nearest")[: len(keys)]),
-        EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+        spec("ichct.transforms.MultiWindowd", keys="image", windows=_windows(cfg)),
+        *([spec("ConcatItemsd", keys=["image", "stripped"], name="image"), spec("DeleteItemsd", keys="stripped")]
+          if stripped else []),
+        *([spec("ichct.transforms.BloodLabelsd", keys="label", num_classes=2),
+           spec("ichct.transforms.CheckSameGridd", keys=["image", "label"])] if aux else []),
+        spec("Resized", keys=_keys(keys), spatial_size=[h, w, -1], mode=_keys(["trilinear", "nearest"][: len(keys)])),
+        spec("EnsureTyped", keys=_keys(keys), dtype="$torch.float32", track_meta=False),
     ]
     if train:
         steps += _augmentations(cfg["augment"], keys)
-    return Compose(steps)
+    return steps
+
+
+def cls_transforms(cfg: Mapping[str, Any], train: bool, *, slice_labels: bool = True) -> Compose:
+    """Slice-classification transforms of a study: :func:`cls_preprocessing` (see it for the parameters)."""
+    return compose(cls_preprocessing(cfg, train=train, slice_labels=slice_labels))
 
 
 def cls_collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -13,9 +13,9 @@ with. Preprocessing is built from that config with the same building blocks as t
 * cls: the evaluation transforms of :func:`~ichct.pipeline.models.data.cls_transforms` (``train=False``,
   ``slice_labels=False``: no labels at inference). Slice ``k`` of the output is slice ``k`` of the
   reader (``read_dicom_series`` / the NIfTI's last axis).
-* seg: :func:`~ichct.transforms.ct_preprocess` (load, RAS, resample to ``spacing_mm``, ``crop``,
-  windows) and ``SpatialPadd`` to the training patch, as in
-  :func:`~ichct.pipeline.models.data.seg_transforms`; whole-volume sliding-window inference with
+* seg: the evaluation transforms of :func:`~ichct.pipeline.models.data.seg_preprocessing` (load,
+  RAS, resample to ``spacing_mm``, ``crop``, windows, ``SpatialPadd`` to the training patch)
+  without labels; whole-volume sliding-window inference with
   the training patch; the argmax label map is mapped back to the original grid with MONAI
   ``Invertd`` (class probabilities resampled linearly, then argmax).
 """
@@ -47,7 +47,7 @@ from ichct.pipeline.decision import (
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.models.network_factory import build_network
-from ichct.pipeline.models.config import config_windows, saved_run_config
+from ichct.pipeline.models.config import saved_run_config
 
 logger = logging.getLogger("ichct.inference")
 
@@ -265,7 +265,8 @@ def default_rules(models: Mapping[str, LoadedModel | None],
 def cls_eval_transforms(cfg: Mapping[str, Any]):
     """Training's evaluation transforms of the classifier for a study without slice labels.
 
-    :func:`~ichct.pipeline.models.data.cls_transforms` with ``train=False, slice_labels=False``.
+    The ``Compose`` of :func:`~ichct.pipeline.models.data.cls_preprocessing` with ``train=False,
+    slice_labels=False``: what a classification bundle's ``inference.json`` lists.
     """
     from ichct.pipeline.models.data import cls_transforms
 
@@ -273,15 +274,14 @@ def cls_eval_transforms(cfg: Mapping[str, Any]):
 
 
 def seg_eval_transforms(cfg: Mapping[str, Any]):
-    """Invertible seg preprocessing: ``ct_preprocess`` with the run's spacing/crop/windows, pad to the patch."""
-    from monai.transforms import Compose, EnsureTyped, SpatialPadd
+    """Invertible seg preprocessing: load, RAS, the run's spacing, crop and windows, pad to the patch.
 
-    from ichct.transforms import ct_preprocess
+    The ``Compose`` of :func:`~ichct.pipeline.models.data.seg_preprocessing` without labels: what a
+    segmentation bundle's ``inference.json`` lists.
+    """
+    from ichct.pipeline.models.data import compose, seg_preprocessing
 
-    pre = ct_preprocess(("image",), (), spacing_mm=cfg["spacing_mm"], windows=config_windows(cfg), crop=cfg["crop"],
-                        allow_missing_keys=False)
-    return Compose([*pre.transforms, SpatialPadd("image", spatial_size=[int(p) for p in cfg["patch"]]),
-                    EnsureTyped("image", dtype=torch.float32)])
+    return compose(seg_preprocessing(cfg, train=False, labels=False))
 
 
 def _fresh(img: Any) -> Any:

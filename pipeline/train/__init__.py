@@ -5,7 +5,10 @@ Modules:
 * ``engine`` - the training loop, checkpoints, losses (``RSNAWeightedBCE``) and ``train``;
 * ``validation`` - CT-level validation: scores, AUCs and the thresholds chosen on them;
 * ``side_by_side`` - several training runs at once, each with a share of the CPU threads;
-* ``record`` - which studies a model saw in training, and the split check of evaluation.
+* ``record`` - which studies a model saw in training, and the split check of evaluation;
+* ``tracking`` - TensorBoard (default) or MLflow tracking of loss, metrics, learning rate, config;
+* ``curves`` - ``training_curves.png`` of a run folder, from its ``metrics.csv``;
+* ``progress`` - the progress reports of a run and the console display of several runs.
 
 ``ichct.pipeline.train._cls_prepare_batch`` is a deprecated alias of ``cls_prepare_batch``, kept
 because the published classification bundle (``bundles/ich_ct_classification/configs/train.json``,
@@ -31,6 +34,9 @@ _EXPORTS: dict[str, str] = {
     "training_record": "record",
     "check_split": "record",
     "SplitCheck": "record",
+    "plot_training_curves": "curves",
+    "TrainingProgress": "progress",
+    "training_display": "progress",
     # Deprecated alias of cls_prepare_batch: the published classification bundles 0.1.0 and 0.2.0 name
     # ``ichct.pipeline.train._cls_prepare_batch`` in configs/train.json.
     "_cls_prepare_batch": "engine:cls_prepare_batch",

@@ -2,10 +2,12 @@
 
 Built on MONAI/ignite engines: a :class:`~monai.engines.SupervisedTrainer`, a
 :class:`~monai.engines.SupervisedEvaluator` run every ``val_interval`` epochs by a
-:class:`~monai.handlers.ValidationHandler`, :class:`~monai.handlers.StatsHandler` logging, and an
-epoch handler of this module that writes ``metrics.csv``, ``last.pt``, ``best.pt`` and
-``thresholds.json`` atomically (temporary file + ``os.replace``), so a kill never leaves a
-partial file.
+:class:`~monai.handlers.ValidationHandler`, :class:`~monai.handlers.StatsHandler` logging of each
+validation (``-v`` only), and an epoch handler of this module that writes ``metrics.csv``,
+``last.pt``, ``best.pt`` and ``thresholds.json`` atomically (temporary file + ``os.replace``), so
+a kill never leaves a partial file. Tracking (TensorBoard or MLflow) is
+:mod:`ichct.pipeline.train.tracking`; the console's progress display
+:mod:`ichct.pipeline.train.progress`.
 
 ``RUN_DIR`` contents:
 
@@ -16,7 +18,11 @@ partial file.
   states (torch, numpy, python, augmentation transforms) as tensors/ints/lists: load with
   ``torch.load(path, weights_only=True)``;
 * ``thresholds.json`` - a :class:`ichct.pipeline.decision.DecisionRule` chosen on the validation
-  fold with the best model (cls: ``consecutive`` on slice probabilities; seg: ``seg_volume``).
+  fold with the best model (cls: ``consecutive`` on slice probabilities; seg: ``seg_volume``);
+* ``training_curves.png`` - loss, validation metrics and learning rate per epoch, from
+  ``metrics.csv`` (written when training ends);
+* ``tensorboard/`` (the default ``tracking``) or ``mlruns/`` (``tracking="mlflow"`` with the local
+  store) - see :mod:`ichct.pipeline.train.tracking`.
 """
 
 from __future__ import annotations
@@ -40,11 +46,15 @@ import torch
 from ichct.errors import USER_PATH_ERRORS, InputError, read_json
 from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.core.devices import torch_device
+from ichct.pipeline.core.logging_setup import DETAIL_LOGGER
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.models.network_factory import build_network
 from ichct.pipeline.models.config import resolve_config, resolve_saved_config
-from ichct.pipeline.train.validation import ValidationCollector
+from ichct.pipeline.train.curves import CURVES_NAME, plot_training_curves
+from ichct.pipeline.train.progress import ProgressHandler, TrainingProgress
 from ichct.pipeline.train.record import training_record
+from ichct.pipeline.train.tracking import MLFLOW_DIR, TENSORBOARD_DIR, check_tracking, track_run
+from ichct.pipeline.train.validation import ValidationCollector
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -266,8 +276,9 @@ def _seg_loss(cfg: Mapping[str, Any], weight: torch.Tensor) -> torch.nn.Module:
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=batch, weight=weight)
 
 
-#: Files a run writes before its first ``last.pt`` (removed when it fails before that).
-_RUN_FILES = ("config.json", "train_patients.json", "metrics.csv", "best.pt", "thresholds.json")
+#: Files and folders a run writes before its first ``last.pt`` (removed when it fails before that).
+_RUN_FILES = ("config.json", "train_patients.json", "metrics.csv", "best.pt", "thresholds.json", CURVES_NAME,
+              TENSORBOARD_DIR, MLFLOW_DIR)
 
 
 def _first_missing_ancestor(path: Path) -> Path | None:
@@ -288,7 +299,10 @@ def _remove_partial_run(out: Path, created: Path | None) -> None:
         shutil.rmtree(created, ignore_errors=True)
         return
     for name in _RUN_FILES:
-        (out / name).unlink(missing_ok=True)
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            shutil.rmtree(out / name, ignore_errors=True)
+        else:
+            (out / name).unlink(missing_ok=True)
 
 
 def _check_network(kind: str, cfg: Mapping[str, Any], source: str) -> None:
@@ -303,7 +317,7 @@ def _check_network(kind: str, cfg: Mapping[str, Any], source: str) -> None:
 
 
 def _command(kind: str, manifest: Path, fold: int, out: Path, epochs: int | None, max_minutes: float | None,
-             config: Any, device: str, amp: bool, seed: int) -> str:
+             config: Any, device: str, amp: bool, seed: int, tracking: str = "tensorboard") -> str:
     """The ``ichct train`` command line that trains this run again (a mapping config is only in config.json)."""
     import shlex
 
@@ -315,6 +329,8 @@ def _command(kind: str, manifest: Path, fold: int, out: Path, epochs: int | None
     if isinstance(config, (str, Path)):
         argv += ["--config", str(Path(config).resolve())]
     argv += ["--device", str(device)] + (["--amp"] if amp else []) + ["--seed", str(int(seed))]
+    if tracking != "tensorboard":
+        argv += ["--tracking", tracking]
     return shlex.join(argv)
 
 
@@ -354,6 +370,7 @@ class _RunSpec:
     max_epochs: int
     budget_s: float | None  # the time budget of the training loop (max_minutes), seconds
     ckpt: dict[str, Any] | None  # last.pt of the resumed run
+    tracking: str = "tensorboard"  # see ichct.pipeline.train.tracking
 
     @property
     def last_path(self) -> Path:
@@ -382,7 +399,7 @@ def _saved_run(kind: str, manifest: Path, manifest_sha: str, fold: int, out: Pat
 
 def _resolve_run(kind: str, manifest: str | Path, fold: int, out_dir: str | Path, epochs: int | None,
                  config: str | Path | Mapping[str, Any] | None, resume: bool, device: str, amp: bool, seed: int,
-                 max_minutes: float | None) -> _RunSpec:
+                 max_minutes: float | None, tracking: str = "tensorboard") -> _RunSpec:
     """Check the arguments of :func:`train` and resolve its config (on resume: the saved one, the saved
     seed and ``last.pt``). Nothing is written."""
     if kind not in ("seg", "cls"):
@@ -391,6 +408,7 @@ def _resolve_run(kind: str, manifest: str | Path, fold: int, out_dir: str | Path
         raise InputError("--amp needs --device cuda")
     if not 0 <= int(seed) < 2**32:
         raise InputError(f"seed (--seed) must be in 0..2**32-1, got {seed}")
+    check_tracking(tracking)
     manifest = Path(manifest).resolve()
     out = Path(out_dir)
     manifest_sha = sha256_file(manifest)
@@ -411,7 +429,7 @@ def _resolve_run(kind: str, manifest: str | Path, fold: int, out_dir: str | Path
         raise InputError(f"max_minutes (--max-minutes) must be > 0, got {cfg['max_minutes']}")
     return _RunSpec(kind=kind, manifest=manifest, manifest_sha=manifest_sha, fold=int(fold), out=out, cfg=cfg,
                     seed=int(seed), device=device, amp=amp, max_epochs=int(cfg["epochs"]), budget_s=budget_s,
-                    ckpt=ckpt)
+                    ckpt=ckpt, tracking=tracking)
 
 
 def _split_entries(manifest: Path, fold: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -490,7 +508,7 @@ def _cls_loss(cfg: Mapping[str, Any], dev: torch.device, train_items: list[dict[
     if pw == "auto":
         pw = pos_weight_auto(train_items, float(cfg["pos_weight_max"]))
     cfg_pw = [float(v) for v in pw]
-    logger.info("pos_weight %s", [round(v, 3) for v in cfg_pw])
+    logger.debug("pos_weight %s", [round(v, 3) for v in cfg_pw])
     aux_w = float(cfg["aux_seg_weight"]) if dict(cfg["network"]).get("aux_seg") else 0.0
     return RSNAWeightedBCE(cfg["class_weights"], cfg_pw, aux_w, float(cfg["focal_gamma"])).to(dev)
 
@@ -513,34 +531,33 @@ def _build_parts(spec: _RunSpec, dev: torch.device, train_items: list[dict[str, 
 
 def _build_engines(spec: _RunSpec, dev: torch.device, parts: _TrainingParts, train_loader: Any, val_loader: Any,
                    collector: ValidationCollector) -> tuple[SupervisedTrainer, SupervisedEvaluator]:
-    """MONAI's trainer and evaluator: validation every ``val_interval`` epochs, StatsHandler logging."""
+    """MONAI's trainer and evaluator: validation every ``val_interval`` epochs, StatsHandler logging of
+    each validation (on a logger under ``ichct.detail``: ``-v`` only)."""
     from monai.engines import SupervisedEvaluator, SupervisedTrainer
     from monai.handlers import StatsHandler, ValidationHandler
     from monai.inferers import SimpleInferer
 
     # MONAI's StatsHandler takes over a named logger (its own stdout handler, level INFO, no
-    # propagation): its lines would reach stdout past -q and beside the JSON summary. Its loggers
-    # are given back to ichct's logging setup (stderr, -q/-v) once the engines are built.
-    with _keep_logger_setup("ichct.train", "ichct.train.val"):
+    # propagation): its lines would reach stdout past -q and beside the JSON summary. Its logger
+    # is given back to ichct's logging setup (stderr, -v only) once the engines are built.
+    val_logger = f"{DETAIL_LOGGER}.train.val"
+    with _keep_logger_setup(val_logger):
         evaluator = SupervisedEvaluator(
             device=dev, val_data_loader=val_loader, network=parts.model, inferer=parts.val_inferer,
             key_val_metric=parts.key_val, amp=bool(spec.amp), decollate=False,
             # the collector first: its AUCs are in state.metrics when the StatsHandler logs them
-            val_handlers=[collector, StatsHandler(name="ichct.train.val", output_transform=lambda x: None,
+            val_handlers=[collector, StatsHandler(name=val_logger, output_transform=lambda x: None,
                                                   iteration_log=False)],
             **parts.prep,
         )
-        trainer = SupervisedTrainer(
-            device=dev, max_epochs=spec.max_epochs, train_data_loader=train_loader, network=parts.model,
-            optimizer=parts.optimizer, loss_function=parts.loss_fn, inferer=SimpleInferer(), amp=bool(spec.amp),
-            decollate=False,
-            train_handlers=[
-                ValidationHandler(validator=evaluator, interval=int(spec.cfg["val_interval"]), epoch_level=True),
-                StatsHandler(name="ichct.train", tag_name="train_loss", output_transform=lambda o: o["loss"].item(),
-                             iteration_log=False),
-            ],
-            **parts.prep,
-        )
+    trainer = SupervisedTrainer(
+        device=dev, max_epochs=spec.max_epochs, train_data_loader=train_loader, network=parts.model,
+        optimizer=parts.optimizer, loss_function=parts.loss_fn, inferer=SimpleInferer(), amp=bool(spec.amp),
+        decollate=False,
+        train_handlers=[ValidationHandler(validator=evaluator, interval=int(spec.cfg["val_interval"]),
+                                          epoch_level=True)],
+        **parts.prep,
+    )
     return trainer, evaluator
 
 
@@ -597,6 +614,7 @@ class _RunRecorder:
         trainer.add_event_handler(Events.EPOCH_STARTED, self.on_epoch_started)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self.on_iteration_completed)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self.on_epoch_completed)
+        trainer.add_event_handler(Events.COMPLETED, self.on_completed)
 
     def on_epoch_started(self, engine: Engine) -> None:
         """Reset the loss sums, start the epoch's clock (and the run's), call ``epoch_started``."""
@@ -627,6 +645,7 @@ class _RunRecorder:
             validated = True
         row = self._row(engine, dict(self.evaluator.state.metrics) if validated else {})
         self.rows.append(row)
+        engine.state.metrics.update(train_loss=row["train_loss"], lr=row["lr"])  # for the tracking handlers
         self.parts.scheduler.step()
         if budget is not None:
             self._anneal_to_budget(epoch, budget)
@@ -635,14 +654,19 @@ class _RunRecorder:
         if better:
             self.best_metric, self.best_epoch = key, epoch
         self._write_files(engine, epoch, better)
-        logger.info("epoch %d/%d: loss %.4f %s", epoch, self.spec.max_epochs, row["train_loss"],
-                    " ".join(f"{c}={_fmt(row[c])}" for c in self.columns if c.startswith("val_")))
+        logger.debug("epoch %d/%d: loss %.4f lr %.3g%s", epoch, self.spec.max_epochs, row["train_loss"], row["lr"],
+                     "".join(f" {c}={_fmt(row[c])}" for c in self.columns if c.startswith("val_") and validated))
         if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
             engine.terminate()
         elif budget_stop:
-            logger.info("time budget %.1f min reached after epoch %d (%.0f s)", budget / 60, epoch, elapsed)
+            logger.debug("time budget %.1f min reached after epoch %d (%.0f s)", budget / 60, epoch, elapsed)
             self.budget_stop = True
             engine.terminate()
+
+    def on_completed(self, engine: Engine) -> None:
+        """Draw ``training_curves.png`` from ``metrics.csv`` (also after a stop by the time budget)."""
+        plot_training_curves(self.metrics_path, self.spec.out / CURVES_NAME, best_epoch=self.best_epoch or None,
+                             title=f"{self.spec.kind} fold {self.spec.fold}: {self.spec.out.name}")
 
     def _row(self, engine: Engine, val_metrics: Mapping[str, Any]) -> dict[str, Any]:
         """The ``metrics.csv`` row of the epoch just done (``nan`` for metrics not validated)."""
@@ -706,10 +730,16 @@ class _RunRecorder:
 
 
 def _fit(spec: _RunSpec, train_entries: list[dict[str, Any]], val_entries: list[dict[str, Any]],
-         epoch_started: Callable[[int], None] | None, stop_after_epoch: int | None) -> dict[str, Any]:
-    """Build loaders, network, loss and engines, restore a resumed run, train; the summary."""
+         epoch_started: Callable[[int], None] | None, stop_after_epoch: int | None,
+         progress: Callable[[TrainingProgress], None] | None = None) -> dict[str, Any]:
+    """Build loaders, network, loss and engines, restore a resumed run, train with tracking and
+    progress reports; the summary."""
     from ichct.pipeline.models.data import make_loaders
 
+    reporter = None
+    if progress is not None:
+        reporter = ProgressHandler(progress, spec.kind, KEY_METRIC[spec.kind], spec.max_epochs, spec.budget_s)
+        reporter.starting(int(spec.ckpt["epoch"]) if spec.ckpt is not None else 0)
     train_ds, train_loader, val_loader, train_items = make_loaders(spec.kind, spec.cfg, train_entries, val_entries)
     dev = torch.device(spec.device)
     parts = _build_parts(spec, dev, train_items)
@@ -720,9 +750,14 @@ def _fit(spec: _RunSpec, train_entries: list[dict[str, Any]], val_entries: list[
         recorder.restore(trainer, spec.ckpt)
         if int(spec.ckpt["epoch"]) >= spec.max_epochs:
             logger.info("%s: already trained for %d epochs", spec.out, spec.ckpt["epoch"])
+            if reporter is not None:
+                reporter.finished(recorder, int(spec.ckpt["epoch"]))
             return recorder.summary(int(spec.ckpt["epoch"]))
     recorder.attach(trainer)
-    trainer.run()
+    if reporter is not None:
+        reporter.attach(trainer, recorder)
+    with track_run(spec.tracking, trainer, evaluator, spec.out):
+        trainer.run()
     return recorder.final_summary(int(trainer.state.epoch))
 
 
@@ -744,6 +779,8 @@ def train(
     seed: int = 0,
     max_minutes: float | None = None,
     *,
+    tracking: str = "tensorboard",
+    progress: Callable[[TrainingProgress], None] | None = None,
     epoch_started: Callable[[int], None] | None = None,
     _stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
@@ -776,6 +813,14 @@ def train(
         ``best.pt`` written) when the next epoch would not fit, and the cosine learning-rate
         schedule follows whichever runs out first, epochs or time, so the rate still anneals to
         ~0 by the end. The budget counts per invocation (a ``--resume`` gets a fresh one).
+    tracking
+        ``"tensorboard"`` (event files in ``out_dir/tensorboard``), ``"mlflow"`` (the
+        ``ichct[mlflow]`` extra; ``MLFLOW_TRACKING_URI`` or a file store in ``out_dir/mlruns``) or
+        ``"none"``: see :mod:`ichct.pipeline.train.tracking`.
+    progress
+        Called with a :class:`~ichct.pipeline.train.progress.TrainingProgress` at the start,
+        about once a second during each epoch, after each epoch and at the end, in the training
+        thread (e.g. ``TrainingDisplay.reporter(name)`` of :mod:`ichct.pipeline.train.progress`).
     epoch_started
         Called with the epoch number at the start of every epoch, in the training thread (e.g.
         to give the run more torch threads once a run beside it has finished).
@@ -794,7 +839,8 @@ def train(
     ichct.errors.IchctError
         (a ``ValueError``) for bad arguments, a config that fails its checks (naming the file and
         the key; before anything is written), a manifest that fails its checks
-        (:class:`ManifestError`) or a run directory that does not match ``resume``.
+        (:class:`ManifestError`), a run directory that does not match ``resume``, or
+        ``tracking="mlflow"`` without MLflow installed (before anything is written).
 
     Notes
     -----
@@ -804,16 +850,18 @@ def train(
     """
     from monai.utils import set_determinism
 
-    spec = _resolve_run(kind, manifest, fold, out_dir, epochs, config, resume, device, amp, seed, max_minutes)
+    spec = _resolve_run(kind, manifest, fold, out_dir, epochs, config, resume, device, amp, seed, max_minutes,
+                        tracking)
     set_determinism(seed=spec.seed)
     train_entries, val_entries = _split_entries(spec.manifest, fold)
     created = _first_missing_ancestor(spec.out)  # the top folder this run creates (None: out exists)
     spec.out.mkdir(parents=True, exist_ok=True)
     try:
         if not resume:
-            command = _command(kind, spec.manifest, fold, spec.out, epochs, max_minutes, config, device, amp, seed)
+            command = _command(kind, spec.manifest, fold, spec.out, epochs, max_minutes, config, device, amp, seed,
+                               tracking)
             _write_run_record(spec, command, train_entries, val_entries)
-        return _fit(spec, train_entries, val_entries, epoch_started, _stop_after_epoch)
+        return _fit(spec, train_entries, val_entries, epoch_started, _stop_after_epoch, progress)
     except BaseException:
         if not resume and not spec.last_path.exists():  # nothing to resume: leave nothing behind
             _remove_partial_run(spec.out, created)
