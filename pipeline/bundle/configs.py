@@ -36,7 +36,7 @@ from ichct.pipeline.bundle.components import VALIDATION_KEYS
 from ichct.pipeline.models.config import saved_run_config
 from ichct.pipeline.models.data import cls_preprocessing, seg_preprocessing
 from ichct.pipeline.models.network_factory import network_kwargs
-from ichct.pipeline.train import RSNAWeightedBCE, cls_prepare_batch
+from ichct.pipeline.models.losses import RSNAWeightedBCE, cls_prepare_batch
 
 __all__ = ["CONFIG_NAMES", "LOGGING_CONF", "bundle_configs", "manifest_expression", "preprocessing_specs"]
 

@@ -5,6 +5,7 @@ Modules:
 * ``config`` - training configuration: defaults per kind, overrides, saved run configs;
 * ``network_factory`` - the network of a run from its resolved config;
 * ``data`` - dataset items and MONAI transforms (segmentation and slice classification);
+* ``losses`` - the classifier's loss and batch preparation (training and the bundles' train.json);
 * ``inference`` - load a training run, predict one study (the one inference code path);
 * ``shipped_models`` - the model bundles shipped inside the package (default models).
 """
@@ -35,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "cls_collate": "data",
     "pos_weight_auto": "data",
     "make_loaders": "data",
+    "RSNAWeightedBCE": "losses",
+    "cls_prepare_batch": "losses",
     "LoadedModel": "inference",
     "StudyPrediction": "inference",
     "load_run": "inference",

@@ -24,7 +24,7 @@ from ichct.pipeline.core.exports import load_export
 #: Public name -> the module of this package that defines it.
 _EXPORTS: dict[str, str] = {
     "train": "engine",
-    "RSNAWeightedBCE": "engine",
+    "RSNAWeightedBCE": "engine",  # defined in ichct.pipeline.models.losses
     "cls_prepare_batch": "engine",
     "load_checkpoint": "engine",
     "KEY_METRIC": "engine",
