@@ -7,6 +7,8 @@ later calls return the same dict.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,14 @@ def write_label_predictions(entries: list[dict[str, Any]], folder: Path, name=No
         nib.save(nib.Nifti1Image(values(arr) if values else arr, img.affine), out)
         paths.append(out)
     return paths
+
+
+def evaluate_predictions(run_cli: Any, setup: dict[str, Any], preds: Path, out: Path, *extra: Any) -> Any:
+    """``ichct evaluate --predictions PREDS`` on the setup's manifest, 20 bootstrap resamples, quiet."""
+    return run_cli("evaluate", "--predictions", preds, "--manifest", setup["manifest"], "--out", out,
+                   "--bootstrap", "20", "-q", *extra)
+
+
+def read_metrics(out: Path) -> dict[str, Any]:
+    """``metrics.json`` of an evaluation folder."""
+    return json.loads((out / "metrics.json").read_text())

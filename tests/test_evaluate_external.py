@@ -13,7 +13,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from eval_helpers import eval_setup, split_entries, write_label_predictions
+from eval_helpers import evaluate_predictions as _evaluate, read_metrics as _metrics, eval_setup, split_entries, write_label_predictions
 
 from ichct.errors import InputError
 from ichct.pipeline.evaluate.external_labels import parse_label_map
@@ -23,15 +23,6 @@ from ichct.pipeline.evaluate.external_masks import Grid, labels_on_grid
 @pytest.fixture(scope="session")
 def setup(tmp_path_factory):
     return eval_setup(tmp_path_factory)
-
-
-def _evaluate(run_cli, setup, preds, out, *extra):
-    return run_cli("evaluate", "--predictions", preds, "--manifest", setup["manifest"], "--out", out,
-                   "--bootstrap", "20", "-q", *extra)
-
-
-def _metrics(out):
-    return json.loads((out / "metrics.json").read_text())
 
 
 def _per_case(out):

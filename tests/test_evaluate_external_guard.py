@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from eval_helpers import FOLD, eval_setup, split_entries, write_label_predictions
+from eval_helpers import FOLD, evaluate_predictions as _evaluate, read_metrics as _metrics, eval_setup, split_entries, write_label_predictions
 
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.evaluate.report import OVERLAP_WARNING
@@ -23,15 +23,6 @@ def setup(tmp_path_factory):
 
 def _binary(a):
     return (a > 0).astype(np.uint8)
-
-
-def _evaluate(run_cli, setup, preds, out, *extra):
-    return run_cli("evaluate", "--predictions", preds, "--manifest", setup["manifest"], "--out", out,
-                   "--bootstrap", "20", "-q", *extra)
-
-
-def _metrics(out):
-    return json.loads((out / "metrics.json").read_text())
 
 
 def _training_keys(setup):
