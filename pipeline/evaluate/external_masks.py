@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ichct.errors import InputError
 from ichct.pipeline.evaluate.external_labels import BINARY, LabelMap, label_map_from_names, label_name
@@ -202,18 +203,11 @@ def labels_on_grid(values: np.ndarray, affine: np.ndarray, grid: Grid, path: str
     to_source = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ grid.affine
     if not outside_is_background:
         _check_cover(to_source, arr.shape, grid, path)
-    rot, shift = to_source[:3, :3], to_source[:3, 3]
-    ii, jj = np.meshgrid(np.arange(grid.shape[0], dtype=np.float64), np.arange(grid.shape[1], dtype=np.float64),
-                         indexing="ij")
-    out = np.zeros(grid.shape, dtype=arr.dtype)
-    limits = np.asarray(arr.shape, dtype=np.int64)[:, None]
-    for k in range(grid.shape[2]):
-        coords = rot[:, :2] @ np.stack([ii.ravel(), jj.ravel()]) + (rot[:, 2] * k + shift)[:, None]
-        idx = np.floor(coords + 0.5).astype(np.int64)
-        inside = np.all((idx >= 0) & (idx < limits), axis=0)
-        np.clip(idx, 0, limits - 1, out=idx)
-        out[:, :, k] = np.where(inside, arr[idx[0], idx[1], idx[2]], 0).reshape(grid.shape[:2])
-    return out
+    # nearest neighbour at every study voxel centre; "grid-constant": background beyond the prediction's grid
+    source = arr.astype(np.uint8) if arr.dtype == bool else arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    sampled = ndimage.affine_transform(source, to_source[:3, :3], offset=to_source[:3, 3], output_shape=grid.shape,
+                                       order=0, mode="grid-constant", cval=0)
+    return sampled.astype(arr.dtype, copy=False)
 
 
 def _check_cover(to_source: np.ndarray, source_shape: tuple[int, ...], grid: Grid, path: str | Path) -> None:
