@@ -41,6 +41,7 @@ def _json_path(text: str) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from ichct.pipeline.cli.cluster_args import add_cluster_arguments
     from ichct.pipeline.manifests.model import SOURCES
 
     m = subparsers.add_parser("manifest", help="build, check and export patient-level split manifests",
@@ -60,8 +61,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     b.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     b.add_argument("--name", default=None, help="manifest name (default: the file name)")
     b.add_argument("--link-dir", default=None, help="folder for pseudonymous links (default: <out without .json>.links)")
-    b.add_argument("--workers", type=int, default=None, help="reader threads")
     b.add_argument("--no-cache", action="store_true", help="do not use the pixel-hash cache")
+    add_cluster_arguments(b)  # --workers: the header scan's Dask worker processes
     b.set_defaults(func=run_build)
 
     c = actions.add_parser("check", parents=[common], help="check manifests for leakage and broken files",
@@ -115,15 +116,17 @@ def _register_export(actions: argparse._SubParsersAction, common: argparse.Argum
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from ichct.pipeline.cli.cluster_args import cluster_spec
     from ichct.pipeline.manifests import ManifestError, build_manifest
 
     command = shlex.join(["ichct", "manifest", "build", "--source", args.source, "--root", args.root, "--out", args.out,
                           "--folds", str(args.folds), "--test-fraction", f"{args.test_fraction:g}", "--seed", str(args.seed)]
                          + (["--name", args.name] if args.name else []))
+    scans: list = []
     try:
         doc = build_manifest(args.source, args.root, args.out, folds=args.folds, test_fraction=args.test_fraction,
                              seed=args.seed, name=args.name, link_dir=args.link_dir, workers=args.workers,
-                             cache=not args.no_cache, command=command)
+                             cache=not args.no_cache, command=command, cluster=cluster_spec(args), on_scan=scans.append)
     except ManifestError as exc:
         for line in exc.problems:
             sys.stdout.write(line + "\n")
@@ -134,6 +137,9 @@ def run_build(args: argparse.Namespace) -> int:
     patients = {e["patient_key"] for e in doc["training"] + doc["test"]}
     sys.stdout.write(f"{args.out}: {len(doc['training'])} training studies in {doc['num_folds']} fold(s) "
                      f"({'/'.join(map(str, sizes))}), {len(doc['test'])} test, {len(patients)} patient(s)\n")
+    for scan in scans:
+        sys.stdout.write(f"header scan: {scan.n_files} file(s) in {scan.seconds:.1f} s ({scan.files_per_s:.0f} files/s, "
+                         f"{scan.workers} worker(s))\n")
     return EXIT_OK
 
 

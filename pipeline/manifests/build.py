@@ -19,19 +19,22 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ichct.errors import InputError
 from ichct.pipeline.core.atomic import atomic_path
+from ichct.pipeline.core.cluster import ClusterSpec
 from ichct.transforms.dicom import load_salt, patient_key, salt_id, scan_folder
 
-from .check import ManifestDoc, check_documents
+from .check import KnownImage, ManifestDoc, check_documents
 from .errors import ManifestError
 from .hashing import HashCache, dicom_series_digest, nifti_digest_cached
 from .leaks import raw_identifier_places
@@ -73,6 +76,8 @@ def manifest_path(p: Path, base_dir: Path) -> str:
 
 
 def _pixel_hash(rec: Record, cache: HashCache | None, workers: int | None) -> str:
+    if rec.pixel_hash is not None:  # the adapter's scan hashed the pixel data already
+        return rec.pixel_hash
     if rec.kind == "nifti":
         return nifti_digest_cached(rec.image, cache)
     if rec.link_files is not None:
@@ -136,8 +141,15 @@ def build_manifest(
     workers: int | None = None,
     cache: HashCache | None | bool = True,
     command: str | None = None,
+    cluster: ClusterSpec | None = None,
+    client: Any = None,
+    on_scan: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Build, check and write a manifest (and its link folder); returns it.
+
+    ``workers``: Dask worker processes of the header scan (sources that scan on Dask: ``rsna``),
+    reader threads elsewhere; ``cluster``/``client``: where the scan's tasks run (see :mod:`.scan`;
+    the manifest does not depend on it); ``on_scan``: given the scan's :class:`~.scan.FileScan`.
 
     Raises
     ------
@@ -164,7 +176,8 @@ def build_manifest(
     own_cache = cache is True
     hash_cache = HashCache.default() if cache is True else (cache or None)
     try:
-        records = module.collect(root, workers=workers, salt=salt)
+        records = module.collect(root, workers=workers, salt=salt,
+                                 **_scan_options(module, cluster=cluster, client=client, cache=hash_cache, on_scan=on_scan))
         if not records:
             raise InputError(root, f"no {source} studies found")
         keys = _patient_keys(source, records, salt, hash_cache, workers)
@@ -177,13 +190,19 @@ def build_manifest(
                                  + (["--name", name] if name != stem else []))
         doc = _document(name, source, command, salt, folds, seed, test_fraction, training, test)
         _refuse_raw_identifiers(doc, records)
-        _check_staged(doc, out, base_dir, linker, hash_cache, workers)
+        _check_staged(doc, out, base_dir, linker, hash_cache, workers, _known_images(records))
         _install(out, doc, linker)
         return doc
     finally:
         linker.discard()
         if own_cache and hash_cache is not None:
             hash_cache.close()
+
+
+def _scan_options(module: Any, **options: Any) -> dict[str, Any]:
+    """The options an adapter's ``collect`` accepts (the Dask scan's: ``cluster``, ``client``, ...)."""
+    accepted = inspect.signature(module.collect).parameters
+    return {name: value for name, value in options.items() if name in accepted}
 
 
 def _patient_keys(source: str, records: list[Record], salt: str, cache: HashCache | None, workers: int | None) -> list[str]:
@@ -252,12 +271,31 @@ def _document(name: str, source: str, command: str, salt: str, folds: int, seed:
     }
 
 
+def _known_images(records: list[Record]) -> dict[str, KnownImage]:
+    """Series UID -> what the adapter's scan learnt of it (series listed once only)."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        counts[rec.series_uid] = counts.get(rec.series_uid, 0) + 1
+    return {rec.series_uid: rec.known_image for rec in records
+            if rec.known_image is not None and counts[rec.series_uid] == 1}
+
+
 def _check_staged(doc: dict[str, Any], out: Path, base_dir: Path, linker: Linker, cache: HashCache | None,
-                  workers: int | None) -> None:
+                  workers: int | None, known_series: dict[str, KnownImage] | None = None) -> None:
     """Run every manifest check on ``doc`` as its links are now (staged); raise :class:`ManifestError`
-    naming the paths the links will have once installed."""
+    naming the paths the links will have once installed.
+
+    ``known_series``: series the adapter scanned; their staged link folders (links to exactly the
+    scanned files) are not scanned again.
+    """
     view = ManifestDoc(str(out), _staged_view(doc, base_dir, linker), base_dir, out)
-    report = check_documents([view], cache=cache, workers=workers)
+    known = {}
+    for split in ("training", "test"):
+        for entry in view.data[split]:
+            fact = (known_series or {}).get(entry["series_uid"])
+            if fact is not None:
+                known[(str(view.resolve(entry["image"])), entry["series_uid"])] = fact
+    report = check_documents([view], cache=cache, workers=workers, known=known)
     if not report.ok:
         raise ManifestError(out, [linker.unstaged_text(line) for line in report.problems])
     for note in report.notes:

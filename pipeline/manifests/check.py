@@ -87,6 +87,42 @@ class _ImageFacts:
     real: str | None = None
 
 
+@dataclass(frozen=True)
+class KnownImage:
+    """What a build already knows of a DICOM series it scanned, so its check need not scan it again.
+
+    ``pixel_hash``: the series' pixel hash; ``slice_counts``: the slice counts its stack may have
+    (:func:`series_facts`); ``default_series``: the series the reader picks from the folder.
+    """
+
+    pixel_hash: str | None
+    slice_counts: frozenset[int]
+    default_series: str | None
+
+
+def series_facts(headers: list, series_uid: str) -> tuple[str | None, frozenset[int]]:
+    """The series the reader would pick among ``headers`` and the slice counts of ``series_uid``'s stack.
+
+    Examples
+    --------
+    >>> series_facts([], "1.2.3")
+    (None, frozenset())
+    """
+    from ichct.transforms.dicom import choose_default, group_series, stack_geometry
+
+    groups = group_series(headers)
+    default = choose_default(groups)
+    counts: frozenset[int] = frozenset()
+    main = next((g for g in groups if g.group_id == series_uid), None)
+    if main is not None and main.excluded_reason is None:
+        try:
+            geometry = stack_geometry(main.headers)
+            counts = frozenset({geometry.n_slices, len(geometry.grid_positions_mm())})
+        except Exception:  # noqa: BLE001 - geometry problems surface when the series is read
+            pass
+    return (default.series_uid if default is not None else None), counts
+
+
 @dataclass
 class _Use:
     doc: str
@@ -113,10 +149,12 @@ def _slot_text(slot: tuple[str, int | None]) -> str:
 class _Inspector:
     """Reads images and labels once per path (several entries may point at one file)."""
 
-    def __init__(self, verify_pixels: bool, cache: HashCache | None, workers: int | None) -> None:
+    def __init__(self, verify_pixels: bool, cache: HashCache | None, workers: int | None,
+                 known: dict[tuple[str, str], KnownImage] | None = None) -> None:
         self.verify_pixels = verify_pixels
         self.cache = cache
         self.workers = workers
+        self.known = known or {}
         self._images: dict[tuple[str, str, bool], _ImageFacts] = {}
 
     def image(self, path: Path, series_uid: str, need_grid: bool) -> _ImageFacts:
@@ -131,11 +169,22 @@ class _Inspector:
             facts.problems.append(f"image not found: {path}" + (" (broken link)" if os.path.islink(path) else ""))
             return facts
         facts.real = os.path.realpath(path)
-        if path.is_dir() or not is_nifti(path):
+        known = self.known.get((str(path), series_uid))
+        if known is not None and not need_grid:
+            self._known_dicom(path, series_uid, known, facts)
+        elif path.is_dir() or not is_nifti(path):
             self._inspect_dicom(path, series_uid, need_grid, facts)
         else:
             self._inspect_nifti(path, facts)
         return facts
+
+    def _known_dicom(self, path: Path, series_uid: str, known: KnownImage, facts: _ImageFacts) -> None:
+        """The facts of a series the build has just scanned (its folder holds links to exactly its files)."""
+        if known.default_series != series_uid:
+            facts.problems.append(_default_problem(path, known.default_series, series_uid))
+        facts.slice_counts = set(known.slice_counts)
+        if self.verify_pixels:
+            facts.pixel_hash = known.pixel_hash
 
     def _inspect_nifti(self, path: Path, facts: _ImageFacts) -> None:
         import nibabel as nib
@@ -152,7 +201,7 @@ class _Inspector:
             facts.problems.append(f"image unreadable: {path} ({type(exc).__name__}: {exc})")
 
     def _inspect_dicom(self, path: Path, series_uid: str, need_grid: bool, facts: _ImageFacts) -> None:
-        from ichct.transforms.dicom import DicomIngestError, choose_default, group_series, scan_folder, stack_geometry
+        from ichct.transforms.dicom import DicomIngestError, scan_folder
 
         try:
             scan = scan_folder(path, workers=self.workers)
@@ -171,18 +220,10 @@ class _Inspector:
             facts.problems.append(f"image folder {path} holds no series {series_uid}"
                                   + (f" (it holds {', '.join(found[:3])}{' ...' if len(found) > 3 else ''})" if found else " (no DICOM images)"))
             return
-        groups = group_series(scan.headers)
-        default = choose_default(groups)
-        if default is None or default.series_uid != series_uid:
-            facts.problems.append(f"image folder {path}: the reader's default series is "
-                                  f"{default.series_uid if default else 'none'}, not the entry's series {series_uid}")
-        main = next((g for g in groups if g.group_id == series_uid), None)
-        if main is not None and main.excluded_reason is None:
-            try:
-                geometry = stack_geometry(main.headers)
-                facts.slice_counts = {geometry.n_slices, len(geometry.grid_positions_mm())}
-            except Exception:  # noqa: BLE001 - geometry problems surface when the series is read
-                pass
+        default, counts = series_facts(scan.headers, series_uid)
+        if default != series_uid:
+            facts.problems.append(_default_problem(path, default, series_uid))
+        facts.slice_counts = set(counts)
         if self.verify_pixels:
             try:
                 facts.pixel_hash = dicom_series_digest([h.path for h in headers], self.cache, self.workers)
@@ -237,6 +278,11 @@ class _Inspector:
             return [f"label unreadable: {path} ({type(exc).__name__}: {exc})"], None
 
 
+def _default_problem(path: Path, default: str | None, series_uid: str) -> str:
+    return (f"image folder {path}: the reader's default series is {default or 'none'}, "
+            f"not the entry's series {series_uid}")
+
+
 def _spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Drop trailing singleton axes beyond the third (a (X, Y, Z, 1) label is on an (X, Y, Z) grid)."""
     shape = tuple(shape)
@@ -276,17 +322,20 @@ def check_documents(
     verify_pixels: bool = True,
     cache: HashCache | None | bool = True,
     workers: int | None = None,
+    known: dict[tuple[str, str], KnownImage] | None = None,
 ) -> CheckReport:
     """Check manifests alone and against each other; see the module docstring for what is checked.
 
     ``cache``: True for the default pixel-hash cache, False/None for none, or a :class:`HashCache`.
     ``verify_pixels`` False skips pixel hashing and label-value checks (files are still opened).
+    ``known``: (image path, series UID) -> :class:`KnownImage` of DICOM series a build has just
+    scanned: their folders are not scanned again (images with a label still are, for the grid).
     """
     report = CheckReport()
     own_cache = cache is True
     hash_cache = HashCache.default() if cache is True else (cache or None)
     try:
-        _check(docs, report, verify_files, verify_pixels, hash_cache, workers)
+        _check(docs, report, verify_files, verify_pixels, _Inspector(verify_pixels, hash_cache, workers, known))
     finally:
         if own_cache and hash_cache is not None:
             hash_cache.close()
@@ -316,9 +365,8 @@ class _Tally:
 
 
 def _check(docs: list[ManifestDoc], report: CheckReport, verify_files: bool, verify_pixels: bool,
-           cache: HashCache | None, workers: int | None) -> None:
+           inspector: _Inspector) -> None:
     """Each manifest on its own (schema, folds, files), then the leaks between splits, folds and manifests."""
-    inspector = _Inspector(verify_pixels, cache, workers)
     index = _Index()
     for doc in docs:
         _check_document(doc, report, index, inspector, verify_files)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import sqlite3
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ichct.errors import USER_PATH_ERRORS, InputError
+from ichct.transforms.dicom.headers import SliceHeader
 from ichct.transforms.dicom.validation import quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,18 @@ class HashCache:
             except sqlite3.Error as exc:
                 logger.debug("pixel hash cache not updated: %s", exc)
 
+    def put_stat_rows(self, kind: str, rows: Iterable[tuple[str, int, int, str]]) -> None:
+        """Store hashes whose files were already looked at: ``(real path, size, mtime_ns, digest)`` rows."""
+        if self._db is None:
+            return
+        values = [(f"{_HASH_VERSION}:{kind}:{real}", size, mtime, digest) for real, size, mtime, digest in rows]
+        with self._lock:
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", values)
+                self._db.commit()
+            except sqlite3.Error as exc:
+                logger.debug("pixel hash cache not updated: %s", exc)
+
     def get_fact(self, key: str) -> str | None:
         """A cached value derived from files (the key must change when the files do)."""
         if self._db is None:
@@ -143,13 +157,16 @@ def _array_digest(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def dicom_file_digest(path: str | Path) -> str:
-    """Hash of one DICOM file's decoded pixel data (raw PixelData bytes when it cannot be decoded)."""
+def dicom_file_digest(path: str | Path, data: bytes | None = None) -> str:
+    """Hash of one DICOM file's decoded pixel data (raw PixelData bytes when it cannot be decoded).
+
+    ``data``: the file's bytes when already read (parsed from memory instead of the file).
+    """
     import pydicom
 
     try:
         with quiet_pydicom_values():
-            ds = pydicom.dcmread(str(path))
+            ds = pydicom.dcmread(str(path) if data is None else io.BytesIO(data))
     except USER_PATH_ERRORS:
         raise
     except Exception as exc:  # noqa: BLE001 - InvalidDicomError, a truncated file, a malformed element
@@ -161,6 +178,59 @@ def dicom_file_digest(path: str | Path) -> str:
     except Exception as exc:  # noqa: BLE001 - no decoder for this transfer syntax: fall back to the stored bytes
         logger.debug("%s: pixel data not decoded (%s); hashing the stored bytes", path, exc)
         return "raw:" + hashlib.sha256(bytes(ds.PixelData)).hexdigest()
+
+
+def pixel_digest_from_bytes(path: str | Path, data: bytes, header: SliceHeader, pixel_offset: int) -> str:
+    """:func:`dicom_file_digest` of a file already read into ``data`` and parsed up to its pixel data.
+
+    The common case (one frame of native little-endian integers, one sample per pixel) is hashed
+    straight from the stored bytes, masked and sign-extended to ``BitsStored`` as pydicom decodes
+    them, so the digest equals :func:`dicom_file_digest`'s; every other file is decoded by pydicom
+    from ``data``.
+
+    Examples
+    --------
+    Needs a DICOM file, so not run here::
+
+        got = read_file_headers(path, data, fast=True)
+        pixel_digest_from_bytes(path, data, got.headers[0], got.pixel_offset) == dicom_file_digest(path)
+    """
+    stored = _native_pixels(data, header, pixel_offset)
+    if stored is None:
+        return dicom_file_digest(path, data)
+    return _array_digest(stored)
+
+
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+_LITTLE_ENDIAN_NATIVE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # syntax -> implicit VR
+
+
+def _native_pixels(data: bytes, h: SliceHeader, offset: int) -> np.ndarray | None:
+    """The pixel array pydicom would decode, from the stored bytes; None when not the simple case."""
+    implicit = _LITTLE_ENDIAN_NATIVE.get(h.transfer_syntax_uid)
+    bits, stored_bits = h.bits_allocated, h.bits_stored
+    if (implicit is None or h.frame_index is not None or h.number_of_frames != 1 or h.samples_per_pixel != 1
+            or bits not in (8, 16, 32) or not 1 <= stored_bits <= bits or data[offset:offset + 4] != _PIXEL_DATA_TAG):
+        return None
+    if implicit:
+        start, length = offset + 8, int.from_bytes(data[offset + 4:offset + 8], "little")
+    elif data[offset + 4:offset + 6] in (b"OB", b"OW"):
+        start, length = offset + 12, int.from_bytes(data[offset + 8:offset + 12], "little")
+    else:
+        return None
+    n_bytes = h.rows * h.columns * (bits // 8)
+    if n_bytes == 0 or length == 0xFFFFFFFF or length < n_bytes or len(data) < start + n_bytes:
+        return None
+    values = np.frombuffer(data, dtype=f"<u{bits // 8}", count=h.rows * h.columns, offset=start).reshape(h.rows, h.columns)
+    if stored_bits < bits:
+        values = values & np.array((1 << stored_bits) - 1, dtype=values.dtype)
+    if h.pixel_representation != 1:
+        return values
+    signed = values.view(f"<i{bits // 8}")
+    if stored_bits < bits:
+        sign = 1 << (stored_bits - 1)
+        signed = ((values ^ sign).astype(np.int64) - sign).astype(f"<i{bits // 8}")
+    return signed
 
 
 def nifti_digest(path: str | Path) -> str:

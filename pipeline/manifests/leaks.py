@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .model import contains_token
+from .model import TokenFinder
 
 _SEPARATORS = re.compile(r"[/\\]")
 _QUOTES = "'\""
@@ -37,7 +37,7 @@ def raw_identifier_places(doc: dict[str, Any], tokens: Iterable[str]) -> list[st
     """
     tokens = sorted(set(tokens), key=len, reverse=True)
     numeric = {t for t in tokens if t.isdigit()}
-    textual = [t for t in tokens if not t.isdigit()]
+    textual = TokenFinder(t for t in tokens if not t.isdigit())
     return [where for where, value in _fields(doc)
             if any(_leaks(text, textual, numeric) for text in _strings(value))]
 
@@ -66,8 +66,8 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
-def _leaks(text: str, textual: list[str], numeric: set[str]) -> bool:
-    if contains_token(text, textual):
+def _leaks(text: str, textual: TokenFinder, numeric: set[str]) -> bool:
+    if textual.find(text):
         return True
     return bool(numeric) and not numeric.isdisjoint(path_names(text))
 

@@ -119,15 +119,23 @@ class Linker:
 
     @staticmethod
     def _link_files(files: list[Path], folder: Path) -> None:
-        """A folder holding one link per file (names made unique)."""
-        folder.mkdir(parents=True, exist_ok=True)
+        """A folder holding one link per file (names made unique); a folder made here is filled
+        without checking for earlier links (one ``symlink`` call per file)."""
+        try:
+            folder.mkdir(parents=True)
+            fresh = True
+        except FileExistsError:
+            fresh = False
         used: set[str] = set()
         for f in files:
             name, n = f.name, 1
             while name in used:
                 name, n = f"{f.name}.{n}", n + 1
             used.add(name)
-            _symlink(f, folder / name)
+            if fresh:
+                os.symlink(os.path.abspath(f), os.path.join(folder, name))
+            else:
+                _symlink(f, folder / name)
 
     def staged(self, path: Path) -> Path:
         """Where an installed link path ``path`` is while staged (other paths unchanged)."""

@@ -7,7 +7,9 @@ writes neither.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,9 @@ class Record:
     # builder links exactly these files into a folder of their own.
     link_files: list[Path] | None = None
     pixel_hash: str | None = field(default=None, repr=False)
+    # What the adapter's scan already learnt of the series (a check.KnownImage): the build's check
+    # does not scan its folder again.
+    known_image: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.ct_labels = normalise_labels(self.ct_labels)
@@ -99,9 +104,56 @@ def contains_token(text: str, tokens: tuple[str, ...] | list[str]) -> str | None
     for token in tokens:
         if len(token) < MIN_PRIVATE_TOKEN:
             continue
-        if re.search(r"(?<![A-Za-z0-9])" + re.escape(token) + r"(?![A-Za-z0-9])", text, flags=re.IGNORECASE):
+        if whole_word_pattern(token).search(text):
             return token
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def whole_word_pattern(token: str) -> re.Pattern[str]:
+    """``token`` as a whole word, case-insensitive: not preceded or followed by a letter or digit."""
+    return re.compile(r"(?<![A-Za-z0-9])" + re.escape(token) + r"(?![A-Za-z0-9])", flags=re.IGNORECASE)
+
+
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+class TokenFinder:
+    """:func:`contains_token` over many tokens (every patient of a cohort), without a pass per token.
+
+    Where a token occurs as a whole word, each of its runs of ASCII letters and digits is a whole
+    run of ``text`` too: only the tokens whose longest run is one of ``text``'s runs are searched
+    for. Non-ASCII tokens (or texts) are searched for as :func:`contains_token` does.
+
+    Examples
+    --------
+    >>> finder = TokenFinder(["ID_5ca7ed00", "CQ500-CT-12", "ab"])
+    >>> finder.find("../rsna/ID_5CA7ED00.dcm"), finder.find("cq500-ct-123/x"), finder.find("ab/cd")
+    ('ID_5ca7ed00', None, None)
+    """
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self.tokens = [t for t in tokens if len(t) >= MIN_PRIVATE_TOKEN]
+        self._by_run: dict[str, list[int]] = {}
+        self._always: list[int] = []
+        for i, token in enumerate(self.tokens):
+            runs = _WORD.findall(token) if token.isascii() else []
+            if runs:
+                self._by_run.setdefault(max(runs, key=len).lower(), []).append(i)
+            else:
+                self._always.append(i)
+
+    def find(self, text: str) -> str | None:
+        """The first token (in the order given) found in ``text`` as a whole word, or None."""
+        if text.isascii():
+            runs = {run.lower() for run in _WORD.findall(text)}
+            candidates: Iterable[int] = sorted(self._always + [i for run in runs for i in self._by_run.get(run, ())])
+        else:
+            candidates = range(len(self.tokens))
+        for i in candidates:
+            if whole_word_pattern(self.tokens[i]).search(text):
+                return self.tokens[i]
+        return None
 
 
 def nifti_stem(path: Path) -> str:

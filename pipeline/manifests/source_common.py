@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +62,18 @@ def read_csv_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, st
         The header lacks a ``required`` column (the message names the file, the missing columns and
         the columns found).
     """
+    return list(iter_csv_rows(path, required))
+
+
+def iter_csv_rows(path: Path, required: Sequence[str] = ()) -> Iterator[dict[str, str]]:
+    """:func:`read_csv_rows` one row at a time (RSNA's label CSV has 4.5 million rows: never all in memory)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             require_columns(path, [(k or "").strip() for k in reader.fieldnames or []], required)
             # a row longer than the header puts its extra cells under the key None: they are dropped
-            return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+            for row in reader:
+                yield {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ManifestError(path, [f"{path}: not a readable CSV text file ({exc})"], subject="label CSV") from None
 

@@ -7,8 +7,8 @@ Layout::
     <root>/stage_2_train/        one DICOM file per slice, ``ID_<SOPInstanceUID>.dcm``, all series in one folder
 
 (``stage_1_train.csv`` / ``stage_2_train_images`` / ``stage_1_train_images`` are accepted too.)
-Series are assembled from the headers (PatientID, StudyInstanceUID, SeriesInstanceUID), read with
-ingest's parallel header scan. ``slice_labels`` follow the slice normal as the reader orders the
+Series are assembled from the headers (PatientID, StudyInstanceUID, SeriesInstanceUID), read once
+per file together with its pixel hash, as Dask tasks (:mod:`.scan`). ``slice_labels`` follow the slice normal as the reader orders the
 slices (slices at one position merged); CT-level labels are positive when any slice is. Slices
 missing from the CSV get -1 flags; series without any labelled slice (test images) are left out.
 Because every series shares one folder, the builder links each series' files into a folder of its
@@ -21,11 +21,19 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from ichct.errors import InputError
-from ichct.transforms.dicom import group_series, scan_folder, stack_geometry
+from collections.abc import Callable
+from typing import Any
 
+from ichct.errors import InputError
+from ichct.pipeline.core.cluster import ClusterSpec
+from ichct.transforms.dicom import DicomIngestError, group_series, stack_geometry
+from ichct.transforms.dicom.discovery import list_candidate_files
+
+from .check import KnownImage, series_facts
+from .hashing import HashCache, combine
 from .model import LABEL_NAMES, UNKNOWN, Record, labels_from_slices, private_tokens
-from .source_common import absolute, find_first, number, read_csv_rows
+from .scan import FAILED, FileScan, scan_files
+from .source_common import absolute, find_first, iter_csv_rows, number
 
 logger = logging.getLogger(__name__)
 NAME = "rsna"
@@ -34,23 +42,40 @@ CSV_COLUMNS = ("ID", "Label")
 IMAGE_DIRS = ("stage_2_train", "stage_2_train_images", "stage_1_train_images", "stage_1_train")
 
 
-def read_labels(csv_path: Path) -> dict[str, dict[str, int]]:
-    """``{SOPInstanceUID: {label name: 0/1}}`` from the challenge CSV (duplicate rows merged)."""
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in read_csv_rows(csv_path, required=CSV_COLUMNS):
+def read_labels(csv_path: Path) -> dict[str, tuple[int, ...]]:
+    """``{SOPInstanceUID: flags}`` from the challenge CSV (duplicate rows merged), read row by row.
+
+    ``flags`` holds one 0/1 per label name in :data:`LABEL_NAMES` order, -1 for a name the CSV does
+    not give; equal rows are one shared tuple (the RSNA training CSV has 752,803 slices).
+    """
+    rows: dict[str, list[int]] = {}
+    column = {name: i for i, name in enumerate(LABEL_NAMES)}
+    for row in iter_csv_rows(csv_path, required=CSV_COLUMNS):
         ident = row["ID"]
         sop, _, subtype = ident.rpartition("_")
-        if not sop or subtype not in LABEL_NAMES:
+        if not sop or subtype not in column:
             continue
         try:
             value = int(number(row["Label"] or 0) >= 0.5)
         except InputError as exc:
             raise InputError(csv_path, f"{ident}: {exc.reason}") from None
-        out[sop][subtype] = max(out[sop].get(subtype, 0), value)
-    return out
+        flags = rows.get(sop)
+        if flags is None:
+            rows[sop] = flags = [UNKNOWN] * len(LABEL_NAMES)
+        flags[column[subtype]] = max(flags[column[subtype]], value)
+    shared: dict[tuple[int, ...], tuple[int, ...]] = {}
+    return {sop: shared.setdefault(tuple(flags), tuple(flags)) for sop, flags in rows.items()}
 
 
-def collect(root: Path, *, workers: int | None = None, salt: str | None = None) -> list[Record]:
+def collect(root: Path, *, workers: int | None = None, salt: str | None = None, cluster: ClusterSpec | None = None,
+            client: Any = None, cache: HashCache | None = None,
+            on_scan: Callable[[FileScan], None] | None = None) -> list[Record]:
+    """The labelled series of an RSNA folder; each file read once (header and pixel hash, see :mod:`.scan`).
+
+    ``cluster``/``client``: where the scan's Dask tasks run (default: a LocalCluster of ``workers``
+    processes for a big folder, this process for a few files); ``cache`` receives the pixel hashes;
+    ``on_scan`` is given the scan (its files/s).
+    """
     root = Path(root)
     csv_path = find_first(root, CSV_NAMES)
     image_dir = find_first(root, IMAGE_DIRS, want_dir=True)
@@ -59,7 +84,13 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
     if image_dir is None:
         raise FileNotFoundError(f"{root}: no image folder ({', '.join(IMAGE_DIRS)})")
     labels = read_labels(csv_path)
-    scan = scan_folder(image_dir, workers=workers)
+    files = list_candidate_files(image_dir)
+    if not files:
+        raise DicomIngestError(image_dir, "is empty: no files found")
+    scan = scan_files(files, cache=cache, client=client,
+                      cluster=cluster or (ClusterSpec(workers=workers) if workers else None))
+    if on_scan is not None:
+        on_scan(scan)
     by_series = defaultdict(list)
     for h in scan.headers:
         by_series[h.series_uid].append(h)
@@ -89,20 +120,32 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None) 
                            "the reader resamples it", series_uid, len(rows))
         first = group.first
         patient_id = first.patient_id or ""
+        pixel_hash = _series_hash(scan, group.headers)
+        default, counts = series_facts(group.headers, series_uid)
         records.append(Record(
             image=absolute(image_dir), kind="dicom", patient_id=patient_id, study_uid=first.study_uid or series_uid,
             series_uid=series_uid, ct_labels=labels_from_slices(rows_by_index), slice_labels=rows,
             private=private_tokens(patient_id), link_files=sorted({absolute(h.path) for h in group.headers}),
+            pixel_hash=pixel_hash, known_image=KnownImage(pixel_hash, counts, default),
         ))
     if not records:
         logger.warning("rsna: no labelled series found in %s", image_dir)
     return records
 
 
-def _row(flags: dict[str, int] | None) -> list[int]:
-    if not flags:
-        return [UNKNOWN] * len(LABEL_NAMES)
-    return [int(flags.get(name, UNKNOWN)) for name in LABEL_NAMES]
+def _series_hash(scan: FileScan, headers: list) -> str:
+    """The series' pixel hash from its files' hashes (:func:`.hashing.dicom_series_digest`'s value)."""
+    digests = {}
+    for h in headers:
+        digest = scan.digests[h.path]
+        if digest.startswith(FAILED):
+            raise InputError(h.path, digest[len(FAILED):])
+        digests[h.path] = digest
+    return combine(list(digests.values()))
+
+
+def _row(flags: tuple[int, ...] | None) -> list[int]:
+    return list(flags) if flags else [UNKNOWN] * len(LABEL_NAMES)
 
 
 def _merge(a: int, b: int) -> int:

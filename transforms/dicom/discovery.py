@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
 from .errors import DicomIngestError
+from .fast_values import FastValues
 from .headers import SliceHeader, ensure_transfer_syntax, headers_from_dataset
 from .validation import quiet_pydicom_values
 
@@ -73,12 +77,16 @@ def list_candidate_files(root: Path) -> list[Path]:
 
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence: a DICOMDIR
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def _read_header(path: Path, force: bool) -> tuple[pydicom.Dataset, int]:
-    """Header without pixel data, and the file offset where reading stopped (the pixel data)."""
-    with open(path, "rb") as fp:
+def _read_header(path: Path, force: bool, data: bytes | None = None) -> tuple[pydicom.Dataset, int]:
+    """Header without pixel data, and the file offset where reading stopped (the pixel data).
+
+    ``data``: the file's bytes, already read (parsed from memory instead of the file).
+    """
+    with (open(path, "rb") if data is None else io.BytesIO(data)) as fp:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
         return ds, fp.tell()
 
@@ -93,28 +101,30 @@ def _is_image_storage(ds: pydicom.Dataset) -> bool:
         return False
 
 
-def _truncation(ds: pydicom.Dataset, stop_offset: int, path: Path) -> str | None:
+def _truncation(ds: pydicom.Dataset, stop_offset: int, path: Path, size: int | None = None,
+                get: Callable[[str], Any] | None = None) -> str | None:
     """Why an image file is incomplete (cut inside its header or pixel data), or None.
 
     A complete image object has its pixel data after the header; a file that ends before it, or
     whose uncompressed pixel data is shorter than Rows x Columns x frames, was cut short.
     """
-    if "Rows" not in ds and not _is_image_storage(ds):
+    get = get or ds.get
+    if get("Rows") is None and not _is_image_storage(ds):
         return None  # not an image (report, DICOMDIR...)
     meta = getattr(ds, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
     if syntax == _DEFLATED:
         return None  # the stream was inflated into memory: offsets do not refer to the file
-    size = path.stat().st_size
+    size = path.stat().st_size if size is None else size
     remaining = size - stop_offset
     if remaining <= 8:
         return "truncated DICOM file: it ends before its pixel data"
     if syntax in _NATIVE or not syntax:
         try:
-            rows, cols = int(ds.Rows), int(ds.Columns)
-            bits = int(ds.get("BitsAllocated", 16) or 16)
-            samples = int(ds.get("SamplesPerPixel", 1) or 1)
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            rows, cols = int(get("Rows")), int(get("Columns"))
+            bits = int(get("BitsAllocated") or 16)
+            samples = int(get("SamplesPerPixel") or 1)
+            frames = int(get("NumberOfFrames") or 1)
         except (TypeError, ValueError, AttributeError):
             return "incomplete DICOM header: Rows/Columns unreadable"
         needed = rows * cols * samples * frames * bits // 8
@@ -124,36 +134,73 @@ def _truncation(ds: pydicom.Dataset, stop_offset: int, path: Path) -> str | None
     return None
 
 
-def _read_one(path: Path) -> tuple[list[SliceHeader], SkippedFile | None]:
+@dataclass
+class FileHeaders:
+    """What one file gave: its frame headers, or why it was skipped; the parsed header and where its
+    pixel data starts (for a caller that hashes the pixel data from the same bytes)."""
+
+    headers: list[SliceHeader]
+    skipped: SkippedFile | None
+    dataset: pydicom.Dataset | None = None
+    pixel_offset: int = 0
+
+
+def read_file_headers(path: str | Path, data: bytes | None = None, *, fast: bool = False) -> FileHeaders:
+    """Read one file's frame headers without its pixel data, as :func:`scan_folder` does for each file.
+
+    Parameters
+    ----------
+    path
+        The file (named in the headers and in the reason it was skipped).
+    data
+        The file's bytes when the caller has read them already (one read serves the header and a
+        pixel hash); else the file is opened.
+    fast
+        Decode plain elements straight from their bytes (see :func:`~.headers.headers_from_dataset`).
+
+    Examples
+    --------
+    Needs a DICOM file, so not run here::
+
+        got = read_file_headers("/data/rsna/stage_2_train/ID_000012eaf.dcm", fast=True)
+        got.skipped or got.headers[0].series_uid
+    """
+    path = Path(path)
     if path.name.upper() in _SKIP_NAMES:
-        return [], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)")
+        return FileHeaders([], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)"))
     if path.suffix.lower() in _NOT_DICOM_SUFFIXES:
-        return [], SkippedFile(str(path), "not a DICOM file (file type)")
+        return FileHeaders([], SkippedFile(str(path), "not a DICOM file (file type)"))
     try:
-        ds, stop_offset = _read_header(path, force=False)
+        ds, stop_offset = _read_header(path, False, data)
     except InvalidDicomError:
         # Files without the 128-byte preamble + "DICM" are rare but legal in old archives.
         try:
-            ds, stop_offset = _read_header(path, force=True)
+            ds, stop_offset = _read_header(path, True, data)
         except Exception as exc:  # noqa: BLE001 - any parse failure means "skip this file"
-            return [], SkippedFile(str(path), f"not a readable DICOM file ({type(exc).__name__})")
+            return FileHeaders([], SkippedFile(str(path), f"not a readable DICOM file ({type(exc).__name__})"))
         if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
-            return [], SkippedFile(str(path), "not a DICOM file")
+            return FileHeaders([], SkippedFile(str(path), "not a DICOM file"))
         ensure_transfer_syntax(ds)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files are skipped, never fatal
-        return [], SkippedFile(str(path), f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})")
-    if "DirectoryRecordSequence" in ds:
-        return [], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)")
-    truncated = _truncation(ds, stop_offset, path)
+        return FileHeaders([], SkippedFile(str(path), f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})"))
+    if _DIRECTORY_RECORDS in ds.keys():
+        return FileHeaders([], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)"))
+    get = FastValues(ds) if fast else None
+    truncated = _truncation(ds, stop_offset, path, None if data is None else len(data), get)
     if truncated:
-        return [], SkippedFile(str(path), truncated)
+        return FileHeaders([], SkippedFile(str(path), truncated))
     try:
-        headers = headers_from_dataset(ds, str(path))
+        headers = headers_from_dataset(ds, str(path), fast=get or False)
     except Exception as exc:  # noqa: BLE001
-        return [], SkippedFile(str(path), f"unreadable DICOM header ({type(exc).__name__}: {exc})")
+        return FileHeaders([], SkippedFile(str(path), f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
     if not headers or not headers[0].series_uid:
-        return [], SkippedFile(str(path), "DICOM file without SeriesInstanceUID")
-    return headers, None
+        return FileHeaders([], SkippedFile(str(path), "DICOM file without SeriesInstanceUID"))
+    return FileHeaders(headers, None, ds, stop_offset)
+
+
+def _read_one(path: Path) -> tuple[list[SliceHeader], SkippedFile | None]:
+    got = read_file_headers(path)
+    return got.headers, got.skipped
 
 
 def scan_folder(path: str | Path, workers: int | None = None, progress: bool = False) -> FolderScan:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
+
+from .fast_values import FastValues
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -15,9 +18,11 @@ LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
 CT_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE})
 
 
-@dataclass
+@dataclass(slots=True)
 class SliceHeader:
     """Everything ingest needs to know about one 2D frame, read without its pixel data.
+
+    Slotted: a cohort scan keeps one per file until its series are assembled (752,803 for RSNA).
 
     Geometry follows DICOM: ``image_orientation`` holds the row and column direction cosines in LPS,
     ``image_position_mm`` the LPS centre of the first transmitted pixel, ``pixel_spacing_mm`` the
@@ -159,23 +164,23 @@ def _get(ds: Dataset, keyword: str) -> Any:
         return None
 
 
-def _padding(ds: Dataset, keyword: str) -> int | None:
-    value = _get(ds, keyword)
+def _padding(get: Callable[[str], Any], keyword: str) -> int | None:
+    value = get(keyword)
     if isinstance(value, (bytes, bytearray)):
         if len(value) != 2:
             return None
-        signed = int(_get(ds, "PixelRepresentation") or 0) == 1
+        signed = int(get("PixelRepresentation") or 0) == 1
         return int.from_bytes(value, "little", signed=signed)
     return _int(value)
 
 
-def _modality(ds: Dataset, sop_class: str) -> str:
+def _modality(get: Callable[[str], Any], sop_class: str) -> str:
     """Modality, or CT for a file without it whose SOP class is a CT image storage class.
 
     Public archives drop even Type 1 attributes; the SOP class (data set or file meta) still says
     unambiguously that the object is a CT image.
     """
-    modality = str(_get(ds, "Modality") or "").strip().upper()
+    modality = str(get("Modality") or "").strip().upper()
     if not modality and sop_class in CT_SOP_CLASSES:
         return "CT"
     return modality
@@ -197,64 +202,80 @@ def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
     return seq[0] if seq else None
 
 
-def headers_from_dataset(ds: Dataset, path: str) -> list[SliceHeader]:
-    """Turn one DICOM dataset (read with or without pixel data) into per-frame header records."""
+def headers_from_dataset(ds: Dataset, path: str, *, fast: bool | FastValues = False) -> list[SliceHeader]:
+    """Turn one DICOM dataset (read with or without pixel data) into per-frame header records.
+
+    ``fast`` decodes the plain elements (UIDs, codes, numbers) straight from their stored bytes
+    (:class:`FastValues`, or the one given) instead of through pydicom's element conversion; the
+    records are equal.
+    """
+    get: Callable[[str], Any] = (fast if isinstance(fast, FastValues) else FastValues(ds)) if fast else (
+        lambda keyword: _get(ds, keyword))
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
-    sop_class = str(_get(ds, "SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta is not None else ""))
-    image_type = tuple(str(v).upper() for v in (_get(ds, "ImageType") or ()))
-    if isinstance(_get(ds, "ImageType"), str):
-        image_type = tuple(v.upper() for v in str(_get(ds, "ImageType")).split("\\"))
-    common: dict[str, Any] = dict(
-        path=path,
-        series_uid=str(_get(ds, "SeriesInstanceUID") or ""),
-        sop_instance_uid=str(_get(ds, "SOPInstanceUID") or ""),
-        sop_class_uid=sop_class,
-        modality=_modality(ds, sop_class),
-        transfer_syntax_uid=transfer_syntax,
-        rows=_int(_get(ds, "Rows")) or 0,
-        columns=_int(_get(ds, "Columns")) or 0,
-        image_type=image_type,
-        convolution_kernel=_first_text(_get(ds, "ConvolutionKernel")),
-        series_description=_text(_get(ds, "SeriesDescription")),
-        series_number=_int(_get(ds, "SeriesNumber")),
-        instance_number=_int(_get(ds, "InstanceNumber")),
-        acquisition_number=_int(_get(ds, "AcquisitionNumber")),
-        study_uid=str(_get(ds, "StudyInstanceUID") or ""),
-        frame_of_reference_uid=str(_get(ds, "FrameOfReferenceUID") or ""),
-        patient_id=(str(_get(ds, "PatientID")) if _get(ds, "PatientID") not in (None, "") else None),
-        patient_name=(str(_get(ds, "PatientName")) if _get(ds, "PatientName") not in (None, "") else None),
-        gantry_tilt_deg=_float(_get(ds, "GantryDetectorTilt")),
-        samples_per_pixel=_int(_get(ds, "SamplesPerPixel")) or 1,
-        bits_allocated=_int(_get(ds, "BitsAllocated")) or 16,
-        bits_stored=_int(_get(ds, "BitsStored")) or _int(_get(ds, "BitsAllocated")) or 16,
-        pixel_representation=_int(_get(ds, "PixelRepresentation")) or 0,
-        pixel_padding_value=_padding(ds, "PixelPaddingValue"),
-        pixel_padding_range_limit=_padding(ds, "PixelPaddingRangeLimit"),
-        manufacturer=_text(_get(ds, "Manufacturer")),
-        has_pixel_data=("PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
-                        or _get(ds, "Rows") is not None),
-    )
-    n_frames = _int(_get(ds, "NumberOfFrames")) or 1
-    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    if per_frame is not None or shared is not None:
+    sop_class = str(get("SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta is not None else ""))
+    raw_type = get("ImageType")
+    image_type = tuple(str(v).upper() for v in (raw_type or ()))
+    if isinstance(raw_type, str):
+        image_type = tuple(v.upper() for v in str(raw_type).split("\\"))
+    common = _common_fields(get, ds, path, sop_class, transfer_syntax, image_type)
+    n_frames = _int(get("NumberOfFrames")) or 1
+    per_frame = get("PerFrameFunctionalGroupsSequence")
+    shared = get("SharedFunctionalGroupsSequence")
+    if per_frame is not None or (shared[0] if shared else None) is not None:
         return _enhanced_headers(ds, common, n_frames, per_frame)
 
     return [
         SliceHeader(
             frame_index=None,
-            image_orientation=_floats(_get(ds, "ImageOrientationPatient"), 6),
-            image_position_mm=_floats(_get(ds, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
-            pixel_spacing_mm=_floats(_get(ds, "PixelSpacing"), 2),  # type: ignore[arg-type]
-            rescale_slope=_float(_get(ds, "RescaleSlope")),
-            rescale_intercept=_float(_get(ds, "RescaleIntercept")),
-            rescale_type=(str(_get(ds, "RescaleType")) if _get(ds, "RescaleType") else None),
-            slice_thickness_mm=_float(_get(ds, "SliceThickness")),
+            image_orientation=_floats(get("ImageOrientationPatient"), 6),
+            image_position_mm=_floats(get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+            pixel_spacing_mm=_floats(get("PixelSpacing"), 2),  # type: ignore[arg-type]
+            rescale_slope=_float(get("RescaleSlope")),
+            rescale_intercept=_float(get("RescaleIntercept")),
+            rescale_type=(str(get("RescaleType")) if get("RescaleType") else None),
+            slice_thickness_mm=_float(get("SliceThickness")),
             number_of_frames=n_frames,
             **common,
         )
     ]
+
+
+def _common_fields(get: Callable[[str], Any], ds: Dataset, path: str, sop_class: str, transfer_syntax: str,
+                   image_type: tuple[str, ...]) -> dict[str, Any]:
+    """The fields every frame of a file shares."""
+    present = get.has if isinstance(get, FastValues) else ds.__contains__
+    patient_id, patient_name = get("PatientID"), get("PatientName")
+    return dict(
+        path=path,
+        series_uid=str(get("SeriesInstanceUID") or ""),
+        sop_instance_uid=str(get("SOPInstanceUID") or ""),
+        sop_class_uid=sop_class,
+        modality=_modality(get, sop_class),
+        transfer_syntax_uid=transfer_syntax,
+        rows=_int(get("Rows")) or 0,
+        columns=_int(get("Columns")) or 0,
+        image_type=image_type,
+        convolution_kernel=_first_text(get("ConvolutionKernel")),
+        series_description=_text(get("SeriesDescription")),
+        series_number=_int(get("SeriesNumber")),
+        instance_number=_int(get("InstanceNumber")),
+        acquisition_number=_int(get("AcquisitionNumber")),
+        study_uid=str(get("StudyInstanceUID") or ""),
+        frame_of_reference_uid=str(get("FrameOfReferenceUID") or ""),
+        patient_id=(str(patient_id) if patient_id not in (None, "") else None),
+        patient_name=(str(patient_name) if patient_name not in (None, "") else None),
+        gantry_tilt_deg=_float(get("GantryDetectorTilt")),
+        samples_per_pixel=_int(get("SamplesPerPixel")) or 1,
+        bits_allocated=_int(get("BitsAllocated")) or 16,
+        bits_stored=_int(get("BitsStored")) or _int(get("BitsAllocated")) or 16,
+        pixel_representation=_int(get("PixelRepresentation")) or 0,
+        pixel_padding_value=_padding(get, "PixelPaddingValue"),
+        pixel_padding_range_limit=_padding(get, "PixelPaddingRangeLimit"),
+        manufacturer=_text(get("Manufacturer")),
+        has_pixel_data=(present("PixelData") or present("FloatPixelData") or present("DoubleFloatPixelData")
+                        or get("Rows") is not None),
+    )
 
 
 def _enhanced_headers(ds: Dataset, common: dict[str, Any], n_frames: int, per_frame: Any) -> list[SliceHeader]:
