@@ -30,6 +30,8 @@ KNOWN_LAZY = {
     # classifier's collate (a segmentation bundle never collates slice stacks)
     ("ichct.pipeline.models.data", "ichct.pipeline.models.config"),
     ("ichct.pipeline.models.data", "ichct.networks.slice_sequence"),
+    # make_loaders with cache "disk" (ichct train --cache-dir); a bundle's configs never call it
+    ("ichct.pipeline.models.data", "ichct.pipeline.preprocess.plans"),
 }
 
 

@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.cli.evaluate",
     "ichct.pipeline.cli.bundle",
     "ichct.pipeline.cli.predict",
+    "ichct.pipeline.cli.preprocess",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 70, 130

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from ichct.pipeline.train.tracking import TRACKING_CHOICES
 
@@ -29,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "(best.pt/last.pt still written; overrides config max_minutes)")
     p.add_argument("--config", default=None, help="JSON or YAML overrides of the defaults (keys, types and "
                                                    "ranges checked)")
+    p.add_argument("--cache-dir", default=None, metavar="CACHE",
+                   help="stream the preprocessed studies from the disk cache CACHE (`ichct preprocess --out CACHE`; "
+                        "missing entries are built on demand) instead of keeping them all in RAM: memory does not "
+                        "grow with the number of studies (config keys cache: disk, cache_dir; num_workers "
+                        "DataLoader workers read it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with the saved config")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the model trains (default: cpu)")
@@ -55,13 +62,29 @@ def run(args: argparse.Namespace) -> int:
         args._parser.print_usage(sys.stderr)
         sys.stderr.write("ichct train: error: --max-minutes must be > 0\n")
         return 2
+    if args.cache_dir is not None and args.resume:
+        args._parser.print_usage(sys.stderr)
+        sys.stderr.write("ichct train: error: --cache-dir cannot change a run on --resume (it resumes with the "
+                         "cache of its config.json)\n")
+        return 2
     from ichct.pipeline.train.engine import train
     from ichct.pipeline.train.progress import training_display
 
+    config = _with_cache_dir(args.config, args.cache_dir)
     with training_display(enabled=not args.quiet and args.verbose == 0) as display:
-        summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=args.config,
+        summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=config,
                         resume=args.resume, device=args.device, amp=args.amp, seed=args.seed,
                         max_minutes=args.max_minutes, tracking=args.tracking,
                         progress=display.reporter(args.kind) if display is not None else None)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
+
+
+def _with_cache_dir(config: str | None, cache_dir: str | None) -> str | dict[str, Any] | None:
+    """``--config`` with ``--cache-dir`` folded in (config keys ``cache: disk`` and ``cache_dir``)."""
+    if cache_dir is None:
+        return config
+    from ichct.pipeline.models.config import read_config_file
+
+    over = read_config_file(config) if config is not None else {}
+    return {**over, "cache": "disk", "cache_dir": str(Path(cache_dir).expanduser().resolve())}

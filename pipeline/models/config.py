@@ -33,6 +33,11 @@ _COMMON: dict[str, Any] = {
     # (cosine-annealed) last epoch of the same run 0.701
     "best_window": 3,
     "cache_rate": 1.0,
+    # where the deterministic preprocessing is kept: "ram" (a MONAI CacheDataset, cache_rate of the studies;
+    # fastest for small cohorts) or "disk" (the persistent cache in cache_dir, `ichct preprocess`; memory
+    # does not grow with the number of studies)
+    "cache": "ram",
+    "cache_dir": None,
     "num_workers": 0,
     "windows": None,  # None: ichct.transforms.DEFAULT_WINDOWS (brain, subdural, soft tissue)
     "augment": {"flip_prob": 0.5, "affine_prob": 0.3, "rotate_deg": 8.0, "scale": 0.05,
@@ -120,8 +125,14 @@ SAVED_RUN_FALLBACKS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Keys that say where a run reads its data from, not what it learns: :func:`saved_run_config` does
+#: not add them to a saved run that lacks them (a run saved before them read its studies from RAM,
+#: and a model bundle's configs stay what they were); :func:`resolve_saved_config` gives them their defaults.
+DATA_ACCESS_KEYS = ("cache", "cache_dir")
+
+
 def saved_run_config(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved run's training config with every key: the one migration of old runs.
+    """A saved run's training config with every key (but :data:`DATA_ACCESS_KEYS`): the one migration of old runs.
 
     A key the run lacks takes its :data:`SAVED_RUN_FALLBACKS` value (what the run did without
     it), else its :data:`DEFAULTS` value (which then is what the run did). Code that reads a
@@ -153,7 +164,7 @@ def saved_run_config(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     out = copy.deepcopy(dict(saved))
     for key, value in {**DEFAULTS[kind], **SAVED_RUN_FALLBACKS[kind]}.items():
-        if key not in out:
+        if key not in out and key not in DATA_ACCESS_KEYS:
             out[key] = copy.deepcopy(value)
     return out
 
@@ -308,6 +319,20 @@ def _pos_weight(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
     return [_number(0, lo_open=True)(v, f"{key}[{i}]", cfg) for i, v in enumerate(value)]
 
 
+def _cache_dir(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
+    """A folder path (made absolute), required when ``cache`` (checked before) is ``"disk"``."""
+    if value is None:
+        if cfg.get("cache") == "disk":
+            raise _Invalid(key, "must name a folder when cache is 'disk' (ichct train --cache-dir CACHE)")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(key, f"must be a folder path or null, got {value!r}")
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise _Invalid(key, f"must be a folder, but {str(path)!r} is a file")
+    return str(path)
+
+
 _PROB = _number(0, 1)
 _AUGMENT: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
     "flip_prob": _PROB, "affine_prob": _PROB, "rotate_deg": _number(0), "scale": _number(0), "shift_prob": _PROB,
@@ -333,6 +358,8 @@ _COMMON_CHECKS: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
     "val_interval": _number(1, integer=True),
     "best_window": _number(1, integer=True),
     "cache_rate": _number(0, 1),
+    "cache": _choice("ram", "disk"),
+    "cache_dir": _cache_dir,
     "num_workers": _number(0, integer=True),
     "windows": _windows_check,
     "augment": _augment,

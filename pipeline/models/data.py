@@ -9,7 +9,8 @@ inference (:mod:`ichct.pipeline.models.inference`) and the model bundles' config
 MONAI's own ``ConfigParser``), so a bundle preprocesses exactly as its model was trained.
 
 Deterministic steps (DICOM decoding, RAS, resampling, brain crop, windowing) run once per study
-inside a :class:`monai.data.CacheDataset`; the random augmentations after them run every epoch:
+inside a :class:`monai.data.CacheDataset` (config ``cache: "ram"``, the default) or once per study
+and preprocessing config on disk (``cache: "disk"``, :mod:`ichct.pipeline.preprocess`); the random augmentations after them run every epoch:
 flips across the mid-sagittal plane (RAS axis 0 for seg; the in-plane column axis for cls, which
 is left-right for axial head CT), a small affine, an intensity shift and Gaussian noise.
 """
@@ -304,23 +305,37 @@ def pos_weight_auto(items: Sequence[Mapping[str, Any]], max_weight: float) -> li
 # --------------------------------------------------------------------------------------------
 
 
-def make_loaders(kind: str, cfg: Mapping[str, Any], train_entries, val_entries):
-    """(train_ds, train_loader, val_loader, train_items)."""
+def make_loaders(kind: str, cfg: Mapping[str, Any], train_entries: Sequence[Mapping[str, Any]],
+                 val_entries: Sequence[Mapping[str, Any]]) -> tuple[Any, DataLoader, DataLoader, list[dict[str, Any]]]:
+    """The training and validation data of a run: ``(train_ds, train_loader, val_loader, train_items)``.
+
+    Config ``cache`` chooses where the deterministic preprocessing is kept: ``"ram"`` (default) a
+    MONAI ``CacheDataset`` (every study in memory, ``cache_rate``); ``"disk"`` the persistent cache
+    in ``cache_dir`` (:mod:`ichct.pipeline.preprocess`), streamed one study per ``__getitem__``
+    (entries missing there are built on demand), so memory does not grow with the number of studies.
+    Either way the loaders' ``dataset`` is a map-style dataset and ``train_ds.transform`` the full
+    training ``Compose`` (whose random steps' RNG states the checkpoints keep).
+    """
     if kind == "seg":
         tr_items, va_items = seg_items(train_entries, cfg["num_classes"]), seg_items(val_entries, cfg["num_classes"])
         tr_tf, va_tf, collate = seg_transforms(cfg, True), seg_transforms(cfg, False), None
-        val_bs = 1
     else:
         aux = bool(dict(cfg["network"]).get("aux_seg", False))
         tr_items, va_items = cls_items(train_entries, aux), cls_items(val_entries, False)
         tr_tf, va_tf, collate = cls_transforms(cfg, True), cls_transforms(cfg, False), cls_collate
-        val_bs = 1
-    rate, nw = float(cfg["cache_rate"]), int(cfg["num_workers"])
-    train_ds = CacheDataset(tr_items, tr_tf, cache_rate=rate, num_workers=None, progress=False)
-    val_ds = CacheDataset(va_items, va_tf, cache_rate=rate, num_workers=None, progress=False)
-    kw: dict[str, Any] = {"num_workers": nw}
+    if cfg.get("cache", "ram") == "disk":
+        from ichct.pipeline.preprocess.plans import cache_items, disk_dataset
+
+        train_ds: Any = disk_dataset(kind, cfg, train_entries, tr_items, tr_tf, cfg["cache_dir"])
+        val_ds: Any = disk_dataset(kind, cfg, val_entries, cache_items(kind, cfg, val_entries), va_tf,
+                                   cfg["cache_dir"], drop_keys=("label",) if kind == "cls" else ())
+    else:
+        rate = float(cfg["cache_rate"])
+        train_ds = CacheDataset(tr_items, tr_tf, cache_rate=rate, num_workers=None, progress=False)
+        val_ds = CacheDataset(va_items, va_tf, cache_rate=rate, num_workers=None, progress=False)
+    kw: dict[str, Any] = {"num_workers": int(cfg["num_workers"])}
     if collate is not None:
         kw["collate_fn"] = collate
     train_loader = DataLoader(train_ds, batch_size=int(cfg["batch_size"]), shuffle=True, drop_last=False, **kw)
-    val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, **kw)
+    val_loader = DataLoader(val_ds, batch_size=1, shuffle=False, **kw)
     return train_ds, train_loader, val_loader, tr_items
