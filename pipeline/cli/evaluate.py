@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ichct.pipeline.cli.cluster_args import add_cluster_arguments, cluster_spec
 from ichct.pipeline.decision import RULES
 
 
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of the runs")
     _external_arguments(p)
+    add_cluster_arguments(p)  # the per-study inference of ichct's models on Dask (16 studies or more, or --scheduler)
     p.set_defaults(func=run, _parser=p)
 
 
@@ -211,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     summary = evaluate(args.run or [], args.manifest, args.out, split=args.split, fold=args.fold, n_boot=args.bootstrap,
                        rules=rules, seed=args.seed, allow_overlap=args.allow_overlap, device=args.device,
                        checkpoint=args.checkpoint, bundles=args.bundle or [], compare_rules=compare_rules,
-                       models_source=source, predictions=args.predictions, external=external)
+                       models_source=source, predictions=args.predictions, external=external,
+                       cluster=cluster_spec(args))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

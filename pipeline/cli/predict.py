@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ichct.pipeline.cli.cluster_args import add_cluster_arguments, cluster_spec
 from ichct.pipeline.decision import RULES
 
 
@@ -18,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "write OUT_DIR/mask.nii.gz (labels on the original series grid), seg.dcm (DICOM SEG, DICOM "
                     "input only), report.json and overlays/*.png. With --batch LIST.csv (column 'path', optional "
                     "'id') every listed study goes to OUT_DIR/<id>/ and OUT_DIR/summary.csv lists each study's "
-                    "status; a failing study is recorded and skipped. Output is written as a whole: an error "
+                    "status; the studies run as Dask tasks (a local cluster, or --scheduler), a failing study is "
+                    "recorded and the rest finish, and a rerun into the same OUT_DIR skips the studies already done "
+                    "with the same input and models (summary.csv column done_before). Output is written as a whole: an error "
                     "leaves nothing behind. Exit codes: 0 all studies done, 1 a bad input or any failed study "
                     "of a batch, 2 usage error, 70 internal error (a bug). Without --run and --bundle the demonstration bundles that ship "
                     "with ichct are used (ich_ct_segmentation and ich_ct_classification: trained on synthetic data "
@@ -35,11 +38,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--batch", default=None, metavar="LIST.csv", help="CSV list of studies (column path, optional id)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of --run models")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty OUT_DIR; with --batch: predict every listed study again")
     p.add_argument("--no-overlays", action="store_true", help="do not draw PNG overlays")
     p.add_argument("--no-seg-dicom", action="store_true",
                    help="do not write seg.dcm (by default a study whose source series a DICOM SEG cannot "
                         "reference fails with the reason)")
+    add_cluster_arguments(p)
     p.set_defaults(func=run, _parser=p)
 
 
@@ -66,19 +71,23 @@ def run(args: argparse.Namespace) -> int:
     if len(args.paths) != n_paths:
         want = "OUT_DIR (the batch list comes with --batch)" if args.batch else "INPUT and OUT_DIR"
         return _usage(args, f"expected {want}, got {len(args.paths)} path(s)")
+    if not args.batch and (args.scheduler or args.workers):
+        return _usage(args, "--scheduler and --workers go with --batch (one study runs in this process)")
     if len(args.run) + len(args.bundle) > 2:
         return _usage(args, "at most two models (one seg and one cls)")
-    from ichct.pipeline.predict.run import load_default_models, predict, predict_batch
+    from ichct.pipeline.predict.run import load_default_models, predict
 
     if not args.run and not args.bundle:  # the shipped demonstration bundles (logs a warning)
         models, source = load_default_models(args.device), "shipped"
     else:
         models, source = load_models(args.run, args.bundle, args.device, args.checkpoint), "user"
     if args.batch:
+        from ichct.pipeline.predict.batch import predict_batch
+
         summary = predict_batch(Path(args.batch), Path(args.paths[0]), models, args.rule, overwrite=args.overwrite,
                                 progress=not args.quiet, overlays=not args.no_overlays, models_source=source,
-                                seg_dicom=not args.no_seg_dicom)
-        out = {k: summary[k] for k in ("n", "n_ok", "n_failed", "summary", "models_source")}
+                                seg_dicom=not args.no_seg_dicom, cluster=cluster_spec(args))
+        out = {k: summary[k] for k in ("n", "n_ok", "n_failed", "n_done_before", "summary", "models_source")}
         out["failed"] = [{"id": r["id"], "error": r["error"]} for r in summary["rows"] if r["status"] != "ok"]
         sys.stdout.write(json.dumps(out) + "\n")
         return 1 if summary["n_failed"] else 0

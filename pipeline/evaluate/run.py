@@ -18,11 +18,17 @@ unless ``allow_overlap=True``, in which case ``metrics.json`` has ``allow_overla
 manifest are flagged in ``warnings``.
 
 The output folder is written as a whole: everything goes into a temporary folder beside it that
-is renamed at the end, so an error never leaves a half-written ``EVAL_DIR``.
+is renamed at the end, so an error never leaves a half-written ``EVAL_DIR``. From
+:data:`~ichct.pipeline.evaluate.cohort.MIN_CLUSTER_STUDIES` studies on (or with a given Dask
+client or scheduler), ichct's models predict the studies as Dask tasks
+(:mod:`ichct.pipeline.evaluate.cohort`); their per-study rows are kept under
+``EVAL_DIR/studies/`` until the report is written, so a rerun of an interrupted evaluation into the
+same ``EVAL_DIR`` redoes only the unfinished studies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -35,10 +41,12 @@ import numpy as np
 
 from ichct.errors import IchctError, InputError
 from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside
+from ichct.pipeline.core.cluster import ClusterSpec
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.decision import RULES, affine_voxel_volume_ml
+from ichct.pipeline.evaluate.cohort import MIN_CLUSTER_STUDIES, STUDIES_DIR, IchctStudyPredictor, rows_on_cluster
 from ichct.pipeline.evaluate.predictors import Predictor, ichct_predictor, model_folder, rules_info
 from ichct.pipeline.train.record import check_split, manifest_salt_id
 
@@ -155,7 +163,8 @@ def _check_against_training(predictors: Sequence[Predictor], entries: Sequence[M
 
 
 def _prepare_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """Refuse an ``out`` that is not absent, empty, or an interrupted evaluation (only ``studies/``)."""
+    if out.exists() and (not out.is_dir() or any(p.name != STUDIES_DIR for p in out.iterdir())):
         raise InputError(out, "exists and is not an empty folder; choose another --out")
 
 
@@ -177,6 +186,8 @@ def evaluate(
     models_source: str = "user",
     predictions: str | Path | None = None,
     external: ExternalOptions | None = None,
+    cluster: ClusterSpec | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Evaluate one seg and/or one cls model (run directory or bundle), or another tool's
     predictions, on a manifest split.
@@ -218,6 +229,12 @@ def evaluate(
         with ``predictions``; see :mod:`ichct.pipeline.evaluate.external`). With ``runs`` or
         ``bundles`` too, the predictions and the ichct model are compared (paired bootstrap;
         ``external.first`` says which is ``a``).
+    cluster, client
+        Where ichct's models predict the studies as Dask tasks (a
+        :class:`~ichct.pipeline.core.cluster.ClusterSpec`, default a local cluster; or a connected
+        client). Used with a client or a scheduler address, or from
+        :data:`~ichct.pipeline.evaluate.cohort.MIN_CLUSTER_STUDIES` studies on; the metrics do not
+        depend on it.
 
     Raises
     ------
@@ -242,7 +259,7 @@ def evaluate(
     main, other = pair
     overlap, report_warnings = _guard(pair, entries, manifest, shipped_warning, allow_overlap)
     keys = [str(e["patient_key"]) for e in entries]
-    rows, comp_rows = _predict_rows(entries, main, other, surface)
+    rows, comp_rows = _predict_rows(entries, main, other, surface, out, cluster, client)
     ct_level, curves, seg, section = _score(rows, comp_rows, keys, main, other, compare_rules, n_boot, seed)
     model_info = {"name": main.name, **main.info, "rules": rules_info(main.rules), "device": device,
                   "overlap_patients": sorted(overlap)}
@@ -338,11 +355,16 @@ def _ichct_predictors(loaded: Sequence[Any], rules: Sequence[str] | None,
             raise InputError(f"rule(s) {missing} need a {'classifier' if missing[0] != 'seg_volume' else 'segmentation'} "
                              f"run, which was not given")
     _check_rule_choice(chosen, compare_rules, comparator is not None)
-    main = ichct_predictor(models, chosen)
+    main = _ichct(models, chosen)
     if comparator is None:
         return main, None
     comp_models = {comparator.kind: comparator}
-    return main, ichct_predictor(comp_models, default_rules(comp_models, list(chosen)))
+    return main, _ichct(comp_models, default_rules(comp_models, list(chosen)))
+
+
+def _ichct(models: Mapping[str, Any], rules: Mapping[str, Any]) -> Predictor:
+    """:func:`ichct_predictor` whose ``predict`` can run on a Dask worker (:class:`IchctStudyPredictor`)."""
+    return dataclasses.replace(ichct_predictor(models, rules), predict=IchctStudyPredictor.of(models, rules))
 
 
 def _check_rule_choice(chosen: Mapping[str, Any], compare_rules: Sequence[str] | None, two_models: bool) -> None:
@@ -378,7 +400,7 @@ def _external_predictors(loaded: Sequence[Any], predictions: str | Path | None, 
     if comparator is not None:
         raise InputError("compare the predictions with one ichct model (a seg and/or a cls run or bundle), not two "
                          "of one kind")
-    ichct = ichct_predictor(models, default_rules(models, rules))
+    ichct = _ichct(models, default_rules(models, rules))
     return (ext, ichct) if external.first else (ichct, ext)
 
 
@@ -410,17 +432,35 @@ def _guard(predictors: Sequence[Predictor | None], entries: Sequence[Mapping[str
     return overlap, report_warnings
 
 
-def _predict_rows(entries: Sequence[Mapping[str, Any]], main: Predictor, other: Predictor | None, surface: bool
+def _use_cluster(n_studies: int, cluster: ClusterSpec | None, client: Any) -> bool:
+    """Predict on Dask: with a client or a scheduler address given, or a cohort worth the workers' start."""
+    return (client is not None or (cluster is not None and cluster.resolved_scheduler() is not None)
+            or n_studies >= MIN_CLUSTER_STUDIES)
+
+
+def _predict_rows(entries: Sequence[Mapping[str, Any]], main: Predictor, other: Predictor | None, surface: bool,
+                  out: Path, cluster: ClusterSpec | None = None, client: Any = None
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(rows, comparator rows)``: one :func:`study_row` per study and model."""
-    rows: list[dict[str, Any]] = []
-    comp_rows: list[dict[str, Any]] = []
-    for i, e in enumerate(entries):
-        rows.append(study_row(e, main.predict(i, e), surface=surface))
-        if other is not None:
-            comp_rows.append(study_row(e, other.predict(i, e), surface=surface))
-        logger.info("study %d/%d done", i + 1, len(entries))
-    return rows, comp_rows
+    """``(rows, comparator rows)``: one :func:`study_row` per study and model, in manifest order.
+
+    ichct's models predict on Dask (:func:`~ichct.pipeline.evaluate.cohort.rows_on_cluster`, rows
+    kept under ``out/studies/``) when :func:`_use_cluster`; another tool's predictions, and small
+    cohorts, are read here.
+    """
+    predictors = [p for p in (main, other) if p is not None]
+    on_cluster = [p for p in predictors if isinstance(p.predict, IchctStudyPredictor)]
+    by_predictor: dict[int, list[dict[str, Any]]] = {}
+    if on_cluster and _use_cluster(len(entries), cluster, client):
+        specs = [p.predict for p in on_cluster]
+        for p, p_rows in zip(on_cluster, rows_on_cluster(entries, specs, surface, out / STUDIES_DIR, cluster, client)):
+            by_predictor[id(p)] = p_rows
+    for p in predictors:
+        if id(p) not in by_predictor:
+            by_predictor[id(p)] = []
+            for i, e in enumerate(entries):
+                by_predictor[id(p)].append(study_row(e, p.predict(i, e), surface=surface))
+                logger.info("study %d/%d done", i + 1, len(entries))
+    return by_predictor[id(main)], (by_predictor[id(other)] if other is not None else [])
 
 
 def _scored_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

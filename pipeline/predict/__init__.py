@@ -2,7 +2,9 @@
 
 Modules:
 
-* ``run`` - ``predict`` and ``predict_batch`` (``ichct predict``);
+* ``run`` - ``predict`` (``ichct predict``);
+* ``batch`` - ``predict_batch`` (``ichct predict --batch``: a list of studies as Dask tasks);
+* ``worker_models`` - models named by their folders and digests, loaded once per worker process;
 * ``findings`` - the per-label findings of ``report.json``;
 * ``seg_dicom`` - the predicted label map as a DICOM Segmentation;
 * ``seg_sources`` - the source headers a DICOM SEG references;
@@ -20,7 +22,7 @@ from ichct.pipeline.core.exports import load_export
 #: Public name -> the module of this package that defines it.
 _EXPORTS: dict[str, str] = {
     "predict": "run",
-    "predict_batch": "run",
+    "predict_batch": "batch",
     "DISCLAIMER": "run",
     "build_findings": "findings",
     "write_seg_dicom": "seg_dicom",

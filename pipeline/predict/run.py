@@ -18,13 +18,12 @@ Everything is written into a temporary folder beside ``OUT_DIR`` and renamed at 
 (non-CT input, an empty folder, a corrupt series) leaves nothing behind. An existing non-empty
 ``OUT_DIR`` is refused unless ``overwrite=True``.
 
-:func:`predict_batch` runs a CSV list of studies (one sub-folder each and ``summary.csv``); a
-failing study is recorded with its error and skipped.
+:func:`ichct.pipeline.predict.batch.predict_batch` runs a CSV list of studies as Dask tasks (one
+sub-folder each and ``summary.csv``).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import logging
 import re
@@ -37,19 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from ichct.errors import IchctError, InputError, data_error
-from ichct.pipeline.core.atomic import atomic_path, replace_dir, temp_dir_beside, write_json_atomic
+from ichct.errors import IchctError, InputError
+from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.decision import RULES, SLICE_RULES
 from ichct.pipeline.core.labels import LABEL_NAMES
 
 logger = logging.getLogger("ichct.predict")
 
-__all__ = ["predict", "predict_batch", "normalise_models", "choose_rule", "check_models_source", "load_default_models",
+__all__ = ["predict", "normalise_models", "choose_rule", "check_models_source", "load_default_models",
            "write_label_nifti", "series_section", "DISCLAIMER"]
 
 DISCLAIMER = "ichct is a research tool, not a medical device; do not use this report for diagnosis."
-SUMMARY_COLUMNS = ("id", "path", "status", "error", "rule", "call_any", "score_any", "volume_ml_any", "series_uid",
-                   "n_slices", "seconds", "out_dir", "models_source")
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +99,7 @@ def check_models_source(models: Mapping[str, Any], models_source: str) -> str | 
 def load_default_models(device: str = "cpu") -> list[Any]:
     """The models ``ichct predict`` uses when none is given: both shipped demonstration bundles
     (:func:`ichct.pipeline.models.shipped_models.load_shipped_models`; logs their warning). Pass
-    ``models_source="shipped"`` to :func:`predict` / :func:`predict_batch` with them."""
+    ``models_source="shipped"`` to :func:`predict` / ``predict_batch`` with them."""
     from ichct.pipeline.models.shipped_models import load_shipped_models
 
     return load_shipped_models(device)
@@ -125,7 +122,8 @@ def choose_rule(models: Mapping[str, Any], rule: str | None) -> tuple[str, Any]:
     return name, available[name]
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a path that is not a folder, or a non-empty folder unless ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise InputError(
             out, "exists and is not a folder")
@@ -327,7 +325,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
     rule_name, rule_obj = choose_rule(mods, rule)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    _check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)
 
     study = _read_study(src, mods, rule_name, rule_obj, keep_image=overlays)
     timings = dict(study.pred.timings_s)
@@ -343,7 +341,7 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
         doc = _assemble_report(src, study, mods, models_source, rule_name, rule_obj, outputs=outputs,
                                warnings=extra_warnings, timings=timings)
         write_json_atomic(tmp / "report.json", doc)
-        _check_out_dir(out, overwrite)
+        check_out_dir(out, overwrite)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -479,100 +477,3 @@ def redact_patient(text: str, headers: Sequence[Any] | None) -> str:
         else:
             text = re.sub(r"(?<=[/\\])" + re.escape(token) + r"(?=[/\\]|$)", REDACTED, text)
     return text
-
-
-# --------------------------------------------------------------------------------------------
-# A list of studies
-# --------------------------------------------------------------------------------------------
-
-
-def _read_list(list_csv: Path) -> list[tuple[str, Path]]:
-    """``(id, path)`` rows of a batch list (column ``path``, optional ``id``); paths relative to the CSV."""
-    if not list_csv.is_file():
-        raise FileNotFoundError(f"{list_csv}: no such batch list")
-    with open(list_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "path" not in [c.strip() for c in reader.fieldnames]:
-            raise InputError(
-                list_csv, "needs a header row with a 'path' column (and optionally 'id')")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
-    rows = [r for r in rows if r.get("path")]
-    if not rows:
-        raise InputError(
-            list_csv, "lists no studies")
-    out: list[tuple[str, Path]] = []
-    used: set[str] = set()
-    for n, r in enumerate(rows, start=1):
-        p = Path(r["path"]).expanduser()
-        if not p.is_absolute():
-            p = list_csv.parent / p
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", r.get("id") or p.name.removesuffix(".gz").removesuffix(".nii")).strip("._")
-        base = base or f"study_{n:04d}"
-        sid, i = base, 2
-        while sid in used:
-            sid, i = f"{base}_{i}", i + 1
-        used.add(sid)
-        out.append((sid, p))
-    return out
-
-
-def predict_batch(list_csv: str | Path, out_dir: str | Path, models: Mapping[str, Any] | Sequence[Any],
-                  rule: str | None = None, *, overwrite: bool = False, progress: bool = True,
-                  overlays: bool = True, seg_dicom: bool = True, models_source: str = "user") -> dict[str, Any]:
-    """Predict every study of a CSV list into ``out_dir/<id>/`` and write ``out_dir/summary.csv``.
-
-    A study that fails (bad input, not CT, ...) is listed in ``summary.csv`` with its error and
-    skipped; the others go on. Returns ``{"n", "n_ok", "n_failed", "summary", "rows", "models_source"}``.
-
-    Parameters
-    ----------
-    list_csv
-        CSV with a ``path`` column (DICOM folder or NIfTI, relative to the CSV's folder) and an
-        optional ``id`` column (the sub-folder name; default the path's name).
-    out_dir
-        Output folder; must not exist or be empty unless ``overwrite``.
-    models, rule, overlays, seg_dicom, models_source
-        As for :func:`predict` (``models_source`` is also a column of ``summary.csv``).
-    progress
-        Show a tqdm progress bar (stderr).
-    """
-    from tqdm.auto import tqdm
-
-    mods = normalise_models(models)
-    check_models_source(mods, models_source)
-    rule_name, _ = choose_rule(mods, rule)
-    studies = _read_list(Path(list_csv))
-    out = Path(out_dir)
-    _check_out_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    for sid, path in tqdm(studies, desc="ichct predict", unit="study", disable=not progress):
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {"id": sid, "path": str(path), "rule": rule_name, "out_dir": sid,
-                               "models_source": models_source}
-        try:
-            doc = predict(path, out / sid, mods, rule_name, overwrite=overwrite, overlays=overlays, seg_dicom=seg_dicom,
-                          models_source=models_source)
-        except Exception as exc:  # noqa: BLE001 - one bad study must never stop the batch
-            if data_error(exc) is None:  # a bug, not a bad study: keep its traceback
-                logger.error("%s: internal error (a bug; please report it)", path, exc_info=exc)
-            else:
-                logger.error("%s: %s", path, exc)
-            row.update(status="error", error=f"{type(exc).__name__}: {exc}", out_dir="")
-        else:
-            f = doc["findings"].get("any", {})
-            row.update(status="ok", error="", call_any=f.get("call"), score_any=f.get("score"),
-                       volume_ml_any=f.get("volume_ml"), n_slices=doc["input"]["shape"][-1],
-                       series_uid=(doc.get("series") or {}).get("series_uid", ""))
-        row["seconds"] = round(time.perf_counter() - t0, 3)
-        rows.append(row)
-    summary = out / "summary.csv"
-    with atomic_path(summary) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in SUMMARY_COLUMNS})
-    n_failed = sum(r["status"] != "ok" for r in rows)
-    logger.info("batch: %d study(ies), %d ok, %d failed; %s", len(rows), len(rows) - n_failed, n_failed, summary)
-    return {"n": len(rows), "n_ok": len(rows) - n_failed, "n_failed": n_failed, "summary": str(summary), "rows": rows,
-            "models_source": models_source}
