@@ -21,8 +21,10 @@ model was trained, and a user changes a window or the spacing in the config.
   by a retraining (what ``ichct predict --bundle`` reads).
 * ``evaluate.json`` - the inference preprocessing and network over a manifest split, scored by
   :mod:`ichct.pipeline.bundle.evaluation` (leakage guard, bootstrap metrics, report).
-* ``multi_gpu_train.json`` - ``torchrun`` overrides: ``DistributedDataParallel`` (nccl on GPUs,
-  gloo on CPU), ``DistributedSampler``, rank-0-only saving and logging.
+* ``multi_gpu_train.json`` - ``torchrun`` overrides (one node or several): ``DistributedDataParallel``
+  (nccl and ``SyncBatchNorm`` on GPUs, gloo on CPU), a ``DistributedSampler``, the studies
+  streamed from a disk cache (``PersistentDataset`` in ``cache_dir``, default
+  ``<bundle>/cache``, keyed by the study and the preprocessing), rank-0-only saving and logging.
 """
 
 from __future__ import annotations
@@ -352,11 +354,28 @@ def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: in
     return c
 
 
+def _disk_cache(section: str) -> dict[str, Any]:
+    """A ``PersistentDataset`` of ``section``'s datalist: the deterministic preprocessing of each study
+    is computed once and read from ``@cache_dir/<section>`` after; the key hashes the study's item
+    and the preprocessing's arguments (``hash_transform``), so a changed window or spacing never
+    reads a stale entry; MONAI moves each entry into place from a temporary folder and recomputes
+    one it cannot unpickle."""
+    return {"_target_": "PersistentDataset", "data": f"@{section}#datalist", "transform": f"@{section}#preprocessing",
+            "cache_dir": f"$@cache_dir + '/{section}'", "hash_transform": "$monai.data.utils.pickle_hashing"}
+
+
 def _multi_gpu() -> dict[str, Any]:
     rank0 = "(torch.distributed.get_rank() == 0)"
     return {
         "device": "$torch.device('cuda:' + os.environ['LOCAL_RANK']) if torch.cuda.is_available() else torch.device('cpu')",
-        "network": {"_target_": "torch.nn.parallel.DistributedDataParallel", "module": "$@network_def.to(@device)",
+        # streamed from a disk cache (the RAM cache of train.json would hold the whole cohort on every rank)
+        "cache_dir": "$@bundle_root + '/cache'",
+        "train#dataset": _disk_cache("train"),
+        "validate#dataset": _disk_cache("validate"),
+        # BatchNorm statistics over the global batch on GPUs (PyTorch's SyncBatchNorm needs CUDA)
+        "network": {"_target_": "torch.nn.parallel.DistributedDataParallel",
+                    "module": "$torch.nn.SyncBatchNorm.convert_sync_batchnorm(@network_def.to(@device)) "
+                              "if torch.cuda.is_available() else @network_def.to(@device)",
                     "device_ids": "$[@device] if torch.cuda.is_available() else None"},
         "train#sampler": {"_target_": "DistributedSampler", "dataset": "@train#dataset", "even_divisible": True,
                           "shuffle": True},

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import functools
 import io
 import logging
@@ -52,6 +53,7 @@ from ichct.pipeline.models.losses import RSNAWeightedBCE, cls_prepare_batch
 from ichct.pipeline.models.network_factory import build_network
 from ichct.pipeline.models.config import resolve_config, resolve_saved_config
 from ichct.pipeline.train.curves import CURVES_NAME, plot_training_curves
+from ichct.pipeline.train.distributed import World, distributed_run
 from ichct.pipeline.train.progress import ProgressHandler, TrainingProgress
 from ichct.pipeline.train.record import training_record
 from ichct.pipeline.train.tracking import MLFLOW_DIR, TENSORBOARD_DIR, check_tracking, track_run
@@ -166,6 +168,15 @@ def set_rng_state(state: Mapping[str, Any], transform: Any = None) -> None:
             return
         for t, st in zip(objs, state["transforms"]):
             t.R.set_state(_np_state_from_list(st))
+
+
+def _reseed(seed: int, transform: Any = None) -> None:
+    """Seed every RNG (MONAI's ``set_determinism``) and the augmentations of ``transform`` with ``seed``."""
+    from monai.utils import set_determinism
+
+    set_determinism(seed=seed)
+    if transform is not None:
+        transform.set_random_state(seed=seed)
 
 
 def _fmt(v: Any) -> str:
@@ -411,6 +422,8 @@ class _TrainingParts:
     val_inferer: Any
     key_val: dict[str, Any] | None  # the evaluator's key metric (seg: val_dice; cls: the collector's AUCs)
     prep: dict[str, Any]  # the engines' prepare_batch, if not MONAI's default
+    # what the trainer runs: the DistributedDataParallel wrapper of `model` under torchrun, else `model`
+    train_network: torch.nn.Module | None = None
 
 
 def _dice_output(output: Mapping[str, torch.Tensor], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -486,8 +499,9 @@ def _build_engines(spec: _RunSpec, dev: torch.device, parts: _TrainingParts, tra
                                                   iteration_log=False)],
             **parts.prep,
         )
+    network = parts.model if parts.train_network is None else parts.train_network
     trainer = SupervisedTrainer(
-        device=dev, max_epochs=spec.max_epochs, train_data_loader=train_loader, network=parts.model,
+        device=dev, max_epochs=spec.max_epochs, train_data_loader=train_loader, network=network,
         optimizer=parts.optimizer, loss_function=parts.loss_fn, inferer=SimpleInferer(), amp=bool(spec.amp),
         decollate=False,
         train_handlers=[ValidationHandler(validator=evaluator, interval=int(spec.cfg["val_interval"]),
@@ -507,8 +521,9 @@ class _RunRecorder:
 
     def __init__(self, spec: _RunSpec, parts: _TrainingParts, evaluator: SupervisedEvaluator,
                  collector: ValidationCollector, transform: Any, epoch_started: Callable[[int], None] | None,
-                 stop_after_epoch: int | None) -> None:
+                 stop_after_epoch: int | None, world: World = World()) -> None:
         self.spec, self.parts, self.evaluator, self.collector = spec, parts, evaluator, collector
+        self.world = world  # under torchrun rank 0 validates, decides and writes; the others follow
         self.transform = transform  # the training augmentations, whose RNG states the checkpoints keep
         self.epoch_started, self.stop_after_epoch = epoch_started, stop_after_epoch
         self.columns = METRIC_COLUMNS[spec.kind]
@@ -535,9 +550,12 @@ class _RunRecorder:
         trainer.state.iteration = int(ckpt["iteration"])
         self.best_metric = None if ckpt["best_metric"] is None else float(ckpt["best_metric"])
         self.best_epoch = int(ckpt["best_epoch"])
-        # rows of epochs after the checkpoint (a kill between the CSV and last.pt) are redone
-        self.rows = [dict(r) for r in read_metrics(self.metrics_path) if int(r["epoch"]) <= int(ckpt["epoch"])]
-        set_rng_state(ckpt["rng"], self.transform)
+        if self.world.is_main:
+            # rows of epochs after the checkpoint (a kill between the CSV and last.pt) are redone
+            self.rows = [dict(r) for r in read_metrics(self.metrics_path) if int(r["epoch"]) <= int(ckpt["epoch"])]
+            set_rng_state(ckpt["rng"], self.transform)
+        else:  # last.pt holds rank 0's RNG streams: the other ranks start new ones of their own
+            _reseed(self.world.rank_seed(self.spec.seed, int(ckpt["epoch"])), self.transform)
         logger.info("resuming %s from epoch %d of %d", self.spec.out, ckpt["epoch"], self.spec.max_epochs)
         if ckpt.get("scaler") is not None:
             trainer.add_event_handler(Events.STARTED, lambda e: e.scaler.load_state_dict(ckpt["scaler"])
@@ -567,29 +585,32 @@ class _RunRecorder:
         self.loss_n += 1
 
     def on_epoch_completed(self, engine: Engine) -> None:
-        """Validate if due (the last epoch always), log the row, step the schedule, write the files."""
+        """Validate if due (the last epoch always), log the row, step the schedule, write the files.
+        Under torchrun every rank validates its share of the fold, rank 0 writes; its stop decision and
+        learning rates reach every rank."""
         epoch = int(engine.state.epoch)
-        validated = epoch % int(self.spec.cfg["val_interval"]) == 0
         self.epoch_s.append(time.perf_counter() - self.epoch_t0)
+        self.loss_sum, self.loss_n = self.world.sum_over_ranks(self.loss_sum, self.loss_n)  # the global mean
         elapsed = time.perf_counter() - self.t_run
         budget = self.spec.budget_s
         budget_stop = (budget is not None and epoch < self.spec.max_epochs
                        # a validating epoch may be the slow one
                        and elapsed + max(self.epoch_s[-3:]) > budget)
-        if not validated and (epoch >= self.spec.max_epochs or budget_stop):
-            self.evaluator.run(epoch)  # the last epoch is always validated: best.pt and thresholds.json exist
-            validated = True
+        budget_stop = bool(self.world.broadcast_floats([float(budget_stop)])[0])  # rank 0's decision
+        validated = self._validate(epoch, budget_stop)
         row = self._row(engine, dict(self.evaluator.state.metrics) if validated else {})
         self.rows.append(row)
         engine.state.metrics.update(train_loss=row["train_loss"], lr=row["lr"])  # for the tracking handlers
         self.parts.scheduler.step()
         if budget is not None:
             self._anneal_to_budget(epoch, budget)
-        key = self._window_mean() if validated else float("nan")
-        better = validated and self._improves(key)
-        if better:
-            self.best_metric, self.best_epoch = key, epoch
-        self._write_files(engine, epoch, better)
+        self._share_learning_rates()
+        if self.world.is_main:
+            key = self._window_mean() if validated else float("nan")
+            better = validated and self._improves(key)
+            if better:
+                self.best_metric, self.best_epoch = key, epoch
+            self._write_files(engine, epoch, better)
         logger.debug("epoch %d/%d: loss %.4f lr %.3g%s", epoch, self.spec.max_epochs, row["train_loss"], row["lr"],
                      "".join(f" {c}={_fmt(row[c])}" for c in self.columns if c.startswith("val_") and validated))
         if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
@@ -599,8 +620,26 @@ class _RunRecorder:
             self.budget_stop = True
             engine.terminate()
 
+    def _validate(self, epoch: int, budget_stop: bool) -> bool:
+        """Whether this epoch is validated: every ``val_interval`` epochs (the trainer's handler ran the
+        evaluator), and the last one always (run here), so best.pt and thresholds.json exist."""
+        if epoch % int(self.spec.cfg["val_interval"]) == 0:
+            return True
+        if epoch >= self.spec.max_epochs or budget_stop:
+            self.evaluator.run(epoch)
+            return True
+        return False
+
+    def _share_learning_rates(self) -> None:
+        """Rank 0's learning rates on every rank (the time budget's annealing follows rank 0's clock)."""
+        groups = self.parts.optimizer.param_groups
+        for g, lr in zip(groups, self.world.broadcast_floats([float(g["lr"]) for g in groups])):
+            g["lr"] = lr
+
     def on_completed(self, engine: Engine) -> None:
         """Draw ``training_curves.png`` from ``metrics.csv`` (also after a stop by the time budget)."""
+        if not self.world.is_main:
+            return
         plot_training_curves(self.metrics_path, self.spec.out / CURVES_NAME, best_epoch=self.best_epoch or None,
                              title=f"{self.spec.kind} fold {self.spec.fold}: {self.spec.out.name}")
 
@@ -667,21 +706,31 @@ class _RunRecorder:
 
 def _fit(spec: _RunSpec, train_entries: list[dict[str, Any]], val_entries: list[dict[str, Any]],
          epoch_started: Callable[[int], None] | None, stop_after_epoch: int | None,
-         progress: Callable[[TrainingProgress], None] | None = None) -> dict[str, Any]:
+         progress: Callable[[TrainingProgress], None] | None = None, world: World = World()) -> dict[str, Any]:
     """Build loaders, network, loss and engines, restore a resumed run, train with tracking and
-    progress reports; the summary."""
+    progress reports; the summary. Under torchrun (``world``) each rank trains on its share of the
+    training studies through DistributedDataParallel and validates every ``world_size``-th validation
+    study (the metrics gathered over the ranks); the ranks other than 0 get no tracking and no progress."""
     from ichct.pipeline.models.data import make_loaders
 
     reporter = None
     if progress is not None:
         reporter = ProgressHandler(progress, spec.kind, KEY_METRIC[spec.kind], spec.max_epochs, spec.budget_s)
         reporter.starting(int(spec.ckpt["epoch"]) if spec.ckpt is not None else 0)
-    train_ds, train_loader, val_loader, train_items = make_loaders(spec.kind, spec.cfg, train_entries, val_entries)
+    if len(val_entries) < world.world_size:
+        raise InputError(spec.manifest, f"fold {spec.fold} has {len(val_entries)} validation studies; training "
+                                        f"with {world.world_size} processes needs at least one per process")
+    train_ds, train_loader, val_loader, train_items = make_loaders(
+        spec.kind, spec.cfg, train_entries, val_entries[world.rank::world.world_size])  # a shard per rank
+    train_loader = world.shard_loader(train_loader, spec.seed)
     dev = torch.device(spec.device)
     parts = _build_parts(spec, dev, train_items)
-    collector = ValidationCollector(spec.kind, spec.cfg)
+    parts.train_network = world.wrap(parts.model, dev)
+    collector = ValidationCollector(spec.kind, spec.cfg, gather=world.gather_objects if world.enabled else None)
     trainer, evaluator = _build_engines(spec, dev, parts, train_loader, val_loader, collector)
-    recorder = _RunRecorder(spec, parts, evaluator, collector, train_ds.transform, epoch_started, stop_after_epoch)
+    world.attach_sampler_epoch(trainer, train_loader)
+    recorder = _RunRecorder(spec, parts, evaluator, collector, train_ds.transform, epoch_started, stop_after_epoch,
+                            world)
     if spec.ckpt is not None:
         recorder.restore(trainer, spec.ckpt)
         if int(spec.ckpt["epoch"]) >= spec.max_epochs:
@@ -783,21 +832,52 @@ def train(
     The steps: :func:`_resolve_run` (arguments, config, resume checks), :func:`_split_entries`
     (the fold's studies), :func:`_write_run_record` (``config.json``, ``train_patients.json``) and
     :func:`_fit` (loaders, network, loss, engines, the :class:`_RunRecorder` handlers, training).
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1) every process trains one model with
+    DistributedDataParallel, ``batch_size`` studies per process and step, and rank 0 alone writes
+    the run folder: see :mod:`ichct.pipeline.train.distributed`.
     """
     from monai.utils import set_determinism
 
+    with distributed_run(device) as world:
+        # rank 0 resolves and checks the run; under torchrun the other ranks receive it
+        spec, train_entries, val_entries = world.from_main(_resolve_and_split, kind, manifest, fold, out_dir, epochs,
+                                                           config, resume, device, amp, seed, max_minutes, tracking)
+        set_determinism(seed=world.rank_seed(spec.seed))
+        if not world.is_main:  # trains beside rank 0, never touches the run folder
+            _fit(dataclasses.replace(spec, tracking="none"), train_entries, val_entries, epoch_started,
+                 _stop_after_epoch, None, world)
+            return world.from_main(dict)  # rank 0's summary
+        command = _command(kind, spec.manifest, fold, spec.out, epochs, max_minutes, config, device, amp, seed,
+                           tracking)
+        summary = _train_in_folder(spec, command if not resume else None, train_entries, val_entries,
+                                   epoch_started, _stop_after_epoch, progress, world)
+        return world.from_main(lambda: summary)
+
+
+def _resolve_and_split(kind: str, manifest: str | Path, fold: int, out_dir: str | Path, epochs: int | None,
+                       config: str | Path | Mapping[str, Any] | None, resume: bool, device: str, amp: bool, seed: int,
+                       max_minutes: float | None, tracking: str
+                       ) -> tuple[_RunSpec, list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`_resolve_run` and :func:`_split_entries`: the run and its studies (nothing is written)."""
     spec = _resolve_run(kind, manifest, fold, out_dir, epochs, config, resume, device, amp, seed, max_minutes,
                         tracking)
-    set_determinism(seed=spec.seed)
     train_entries, val_entries = _split_entries(spec.manifest, fold)
+    return spec, train_entries, val_entries
+
+
+def _train_in_folder(spec: _RunSpec, command: str | None, train_entries: list[dict[str, Any]],
+                     val_entries: list[dict[str, Any]], epoch_started: Callable[[int], None] | None,
+                     stop_after_epoch: int | None, progress: Callable[[TrainingProgress], None] | None,
+                     world: World) -> dict[str, Any]:
+    """Create the run folder, write the run's record (a new run: ``command`` is given) and train; a
+    new run that fails before its first ``last.pt`` leaves nothing behind."""
+    resume = command is None
     created = _first_missing_ancestor(spec.out)  # the top folder this run creates (None: out exists)
     spec.out.mkdir(parents=True, exist_ok=True)
     try:
         if not resume:
-            command = _command(kind, spec.manifest, fold, spec.out, epochs, max_minutes, config, device, amp, seed,
-                               tracking)
             _write_run_record(spec, command, train_entries, val_entries)
-        return _fit(spec, train_entries, val_entries, epoch_started, _stop_after_epoch, progress)
+        return _fit(spec, train_entries, val_entries, epoch_started, stop_after_epoch, progress, world)
     except BaseException:
         if not resume and not spec.last_path.exists():  # nothing to resume: leave nothing behind
             _remove_partial_run(spec.out, created)

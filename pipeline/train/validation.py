@@ -9,7 +9,7 @@ rule, cls the ``consecutive`` rule on slice probabilities (and the other slice r
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,10 @@ class ValidationCollector:
     cfg
         The resolved training config (``rule_k``, ``threshold_method``; seg: ``min_component_ml``,
         ``num_classes``, ``spacing_mm``).
+    gather
+        Under ``torchrun``, where each rank validates a share of the fold: a function that returns
+        an object of every rank (:meth:`ichct.pipeline.train.distributed.World.gather_objects`);
+        the scores of every rank are then pooled before the AUCs and thresholds.
 
     Examples
     --------
@@ -42,8 +46,8 @@ class ValidationCollector:
     {'val_auc_any': 1.0}
     """
 
-    def __init__(self, kind: str, cfg: Mapping[str, Any]) -> None:
-        self.kind, self.cfg = kind, cfg
+    def __init__(self, kind: str, cfg: Mapping[str, Any], gather: Callable[[Any], list[Any]] | None = None) -> None:
+        self.kind, self.cfg, self.gather = kind, cfg, gather
         if kind == "cls":
             self.rule = DecisionRule("consecutive", threshold=0.5, k=int(cfg["rule_k"]))
             # the other slice rules are scored too, so their thresholds are chosen on validation as well
@@ -103,8 +107,17 @@ class ValidationCollector:
         return out
 
     def compute(self, engine) -> None:
-        """Put :meth:`metrics` into ``engine.state.metrics``."""
+        """Put :meth:`metrics` into ``engine.state.metrics`` (first pooling the scores of every rank)."""
+        if self.gather is not None:
+            self._pool(self.gather((self.scores, self.labels, self.other_scores)))
         engine.state.metrics.update(self.metrics())
+
+    def _pool(self, shares: list[tuple[list, list, dict[str, list]]]) -> None:
+        """The scores of every rank's share of the validation fold, concatenated in rank order."""
+        self.scores = [row for share in shares for row in share[0]]
+        self.labels = [row for share in shares for row in share[1]]
+        self.other_scores = {name: [row for share in shares for row in share[2].get(name, [])]
+                             for name in shares[0][2]}
 
     def decision_rule(self, epoch: int, fold: int) -> DecisionRule:
         """Thresholds chosen on the collected validation scores (Youden by default)."""
