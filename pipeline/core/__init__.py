@@ -7,7 +7,9 @@ Modules:
 * ``logging_setup`` - logging of the CLI commands (verbosity, known library warnings);
 * ``labels`` - the hemorrhage label names (``LABEL_NAMES``: "any" + 5 subtypes; ``SUBTYPES``);
 * ``files`` - small file helpers (``sha256_file``);
-* ``exports`` - the lazy ``__getattr__`` behind every stage package's exports.
+* ``exports`` - the lazy ``__getattr__`` behind every stage package's exports;
+* ``cluster`` - the Dask cluster cohort work runs on (a LocalCluster or a user's scheduler);
+* ``study_tasks`` - one Dask task per study, results written atomically with completion records.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ _EXPORTS: dict[str, str] = {
     "LABEL_VALUES": "labels",
     "sha256_file": "files",
     "load_export": "exports",
+    "ClusterSpec": "cluster",
+    "ClusterError": "cluster",
+    "dask_client": "cluster",
+    "StudyTask": "study_tasks",
+    "run_study_tasks": "study_tasks",
 }
 
 __all__ = sorted(_EXPORTS)

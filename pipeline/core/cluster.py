@@ -137,12 +137,17 @@ def ichct_fingerprint() -> str:
     return f"{ichct.__version__}+{_source_digest()}"
 
 
-def _pin_worker_threads(torch_threads: int) -> str:
-    """Run on every worker (also one that joins later): pin torch's threads, return its fingerprint."""
-    import torch
+def _pin_worker_threads(torch_threads: int) -> None:
+    """Run on every worker (also one that joins later): pin torch's and the BLAS/OpenMP thread pools.
 
-    torch.set_num_threads(torch_threads)
-    return ichct_fingerprint()
+    torch is not imported here (a worker that never needs it starts faster): the pools read these
+    variables when they load; an already imported torch is pinned directly.
+    """
+    for name in _THREAD_ENV:
+        os.environ[name] = str(torch_threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(torch_threads)
 
 
 class _PinThreads(WorkerPlugin):

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,8 +274,10 @@ def run_study_tasks(work: Callable[[StudyTask, Path], Mapping[str, Any]], tasks:
 
 def _run_on(client: Any, work: Callable[..., Any], tasks: Sequence[StudyTask], out_root: str, config_sha: str,
             progress: bool) -> list[TaskOutcome]:
-    futures = [client.submit(run_one, work, task, out_root, config_sha, key=f"ichct-{config_sha}-{i}-{task.name}",
-                             pure=False) for i, task in enumerate(tasks)]
+    run_id = uuid.uuid4().hex[:8]  # keys unique per call: Dask hands back a finished key's old result
+    futures = [client.submit(run_one, work, task, out_root, config_sha,
+                             key=f"ichct-{config_sha}-{run_id}-{i}-{task.name}", pure=False)
+               for i, task in enumerate(tasks)]
     if progress:
         _show_progress(client, futures)
     return [_outcome_of(f, t) for f, t in zip(futures, tasks)]
