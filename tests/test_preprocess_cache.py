@@ -273,6 +273,11 @@ def test_train_cli_streams_from_the_cache(cohort, tmp_path, run_cli):
     assert saved["cache"] == "disk" and saved["cache_dir"] == str((tmp_path / "cache").resolve())
     (folder,) = (tmp_path / "cache").iterdir()
     assert len(_entry_folders(folder)) == len(_entries(cohort / "m.json", "training"))  # built on demand
+    r = run_cli("bundle", "package", tmp_path / "run", tmp_path / "bundle", "-q")
+    assert r.code == 0, r.err
+    packaged = json.loads((tmp_path / "bundle" / "models" / "run_config.json").read_text())["config"]
+    assert "cache_dir" not in packaged and "cache" not in packaged, "a machine-local cache path left in the bundle"
+    assert str(tmp_path / "cache") not in (tmp_path / "bundle" / "models" / "run_config.json").read_text()
 
 
 def _write_json(path: Path, obj: dict) -> Path:

@@ -33,6 +33,7 @@ import torch
 from ichct.errors import InputError, read_json
 from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from ichct.pipeline.core.devices import torch_device
+from ichct.pipeline.models.config import DATA_ACCESS_KEYS
 from ichct.pipeline.models.inference import LoadedModel, network_and_rule, read_run_config
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.train.engine import load_checkpoint
@@ -424,6 +425,8 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         for f in ("thresholds.json", "train_patients.json"):
             shutil.copyfile(run / f, models / f)
         rc = dict(model.run_config)
+        # where the training data was cached (a path on the training machine) is no part of the model
+        rc["config"] = {k: v for k, v in dict(rc.get("config") or {}).items() if k not in DATA_ACCESS_KEYS}
         if rc.get("manifest"):
             rc["manifest"] = os.path.relpath(Path(rc["manifest"]).resolve(), dest.resolve()).replace(os.sep, "/")
         rc["bundle"] = {"name": dest.name, "display_name": name, "version": version,
