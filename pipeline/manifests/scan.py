@@ -18,8 +18,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from ichct.errors import InputError
 from ichct.pipeline.core.cluster import ClusterSpec, dask_client
@@ -63,13 +64,16 @@ class FileScan:
 
 
 def scan_batch(paths: Sequence[str], with_pixels: bool) -> list[tuple[Any, ...]]:
-    """One Dask task: ``(path, headers, skip reason, pixel hash, cache key)`` for each file, in order.
+    """One Dask task: ``(headers or skip reason, pixel hash, size, mtime_ns, real path)`` for each file of
+    ``paths``, in order.
 
-    The cache key is ``(real path, size, mtime_ns)`` of the file as read (None without ``with_pixels``).
+    Compact for the trip back to the client: the path is not repeated (the client has ``paths``; the
+    headers name the very same string), the real path is None where it is the path itself, and
+    size and mtime (the pixel-hash cache key) are None without ``with_pixels``.
 
     Examples
     --------
-    >>> scan_batch(["/nonexistent/ID_0.dcm"], with_pixels=True)[0][2].startswith("unreadable file")
+    >>> scan_batch(["/nonexistent/ID_0.dcm"], with_pixels=True)[0][0].startswith("unreadable file")
     True
     """
     with quiet_pydicom_values():
@@ -78,22 +82,36 @@ def scan_batch(paths: Sequence[str], with_pixels: bool) -> list[tuple[Any, ...]]
 
 def _scan_file(path: str, with_pixels: bool) -> tuple[Any, ...]:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-            stat = os.fstat(fh.fileno()) if with_pixels else None
+        data, stat = _read_file(path)
     except OSError as exc:
-        return path, [], f"unreadable file ({type(exc).__name__}: {exc.strerror or exc})", None, None
+        return f"unreadable file ({type(exc).__name__}: {exc.strerror or exc})", None, None, None, None
     got = read_file_headers(path, data, fast=True)
     if got.skipped is not None:
-        return path, [], got.skipped.reason, None, None
+        return got.skipped.reason, None, None, None, None
+    for header in got.headers:
+        if header.path == path:
+            header.path = path  # the same string object: pickled once
     if not with_pixels:
-        return path, got.headers, None, None, None
+        return got.headers, None, None, None, None
     try:
         digest = pixel_digest_from_bytes(path, data, got.headers[0], got.pixel_offset)
     except InputError as exc:
         digest = FAILED + exc.reason
-    key = (_real_path(path), stat.st_size, stat.st_mtime_ns) if stat is not None else None
-    return path, got.headers, None, digest, key
+    real = _real_path(path)
+    return got.headers, digest, stat.st_size, stat.st_mtime_ns, (None if real == path else real)
+
+
+def _read_file(path: str) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and its status (as read: the pixel-hash cache key), with plain system calls."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stat = os.fstat(fd)
+        data = os.read(fd, stat.st_size + 1)  # a short read of a regular file is its end
+        if len(data) > stat.st_size:  # it grew since fstat: read to its end
+            data += b"".join(iter(partial(os.read, fd, 1 << 20), b""))
+    finally:
+        os.close(fd)
+    return data, stat
 
 
 def _real_path(path: str) -> str:
@@ -138,13 +156,13 @@ def scan_files(files: Sequence[str | os.PathLike[str]], *, with_pixels: bool = T
     scan = FileScan(n_files=len(paths))
     start = time.perf_counter()
     if client is None and len(paths) < in_process_below:
-        _merge(scan, scan_batch(paths, with_pixels), cache)
+        _merge(scan, paths, scan_batch(paths, with_pixels), cache)
         scan.workers = 1
     else:
         with _client(cluster, client) as active:
             scan.workers = max(1, len(active.nthreads()))
-            for result in _run_batches(active, paths, with_pixels, batch_files, scan.workers, cluster):
-                _merge(scan, result, cache)
+            for batch, result in _run_batches(active, paths, with_pixels, batch_files, scan.workers, cluster):
+                _merge(scan, batch, result, cache)
     scan.seconds = time.perf_counter() - start
     for skipped in scan.skipped:
         if not skipped.reason.startswith("DICOMDIR"):
@@ -161,8 +179,8 @@ def _client(cluster: ClusterSpec | None, client: Any) -> Iterator[Any]:
 
 
 def _run_batches(client: Any, paths: list[str], with_pixels: bool, batch_files: int, n_workers: int,
-                 cluster: ClusterSpec | None) -> Iterator[list[tuple[Any, ...]]]:
-    """Each batch's result in the order of ``paths`` (at least a few batches per worker)."""
+                 cluster: ClusterSpec | None) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
+    """Each batch's paths and result, in the order of ``paths`` (at least a few batches per worker)."""
     size = max(1, min(batch_files, -(-len(paths) // (4 * n_workers))))
     batches = [paths[i:i + size] for i in range(0, len(paths), size)]
     futures = client.map(scan_batch, batches, with_pixels=with_pixels, pure=False)
@@ -170,24 +188,38 @@ def _run_batches(client: Any, paths: list[str], with_pixels: bool, batch_files: 
         from distributed import progress
 
         progress(futures, notebook=False)
-    for future in futures:
-        yield future.result()
+    direct = _direct_to_workers(client)
+    for batch, future in zip(batches, futures):
+        yield batch, client.gather(future, direct=direct)
         future.release()
 
 
-def _merge(scan: FileScan, results: list[tuple[Any, ...]], cache: HashCache | None) -> None:
+def _direct_to_workers(client: Any) -> bool | None:
+    """Fetch results straight from the workers (not through the scheduler) when all of them run on this
+    machine (a LocalCluster): one network hop and one copy less per batch. Else the client's own choice."""
+    if getattr(client, "direct_to_workers", None) is not None:
+        return bool(client.direct_to_workers)
+    addresses = [client.scheduler.address, *client.nthreads()]
+    return all(urlsplit(str(a)).hostname in _LOOPBACK for a in addresses) or None
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _merge(scan: FileScan, paths: list[str], results: list[tuple[Any, ...]], cache: HashCache | None) -> None:
+    """Add a batch's results (:func:`scan_batch`) for ``paths`` to ``scan``."""
     rows = []
-    for path, headers, reason, digest, key in results:
-        if reason is not None:
-            scan.skipped.append(SkippedFile(path, reason))
+    for path, (headers, digest, size, mtime_ns, real) in zip(paths, results, strict=True):
+        if type(headers) is str:
+            scan.skipped.append(SkippedFile(path, headers))
             continue
         for header in headers:
             _share_values(header, scan.shared)
         scan.headers.extend(headers)
         if digest is not None:
             scan.digests[headers[0].path if headers and headers[0].path == path else path] = digest
-            if key is not None and not digest.startswith(FAILED):
-                rows.append((*key, digest))
+            if size is not None and not digest.startswith(FAILED):
+                rows.append((real or path, size, mtime_ns, digest))
     if cache is not None and rows:
         cache.put_stat_rows("dicom", rows)
 

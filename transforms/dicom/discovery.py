@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from .errors import DicomIngestError
 from .fast_values import FastValues
-from .headers import SliceHeader, ensure_transfer_syntax, headers_from_dataset
+from .headers import SliceHeader, ensure_transfer_syntax, file_meta_value, headers_from_dataset
 from .validation import quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ _DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence: a DICOMDIR
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def _read_header(path: Path, force: bool, data: bytes | None = None) -> tuple[pydicom.Dataset, int]:
+def _read_header(path: str | Path, force: bool, data: bytes | None = None) -> tuple[pydicom.Dataset, int]:
     """Header without pixel data, and the file offset where reading stopped (the pixel data).
 
     ``data``: the file's bytes, already read (parsed from memory instead of the file).
@@ -101,7 +102,7 @@ def _is_image_storage(ds: pydicom.Dataset) -> bool:
         return False
 
 
-def _truncation(ds: pydicom.Dataset, stop_offset: int, path: Path, size: int | None = None,
+def _truncation(ds: pydicom.Dataset, stop_offset: int, path: str | Path, size: int | None = None,
                 get: Callable[[str], Any] | None = None) -> str | None:
     """Why an image file is incomplete (cut inside its header or pixel data), or None.
 
@@ -111,11 +112,11 @@ def _truncation(ds: pydicom.Dataset, stop_offset: int, path: Path, size: int | N
     get = get or ds.get
     if get("Rows") is None and not _is_image_storage(ds):
         return None  # not an image (report, DICOMDIR...)
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    syntax = str((get.meta if isinstance(get, FastValues) else partial(file_meta_value, ds))("TransferSyntaxUID", "")
+                 or "")
     if syntax == _DEFLATED:
         return None  # the stream was inflated into memory: offsets do not refer to the file
-    size = path.stat().st_size if size is None else size
+    size = os.stat(path).st_size if size is None else size
     remaining = size - stop_offset
     if remaining <= 8:
         return "truncated DICOM file: it ends before its pixel data"
@@ -145,6 +146,16 @@ class FileHeaders:
     pixel_offset: int = 0
 
 
+def _path_and_name(path: str | Path) -> tuple[str, str]:
+    """``str(Path(path))`` (how headers and reasons name a file) and ``Path(path).name``, without building a
+    Path for a string already in that form (a header scan of a big folder calls this per file)."""
+    if (type(path) is str and os.sep == "/" and path not in ("", ".") and "//" not in path and "/./" not in path
+            and not path.startswith("./") and not path.endswith(("/", "/."))):
+        return path, path[path.rfind("/") + 1:]
+    as_path = Path(path)
+    return str(as_path), as_path.name
+
+
 def read_file_headers(path: str | Path, data: bytes | None = None, *, fast: bool = False) -> FileHeaders:
     """Read one file's frame headers without its pixel data, as :func:`scan_folder` does for each file.
 
@@ -165,11 +176,12 @@ def read_file_headers(path: str | Path, data: bytes | None = None, *, fast: bool
         got = read_file_headers("/data/rsna/stage_2_train/ID_000012eaf.dcm", fast=True)
         got.skipped or got.headers[0].series_uid
     """
-    path = Path(path)
-    if path.name.upper() in _SKIP_NAMES:
-        return FileHeaders([], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)"))
-    if path.suffix.lower() in _NOT_DICOM_SUFFIXES:
-        return FileHeaders([], SkippedFile(str(path), "not a DICOM file (file type)"))
+    path, name = _path_and_name(path)
+    if name.upper() in _SKIP_NAMES:
+        return FileHeaders([], SkippedFile(path, "DICOMDIR index (its referenced files are read directly)"))
+    dot = name.rfind(".")  # pathlib's suffix: the last dot, not leading, not trailing
+    if 0 < dot < len(name) - 1 and name[dot:].lower() in _NOT_DICOM_SUFFIXES:
+        return FileHeaders([], SkippedFile(path, "not a DICOM file (file type)"))
     try:
         ds, stop_offset = _read_header(path, False, data)
     except InvalidDicomError:
@@ -177,24 +189,24 @@ def read_file_headers(path: str | Path, data: bytes | None = None, *, fast: bool
         try:
             ds, stop_offset = _read_header(path, True, data)
         except Exception as exc:  # noqa: BLE001 - any parse failure means "skip this file"
-            return FileHeaders([], SkippedFile(str(path), f"not a readable DICOM file ({type(exc).__name__})"))
+            return FileHeaders([], SkippedFile(path, f"not a readable DICOM file ({type(exc).__name__})"))
         if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
-            return FileHeaders([], SkippedFile(str(path), "not a DICOM file"))
+            return FileHeaders([], SkippedFile(path, "not a DICOM file"))
         ensure_transfer_syntax(ds)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files are skipped, never fatal
-        return FileHeaders([], SkippedFile(str(path), f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})"))
+        return FileHeaders([], SkippedFile(path, f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})"))
     if _DIRECTORY_RECORDS in ds.keys():
-        return FileHeaders([], SkippedFile(str(path), "DICOMDIR index (its referenced files are read directly)"))
+        return FileHeaders([], SkippedFile(path, "DICOMDIR index (its referenced files are read directly)"))
     get = FastValues(ds) if fast else None
     truncated = _truncation(ds, stop_offset, path, None if data is None else len(data), get)
     if truncated:
-        return FileHeaders([], SkippedFile(str(path), truncated))
+        return FileHeaders([], SkippedFile(path, truncated))
     try:
-        headers = headers_from_dataset(ds, str(path), fast=get or False)
+        headers = headers_from_dataset(ds, path, fast=get or False)
     except Exception as exc:  # noqa: BLE001
-        return FileHeaders([], SkippedFile(str(path), f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
+        return FileHeaders([], SkippedFile(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
     if not headers or not headers[0].series_uid:
-        return FileHeaders([], SkippedFile(str(path), "DICOM file without SeriesInstanceUID"))
+        return FileHeaders([], SkippedFile(path, "DICOM file without SeriesInstanceUID"))
     return FileHeaders(headers, None, ds, stop_offset)
 
 

@@ -32,8 +32,13 @@ _ELEMENTS: dict[str, tuple[int, str]] = {
         ("PixelRepresentation", "US"),
     )
 }
+#: the file meta elements decoded here (:meth:`FastValues.meta`)
+_META_ELEMENTS: dict[str, tuple[int, str]] = {
+    keyword: (int(Tag(keyword)), "UI") for keyword in ("MediaStorageSOPClassUID", "TransferSyntaxUID")
+}
 _TEXT_VRS = frozenset({"LO", "SH"})  # decoded with the data set's character set: only without one
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_UNSEEN = object()
 
 
 class _Fallback(Exception):
@@ -60,34 +65,70 @@ class FastValues:
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
-        self.elements = dict(ds.items())
+        # plain int keys: a lookup by int in a dict of BaseTag keys calls BaseTag.__eq__ (Python code)
+        self.elements = {int(tag): element for tag, element in ds.items()}
         self.plain_text = _SPECIFIC_CHARACTER_SET not in self.elements
+        self._seen: dict[str, Any] = {}  # each keyword decoded once (the header code asks some twice)
+        self._seen_meta: dict[str, Any] = {}  # the same for the file meta (_UNSEEN: absent)
 
     def has(self, keyword: str) -> bool:
         """``keyword in ds``."""
         return _tag_of(keyword) in self.elements
 
     def __call__(self, keyword: str) -> Any:
+        value = self._seen.get(keyword, _UNSEEN)
+        if value is not _UNSEEN:
+            return value
         known = _ELEMENTS.get(keyword)
         if known is None:
-            return _pydicom_value(self.ds, keyword) if self.has(keyword) else None
-        tag, vr = known
-        element = self.elements.get(tag)
-        if element is None:
-            return None
-        try:
-            if not isinstance(element, RawDataElement) or element.value is None:
-                raise _Fallback
-            stored_vr = element.VR
-            if stored_vr is not None and stored_vr != vr:
-                raise _Fallback
-            if vr in _TEXT_VRS and not self.plain_text:
-                raise _Fallback
-            return _decode(element.value, vr, element.is_little_endian)
-        except _Fallback:
-            return _pydicom_value(self.ds, keyword)
-        except Exception:  # noqa: BLE001 - anything odd: pydicom decides, as without this module
-            return _pydicom_value(self.ds, keyword)
+            value = _pydicom_value(self.ds, keyword) if self.has(keyword) else None
+        else:
+            tag, vr = known
+            element = self.elements.get(tag)
+            value = None if element is None else _element_value(self.ds, element, keyword, vr, self.plain_text)
+        self._seen[keyword] = value
+        return value
+
+    def meta(self, keyword: str, default: Any = None) -> Any:
+        """``getattr(ds.file_meta, keyword, default)`` (``default`` without a file meta) for the file
+        meta elements decoded here (MediaStorageSOPClassUID, TransferSyntaxUID).
+
+        Examples
+        --------
+        >>> from pydicom.dataset import Dataset, FileMetaDataset
+        >>> ds = Dataset()
+        >>> ds.file_meta = FileMetaDataset()
+        >>> ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+        >>> FastValues(ds).meta("TransferSyntaxUID"), FastValues(ds).meta("MediaStorageSOPClassUID", "")
+        ('1.2.840.10008.1.2.1', '')
+        """
+        value = self._seen_meta.get(keyword, _UNSEEN)
+        if value is _UNSEEN:
+            meta = getattr(self.ds, "file_meta", None)
+            tag, vr = _META_ELEMENTS[keyword]
+            element = meta.get_item(tag) if meta is not None else None
+            value = self._seen_meta[keyword] = _UNSEEN if element is None else _element_value(
+                meta, element, keyword, vr, True)
+        return default if value is _UNSEEN else value
+
+
+def _element_value(ds: Dataset, element: Any, keyword: str, vr: str, plain_text: bool) -> Any:
+    """``ds.get(keyword)`` for the present ``element`` of ``ds`` whose standard VR is ``vr``."""
+    if not isinstance(element, RawDataElement):
+        return element.value  # converted already: what pydicom's attribute access returns
+    try:
+        if element.value is None:
+            raise _Fallback
+        stored_vr = element.VR
+        if stored_vr is not None and stored_vr != vr:
+            raise _Fallback
+        if vr in _TEXT_VRS and not plain_text:
+            raise _Fallback
+        return _decode(element.value, vr, element.is_little_endian)
+    except _Fallback:
+        return _pydicom_value(ds, keyword)
+    except Exception:  # noqa: BLE001 - anything odd: pydicom decides, as without this module
+        return _pydicom_value(ds, keyword)
 
 
 @lru_cache(maxsize=256)

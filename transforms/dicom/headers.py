@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import operator
+from dataclasses import dataclass, field, fields
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +84,15 @@ class SliceHeader:
         norm = np.linalg.norm(n)
         return n / norm if norm > 0 else None
 
+    def __reduce__(self) -> tuple[type[SliceHeader], tuple[Any, ...]]:
+        """Pickled as its field values: half the bytes and time of the default (a header scan on Dask
+        sends one record per file back to the client)."""
+        return type(self), _field_values(self)
+
+
+#: a header's field values, in the order of ``SliceHeader(...)``'s arguments
+_field_values = operator.attrgetter(*(item.name for item in fields(SliceHeader)))
+
 
 def ensure_transfer_syntax(ds: Dataset) -> Dataset:
     """Give a dataset read with ``force=True`` (no preamble, no file meta) its transfer syntax.
@@ -104,6 +115,18 @@ def ensure_transfer_syntax(ds: Dataset) -> Dataset:
     return ds
 
 
+def file_meta_value(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``getattr(ds.file_meta, keyword, default)``, or ``default`` for a data set without file meta.
+
+    Examples
+    --------
+    >>> file_meta_value(Dataset(), "TransferSyntaxUID", "")
+    ''
+    """
+    meta = getattr(ds, "file_meta", None)
+    return getattr(meta, keyword, default) if meta is not None else default
+
+
 def _floats(value: Any, count: int) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -112,7 +135,7 @@ def _floats(value: Any, count: int) -> tuple[float, ...] | None:
         seq = [float(v) for v in values]
     except (TypeError, ValueError):
         return None
-    if len(seq) != count or not all(np.isfinite(seq)):
+    if len(seq) != count or not all(map(math.isfinite, seq)):
         return None
     return tuple(seq)
 
@@ -124,7 +147,7 @@ def _float(value: Any) -> float | None:
         out = float(value)
     except (TypeError, ValueError):
         return None
-    return out if np.isfinite(out) else None
+    return out if math.isfinite(out) else None
 
 
 def _int(value: Any) -> int | None:
@@ -209,11 +232,11 @@ def headers_from_dataset(ds: Dataset, path: str, *, fast: bool | FastValues = Fa
     (:class:`FastValues`, or the one given) instead of through pydicom's element conversion; the
     records are equal.
     """
-    get: Callable[[str], Any] = (fast if isinstance(fast, FastValues) else FastValues(ds)) if fast else (
-        lambda keyword: _get(ds, keyword))
-    meta = getattr(ds, "file_meta", None)
-    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
-    sop_class = str(get("SOPClassUID") or (getattr(meta, "MediaStorageSOPClassUID", "") if meta is not None else ""))
+    fast_values = (fast if isinstance(fast, FastValues) else FastValues(ds)) if fast else None
+    get: Callable[[str], Any] = fast_values or (lambda keyword: _get(ds, keyword))
+    meta_get = fast_values.meta if fast_values else (lambda keyword, default: file_meta_value(ds, keyword, default))
+    transfer_syntax = str(meta_get("TransferSyntaxUID", "") or "")
+    sop_class = str(get("SOPClassUID") or meta_get("MediaStorageSOPClassUID", ""))
     raw_type = get("ImageType")
     image_type = tuple(str(v).upper() for v in (raw_type or ()))
     if isinstance(raw_type, str):
