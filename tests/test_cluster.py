@@ -194,3 +194,22 @@ def test_record_is_written_last_inside_the_result(tmp_path):
     assert outcome.status == "done" and (tmp_path / "out" / task.name / RECORD_NAME).is_file()
     assert record["summary"] == outcome.summary and record["ichct"] == ichct_fingerprint()
     assert record["files"] == {"out.txt": 3}
+
+
+def test_only_staging_of_dead_writers_is_removed(tmp_path):
+    import subprocess
+    import sys as _sys
+
+    from ichct.pipeline.core.atomic import temp_dir_beside
+    from ichct.pipeline.core.study_tasks import writer_tag
+
+    task = _inputs(tmp_path / "in", ["abc"])[0]
+    final = tmp_path / "out" / task.name
+    host = writer_tag().rpartition("-")[0]
+    dead = subprocess.run([_sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_dir = temp_dir_beside(final, tag=f"{host}-{int(dead.stdout)}")
+    live_dir = temp_dir_beside(final, tag=writer_tag())  # another run sharing the output, still at work
+    other_host = temp_dir_beside(final, tag="elsewhere-1")
+    assert run_one(copy_work, task, str(tmp_path / "out"), "c").status == "done"
+    assert not dead_dir.exists(), "a dead attempt's staging folder is dropped"
+    assert live_dir.is_dir() and other_host.is_dir(), "a live or remote writer's staging folder is left alone"

@@ -43,12 +43,16 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> None:
         tmp.write_text(json.dumps(obj, indent=indent, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def temp_dir_beside(final: str | Path) -> Path:
+def temp_dir_beside(final: str | Path, tag: str = "") -> Path:
     """An empty folder beside ``final`` (same file system, so the final rename is atomic) with the
-    usual permissions (``mkdtemp`` makes it private); fill it, then :func:`replace_dir`."""
+    usual permissions (``mkdtemp`` makes it private); fill it, then :func:`replace_dir`.
+
+    ``tag`` (no dots) goes into the name, ``.{final name}.{tag}.<random>.partial``, e.g. to say
+    which process writes it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    prefix = f".{final.name}.{tag}." if tag else f".{final.name}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=final.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)

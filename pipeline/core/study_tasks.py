@@ -21,10 +21,12 @@ Outcomes come back in task order, so results never depend on the worker count or
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -160,10 +162,37 @@ def _finish(staging: Path, final: Path, record: dict[str, Any]) -> None:
     replace_dir(staging, final)
 
 
+def writer_tag() -> str:
+    """``<host>-<pid>`` of this process, dots left out: the owner written into a staging folder's name.
+
+    Examples
+    --------
+    >>> writer_tag().endswith(f"-{os.getpid()}")
+    True
+    """
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def _remove_stale_staging(final: Path) -> None:
-    """Drop staging folders an earlier attempt at this study left (a killed worker; Dask reran its task)."""
-    for stale in final.parent.glob(f".{final.name}.*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
+    """Drop staging folders that an earlier, dead attempt at this study left (a killed worker whose
+    task Dask reran). A folder of a live process, or of another machine, is another writer's at work
+    (two runs sharing a cache) and is left alone."""
+    host = writer_tag().rpartition("-")[0]
+    prefix = f".{final.name}."
+    for stale in final.parent.glob(f"{glob.escape(prefix)}*.partial"):
+        owner_host, _, pid = stale.name[len(prefix):].split(".", 1)[0].rpartition("-")
+        if owner_host == host and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def run_one(work: Callable[[StudyTask, Path], Mapping[str, Any]], task: StudyTask, out_root: str,
@@ -202,7 +231,7 @@ def run_one(work: Callable[[StudyTask, Path], Mapping[str, Any]], task: StudyTas
         if previous and previous.get("input_key") == key and previous.get("config_sha") == config_sha:
             return TaskOutcome(task.name, "skipped", dict(previous.get("summary", {})))
         _remove_stale_staging(final)
-        staging = temp_dir_beside(final)
+        staging = temp_dir_beside(final, tag=writer_tag())
         summary = dict(work(task, staging) or {})
         _finish(staging, final, {"input_key": key, "content_key": content, "input_stats": stats, "config_sha": config_sha,
                                  "ichct": ichct_fingerprint(), "summary": summary})
