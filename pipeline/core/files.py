@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["sha256_file"]
+__all__ = ["sha256_file", "files_under"]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -35,3 +35,17 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def files_under(path: str | Path) -> tuple[str, ...]:
+    """The files a study input stands for: every file below a folder (sorted), else the path itself.
+
+    Examples
+    --------
+    >>> files_under("/nonexistent.nii.gz")
+    ('/nonexistent.nii.gz',)
+    """
+    p = Path(path)
+    if p.is_dir():
+        return tuple(sorted(str(f) for f in p.rglob("*") if f.is_file()))
+    return (str(p),)

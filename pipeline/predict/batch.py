@@ -35,6 +35,7 @@ from typing import Any
 
 from ichct.errors import InputError
 from ichct.pipeline.core.atomic import atomic_path
+from ichct.pipeline.core.files import files_under
 from ichct.pipeline.core.cluster import ClusterSpec, dask_client, usable_cores
 from ichct.pipeline.core.study_tasks import RECORD_NAME, StudyTask, TaskOutcome, run_study_tasks
 from ichct.pipeline.predict.run import check_models_source, check_out_dir, choose_rule, normalise_models, predict
@@ -105,10 +106,7 @@ def study_inputs(path: Path) -> tuple[str, ...]:
     """
     if not path.exists():
         return ()
-    if path.is_file() and path.name.upper() != "DICOMDIR":
-        return (str(path),)
-    folder = path if path.is_dir() else path.parent
-    return tuple(sorted(str(p) for p in folder.rglob("*") if p.is_file()))
+    return files_under(path.parent if path.is_file() and path.name.upper() == "DICOMDIR" else path)
 
 
 def predict_study_task(task: StudyTask, staging: Path) -> dict[str, Any]:

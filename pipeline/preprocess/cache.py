@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ichct.errors import InputError
+from ichct.pipeline.core.files import files_under
 from ichct.pipeline.core.study_tasks import StudyTask, config_digest, read_record, run_one
 
 #: The tensors of an entry, inside its folder.
@@ -157,8 +158,7 @@ def input_files(item: Mapping[str, Any]) -> tuple[str, ...]:
         path = item.get(key)
         if not isinstance(path, (str, os.PathLike)):
             continue
-        p = Path(path)
-        files += sorted(str(f) for f in p.rglob("*") if f.is_file()) if p.is_dir() else [str(p)]
+        files += files_under(path)
     return tuple(files)
 
 
