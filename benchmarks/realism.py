@@ -27,11 +27,12 @@ and noise are not quoted). Goals, marked PASS/FAIL per synthetic row: every bin 
 10 mm within +-15 HU of the real row; every bin of the 2-5 mm band >= 45 HU; deep white matter
 24-32 HU; noise SD 3-6 HU at 5 mm (only the 5 mm row is judged on noise).
 
-Run: ``python benchmarks/realism.py [--matrix 256] [--studies 2] [--seed 0] [--workers 1] [--out DIR]``.
+Run: ``python benchmarks/realism.py [--matrix 512] [--studies 6] [--seed 0] [--workers 2] [--out DIR]``.
 ``--out`` writes ``realism.json`` (every number) and ``realism_profiles.png`` (profiles, synthetic
-vs real). The default run (matrix 256, about 0.98 mm pixels) takes well under a minute on two
-cores; ``--matrix 512`` gives the real scan's 0.49 mm pixels (the 0.5-1 mm bin is only
-meaningful there: at 256 it holds just the pixels next to bone).
+vs real). The default run (matrix 512: the real scan's 0.49 mm pixels; six negatives per
+thickness, young and old heads, so that one patient's extra-axial CSF does not decide the
+near-bone bins) takes about two minutes on two cores. ``--matrix 256`` (0.98 mm pixels) is
+quicker; there the 0.5-1 mm bin holds only the pixels next to bone and is not comparable.
 """
 
 from __future__ import annotations
@@ -266,10 +267,10 @@ def write_plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--matrix", type=int, default=256, help="in-plane matrix (default 256; 512 for the real 0.49 mm pixels)")
-    parser.add_argument("--studies", type=int, default=2, help="negative studies per slice thickness (default 2)")
+    parser.add_argument("--matrix", type=int, default=512, help="in-plane matrix (default 512: the real scan's 0.49 mm pixels)")
+    parser.add_argument("--studies", type=int, default=6, help="negative studies per slice thickness (default 6)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="generator processes (default 1)")
+    parser.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
     parser.add_argument("--out", type=Path, default=None, help="write realism.json and realism_profiles.png here")
     args = parser.parse_args(argv)
 

@@ -11,12 +11,15 @@ SMALL = ("--patients", "2", "--matrix", "48", "--slices", "8", "--seed", "3")
 
 def test_synth_writes_a_cohort_with_previews(run_cli, tmp_path):
     out = tmp_path / "cohort"
-    result = run_cli("synth", out, *SMALL, "--preview", "--positive-fraction", "1", "--follow-up-fraction", "0")
+    result = run_cli("synth", out, *SMALL, "--preview", "--positive-fraction", "1", "--follow-up-fraction", "0",
+                     "--motion-fraction", "1")
     assert result.code == 0, result.err
     assert "2 patient(s)" in result.out
     cohort = json.loads((out / "cohort.json").read_text(encoding="utf-8"))
     assert len(cohort["studies"]) == 2 and all(s["ct_labels"]["any"] for s in cohort["studies"])
     assert cohort["generator"]["parameters"]["matrix"] == 48
+    assert cohort["generator"]["parameters"]["motion_fraction"] == 1.0
+    assert all(s["acquisition"]["motion_mm"] > 0 and s["acquisition"]["motion_slices"] for s in cohort["studies"])
     pngs = sorted((out / "preview").glob("*.png"))
     assert [p.stem for p in pngs] == sorted(s["study_uid"] for s in cohort["studies"])
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
@@ -53,6 +56,7 @@ def test_synth_refuses_a_non_empty_folder_unless_overwriting_its_own_cohort(run_
     ("--slices", "2"),
     ("--seed", "-4"),
     ("--positive-fraction", "1.5"),
+    ("--motion-fraction", "-0.1"),
     ("--subtype-prob", "bogus=0.2"),
     ("--subtype-prob", "epidural"),
     ("--workers", "0"),

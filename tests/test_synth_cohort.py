@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 import pydicom
 import pytest
 from pydicom.uid import UID, CTImageStorage
@@ -111,6 +112,8 @@ def test_labels_are_on_the_convert_grid(cohort):
 
 
 def test_lesions_have_acute_blood_density(cohort):
+    """Blood reads 45-90 HU away from bone (within two pixels of the skull the inner-table glow of
+    the slice profile, PSF tails and beam hardening raises everything, blood included)."""
     root, manifest = cohort
     pooled = []
     for s in manifest["studies"]:
@@ -118,16 +121,20 @@ def test_lesions_have_acute_blood_density(cohort):
         lab = np.asarray(nib.load(root / s["label"]).dataobj)
         hu = volume.hu_volume.astype(np.float64)
         if s["ct_labels"]["any"]:
-            lesion = hu[lab > 0]
-            assert 50.0 <= lesion.mean() <= 90.0, (s["study_uid"], lesion.mean())
+            near_bone = ndimage.binary_dilation(hu > 300, structure=np.ones((5, 5, 1), dtype=bool))
+            lesion = hu[(lab > 0) & ~near_bone]
+            assert lesion.size >= 20, s["study_uid"]
+            assert 45.0 <= lesion.mean() <= 90.0, (s["study_uid"], lesion.mean())
             pooled.append(lesion)
             # brighter than the brain around it, which a blood-free study shows at 20-45 HU
             brain = hu[(hu > 15) & (hu < 45)]
             assert lesion.mean() > brain.mean() + 12
+            # next to bone blood is brighter still, never darker
+            assert hu[lab > 0].mean() >= lesion.mean() - 1.0
         else:
             assert not lab.any()
     everything = np.concatenate(pooled)
-    assert 55.0 <= everything.mean() <= 85.0
+    assert 50.0 <= everything.mean() <= 85.0
 
 
 def test_negative_studies_carry_mimics(cohort):

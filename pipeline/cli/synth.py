@@ -81,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="P(subtype | positive), repeatable; defaults: "
                         + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SUBTYPE_PROB.items()))
     p.add_argument("--follow-up-fraction", type=_fraction, default=None, help="share of patients with a second study (default 0.25)")
+    p.add_argument("--motion-fraction", type=_fraction, default=None,
+                   help="share of studies where the patient moved during part of the scan (default 0.05)")
     p.add_argument("--preview", action="store_true", help="also write a PNG contact sheet per study under OUT/preview/")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synth cohort in OUT_DIR")
     p.add_argument("--dry-run", action="store_true", help="plan the cohort and print its make-up; write nothing")
@@ -89,7 +91,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 # cohort-shaping options: argparse dest -> SynthConfig field (unset options keep SynthConfig's defaults)
 _COHORT_OPTIONS = {"patients": "n_patients", "seed": "seed", "matrix": "matrix", "slices": "slices",
-                   "positive_fraction": "positive_fraction", "follow_up_fraction": "follow_up_fraction"}
+                   "positive_fraction": "positive_fraction", "follow_up_fraction": "follow_up_fraction",
+                   "motion_fraction": "motion_fraction"}
 
 
 def _config(args: argparse.Namespace) -> SynthConfig | None:

@@ -25,13 +25,14 @@ class Vendor:
     padding_hu: float | None  # value outside the reconstruction circle, flagged by PixelPaddingValue
     implicit_vr: bool  # uncompressed series written as Implicit VR Little Endian
     descending: bool  # instance numbers run from the vertex down
+    hu_offset: float = 0.0  # this scanner family's water calibration offset (a few HU)
 
 
 VENDORS: tuple[Vendor, ...] = (
-    Vendor("GE MEDICAL SYSTEMS", "LightSpeed VCT", ("STANDARD", "SOFT"), ("BONE", "BONEPLUS"), True, 16, -1024, -3024.0, True, True),
-    Vendor("SIEMENS", "SOMATOM Definition AS", ("H31s", "Hr38", "J40s"), ("H70h", "Hr64", "J70h"), False, 12, -1024, None, False, False),
-    Vendor("Philips", "Brilliance 64", ("UB", "B"), ("D", "YC"), True, 16, -1024, None, False, False),
-    Vendor("TOSHIBA", "Aquilion ONE", ("FC21", "FC26"), ("FC30", "FC35"), True, 16, 0, -2048.0, False, True),
+    Vendor("GE MEDICAL SYSTEMS", "LightSpeed VCT", ("STANDARD", "SOFT"), ("BONE", "BONEPLUS"), True, 16, -1024, -3024.0, True, True, 2.0),
+    Vendor("SIEMENS", "SOMATOM Definition AS", ("H31s", "Hr38", "J40s"), ("H70h", "Hr64", "J70h"), False, 12, -1024, None, False, False, -1.5),
+    Vendor("Philips", "Brilliance 64", ("UB", "B"), ("D", "YC"), True, 16, -1024, None, False, False, 3.0),
+    Vendor("TOSHIBA", "Aquilion ONE", ("FC21", "FC26"), ("FC30", "FC35"), True, 16, 0, -2048.0, False, True, -2.5),
 )
 
 
@@ -70,7 +71,7 @@ def sample_protocol(gen: np.random.Generator, config: SynthConfig, *, tilt: bool
         tilt_deg = float(gen.uniform(max(4.0, 0.5 * max_tilt), max(4.5, max_tilt)))
     kvp = int(gen.choice([100, 120, 120, 140]))
     mas = float(gen.uniform(200, 350))
-    sigma5 = float(gen.uniform(2.8, 5.0)) * float(np.sqrt(300.0 / mas))
+    sigma5 = float(gen.uniform(2.0, 3.4)) * float(np.sqrt(300.0 / mas))
     sigma = sigma5 * float(np.sqrt(5.0 / thickness))
     window = (40.0, 80.0) if gen.random() < 0.7 else (float(gen.choice([35.0, 40.0, 45.0])), float(gen.choice([80.0, 90.0, 100.0])))
     return Protocol(

@@ -65,7 +65,9 @@ class HeadParams:
     scalp_mm: float
     temporalis_mm: float
     atrophy: float
-    csf_mm: float
+    dura_mm: float  # dura mater lining the inner table
+    inner_rough_mm: float  # relief of the inner table (digital impressions, vascular grooves)
+    csf_mm: float  # extra-axial CSF under the dura
     sulcal_half_mm: float
     fissure_half_mm: float
     vent_scale: float
@@ -87,6 +89,7 @@ class HeadParams:
     gyri: tuple[np.ndarray, np.ndarray] = field(repr=False, default=None)  # type: ignore[assignment]
     folia: tuple[np.ndarray, np.ndarray] = field(repr=False, default=None)  # type: ignore[assignment]
     diploe_tex: tuple[np.ndarray, np.ndarray] = field(repr=False, default=None)  # type: ignore[assignment]
+    inner_tex: tuple[np.ndarray, np.ndarray] = field(repr=False, default=None)  # type: ignore[assignment]
 
     # --- derived landmarks -------------------------------------------------------------------
     @property
@@ -170,11 +173,11 @@ def _rz(deg: float) -> np.ndarray:
     return np.array([[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
 
 
-def sample_head(gen: np.random.Generator) -> HeadParams:
-    """Draw one patient's anatomy."""
-    atrophy = float(gen.beta(1.6, 3.5))
+def sample_head(gen: np.random.Generator, age: int = 50) -> HeadParams:
+    """Draw one patient's anatomy; atrophy (wide sulci, large ventricles, extra-axial CSF) grows with ``age``."""
+    atrophy = float(np.clip(0.85 * max(age - 30, 0) / 60.0 + gen.normal(0.0, 0.1), 0.0, 1.0))
     b_front = gen.uniform(76, 88)
-    gm = gen.uniform(35.0, 41.0)
+    gm = gen.uniform(34.0, 41.0)
     z_mf = gen.uniform(-50, -44)
     return HeadParams(
         a=gen.uniform(60, 69),
@@ -188,13 +191,15 @@ def sample_head(gen: np.random.Generator) -> HeadParams:
         scalp_mm=gen.uniform(4.0, 7.0),
         temporalis_mm=gen.uniform(3.0, 9.0),
         atrophy=atrophy,
-        csf_mm=1.0 + 3.0 * atrophy + gen.uniform(0, 0.8),
+        dura_mm=gen.uniform(0.8, 1.3),
+        inner_rough_mm=gen.uniform(0.2, 0.45),
+        csf_mm=max(0.0, 3.5 * atrophy - 0.6 + gen.uniform(-0.4, 0.4)),  # young brains lie against the dura
         sulcal_half_mm=0.45 + 1.4 * atrophy + gen.uniform(0, 0.3),
         fissure_half_mm=0.8 + 2.5 * atrophy,
         vent_scale=0.75 + 0.9 * atrophy + gen.uniform(-0.1, 0.25),
         vent_asym=gen.uniform(-0.12, 0.12),
         gm_hu=gm,
-        wm_hu=gm - gen.uniform(8.0, 12.0),
+        wm_hu=gm - gen.uniform(10.0, 14.0),
         csf_hu=gen.uniform(2.0, 10.0),
         scalp_hu=gen.uniform(30, 50),
         fat_hu=gen.uniform(-110, -80),
@@ -210,6 +215,7 @@ def sample_head(gen: np.random.Generator) -> HeadParams:
         gyri=_waves(gen, 8, (12.0, 20.0)),
         folia=_waves(gen, 4, (6.0, 9.0), z_weight=3.0),
         diploe_tex=_waves(gen, 4, (3.0, 6.0)),
+        inner_tex=_waves(gen, 6, (4.0, 10.0)),
     )
 
 
@@ -375,6 +381,7 @@ def _cavity_field(h: HeadParams, x, y, z, pv: PartialVolume, low: bool,
     (only when the chunk is ``low``) with the petrous bones sticking up into it."""
     s = pv.slice_dir_head
     d_vault, cos_vault = vault_field(h, x, y, z, s)
+    _roughen_inner_table(h, x, y, z, d_vault)
     width = pv.width(cos_vault)
     if low:
         d_floor = floor_z(h, x, y)
@@ -393,6 +400,19 @@ def _cavity_field(h: HeadParams, x, y, z, pv: PartialVolume, low: bool,
             dp = capsule(x[bl], y[bl], z[bl], p1, p2, (9.0, 5.0))
             np.maximum(cavity[bl], -dp, out=cavity[bl])
     return cavity, width, d_vault, d_floor
+
+
+def _roughen_inner_table(h: HeadParams, x, y, z, d_vault: np.ndarray) -> None:
+    """Add the inner table's relief to the vault distance (in place): mm-scale bumps and grooves
+    that fade out over the skull's thickness, so the outer table stays smooth."""
+    band = np.flatnonzero(np.abs(d_vault) < F32(6.0))
+    if band.size == 0:
+        return
+    xb, yb, zb = (a.reshape(-1)[band] for a in (x, y, z))
+    relief = wave_field(xb, yb, zb, *h.inner_tex)
+    flat = d_vault.reshape(-1)
+    relief *= F32(h.inner_rough_mm) * np.clip(F32(1.0) - np.abs(flat[band]) * F32(1 / 6.0), 0.0, 1.0)
+    flat[band] += relief
 
 
 def _skin_field(h: HeadParams, x, y, z, cavity: np.ndarray, skull: np.ndarray, temporalis: np.ndarray,
@@ -415,7 +435,7 @@ def _skin_field(h: HeadParams, x, y, z, cavity: np.ndarray, skull: np.ndarray, t
 def _brain_field(h: HeadParams, cavity: np.ndarray, mass: MassEffect) -> tuple[np.ndarray, np.ndarray | None]:
     """``(brain surface, effacement of the sulci)``: a CSF layer under the cavity, pushed in by
     extra-axial collections (effacement None without them)."""
-    brain = cavity + F32(h.csf_mm)
+    brain = cavity + F32(h.dura_mm + h.csf_mm)
     efface = None
     if mass.extra_axial_mm is not None:
         e = mass.extra_axial_mm
@@ -609,8 +629,9 @@ def paint_anatomy(h: HeadParams, f: Fields, pv: PartialVolume, block) -> np.ndar
     dip = soft_occupancy(shell(f.cavity, F32(1.4), thick - F32(1.5)), w)
     _paint_textured(vol, dip, x, y, z, h.diploe_hu, 260.0, h.diploe_tex)
     _paint_skull_base(h, f, vol, block, iso)
-    # cranial cavity: CSF, then brain
-    paint(vol, soft_occupancy(f.cavity, w), F32(h.csf_hu))
+    # cranial cavity: dura lining the inner table, CSF under it, then brain
+    paint(vol, soft_occupancy(f.cavity, w), F32(h.falx_hu))
+    paint(vol, soft_occupancy(f.cavity + F32(h.dura_mm), w), F32(h.csf_hu))
     brain_occ = soft_occupancy(f.brain, w)
     paint(vol, brain_occ, F32(h.wm_hu))
     # cortex: within ~2.7 mm of CSF (brain surface or a sulcus), supratentorial

@@ -40,6 +40,17 @@ from .dicom_writer import (
     write_scout,
     write_series,
 )
+from .formation import (
+    SUBSLICES,
+    Scanner,
+    beam_hardening,
+    centre_subslices,
+    integrate_slices,
+    motion_blur,
+    motion_episode,
+    sample_scanner,
+    subslice_grid,
+)
 from .grid import PartialVolume, Pose, StackLayout, rotation_matrix, stack_layout
 from .lesions import Lesion, sample_lesion
 from .mimics import Mimics, sample_mimics
@@ -100,6 +111,7 @@ class StudyPlan:
     layout: StackLayout
     lesions: list[Lesion]
     streaks: Streaks
+    scanner: Scanner
 
 
 @dataclass
@@ -202,10 +214,10 @@ def in_stack(pose: Pose, layout: StackLayout, point_head: np.ndarray) -> bool:
 def plan_patient(config: SynthConfig, a: PatientAssignment) -> PatientPlan:
     """Anatomy, lesions and acquisition of every study of one patient (deterministic)."""
     gen = rng(config.seed, "patient", a.index)
-    head = sample_head(gen)
+    age = int(gen.integers(18, 92))
+    head = sample_head(gen, age)
     mimics = sample_mimics(head, gen, negative=not a.positive)
     sex = "F" if gen.random() < 0.5 else "M"
-    age = int(gen.integers(18, 92))
     plan = PatientPlan(assignment=a, head=head, mimics=mimics, sex=sex, age=age)
     vendor = VENDORS[int(gen.integers(len(VENDORS)))]
     protocol = sample_protocol(gen, config, tilt=a.tilt, bone=a.bone, scout=a.scout, compression=a.compression, vendor=vendor)
@@ -257,6 +269,7 @@ def _study(config, a, index, day, protocol, pose, layout, lesions, gen) -> Study
         layout=layout,
         lesions=lesions,
         streaks=sample_streaks(gen),
+        scanner=sample_scanner(gen, protocol.vendor.hu_offset, config.motion_fraction),
     )
 
 
@@ -320,19 +333,30 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
 
 
 def _render_study(plan: PatientPlan, study: StudyPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(noise-free HU with streaks, label map on the convert grid, noise weight)`` of one study."""
-    head, layout, pose = plan.head, study.layout, study.pose
-    pv = PartialVolume(pixel_mm=layout.pixel_spacing[0], thickness_mm=layout.thickness_mm,
-                       slice_dir_head=pose.rotation.T @ layout.normal)
-    rendered = render(head, plan.mimics, study.lesions, pose, layout.acquired_grid, pv, with_hu=True)
-    if layout.sheared:  # labels live on the tilt-corrected grid that `ichct convert` returns
-        label = render(head, plan.mimics, study.lesions, pose, layout.convert_grid, pv, with_hu=False).label
-    else:
-        label = rendered.label
-    clean = rendered.hu
-    inside = rendered.depth > 0
+    """``(noise-free HU with the scanner's effects, label map on the convert grid, noise weight)``.
+
+    The HU come from sub-slices integrated through the slice sensitivity profile
+    (:mod:`.formation`); the labels from the nominal voxels' centres, on the grid that
+    ``ichct convert`` returns (tilt-corrected when the stack is sheared).
+    """
+    head, layout, pose, scanner = plan.head, study.layout, study.pose, study.scanner
+    slice_dir = pose.rotation.T @ layout.normal
+    pixel_mm = layout.pixel_spacing[0]
+    pv = PartialVolume(pixel_mm=pixel_mm, thickness_mm=layout.thickness_mm, slice_dir_head=slice_dir)
+    sub_pv = PartialVolume(pixel_mm=pixel_mm, thickness_mm=layout.thickness_mm / SUBSLICES, slice_dir_head=slice_dir)
+    nk = layout.acquired_grid.shape[2]
+    rendered = render(head, plan.mimics, study.lesions, pose, subslice_grid(layout.acquired_grid), sub_pv, with_hu=True)
+    label_grid = layout.convert_grid if layout.sheared else layout.acquired_grid
+    label = render(head, plan.mimics, study.lesions, pose, label_grid, pv, with_hu=False).label
+    clean = integrate_slices(rendered.hu, nk, layout.thickness_mm)
+    depth, head_z = centre_subslices(rendered.depth, nk), centre_subslices(rendered.head_z, nk)
+    del rendered
+    inside = depth > 0
+    beam_hardening(clean, pixel_mm, scanner.beam_hardening_hu, inside)
     add_streaks(clean, layout.acquired_grid, pose, head, study.streaks, inside)
-    weight = noise_weight(rendered.depth, rendered.head_z, head)
+    motion_blur(clean, pixel_mm, scanner)
+    clean += np.float32(scanner.hu_offset)
+    weight = noise_weight(depth, head_z, head)
     return clean, label, weight
 
 
@@ -435,6 +459,10 @@ def _write_scout_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, s
     return {"kind": "scout", "series_uid": scout.series_uid, "series_dir": scout_rel.as_posix(), "kernel": ""}
 
 
+def _listed(pair: tuple[int, int] | None) -> list[int] | None:
+    return None if pair is None else list(pair)
+
+
 def _acquisition_record(study: StudyPlan) -> dict[str, Any]:
     """The ``acquisition`` section of a study's cohort record."""
     protocol, layout = study.protocol, study.layout
@@ -448,6 +476,9 @@ def _acquisition_record(study: StudyPlan) -> dict[str, Any]:
         "fov_mm": round(protocol.fov_mm, 2),
         "compression": protocol.compression,
         "noise_sd_hu": round(protocol.sigma_soft_hu, 2),
+        "hu_offset": round(study.scanner.hu_offset, 2),
+        "motion_mm": round(study.scanner.motion_mm, 2),
+        "motion_slices": _listed(motion_episode(study.scanner, layout.acquired_grid.shape[2])),
     }
 
 

@@ -21,21 +21,35 @@ from .shapes import F32
 
 @dataclass(frozen=True)
 class KernelModel:
-    """Reconstruction kernel: MTF ``(1 + boost (f/f_boost)^2) exp(-(f/f_cut)^2)`` (f in cycles/mm)."""
+    """Reconstruction kernel and the point-spread function's tails.
+
+    MTF ``(1 - a) (1 + boost (f/f_boost)^2) exp(-(f/f_cut)^2) + a (1 + (2 pi L f)^2)^(-3/2)``
+    (f in cycles/mm): the kernel's core and a fraction ``a = tail_fraction`` of the signal spread
+    by a 2D exponential ``exp(-r / L)`` of length ``L = tail_mm`` (scatter, off-focal radiation,
+    detector crosstalk). The tails barely move the MTF50 but put a few percent of a 1,500 HU bone
+    edge several mm into the brain.
+    """
 
     f_cut: float
     boost: float = 0.0
     f_boost: float = 0.5
+    tail_fraction: float = 0.0
+    tail_mm: float = 2.0
 
     def mtf(self, f: np.ndarray) -> np.ndarray:
         out = np.exp(-((f / self.f_cut) ** 2))
         if self.boost:
             out *= 1.0 + self.boost * (f / self.f_boost) ** 2
+        if self.tail_fraction:
+            tail = (2.0 * np.pi * self.tail_mm) * f
+            tail *= tail
+            tail += 1.0
+            out = (1.0 - self.tail_fraction) * out + self.tail_fraction * tail**-1.5
         return out
 
 
-SOFT = KernelModel(f_cut=0.45)
-BONE = KernelModel(f_cut=1.1, boost=0.8, f_boost=0.6)
+SOFT = KernelModel(f_cut=0.45, tail_fraction=0.09, tail_mm=1.2)
+BONE = KernelModel(f_cut=1.1, boost=0.8, f_boost=0.6, tail_fraction=0.09, tail_mm=1.2)
 
 
 def _frequencies(nj: int, ni: int, pixel_mm: float) -> np.ndarray:
