@@ -92,8 +92,13 @@ def test_case_metrics_volumes_and_classes():
     assert ip["dice"] == pytest.approx(80 / 90)
     assert m["epidural"]["dice"] == 1.0 and m["epidural"]["dice_empty_empty"] == 1.0
     assert math.isnan(m["epidural"]["hd95_mm"]) and math.isnan(m["epidural"]["vol_rel_err"])
-    assert m["subdural"]["dice"] == 0.0 and m["subdural"]["n_fp_lesions"] == 1
-    assert m["any"]["n_pred_lesions"] == 2
+    assert m["subdural"]["dice"] == 0.0
+    # default lesions (>= 0.05 mL): the 0.001 mL speck is no false positive; the 0.04 mL prediction is
+    # no lesion of its own but detects the 0.05 mL reference lesion it overlaps
+    assert m["subdural"]["n_fp_lesions"] == 0 and m["subdural"]["n_pred_lesions"] == 0
+    assert (m["any"]["n_true_lesions"], m["any"]["n_detected_lesions"], m["any"]["n_pred_lesions"]) == (1, 1, 0)
+    old = segmentation_case_metrics(pred, true, spacing=(2.0, 1.0, 0.5), num_classes=6, connectivity=1)
+    assert old["subdural"]["n_fp_lesions"] == 1 and old["any"]["n_pred_lesions"] == 2  # every component
 
 
 def test_bland_altman_by_hand():

@@ -48,6 +48,14 @@ _EXPORTS: dict[str, str] = {
     "ResampleToSpacingd": "spatial",
     "ToRAS": "spatial",
     "ToRASd": "spatial",
+    "RandHUOffset": "domain",
+    "RandHUOffsetd": "domain",
+    "RandHUNoise": "domain",
+    "RandHUNoised": "domain",
+    "RandSliceThickness": "domain",
+    "RandSliceThicknessd": "domain",
+    "add_hu": "domain",
+    "simulate_slice_thickness": "domain",
 }
 
 __all__ = list(_EXPORTS)

@@ -51,9 +51,32 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="evaluate even on patients the model was trained on (flagged in every report)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of the runs")
+    _lesion_arguments(p)
     _external_arguments(p)
     add_cluster_arguments(p)  # the per-study inference of ichct's models on Dask (16 studies or more, or --scheduler)
     p.set_defaults(func=run, _parser=p)
+
+
+def _lesion_arguments(p: argparse.ArgumentParser) -> None:
+    les = p.add_argument_group("lesion-level metrics (docs/evaluation.md#lesion-level-metrics)")
+    les.add_argument("--lesion-connectivity", type=int, default=26, choices=(6, 18, 26), dest="lesion_connectivity",
+                     help="a lesion is a connected component of this many neighbours, in reference and prediction "
+                          "alike (default: 26; the decision rule's own connectivity is not affected)")
+    les.add_argument("--lesion-min-ml", type=float, default=0.05, dest="lesion_min_ml", metavar="ML",
+                     help="smallest lesion in mL: smaller reference components are not lesions to find, smaller "
+                          "predicted ones not false positives (default: 0.05; the definition before: "
+                          "--lesion-connectivity 6 --lesion-min-ml 0)")
+
+
+def _lesions(args: argparse.Namespace) -> tuple[object | None, str | None]:
+    """``(LesionDefinition or None, usage error or None)`` of the lesion options."""
+    import math
+
+    if not (math.isfinite(args.lesion_min_ml) and args.lesion_min_ml >= 0):
+        return None, f"argument --lesion-min-ml: must be a number >= 0 (mL), got {args.lesion_min_ml:g}"
+    from ichct.pipeline.evaluate.lesions import LesionDefinition
+
+    return LesionDefinition(args.lesion_connectivity, args.lesion_min_ml), None
 
 
 def _external_arguments(p: argparse.ArgumentParser) -> None:
@@ -203,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     compare_rules, error = _compare_rules(args)
     external, error = (None, error) if error else _external_options(args)
     rules, error = (None, error) if error else _rules(args)
+    lesions, error = (None, error) if error else _lesions(args)
     error = error or _other_usage_error(args)
     if error:
         return _usage(args, error)
@@ -214,6 +238,6 @@ def run(args: argparse.Namespace) -> int:
                        rules=rules, seed=args.seed, allow_overlap=args.allow_overlap, device=args.device,
                        checkpoint=args.checkpoint, bundles=args.bundle or [], compare_rules=compare_rules,
                        models_source=source, predictions=args.predictions, external=external,
-                       cluster=cluster_spec(args))
+                       cluster=cluster_spec(args), lesions=lesions)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

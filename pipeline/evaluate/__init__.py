@@ -9,6 +9,7 @@ Modules:
 * ``compare`` - paired comparisons of two models or two decision rules;
 * ``metrics_ct`` - CT-level metrics: ROC/PR AUC, RSNA log loss, calibration;
 * ``metrics_seg`` - segmentation metrics per study and their summaries;
+* ``lesions`` - what a lesion is for the lesion-level metrics, and one study's lesion counts;
 * ``metrics_schema`` - the JSON Schema of ``metrics.json``;
 * ``bootstrap`` - patient-level bootstrap confidence intervals;
 * ``report`` - ``metrics.json``, ``per_case.csv``, ``report.md`` and the plots.
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "run",
     "EvaluationOverlapError": "run",
     "ExternalOptions": "external",
+    "LesionDefinition": "lesions",
     "ct_level_metrics": "metrics_ct",
     "segmentation_case_metrics": "metrics_seg",
     "segmentation_summary": "metrics_seg",

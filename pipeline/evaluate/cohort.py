@@ -25,6 +25,7 @@ from ichct.errors import InputError
 from ichct.pipeline.core.cluster import ClusterSpec, dask_client
 from ichct.pipeline.core.study_tasks import StudyTask, run_study_tasks
 from ichct.pipeline.decision import DecisionRule
+from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS, LesionDefinition
 from ichct.pipeline.predict.batch import cluster_for, study_inputs
 from ichct.pipeline.predict.worker_models import ModelSource, load_sources, model_source, remember_loaded
 
@@ -96,10 +97,12 @@ def evaluate_study_task(task: StudyTask, staging: Path) -> dict[str, Any]:
     from ichct.pipeline.evaluate.run import study_row
 
     entry, surface = task.payload["entry"], bool(task.payload["surface"])
+    given = task.payload.get("lesions")
+    lesions = LesionDefinition.from_dict(given) if given else DEFAULT_LESIONS
     rows = []
     for spec in task.payload["predictors"]:
         pred = IchctStudyPredictor.from_json(spec)(int(task.payload["index"]), entry)
-        rows.append(jsonable_row(study_row(entry, pred, surface=surface)))
+        rows.append(jsonable_row(study_row(entry, pred, surface=surface, lesions=lesions)))
     return {"rows": rows}
 
 
@@ -109,21 +112,27 @@ def _task_name(index: int, entry: Mapping[str, Any]) -> str:
 
 
 def rows_on_cluster(entries: Sequence[Mapping[str, Any]], predictors: Sequence[IchctStudyPredictor], surface: bool,
-                    out_root: Path, cluster: ClusterSpec | None = None, client: Any = None) -> list[list[dict[str, Any]]]:
-    """Each predictor's per-study rows (in ``entries`` order), computed as Dask tasks.
+                    out_root: Path, cluster: ClusterSpec | None = None, client: Any = None,
+                    lesions: LesionDefinition | None = None) -> list[list[dict[str, Any]]]:
+    """Each predictor's per-study rows (in ``entries`` order), computed as Dask tasks; the lesion
+    counts by ``lesions`` (default :data:`~ichct.pipeline.evaluate.lesions.DEFAULT_LESIONS`), which is
+    part of each study's completion key (a rerun with another definition redoes the studies).
 
     Raises
     ------
     ichct.errors.InputError
         A study failed (its reason named; the finished studies stay under ``out_root`` for a rerun).
     """
+    lesion_spec = (lesions or DEFAULT_LESIONS).to_dict()
     tasks = []
     for i, entry in enumerate(entries):
         plain = json.loads(json.dumps(dict(entry), default=str))
         inputs = study_inputs(Path(entry["image"])) + ((str(entry["label"]),) if entry.get("label") else ())
-        payload = {"index": i, "entry": plain, "surface": surface, "predictors": [p.to_json() for p in predictors]}
+        payload = {"index": i, "entry": plain, "surface": surface, "predictors": [p.to_json() for p in predictors],
+                   "lesions": lesion_spec}
         tasks.append(StudyTask(_task_name(i, entry), inputs, payload))
-    config = {"stage": "evaluate", "models": [[s.identity() for s in p.sources] for p in predictors]}
+    config = {"stage": "evaluate", "models": [[s.identity() for s in p.sources] for p in predictors],
+              "lesions": lesion_spec}
     spec = cluster_for(cluster, len(tasks), progress=False)
     if client is None:
         with dask_client(spec) as own:  # connect before writing anything

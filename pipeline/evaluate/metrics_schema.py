@@ -8,6 +8,8 @@ written as ``null``), optionally with ``n_boot_valid`` (resamples where the metr
 plus ``"all"`` for the multi-label RSNA log loss; ``segmentation[<class>][<metric>]`` with class
 ``"any"`` or a subtype; ``readers[<subtype>][<reader>][<metric>]`` (optional). ``models_source``
 (optional): ``"user"`` or ``"shipped"`` (the demonstration bundles of :mod:`ichct.pipeline.models.shipped_models`).
+``lesion_definition`` (optional): what a lesion is for ``lesion_sensitivity`` and ``fp_per_scan``
+(``connectivity`` 6/18/26, ``min_volume_ml``, ``description``; :mod:`ichct.pipeline.evaluate.lesions`).
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ METRICS_SCHEMA: dict[str, Any] = {
         "comparisons": {"type": "object"},
         "warnings": {"type": "array", "items": {"type": "string"}},
         "models_source": {"enum": ["user", "shipped"]},
+        "lesion_definition": {
+            "type": "object",
+            "required": ["connectivity", "min_volume_ml", "description"],
+            "properties": {
+                "connectivity": {"enum": [6, 18, 26]},
+                "min_volume_ml": {"type": "number", "minimum": 0},
+                "description": {"type": "string"},
+            },
+            "additionalProperties": False,
+        },
     },
     "additionalProperties": True,
 }

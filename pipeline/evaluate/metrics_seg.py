@@ -20,11 +20,13 @@ subtype, label ``i`` = ``LABEL_NAMES[i]``):
     (only where true > 0). Bland-Altman: bias = mean error, 95 % limits = bias +- 1.96 SD
     (SD with n - 1) over studies.
 lesions
-    Connected components (:func:`scipy.ndimage.label`, ``connectivity`` as in
-    :mod:`.decision`). A reference lesion is detected when any predicted voxel overlaps it; a
-    predicted component that overlaps no reference voxel is a false positive. Lesion sensitivity
-    = detected / reference lesions pooled over studies; false positives per scan = mean over
-    studies.
+    Connected components of at least a minimum volume, the same definition for reference and
+    prediction (:class:`~ichct.pipeline.evaluate.lesions.LesionDefinition`; default 26-connected
+    components of >= 0.05 mL). A reference lesion is detected when any predicted voxel overlaps
+    it; a predicted lesion that overlaps no reference voxel is a false positive (overlap judged on
+    the whole masks, see :mod:`.lesions`). Lesion sensitivity = detected / reference lesions pooled
+    over studies (a ratio of sums, also in each bootstrap resample); false positives per scan =
+    mean over studies.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from ichct.pipeline.evaluate.bootstrap import resample_weights, summarize
+from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS, LesionDefinition, lesion_counts
 from ichct.pipeline.core.labels import LABEL_NAMES
 
 __all__ = [
@@ -115,20 +118,28 @@ def surface_distances(pred: Any, true: Any, spacing: Sequence[float]) -> tuple[f
     return float(hd.reshape(-1)[0]), float(asd.reshape(-1)[0])
 
 
-def lesion_detection(pred: Any, true: Any, connectivity: int = 1) -> dict[str, int]:
-    """``{"n_true_lesions", "n_detected_lesions", "n_pred_lesions", "n_fp_lesions"}`` (overlap = hit)."""
-    p, t = np.asarray(pred, dtype=bool), np.asarray(true, dtype=bool)
-    structure = ndimage.generate_binary_structure(p.ndim, connectivity)
-    tl, nt = ndimage.label(t, structure=structure)
-    pl, npred = ndimage.label(p, structure=structure)
-    detected = np.unique(tl[p & (tl > 0)]).size
-    hit_pred = np.unique(pl[t & (pl > 0)]).size
-    return {
-        "n_true_lesions": int(nt),
-        "n_detected_lesions": int(detected),
-        "n_pred_lesions": int(npred),
-        "n_fp_lesions": int(npred - hit_pred),
-    }
+def lesion_detection(pred: Any, true: Any, connectivity: int = 1, *, lesions: LesionDefinition | None = None,
+                     voxel_volume_ml: float | None = None) -> dict[str, int]:
+    """``{"n_true_lesions", "n_detected_lesions", "n_pred_lesions", "n_fp_lesions"}`` (overlap = hit).
+
+    With ``lesions`` (and ``voxel_volume_ml`` for a minimum volume): that lesion definition
+    (:func:`~ichct.pipeline.evaluate.lesions.lesion_counts`). Without: every component of
+    ``connectivity`` (the rank of :func:`scipy.ndimage.generate_binary_structure`: 1 = 6
+    neighbours in 3D ... 3 = 26), of any size, as before the lesion definition existed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = np.zeros((3, 3, 3), bool)
+    >>> m[0, 0, 0] = m[1, 1, 1] = True
+    >>> lesion_detection(m, m)["n_true_lesions"], lesion_detection(m, m, 3)["n_true_lesions"]
+    (2, 1)
+    """
+    if lesions is None:
+        if connectivity not in (1, 2, 3):
+            raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
+        lesions = LesionDefinition((6, 18, 26)[connectivity - 1], 0.0)
+    return lesion_counts(pred, true, lesions, voxel_volume_ml)
 
 
 def segmentation_case_metrics(
@@ -136,22 +147,29 @@ def segmentation_case_metrics(
     true_labels: Any,
     spacing: Sequence[float],
     num_classes: int,
-    connectivity: int = 1,
+    connectivity: int | None = None,
     surface: bool = True,
     voxel_volume_ml: float | None = None,
+    lesions: LesionDefinition | None = None,
 ) -> dict[str, dict[str, float]]:
     """All per-study segmentation metrics: ``{class: {field: value}}`` (fields :data:`SEG_CASE_FIELDS`).
 
     ``pred_labels`` and ``true_labels`` are label maps on the same grid, ``spacing`` the voxel
     size in mm along the same axes. ``surface=False`` skips HD95/ASSD (NaN). ``voxel_volume_ml``
     overrides the voxel volume (default the product of ``spacing``; pass ``|det(affine)|`` / 1000
-    for a sheared grid).
+    for a sheared grid). ``lesions`` is what the lesion counts count (default
+    :data:`~ichct.pipeline.evaluate.lesions.DEFAULT_LESIONS`, 26-connected components of >= 0.05
+    mL); the older ``connectivity`` (scipy rank 1-3, instead of ``lesions``) counts every component.
     """
+    if connectivity is not None and lesions is not None:
+        raise ValueError("give lesions or connectivity, not both")
     pm, tm = class_masks(pred_labels, num_classes), class_masks(true_labels, num_classes)
     if pm["any"].shape != tm["any"].shape:
         raise ValueError(f"prediction {pm['any'].shape} and reference {tm['any'].shape} differ in shape")
     voxel_ml = (float(voxel_volume_ml) if voxel_volume_ml is not None
                 else float(np.prod(np.asarray(spacing, dtype=np.float64)) / 1000.0))
+    if connectivity is None and lesions is None:
+        lesions = DEFAULT_LESIONS
     out: dict[str, dict[str, float]] = {}
     for name in pm:
         p, t = pm[name], tm[name]
@@ -163,7 +181,8 @@ def segmentation_case_metrics(
             "vol_true_ml": vt, "vol_pred_ml": vp, "vol_err_ml": vp - vt,
             "vol_rel_err": (vp - vt) / vt if vt > 0 else float("nan"),
         }
-        row.update({k: float(v) for k, v in lesion_detection(p, t, connectivity).items()})
+        counts = lesion_detection(p, t, connectivity or 1, lesions=lesions, voxel_volume_ml=voxel_ml)
+        row.update({k: float(v) for k, v in counts.items()})
         out[name] = row
     return out
 

@@ -57,12 +57,15 @@ def assemble_metrics(
     seed: int | None = None,
     warnings: Sequence[str] = (),
     models_source: str | None = None,
+    lesion_definition: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``metrics.json`` dict (validated, NaN -> ``None``); ``warnings`` head the Markdown report.
 
     ``models_source`` (``"user"`` or ``"shipped"``, see :mod:`ichct.pipeline.models.shipped_models`) is
     written when given; with ``"shipped"`` the Markdown report says under its title that the shipped
-    demonstration bundles were evaluated."""
+    demonstration bundles were evaluated. ``lesion_definition``
+    (:meth:`ichct.pipeline.evaluate.lesions.LesionDefinition.to_dict`), when given, is written and
+    printed under the segmentation table."""
     doc: dict[str, Any] = {
         "model": dict(model),
         "manifest": dict(manifest),
@@ -82,6 +85,8 @@ def assemble_metrics(
         doc["warnings"] = [str(w) for w in warnings]
     if models_source is not None:
         doc["models_source"] = str(models_source)
+    if lesion_definition is not None:
+        doc["lesion_definition"] = dict(lesion_definition)
     return validate_metrics(doc)
 
 
@@ -125,6 +130,15 @@ def _external_model_lines(external: Mapping[str, Any] | None) -> list[str]:
     return [f"Model: external predictions (written by another tool) in `{external.get('predictions')}`; matched "
             f"by {external.get('matching')}; thresholds: {external.get('thresholds')}; trained on: "
             f"{external.get('trained_on')}.", ""]
+
+
+def _lesion_lines(definition: Mapping[str, Any] | None) -> list[str]:
+    """What ``report.md`` says under the segmentation table about the lesion-level metrics."""
+    if not definition:
+        return []
+    return [f"Lesions: {definition.get('description')}, in reference and prediction alike. lesion_sensitivity = "
+            "reference lesions overlapped by any predicted voxel / reference lesions, pooled over studies; "
+            "fp_per_scan = predicted lesions overlapping no reference voxel, per scan.", ""]
 
 
 def render_markdown(metrics: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
@@ -178,6 +192,7 @@ def render_markdown(metrics: Mapping[str, Any], plots: Sequence[str] = ()) -> st
         lines += ["", "Dice of a study whose reference and prediction are both empty is 1.0 (counted in "
                   "n_empty_empty); HD95 is undefined when either mask is empty and such studies are "
                   "excluded from its mean (n_hd95_undefined).", ""]
+        lines += _lesion_lines(metrics.get("lesion_definition"))
     readers = metrics.get("readers") or {}
     if readers:
         lines += ["## Readers", ""]

@@ -52,12 +52,15 @@ from ichct.pipeline.train.record import check_split, manifest_salt_id
 
 if TYPE_CHECKING:
     from ichct.pipeline.evaluate.external import ExternalOptions
+    from ichct.pipeline.evaluate.lesions import LesionDefinition
 
 logger = logging.getLogger("ichct.evaluate")
 
 __all__ = ["EvaluationOverlapError", "evaluate", "study_row"]
 
 SPLITS = ("test", "training", "validation", "all")
+#: Segmentation metrics of "any" blood in the summary ``evaluate`` returns (and the CLI prints).
+SUMMARY_SEG_METRICS = ("dice_positive", "dice", "lesion_sensitivity", "fp_per_scan")
 
 
 class EvaluationOverlapError(IchctError):
@@ -81,8 +84,10 @@ def _ct_label(entry: Mapping[str, Any], st: str) -> float:
     return float("nan") if v is None or float(v) < 0 else float(v)
 
 
-def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict[str, Any]:
-    """One per-study row: ids, labels, rule scores, slice log loss, segmentation fields."""
+def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True,
+              lesions: LesionDefinition | None = None) -> dict[str, Any]:
+    """One per-study row: ids, labels, rule scores, slice log loss, segmentation fields (lesion
+    counts by ``lesions``, default :data:`~ichct.pipeline.evaluate.lesions.DEFAULT_LESIONS`)."""
     from ichct.pipeline.evaluate.metrics_ct import rsna_row_losses
     from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics
 
@@ -123,7 +128,8 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True) -> dict
             ref = np.rint(ref).astype(np.int64).clip(0, 5)
             spacing = voxel_spacing(pred.original_affine)
             cm = segmentation_case_metrics(pred.seg_original, ref, spacing, k, surface=surface,
-                                           voxel_volume_ml=affine_voxel_volume_ml(pred.original_affine))
+                                           voxel_volume_ml=affine_voxel_volume_ml(pred.original_affine),
+                                           lesions=lesions)
             for cls, fields in cm.items():
                 for f, v in fields.items():
                     row[f"seg:{cls}:{f}"] = v
@@ -188,6 +194,7 @@ def evaluate(
     external: ExternalOptions | None = None,
     cluster: ClusterSpec | None = None,
     client: Any = None,
+    lesions: LesionDefinition | None = None,
 ) -> dict[str, Any]:
     """Evaluate one seg and/or one cls model (run directory or bundle), or another tool's
     predictions, on a manifest split.
@@ -235,6 +242,12 @@ def evaluate(
         client). Used with a client or a scheduler address, or from
         :data:`~ichct.pipeline.evaluate.cohort.MIN_CLUSTER_STUDIES` studies on; the metrics do not
         depend on it.
+    lesions
+        What a lesion is for the lesion-level metrics (``lesion_sensitivity``, ``fp_per_scan``):
+        a :class:`~ichct.pipeline.evaluate.lesions.LesionDefinition`, default 26-connected
+        components of >= 0.05 mL in reference and prediction alike. Recorded as
+        ``metrics.json["lesion_definition"]`` and printed in ``report.md``. The decision rules'
+        own ``connectivity`` (``seg_volume``) is not affected.
 
     Raises
     ------
@@ -244,8 +257,14 @@ def evaluate(
         Bad arguments, a manifest failing its checks, an existing output folder, a model that cannot
         be read, predictions that cannot be read or do not cover the split (all ``ValueError``).
     """
+    from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS, LesionDefinition
+
     t0 = time.perf_counter()
     _check_arguments(split, n_boot, seed, rules, predictions, external)
+    if lesions is None:
+        lesions = DEFAULT_LESIONS
+    elif not isinstance(lesions, LesionDefinition):
+        raise InputError(f"lesions must be a LesionDefinition, got {type(lesions).__name__}")
     torch_device(device)
     out = Path(out_dir)
     _prepare_out(out)
@@ -259,7 +278,7 @@ def evaluate(
     main, other = pair
     overlap, report_warnings = _guard(pair, entries, manifest, shipped_warning, allow_overlap)
     keys = [str(e["patient_key"]) for e in entries]
-    rows, comp_rows = _predict_rows(entries, main, other, surface, out, cluster, client)
+    rows, comp_rows = _predict_rows(entries, main, other, surface, out, cluster, client, lesions)
     ct_level, curves, seg, section = _score(rows, comp_rows, keys, main, other, compare_rules, n_boot, seed)
     model_info = {"name": main.name, **main.info, "rules": rules_info(main.rules), "device": device,
                   "overlap_patients": sorted(overlap)}
@@ -267,7 +286,7 @@ def evaluate(
     doc = _metrics_document(
         dict(model=model_info, manifest=manifest_info, split=split, patient_keys=keys, ct_level=ct_level,
              segmentation=seg, allow_overlap=bool(overlap), n_boot=n_boot, seed=seed, warnings=report_warnings,
-             models_source=models_source),
+             models_source=models_source, lesion_definition=lesions.to_dict()),
         section)
     written = _write_evaluation(doc, rows, curves, section, out)
     summary = {"out_dir": str(out), "split": split, "n_studies": len(entries), "n_patients": len(set(keys)),
@@ -439,8 +458,8 @@ def _use_cluster(n_studies: int, cluster: ClusterSpec | None, client: Any) -> bo
 
 
 def _predict_rows(entries: Sequence[Mapping[str, Any]], main: Predictor, other: Predictor | None, surface: bool,
-                  out: Path, cluster: ClusterSpec | None = None, client: Any = None
-                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                  out: Path, cluster: ClusterSpec | None = None, client: Any = None,
+                  lesions: LesionDefinition | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(rows, comparator rows)``: one :func:`study_row` per study and model, in manifest order.
 
     ichct's models predict on Dask (:func:`~ichct.pipeline.evaluate.cohort.rows_on_cluster`, rows
@@ -452,13 +471,14 @@ def _predict_rows(entries: Sequence[Mapping[str, Any]], main: Predictor, other: 
     by_predictor: dict[int, list[dict[str, Any]]] = {}
     if on_cluster and _use_cluster(len(entries), cluster, client):
         specs = [p.predict for p in on_cluster]
-        for p, p_rows in zip(on_cluster, rows_on_cluster(entries, specs, surface, out / STUDIES_DIR, cluster, client)):
+        p_rows_all = rows_on_cluster(entries, specs, surface, out / STUDIES_DIR, cluster, client, lesions=lesions)
+        for p, p_rows in zip(on_cluster, p_rows_all):
             by_predictor[id(p)] = p_rows
     for p in predictors:
         if id(p) not in by_predictor:
             by_predictor[id(p)] = []
             for i, e in enumerate(entries):
-                by_predictor[id(p)].append(study_row(e, p.predict(i, e), surface=surface))
+                by_predictor[id(p)].append(study_row(e, p.predict(i, e), surface=surface, lesions=lesions))
                 logger.info("study %d/%d done", i + 1, len(entries))
     return by_predictor[id(main)], (by_predictor[id(other)] if other is not None else [])
 
@@ -539,8 +559,13 @@ def _write_evaluation(doc: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
 
 def _finish_summary(summary: dict[str, Any], doc: Mapping[str, Any], section: Mapping[str, Any] | None,
                     ct_level: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str, Any]:
-    """``summary`` with the comparison's differences (if any) and the ROC AUC of "any" under the
-    first rule."""
+    """``summary`` with the comparison's differences (if any), the ROC AUC of "any" under the
+    first rule and, with a segmenter, Dice and the lesion-level metrics of "any" with their CIs."""
+    seg_any = (doc.get("segmentation") or {}).get("any")
+    if seg_any:
+        summary["segmentation_any"] = {"lesions": doc["lesion_definition"]["description"]} | {
+            m: {k: seg_any[m].get(k) for k in ("value", "ci_low", "ci_high")}
+            for m in SUMMARY_SEG_METRICS if m in seg_any}
     if section is not None:
         summary["comparisons"] = {k: {"a_minus_b": v.get("value"), "p_value": v.get("p_value")}
                                   for k, v in doc["comparisons"]["metrics"].items()}

@@ -42,6 +42,17 @@ _COMMON: dict[str, Any] = {
     "windows": None,  # None: ichct.transforms.DEFAULT_WINDOWS (brain, subdural, soft tissue)
     "augment": {"flip_prob": 0.5, "affine_prob": 0.3, "rotate_deg": 8.0, "scale": 0.05,
                 "shift_prob": 0.3, "shift": 0.05, "noise_prob": 0.2, "noise_std": 0.02},
+    # domain randomisation (docs/training.md#domain-randomisation): per effect a probability and its ranges;
+    # an effect with prob 0 is left out of the training chain, so the defaults train as before
+    "domain": {
+        "hu_offset": {"prob": 0.0, "offset_hu": [-5.0, 5.0]},  # calibration offset, the same HU in every window
+        "noise": {"prob": 0.0, "std_hu": [2.0, 8.0], "texture_sigma": [0.0, 1.0]},  # SD in HU; in-plane grain (voxels)
+        "slice_thickness": {"prob": 0.0, "factor": [1.0, 2.0]},  # thickness / slice spacing
+        "blur": {"prob": 0.0, "sigma": [0.25, 1.0]},  # in-plane Gaussian sigma (voxels): a softer kernel
+        "sharpen": {"prob": 0.0, "alpha": [0.2, 1.0], "sigma": [0.5, 1.0]},  # unsharp mask: a sharper kernel
+        "bias_field": {"prob": 0.0, "coeff": [-0.02, 0.02]},  # smooth multiplicative field (degree 3): ~2 % SD
+        "contrast": {"prob": 0.0, "gamma": [0.8, 1.25]},  # gamma of the windowed intensities
+    },
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -130,9 +141,15 @@ SAVED_RUN_FALLBACKS: dict[str, dict[str, Any]] = {
 #: and a model bundle's configs stay what they were); :func:`resolve_saved_config` gives them their defaults.
 DATA_ACCESS_KEYS = ("cache", "cache_dir")
 
+#: Keys whose absence means "off" and that :func:`saved_run_config` leaves out of a saved run that lacks
+#: them (a run saved before them did not use them, and its bundle's configs stay byte for byte what they
+#: were); :func:`resolve_saved_config` gives them their defaults, which are off too.
+OFF_WHEN_MISSING = ("domain",)
+
 
 def saved_run_config(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved run's training config with every key (but :data:`DATA_ACCESS_KEYS`): the one migration of old runs.
+    """A saved run's training config with every key (but :data:`DATA_ACCESS_KEYS` and :data:`OFF_WHEN_MISSING`):
+    the one migration of old runs.
 
     A key the run lacks takes its :data:`SAVED_RUN_FALLBACKS` value (what the run did without
     it), else its :data:`DEFAULTS` value (which then is what the run did). Code that reads a
@@ -164,7 +181,7 @@ def saved_run_config(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     out = copy.deepcopy(dict(saved))
     for key, value in {**DEFAULTS[kind], **SAVED_RUN_FALLBACKS[kind]}.items():
-        if key not in out and key not in DATA_ACCESS_KEYS:
+        if key not in out and key not in DATA_ACCESS_KEYS and key not in OFF_WHEN_MISSING:
             out[key] = copy.deepcopy(value)
     return out
 
@@ -349,6 +366,52 @@ def _augment(value: Any, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: check(value[k], f"{key}.{k}", cfg) for k, check in _AUGMENT.items() if k in value}
 
 
+def _range(lo: float | None = None, lo_open: bool = False) -> Callable[[Any, str, Mapping[str, Any]], Any]:
+    """A ``[low, high]`` pair of numbers (each ``>= lo``, or ``> lo``) with ``low <= high``."""
+    item = _number(lo, lo_open=lo_open)
+
+    def check(value: Any, key: str, cfg: Mapping[str, Any]) -> list[float]:
+        bound = f" {'>' if lo_open else '>='} {lo:g}" if lo is not None else ""
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise _Invalid(key, f"must be a range [low, high] of numbers{bound}, got {value!r}")
+        low, high = (item(v, f"{key}[{i}]", cfg) for i, v in enumerate(value))
+        if low > high:
+            raise _Invalid(key, f"must be a range [low, high] with low <= high, got {value!r}")
+        return [low, high]
+
+    return check
+
+
+#: The checks of each domain randomisation effect's keys (``domain.<effect>.<key>``).
+_DOMAIN: dict[str, dict[str, Callable[[Any, str, Mapping[str, Any]], Any]]] = {
+    "hu_offset": {"prob": _PROB, "offset_hu": _range()},
+    "noise": {"prob": _PROB, "std_hu": _range(0), "texture_sigma": _range(0)},
+    "slice_thickness": {"prob": _PROB, "factor": _range(1)},
+    "blur": {"prob": _PROB, "sigma": _range(0)},
+    "sharpen": {"prob": _PROB, "alpha": _range(0), "sigma": _range(0)},
+    "bias_field": {"prob": _PROB, "coeff": _range()},
+    "contrast": {"prob": _PROB, "gamma": _range(0, lo_open=True)},
+}
+
+
+def _domain(value: Any, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``domain``: a mapping effect -> {key: value}, each key checked (unknown effects and keys refused)."""
+    if not isinstance(value, Mapping):
+        raise _Invalid(key, f"must be a mapping of {', '.join(_DOMAIN)}, got {value!r}")
+    out: dict[str, Any] = {}
+    for effect, params in value.items():
+        checks = _DOMAIN.get(effect)
+        if checks is None:
+            raise _Invalid(f"{key}.{effect}", f"is unknown (known: {', '.join(_DOMAIN)})")
+        if not isinstance(params, Mapping):
+            raise _Invalid(f"{key}.{effect}", f"must be a mapping of {', '.join(checks)}, got {params!r}")
+        unknown = [k for k in params if k not in checks]
+        if unknown:
+            raise _Invalid(f"{key}.{effect}.{unknown[0]}", f"is unknown (known: {', '.join(checks)})")
+        out[effect] = {k: check(params[k], f"{key}.{effect}.{k}", cfg) for k, check in checks.items() if k in params}
+    return out
+
+
 _COMMON_CHECKS: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
     "epochs": _number(1, integer=True),
     "max_minutes": _number(0, lo_open=True, optional=True),
@@ -363,6 +426,7 @@ _COMMON_CHECKS: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
     "num_workers": _number(0, integer=True),
     "windows": _windows_check,
     "augment": _augment,
+    "domain": _domain,
 }
 
 #: One check per key of :data:`DEFAULTS` (in an order where ``num_classes`` precedes what depends on it).

@@ -12,7 +12,8 @@ Deterministic steps (DICOM decoding, RAS, resampling, brain crop, windowing) run
 inside a :class:`monai.data.CacheDataset` (config ``cache: "ram"``, the default) or once per study
 and preprocessing config on disk (``cache: "disk"``, :mod:`ichct.pipeline.preprocess`); the random augmentations after them run every epoch:
 flips across the mid-sagittal plane (RAS axis 0 for seg; the in-plane column axis for cls, which
-is left-right for axial head CT), a small affine, an intensity shift and Gaussian noise.
+is left-right for axial head CT), a small affine, the domain randomisation steps of config ``domain``
+(:func:`domain_randomisation`; none by default), an intensity shift and Gaussian noise.
 """
 
 from __future__ import annotations
@@ -85,9 +86,11 @@ def _windows(cfg: Mapping[str, Any]) -> dict[str, list[float]]:
     return {str(name): [float(level), float(width)] for name, (level, width) in config_windows(cfg).items()}
 
 
-def _augmentations(aug: Mapping[str, Any], keys: Sequence[str]) -> list[dict[str, Any]]:
+def _augmentations(aug: Mapping[str, Any], keys: Sequence[str],
+                   domain: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Training augmentations shared by both models: left-right flip (axis 0 is the patient's
-    left-right axis after RAS), small in-plane rotation and scaling, intensity shift, noise.
+    left-right axis after RAS), small in-plane rotation and scaling, then the ``domain`` steps
+    (:func:`domain_randomisation`), then intensity shift and noise.
     The first key is the image (bilinear), a second one a label (nearest)."""
     rot = math.radians(float(aug["rotate_deg"]))
     s = float(aug["scale"])
@@ -95,9 +98,80 @@ def _augmentations(aug: Mapping[str, Any], keys: Sequence[str]) -> list[dict[str
         spec("RandFlipd", keys=_keys(keys), prob=float(aug["flip_prob"]), spatial_axis=0),
         spec("RandAffined", keys=_keys(keys), prob=float(aug["affine_prob"]), rotate_range=[0.0, 0.0, rot],
              scale_range=[s, s, 0.0], mode=_keys(["bilinear", "nearest"][: len(keys)]), padding_mode="zeros"),
+        *domain,
         spec("RandShiftIntensityd", keys="image", offsets=float(aug["shift"]), prob=float(aug["shift_prob"])),
         spec("RandGaussianNoised", keys="image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
     ]
+
+
+def domain_randomisation(domain: Mapping[str, Mapping[str, Any]] | None,
+                         widths_hu: Sequence[float]) -> list[dict[str, Any]]:
+    """The domain randomisation steps of a training config's ``domain`` section, as transform specs.
+
+    Only effects with ``prob > 0`` are listed, in this order: HU offset and HU noise (on the clean
+    windowed image, where a saturated voxel is still exactly 0 or 1; :mod:`ichct.transforms.domain`),
+    slice thickness, blur and sharpening (the kernel, which also shapes the noise), bias field and
+    gamma (multiplicative, on the windowed intensities). All act on ``image`` only, in-plane
+    filters on the first two spatial axes, the slice axis last.
+
+    Parameters
+    ----------
+    domain
+        ``{effect: {"prob": p, ...ranges}}`` (config ``domain``; missing effects or keys take
+        their defaults, None means none).
+    widths_hu
+        The window width (HU) of each image channel, in channel order (for the HU steps).
+
+    Returns
+    -------
+    list of dict
+        MONAI config entries (``RandGaussianSmoothd``, ``RandGaussianSharpend``, ``RandBiasFieldd``,
+        ``RandAdjustContrastd`` and ichct's ``RandHUOffsetd``, ``RandHUNoised``, ``RandSliceThicknessd``).
+
+    Examples
+    --------
+    >>> domain_randomisation(None, [80.0])
+    []
+    >>> [s["_target_"] for s in domain_randomisation({"hu_offset": {"prob": 0.5}, "blur": {"prob": 0.2}}, [80.0])]
+    ['ichct.transforms.RandHUOffsetd', 'RandGaussianSmoothd']
+    """
+    from ichct.pipeline.models.config import DEFAULTS
+
+    given = dict(domain or {})
+    effects = {name: {**defaults, **dict(given.get(name) or {})} for name, defaults in DEFAULTS["seg"]["domain"].items()}
+    widths = [float(w) for w in widths_hu]
+    none = [0.0, 0.0]
+    steps = {
+        "hu_offset": lambda e: spec("ichct.transforms.RandHUOffsetd", keys="image", widths_hu=widths,
+                                    offset_hu=_floats(e["offset_hu"]), prob=e["prob"]),
+        "noise": lambda e: spec("ichct.transforms.RandHUNoised", keys="image", widths_hu=widths,
+                                std_hu=_floats(e["std_hu"]), texture_sigma=_floats(e["texture_sigma"]), prob=e["prob"]),
+        "slice_thickness": lambda e: spec("ichct.transforms.RandSliceThicknessd", keys="image",
+                                          factor=_floats(e["factor"]), prob=e["prob"]),
+        "blur": lambda e: spec("RandGaussianSmoothd", keys="image", sigma_x=_floats(e["sigma"]),
+                               sigma_y=_floats(e["sigma"]), sigma_z=none, prob=e["prob"]),
+        "sharpen": lambda e: spec("RandGaussianSharpend", keys="image", sigma1_x=none, sigma1_y=none, sigma1_z=none,
+                                  sigma2_x=_floats(e["sigma"]), sigma2_y=_floats(e["sigma"]), sigma2_z=0.0,
+                                  alpha=_floats(e["alpha"]), prob=e["prob"]),
+        "bias_field": lambda e: spec("RandBiasFieldd", keys="image", degree=3, coeff_range=_floats(e["coeff"]),
+                                     prob=e["prob"]),
+        "contrast": lambda e: spec("RandAdjustContrastd", keys="image", gamma=_floats(e["gamma"]), prob=e["prob"]),
+    }
+    out = []
+    for name, make in steps.items():
+        prob = float(effects[name]["prob"])
+        if prob > 0:
+            out.append(make({**effects[name], "prob": prob}))
+    return out
+
+
+def _floats(values: Sequence[Any]) -> list[float]:
+    return [float(v) for v in values]
+
+
+def _window_widths(cfg: Mapping[str, Any], stripped: bool = False) -> list[float]:
+    """The HU width of each image channel: the run's windows [, the skull-stripped brain window]."""
+    return [w for _, w in _windows(cfg).values()] + ([STRIPPED_CHANNEL_WINDOW[1]] if stripped else [])
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +244,7 @@ def seg_preprocessing(cfg: Mapping[str, Any], *, train: bool, labels: bool = Tru
             spec("RandCropByPosNegLabeld", keys=_keys(keys), label_key="label", spatial_size=patch,
                  pos=float(cfg["pos_neg_ratio"]), neg=1.0, num_samples=int(cfg["samples_per_volume"]),
                  image_key="image", image_threshold=0.0),
-            *_augmentations(cfg["augment"], keys),
+            *_augmentations(cfg["augment"], keys, domain_randomisation(cfg.get("domain"), _window_widths(cfg))),
         ]
     return steps
 
@@ -266,7 +340,8 @@ def cls_preprocessing(cfg: Mapping[str, Any], *, train: bool, slice_labels: bool
         spec("EnsureTyped", keys=_keys(keys), dtype="$torch.float32", track_meta=False),
     ]
     if train:
-        steps += _augmentations(cfg["augment"], keys)
+        steps += _augmentations(cfg["augment"], keys, domain_randomisation(cfg.get("domain"),
+                                                                            _window_widths(cfg, stripped)))
     return steps
 
 

@@ -96,7 +96,7 @@ class SynthConfig:
 
 # The default synthetic cohort: what the bundles and the demo train and evaluate on, with its
 # committed split manifest ``data_manifests/synth_default.json``. Sized for CPU training of a
-# 3D U-Net and a slice classifier in minutes (60 patients, 75 studies, about 12 s with 2 workers).
+# 3D U-Net and a slice classifier in minutes (60 patients, 75 studies, about 14 s with 2 workers).
 # Changing any of it changes the data: rebuild the manifest (see data_manifests/README.md).
 DEFAULT_COHORT_NAME = "synth_default"
 DEFAULT_COHORT = SynthConfig(n_patients=60, seed=0, matrix=128, slices=32)
