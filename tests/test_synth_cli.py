@@ -57,6 +57,7 @@ def test_synth_refuses_a_non_empty_folder_unless_overwriting_its_own_cohort(run_
     ("--seed", "-4"),
     ("--positive-fraction", "1.5"),
     ("--motion-fraction", "-0.1"),
+    ("--hard-negative-fraction", "1.5"),
     ("--subtype-prob", "bogus=0.2"),
     ("--subtype-prob", "epidural"),
     ("--workers", "0"),

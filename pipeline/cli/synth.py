@@ -83,6 +83,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--follow-up-fraction", type=_fraction, default=None, help="share of patients with a second study (default 0.25)")
     p.add_argument("--motion-fraction", type=_fraction, default=None,
                    help="share of studies where the patient moved during part of the scan (default 0.05)")
+    p.add_argument("--hard-negative-fraction", type=_fraction, default=None,
+                   help="share of negative patients at the bright end of every blood mimic (default 0)")
     p.add_argument("--preview", action="store_true", help="also write a PNG contact sheet per study under OUT/preview/")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synth cohort in OUT_DIR")
     p.add_argument("--dry-run", action="store_true", help="plan the cohort and print its make-up; write nothing")
@@ -92,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 # cohort-shaping options: argparse dest -> SynthConfig field (unset options keep SynthConfig's defaults)
 _COHORT_OPTIONS = {"patients": "n_patients", "seed": "seed", "matrix": "matrix", "slices": "slices",
                    "positive_fraction": "positive_fraction", "follow_up_fraction": "follow_up_fraction",
-                   "motion_fraction": "motion_fraction"}
+                   "motion_fraction": "motion_fraction", "hard_negative_fraction": "hard_negative_fraction"}
 
 
 def _config(args: argparse.Namespace) -> SynthConfig | None:

@@ -52,6 +52,7 @@ from .formation import (
     subslice_grid,
 )
 from .grid import PartialVolume, Pose, StackLayout, rotation_matrix, stack_layout
+from .hard_negatives import hard_negative_flags, harden
 from .lesions import Lesion, sample_lesion
 from .mimics import Mimics, sample_mimics
 from .noise import BONE, SOFT, Streaks, add_streaks, noise_weight, reconstruct, sample_streaks
@@ -89,6 +90,7 @@ class PatientAssignment:
     bone: bool
     scout: bool
     compression: str
+    hard_negative: bool = False  # negative at the bright end of every blood mimic (see .hard_negatives)
 
     @property
     def patient_id(self) -> str:
@@ -135,11 +137,13 @@ def plan_cohort(config: SynthConfig) -> list[PatientAssignment]:
     bone = stratified_flags(gen, n, config.bone_fraction)
     scout = stratified_flags(gen, n, config.scout_fraction)
     compression = stratified_choice(gen, n, config.compression_mix)
+    hard = hard_negative_flags(positive, config.hard_negative_fraction, config.seed)
     out = []
     for i in range(n):
         subtypes = sorted(next(subtype_sets), key=SUBTYPES.index) if positive[i] else []
         out.append(PatientAssignment(index=i + 1, positive=bool(positive[i]), subtypes=subtypes, follow_up=bool(follow[i]),
-                                     tilt=bool(tilt[i]), bone=bool(bone[i]), scout=bool(scout[i]), compression=compression[i]))
+                                     tilt=bool(tilt[i]), bone=bool(bone[i]), scout=bool(scout[i]), compression=compression[i],
+                                     hard_negative=bool(hard[i])))
     return out
 
 
@@ -249,6 +253,8 @@ def plan_patient(config: SynthConfig, a: PatientAssignment) -> PatientPlan:
             if all(in_stack(pose2, layout2, c) for c in anchors):
                 break
         plan.studies.append(_study(config, a, 2, day2, protocol2, pose2, layout2, evolved, gen))
+    if a.hard_negative:
+        harden(plan, config.seed)
     return plan
 
 
@@ -323,6 +329,7 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
         "acquisition": _acquisition_record(study),
         "lesions": [les.summary() for les in study.lesions],
         "mimics": plan.mimics.names(),
+        "hard_negative": a.hard_negative,
     }
     if config.preview:
         from .preview import on_convert_grid, write_preview

@@ -46,6 +46,7 @@ class SynthConfig:
     bone_fraction: float = 0.3  # studies with an extra bone-kernel reconstruction
     scout_fraction: float = 0.4  # studies with a lateral scout
     motion_fraction: float = 0.05  # studies where the patient moved during part of the scan
+    hard_negative_fraction: float = 0.0  # stratified share of negative patients made hard negatives
     compression_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COMPRESSION_MIX))
     thickness_choices_mm: tuple[float, ...] = (2.5, 3.0, 3.75, 5.0)
     preview: bool = False
@@ -68,7 +69,8 @@ class SynthConfig:
             raise InputError(f"--slices must be between 4 and 512 (got {self.slices})")
         for name, value in (("positive_fraction", self.positive_fraction), ("follow_up_fraction", self.follow_up_fraction),
                             ("tilt_fraction", self.tilt_fraction), ("bone_fraction", self.bone_fraction),
-                            ("scout_fraction", self.scout_fraction), ("motion_fraction", self.motion_fraction)):
+                            ("scout_fraction", self.scout_fraction), ("motion_fraction", self.motion_fraction),
+                            ("hard_negative_fraction", self.hard_negative_fraction)):
             if not 0.0 <= float(value) <= 1.0:
                 raise InputError(f"{name} must be within [0, 1] (got {value})")
         unknown = set(self.subtype_prob) - set(SUBTYPES)
