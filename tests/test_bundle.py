@@ -386,6 +386,7 @@ def test_train_and_evaluate_configs(bundles, setup, tmp_path):
     _ok(_monai(b, "run", "--config_file", "configs/evaluate.json", "--bootstrap", "20", "--output_dir", str(out)))
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["split"] == "test" and doc["allow_overlap"] is False and "dice" in doc["segmentation"]["any"]
+    assert doc["lesion_definition"]["connectivity"] == 26 and doc["lesion_definition"]["min_volume_ml"] == 0.05
     assert doc["model"]["runs"]["seg"]["bundle_dir"] == str(b.resolve())
 
     c = _copy(bundles["cls"], tmp_path / "cls")

@@ -39,6 +39,7 @@ from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.decision import DecisionRule, affine_voxel_volume_ml, ct_scores, decide, segmentation_volumes, \
     voxel_volume_ml
 from ichct.pipeline.evaluate.metrics_ct import ct_level_metrics, rsna_row_losses
+from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS
 from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics, segmentation_summary
 from ichct.pipeline.evaluate.report import assemble_metrics, write_report
 from ichct.pipeline.train.record import check_split, manifest_salt_id
@@ -268,7 +269,8 @@ class EvaluationRecorder:
                                manifest={"path": str(self.manifest.resolve()), "sha256": sha256_file(self.manifest),
                                          "fold": self.fold},
                                split=self.split, patient_keys=keys, ct_level=ct_level, segmentation=seg,
-                               allow_overlap=bool(overlap), n_boot=self.n_boot, seed=self.seed, models_source="user")
+                               allow_overlap=bool(overlap), n_boot=self.n_boot, seed=self.seed, models_source="user",
+                               lesion_definition=DEFAULT_LESIONS.to_dict() if classes else None)
         tmp = temp_dir_beside(self.out)
         try:
             write_report(doc, self.rows, curves, tmp)
