@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from .dicom_writer import (
     write_series,
 )
 from .formation import (
+    SSP_BLUR_MM,
     SUBSLICES,
     Scanner,
     beam_hardening,
@@ -55,7 +56,7 @@ from .grid import PartialVolume, Pose, StackLayout, rotation_matrix, stack_layou
 from .hard_negatives import hard_negative_flags, harden
 from .lesions import Lesion, sample_lesion
 from .mimics import Mimics, sample_mimics
-from .noise import BONE, SOFT, Streaks, add_streaks, noise_weight, reconstruct, sample_streaks
+from .noise import BONE, SOFT, Streaks, add_streaks, noise_weight, reconstruct, sample_streaks, shifted_kernel
 from .phantom import render
 from .scout import scout_geometry, scout_image
 from .seeding import make_uid, rng, stratified_choice, stratified_flags, stratified_subtypes
@@ -263,6 +264,11 @@ def _shares(mix: dict[str, float]) -> np.ndarray:
     return p / p.sum()
 
 
+def _extra_hu_offset(config: SynthConfig) -> float:
+    """The HU offset a formation shift adds to every study's scanner (0 without one)."""
+    return config.formation.hu_offset if config.formation is not None else 0.0
+
+
 def _study(config, a, index, day, protocol, pose, layout, lesions, gen) -> StudyPlan:
     return StudyPlan(
         index=index,
@@ -275,7 +281,7 @@ def _study(config, a, index, day, protocol, pose, layout, lesions, gen) -> Study
         layout=layout,
         lesions=lesions,
         streaks=sample_streaks(gen),
-        scanner=sample_scanner(gen, protocol.vendor.hu_offset, config.motion_fraction),
+        scanner=sample_scanner(gen, protocol.vendor.hu_offset + _extra_hu_offset(config), config.motion_fraction),
     )
 
 
@@ -301,7 +307,8 @@ def generate_patient(config: SynthConfig, out_dir: str | Path, a: PatientAssignm
 def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study: StudyPlan) -> tuple[dict[str, Any], list[str]]:
     """Render one study, write its series, label map (and preview); its cohort record and csv rows."""
     a, layout = plan.assignment, study.layout
-    clean, label, weight = _render_study(plan, study)
+    ssp_blur_mm = config.formation.ssp_blur_mm if config.formation and config.formation.ssp_blur_mm else SSP_BLUR_MM
+    clean, label, weight = _render_study(plan, study, ssp_blur_mm)
     outside = _outside_field_of_view(config.matrix)
     header = _study_header(plan, study)
     study_dir_rel = study_dir(a.patient_id, study.index)
@@ -326,7 +333,7 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
         "study_dir": study_dir_rel.as_posix(),
         "sop_instance_uids": soft.sop_uids,
         "series": series_entries,
-        "acquisition": _acquisition_record(study),
+        "acquisition": _acquisition_record(study, config),
         "lesions": [les.summary() for les in study.lesions],
         "mimics": plan.mimics.names(),
         "hard_negative": a.hard_negative,
@@ -339,12 +346,14 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
     return record, lab.csv_rows(soft.sop_uids, slices)
 
 
-def _render_study(plan: PatientPlan, study: StudyPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render_study(plan: PatientPlan, study: StudyPlan,
+                  ssp_blur_mm: float = SSP_BLUR_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(noise-free HU with the scanner's effects, label map on the convert grid, noise weight)``.
 
     The HU come from sub-slices integrated through the slice sensitivity profile
     (:mod:`.formation`); the labels from the nominal voxels' centres, on the grid that
-    ``ichct convert`` returns (tilt-corrected when the stack is sheared).
+    ``ichct convert`` returns (tilt-corrected when the stack is sheared). ``ssp_blur_mm``: the slice
+    sensitivity profile's z blur (a formation shift's, else the default).
     """
     head, layout, pose, scanner = plan.head, study.layout, study.pose, study.scanner
     slice_dir = pose.rotation.T @ layout.normal
@@ -355,7 +364,7 @@ def _render_study(plan: PatientPlan, study: StudyPlan) -> tuple[np.ndarray, np.n
     rendered = render(head, plan.mimics, study.lesions, pose, subslice_grid(layout.acquired_grid), sub_pv, with_hu=True)
     label_grid = layout.convert_grid if layout.sheared else layout.acquired_grid
     label = render(head, plan.mimics, study.lesions, pose, label_grid, pv, with_hu=False).label
-    clean = integrate_slices(rendered.hu, nk, layout.thickness_mm)
+    clean = integrate_slices(rendered.hu, nk, layout.thickness_mm, ssp_blur_mm)
     depth, head_z = centre_subslices(rendered.depth, nk), centre_subslices(rendered.head_z, nk)
     del rendered
     inside = depth > 0
@@ -422,7 +431,8 @@ def _write_soft_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, st
     Returns its header, its HU volume and the list of series entries (this one first).
     """
     a, protocol = plan.assignment, study.protocol
-    soft_hu = reconstruct(clean, study.layout.pixel_spacing[0], SOFT, protocol.sigma_soft_hu, weight,
+    kernel = shifted_kernel(SOFT, config.formation, soft=True)
+    soft_hu = reconstruct(clean, study.layout.pixel_spacing[0], kernel, protocol.sigma_soft_hu, weight,
                           rng(config.seed, "noise", a.index, study.index, 2))
     stored, padding = encode_stored(soft_hu, protocol.vendor, outside)
     windows = [protocol.window] + ([protocol.extra_window] if protocol.extra_window else [])
@@ -439,7 +449,8 @@ def _write_bone_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, st
                        clean: np.ndarray, weight: np.ndarray, outside: np.ndarray) -> dict[str, str]:
     """The bone-kernel reconstruction (series 3); its series entry."""
     a, protocol = plan.assignment, study.protocol
-    bone_hu = reconstruct(clean, study.layout.pixel_spacing[0], BONE, protocol.sigma_bone_hu, weight,
+    kernel = shifted_kernel(BONE, config.formation, soft=False)
+    bone_hu = reconstruct(clean, study.layout.pixel_spacing[0], kernel, protocol.sigma_bone_hu, weight,
                           rng(config.seed, "noise", a.index, study.index, 3))
     stored, padding = encode_stored(bone_hu, protocol.vendor, outside)
     del bone_hu
@@ -470,10 +481,10 @@ def _listed(pair: tuple[int, int] | None) -> list[int] | None:
     return None if pair is None else list(pair)
 
 
-def _acquisition_record(study: StudyPlan) -> dict[str, Any]:
-    """The ``acquisition`` section of a study's cohort record."""
+def _acquisition_record(study: StudyPlan, config: SynthConfig) -> dict[str, Any]:
+    """The ``acquisition`` section of a study's cohort record (with ``formation_shift`` when one is set)."""
     protocol, layout = study.protocol, study.layout
-    return {
+    record = {
         "manufacturer": protocol.vendor.manufacturer,
         "kernel": protocol.soft_kernel,
         "slice_thickness_mm": protocol.thickness_mm,
@@ -487,6 +498,9 @@ def _acquisition_record(study: StudyPlan) -> dict[str, Any]:
         "motion_mm": round(study.scanner.motion_mm, 2),
         "motion_slices": _listed(motion_episode(study.scanner, layout.acquired_grid.shape[2])),
     }
+    if config.formation is not None:
+        record["formation_shift"] = asdict(config.formation)
+    return record
 
 
 # ----------------------------------------------------------------------------------------------

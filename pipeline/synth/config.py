@@ -7,7 +7,7 @@ Label values of the voxel maps (``labels/<study_uid>.nii.gz``) and the subtype o
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ichct.errors import InputError
@@ -25,6 +25,82 @@ DEFAULT_SUBTYPE_PROB: dict[str, float] = {
 # Transfer syntaxes a study can be written with, and their default shares.
 COMPRESSIONS: tuple[str, ...] = ("none", "rle", "jpeg_lossless")
 DEFAULT_COMPRESSION_MIX: dict[str, float] = {"none": 0.6, "rle": 0.2, "jpeg_lossless": 0.2}
+
+
+@dataclass(frozen=True)
+class FormationShift:
+    """Image-formation settings that move a cohort away from the default render (a *shifted domain*).
+
+    Every field left at ``None`` (or 1.0 / 0.0) keeps today's value; the default render has no
+    shift at all (``SynthConfig.formation = None``). Slice thickness is shifted with
+    ``SynthConfig.thickness_choices_mm``.
+
+    Parameters
+    ----------
+    soft_f_cut : float or None
+        Cut-off (cycles/mm) of the soft-tissue kernel's MTF core (default kernel: 0.45; higher is sharper).
+    dose_factor : float
+        Tube current-time product relative to the default protocol: noise SD scales with
+        ``1 / sqrt(dose_factor)`` (soft and bone reconstructions).
+    tail_fraction, tail_mm : float or None
+        Point-spread function tails of both kernels: fraction of the signal and exponential
+        length (default 0.09 and 1.2 mm).
+    hu_offset : float
+        Extra calibration offset (HU) added to every study's scanner offset.
+    ssp_blur_mm : float or None
+        SD (mm) of the Gaussian that blurs the slice sensitivity profile along z (default 1.0).
+
+    Example
+    -------
+    >>> shift = FormationShift.from_mapping({"soft_f_cut": 0.55, "dose_factor": 0.7, "hu_offset": 4})
+    >>> round(shift.noise_scale, 4), shift.hu_offset
+    (1.1952, 4.0)
+    """
+
+    soft_f_cut: float | None = None
+    dose_factor: float = 1.0
+    tail_fraction: float | None = None
+    tail_mm: float | None = None
+    hu_offset: float = 0.0
+    ssp_blur_mm: float | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Any) -> FormationShift:
+        """A validated shift from a ``dict`` (e.g. read from JSON); an unknown key is an error."""
+        if isinstance(values, FormationShift):
+            values.validate()
+            return values
+        if not isinstance(values, dict):
+            raise InputError(f"formation must be a mapping of shift settings (got {type(values).__name__})")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"formation: unknown key(s) {unknown}; choose from {', '.join(sorted(known))}")
+        converted = {}
+        for key, value in values.items():
+            try:
+                converted[key] = None if value is None and key not in ("dose_factor", "hu_offset") else float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"formation.{key} must be a number (got {value!r})") from None
+        shift = cls(**converted)
+        shift.validate()
+        return shift
+
+    def validate(self) -> None:
+        """Raise :class:`~ichct.errors.InputError` naming the first setting out of range."""
+        ranges = {"soft_f_cut": (0.1, 2.0), "dose_factor": (0.05, 20.0), "tail_fraction": (0.0, 0.5),
+                  "tail_mm": (0.1, 20.0), "hu_offset": (-100.0, 100.0), "ssp_blur_mm": (0.05, 10.0)}
+        for key, (low, high) in ranges.items():
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+                raise InputError(f"formation.{key} must be within [{low:g}, {high:g}] (got {value!r})")
+
+    @property
+    def noise_scale(self) -> float:
+        """Factor on the noise SD: ``1 / sqrt(dose_factor)``."""
+        return 1.0 / math.sqrt(self.dose_factor)
 
 
 @dataclass
@@ -50,8 +126,11 @@ class SynthConfig:
     compression_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COMPRESSION_MIX))
     thickness_choices_mm: tuple[float, ...] = (2.5, 3.0, 3.75, 5.0)
     preview: bool = False
+    formation: FormationShift | None = None  # shifted image formation (None: the default render)
 
     def __post_init__(self) -> None:
+        if self.formation is not None:
+            self.formation = FormationShift.from_mapping(self.formation)
         self.subtype_prob = {**DEFAULT_SUBTYPE_PROB, **dict(self.subtype_prob)}
         self.compression_mix = {**{c: 0.0 for c in COMPRESSIONS}, **dict(self.compression_mix)}
         self.thickness_choices_mm = tuple(float(t) for t in self.thickness_choices_mm)
@@ -89,9 +168,11 @@ class SynthConfig:
             raise InputError("slice thickness choices must be within [0.5, 10] mm")
 
     def parameters(self) -> dict[str, Any]:
-        """JSON-ready parameters for ``cohort.json`` (everything but the seed)."""
+        """JSON-ready parameters for ``cohort.json`` (everything but the seed; ``formation`` only when set)."""
         out = asdict(self)
         out.pop("seed")
+        if self.formation is None:
+            out.pop("formation")
         out["thickness_choices_mm"] = list(self.thickness_choices_mm)
         return out
 

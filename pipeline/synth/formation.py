@@ -45,11 +45,12 @@ SSP_TAIL = 3  # sub-slices beyond each face of the core (to 1.5 slice thicknesse
 SSP_BLUR_MM = 1.0  # SD of the Gaussian that blurs the nominal box along z (helical interpolation, detector rows)
 
 
-def slice_profile(thickness_mm: float) -> np.ndarray:
+def slice_profile(thickness_mm: float, blur_mm: float = SSP_BLUR_MM) -> np.ndarray:
     """Weights of the ``SUBSLICES + 2 * SSP_TAIL`` sub-slices that make one slice (sum 1).
 
-    The profile is the box of the nominal thickness blurred by a Gaussian of :data:`SSP_BLUR_MM`
-    (the z-interpolation of helical reconstruction works in mm, not in slice thicknesses), read
+    The profile is the box of the nominal thickness blurred by a Gaussian of SD ``blur_mm``
+    (default :data:`SSP_BLUR_MM`; a shifted domain may use another, see
+    :class:`~ichct.pipeline.synth.config.FormationShift`) (the z-interpolation of helical reconstruction works in mm, not in slice thicknesses), read
     at the sub-slice centres: its half maximum falls on the box's faces, so its FWHM is the
     nominal thickness, and thin slices have relatively longer tails than thick ones.
 
@@ -62,7 +63,7 @@ def slice_profile(thickness_mm: float) -> np.ndarray:
     half_count = SUBSLICES // 2 + SSP_TAIL
     z_mm = np.arange(-half_count, half_count + 1) * (thickness_mm / SUBSLICES)
     half = thickness_mm / 2.0
-    weights = special.ndtr((half - z_mm) / SSP_BLUR_MM) - special.ndtr((-half - z_mm) / SSP_BLUR_MM)
+    weights = special.ndtr((half - z_mm) / blur_mm) - special.ndtr((-half - z_mm) / blur_mm)
     return weights / weights.sum()
 
 
@@ -81,9 +82,9 @@ def subslice_grid(grid: Grid) -> Grid:
     return Grid(shape=(ni, nj, SUBSLICES * (nk - 1) + 1 + 2 * lead), affine=affine)
 
 
-def integrate_slices(sub: np.ndarray, nk: int, thickness_mm: float) -> np.ndarray:
+def integrate_slices(sub: np.ndarray, nk: int, thickness_mm: float, blur_mm: float = SSP_BLUR_MM) -> np.ndarray:
     """Slices ``[nk, j, i]`` from sub-slices ``[m, j, i]`` of :func:`subslice_grid` by :func:`slice_profile`."""
-    weights = slice_profile(thickness_mm)
+    weights = slice_profile(thickness_mm, blur_mm)
     out = np.zeros((nk, *sub.shape[1:]), dtype=np.float32)
     stop = SUBSLICES * (nk - 1) + 1
     for q, w in enumerate(weights):

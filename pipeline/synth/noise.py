@@ -9,12 +9,13 @@ the petrous bones get the dark interpetrous band and bright/dark streaks of beam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.fft
 
 from .anatomy import HeadParams
+from .config import FormationShift
 from .grid import Grid, Pose
 from .shapes import F32
 
@@ -50,6 +51,25 @@ class KernelModel:
 
 SOFT = KernelModel(f_cut=0.45, tail_fraction=0.09, tail_mm=1.2)
 BONE = KernelModel(f_cut=1.1, boost=0.8, f_boost=0.6, tail_fraction=0.09, tail_mm=1.2)
+
+
+def shifted_kernel(kernel: KernelModel, shift: FormationShift | None, *, soft: bool) -> KernelModel:
+    """``kernel`` with a :class:`~ichct.pipeline.synth.config.FormationShift` applied (itself without one).
+
+    The PSF tails apply to every kernel, the cut-off ``soft_f_cut`` to the soft-tissue kernel only.
+
+    Example
+    -------
+    >>> shifted_kernel(SOFT, FormationShift(soft_f_cut=0.55, tail_mm=1.6), soft=True)
+    KernelModel(f_cut=0.55, boost=0.0, f_boost=0.5, tail_fraction=0.09, tail_mm=1.6)
+    >>> shifted_kernel(BONE, None, soft=False) is BONE
+    True
+    """
+    if shift is None:
+        return kernel
+    changes = {"tail_fraction": shift.tail_fraction, "tail_mm": shift.tail_mm,
+               "f_cut": shift.soft_f_cut if soft else None}
+    return replace(kernel, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _frequencies(nj: int, ni: int, pixel_mm: float) -> np.ndarray:

@@ -1,0 +1,282 @@
+"""Shifted-domain benchmark: the shipped bundles on a held-out cohort rendered with unseen image formation.
+
+Generates a synthetic cohort (:func:`ichct.pipeline.synth.generate_cohort`) that no bundle was
+trained on: its own seed (default 2026; the training cohort's is 0), ``--studies`` patients with
+one study each (``follow_up_fraction`` 0), half negative (``positive_fraction`` 0.5), all five
+subtypes, matrix 128 and 32 slices like the training cohort, and image formation never used in
+training (:class:`ichct.pipeline.synth.config.FormationShift`):
+
+- a sharper soft-tissue kernel: MTF cut-off 0.55 cycles/mm (training: 0.45);
+- 0.7x dose: noise SD x ``1 / sqrt(0.7)`` (soft and bone reconstructions);
+- slice thickness 2.0 or 4.5 mm (training: 2.5, 3.0, 3.75, 5.0);
+- PSF tails of 12 % over 1.6 mm (training: 9 % over 1.2 mm);
+- +4 HU on every scanner's calibration offset; a 1.3 mm slice-profile blur (training: 1.0 mm).
+
+It builds a manifest whose test split is the whole cohort (``test_fraction`` 1.0) and runs
+``ichct evaluate --bundle bundles/ich_ct_segmentation --bundle bundles/ich_ct_classification
+--split test``, then reads ``metrics.json`` and ``per_case.csv``.
+
+Leakage guard: synthetic patient IDs are ``SYN0001``, ``SYN0002``, ... whatever the seed, and
+their patient keys are hashed under one public salt, so ``SYN0001`` of this cohort has the same
+key as ``SYN0001`` of the training cohort although the two are different made-up people (anatomy,
+lesions and acquisition are drawn from the seed). ``ichct evaluate`` refuses such a split; the
+benchmark checks that no study or series UID of the cohort is among the bundles' training UIDs
+(they are drawn from the seed too) and then passes ``--allow-overlap``; the number of nominal
+key overlaps is printed and stored, and ``report.md`` carries evaluate's overlap warning.
+
+Metrics (each with its 95 % patient-level bootstrap CI; studies = patients here):
+
+- *specificity* and *AUC(any)* at the threshold stored with each bundle (its validation fold),
+  for the classification bundle's rule and the segmentation bundle's ``seg_volume`` rule;
+- *false blood on negatives*: median and 95th percentile over negative studies of the predicted
+  blood volume (``seg:any:vol_pred_ml``, mL), CI from 2000 resamples of the negatives (seed 0);
+- *Dice on studies with blood* (``dice_positive``);
+- *lesion sensitivity* and *false-positive lesions per scan* (lesions: 26-connected components of
+  at least 0.05 mL, evaluate's default).
+
+Goals on the point estimates (PASS/FAIL): specificity >= 0.95, 95th-percentile false blood
+<= 1 mL, AUC(any) >= 0.95, Dice on studies with blood >= 0.65. Lesion metrics have no goal.
+
+Run: ``python benchmarks/domain_shift.py [--studies 200] [--seed 2026] [--work DIR] [--out DIR]
+[--quick] [--workers N]``. ``--work`` keeps the cohort, manifest and evaluation for reruns (the
+cohort is reused when its ``cohort.json`` has the same seed and parameters); ``--out`` writes
+``domain_shift.json`` and ``domain_shift.md`` (the table). ``--quick`` is a 24-study smoke run.
+``--no-shift`` is the control: the same held-out patients rendered with the training image
+formation (thickness 2.5-5 mm, no :class:`FormationShift`), to tell the shift's effect from the
+cohort's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = (REPO / "bundles" / "ich_ct_segmentation", REPO / "bundles" / "ich_ct_classification")
+DEFAULT_STUDIES, QUICK_STUDIES, DEFAULT_SEED = 200, 24, 2026
+SHIFT = {"soft_f_cut": 0.55, "dose_factor": 0.7, "tail_fraction": 0.12, "tail_mm": 1.6, "hu_offset": 4.0,
+         "ssp_blur_mm": 1.3}
+SHIFT_THICKNESS_MM = (2.0, 4.5)
+N_BOOT, BOOT_SEED = 2000, 0
+
+# goals on the point estimates: (metric key, comparison, bound)
+GOALS: dict[str, tuple[str, float]] = {
+    "specificity": (">=", 0.95),
+    "false_blood_p95_ml": ("<=", 1.0),
+    "auc_any": (">=", 0.95),
+    "dice_with_blood": (">=", 0.65),
+}
+
+
+def shifted_config(n_studies: int, seed: int, shifted: bool = True) -> Any:
+    """The held-out cohort's :class:`~ichct.pipeline.synth.config.SynthConfig` (``shifted=False``: the control)."""
+    from ichct.pipeline.synth.config import SynthConfig
+
+    shift: dict[str, Any] = {"thickness_choices_mm": SHIFT_THICKNESS_MM, "formation": dict(SHIFT)} if shifted else {}
+    return SynthConfig(n_patients=n_studies, seed=seed, matrix=128, slices=32, positive_fraction=0.5,
+                       follow_up_fraction=0.0, **shift)
+
+
+def ensure_cohort(config: Any, cohort_dir: Path, workers: int) -> bool:
+    """Generate the cohort unless ``cohort_dir`` holds one of the same seed and parameters; True if generated."""
+    from ichct.pipeline.synth import generate_cohort
+
+    manifest = cohort_dir / "cohort.json"
+    if manifest.is_file():
+        generator = json.loads(manifest.read_text(encoding="utf-8")).get("generator", {})
+        if generator.get("seed") == config.seed and generator.get("parameters") == json.loads(json.dumps(config.parameters())):
+            return False
+    generate_cohort(config, cohort_dir, workers=workers, overwrite=True)
+    return True
+
+
+def training_uids() -> set[str]:
+    """Study and series UIDs the bundles were trained and validated on."""
+    out: set[str] = set()
+    for bundle in BUNDLES:
+        record = json.loads((bundle / "models" / "train_patients.json").read_text(encoding="utf-8"))
+        for part in (record, record.get("validation", {})):
+            out.update(part.get("study_uids", []))
+            out.update(part.get("series_uids", []))
+    return out
+
+
+def check_held_out(cohort_dir: Path) -> None:
+    """Refuse a cohort sharing a study or series UID with the bundles' training data."""
+    studies = json.loads((cohort_dir / "cohort.json").read_text(encoding="utf-8"))["studies"]
+    shared = training_uids() & {uid for s in studies for uid in (s["study_uid"], s["series_uid"])}
+    if shared:
+        raise SystemExit(f"{len(shared)} study/series UID(s) of the cohort are in the bundles' training data")
+
+
+def run_evaluation(cohort_dir: Path, work: Path, workers: int | None) -> Path:
+    """Build the all-test manifest and run ``ichct evaluate`` (reusing a finished evaluation)."""
+    from ichct.pipeline.manifests.build import build_manifest
+
+    eval_dir = work / "evaluation"
+    stamp = eval_dir / "cohort.sha"
+    if (eval_dir / "metrics.json").is_file() and stamp.is_file() and stamp.read_text() == _cohort_stamp(cohort_dir):
+        return eval_dir
+    manifest = work / "domain_shift.json"
+    manifest.unlink(missing_ok=True)
+    build_manifest("synth", cohort_dir, manifest, folds=2, test_fraction=1.0, seed=0, workers=1)
+    shutil.rmtree(eval_dir, ignore_errors=True)
+    command = [str(Path(sys.executable).with_name("ichct")), "evaluate", "--manifest", str(manifest), "--split", "test",
+               "--out", str(eval_dir), "--bootstrap", str(N_BOOT), "--seed", "0", "--allow-overlap", "-q"]
+    for bundle in BUNDLES:
+        command += ["--bundle", str(bundle)]
+    if workers:
+        command += ["--workers", str(workers)]
+    subprocess.run(command, check=True)
+    (eval_dir / "cohort.sha").write_text(_cohort_stamp(cohort_dir))
+    return eval_dir
+
+
+def _cohort_stamp(cohort_dir: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((cohort_dir / "cohort.json").read_bytes()).hexdigest()
+
+
+def bootstrap_percentile(values: np.ndarray, q: float, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> dict[str, float]:
+    """Point estimate and 95 % percentile-bootstrap CI of the ``q``-th percentile of ``values``.
+
+    Example
+    -------
+    >>> out = bootstrap_percentile(np.arange(101.0), 50, n_boot=200)
+    >>> out["value"], out["ci_low"] < 50 < out["ci_high"]
+    (50.0, True)
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    gen = np.random.default_rng(seed)
+    draws = gen.integers(0, values.size, size=(n_boot, values.size))
+    boot = np.percentile(values[draws], q, axis=1)
+    return {"value": float(np.percentile(values, q)), "ci_low": float(np.percentile(boot, 2.5)),
+            "ci_high": float(np.percentile(boot, 97.5))}
+
+
+def negative_volumes(per_case_csv: Path) -> np.ndarray:
+    """Predicted blood volume (mL) of every negative study in ``per_case.csv``."""
+    with per_case_csv.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return np.array([float(r["seg:any:vol_pred_ml"]) for r in rows if float(r["label:any"]) == 0.0])
+
+
+def collect_metrics(metrics: dict[str, Any], negative_ml: np.ndarray) -> list[dict[str, Any]]:
+    """Table rows ``{metric, key, value, ci_low, ci_high, goal}`` from ``metrics.json`` and the negatives' volumes."""
+    runs = metrics["model"]["runs"]
+    rows = []
+    for kind in ("cls", "seg"):
+        if kind not in runs:
+            continue
+        rule = runs[kind]["rule"]["name"]
+        ct = metrics["ct_level"]["any"][rule]
+        rows.append({"metric": f"CT-level specificity ({rule})", "key": "specificity", **_ci(ct["specificity"])})
+        rows.append({"metric": f"CT-level AUC(any) ({rule})", "key": "auc_any", **_ci(ct["roc_auc"])})
+    rows.append({"metric": "false blood per negative, median (mL)", "key": "false_blood_median_ml",
+                 **bootstrap_percentile(negative_ml, 50)})
+    rows.append({"metric": "false blood per negative, 95th percentile (mL)", "key": "false_blood_p95_ml",
+                 **bootstrap_percentile(negative_ml, 95)})
+    seg = metrics["segmentation"]["any"]
+    rows.append({"metric": "Dice on studies with blood", "key": "dice_with_blood", **_ci(seg["dice_positive"])})
+    rows.append({"metric": "lesion sensitivity", "key": "lesion_sensitivity", **_ci(seg["lesion_sensitivity"])})
+    rows.append({"metric": "false-positive lesions per scan", "key": "fp_per_scan", **_ci(seg["fp_per_scan"])})
+    for row in rows:
+        row["goal"] = judge(row["key"], row["value"])
+    return rows
+
+
+def _ci(entry: dict[str, Any]) -> dict[str, float]:
+    return {k: float(entry[k]) if entry[k] is not None else math.nan for k in ("value", "ci_low", "ci_high")}
+
+
+def judge(key: str, value: float) -> str | None:
+    """``"PASS"`` / ``"FAIL"`` of a point estimate against its goal; None for a metric without one.
+
+    Example
+    -------
+    >>> judge("specificity", 0.97), judge("false_blood_p95_ml", 2.5), judge("fp_per_scan", 3.0)
+    ('PASS', 'FAIL', None)
+    """
+    if key not in GOALS:
+        return None
+    op, bound = GOALS[key]
+    if not math.isfinite(value):
+        return "FAIL"
+    return "PASS" if (value >= bound if op == ">=" else value <= bound) else "FAIL"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The result table (metric, estimate, 95 % CI, goal, PASS/FAIL) as markdown."""
+    lines = ["| metric | estimate | 95% CI | goal | result |", "|---|---:|---|---|---|"]
+    for row in rows:
+        goal = " ".join((GOALS[row["key"]][0], f"{GOALS[row['key']][1]:g}")) if row["key"] in GOALS else "-"
+        lines.append(f"| {row['metric']} | {row['value']:.3f} | {row['ci_low']:.3f} - {row['ci_high']:.3f} | {goal} "
+                     f"| {row['goal'] or '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--studies", type=int, default=None, help=f"held-out studies (default {DEFAULT_STUDIES})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"cohort seed (default {DEFAULT_SEED})")
+    parser.add_argument("--work", type=Path, default=None, help="keep cohort, manifest and evaluation here")
+    parser.add_argument("--out", type=Path, default=None, help="write domain_shift.json and domain_shift.md here")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run of {QUICK_STUDIES} studies")
+    parser.add_argument("--workers", type=int, default=None, help="generator processes and evaluate --workers")
+    parser.add_argument("--no-shift", action="store_true",
+                        help="control: the same held-out patients rendered with the training image formation")
+    args = parser.parse_args(argv)
+    n_studies = args.studies or (QUICK_STUDIES if args.quick else DEFAULT_STUDIES)
+    start = time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="ichct-domain-shift-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run(n_studies, args.seed, work, args.workers, shifted=not args.no_shift)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    table = markdown_table(result["rows"])
+    setting = f"shift {SHIFT}, thickness {SHIFT_THICKNESS_MM} mm" if not args.no_shift else "no shift (control)"
+    print(f"Held-out cohort: {n_studies} studies, seed {args.seed}, {setting}; "
+          f"{result['nominal_key_overlaps']} nominal patient-key overlap(s); {result['wall_s']} s\n")
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "domain_shift.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        (args.out / "domain_shift.md").write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+def run(n_studies: int, seed: int, work: Path, workers: int | None, shifted: bool = True) -> dict[str, Any]:
+    """Generate (or reuse) the cohort, evaluate the bundles on it; everything the table needs."""
+    config = shifted_config(n_studies, seed, shifted)
+    cohort_dir = work / "cohort"
+    generated = ensure_cohort(config, cohort_dir, workers or 1)
+    check_held_out(cohort_dir)
+    eval_dir = run_evaluation(cohort_dir, work, workers)
+    metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    negatives = negative_volumes(eval_dir / "per_case.csv")
+    return {"n_studies": metrics["n_studies"], "n_negative": int(negatives.size), "seed": seed,
+            "shift": config.parameters().get("formation"), "thickness_choices_mm": list(config.thickness_choices_mm),
+            "cohort_generated": generated,
+            "nominal_key_overlaps": len(metrics["model"].get("overlap_patients", [])),
+            "lesion_definition": metrics.get("lesion_definition"), "rows": collect_metrics(metrics, negatives)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
