@@ -808,6 +808,20 @@ def write_junk(folder: str | Path, truncate_from: Path | None = None) -> dict[st
     return out
 
 
+def strip_file_meta(path: Path, implicit: bool) -> None:
+    """Rewrite a file as a bare dataset: no preamble, no ``DICM``, no file meta (old PACS exports),
+    little endian with implicit or explicit VR."""
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    ds = pydicom.dcmread(path)
+    del ds.file_meta
+    with open(path, "wb") as f:
+        fp = DicomFileLike(f)
+        fp.is_little_endian, fp.is_implicit_VR = True, implicit
+        write_dataset(fp, ds)
+
+
 def header_length(path: Path) -> int:
     """Byte offset where the PixelData element starts in a file (the header's length)."""
     data = Path(path).read_bytes()

@@ -43,9 +43,6 @@ def foreign_files(tmp_path_factory) -> list[Path]:
 
 def _factory_files(base: Path) -> list[Path]:
     """Enhanced multi-frame, RLE, padding, a scout, an RGB dose screen and bare data sets (no preamble, no meta)."""
-    from pydicom.filebase import DicomFileLike
-    from pydicom.filewriter import write_dataset
-
     small = dict(rows=12, cols=10, pixel_spacing=(20.0, 22.0))
     files = [fac.write_enhanced_ct(base / "enhanced.dcm", fac.make_stack(3, 5.0, key="enh", **small)),
              *fac.write_series(base / "rle", fac.make_stack(2, 5.0, key="rle", transfer_syntax="rle", **small)),
@@ -54,12 +51,7 @@ def _factory_files(base: Path) -> list[Path]:
              *fac.write_scout(base / "scout", planes=("sagittal",)), fac.write_dose_report(base / "dose")]
     for implicit in (True, False):
         for path in fac.write_series(base / f"bare{implicit}", fac.make_stack(2, 5.0, key=f"bare{implicit}", **small)):
-            ds = pydicom.dcmread(path)
-            del ds.file_meta
-            with open(path, "wb") as f:
-                fp = DicomFileLike(f)
-                fp.is_little_endian, fp.is_implicit_VR = True, implicit
-                write_dataset(fp, ds)
+            fac.strip_file_meta(path, implicit)
             files.append(path)
     return files
 
