@@ -49,9 +49,9 @@ def slice_profile(thickness_mm: float, blur_mm: float = SSP_BLUR_MM) -> np.ndarr
     """Weights of the ``SUBSLICES + 2 * SSP_TAIL`` sub-slices that make one slice (sum 1).
 
     The profile is the box of the nominal thickness blurred by a Gaussian of SD ``blur_mm``
-    (default :data:`SSP_BLUR_MM`; a shifted domain may use another, see
-    :class:`~ichct.pipeline.synth.config.FormationShift`) (the z-interpolation of helical reconstruction works in mm, not in slice thicknesses), read
-    at the sub-slice centres: its half maximum falls on the box's faces, so its FWHM is the
+    (the z-interpolation of helical reconstruction works in mm, not in slice thicknesses;
+    default :data:`SSP_BLUR_MM`, a :class:`~ichct.pipeline.synth.config.FormationShift` may set
+    another), read at the sub-slice centres: its half maximum falls on the box's faces, so its FWHM is the
     nominal thickness, and thin slices have relatively longer tails than thick ones.
 
     Example
