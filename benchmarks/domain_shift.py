@@ -16,13 +16,10 @@ It builds a manifest whose test split is the whole cohort (``test_fraction`` 1.0
 ``ichct evaluate --bundle bundles/ich_ct_segmentation --bundle bundles/ich_ct_classification
 --split test``, then reads ``metrics.json`` and ``per_case.csv``.
 
-Leakage guard: synthetic patient IDs are ``SYN0001``, ``SYN0002``, ... whatever the seed, and
-their patient keys are hashed under one public salt, so ``SYN0001`` of this cohort has the same
-key as ``SYN0001`` of the training cohort although the two are different made-up people (anatomy,
-lesions and acquisition are drawn from the seed). ``ichct evaluate`` refuses such a split; the
-benchmark checks that no study or series UID of the cohort is among the bundles' training UIDs
-(they are drawn from the seed too) and then passes ``--allow-overlap``; the number of nominal
-key overlaps is printed and stored, and ``report.md`` carries evaluate's overlap warning.
+Leakage guard: synthetic patient IDs carry the cohort's seed (``SYN2026-0001``; the training
+cohort's are ``SYN0001``...), so ``ichct evaluate``'s patient-key guard sees no overlap with the
+bundles' training patients and runs without ``--allow-overlap``; the benchmark also checks that no
+study or series UID of the cohort is among the bundles' training UIDs.
 
 Metrics (each with its 95 % patient-level bootstrap CI; studies = patients here):
 
@@ -133,7 +130,7 @@ def run_evaluation(cohort_dir: Path, work: Path, workers: int | None) -> Path:
     build_manifest("synth", cohort_dir, manifest, folds=2, test_fraction=1.0, seed=0, workers=1)
     shutil.rmtree(eval_dir, ignore_errors=True)
     command = [str(Path(sys.executable).with_name("ichct")), "evaluate", "--manifest", str(manifest), "--split", "test",
-               "--out", str(eval_dir), "--bootstrap", str(N_BOOT), "--seed", "0", "--allow-overlap", "-q"]
+               "--out", str(eval_dir), "--bootstrap", str(N_BOOT), "--seed", "0", "-q"]
     for bundle in BUNDLES:
         command += ["--bundle", str(bundle)]
     if workers:
@@ -252,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"] = round(time.perf_counter() - start, 1)
     table = markdown_table(result["rows"])
     setting = f"shift {SHIFT}, thickness {SHIFT_THICKNESS_MM} mm" if not args.no_shift else "no shift (control)"
-    print(f"Held-out cohort: {n_studies} studies, seed {args.seed}, {setting}; "
-          f"{result['nominal_key_overlaps']} nominal patient-key overlap(s); {result['wall_s']} s\n")
+    print(f"Held-out cohort: {n_studies} studies, seed {args.seed}, {setting}; {result['wall_s']} s\n")
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +270,6 @@ def run(n_studies: int, seed: int, work: Path, workers: int | None, shifted: boo
     return {"n_studies": metrics["n_studies"], "n_negative": int(negatives.size), "seed": seed,
             "shift": config.parameters().get("formation"), "thickness_choices_mm": list(config.thickness_choices_mm),
             "cohort_generated": generated,
-            "nominal_key_overlaps": len(metrics["model"].get("overlap_patients", [])),
             "lesion_definition": metrics.get("lesion_definition"), "rows": collect_metrics(metrics, negatives)}
 
 

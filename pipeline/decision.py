@@ -622,13 +622,26 @@ def _operating_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
     return thresholds, sens, spec
 
 
+def _gap_midpoint(thresholds: np.ndarray, index: int) -> float:
+    """Midpoint between ``thresholds[index]`` and the next lower observed score (descending
+    ``thresholds``); the score itself when it is the lowest."""
+    if index + 1 >= thresholds.size:
+        return float(thresholds[index])
+    return float(0.5 * (thresholds[index] + thresholds[index + 1]))
+
+
 def choose_threshold(
     scores: Any, labels: Any, method: str = "youden", target: float = 0.95
 ) -> float:
     """Pick an operating threshold on validation scores (``positive = score >= threshold``).
 
-    The returned threshold is always one of the observed scores, so applying it to the same
-    scores reproduces the validation operating point exactly.
+    Every threshold in the gap between the chosen observed score and the next lower one gives the
+    same validation operating point; the midpoint of that gap is returned (the largest margin on
+    both sides), so applying it to the same scores reproduces the operating point exactly while a
+    new score just below the lowest called positive is not missed. On perfectly separated
+    validation scores, Youden's J thus lands halfway between the highest negative and the lowest
+    positive, not on the lowest positive (a fragile edge: a validation fold whose positives all
+    scored 0.998 gave a threshold that missed most test positives).
 
     Parameters
     ----------
@@ -637,9 +650,10 @@ def choose_threshold(
     labels
         ``(M,)`` ground truth, 0/1 or bool.
     method
-        ``"youden"``: maximise sensitivity + specificity - 1 (ties: the highest threshold);
-        ``"sensitivity"``: the highest threshold whose sensitivity is >= ``target``;
-        ``"specificity"``: the lowest threshold whose specificity is >= ``target``.
+        ``"youden"``: maximise sensitivity + specificity - 1 (ties between operating points: the
+        one of the highest threshold);
+        ``"sensitivity"``: the operating point of the highest threshold whose sensitivity is >= ``target``;
+        ``"specificity"``: the operating point of the lowest threshold whose specificity is >= ``target``.
     target
         Required sensitivity or specificity in ``(0, 1]``.
 
@@ -673,14 +687,14 @@ def choose_threshold(
         if n_pos == 0 or n_neg == 0:
             raise ValueError(f"Youden's J needs positives and negatives (got {n_pos} and {n_neg})")
         j = sens + spec - 1.0
-        return float(thresholds[int(np.argmax(j))])  # thresholds descending: first max = highest
+        return _gap_midpoint(thresholds, int(np.argmax(j)))  # thresholds descending: first max = highest
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target must be in (0, 1], got {target}")
     if method == "sensitivity":
         if n_pos == 0:
             raise ValueError("a sensitivity target needs at least one positive case")
         ok = np.flatnonzero(sens >= target - 1e-12)
-        return float(thresholds[ok[0]])  # sensitivity grows as the threshold falls
+        return _gap_midpoint(thresholds, int(ok[0]))  # sensitivity grows as the threshold falls
     if method == "specificity":
         if n_neg == 0:
             raise ValueError("a specificity target needs at least one negative case")
@@ -689,7 +703,7 @@ def choose_threshold(
             raise ValueError(
                 f"no observed score reaches specificity {target}: a negative case holds the highest score"
             )
-        return float(thresholds[ok[-1]])
+        return _gap_midpoint(thresholds, int(ok[-1]))
     raise ValueError(f"method must be 'youden', 'sensitivity' or 'specificity', got {method!r}")
 
 

@@ -254,35 +254,55 @@ def test_voxel_volume_ml() -> None:
 def test_choose_threshold_youden() -> None:
     scores = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9])
     labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
-    # J: t=0.9 .25, 0.8 .5, 0.7 .75, 0.6 .5, 0.35 .75, 0.3 .5 ... -> tie 0.7 / 0.35, the higher wins
-    assert choose_threshold(scores, labels, "youden") == 0.7
-    assert choose_threshold(scores, labels.astype(bool)) == 0.7
-    # perfectly separable data: the highest optimal threshold is the lowest positive score
-    assert choose_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 0.8
+    # J: t=0.9 .25, 0.8 .5, 0.7 .75, 0.6 .5, 0.35 .75, 0.3 .5 ... -> tie 0.7 / 0.35, the higher wins;
+    # every threshold in (0.6, 0.7] gives that operating point: the midpoint is returned
+    assert choose_threshold(scores, labels, "youden") == pytest.approx(0.65)
+    assert choose_threshold(scores, labels.astype(bool)) == pytest.approx(0.65)
+    # perfectly separable data: halfway between the highest negative and the lowest positive
+    assert choose_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == pytest.approx(0.5)
+
+
+def test_choose_threshold_youden_does_not_sit_on_the_lowest_positive() -> None:
+    """Validation positives all at 0.998: a threshold of 0.998 misses a test positive at 0.99."""
+    val_scores = [0.01, 0.02, 0.05, 0.2, 0.998, 0.9985, 0.999]
+    t = choose_threshold(val_scores, [0, 0, 0, 0, 1, 1, 1])
+    assert t == pytest.approx(0.599)
+    assert 0.99 >= t and 0.2 < t
 
 
 def test_choose_threshold_youden_tie_takes_higher_threshold() -> None:
-    # t=0.5: sens 1/2, spec 1 -> J=0.5; t=0.3: sens 1, spec 1/2 -> J=0.5
-    assert choose_threshold([0.3, 0.4, 0.5], [1, 0, 1]) == 0.5
+    # t=0.5: sens 1/2, spec 1 -> J=0.5; t=0.3: sens 1, spec 1/2 -> J=0.5; (0.4, 0.5] keeps t=0.5's point
+    assert choose_threshold([0.3, 0.4, 0.5], [1, 0, 1]) == pytest.approx(0.45)
+    # the lowest score has no gap below it: it is returned as it is
+    assert choose_threshold([0.3, 0.4, 0.5], [1, 0, 0]) == pytest.approx(0.3)
+
+
+def _observed_gap(scores: np.ndarray, t: float) -> tuple[float, float]:
+    """The observed scores just above and just below a threshold that sits strictly inside a gap."""
+    above, below = scores[scores >= t], scores[scores < t]
+    assert above.size and t not in set(scores.tolist())
+    return float(above.min()), float(below.max()) if below.size else -np.inf
 
 
 def test_choose_threshold_sensitivity_and_specificity_targets() -> None:
     rng = np.random.default_rng(1)
     labels = rng.random(400) < 0.3
     scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.15), 0, 1)
-    for target in (0.8, 0.9, 0.95, 1.0):
+    for target in (0.8, 0.9, 0.95):
         t = choose_threshold(scores, labels, "sensitivity", target)
-        sens = (scores[labels] >= t).mean()
-        assert sens >= target
-        # the highest such threshold: the next observed score above t misses the target
-        higher = scores[scores > t]
+        assert (scores[labels] >= t).mean() >= target
+        upper, lower = _observed_gap(scores, t)
+        assert t == pytest.approx(0.5 * (upper + lower))
+        # the highest such operating point: the next observed score above the gap misses the target
+        higher = scores[scores > upper]
         if higher.size:
             assert (scores[labels] >= higher.min()).mean() < target
         t = choose_threshold(scores, labels, "specificity", target)
         assert (scores[~labels] < t).mean() >= target
-        lower = scores[scores < t]
-        if lower.size:
-            assert (scores[~labels] < lower.max()).mean() < target
+        upper, lower = _observed_gap(scores, t)
+        assert t == pytest.approx(0.5 * (upper + lower))
+        # the lowest such operating point: calling the score below the gap positive misses the target
+        assert (scores[~labels] < lower).mean() < target
 
 
 def test_choose_threshold_errors() -> None:

@@ -63,8 +63,9 @@ def test_thresholds_chosen_on_validation_predictions_never_on_the_evaluated_spli
     rule = doc["model"]["rules"]["seg_volume"]
     assert rule["meta"]["chosen_on"] == f"validation predictions ({len(training)} studies)"
     volumes = sorted(e_vol for e_vol in (_volume(e) for e in training if e["ct_labels"]["any"]))
-    assert rule["threshold"]["any"] == pytest.approx(volumes[0])  # Youden: the smallest positive's volume
-    assert doc["ct_level"]["any"]["seg_volume"]["threshold"]["value"] == pytest.approx(volumes[0])
+    # Youden: halfway between the negatives' 0 mL and the smallest positive's volume
+    assert rule["threshold"]["any"] == pytest.approx(volumes[0] / 2)
+    assert doc["ct_level"]["any"]["seg_volume"]["threshold"]["value"] == pytest.approx(volumes[0] / 2)
     assert "chosen on validation predictions" in doc["model"]["external"]["thresholds"]
     # validation predictions of an evaluated study are refused
     write_label_predictions(test[:1], tmp_path / "val", values=_binary)

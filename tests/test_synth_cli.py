@@ -34,8 +34,8 @@ def test_synth_refuses_a_non_empty_folder_unless_overwriting_its_own_cohort(run_
     assert again.code == 1 and "--overwrite" in again.err
     assert run_cli("synth", out, *SMALL, "--overwrite", "--patients", "1").code == 0
     cohort = json.loads((out / "cohort.json").read_text(encoding="utf-8"))
-    assert {s["patient_id"] for s in cohort["studies"]} == {"SYN0001"}
-    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["SYN0001"]
+    assert {s["patient_id"] for s in cohort["studies"]} == {"SYN3-0001"}
+    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["SYN3-0001"]
 
     # an interrupted run (no cohort.json yet) can still be replaced
     (out / "cohort.json").unlink()

@@ -65,6 +65,15 @@ def test_plan_is_deterministic():
     assert plan_cohort(config) != plan_cohort(SynthConfig(n_patients=20, seed=5))
 
 
+def test_patient_identifiers_carry_the_seed():
+    """Two cohorts of other seeds never share a made-up patient ID (the leakage guard would see one person)."""
+    default = [a.patient_id for a in plan_cohort(SynthConfig(n_patients=3, seed=0))]
+    other = [a.patient_id for a in plan_cohort(SynthConfig(n_patients=3, seed=2026))]
+    assert default == ["SYN0001", "SYN0002", "SYN0003"]  # the default cohort's, as the docs show them
+    assert other == ["SYN2026-0001", "SYN2026-0002", "SYN2026-0003"]
+    assert plan_cohort(SynthConfig(n_patients=1, seed=7))[0].patient_name == "SYNTH7^0001"
+
+
 @pytest.mark.parametrize("kwargs", [
     {"n_patients": 0}, {"matrix": 16}, {"slices": 2}, {"positive_fraction": 1.5}, {"seed": -1},
     {"subtype_prob": {"bogus": 0.1}}, {"subtype_prob": {"epidural": 2.0}}, {"compression_mix": {"zip": 1.0}},

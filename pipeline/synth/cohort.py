@@ -92,14 +92,16 @@ class PatientAssignment:
     scout: bool
     compression: str
     hard_negative: bool = False  # negative at the bright end of every blood mimic (see .hard_negatives)
+    seed: int = 0  # the cohort's seed: part of the identifiers, so two cohorts never share a made-up patient
 
     @property
     def patient_id(self) -> str:
-        return f"SYN{self.index:04d}"
+        """``SYN0001`` in the seed-0 (default) cohort, ``SYN<seed>-0001`` in any other."""
+        return f"SYN{self.index:04d}" if self.seed == 0 else f"SYN{self.seed}-{self.index:04d}"
 
     @property
     def patient_name(self) -> str:
-        return f"SYNTH^{self.index:04d}"
+        return f"SYNTH^{self.index:04d}" if self.seed == 0 else f"SYNTH{self.seed}^{self.index:04d}"
 
 
 @dataclass
@@ -144,7 +146,7 @@ def plan_cohort(config: SynthConfig) -> list[PatientAssignment]:
         subtypes = sorted(next(subtype_sets), key=SUBTYPES.index) if positive[i] else []
         out.append(PatientAssignment(index=i + 1, positive=bool(positive[i]), subtypes=subtypes, follow_up=bool(follow[i]),
                                      tilt=bool(tilt[i]), bone=bool(bone[i]), scout=bool(scout[i]), compression=compression[i],
-                                     hard_negative=bool(hard[i])))
+                                     hard_negative=bool(hard[i]), seed=config.seed))
     return out
 
 
