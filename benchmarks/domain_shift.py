@@ -35,7 +35,8 @@ Goals on the point estimates (PASS/FAIL): specificity >= 0.95, 95th-percentile f
 <= 1 mL, AUC(any) >= 0.95, Dice on studies with blood >= 0.65. Lesion metrics have no goal.
 
 Run: ``python benchmarks/domain_shift.py [--studies 200] [--seed 2026] [--work DIR] [--out DIR]
-[--quick] [--workers N]``. ``--work`` keeps the cohort, manifest and evaluation for reruns (the
+[--quick] [--workers N] [--bundles SEG CLS] [--eval-name NAME]`` (``--bundles``: other bundles
+than the shipped ones, for example an ablation's; their evaluation goes to ``--work``/NAME). ``--work`` keeps the cohort, manifest and evaluation for reruns (the
 cohort is reused when its ``cohort.json`` has the same seed and parameters); ``--out`` writes
 ``domain_shift.json`` and ``domain_shift.md`` (the table). ``--quick`` is a 24-study smoke run.
 ``--no-shift`` is the control: the same held-out patients rendered with the training image
@@ -98,10 +99,10 @@ def ensure_cohort(config: Any, cohort_dir: Path, workers: int) -> bool:
     return True
 
 
-def training_uids() -> set[str]:
+def training_uids(bundles: tuple[Path, ...] = BUNDLES) -> set[str]:
     """Study and series UIDs the bundles were trained and validated on."""
     out: set[str] = set()
-    for bundle in BUNDLES:
+    for bundle in bundles:
         record = json.loads((bundle / "models" / "train_patients.json").read_text(encoding="utf-8"))
         for part in (record, record.get("validation", {})):
             out.update(part.get("study_uids", []))
@@ -109,41 +110,52 @@ def training_uids() -> set[str]:
     return out
 
 
-def check_held_out(cohort_dir: Path) -> None:
+def check_held_out(cohort_dir: Path, bundles: tuple[Path, ...] = BUNDLES) -> None:
     """Refuse a cohort sharing a study or series UID with the bundles' training data."""
     studies = json.loads((cohort_dir / "cohort.json").read_text(encoding="utf-8"))["studies"]
-    shared = training_uids() & {uid for s in studies for uid in (s["study_uid"], s["series_uid"])}
+    shared = training_uids(bundles) & {uid for s in studies for uid in (s["study_uid"], s["series_uid"])}
     if shared:
         raise SystemExit(f"{len(shared)} study/series UID(s) of the cohort are in the bundles' training data")
 
 
-def run_evaluation(cohort_dir: Path, work: Path, workers: int | None) -> Path:
-    """Build the all-test manifest and run ``ichct evaluate`` (reusing a finished evaluation)."""
+def run_evaluation(cohort_dir: Path, work: Path, workers: int | None, bundles: tuple[Path, ...] = BUNDLES,
+                   eval_name: str = "evaluation") -> Path:
+    """Build the all-test manifest and run ``ichct evaluate`` (reusing a finished evaluation of the same
+    cohort and bundles)."""
     from ichct.pipeline.manifests.build import build_manifest
 
-    eval_dir = work / "evaluation"
+    eval_dir = work / eval_name
     stamp = eval_dir / "cohort.sha"
-    if (eval_dir / "metrics.json").is_file() and stamp.is_file() and stamp.read_text() == _cohort_stamp(cohort_dir):
+    expected = _stamp(cohort_dir, bundles)
+    if (eval_dir / "metrics.json").is_file() and stamp.is_file() and stamp.read_text() == expected:
         return eval_dir
     manifest = work / "domain_shift.json"
-    manifest.unlink(missing_ok=True)
-    build_manifest("synth", cohort_dir, manifest, folds=2, test_fraction=1.0, seed=0, workers=1)
+    manifest_stamp = work / "manifest.sha"
+    if not (manifest.is_file() and manifest_stamp.is_file() and manifest_stamp.read_text() == _stamp(cohort_dir, ())):
+        manifest.unlink(missing_ok=True)
+        build_manifest("synth", cohort_dir, manifest, folds=2, test_fraction=1.0, seed=0, workers=1)
+        manifest_stamp.write_text(_stamp(cohort_dir, ()))
     shutil.rmtree(eval_dir, ignore_errors=True)
     command = [str(Path(sys.executable).with_name("ichct")), "evaluate", "--manifest", str(manifest), "--split", "test",
                "--out", str(eval_dir), "--bootstrap", str(N_BOOT), "--seed", "0", "-q"]
-    for bundle in BUNDLES:
+    for bundle in bundles:
         command += ["--bundle", str(bundle)]
     if workers:
         command += ["--workers", str(workers)]
     subprocess.run(command, check=True)
-    (eval_dir / "cohort.sha").write_text(_cohort_stamp(cohort_dir))
+    stamp.write_text(expected)
     return eval_dir
 
 
-def _cohort_stamp(cohort_dir: Path) -> str:
+def _stamp(cohort_dir: Path, bundles: tuple[Path, ...]) -> str:
+    """Hash of the cohort's ``cohort.json`` and of each bundle's weights and configs."""
     import hashlib
 
-    return hashlib.sha256((cohort_dir / "cohort.json").read_bytes()).hexdigest()
+    digest = hashlib.sha256((cohort_dir / "cohort.json").read_bytes())
+    for bundle in bundles:
+        for path in sorted([*bundle.glob("models/*.pt"), *bundle.glob("configs/*.json")]):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def bootstrap_percentile(values: np.ndarray, q: float, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> dict[str, float]:
@@ -234,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write domain_shift.json and domain_shift.md here")
     parser.add_argument("--quick", action="store_true", help=f"smoke run of {QUICK_STUDIES} studies")
     parser.add_argument("--workers", type=int, default=None, help="generator processes and evaluate --workers")
+    parser.add_argument("--bundles", type=Path, nargs=2, metavar=("SEG", "CLS"), default=None,
+                        help="the segmentation and classification bundles to score (default: the shipped ones)")
+    parser.add_argument("--eval-name", default="evaluation", help="evaluation folder under --work (default evaluation)")
     parser.add_argument("--no-shift", action="store_true",
                         help="control: the same held-out patients rendered with the training image formation")
     args = parser.parse_args(argv)
@@ -242,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="ichct-domain-shift-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = run(n_studies, args.seed, work, args.workers, shifted=not args.no_shift)
+        result = run(n_studies, args.seed, work, args.workers, shifted=not args.no_shift,
+                     bundles=tuple(args.bundles) if args.bundles else BUNDLES, eval_name=args.eval_name)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -258,13 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(n_studies: int, seed: int, work: Path, workers: int | None, shifted: bool = True) -> dict[str, Any]:
+def run(n_studies: int, seed: int, work: Path, workers: int | None, shifted: bool = True,
+        bundles: tuple[Path, ...] = BUNDLES, eval_name: str = "evaluation") -> dict[str, Any]:
     """Generate (or reuse) the cohort, evaluate the bundles on it; everything the table needs."""
     config = shifted_config(n_studies, seed, shifted)
     cohort_dir = work / "cohort"
     generated = ensure_cohort(config, cohort_dir, workers or 1)
-    check_held_out(cohort_dir)
-    eval_dir = run_evaluation(cohort_dir, work, workers)
+    check_held_out(cohort_dir, bundles)
+    eval_dir = run_evaluation(cohort_dir, work, workers, bundles, eval_name)
     metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     negatives = negative_volumes(eval_dir / "per_case.csv")
     return {"n_studies": metrics["n_studies"], "n_negative": int(negatives.size), "seed": seed,

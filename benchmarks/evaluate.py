@@ -26,6 +26,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from ichct.pipeline.decision import DecisionRule, ct_scores, segmentation_volumes  # noqa: E402
 from ichct.pipeline.core.labels import LABEL_NAMES  # noqa: E402
 from ichct.pipeline.evaluate.metrics_ct import ct_level_metrics, reader_metrics, rsna_row_losses  # noqa: E402
+from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS  # noqa: E402
 from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics, segmentation_summary  # noqa: E402
 from ichct.pipeline.evaluate.report import assemble_metrics, write_report  # noqa: E402
 
@@ -100,7 +101,7 @@ def per_case_rows(studies: list[dict[str, Any]], seed: int = 0) -> list[dict[str
             row.update({f"score:{key}:{st}": v for st, v in sc.items()})
         sl = rsna_row_losses(s["probs"], s["slice_labels"])
         row["slice_ll_sum"], row["n_slices"] = float(sl.sum()), int(sl.size)
-        seg = segmentation_case_metrics(s["pred"], s["true"], SPACING, num_classes=6)
+        seg = segmentation_case_metrics(s["pred"], s["true"], SPACING, num_classes=6, lesions=DEFAULT_LESIONS)
         for cls, vals in seg.items():
             row.update({f"seg:{cls}:{f}": v for f, v in vals.items()})
         for r, (se, sp) in {"A": (0.85, 0.9), "B": (0.75, 0.97)}.items():
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     metrics = assemble_metrics(model={"name": "synthetic"}, manifest={"path": "synthetic"}, split="test",
                                patient_keys=keys, ct_level=ct, segmentation=seg, allow_overlap=False,
-                               readers=readers, n_boot=args.boot, seed=args.seed)
+                               readers=readers, n_boot=args.boot, seed=args.seed,
+                               lesion_definition=DEFAULT_LESIONS.to_dict())
     with tempfile.TemporaryDirectory(prefix="ichct-eval-bench-") as tmp:
         out = args.out or Path(tmp)
         files = write_report(metrics, rows, curves, out)
@@ -167,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     print("  any/max: AUC {:.3f} [{:.3f}, {:.3f}], sensitivity {:.3f} [{:.3f}, {:.3f}]".format(
         a["roc_auc"]["value"], a["roc_auc"]["ci_low"], a["roc_auc"]["ci_high"],
         a["sensitivity"]["value"], a["sensitivity"]["ci_low"], a["sensitivity"]["ci_high"]))
+    lesions = seg["any"]
+    print("  lesions ({}): sensitivity {:.3f} at {:.2f} false-positive lesions per scan".format(
+        DEFAULT_LESIONS.describe(), lesions["lesion_sensitivity"]["value"], lesions["fp_per_scan"]["value"]))
     return 0
 
 

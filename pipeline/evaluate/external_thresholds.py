@@ -208,7 +208,7 @@ def choose_thresholds_on_validation(val_scores: Sequence[Mapping[str, Mapping[st
     >>> scores = [{"max": {"any": s}} for s in (0.1, 0.4, 0.35, 0.9)]
     >>> rule = choose_thresholds_on_validation(scores, entries, ["max"])["max"]
     >>> rule.threshold, rule.meta["chosen_on"], rule.meta["method"]
-    ({'any': 0.9}, 'validation predictions (4 studies)', 'youden')
+    ({'any': 0.65}, 'validation predictions (4 studies)', 'youden')
     """
     if len(val_scores) != len(val_entries):
         raise ValueError(f"{len(val_scores)} score sets for {len(val_entries)} validation entries")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import COMPRESSIONS, SynthConfig
+from .render_settings import render_settings
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ def sample_protocol(gen: np.random.Generator, config: SynthConfig, *, tilt: bool
     mas = float(gen.uniform(200, 350))
     sigma5 = float(gen.uniform(2.0, 3.4)) * float(np.sqrt(300.0 / mas))
     sigma = sigma5 * float(np.sqrt(5.0 / thickness))
-    if config.formation is not None:  # a shifted dose (no extra draw: the default stream is unchanged)
-        sigma *= config.formation.noise_scale
+    sigma *= render_settings(config.formation).noise_scale  # a shifted dose (no extra draw: the stream is unchanged)
     window = (40.0, 80.0) if gen.random() < 0.7 else (float(gen.choice([35.0, 40.0, 45.0])), float(gen.choice([80.0, 90.0, 100.0])))
     return Protocol(
         vendor=vendor,

@@ -56,7 +56,8 @@ from .grid import PartialVolume, Pose, StackLayout, rotation_matrix, stack_layou
 from .hard_negatives import hard_negative_flags, harden
 from .lesions import Lesion, sample_lesion
 from .mimics import Mimics, sample_mimics
-from .noise import BONE, SOFT, Streaks, add_streaks, noise_weight, reconstruct, sample_streaks, shifted_kernel
+from .noise import Streaks, add_streaks, noise_weight, reconstruct, sample_streaks
+from .render_settings import render_settings
 from .phantom import render
 from .scout import scout_geometry, scout_image
 from .seeding import make_uid, rng, stratified_choice, stratified_flags, stratified_subtypes
@@ -266,11 +267,6 @@ def _shares(mix: dict[str, float]) -> np.ndarray:
     return p / p.sum()
 
 
-def _extra_hu_offset(config: SynthConfig) -> float:
-    """The HU offset a formation shift adds to every study's scanner (0 without one)."""
-    return config.formation.hu_offset if config.formation is not None else 0.0
-
-
 def _study(config, a, index, day, protocol, pose, layout, lesions, gen) -> StudyPlan:
     return StudyPlan(
         index=index,
@@ -283,7 +279,7 @@ def _study(config, a, index, day, protocol, pose, layout, lesions, gen) -> Study
         layout=layout,
         lesions=lesions,
         streaks=sample_streaks(gen),
-        scanner=sample_scanner(gen, protocol.vendor.hu_offset + _extra_hu_offset(config), config.motion_fraction),
+        scanner=sample_scanner(gen, protocol.vendor.hu_offset + render_settings(config.formation).hu_offset, config.motion_fraction),
     )
 
 
@@ -309,8 +305,7 @@ def generate_patient(config: SynthConfig, out_dir: str | Path, a: PatientAssignm
 def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study: StudyPlan) -> tuple[dict[str, Any], list[str]]:
     """Render one study, write its series, label map (and preview); its cohort record and csv rows."""
     a, layout = plan.assignment, study.layout
-    ssp_blur_mm = config.formation.ssp_blur_mm if config.formation and config.formation.ssp_blur_mm else SSP_BLUR_MM
-    clean, label, weight = _render_study(plan, study, ssp_blur_mm)
+    clean, label, weight = _render_study(plan, study, render_settings(config.formation).ssp_blur_mm)
     outside = _outside_field_of_view(config.matrix)
     header = _study_header(plan, study)
     study_dir_rel = study_dir(a.patient_id, study.index)
@@ -433,7 +428,7 @@ def _write_soft_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, st
     Returns its header, its HU volume and the list of series entries (this one first).
     """
     a, protocol = plan.assignment, study.protocol
-    kernel = shifted_kernel(SOFT, config.formation, soft=True)
+    kernel = render_settings(config.formation).soft_kernel
     soft_hu = reconstruct(clean, study.layout.pixel_spacing[0], kernel, protocol.sigma_soft_hu, weight,
                           rng(config.seed, "noise", a.index, study.index, 2))
     stored, padding = encode_stored(soft_hu, protocol.vendor, outside)
@@ -451,7 +446,7 @@ def _write_bone_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, st
                        clean: np.ndarray, weight: np.ndarray, outside: np.ndarray) -> dict[str, str]:
     """The bone-kernel reconstruction (series 3); its series entry."""
     a, protocol = plan.assignment, study.protocol
-    kernel = shifted_kernel(BONE, config.formation, soft=False)
+    kernel = render_settings(config.formation).bone_kernel
     bone_hu = reconstruct(clean, study.layout.pixel_spacing[0], kernel, protocol.sigma_bone_hu, weight,
                           rng(config.seed, "noise", a.index, study.index, 3))
     stored, padding = encode_stored(bone_hu, protocol.vendor, outside)

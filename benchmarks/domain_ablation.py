@@ -1,0 +1,166 @@
+"""Ablation of issue 23's remedies: which of domain randomisation and hard negatives moved which number.
+
+Every arm trains both models the way ``bundles/build_bundles.sh`` does (``ichct train seg|cls
+--fold 0 --seed 0 --max-minutes 5``, one after the other, on the default cohort's patients and
+splits), packages them as bundles under ``--work``/ARM/bundles, and scores them twice with
+``ichct evaluate --bundle SEG --bundle CLS``: on the default test split (15 studies, the demo's
+goals: Dice on studies with blood >= 0.70, AUC(any) >= 0.95) and on the shifted-domain cohort of
+``benchmarks/domain_shift.py`` (200 held-out studies, image formation never used in training).
+
+Arms (same seeds, same budget; only the named remedy differs):
+
+- ``render``: the 0.4.0 recipe, domain randomisation off;
+- ``randomisation``: the training chain's domain randomisation on (:data:`RANDOMISATION`);
+- ``hard_negatives``: randomisation off, trained on the default cohort's patients rendered with
+  ``--hard-negative-fraction`` :data:`HARD_NEGATIVE_FRACTION` (same patients, IDs and splits: the
+  hard-negative draws use their own random streams, so only the negatives' mimics change);
+- ``both``: randomisation on and the hard-negative cohort.
+
+The render arm's row against the 0.3.x bundles (the render before issue 22) is in docs/benchmarks.md.
+
+Run: ``python benchmarks/domain_ablation.py --work DIR [--arms render randomisation ...]
+[--minutes 5] [--out DIR]``. Finished arms (their ``result.json``) are reused; ``--out`` writes
+``domain_ablation.json`` and ``domain_ablation.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import domain_shift  # noqa: E402  (the benchmark next to this one)
+
+MANIFEST = REPO / "data_manifests" / "synth_default.json"
+HARD_NEGATIVE_FRACTION = 0.5
+#: The training chain's domain randomisation of the randomised arms (config key ``domain``).
+RANDOMISATION: dict[str, dict[str, Any]] = {
+    "hu_offset": {"prob": 0.5, "offset_hu": [-6.0, 6.0]},
+    "noise": {"prob": 0.3, "std_hu": [2.0, 8.0], "texture_sigma": [0.0, 1.0]},
+    "slice_thickness": {"prob": 0.25, "factor": [1.0, 2.0]},
+    "blur": {"prob": 0.2, "sigma": [0.25, 1.0]},
+    "sharpen": {"prob": 0.2, "alpha": [0.2, 1.0], "sigma": [0.5, 1.0]},
+    "bias_field": {"prob": 0.15, "coeff": [-0.02, 0.02]},
+    "contrast": {"prob": 0.2, "gamma": [0.8, 1.25]},
+}
+OFF = {name: {"prob": 0.0} for name in RANDOMISATION}
+ARMS: dict[str, tuple[bool, bool]] = {  # name: (randomisation, hard negatives)
+    "render": (False, False), "randomisation": (True, False), "hard_negatives": (False, True), "both": (True, True),
+}
+KINDS = {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}
+
+
+def ichct(*args: Any) -> None:
+    """Run one ``ichct`` command of this environment (quiet), failing loudly."""
+    subprocess.run([str(Path(sys.executable).with_name("ichct")), *map(str, args), "-q"], check=True)
+
+
+def training_manifest(work: Path, hard: bool) -> Path:
+    """The default manifest, or the same patients rendered with hard negatives (generated once)."""
+    if not hard:
+        return MANIFEST
+    cohort, manifest = work / "hard_cohort", work / "hard_manifest.json"
+    if not manifest.is_file():
+        from ichct.pipeline.synth.config import DEFAULT_COHORT, DEFAULT_MANIFEST_SPLIT
+
+        c = DEFAULT_COHORT
+        ichct("synth", cohort, "--patients", c.n_patients, "--seed", c.seed, "--matrix", c.matrix,
+              "--slices", c.slices, "--hard-negative-fraction", HARD_NEGATIVE_FRACTION, "--overwrite")
+        split = DEFAULT_MANIFEST_SPLIT
+        ichct("manifest", "build", "--source", "synth", "--root", cohort, "--out", manifest, "--folds", split["folds"],
+              "--test-fraction", split["test_fraction"], "--seed", split["seed"])
+    return manifest
+
+
+def train_arm(arm_dir: Path, manifest: Path, randomised: bool, minutes: float) -> dict[str, Path]:
+    """Train and package both models of one arm; the bundles' folders by kind."""
+    config = arm_dir / "train_config.json"
+    config.write_text(json.dumps({"domain": RANDOMISATION if randomised else OFF}, indent=2), encoding="utf-8")
+    bundles = {}
+    for kind, name in KINDS.items():
+        run, bundle = arm_dir / kind, arm_dir / "bundles" / name
+        if not (run / "best.pt").is_file():
+            shutil.rmtree(run, ignore_errors=True)
+            ichct("train", kind, "--manifest", manifest, "--fold", 0, "--out", run, "--max-minutes", minutes,
+                  "--seed", 0, "--config", config)
+        ichct("bundle", "package", run, bundle, "--version", "0.0.0", "--force")
+        bundles[kind] = bundle
+    return bundles
+
+
+def in_domain_metrics(arm_dir: Path, bundles: dict[str, Path]) -> dict[str, Any]:
+    """Dice on studies with blood and AUC(any) (``consecutive``) on the default test split."""
+    out = arm_dir / "eval_test"
+    if not (out / "metrics.json").is_file():
+        ichct("evaluate", "--bundle", bundles["seg"], "--bundle", bundles["cls"], "--manifest", MANIFEST,
+              "--split", "test", "--out", out, "--bootstrap", domain_shift.N_BOOT, "--seed", 0)
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    rows = {r["key"]: r for r in domain_shift.collect_metrics(metrics, domain_shift.negative_volumes(out / "per_case.csv"))}
+    return {"dice_with_blood": rows["dice_with_blood"], "auc_any": rows["auc_any"]}
+
+
+def run_arm(work: Path, arm: str, minutes: float, shift_work: Path) -> dict[str, Any]:
+    """Train, package and score one arm (reusing its ``result.json`` when there)."""
+    arm_dir = work / arm
+    result_file = arm_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text(encoding="utf-8"))
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    randomised, hard = ARMS[arm]
+    start = time.perf_counter()
+    bundles = train_arm(arm_dir, training_manifest(work, hard), randomised, minutes)
+    shifted = domain_shift.run(domain_shift.DEFAULT_STUDIES, domain_shift.DEFAULT_SEED, shift_work, None,
+                               bundles=(bundles["seg"], bundles["cls"]), eval_name=f"evaluation_{arm}")
+    result = {"arm": arm, "randomisation": randomised, "hard_negatives": hard, "minutes": minutes,
+              "test_split": in_domain_metrics(arm_dir, bundles), "shifted": {r["key"]: r for r in shifted["rows"]},
+              "wall_s": round(time.perf_counter() - start, 1)}
+    result_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+COLUMNS = [("test_split", "dice_with_blood", "test Dice"), ("test_split", "auc_any", "test AUC(any)"),
+           ("shifted", "specificity", "shifted spec."), ("shifted", "auc_any", "shifted AUC(any)"),
+           ("shifted", "false_blood_p95_ml", "shifted p95 false blood (mL)"),
+           ("shifted", "dice_with_blood", "shifted Dice"), ("shifted", "lesion_sensitivity", "shifted lesion sens."),
+           ("shifted", "fp_per_scan", "shifted FP lesions/scan")]
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One row per arm, each metric with its 95 % CI."""
+    lines = ["| arm | " + " | ".join(c[2] for c in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for r in results:
+        cells = []
+        for part, key, _ in COLUMNS:
+            m = r[part].get(key)
+            cells.append("-" if m is None else f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+        lines.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="runs, bundles, cohorts and evaluations")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model (default 5)")
+    parser.add_argument("--out", type=Path, default=None, help="write domain_ablation.json and .md here")
+    args = parser.parse_args(argv)
+    results = [run_arm(args.work, arm, args.minutes, args.work / "shifted") for arm in args.arms]
+    table = markdown_table(results)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "domain_ablation.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (args.out / "domain_ablation.md").write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
