@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ichct.pipeline.cli.arg_types import positive_int
 from ichct.pipeline.core.cluster import DEFAULT_CONNECT_TIMEOUT_S, SCHEDULER_ENV, ClusterSpec
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +15,9 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help=f"address of a running Dask scheduler, e.g. tcp://head:8786 (default: ${SCHEDULER_ENV}, "
                             "else a local cluster of one worker process per core)")
-    group.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    group.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="worker processes of the local cluster (default: the usable cores)")
-    group.add_argument("--worker-threads", type=_positive_int, default=1, metavar="N",
+    group.add_argument("--worker-threads", type=positive_int, default=1, metavar="N",
                        help="torch threads per worker (default 1: N workers never oversubscribe N cores)")
     group.add_argument("--memory-limit", default="auto", metavar="SIZE",
                        help="memory limit per local worker, e.g. 4GiB (default auto: the machine's memory split "

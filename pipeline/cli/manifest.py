@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ichct.pipeline.cli.arg_types import fraction
+
 logger = logging.getLogger("ichct.manifest")
 
 EXIT_OK, EXIT_DATA_ERROR = 0, 1
@@ -21,16 +23,6 @@ def _folds(text: str) -> int:
     if value < 2:  # `ichct train` validates on one fold and trains on the others
         raise argparse.ArgumentTypeError(f"needs at least 2 folds (one to validate on, one or more to train on), "
                                          f"got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
 
 
@@ -57,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     b.add_argument("--root", required=True, help="the data set's folder")
     b.add_argument("--out", required=True, type=_json_path, help="manifest to write (e.g. data_manifests/NAME.json)")
     b.add_argument("--folds", type=_folds, default=5, help="cross-validation folds, at least 2 (default 5)")
-    b.add_argument("--test-fraction", type=_fraction, default=0.2, help="share of studies held out as test (default 0.2)")
+    b.add_argument("--test-fraction", type=fraction, default=0.2, help="share of studies held out as test (default 0.2)")
     b.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     b.add_argument("--name", default=None, help="manifest name (default: the file name)")
     b.add_argument("--link-dir", default=None, help="folder for pseudonymous links (default: <out without .json>.links)")

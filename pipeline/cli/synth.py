@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ichct.errors import IchctError
+from ichct.pipeline.cli.arg_types import fraction, non_negative_int, positive_int
 from ichct.pipeline.synth.config import (
     DEFAULT_COHORT,
     DEFAULT_COHORT_DIR,
@@ -21,41 +22,11 @@ from ichct.pipeline.synth.config import (
 logger = logging.getLogger("ichct.synth")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not within [0, 1]")
-    return value
-
-
 def _subtype_prob(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     if not sep or name not in SUBTYPES:
         raise argparse.ArgumentTypeError(f"expected NAME=P with NAME one of {', '.join(SUBTYPES)} (got {text!r})")
-    return name, _fraction(value)
+    return name, fraction(value)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -71,19 +42,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help=f"write the default cohort ({DEFAULT_COHORT.n_patients} patients, seed {DEFAULT_COHORT.seed}, "
                         f"matrix {DEFAULT_COHORT.matrix}, {DEFAULT_COHORT.slices} slices) that "
                         f"{DEFAULT_COHORT_MANIFEST} splits; cohort options cannot be combined with it")
-    p.add_argument("--patients", type=_positive_int, default=None, help="number of patients (default 10)")
-    p.add_argument("--seed", type=_non_negative_int, default=None, help="random seed (default 0)")
-    p.add_argument("--matrix", type=_positive_int, default=None, help="image matrix (rows = columns, default 256)")
-    p.add_argument("--slices", type=_positive_int, default=None, help="slices per axial series (default 32)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: one per CPU, at most 8)")
-    p.add_argument("--positive-fraction", type=_fraction, default=None, help="share of patients with hemorrhage (default 0.5)")
+    p.add_argument("--patients", type=positive_int, default=None, help="number of patients (default 10)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="random seed (default 0)")
+    p.add_argument("--matrix", type=positive_int, default=None, help="image matrix (rows = columns, default 256)")
+    p.add_argument("--slices", type=positive_int, default=None, help="slices per axial series (default 32)")
+    p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: one per CPU, at most 8)")
+    p.add_argument("--positive-fraction", type=fraction, default=None, help="share of patients with hemorrhage (default 0.5)")
     p.add_argument("--subtype-prob", type=_subtype_prob, action="append", default=[], metavar="NAME=P",
                    help="P(subtype | positive), repeatable; defaults: "
                         + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SUBTYPE_PROB.items()))
-    p.add_argument("--follow-up-fraction", type=_fraction, default=None, help="share of patients with a second study (default 0.25)")
-    p.add_argument("--motion-fraction", type=_fraction, default=None,
+    p.add_argument("--follow-up-fraction", type=fraction, default=None, help="share of patients with a second study (default 0.25)")
+    p.add_argument("--motion-fraction", type=fraction, default=None,
                    help="share of studies where the patient moved during part of the scan (default 0.05)")
-    p.add_argument("--hard-negative-fraction", type=_fraction, default=None,
+    p.add_argument("--hard-negative-fraction", type=fraction, default=None,
                    help="share of negative patients at the bright end of every blood mimic (default 0)")
     p.add_argument("--preview", action="store_true", help="also write a PNG contact sheet per study under OUT/preview/")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synth cohort in OUT_DIR")

@@ -1,0 +1,53 @@
+"""Number types for ``argparse`` options, shared by every command (a bad value is a usage error naming it)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["fraction", "non_negative_int", "positive_int"]
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1.
+
+    Example
+    -------
+    >>> positive_int("3")
+    3
+    """
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number within [0, 1].
+
+    Example
+    -------
+    >>> fraction("0.25")
+    0.25
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
+    return value
