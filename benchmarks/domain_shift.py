@@ -197,8 +197,9 @@ def collect_metrics(metrics: dict[str, Any], negative_ml: np.ndarray) -> list[di
             continue
         rule = runs[kind]["rule"]["name"]
         ct = metrics["ct_level"]["any"][rule]
-        rows.append({"metric": f"CT-level specificity ({rule})", "key": "specificity", **_ci(ct["specificity"])})
-        rows.append({"metric": f"CT-level AUC(any) ({rule})", "key": "auc_any", **_ci(ct["roc_auc"])})
+        rows.append({"metric": f"CT-level specificity ({rule})", "key": "specificity", "rule": rule,
+                     **_ci(ct["specificity"])})
+        rows.append({"metric": f"CT-level AUC(any) ({rule})", "key": "auc_any", "rule": rule, **_ci(ct["roc_auc"])})
     rows.append({"metric": "false blood per negative, median (mL)", "key": "false_blood_median_ml",
                  **bootstrap_percentile(negative_ml, 50)})
     rows.append({"metric": "false blood per negative, 95th percentile (mL)", "key": "false_blood_p95_ml",

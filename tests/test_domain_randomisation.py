@@ -1,5 +1,6 @@
-"""Training-time domain randomisation (config ``domain``): each effect on tiny windowed volumes, the
-place of its steps in both models' training chains, the config checks, and the bundle's train.json."""
+"""Training-time domain randomisation (config ``domain``): each effect on tiny volumes, the place of
+its steps in both models' training chains (image formation on HU before the windows, the rest on the
+windowed image), the config checks, and the bundle's train.json."""
 
 from __future__ import annotations
 
@@ -14,16 +15,24 @@ from monai.data import MetaTensor
 
 from ichct.pipeline.bundle.configs import bundle_configs
 from ichct.pipeline.models.config import DEFAULTS, resolve_config, saved_run_config
-from ichct.pipeline.models.data import cls_preprocessing, compose, domain_randomisation, seg_preprocessing
+from ichct.pipeline.models.data import (
+    cls_preprocessing,
+    compose,
+    domain_randomisation,
+    formation_randomisation,
+    seg_preprocessing,
+)
 from ichct.pipeline.preprocess.cache import cache_plan, first_random_index
 from ichct.transforms import RandHUNoised, RandHUOffsetd, RandSliceThicknessd, simulate_slice_thickness
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = [80.0, 200.0, 380.0]
 EFFECTS = list(DEFAULTS["seg"]["domain"])
-DOMAIN_TARGETS = {"ichct.transforms.RandHUOffsetd", "ichct.transforms.RandHUNoised",
-                  "ichct.transforms.RandSliceThicknessd", "RandGaussianSmoothd", "RandGaussianSharpend",
-                  "RandBiasFieldd", "RandAdjustContrastd"}
+WINDOWED_TARGETS = {"ichct.transforms.RandHUOffsetd", "ichct.transforms.RandHUNoised", "RandBiasFieldd",
+                    "RandAdjustContrastd"}
+FORMATION_TARGETS = {"ichct.transforms.RandPSFTaild", "ichct.transforms.RandSliceThicknessd", "RandGaussianSmoothd",
+                     "RandGaussianSharpend"}
+DOMAIN_TARGETS = WINDOWED_TARGETS | FORMATION_TARGETS
 PREPROCESSING = {"seg": seg_preprocessing, "cls": cls_preprocessing}
 
 
@@ -34,7 +43,8 @@ def _windowed(seed: int = 0, shape: tuple[int, ...] = (3, 24, 24, 8)) -> torch.T
 
 def _one(effect: str, widths: list[float] = WIDTHS, **params: object):
     """The Compose of one effect's step as the training chain builds it (prob 1)."""
-    steps = domain_randomisation({effect: {"prob": 1.0, **params}}, widths)
+    domain = {effect: {"prob": 1.0, **params}}
+    steps = domain_randomisation(domain, widths) + formation_randomisation(domain)
     assert len(steps) == 1
     return compose(steps)
 
@@ -55,6 +65,7 @@ def test_default_chain_is_unchanged(kind):
     default config is the one of a config saved before ``domain`` existed."""
     assert all(effect["prob"] == 0.0 for effect in DEFAULTS[kind]["domain"].values())
     assert domain_randomisation(DEFAULTS[kind]["domain"], WIDTHS) == []
+    assert formation_randomisation(DEFAULTS[kind]["domain"]) == []
     cfg = resolve_config(kind)
     old = {k: v for k, v in cfg.items() if k != "domain"}
     assert "domain" not in saved_run_config(kind, old)  # an old run's bundle configs stay what they were
@@ -70,21 +81,36 @@ def test_default_chain_is_unchanged(kind):
 
 
 @pytest.mark.parametrize("kind", ["seg", "cls"])
-def test_enabled_steps_follow_the_cache_boundary_in_training_only(kind):
-    cfg = resolve_config(kind, {"domain": {e: {"prob": 0.5} for e in EFFECTS}})
+def test_windowed_steps_follow_the_cache_boundary_in_training_only(kind):
+    windowed = ("hu_offset", "noise", "bias_field", "contrast")
+    cfg = resolve_config(kind, {"domain": {e: {"prob": 0.5} for e in windowed}})
     default = PREPROCESSING[kind](resolve_config(kind), train=True)
     chain = PREPROCESSING[kind](cfg, train=True)
     targets = [s["_target_"] for s in chain]
-    assert DOMAIN_TARGETS <= set(targets)
+    assert WINDOWED_TARGETS <= set(targets) and not FORMATION_TARGETS & set(targets)
     boundary = first_random_index(compose(chain))
     assert boundary == first_random_index(compose(default))
-    assert min(targets.index(t) for t in DOMAIN_TARGETS) > boundary
-    assert targets.index("RandAffined") < min(targets.index(t) for t in DOMAIN_TARGETS)
+    assert targets.index("RandAffined") < min(targets.index(t) for t in WINDOWED_TARGETS)
     # the cached prefix (and so the disk cache's folder) is the default one
     assert cache_plan(kind, chain).digest == cache_plan(kind, default).digest
-    assert not DOMAIN_TARGETS & {s["_target_"] for s in PREPROCESSING[kind](cfg, train=False)}  # validation
     widths = [s["widths_hu"] for s in chain if s["_target_"] == "ichct.transforms.RandHUOffsetd"][0]
     assert widths == WIDTHS + ([80.0] if kind == "cls" else [])  # the classifier's skull-stripped brain window
+
+
+@pytest.mark.parametrize("kind", ["seg", "cls"])
+def test_formation_steps_run_on_hu_before_the_windows_in_training_only(kind):
+    cfg = resolve_config(kind, {"domain": {e: {"prob": 0.5} for e in EFFECTS}})
+    chain = PREPROCESSING[kind](cfg, train=True)
+    targets = [s["_target_"] for s in chain]
+    assert DOMAIN_TARGETS <= set(targets)
+    formation = [targets.index(t) for t in FORMATION_TARGETS]
+    window = targets.index("ichct.transforms.MultiWindowd")
+    assert max(formation) < window and min(formation) == first_random_index(compose(chain))
+    if kind == "cls":  # the stripped copy is made (cached) before, brought up to date and windowed after
+        assert targets.index("ichct.transforms.StripSkulld") < min(formation)
+        assert max(formation) < targets.index("ichct.transforms.ReapplyStripd") < targets.index("ScaleIntensityRanged")
+    assert not DOMAIN_TARGETS & {s["_target_"] for s in PREPROCESSING[kind](cfg, train=False)}  # validation
+    assert PREPROCESSING[kind](cfg, train=False) == PREPROCESSING[kind](resolve_config(kind), train=False)
 
 
 @pytest.mark.parametrize("kind", ["seg", "cls"])
@@ -191,7 +217,8 @@ def test_contrast_is_a_gamma_of_the_windowed_intensities():
 
 
 def test_every_step_is_deterministic_with_set_random_state():
-    chain = compose(domain_randomisation({e: {"prob": 0.7} for e in EFFECTS}, WIDTHS))
+    domain = {e: {"prob": 0.7} for e in EFFECTS}
+    chain = compose(formation_randomisation(domain) + domain_randomisation(domain, WIDTHS))
     img = _windowed(5)
 
     def run(seed: int) -> torch.Tensor:
@@ -220,6 +247,8 @@ def test_every_step_is_deterministic_with_set_random_state():
     ({"slice_thickness": {"factor": [0.5, 2.0]}}, "domain.slice_thickness.factor[0]"),
     ({"contrast": {"gamma": [0.0, 1.0]}}, "domain.contrast.gamma[0]"),
     ({"hu_offset": {"offset_hu": [5.0, -5.0]}}, "domain.hu_offset.offset_hu"),
+    ({"psf_tail": {"fraction": [0.1, 1.5]}}, "domain.psf_tail.fraction[1]"),
+    ({"psf_tail": {"length_mm": [0.0, 1.0]}}, "domain.psf_tail.length_mm[0]"),
     ({"blurr": {"prob": 0.5}}, "domain.blurr"),
     ({"bias_field": {"degree": 3}}, "domain.bias_field.degree"),
 ])
@@ -239,21 +268,96 @@ def test_cli_train_refuses_a_bad_domain_config_before_writing(tmp_path, run_cli)
     assert "Traceback" not in r.err and not (tmp_path / "runs").exists()
 
 
+def _cached_item(kind: str) -> dict:
+    """What the cache holds for a study when formation effects are on: HU (and the stripped copy), labels."""
+    shape = (72, 72, 18) if kind == "seg" else (80, 80, 7)
+    hu = torch.full((1, *shape), 30.0)
+    hu[:, :4], hu[:, -4:] = 1400.0, 1400.0  # bone on two sides
+    hu += torch.from_numpy(np.random.default_rng(6).normal(0, 4, hu.shape).astype(np.float32))
+    affine = torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0]))
+    label = torch.zeros((1, *shape))
+    label[0, 30:40, 30:40, 4:6] = 1.0
+    item = {"image": MetaTensor(hu, affine=affine), "label": MetaTensor(label, affine=affine)}
+    if kind == "cls":
+        stripped = hu.clone()
+        stripped[:, :4], stripped[:, -4:] = -1000.0, -1000.0
+        item.update(stripped=MetaTensor(stripped, affine=affine), slice_labels=np.zeros((shape[-1], 6), np.float32))
+    return item
+
+
 @pytest.mark.parametrize("kind", ["seg", "cls"])
 def test_training_chains_run_with_every_effect_on(kind):
     """The random part of each training chain, every effect at prob 1, on a cached item of the model's shape."""
     cfg = resolve_config(kind, {"domain": {e: {"prob": 1.0} for e in EFFECTS}})
     chain = compose(PREPROCESSING[kind](cfg, train=True))
-    channels, shape = (3, (72, 72, 18)) if kind == "seg" else (4, (80, 80, 7))
-    image = _windowed(6, (channels, *shape))
-    label = torch.zeros((1, *shape))
-    label[0, 30:40, 30:40, 4:6] = 1.0
-    item = {"image": image, "label": label}
-    if kind == "cls":
-        item.update(slice_labels=np.zeros((shape[-1], 6), dtype=np.float32))
+    channels = 3 if kind == "seg" else 4
     chain.set_random_state(0)
-    out = chain(item, start=first_random_index(chain))
+    out = chain(_cached_item(kind), start=first_random_index(chain))
     samples = out if isinstance(out, list) else [out]
     for sample in samples:
         assert sample["image"].dtype == torch.float32 and torch.isfinite(sample["image"]).all()
         assert sample["image"].shape[0] == channels and sample["image"].shape[1:] == sample["label"].shape[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# kernel tails on HU (ichct.transforms.kernel_tail) and the stripped copy
+# --------------------------------------------------------------------------------------------
+
+
+def _bone_slab(pixel_mm: float = 0.5) -> MetaTensor:
+    """40 HU brain with a 1,500 HU bone slab along the first 10 rows (pixels of ``pixel_mm``)."""
+    hu = torch.full((1, 60, 40, 3), 40.0)
+    hu[:, :10] = 1500.0
+    return MetaTensor(hu, affine=torch.diag(torch.tensor([pixel_mm, pixel_mm, 5.0, 1.0])))
+
+
+def test_psf_tail_throws_a_halo_from_bone_that_grows_with_fraction_and_length():
+    from ichct.transforms import RandPSFTaild, psf_tail
+
+    slab = _bone_slab()
+
+    def halo(fraction: float, length_mm: float, pixel_mm: float = 0.5) -> np.ndarray:
+        img = _bone_slab(pixel_mm)
+        t = RandPSFTaild("image", fraction=(fraction, fraction), length_mm=(length_mm, length_mm), prob=1.0)
+        out = t({"image": img})["image"]
+        assert isinstance(out, MetaTensor) and torch.equal(out.affine, img.affine)
+        return (out - img)[0, :, 20, 1].numpy()  # one column across the edge
+
+    base = halo(0.1, 1.0)
+    assert base[10] > 20.0 and base[9] < -20.0  # brain next to bone brightens, bone's edge dims
+    assert abs(base[30:]).max() < 0.5  # 10 mm from bone: nothing
+    assert halo(0.2, 1.0)[10] == pytest.approx(2 * base[10], rel=1e-4)  # linear in the fraction
+    assert halo(0.1, 2.0)[14] > base[14] + 1.0  # a longer tail reaches farther
+    # the length is in mm: the same tail on 1 mm pixels covers half as many pixels
+    assert halo(0.1, 1.0, pixel_mm=1.0)[12] < base[12] - 1.0
+    # the signal only spreads: around a bone block inside a uniform field the slice keeps its total HU
+    block = torch.full((1, 60, 40, 1), 40.0)
+    block[:, 20:30, 15:25] = 1500.0
+    out = psf_tail(block, 0.15, (3.0, 3.0))
+    assert float(out.sum()) == pytest.approx(float(block.sum()), rel=1e-5) and float(out.max()) < 1500.0
+    assert torch.equal(psf_tail(slab, 0.0, (3.0, 3.0)), slab)
+
+
+def test_psf_tail_needs_hu_not_the_windowed_image():
+    """The halo of 1,500 HU bone in the brain window, with the tail applied before and after windowing."""
+    from ichct.transforms import MultiWindow, psf_tail
+
+    window = MultiWindow({"brain": (40.0, 80.0)})
+    slab = _bone_slab()
+    before = window(psf_tail(slab, 0.1, (2.0, 2.0)))[0, 11, 20, 1]
+    after = psf_tail(window(slab), 0.1, (2.0, 2.0))[0, 11, 20, 1]
+    assert float(before) > float(after) + 0.1  # ~ +20 HU more in the band under the bone
+
+
+def test_reapply_strip_carries_the_change_into_the_kept_voxels_only():
+    from ichct.transforms import ReapplyStripd, StripSkulld
+
+    item = _cached_item("cls")
+    item["stripped"] = StripSkulld("stripped")({"stripped": item["image"].clone()})["stripped"]
+    kept = item["stripped"] != -1000.0
+    changed = {**item, "image": item["image"] + 7.0}
+    out = ReapplyStripd("stripped", "image")(changed)["stripped"]
+    assert torch.allclose(out[kept], item["stripped"][kept] + 7.0)
+    assert torch.equal(out[~kept], item["stripped"][~kept]) and isinstance(out, MetaTensor)
+    with pytest.raises(ValueError, match="shape"):
+        ReapplyStripd("stripped", "image")({"image": torch.zeros(1, 2, 2, 2), "stripped": torch.zeros(1, 3, 2, 2)})

@@ -56,6 +56,11 @@ _EXPORTS: dict[str, str] = {
     "RandSliceThicknessd": "domain",
     "add_hu": "domain",
     "simulate_slice_thickness": "domain",
+    "RandPSFTail": "kernel_tail",
+    "RandPSFTaild": "kernel_tail",
+    "exponential_kernel": "kernel_tail",
+    "psf_tail": "kernel_tail",
+    "ReapplyStripd": "skull_strip",
 }
 
 __all__ = list(_EXPORTS)

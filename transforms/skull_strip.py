@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_dst_type
 
 from ichct.transforms.crop import BODY_HU, SKULL_HU, HeadSelector
 
@@ -99,4 +100,52 @@ class StripSkulld(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.stripper(d[key])
+        return d
+
+
+class ReapplyStripd(MapTransform):
+    """Bring a stripped copy up to date after its source image changed (a random HU transform ran).
+
+    Where the copy (``keys``) kept the image, it takes the source's new values; where it was
+    stripped (it holds ``fill_hu``) it stays stripped. So an HU effect drawn on ``image`` after
+    :class:`StripSkulld` made ``stripped`` shows in both, with the expensive mask not recomputed.
+    A voxel of the brain that was exactly ``fill_hu`` stays so (air inside the skull; no window
+    shows a few HU of change there).
+
+    Parameters
+    ----------
+    keys
+        Keys of the stripped copies.
+    source_key
+        Key of the changed image (same shape).
+    fill_hu
+        The value :class:`StripSkulld` wrote outside the mask.
+    allow_missing_keys
+        Skip keys absent from the data instead of raising.
+
+    Example
+    -------
+    >>> import torch
+    >>> image, stripped = torch.tensor([[5.0, 40.0, 1200.0]]), torch.tensor([[5.0, 40.0, -1000.0]])
+    >>> ReapplyStripd("stripped", "image")({"image": image + 3, "stripped": stripped})["stripped"].tolist()
+    [[8.0, 43.0, -1000.0]]
+    """
+
+    backend = [torch.Tensor.__module__]
+
+    def __init__(self, keys: KeysCollection, source_key: str = "image", fill_hu: float = AIR_HU,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.source_key, self.fill_hu = source_key, float(fill_hu)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        source = torch.as_tensor(d[self.source_key])
+        for key in self.key_iterator(d):
+            copy = torch.as_tensor(d[key])
+            if copy.shape != source.shape:
+                raise ValueError(f"{key!r} has shape {tuple(copy.shape)}, {self.source_key!r} {tuple(source.shape)}")
+            plain = copy.as_subclass(torch.Tensor)
+            updated = torch.where(plain != self.fill_hu, source.as_subclass(torch.Tensor).to(plain.dtype), plain)
+            d[key] = convert_to_dst_type(updated, d[key])[0]  # type, meta and affine of the copy
         return d

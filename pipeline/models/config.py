@@ -47,6 +47,8 @@ _COMMON: dict[str, Any] = {
     "domain": {
         "hu_offset": {"prob": 0.0, "offset_hu": [-5.0, 5.0]},  # calibration offset, the same HU in every window
         "noise": {"prob": 0.0, "std_hu": [2.0, 8.0], "texture_sigma": [0.0, 1.0]},  # SD in HU; in-plane grain (voxels)
+        # kernel tails in HU: (1 - f) x + f (exp(-r / length) * x), a brighter or wider halo next to bone
+        "psf_tail": {"prob": 0.0, "fraction": [0.02, 0.12], "length_mm": [0.8, 2.0]},
         "slice_thickness": {"prob": 0.0, "factor": [1.0, 2.0]},  # thickness / slice spacing
         "blur": {"prob": 0.0, "sigma": [0.25, 1.0]},  # in-plane Gaussian sigma (voxels): a softer kernel
         "sharpen": {"prob": 0.0, "alpha": [0.2, 1.0], "sigma": [0.5, 1.0]},  # unsharp mask: a sharper kernel
@@ -366,12 +368,14 @@ def _augment(value: Any, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: check(value[k], f"{key}.{k}", cfg) for k, check in _AUGMENT.items() if k in value}
 
 
-def _range(lo: float | None = None, lo_open: bool = False) -> Callable[[Any, str, Mapping[str, Any]], Any]:
-    """A ``[low, high]`` pair of numbers (each ``>= lo``, or ``> lo``) with ``low <= high``."""
-    item = _number(lo, lo_open=lo_open)
+def _range(lo: float | None = None, lo_open: bool = False,
+           hi: float | None = None) -> Callable[[Any, str, Mapping[str, Any]], Any]:
+    """A ``[low, high]`` pair of numbers (each ``>= lo``, or ``> lo``; each ``<= hi``) with ``low <= high``."""
+    item = _number(lo, hi, lo_open=lo_open)
 
     def check(value: Any, key: str, cfg: Mapping[str, Any]) -> list[float]:
         bound = f" {'>' if lo_open else '>='} {lo:g}" if lo is not None else ""
+        bound += f" and <= {hi:g}" if hi is not None else ""
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise _Invalid(key, f"must be a range [low, high] of numbers{bound}, got {value!r}")
         low, high = (item(v, f"{key}[{i}]", cfg) for i, v in enumerate(value))
@@ -386,6 +390,7 @@ def _range(lo: float | None = None, lo_open: bool = False) -> Callable[[Any, str
 _DOMAIN: dict[str, dict[str, Callable[[Any, str, Mapping[str, Any]], Any]]] = {
     "hu_offset": {"prob": _PROB, "offset_hu": _range()},
     "noise": {"prob": _PROB, "std_hu": _range(0), "texture_sigma": _range(0)},
+    "psf_tail": {"prob": _PROB, "fraction": _range(0, hi=1), "length_mm": _range(0, lo_open=True)},
     "slice_thickness": {"prob": _PROB, "factor": _range(1)},
     "blur": {"prob": _PROB, "sigma": _range(0)},
     "sharpen": {"prob": _PROB, "alpha": _range(0), "sigma": _range(0)},

@@ -19,7 +19,7 @@ is left-right for axial head CT), a small affine, the domain randomisation steps
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,13 +106,13 @@ def _augmentations(aug: Mapping[str, Any], keys: Sequence[str],
 
 def domain_randomisation(domain: Mapping[str, Mapping[str, Any]] | None,
                          widths_hu: Sequence[float]) -> list[dict[str, Any]]:
-    """The domain randomisation steps of a training config's ``domain`` section, as transform specs.
+    """The domain randomisation steps on the windowed image, from a training config's ``domain`` section.
 
     Only effects with ``prob > 0`` are listed, in this order: HU offset and HU noise (on the clean
     windowed image, where a saturated voxel is still exactly 0 or 1; :mod:`ichct.transforms.domain`),
-    slice thickness, blur and sharpening (the kernel, which also shapes the noise), bias field and
-    gamma (multiplicative, on the windowed intensities). All act on ``image`` only, in-plane
-    filters on the first two spatial axes, the slice axis last.
+    bias field and gamma (multiplicative, on the windowed intensities). All act on ``image`` only.
+    The image-formation effects (kernel tails, slice thickness, blur, sharpening) act on HU before
+    the windows: :func:`formation_randomisation`.
 
     Parameters
     ----------
@@ -125,27 +125,47 @@ def domain_randomisation(domain: Mapping[str, Mapping[str, Any]] | None,
     Returns
     -------
     list of dict
-        MONAI config entries (``RandGaussianSmoothd``, ``RandGaussianSharpend``, ``RandBiasFieldd``,
-        ``RandAdjustContrastd`` and ichct's ``RandHUOffsetd``, ``RandHUNoised``, ``RandSliceThicknessd``).
+        MONAI config entries (``RandBiasFieldd``, ``RandAdjustContrastd`` and ichct's
+        ``RandHUOffsetd``, ``RandHUNoised``).
 
     Examples
     --------
     >>> domain_randomisation(None, [80.0])
     []
     >>> [s["_target_"] for s in domain_randomisation({"hu_offset": {"prob": 0.5}, "blur": {"prob": 0.2}}, [80.0])]
-    ['ichct.transforms.RandHUOffsetd', 'RandGaussianSmoothd']
+    ['ichct.transforms.RandHUOffsetd']
     """
-    from ichct.pipeline.models.config import DEFAULTS
-
-    given = dict(domain or {})
-    effects = {name: {**defaults, **dict(given.get(name) or {})} for name, defaults in DEFAULTS["seg"]["domain"].items()}
     widths = [float(w) for w in widths_hu]
-    none = [0.0, 0.0]
     steps = {
         "hu_offset": lambda e: spec("ichct.transforms.RandHUOffsetd", keys="image", widths_hu=widths,
                                     offset_hu=_floats(e["offset_hu"]), prob=e["prob"]),
         "noise": lambda e: spec("ichct.transforms.RandHUNoised", keys="image", widths_hu=widths,
                                 std_hu=_floats(e["std_hu"]), texture_sigma=_floats(e["texture_sigma"]), prob=e["prob"]),
+        "bias_field": lambda e: spec("RandBiasFieldd", keys="image", degree=3, coeff_range=_floats(e["coeff"]),
+                                     prob=e["prob"]),
+        "contrast": lambda e: spec("RandAdjustContrastd", keys="image", gamma=_floats(e["gamma"]), prob=e["prob"]),
+    }
+    return _drawn_steps(domain, steps)
+
+
+def formation_randomisation(domain: Mapping[str, Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """The domain randomisation steps on HU, before the windows: another scanner's image formation.
+
+    Only effects with ``prob > 0`` are listed, in this order: kernel tails (a halo next to bone,
+    :mod:`ichct.transforms.kernel_tail`), slice thickness (bone's partial volume along z), blur and
+    sharpening (the kernel's core). They need HU: in a window that clipped bone to its top, the
+    bright band a sharper kernel or a thicker slice makes under the inner table is lost. All act
+    on ``image`` only, in-plane filters on the first two spatial axes, the slice axis last.
+
+    Examples
+    --------
+    >>> [s["_target_"] for s in formation_randomisation({"psf_tail": {"prob": 0.3}, "blur": {"prob": 0.2}})]
+    ['ichct.transforms.RandPSFTaild', 'RandGaussianSmoothd']
+    """
+    none = [0.0, 0.0]
+    steps = {
+        "psf_tail": lambda e: spec("ichct.transforms.RandPSFTaild", keys="image", fraction=_floats(e["fraction"]),
+                                   length_mm=_floats(e["length_mm"]), prob=e["prob"]),
         "slice_thickness": lambda e: spec("ichct.transforms.RandSliceThicknessd", keys="image",
                                           factor=_floats(e["factor"]), prob=e["prob"]),
         "blur": lambda e: spec("RandGaussianSmoothd", keys="image", sigma_x=_floats(e["sigma"]),
@@ -153,15 +173,21 @@ def domain_randomisation(domain: Mapping[str, Mapping[str, Any]] | None,
         "sharpen": lambda e: spec("RandGaussianSharpend", keys="image", sigma1_x=none, sigma1_y=none, sigma1_z=none,
                                   sigma2_x=_floats(e["sigma"]), sigma2_y=_floats(e["sigma"]), sigma2_z=0.0,
                                   alpha=_floats(e["alpha"]), prob=e["prob"]),
-        "bias_field": lambda e: spec("RandBiasFieldd", keys="image", degree=3, coeff_range=_floats(e["coeff"]),
-                                     prob=e["prob"]),
-        "contrast": lambda e: spec("RandAdjustContrastd", keys="image", gamma=_floats(e["gamma"]), prob=e["prob"]),
     }
+    return _drawn_steps(domain, steps)
+
+
+def _drawn_steps(domain: Mapping[str, Mapping[str, Any]] | None,
+                 makers: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The specs of the effects in ``makers`` whose probability is > 0 (defaults filled in), in ``makers``' order."""
+    from ichct.pipeline.models.config import DEFAULTS
+
+    given = dict(domain or {})
     out = []
-    for name, make in steps.items():
-        prob = float(effects[name]["prob"])
-        if prob > 0:
-            out.append(make({**effects[name], "prob": prob}))
+    for name, make in makers.items():
+        effect = {**DEFAULTS["seg"]["domain"][name], **dict(given.get(name) or {})}
+        if float(effect["prob"]) > 0:
+            out.append(make({**effect, "prob": float(effect["prob"])}))
     return out
 
 
@@ -234,6 +260,7 @@ def seg_preprocessing(cfg: Mapping[str, Any], *, train: bool, labels: bool = Tru
              **({"label_keys": "label"} if labels else {})),
         *([spec("ichct.transforms.CropHeadd", keys=_keys(keys), source_key="image", mode=str(cfg["crop"]),
                 margin_mm=CROP_MARGIN_MM)] if cfg["crop"] else []),
+        *(formation_randomisation(cfg.get("domain")) if train else []),
         spec("ichct.transforms.MultiWindowd", keys="image", windows=_windows(cfg)),
         *([spec("ichct.transforms.BloodLabelsd", keys="label", num_classes=int(cfg["num_classes"]))] if labels else []),
         spec("SpatialPadd", keys=_keys(keys), spatial_size=patch),
@@ -278,13 +305,19 @@ def cls_items(entries: Sequence[Mapping[str, Any]], voxel_labels: bool = False) 
     return items
 
 
-def _stripped_brain_channel() -> list[dict[str, Any]]:
+def _stripped_brain_channel(formation: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Steps that make the 4th channel: the brain window of the image with everything outside the
     intracranial space set to air (:class:`~ichct.transforms.StripSkull`). In the brain window
     acute blood and bone are both white, so a one-pixel subdural rim looks like a thicker skull;
-    in this channel it is a white line against black, while the other channels keep the skull."""
+    in this channel it is a white line against black, while the other channels keep the skull.
+
+    ``formation`` (training: :func:`formation_randomisation`) runs on the HU image between the strip
+    (cached) and the window; :class:`~ichct.transforms.ReapplyStripd` then carries its change into
+    the stripped copy, so the skull mask is not recomputed every epoch."""
     level, width = STRIPPED_CHANNEL_WINDOW  # ichct.transforms.HUWindowd(level, width), as MONAI writes it:
+    changed = [*formation, spec("ichct.transforms.ReapplyStripd", keys="stripped", source_key="image")] if formation else []
     return [spec("CopyItemsd", keys="image", names="stripped"), spec("ichct.transforms.StripSkulld", keys="stripped"),
+            *changed,
             spec("ScaleIntensityRanged", keys="stripped", a_min=level - width / 2, a_max=level + width / 2, b_min=0.0,
                  b_max=1.0, clip=True)]
 
@@ -325,12 +358,13 @@ def cls_preprocessing(cfg: Mapping[str, Any], *, train: bool, slice_labels: bool
     aux = train and bool(dict(cfg["network"]).get("aux_seg", False))
     stripped = bool(cfg["stripped_brain_channel"])
     keys = ["image", "label"] if aux else ["image"]
+    formation = formation_randomisation(cfg.get("domain")) if train else []
     steps = [
         spec("ichct.transforms.LoadCTd", keys=_keys(keys)),
         *([spec("ichct.transforms.CheckSliceCountd", keys="image", labels_key="slice_labels")] if slice_labels else []),
         *([spec("ichct.transforms.InPlaneHeadCropd", keys=_keys(keys), source_key="image", mode=str(crop),
                 margin_mm=CROP_MARGIN_MM)] if crop else []),
-        *(_stripped_brain_channel() if stripped else []),
+        *(_stripped_brain_channel(formation) if stripped else formation),
         spec("ichct.transforms.MultiWindowd", keys="image", windows=_windows(cfg)),
         *([spec("ConcatItemsd", keys=["image", "stripped"], name="image"), spec("DeleteItemsd", keys="stripped")]
           if stripped else []),
