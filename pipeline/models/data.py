@@ -13,7 +13,10 @@ inside a :class:`monai.data.CacheDataset` (config ``cache: "ram"``, the default)
 and preprocessing config on disk (``cache: "disk"``, :mod:`ichct.pipeline.preprocess`); the random augmentations after them run every epoch:
 flips across the mid-sagittal plane (RAS axis 0 for seg; the in-plane column axis for cls, which
 is left-right for axial head CT), a small affine, the domain randomisation steps of config ``domain``
-(:func:`domain_randomisation`; none by default), an intensity shift and Gaussian noise.
+(:func:`domain_randomisation`; none by default), an intensity shift and Gaussian noise. The
+domain randomisation of the image formation (:func:`formation_randomisation`: kernel tails, slice
+thickness, blur, sharpening) needs HU, so when it is on it runs before the windows, and the cache
+then ends at the last HU step before it.
 """
 
 from __future__ import annotations
