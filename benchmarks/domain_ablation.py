@@ -14,7 +14,8 @@ Arms (same seeds, same budget; only the named remedy differs):
 - ``hard_negatives``: randomisation off, trained on the default cohort's patients rendered with
   ``--hard-negative-fraction`` :data:`HARD_NEGATIVE_FRACTION` (same patients, IDs and splits: the
   hard-negative draws use their own random streams, so only the negatives' mimics change);
-- ``both``: randomisation on and the hard-negative cohort.
+- ``both``: randomisation on and the hard-negative cohort;
+- ``strong``: the hard-negative cohort and stronger randomisation (:data:`STRONG`).
 
 The render arm's row against the 0.3.x bundles (the render before issue 22) is in docs/benchmarks.md.
 
@@ -52,10 +53,23 @@ RANDOMISATION: dict[str, dict[str, Any]] = {
     "bias_field": {"prob": 0.15, "coeff": [-0.02, 0.02]},
     "contrast": {"prob": 0.2, "gamma": [0.8, 1.25]},
 }
-OFF = {name: {"prob": 0.0} for name in RANDOMISATION}
-ARMS: dict[str, tuple[bool, bool]] = {  # name: (randomisation, hard negatives)
-    "render": (False, False), "randomisation": (True, False), "hard_negatives": (False, True), "both": (True, True),
+#: Stronger: every effect more often and wider (the ``strong`` arm).
+STRONG: dict[str, dict[str, Any]] = {
+    "psf_tail": {"prob": 0.5, "fraction": [0.02, 0.2], "length_mm": [0.8, 2.5]},
+    "hu_offset": {"prob": 0.5, "offset_hu": [-8.0, 8.0]},
+    "noise": {"prob": 0.5, "std_hu": [2.0, 10.0], "texture_sigma": [0.0, 1.0]},
+    "slice_thickness": {"prob": 0.4, "factor": [1.0, 2.0]},
+    "blur": {"prob": 0.25, "sigma": [0.25, 1.0]},
+    "sharpen": {"prob": 0.4, "alpha": [0.2, 1.5], "sigma": [0.5, 1.0]},
+    "bias_field": {"prob": 0.2, "coeff": [-0.02, 0.02]},
+    "contrast": {"prob": 0.2, "gamma": [0.8, 1.25]},
 }
+OFF = {name: {"prob": 0.0} for name in RANDOMISATION}
+ARMS: dict[str, tuple[str, bool]] = {  # name: (randomisation: off, on or strong; hard negatives)
+    "render": ("off", False), "randomisation": ("on", False), "hard_negatives": ("off", True), "both": ("on", True),
+    "strong": ("strong", True),
+}
+DOMAIN = {"off": OFF, "on": RANDOMISATION, "strong": STRONG}
 KINDS = {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}
 
 
@@ -81,10 +95,10 @@ def training_manifest(work: Path, hard: bool) -> Path:
     return manifest
 
 
-def train_arm(arm_dir: Path, manifest: Path, randomised: bool, minutes: float) -> dict[str, Path]:
+def train_arm(arm_dir: Path, manifest: Path, randomisation: str, minutes: float) -> dict[str, Path]:
     """Train and package both models of one arm; the bundles' folders by kind."""
     config = arm_dir / "train_config.json"
-    config.write_text(json.dumps({"domain": RANDOMISATION if randomised else OFF}, indent=2), encoding="utf-8")
+    config.write_text(json.dumps({"domain": DOMAIN[randomisation]}, indent=2), encoding="utf-8")
     bundles = {}
     for kind, name in KINDS.items():
         run, bundle = arm_dir / kind, arm_dir / "bundles" / name
@@ -117,14 +131,14 @@ def run_arm(work: Path, arm: str, minutes: float, shift_work: Path) -> dict[str,
     """Train, package and score one arm (each step reused when done)."""
     arm_dir = work / arm
     arm_dir.mkdir(parents=True, exist_ok=True)
-    randomised, hard = ARMS[arm]
+    randomisation, hard = ARMS[arm]
     start = time.perf_counter()
-    bundles = train_arm(arm_dir, training_manifest(work, hard), randomised, minutes)
+    bundles = train_arm(arm_dir, training_manifest(work, hard), randomisation, minutes)
     domain_shift.run(domain_shift.DEFAULT_STUDIES, domain_shift.DEFAULT_SEED, shift_work, None,
                      bundles=(bundles["seg"], bundles["cls"]), eval_name=f"evaluation_{arm}")
     test_dir = evaluate_test_split(arm_dir, bundles)
     epochs = {kind: len((arm_dir / kind / "metrics.csv").read_text(encoding="utf-8").splitlines()) - 1 for kind in KINDS}
-    result = {"arm": arm, "randomisation": randomised, "hard_negatives": hard, "minutes": minutes, "epochs": epochs,
+    result = {"arm": arm, "randomisation": randomisation, "hard_negatives": hard, "minutes": minutes, "epochs": epochs,
               "test_split": summarise(test_dir), "shifted": summarise(shift_work / f"evaluation_{arm}"),
               "wall_s": round(time.perf_counter() - start, 1)}
     (arm_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -142,13 +156,13 @@ COLUMNS = [("test_split", "dice_with_blood", "test Dice"), ("test_split", "auc_a
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """One row per arm, each metric with its 95 % CI."""
-    lines = ["| arm | " + " | ".join(c[2] for c in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    lines = ["| arm (seg / cls epochs) | " + " | ".join(c[2] for c in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for r in results:
         cells = []
         for part, key, _ in COLUMNS:
             m = r[part].get(key)
             cells.append("-" if m is None else f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
-        lines.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['arm']} ({r['epochs']['seg']} / {r['epochs']['cls']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
