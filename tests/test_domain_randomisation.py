@@ -60,17 +60,17 @@ def _in_plane_hf_energy(img: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("kind", ["seg", "cls"])
-def test_default_chain_is_unchanged(kind):
-    """Every probability defaults to 0 and no step is added: the chain (and its cache boundary) of a
-    default config is the one of a config saved before ``domain`` existed."""
-    assert all(effect["prob"] == 0.0 for effect in DEFAULTS[kind]["domain"].values())
-    assert domain_randomisation(DEFAULTS[kind]["domain"], WIDTHS) == []
-    assert formation_randomisation(DEFAULTS[kind]["domain"]) == []
+def test_defaults_randomise_and_an_old_run_keeps_its_chain(kind):
+    """Every effect is on by default; a run saved before ``domain`` existed trained without it, and its
+    chain (and so its bundle's configs and its cache boundary) stays the one it had."""
+    assert all(effect["prob"] > 0 for effect in DEFAULTS[kind]["domain"].values())
     cfg = resolve_config(kind)
+    assert DOMAIN_TARGETS <= {s["_target_"] for s in PREPROCESSING[kind](cfg, train=True)}
     old = {k: v for k, v in cfg.items() if k != "domain"}
     assert "domain" not in saved_run_config(kind, old)  # an old run's bundle configs stay what they were
-    chain = PREPROCESSING[kind](cfg, train=True)
-    assert chain == PREPROCESSING[kind](old, train=True)
+    chain = PREPROCESSING[kind](old, train=True)
+    assert chain == PREPROCESSING[kind](resolve_config(kind, {"domain": {e: {"prob": 0.0} for e in EFFECTS}}),
+                                        train=True)
     names = [s["_target_"].rsplit(".", 1)[-1] for s in chain]
     head = {"seg": ["LoadCTd", "Orientationd", "ResampleToSpacingd", "CropHeadd", "MultiWindowd", "BloodLabelsd",
                     "SpatialPadd", "EnsureTyped", "RandCropByPosNegLabeld"],
@@ -83,8 +83,8 @@ def test_default_chain_is_unchanged(kind):
 @pytest.mark.parametrize("kind", ["seg", "cls"])
 def test_windowed_steps_follow_the_cache_boundary_in_training_only(kind):
     windowed = ("hu_offset", "noise", "bias_field", "contrast")
-    cfg = resolve_config(kind, {"domain": {e: {"prob": 0.5} for e in windowed}})
-    default = PREPROCESSING[kind](resolve_config(kind), train=True)
+    cfg = resolve_config(kind, {"domain": {e: {"prob": 0.5 if e in windowed else 0.0} for e in EFFECTS}})
+    default = PREPROCESSING[kind](resolve_config(kind, {"domain": {e: {"prob": 0.0} for e in EFFECTS}}), train=True)
     chain = PREPROCESSING[kind](cfg, train=True)
     targets = [s["_target_"] for s in chain]
     assert WINDOWED_TARGETS <= set(targets) and not FORMATION_TARGETS & set(targets)

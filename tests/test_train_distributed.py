@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ichct.pipeline.models.config import DEFAULTS
 from ichct.pipeline.train.distributed import World, world_from_env
 from ichct.pipeline.train.engine import load_checkpoint, read_metrics, train
 
@@ -26,7 +27,8 @@ from ichct.pipeline.train.engine import load_checkpoint, read_metrics, train
 DETERMINISTIC_SEG = {"spacing_mm": [8.0, 8.0, 8.0], "crop": None, "patch": [40, 40, 16], "samples_per_volume": 1,
                      "dice_batch": False, "lr": 1e-3, "val_interval": 1, "best_window": 1,
                      "network": {"channels": [4, 8], "strides": [2], "num_res_units": 0, "norm": None},
-                     "augment": {"flip_prob": 0.0, "affine_prob": 0.0, "shift_prob": 0.0, "noise_prob": 0.0}}
+                     "augment": {"flip_prob": 0.0, "affine_prob": 0.0, "shift_prob": 0.0, "noise_prob": 0.0},
+                     "domain": {name: {"prob": 0.0} for name in DEFAULTS["seg"]["domain"]}}
 FOLD = 1
 EPOCHS = 3
 BIN = Path(sys.executable).parent

@@ -257,7 +257,8 @@ def test_cls_inputs_align_with_slice_labels(cohort):
     from ichct.pipeline.models.data import cls_items, cls_transforms
 
     cfg = resolve_config("cls", {**CLS_CFG, "in_plane": [64, 64],
-                                 "augment": {"flip_prob": 0.0, "affine_prob": 0.0, "shift_prob": 0.0, "noise_prob": 0.0}})
+                                 "augment": {"flip_prob": 0.0, "affine_prob": 0.0, "shift_prob": 0.0, "noise_prob": 0.0},
+                                 "domain": {name: {"prob": 0.0} for name in ("psf_tail", "slice_thickness")}})
     assert cfg["network"]["aux_seg"] and cfg["crop"] == "brain"
     tf = cls_transforms(cfg, train=True)
     entries = load_manifest(cohort["manifest"], "training", fold=FOLD, check=False)

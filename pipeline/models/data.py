@@ -120,8 +120,8 @@ def domain_randomisation(domain: Mapping[str, Mapping[str, Any]] | None,
     Parameters
     ----------
     domain
-        ``{effect: {"prob": p, ...ranges}}`` (config ``domain``; missing effects or keys take
-        their defaults, None means none).
+        ``{effect: {"prob": p, ...ranges}}`` (config ``domain``; a missing effect is off, a missing
+        key takes its default, None means none).
     widths_hu
         The window width (HU) of each image channel, in channel order (for the HU steps).
 
@@ -182,13 +182,18 @@ def formation_randomisation(domain: Mapping[str, Mapping[str, Any]] | None) -> l
 
 def _drawn_steps(domain: Mapping[str, Mapping[str, Any]] | None,
                  makers: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The specs of the effects in ``makers`` whose probability is > 0 (defaults filled in), in ``makers``' order."""
+    """The specs of the effects in ``makers`` whose probability is > 0, in ``makers``' order.
+
+    An effect missing from ``domain`` (or ``domain`` None: a run saved before it existed) is off,
+    since the defaults are on; a key missing from a given effect takes its default."""
     from ichct.pipeline.models.config import DEFAULTS
 
     given = dict(domain or {})
     out = []
     for name, make in makers.items():
-        effect = {**DEFAULTS["seg"]["domain"][name], **dict(given.get(name) or {})}
+        if name not in given:
+            continue
+        effect = {**DEFAULTS["seg"]["domain"][name], **dict(given[name] or {})}
         if float(effect["prob"]) > 0:
             out.append(make({**effect, "prob": float(effect["prob"])}))
     return out
