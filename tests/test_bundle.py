@@ -500,6 +500,19 @@ def test_evaluate_bundle_and_package_with_numbers(bundles, setup, run_cli, tmp_p
     assert meta["eval_metrics"]["n_studies"] == doc["n_studies"]
     assert json.loads((b / "docs" / "evaluation" / "metrics.json").read_text()) == doc
     assert "| any |" in (b / "docs" / "README.md").read_text()
+    # another evaluation of the same weights (here the same folder under a name) gets a folder and a table
+    r = run_cli("bundle", "package", setup["cls"], b, "--evaluation", out, "--also-evaluated", f"shifted_domain={out}",
+                "--version", "1.2.3", "--force", "-q")
+    assert r.code == 0, r.err
+    assert json.loads((b / "docs" / "evaluation_shifted_domain" / "metrics.json").read_text()) == doc
+    readme = (b / "docs" / "README.md").read_text()
+    assert "### Shifted domain" in readme and "evaluation_shifted_domain/report.md" in readme
+    assert readme.count("| any |") == 2
+    assert run_cli("bundle", "refresh", b, "-q").code == 0  # refresh keeps it
+    assert "### Shifted domain" in (b / "docs" / "README.md").read_text()
+    r = run_cli("bundle", "package", setup["cls"], tmp_path / "b2", "--also-evaluated", f"bad name={out}")
+    assert r.code == 1 and "'bad name'" in r.err and not (tmp_path / "b2").exists()
+    assert run_cli("bundle", "package", setup["cls"], tmp_path / "b2", "--also-evaluated", str(out)).code == 2
     # an evaluation of other weights is refused
     r = run_cli("bundle", "package", setup["seg"], tmp_path / "b_seg", "--evaluation", tmp_path / "nothing")
     assert r.code == 1 and "metrics.json" in r.err
@@ -509,6 +522,8 @@ def test_evaluate_bundle_and_package_with_numbers(bundles, setup, run_cli, tmp_p
     d["model"]["runs"]["seg"]["weights_sha256"] = "0" * 64
     (other / "metrics.json").write_text(json.dumps(d))
     r = run_cli("bundle", "package", setup["seg"], tmp_path / "b_seg", "--evaluation", other)
+    assert r.code == 1 and "other weights" in r.err and not (tmp_path / "b_seg").exists()
+    r = run_cli("bundle", "package", setup["seg"], tmp_path / "b_seg", "--also-evaluated", f"shift={other}")
     assert r.code == 1 and "other weights" in r.err and not (tmp_path / "b_seg").exists()
 
 

@@ -404,6 +404,20 @@ def _performance(kind: str, metrics: Mapping[str, Any] | None) -> list[str]:
     return lines + _cls_metrics_table(metrics)
 
 
+def _other_performance(kind: str, others: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One subsection per other evaluation: where it was measured, then the same table."""
+    lines: list[str] = []
+    for name, metrics in others.items():
+        manifest = str(metrics.get("manifest", {}).get("path", "")).rsplit("/", 1)[-1]
+        lines += ["", f"### {name.replace('_', ' ').capitalize()}", "",
+                  f"`ichct evaluate --bundle` on the **{metrics.get('split')}** split of `{manifest}`: "
+                  f"{metrics.get('n_studies')} studies of {metrics.get('n_patients')} patients, value [95% CI] from "
+                  f"{metrics.get('n_boot')} patient-level bootstrap resamples. Report: "
+                  f"[evaluation_{name}/report.md](evaluation_{name}/report.md).", ""]
+        lines += _seg_metrics_table(metrics) if kind == "seg" else _cls_metrics_table(metrics)
+    return lines
+
+
 def _seg_metrics_table(metrics: Mapping[str, Any]) -> list[str]:
     """Segmentation metrics (any blood) and the CT-level blood-volume rule, one table."""
     ct = metrics.get("ct_level") or {}
@@ -511,7 +525,7 @@ README_TEMPLATE = "templates/bundle_README.md"
 def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *, bundle_name: str,
                   training: Mapping[str, Any], metrics: Mapping[str, Any] | None,
                   training_data: Mapping[str, Any] | None = None, configs: Mapping[str, Any] | None = None,
-                  training_curves: bool = False) -> str:
+                  training_curves: bool = False, other_metrics: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """``docs/README.md`` following the model zoo's template.
 
     The text is ``pipeline/bundle/templates/bundle_README.md`` (:data:`README_TEMPLATE`) with its
@@ -536,6 +550,8 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
         ``run_config``); the Preprocessing section lists their steps.
     training_curves
         ``docs/training_curves.png`` exists (the run's ``training_curves.png``): shown.
+    other_metrics
+        ``{NAME: metrics.json}`` of other evaluations (``docs/evaluation_<NAME>/``), each with a table.
 
     Returns
     -------
@@ -558,7 +574,7 @@ def bundle_readme(run_config: Mapping[str, Any], metadata: Mapping[str, Any], *,
               "training_curves": ("\n\n![Training curves: loss and validation metrics per epoch](training_curves.png)"
                                   if training_curves else ""),
               "reproduce": _reproduce(kind, run_config, td, bundle_name),
-              "performance": "\n".join(_performance(kind, metrics)),
+              "performance": "\n".join(_performance(kind, metrics) + _other_performance(kind, other_metrics or {})),
               **_how_to_run_fields(kind, cfg, metadata),
               **_code_fields(configs),
               "limitations": "\n".join(_limitations(run_config, td, training)),

@@ -266,12 +266,47 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
     (root / "docs" / "README.md").write_text(
         bundle_readme(run_config, meta, bundle_name=info["name"], training=info.get("training") or {},
                       metrics=evaluation, training_data=td, configs=plain_configs,
-                      training_curves=(root / "docs" / TRAINING_CURVES).is_file()), encoding="utf-8")
+                      training_curves=(root / "docs" / TRAINING_CURVES).is_file(),
+                      other_metrics=other_evaluations(root)), encoding="utf-8")
     (root / "docs" / "data_license.txt").write_text(data_license(td), encoding="utf-8")
     (root / "LICENSE").write_text(apache_license(), encoding="utf-8")
     weights = root / WEIGHTS
     (root / "large_files.yml").write_text(_large_files(sha256_file(weights), weights.stat().st_size / 2**20),
                                           encoding="utf-8")
+
+
+#: ``docs/evaluation_<NAME>/``: another evaluation of the bundle's weights (``package --also-evaluated``).
+OTHER_EVALUATION_PREFIX = "evaluation_"
+
+
+def other_evaluations(root: Path) -> dict[str, dict[str, Any]]:
+    """``{NAME: metrics.json}`` of the bundle's other evaluations (``docs/evaluation_<NAME>/``), by name."""
+    out = {}
+    for folder in sorted((root / "docs").glob(f"{OTHER_EVALUATION_PREFIX}*")):
+        if (folder / "metrics.json").is_file():
+            out[folder.name[len(OTHER_EVALUATION_PREFIX):]] = read_json(folder / "metrics.json", "evaluation (metrics.json)")
+    return out
+
+
+def _copy_evaluation(eval_dir: Path, dest: Path) -> None:
+    """``metrics.json``, ``report.md`` and the plots of an evaluation folder into ``dest`` (created)."""
+    dest.mkdir(parents=True)
+    for f in sorted(eval_dir.iterdir()):
+        if f.is_file() and (f.suffix in (".png", ".md") or f.name == "metrics.json"):
+            shutil.copyfile(f, dest / f.name)
+
+
+def _checked_others(others: Mapping[str, str | Path] | None, kind: str, weights_sha: str, dest: Path,
+                    checkpoint: str) -> dict[str, Path]:
+    """Validated ``{NAME: EVAL_DIR}`` of ``--also-evaluated``: names of letters, digits, ``_`` and ``-``;
+    each an evaluation of these weights."""
+    out = {}
+    for name, folder in dict(others or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise InputError(f"--also-evaluated: {name!r} is not a name of letters, digits, '_' and '-'")
+        _check_evaluation(Path(folder), kind, weights_sha, dest=dest, checkpoint=checkpoint)
+        out[name] = Path(folder)
+    return out
 
 
 def _refuse_occupied(dest: Path, force: bool) -> None:
@@ -354,7 +389,8 @@ def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | N
 
 def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | None = None, version: str = "0.1.0",
                    changelog: Mapping[str, str] | None = None, evaluation: str | Path | None = None,
-                   force: bool = False, checkpoint: str = "best") -> dict[str, Any]:
+                   force: bool = False, checkpoint: str = "best",
+                   also_evaluated: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
     """Turn a training run (``ichct train``) into a bundle folder.
 
     Parameters
@@ -380,6 +416,9 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         Replace an existing bundle folder.
     checkpoint
         ``"best"`` or ``"last"``.
+    also_evaluated
+        ``{NAME: EVAL_DIR}``: other evaluations of these weights (another cohort, a shifted domain),
+        each kept in ``docs/evaluation_<NAME>/`` and shown in the README's Performance section.
 
     Returns
     -------
@@ -412,6 +451,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     weights_sha = hashlib.sha256(weights_bytes).hexdigest()
     metrics = (_check_evaluation(Path(evaluation), model.kind, weights_sha, dest=dest, checkpoint=checkpoint)
                if evaluation is not None else None)
+    others = _checked_others(also_evaluated, model.kind, weights_sha, dest, checkpoint)
     # what the model was trained on, from the run's manifest (its path is absolute in config.json)
     training_data = describe_training_data(model.run_config, base=run)
 
@@ -442,11 +482,9 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
             (tmp / "docs").mkdir(exist_ok=True)
             shutil.copyfile(run / TRAINING_CURVES, tmp / "docs" / TRAINING_CURVES)
         if metrics is not None:
-            ev = tmp / "docs" / "evaluation"
-            ev.mkdir(parents=True)
-            for f in sorted(Path(evaluation).iterdir()):  # type: ignore[arg-type]
-                if f.is_file() and (f.suffix in (".png", ".md") or f.name == "metrics.json"):
-                    shutil.copyfile(f, ev / f.name)
+            _copy_evaluation(Path(evaluation), tmp / "docs" / "evaluation")  # type: ignore[arg-type]
+        for other, folder in others.items():
+            _copy_evaluation(folder, tmp / "docs" / f"{OTHER_EVALUATION_PREFIX}{other}")
         write_bundle_files(tmp, rc, metrics)
         _swap_in(tmp, dest, force)
     except BaseException:

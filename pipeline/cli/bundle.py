@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     help="output of `ichct evaluate --bundle` for these weights: its numbers go into the docs and "
                          "metadata, metrics.json and report.md into docs/evaluation/ (an evaluation of a run, "
                          "`ichct evaluate --run`, does not record its weights and is refused)")
+    pk.add_argument("--also-evaluated", action="append", default=[], metavar="NAME=EVAL_DIR", type=_named_dir,
+                    help="another `ichct evaluate --bundle` of these weights (e.g. shifted_domain=eval/shift): kept in "
+                         "docs/evaluation_NAME/ and shown in the README's Performance section (repeatable)")
     pk.add_argument("--checkpoint", default="best", choices=("best", "last"))
     pk.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     pk.set_defaults(func=run_package)
@@ -65,12 +68,20 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     rf.set_defaults(func=run_refresh)
 
 
+def _named_dir(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=EVAL_DIR, got {text!r}")
+    return name, folder
+
+
 def run_package(args: argparse.Namespace) -> int:
     from ichct.pipeline.bundle.package import package_bundle
 
     summary = package_bundle(args.run_dir, args.bundle_dir, name=args.name, version=args.version,
                              changelog={args.version: args.change} if args.change else None,
-                             evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint)
+                             evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint,
+                             also_evaluated=dict(args.also_evaluated))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 
