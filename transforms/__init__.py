@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "ResampleToSpacingd": "spatial",
     "ToRAS": "spatial",
     "ToRASd": "spatial",
+    "RandDictTwin": "domain",
     "RandHUOffset": "domain",
     "RandHUOffsetd": "domain",
     "RandHUNoise": "domain",

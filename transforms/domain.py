@@ -31,7 +31,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
-__all__ = ["RandHUOffset", "RandHUOffsetd", "RandHUNoise", "RandHUNoised", "RandSliceThickness",
+__all__ = ["RandDictTwin", "RandHUOffset", "RandHUOffsetd", "RandHUNoise", "RandHUNoised", "RandSliceThickness",
            "RandSliceThicknessd", "add_hu", "simulate_slice_thickness"]
 
 
@@ -307,15 +307,18 @@ class RandSliceThickness(RandomizableTransform):
         return simulate_slice_thickness(img, self.factor, self.phase, self.axis)
 
 
-class _RandTwin(RandomizableTransform, MapTransform):
-    """Dictionary twin of a random array transform: one draw (on the first key) for every key."""
+class RandDictTwin(RandomizableTransform, MapTransform):
+    """Dictionary twin of a random array transform: one draw (on the first key) for every key.
+
+    ``transform`` is the array transform (``prob`` 1: this twin draws whether to apply it); it
+    must offer ``randomize(img)`` and ``__call__(img, randomize=False)``."""
 
     def __init__(self, keys: KeysCollection, transform: Any, prob: float, allow_missing_keys: bool) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.transform = transform
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> _RandTwin:
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandDictTwin:
         super().set_random_state(seed, state)
         self.transform.set_random_state(seed, state)
         return self
@@ -332,7 +335,7 @@ class _RandTwin(RandomizableTransform, MapTransform):
         return d
 
 
-class RandHUOffsetd(_RandTwin):
+class RandHUOffsetd(RandDictTwin):
     """Dictionary twin of :class:`RandHUOffset` (image keys only); see it for the parameters.
 
     Examples
@@ -349,7 +352,7 @@ class RandHUOffsetd(_RandTwin):
         super().__init__(keys, RandHUOffset(widths_hu, offset_hu, 1.0, out_min, out_max), prob, allow_missing_keys)
 
 
-class RandHUNoised(_RandTwin):
+class RandHUNoised(RandDictTwin):
     """Dictionary twin of :class:`RandHUNoise` (image keys only); see it for the parameters.
 
     Examples
@@ -368,7 +371,7 @@ class RandHUNoised(_RandTwin):
                          allow_missing_keys)
 
 
-class RandSliceThicknessd(_RandTwin):
+class RandSliceThicknessd(RandDictTwin):
     """Dictionary twin of :class:`RandSliceThickness` (image keys only); see it for the parameters.
 
     Examples

@@ -16,15 +16,16 @@ the halo that 1,500 HU would throw is gone. In ichct's training chains it runs b
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_dst_type
+
+from ichct.transforms.domain import RandDictTwin
 
 __all__ = ["RandPSFTail", "RandPSFTaild", "exponential_kernel", "psf_tail"]
 
@@ -155,7 +156,7 @@ def _checked_range(value: Sequence[float], name: str, low_bound: float, high_bou
     return low, high
 
 
-class RandPSFTaild(RandomizableTransform, MapTransform):
+class RandPSFTaild(RandDictTwin):
     """Dictionary twin of :class:`RandPSFTail`: one draw applied to every key.
 
     Example
@@ -168,21 +169,4 @@ class RandPSFTaild(RandomizableTransform, MapTransform):
 
     def __init__(self, keys: KeysCollection, fraction: Sequence[float] = (0.02, 0.12),
                  length_mm: Sequence[float] = (0.8, 2.0), prob: float = 0.1, allow_missing_keys: bool = False) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.transform = RandPSFTail(fraction, length_mm, prob=1.0)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandPSFTaild:
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
-        self.transform.randomize(None)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key], randomize=False)
-        return d
+        super().__init__(keys, RandPSFTail(fraction, length_mm, prob=1.0), prob, allow_missing_keys)
