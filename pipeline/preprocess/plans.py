@@ -29,9 +29,9 @@ def cache_plans(kind: str, cfg: Mapping[str, Any]) -> dict[bool, CachePlan]:
     Examples
     --------
     >>> from ichct.pipeline.models.config import resolve_config
-    >>> plans = cache_plans("seg", resolve_config("seg"))
+    >>> plans = cache_plans("seg", resolve_config("seg"))  # the image formation is randomised on HU after the crop
     >>> plans[True] is plans[False], plans[True].specs[-1]["_target_"]
-    (True, 'EnsureTyped')
+    (True, 'ichct.transforms.CropHeadd')
     """
     if kind == "seg":
         plan = cache_plan("seg", seg_preprocessing(cfg, train=True))
