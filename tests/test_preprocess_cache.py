@@ -109,7 +109,9 @@ def test_preprocess_builds_every_entry_and_a_rerun_skips_them(cohort, client, tm
     entries = _entry_folders(Path(folder))
     assert len(entries) == N_STUDIES and not list(Path(folder).glob(".*.partial"))
     loaded = load_entry(entries[0])
-    assert loaded["image"].shape[0] == 3 and loaded["label"].shape[1:] == loaded["image"].shape[1:]
+    # the image formation is randomised on HU after the crop: the cache holds the cropped HU volume and its affine
+    assert loaded["image"].shape[0] == 1 and loaded["label"].shape[1:] == loaded["image"].shape[1:]
+    assert loaded["image"].pixdim.tolist() == pytest.approx([3.0, 3.0, 5.0])
     again = preprocess(cohort / "m.json", "seg", tmp_path / "cache", split="all", config=SEG_CFG, client=client)
     assert again.counts() == {"done": 0, "skipped": N_STUDIES, "failed": 0}
     other = preprocess(cohort / "m.json", "seg", tmp_path / "cache", split="all", config={**SEG_CFG, "crop": "head"},

@@ -71,7 +71,7 @@ def test_patient_identifiers_carry_the_seed():
     other = [a.patient_id for a in plan_cohort(SynthConfig(n_patients=3, seed=2026))]
     assert default == ["SYN0001", "SYN0002", "SYN0003"]  # the default cohort's, as the docs show them
     assert other == ["SYN2026-0001", "SYN2026-0002", "SYN2026-0003"]
-    assert plan_cohort(SynthConfig(n_patients=1, seed=7))[0].patient_name == "SYNTH7^0001"
+    assert plan_cohort(SynthConfig(n_patients=1, seed=7))[0].patient_name == "SYNTH^7-0001"
 
 
 @pytest.mark.parametrize("kwargs", [

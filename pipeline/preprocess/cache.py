@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 
 from ichct.errors import InputError
 from ichct.pipeline.core.files import files_under
@@ -45,6 +46,8 @@ from ichct.pipeline.core.study_tasks import StudyTask, config_digest, read_recor
 
 #: The tensors of an entry, inside its folder.
 DATA_NAME = "data.pt"
+#: ``data.pt`` stores each image's affine under ``<key>_affine`` (MetaTensors are stored as plain tensors).
+AFFINE_SUFFIX = "_affine"
 #: Item keys that name files the prefix loads (their files key the entry).
 LOADED_KEYS = ("image", "label")
 
@@ -204,6 +207,9 @@ def build_entry(task: StudyTask, staging: Path) -> dict[str, Any]:
     out = _prefix_transform(job.plan)(item, threading=True)
     passthrough = set(item) - set(LOADED_KEYS)
     stored = {k: _storable(v) for k, v in out.items() if k not in passthrough}
+    # the affine of each image (its voxel size): steps after the prefix may need it (kernel tails in mm)
+    stored.update({k + AFFINE_SUFFIX: _storable(v.affine) for k, v in out.items()
+                   if k not in passthrough and isinstance(v, MetaTensor)})
     buffer = io.BytesIO()
     torch.save(stored, buffer)
     data = buffer.getvalue()
@@ -234,7 +240,17 @@ def load_entry(folder: str | Path) -> dict[str, Any] | None:
         loaded = torch.load(io.BytesIO(data), weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable entry of any kind is rebuilt, never used
         return None
-    return loaded if isinstance(loaded, dict) else None
+    return _with_affines(loaded) if isinstance(loaded, dict) else None
+
+
+def _with_affines(loaded: dict[str, Any]) -> dict[str, Any]:
+    """Entries stored with ``<key>_affine``: the key back as a ``MetaTensor`` with that affine."""
+    out = {k: v for k, v in loaded.items() if not k.endswith(AFFINE_SUFFIX)}
+    for key, value in loaded.items():
+        base = key[: -len(AFFINE_SUFFIX)]
+        if key.endswith(AFFINE_SUFFIX) and isinstance(out.get(base), torch.Tensor):
+            out[base] = MetaTensor(out[base], affine=value)
+    return out
 
 
 def study_task(name: str, item: Mapping[str, Any], plan: CachePlan) -> StudyTask:
@@ -321,6 +337,10 @@ class DiskCacheDataset(torch.utils.data.Dataset):
         check_slice_count(data, item.get("image"))
         if isinstance(data.get("slice_labels"), np.ndarray):
             data["slice_labels"] = data["slice_labels"].copy()
-        if self.first_random is None:
+        # resume where the entry's cached prefix ends: the training chain's first random step, which
+        # for a validation chain (no random step) is where its own windows begin when the image
+        # formation is randomised on HU (the cache then holds HU)
+        start = len(self.plans[has_label].specs)
+        if self.first_random is None and start >= len(self.transform.transforms):
             return data
-        return self.transform(data, start=self.first_random)
+        return self.transform(data, start=start)

@@ -36,8 +36,12 @@ def cache_plans(kind: str, cfg: Mapping[str, Any]) -> dict[bool, CachePlan]:
     if kind == "seg":
         plan = cache_plan("seg", seg_preprocessing(cfg, train=True))
         return {True: plan, False: plan}
-    plain = cache_plan("cls", cls_preprocessing(cfg, train=False))
-    return {True: cache_plan("cls", cls_preprocessing(cfg, train=True)) if _aux(cfg) else plain, False: plain}
+    training = cache_plan("cls", cls_preprocessing(cfg, train=True))
+    evaluation = cls_preprocessing(cfg, train=False)
+    # the validation chain's deterministic steps, cut where the training chain's random ones begin (when
+    # earlier: the image formation randomised on HU), so both chains resume from the same entry
+    plain = cache_plan("cls", evaluation[: min(len(training.specs), len(evaluation))])
+    return {True: training if _aux(cfg) else plain, False: plain}
 
 
 def cache_items(kind: str, cfg: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

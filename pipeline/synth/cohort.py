@@ -102,7 +102,7 @@ class PatientAssignment:
 
     @property
     def patient_name(self) -> str:
-        return f"SYNTH^{self.index:04d}" if self.seed == 0 else f"SYNTH{self.seed}^{self.index:04d}"
+        return f"SYNTH^{self.index:04d}" if self.seed == 0 else f"SYNTH^{self.seed}-{self.index:04d}"
 
 
 @dataclass
