@@ -311,7 +311,16 @@ class RandDictTwin(RandomizableTransform, MapTransform):
     """Dictionary twin of a random array transform: one draw (on the first key) for every key.
 
     ``transform`` is the array transform (``prob`` 1: this twin draws whether to apply it); it
-    must offer ``randomize(img)`` and ``__call__(img, randomize=False)``."""
+    must offer ``randomize(img)`` and ``__call__(img, randomize=False)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> twin = RandDictTwin(["a", "b"], RandHUOffset([80.0], offset_hu=(8.0, 8.0), prob=1.0), 1.0, False)
+    >>> out = twin({"a": torch.full((1, 2, 2), 0.5), "b": torch.full((1, 2, 2), 0.5)})
+    >>> round(float(out["a"].mean()), 3), round(float(out["b"].mean()), 3)  # one draw for both keys
+    (0.6, 0.6)
+    """
 
     def __init__(self, keys: KeysCollection, transform: Any, prob: float, allow_missing_keys: bool) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
