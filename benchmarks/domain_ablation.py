@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(results)
     print(table)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "domain_ablation.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        (args.out / "domain_ablation.md").write_text(table + "\n", encoding="utf-8")
+        domain_shift.write_outputs(args.out, "domain_ablation", results, table)
     return 0
 
 

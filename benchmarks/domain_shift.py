@@ -134,11 +134,11 @@ def run_evaluation(cohort_dir: Path, work: Path, workers: int | None, bundles: t
     if (eval_dir / "metrics.json").is_file() and stamp.is_file() and stamp.read_text() == expected:
         return eval_dir
     manifest = work / "domain_shift.json"
-    manifest_stamp = work / "manifest.sha"
-    if not (manifest.is_file() and manifest_stamp.is_file() and manifest_stamp.read_text() == _stamp(cohort_dir, ())):
+    manifest_stamp, cohort_only = work / "manifest.sha", _stamp(cohort_dir, ())
+    if not (manifest.is_file() and manifest_stamp.is_file() and manifest_stamp.read_text() == cohort_only):
         manifest.unlink(missing_ok=True)
         build_manifest("synth", cohort_dir, manifest, folds=2, test_fraction=1.0, seed=0, workers=1)
-        manifest_stamp.write_text(_stamp(cohort_dir, ()))
+        manifest_stamp.write_text(cohort_only)
     shutil.rmtree(eval_dir, ignore_errors=True)
     command = [str(Path(sys.executable).with_name("ichct")), "evaluate", "--manifest", str(manifest), "--split", "test",
                "--out", str(eval_dir), "--bootstrap", str(N_BOOT), "--seed", "0", "-q"]
@@ -273,10 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Held-out cohort: {n_studies} studies, seed {args.seed}, {setting}; {result['wall_s']} s\n")
     print(table)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "domain_shift.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        (args.out / "domain_shift.md").write_text(table + "\n", encoding="utf-8")
+        write_outputs(args.out, "domain_shift", result, table)
     return 0
+
+
+def write_outputs(out: Path, stem: str, result: Any, table: str) -> None:
+    """``OUT/<stem>.json`` (the result) and ``OUT/<stem>.md`` (the table) of a benchmark run."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
 
 
 def run(n_studies: int, seed: int, work: Path, workers: int | None, shifted: bool = True,

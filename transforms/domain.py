@@ -31,14 +31,24 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
-__all__ = ["RandDictTwin", "RandHUOffset", "RandHUOffsetd", "RandHUNoise", "RandHUNoised", "RandSliceThickness",
+__all__ = ["RandDictTwin", "checked_range", "RandHUOffset", "RandHUOffsetd", "RandHUNoise", "RandHUNoised", "RandSliceThickness",
            "RandSliceThicknessd", "add_hu", "simulate_slice_thickness"]
 
 
-def _range(value: Sequence[float], name: str, minimum: float | None = None) -> tuple[float, float]:
+def checked_range(value: Sequence[float], name: str, minimum: float | None = None,
+                  maximum: float | None = None) -> tuple[float, float]:
+    """A transform's ``(low, high)`` range as floats; ValueError naming ``name`` unless
+    ``minimum <= low <= high <= maximum`` (each bound only when given).
+
+    Example
+    -------
+    >>> checked_range([1, 2], "factor", 1.0)
+    (1.0, 2.0)
+    """
     low, high = (float(v) for v in value)
-    if low > high or (minimum is not None and low < minimum):
+    if low > high or (minimum is not None and low < minimum) or (maximum is not None and high > maximum):
         bound = f" and low >= {minimum:g}" if minimum is not None else ""
+        bound += f" and high <= {maximum:g}" if maximum is not None else ""
         raise ValueError(f"{name} must be (low, high) with low <= high{bound}, got {tuple(value)!r}")
     return low, high
 
@@ -130,7 +140,7 @@ class RandHUOffset(_HUChange):
     def __init__(self, widths_hu: Sequence[float], offset_hu: Sequence[float] = (-5.0, 5.0), prob: float = 0.1,
                  out_min: float = 0.0, out_max: float = 1.0) -> None:
         super().__init__(widths_hu, prob, out_min, out_max)
-        self.offset_hu = _range(offset_hu, "offset_hu")
+        self.offset_hu = checked_range(offset_hu, "offset_hu")
         self.offset = 0.0
 
     def randomize(self, data: Any = None) -> None:
@@ -176,8 +186,8 @@ class RandHUNoise(_HUChange):
                  texture_sigma: Sequence[float] = (0.0, 0.0), prob: float = 0.1, out_min: float = 0.0,
                  out_max: float = 1.0) -> None:
         super().__init__(widths_hu, prob, out_min, out_max)
-        self.std_hu = _range(std_hu, "std_hu", 0.0)
-        self.texture_sigma = _range(texture_sigma, "texture_sigma", 0.0)
+        self.std_hu = checked_range(std_hu, "std_hu", 0.0)
+        self.texture_sigma = checked_range(texture_sigma, "texture_sigma", 0.0)
         self.noise: np.ndarray | None = None
 
     def randomize(self, data: Any = None) -> None:
@@ -289,7 +299,7 @@ class RandSliceThickness(RandomizableTransform):
 
     def __init__(self, factor: Sequence[float] = (1.0, 2.0), prob: float = 0.1, axis: int = -1) -> None:
         RandomizableTransform.__init__(self, prob)
-        self.factor_range = _range(factor, "factor", 1.0)
+        self.factor_range = checked_range(factor, "factor", 1.0)
         self.axis = int(axis)
         self.factor, self.phase = 1.0, 0.0
 

@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_dst_type
 
-from ichct.transforms.domain import RandDictTwin
+from ichct.transforms.domain import RandDictTwin, checked_range
 
 __all__ = ["RandPSFTail", "RandPSFTaild", "exponential_kernel", "psf_tail"]
 
@@ -128,8 +128,8 @@ class RandPSFTail(RandomizableTransform):
     def __init__(self, fraction: Sequence[float] = (0.02, 0.12), length_mm: Sequence[float] = (0.8, 2.0),
                  prob: float = 0.1) -> None:
         RandomizableTransform.__init__(self, prob)
-        self.fraction_range = _checked_range(fraction, "fraction", 0.0, 1.0)
-        self.length_range = _checked_range(length_mm, "length_mm", 1e-6, math.inf)
+        self.fraction_range = checked_range(fraction, "fraction", 0.0, 1.0)
+        self.length_range = checked_range(length_mm, "length_mm", 1e-6)
         self.fraction, self.length_mm = 0.0, 1.0
 
     def randomize(self, data: Any = None) -> None:
@@ -146,14 +146,6 @@ class RandPSFTail(RandomizableTransform):
             return img
         px, py = _pixel_mm(img)
         return psf_tail(img, self.fraction, (self.length_mm / px, self.length_mm / py))
-
-
-def _checked_range(value: Sequence[float], name: str, low_bound: float, high_bound: float) -> tuple[float, float]:
-    low, high = (float(v) for v in value)
-    if not low_bound <= low <= high <= high_bound:
-        raise ValueError(f"{name} must be (low, high) with {low_bound:g} <= low <= high <= {high_bound:g}, "
-                         f"got {tuple(value)!r}")
-    return low, high
 
 
 class RandPSFTaild(RandDictTwin):

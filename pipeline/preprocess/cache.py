@@ -301,7 +301,7 @@ class DiskCacheDataset(torch.utils.data.Dataset):
     names
         Each item's entry name (:func:`entry_name`).
     transform
-        The full training (or validation) ``Compose``; the steps from the first random one run here.
+        The full training (or validation) ``Compose``; the steps after the entry's cached prefix run here.
     plans
         The plan of items with a ``label`` path (``True``) and without one (``False``).
     cache_dir
@@ -321,7 +321,6 @@ class DiskCacheDataset(torch.utils.data.Dataset):
         self.items, self.names = list(items), list(names)
         self.transform, self.plans = transform, dict(plans)
         self.cache_dir, self.drop_keys = Path(cache_dir), tuple(drop_keys)
-        self.first_random = first_random_index(transform)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -341,6 +340,6 @@ class DiskCacheDataset(torch.utils.data.Dataset):
         # for a validation chain (no random step) is where its own windows begin when the image
         # formation is randomised on HU (the cache then holds HU)
         start = len(self.plans[has_label].specs)
-        if self.first_random is None and start >= len(self.transform.transforms):
+        if start >= len(self.transform.transforms):
             return data
         return self.transform(data, start=start)

@@ -40,7 +40,7 @@ def cache_plans(kind: str, cfg: Mapping[str, Any]) -> dict[bool, CachePlan]:
     evaluation = cls_preprocessing(cfg, train=False)
     # the validation chain's deterministic steps, cut where the training chain's random ones begin (when
     # earlier: the image formation randomised on HU), so both chains resume from the same entry
-    plain = cache_plan("cls", evaluation[: min(len(training.specs), len(evaluation))])
+    plain = cache_plan("cls", evaluation[: len(training.specs)])
     return {True: training if _aux(cfg) else plain, False: plain}
 
 
