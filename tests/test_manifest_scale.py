@@ -180,3 +180,45 @@ def test_schema_problems_are_those_of_the_plain_schema():
         assert got == expected and got, (rows, got)
         del doc["test"][0]["fold"]
         assert (schema_problems(doc) == []) == plain.is_valid(doc) and (rows is not valid or plain.is_valid(doc)), rows
+
+
+@pytest.fixture(scope="module")
+def cq500_corpus(tmp_path_factory):
+    from test_manifest_replicas import make_cq500
+
+    return make_cq500(tmp_path_factory.mktemp("cq500") / "cq500")
+
+
+def _build_cq500(corpus, out: Path, **kwargs) -> bytes:
+    build_manifest("cq500", corpus.root, out, folds=2, test_fraction=0.5, seed=1, cache=False, command="test", **kwargs)
+    return out.read_bytes()
+
+
+def test_cq500_is_scanned_once_on_dask_with_the_same_manifest(cq500_corpus, tmp_path, monkeypatch):
+    """CQ500's patient folders go through the same Dask header scan as RSNA: the same bytes with 2 workers
+    as in this process, and neither the adapter nor the build's check reads a folder again."""
+    import ichct.transforms.dicom as dicom
+
+    reference = _build_cq500(cq500_corpus, tmp_path / "local" / "m.json")
+    monkeypatch.setattr(scan_module, "BATCH_FILES", 3)
+    monkeypatch.setattr(scan_module, "IN_PROCESS_BELOW", 0)
+    monkeypatch.setattr(dicom, "scan_folder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("scanned again")))
+    seen = []
+    with dask_client(ClusterSpec(workers=2)) as client:
+        two = _build_cq500(cq500_corpus, tmp_path / "two" / "m.json", client=client, on_scan=seen.append)
+    assert two == reference
+    n_files = sum(1 for p in cq500_corpus.root.rglob("*") if p.is_file() and p.name != "reads.csv")
+    assert seen[0].workers == 2 and seen[0].n_files == n_files > 0
+
+
+def test_cq500_pixel_hashes_from_the_scan_equal_a_fresh_read(cq500_corpus):
+    from ichct.pipeline.manifests import source_cq500
+    from ichct.pipeline.manifests.hashing import dicom_series_digest
+    from ichct.transforms.dicom import scan_folder
+
+    records = source_cq500.collect(cq500_corpus.root)
+    assert len(records) == 4
+    for rec in records:
+        files = rec.link_files or [h.path for h in scan_folder(rec.image).headers if h.series_uid == rec.series_uid]
+        assert rec.pixel_hash == dicom_series_digest(files)
+        assert rec.known_image.default_series == rec.series_uid

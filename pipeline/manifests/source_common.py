@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from ichct.errors import InputError
-from ichct.transforms.dicom import patient_key
+from ichct.transforms.dicom import SliceHeader, patient_key
 
 from .errors import ManifestError
+from .hashing import combine
 from .model import LABEL_NAMES, SUBTYPES, UNKNOWN
+from .scan import FAILED, FileScan
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,41 @@ def _under(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def is_under(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` lies in ``folder`` or below it (by name; nothing is resolved).
+
+    Examples
+    --------
+    >>> is_under("/data/p1/s2/f.dcm", "/data/p1"), is_under("/data/p10/f.dcm", "/data/p1")
+    (True, False)
+    """
+    return _under(Path(path), Path(folder))
+
+
+def series_pixel_hash(scan: FileScan, headers: Sequence[SliceHeader]) -> str:
+    """A series' pixel hash from the scan's per-file hashes: :func:`.hashing.dicom_series_digest`'s value
+    for the files of ``headers``, without reading them again.
+
+    Raises
+    ------
+    ichct.errors.InputError
+        A file's pixel data could not be read (the scan's reason, naming the file).
+
+    Examples
+    --------
+    >>> from ichct.pipeline.manifests.scan import FileScan
+    >>> len(series_pixel_hash(FileScan(), []))
+    64
+    """
+    digests = {}
+    for h in headers:
+        digest = scan.digests[h.path]
+        if digest.startswith(FAILED):
+            raise InputError(h.path, digest[len(FAILED):])
+        digests[h.path] = digest
+    return combine(list(digests.values()))
 
 
 def mask_labels(data: np.ndarray, label_values: str,

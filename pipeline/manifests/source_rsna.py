@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ichct.errors import InputError
@@ -30,10 +29,10 @@ from ichct.transforms.dicom import DicomIngestError, group_series, stack_geometr
 from ichct.transforms.dicom.discovery import list_candidate_files
 
 from .check import KnownImage, series_facts
-from .hashing import HashCache, combine
+from .hashing import HashCache
 from .model import LABEL_NAMES, UNKNOWN, Record, labels_from_slices, private_tokens
-from .scan import FAILED, FileScan, scan_files
-from .source_common import absolute, find_first, iter_csv_rows, number
+from .scan import FileScan, scan_files
+from .source_common import absolute, find_first, iter_csv_rows, number, series_pixel_hash
 
 logger = logging.getLogger(__name__)
 NAME = "rsna"
@@ -120,7 +119,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
                            "the reader resamples it", series_uid, len(rows))
         first = group.first
         patient_id = first.patient_id or ""
-        pixel_hash = _series_hash(scan, group.headers)
+        pixel_hash = series_pixel_hash(scan, group.headers)
         default, counts = series_facts(group.headers, series_uid)
         records.append(Record(
             image=absolute(image_dir), kind="dicom", patient_id=patient_id, study_uid=first.study_uid or series_uid,
@@ -131,17 +130,6 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
     if not records:
         logger.warning("rsna: no labelled series found in %s", image_dir)
     return records
-
-
-def _series_hash(scan: FileScan, headers: list) -> str:
-    """The series' pixel hash from its files' hashes (:func:`.hashing.dicom_series_digest`'s value)."""
-    digests = {}
-    for h in headers:
-        digest = scan.digests[h.path]
-        if digest.startswith(FAILED):
-            raise InputError(h.path, digest[len(FAILED):])
-        digests[h.path] = digest
-    return combine(list(digests.values()))
 
 
 def _row(flags: tuple[int, ...] | None) -> list[int]:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .errors import DicomIngestError
 from .fast_values import FastValues
 from .headers import SliceHeader, ensure_transfer_syntax, file_meta_value, headers_from_dataset
+from .part10_header import read_part10_header
 from .validation import quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,13 @@ _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 def _read_header(path: str | Path, force: bool, data: bytes | None = None) -> tuple[pydicom.Dataset, int]:
     """Header without pixel data, and the file offset where reading stopped (the pixel data).
 
-    ``data``: the file's bytes, already read (parsed from memory instead of the file).
+    ``data``: the file's bytes, already read (parsed from memory instead of the file, by
+    :func:`.part10_header.read_part10_header` where it can: the header scan of a big folder).
     """
+    if data is not None and not force:
+        parsed = read_part10_header(data)
+        if parsed is not None:
+            return parsed
     with (open(path, "rb") if data is None else io.BytesIO(data)) as fp:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
         return ds, fp.tell()
