@@ -73,6 +73,15 @@ class LoadedModel:
     checkpoint: str
     epoch: int | None = None
     bundle_dir: Path | None = None  # set by ichct.pipeline.bundle.package.load_bundle (run_dir is then its models/)
+    _eval_chain: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def eval_transforms(self) -> Any:
+        """The model's inference preprocessing (:func:`seg_eval_transforms` or :func:`cls_eval_transforms`
+        of its config), built once: building it from its specs through MONAI's ``ConfigParser`` takes
+        about 60 ms, a tenth of a study's prediction on 2 CPU cores."""
+        if self._eval_chain is None:
+            self._eval_chain = (seg_eval_transforms if self.kind == "seg" else cls_eval_transforms)(self.config)
+        return self._eval_chain
 
     @property
     def training_record(self) -> dict[str, Any]:
@@ -384,7 +393,7 @@ def _add_time(timings: dict[str, float] | None, key: str, t0: float) -> float:
 @torch.no_grad()
 def _predict_cls(model: LoadedModel, img: Any, timings: dict[str, float] | None = None) -> np.ndarray:
     t0 = time.perf_counter()
-    data = cls_eval_transforms(model.config)({"image": _fresh(img)})
+    data = model.eval_transforms()({"image": _fresh(img)})
     x = torch.as_tensor(data["image"], dtype=torch.float32).to(model.device)[None]  # (1, C, H, W, S)
     _add_time(timings, "preprocess", t0)
     t0 = time.perf_counter()
@@ -415,7 +424,7 @@ def _predict_seg(model: LoadedModel, img: Any,
 
     cfg = model.config
     t0 = time.perf_counter()
-    pre = seg_eval_transforms(cfg)
+    pre = model.eval_transforms()
     data = pre({"image": _fresh(img)})
     image = data["image"]
     t0 = _add_time(timings, "preprocess", t0)
