@@ -222,3 +222,20 @@ def test_cq500_pixel_hashes_from_the_scan_equal_a_fresh_read(cq500_corpus):
         files = rec.link_files or [h.path for h in scan_folder(rec.image).headers if h.series_uid == rec.series_uid]
         assert rec.pixel_hash == dicom_series_digest(files)
         assert rec.known_image.default_series == rec.series_uid
+
+
+def test_csv_columns_read_as_the_dict_rows_read_them(tmp_path):
+    """The fast column reader of RSNA's label CSV gives the dict reader's cells: BOM, padding, blank lines,
+    short and long rows, a repeated column name, quoted commas."""
+    from ichct.pipeline.manifests.source_common import iter_csv_columns, iter_csv_rows
+
+    path = tmp_path / "labels.csv"
+    path.write_text('\ufeff ID ,Label,ID\nID_1_any, 1 ,ID_x_any\n\nID_2_any\n"ID_3,q",0,ID_y,extra,more\n,,\n',
+                    encoding="utf-8")
+    expected = [(row.get("ID", ""), row.get("Label", "")) for row in iter_csv_rows(path, ("ID", "Label"))]
+    assert list(iter_csv_columns(path, ("ID", "Label"))) == expected
+    assert expected[0] == ("ID_x_any", "1")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ID,Value\nID_1_any,1\n")
+    with pytest.raises(Exception, match="missing column"):
+        list(iter_csv_columns(bad, ("ID", "Label")))

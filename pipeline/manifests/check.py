@@ -100,8 +100,12 @@ class KnownImage:
     default_series: str | None
 
 
-def series_facts(headers: list, series_uid: str) -> tuple[str | None, frozenset[int]]:
+def series_facts(headers: list, series_uid: str, *, groups: list | None = None,
+                 geometry: Any = None) -> tuple[str | None, frozenset[int]]:
     """The series the reader would pick among ``headers`` and the slice counts of ``series_uid``'s stack.
+
+    ``groups`` (``group_series(headers)``) and ``geometry`` (the stack geometry of ``series_uid``'s
+    group) when the caller has them already: a build of RSNA's 21,700 series computes them once.
 
     Examples
     --------
@@ -110,13 +114,13 @@ def series_facts(headers: list, series_uid: str) -> tuple[str | None, frozenset[
     """
     from ichct.transforms.dicom import choose_default, group_series, stack_geometry
 
-    groups = group_series(headers)
+    groups = group_series(headers) if groups is None else groups
     default = choose_default(groups)
     counts: frozenset[int] = frozenset()
     main = next((g for g in groups if g.group_id == series_uid), None)
     if main is not None and main.excluded_reason is None:
         try:
-            geometry = stack_geometry(main.headers)
+            geometry = stack_geometry(main.headers) if geometry is None else geometry
             counts = frozenset({geometry.n_slices, len(geometry.grid_positions_mm())})
         except Exception:  # noqa: BLE001 - geometry problems surface when the series is read
             pass

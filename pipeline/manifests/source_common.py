@@ -80,6 +80,44 @@ def iter_csv_rows(path: Path, required: Sequence[str] = ()) -> Iterator[dict[str
         raise ManifestError(path, [f"{path}: not a readable CSV text file ({exc})"], subject="label CSV") from None
 
 
+def iter_csv_columns(path: Path, columns: Sequence[str]) -> Iterator[tuple[str, ...]]:
+    """The cells of ``columns`` in each row of a CSV file, stripped, one row at a time.
+
+    What :func:`iter_csv_rows` gives for those columns (a missing cell reads as ``""``, blank lines
+    are skipped, a repeated column name means its last column), without a dict per row: RSNA's
+    label CSV has 4.5 million rows.
+
+    Raises
+    ------
+    ManifestError
+        The header lacks one of ``columns``, or the file is not CSV text (naming the file).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "labels.csv"
+    >>> _ = f.write_text("ID,Label\\nID_1_any, 1\\n\\nID_2_any\\n")
+    >>> list(iter_csv_columns(f, ("Label", "ID")))
+    [('1', 'ID_1_any'), ('', 'ID_2_any')]
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            require_columns(path, header, columns)
+            index = [len(header) - 1 - header[::-1].index(c) for c in columns]
+            last = max(index, default=-1)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) > last:
+                    yield tuple(row[i].strip() for i in index)
+                else:
+                    yield tuple(row[i].strip() if i < len(row) else "" for i in index)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(path, [f"{path}: not a readable CSV text file ({exc})"], subject="label CSV") from None
+
+
 def require_columns(path: Path, header: Sequence[str], required: Sequence[str]) -> None:
     """Raise :class:`ManifestError` naming ``path`` when ``header`` lacks any ``required`` column."""
     missing = [c for c in required if c not in header]

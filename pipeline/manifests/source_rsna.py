@@ -32,7 +32,7 @@ from .check import KnownImage, series_facts
 from .hashing import HashCache
 from .model import LABEL_NAMES, UNKNOWN, Record, labels_from_slices, private_tokens
 from .scan import FileScan, scan_files
-from .source_common import absolute, find_first, iter_csv_rows, number, series_pixel_hash
+from .source_common import absolute, find_first, iter_csv_columns, number, series_pixel_hash
 
 logger = logging.getLogger(__name__)
 NAME = "rsna"
@@ -49,13 +49,12 @@ def read_labels(csv_path: Path) -> dict[str, tuple[int, ...]]:
     """
     rows: dict[str, list[int]] = {}
     column = {name: i for i, name in enumerate(LABEL_NAMES)}
-    for row in iter_csv_rows(csv_path, required=CSV_COLUMNS):
-        ident = row["ID"]
+    for ident, label in iter_csv_columns(csv_path, CSV_COLUMNS):
         sop, _, subtype = ident.rpartition("_")
         if not sop or subtype not in column:
             continue
         try:
-            value = int(number(row["Label"] or 0) >= 0.5)
+            value = int(number(label or 0) >= 0.5)
         except InputError as exc:
             raise InputError(csv_path, f"{ident}: {exc.reason}") from None
         flags = rows.get(sop)
@@ -120,7 +119,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
         first = group.first
         patient_id = first.patient_id or ""
         pixel_hash = series_pixel_hash(scan, group.headers)
-        default, counts = series_facts(group.headers, series_uid)
+        default, counts = series_facts(group.headers, series_uid, groups=[group], geometry=geometry)
         records.append(Record(
             image=absolute(image_dir), kind="dicom", patient_id=patient_id, study_uid=first.study_uid or series_uid,
             series_uid=series_uid, ct_labels=labels_from_slices(rows_by_index), slice_labels=rows,
