@@ -359,6 +359,21 @@ def test_train_config_has_the_ids_of_monai_tracking(bundles, tmp_path, monkeypat
         assert "@validate#handlers" in attached["validate#evaluator#val_handlers"]
 
 
+def test_monai_bundle_run_tracks_to_mlflow(bundles, setup, tmp_path):
+    """``python -m monai.bundle run ... --tracking mlflow`` with MONAI's default settings: the run's loss and
+    validation metrics land in the local SQLite store ``logs/mlruns.db`` (the ``ichct[mlflow]`` extra)."""
+    import mlflow
+
+    b = _copy(bundles["seg"], tmp_path / "seg")
+    _ok(_monai(b, "run", "--config_file", "configs/train.json", "--epochs", "1", "--manifest", str(setup["manifest"]),
+               "--tracking", "mlflow"))
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{b / 'logs' / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("monai_experiment")
+    runs = client.search_runs([experiment.experiment_id])
+    metrics = {key for run in runs for key in run.data.metrics}
+    assert runs and "train_loss" in metrics and any(k.startswith("val_") for k in metrics), metrics
+
+
 def test_train_and_evaluate_configs(bundles, setup, tmp_path):
     b = _copy(bundles["seg"], tmp_path / "seg")
     before = (b / "models" / "model.pt").read_bytes()
