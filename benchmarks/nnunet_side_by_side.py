@@ -495,7 +495,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also run nnU-Net's validation of the fold after training (timed apart; default off: "
                              "its predictions cannot set thresholds for another cohort)")
     parser.add_argument("--eval-patients", type=int, default=84,
-                        help="patients of the evaluation cohort (default 84: about 105 studies)")
+                        help="patients of the evaluation cohort (default 84: 180 studies with the default "
+                             "cohort's settings)")
     parser.add_argument("--min-eval-studies", type=int, default=100)
     parser.add_argument("--timing-studies", type=int, default=20, help="studies timed for ichct's inference")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of ichct evaluate")
