@@ -41,7 +41,7 @@ METRIC = {"seg": "val_dice", "cls": "val_auc_any"}
 #: (the classifier's default is 2; the segmenter's default of 1 cannot be halved, so its one-process
 #: runs use 2): the batch size is the only key that differs from the defaults
 RANK_BATCH = {"seg": 1, "cls": 1}
-EPOCHS = {"seg": 16, "cls": 12}
+EPOCHS = {"seg": 12, "cls": 10}
 
 
 def _ensure_cohort() -> None:

@@ -284,10 +284,12 @@ def _train_section(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
              "cfg": "@training_config", "fold": "@fold", "seed": "@seed", "epochs": "@epochs", "manifest": "@manifest",
              "train_entries": "@train_entries", "val_entries": "@val_entries"},
         ],
+        # decollated output (MONAI's default): the loss transform of MONAI's tracking settings
+        # (`--tracking mlflow`: from_engine(['loss'], first=True), logged every iteration) reads its first item
         "trainer": {"_target_": "SupervisedTrainer", "max_epochs": "@epochs", "device": "@device",
                     "train_data_loader": "@train#dataloader", "network": "@network", "optimizer": "@optimizer",
                     "loss_function": "@loss", "inferer": "@train#inferer",
-                    "train_handlers": "$@train#handlers + @train#rank0_handlers", "decollate": False, "amp": False,
+                    "train_handlers": "$@train#handlers + @train#rank0_handlers", "decollate": True, "amp": False,
                     **_prepare_batch(kind)},
     })
     return train
