@@ -8,7 +8,9 @@ cache, runs alternated, median of 3:
 * ichct's header scan (:func:`ichct.pipeline.manifests.scan.scan_files`, header + pixel hash in one
   read per file) on 1 and 2 Dask workers (goal with 2: >= 1.5x the peer);
 * ``build_manifest`` end to end (scan, pixel hashes for the leak check, split, links, checks) on 1
-  and 2 workers (goal: >= 0.5x the peer), no pixel-hash cache.
+  and 2 workers (goal: >= 0.5x the peer), no pixel-hash cache; a first build each time (the output
+  of the previous repeat is removed before the timing: a rebuild also deletes the link folder it
+  replaces, one ``unlink`` per file).
 
 Quick: 10,000 files; full: 100,000. Each row also estimates the RSNA training set (752,803 files)
 at the measured rate. Run: ``python benchmarks/scale_manifest.py [--full] [--work DIR]``.
@@ -17,6 +19,8 @@ at the measured rate. Run: ``python benchmarks/scale_manifest.py [--full] [--wor
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -83,6 +87,8 @@ def run(work_dir: Path, quick: bool) -> list[dict]:
                 timed(f"scan{w}", lambda c=client: scan_files(files, client=c))
             for w, client in clients.items():
                 out = work_dir / f"build{w}" / "rsna.json"
+                shutil.rmtree(out.parent, ignore_errors=True)  # a first build: no earlier link folder to delete
+                os.sync()  # and the deletion written out before the timing starts
                 timed(f"build{w}", lambda c=client, o=out: build_manifest("rsna", root, o, cache=False, client=c,
                                                                           command="benchmark"))
     peer_rate = n_files / statistics.median(times["peer"])
