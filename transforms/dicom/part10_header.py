@@ -79,7 +79,7 @@ def read_part10_header(data: bytes) -> tuple[Dataset, int] | None:
             return None
         ds = read_dataset(fp, *encoding, stop_when=_at_pixel_data)
         ds.file_meta = FileMetaDataset(meta)
-        ds.set_original_encoding(*encoding, ds._character_set)
+        ds.set_original_encoding(*encoding, ds.original_character_set)  # as dcmread: the declared VR
         return ds, fp.tell()
     except Exception:  # noqa: BLE001 - dcmread reads it again and says what is wrong
         return None
