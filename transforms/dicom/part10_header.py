@@ -57,6 +57,7 @@ def read_part10_header(data: bytes) -> tuple[Dataset, int] | None:
     >>> from pydicom.dataset import FileMetaDataset
     >>> from pydicom.uid import ExplicitVRLittleEndian
     >>> ds = Dataset()
+    >>> ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"
     >>> ds.Modality, ds.Rows = "CT", 2
     >>> ds.file_meta = FileMetaDataset()
     >>> ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
