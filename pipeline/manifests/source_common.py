@@ -148,16 +148,8 @@ def series_image(group, scan) -> tuple[Path, list[Path] | None]:
     series, else the common folder plus the file list to link into a folder of its own."""
     files = sorted({Path(h.path) for h in group.headers})
     common = Path(os.path.commonpath([str(f.parent) for f in files]))
-    others = [h for h in scan.headers if h.series_uid != group.series_uid and _under(Path(h.path), common)]
+    others = [h for h in scan.headers if h.series_uid != group.series_uid and is_under(h.path, common)]
     return (common, None) if not others else (common, files)
-
-
-def _under(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
 
 
 def is_under(path: str | Path, folder: str | Path) -> bool:
@@ -168,7 +160,11 @@ def is_under(path: str | Path, folder: str | Path) -> bool:
     >>> is_under("/data/p1/s2/f.dcm", "/data/p1"), is_under("/data/p10/f.dcm", "/data/p1")
     (True, False)
     """
-    return _under(Path(path), Path(folder))
+    try:
+        Path(path).relative_to(folder)
+        return True
+    except ValueError:
+        return False
 
 
 def series_pixel_hash(scan: FileScan, headers: Sequence[SliceHeader]) -> str:
