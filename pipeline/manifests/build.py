@@ -184,6 +184,7 @@ def build_manifest(
         groups_idx = group_records(keys, records)
         slots = assign_groups(_split_groups(groups_idx, keys, records), folds, test_fraction, seed)
         training, test = _entries_by_split(groups_idx, slots, keys, records, base_dir, linker)
+        linker.make_folder_links()
         if command is None:
             command = shlex.join(["ichct", "manifest", "build", "--source", source, "--root", str(root), "--out", str(out),
                                   "--folds", str(folds), "--test-fraction", f"{test_fraction:g}", "--seed", str(seed)]

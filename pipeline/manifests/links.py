@@ -11,11 +11,11 @@ folder next to the manifest and puts the link paths in the manifest::
 
 ``tag`` is a hash of the series UID. Links point at absolute paths.
 
-A build makes its whole link tree in a staging folder beside ``<links>`` (:attr:`Linker.staging`),
-is checked against it, and only then swaps it in with the manifest (:meth:`Linker.swap_in`). A
-build that fails leaves the old manifest's links as they were; a rebuild drops links no entry uses
-any more. A link folder that holds anything but links and folders is never replaced (real files are
-never touched).
+A build makes its whole link tree in a staging folder beside ``<links>`` (:attr:`Linker.staging`;
+the folders of file links several at a time, :meth:`Linker.make_folder_links`), is checked against
+it, and only then swaps it in with the manifest (:meth:`Linker.swap_in`). A build that fails
+leaves the old manifest's links as they were; a rebuild drops links no entry uses any more. A link
+folder that holds anything but links and folders is never replaced (real files are never touched).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ import logging
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ichct.errors import InputError
 from ichct.pipeline.core.atomic import temp_dir_beside
+from ichct.pipeline.core.cluster import usable_cores
 
 from .model import Record, nifti_suffix
 
@@ -85,9 +87,13 @@ class Linker:
         self.staging: Path | None = None  # made on the first link
         self._old: Path | None = None  # the previous link folder, moved aside during swap_in
         self._installed = False
+        self._pending: dict[Path, list[list[Path]]] = {}  # folder -> the file lists queued for it
 
     def link(self, record: Record, patient_key: str) -> tuple[Path, Path | None]:
         """Link ``record``'s image (and label) in the staging folder.
+
+        A folder of file links (``record.link_files``) is queued: :meth:`make_folder_links` makes the
+        queued folders together.
 
         Returns
         -------
@@ -105,7 +111,7 @@ class Linker:
         if record.kind == "dicom":
             image = folder / tag
             if record.link_files is not None:
-                self._link_files(record.link_files, self.staging / image)
+                self._pending.setdefault(self.staging / image, []).append(record.link_files)
             else:
                 _symlink(record.image, self.staging / image)
         else:
@@ -116,6 +122,27 @@ class Linker:
             label = folder / f"{tag}_label{nifti_suffix(record.label)}"
             _symlink(record.label, self.staging / label)
         return image, label
+
+    def make_folder_links(self, threads: int | None = None) -> int:
+        """Make the folders of file links that :meth:`link` queued; returns the number of folders.
+
+        ``threads`` folders are filled at a time (default: the usable cores, at least 2): a ``symlink``
+        waits on the file system's inode allocation, not on the interpreter, and one process leaves
+        the second core idle. Each folder is filled by one thread, in the order its lists were queued.
+        """
+        jobs, self._pending = self._pending, {}
+        if not jobs:
+            return 0
+        threads = threads or max(2, usable_cores())
+
+        def fill(folder: Path) -> None:
+            for files in jobs[folder]:
+                self._link_files(files, folder)
+
+        with ThreadPoolExecutor(max_workers=min(threads, len(jobs)), thread_name_prefix="ichct-links") as pool:
+            for _ in pool.map(fill, jobs):  # re-raises the first error
+                pass
+        return len(jobs)
 
     @staticmethod
     def _link_files(files: list[Path], folder: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,15 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
         raise FileNotFoundError(f"{root}: no {' or '.join(CSV_NAMES)}")
     if image_dir is None:
         raise FileNotFoundError(f"{root}: no image folder ({', '.join(IMAGE_DIRS)})")
-    labels = read_labels(csv_path)
     files = list_candidate_files(image_dir)
     if not files:
         raise DicomIngestError(image_dir, "is empty: no files found")
-    scan = scan_files(files, cache=cache, client=client,
-                      cluster=cluster or (ClusterSpec(workers=workers) if workers else None))
+    next(iter_csv_columns(csv_path, CSV_COLUMNS), None)  # a CSV without its columns fails before the scan
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ichct-rsna-labels") as pool:
+        pending = pool.submit(read_labels, csv_path)  # parsed here while the workers read the headers
+        scan = scan_files(files, cache=cache, client=client,
+                          cluster=cluster or (ClusterSpec(workers=workers) if workers else None))
+        labels = pending.result()
     if on_scan is not None:
         on_scan(scan)
     by_series = defaultdict(list)
