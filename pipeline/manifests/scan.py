@@ -128,8 +128,8 @@ def _real_folder(folder: str) -> str:
 
 
 def scan_files(files: Sequence[str | os.PathLike[str]], *, with_pixels: bool = True, cache: HashCache | None = None,
-               cluster: ClusterSpec | None = None, client: Any = None, batch_files: int | None = None,
-               in_process_below: int | None = None) -> FileScan:
+               cluster: ClusterSpec | None = None, client: Any = None, workers: int | None = None,
+               batch_files: int | None = None, in_process_below: int | None = None) -> FileScan:
     """Read every file's header (and pixel hash) once, as Dask tasks of ``batch_files`` paths.
 
     Parameters
@@ -144,6 +144,8 @@ def scan_files(files: Sequence[str | os.PathLike[str]], *, with_pixels: bool = T
         Where the tasks run: a connected ``distributed.Client``, else a cluster started for the
         scan from ``cluster`` (default: a LocalCluster sized to the machine). Without a client,
         fewer than ``in_process_below`` files are scanned in this process.
+    workers
+        Worker processes of the LocalCluster started when neither ``cluster`` nor ``client`` is given.
 
     Examples
     --------
@@ -151,6 +153,7 @@ def scan_files(files: Sequence[str | os.PathLike[str]], *, with_pixels: bool = T
     0
     """
     paths = [os.fspath(f) for f in files]
+    cluster = cluster or (ClusterSpec(workers=workers) if workers else None)
     batch_files = batch_files or BATCH_FILES
     in_process_below = IN_PROCESS_BELOW if in_process_below is None else in_process_below
     scan = FileScan(n_files=len(paths))

@@ -6,7 +6,9 @@ import csv
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -69,13 +71,20 @@ def read_csv_rows(path: Path, required: Sequence[str] = ()) -> list[dict[str, st
 
 def iter_csv_rows(path: Path, required: Sequence[str] = ()) -> Iterator[dict[str, str]]:
     """:func:`read_csv_rows` one row at a time (RSNA's label CSV has 4.5 million rows: never all in memory)."""
+    with _csv_text(path) as fh:
+        reader = csv.DictReader(fh)
+        require_columns(path, [(k or "").strip() for k in reader.fieldnames or []], required)
+        # a row longer than the header puts its extra cells under the key None: they are dropped
+        for row in reader:
+            yield {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+
+
+@contextmanager
+def _csv_text(path: Path) -> Iterator[TextIO]:
+    """``path`` open as CSV text; a file that is not (bad encoding, CSV syntax) is a :class:`ManifestError`."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            require_columns(path, [(k or "").strip() for k in reader.fieldnames or []], required)
-            # a row longer than the header puts its extra cells under the key None: they are dropped
-            for row in reader:
-                yield {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            yield fh
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ManifestError(path, [f"{path}: not a readable CSV text file ({exc})"], subject="label CSV") from None
 
@@ -100,22 +109,19 @@ def iter_csv_columns(path: Path, columns: Sequence[str]) -> Iterator[tuple[str, 
     >>> list(iter_csv_columns(f, ("Label", "ID")))
     [('1', 'ID_1_any'), ('', 'ID_2_any')]
     """
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            require_columns(path, header, columns)
-            index = [len(header) - 1 - header[::-1].index(c) for c in columns]
-            last = max(index, default=-1)
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) > last:
-                    yield tuple(row[i].strip() for i in index)
-                else:
-                    yield tuple(row[i].strip() if i < len(row) else "" for i in index)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(path, [f"{path}: not a readable CSV text file ({exc})"], subject="label CSV") from None
+    with _csv_text(path) as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        require_columns(path, header, columns)
+        index = [len(header) - 1 - header[::-1].index(c) for c in columns]
+        last = max(index, default=-1)
+        for row in reader:
+            if not row:
+                continue
+            if len(row) > last:
+                yield tuple(row[i].strip() for i in index)
+            else:
+                yield tuple(row[i].strip() if i < len(row) else "" for i in index)
 
 
 def require_columns(path: Path, header: Sequence[str], required: Sequence[str]) -> None:

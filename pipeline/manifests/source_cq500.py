@@ -88,7 +88,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
         logger.warning("cq500: patient folder #%d has no row in reads.csv: skipped", number)
     files = {n: [str(f) for f in list_candidate_files(folders[n])] for n in numbers}
     scan = scan_files([f for n in numbers for f in files[n]], cache=cache, client=client,
-                      cluster=cluster or (ClusterSpec(workers=workers) if workers else None))
+                      cluster=cluster, workers=workers)
     if on_scan is not None:
         on_scan(scan)
     records = []
