@@ -146,6 +146,20 @@ def test_cli_reports_files_per_second(run_cli, rsna_corpus, tmp_path):
     assert f"header scan: {rsna_corpus.n_files} file(s)" in result.out and "files/s" in result.out
 
 
+def test_a_named_scheduler_is_used_even_for_a_few_files(run_cli, rsna_corpus, tmp_path):
+    """A small folder is scanned in-process unless the user names a scheduler: then it must answer."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "m.json"
+    result = run_cli("manifest", "build", "--source", "rsna", "--root", rsna_corpus.root, "--out", out,
+                     "--scheduler", address, "--connect-timeout", "1")
+    assert result.code != 0 and address in result.err and "did not answer" in result.err
+    assert "Traceback" not in result.err and not out.exists() and not (tmp_path / "m.links").exists()
+
+
 def test_the_token_finder_finds_what_contains_token_finds():
     """One pass over many patients' tokens gives exactly the per-token search's answer."""
     from ichct.pipeline.manifests.model import TokenFinder, contains_token

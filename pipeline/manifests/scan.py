@@ -142,8 +142,8 @@ def scan_files(files: Sequence[str | os.PathLike[str]], *, with_pixels: bool = T
         Pixel-hash cache that receives every hash (for a later ``manifest check``).
     cluster, client
         Where the tasks run: a connected ``distributed.Client``, else a cluster started for the
-        scan from ``cluster`` (default: a LocalCluster sized to the machine). Without a client,
-        fewer than ``in_process_below`` files are scanned in this process.
+        scan from ``cluster`` (default: a LocalCluster sized to the machine). Without a client or
+        a scheduler address, fewer than ``in_process_below`` files are scanned in this process.
     workers
         Worker processes of the LocalCluster started when neither ``cluster`` nor ``client`` is given.
 
@@ -158,7 +158,7 @@ def scan_files(files: Sequence[str | os.PathLike[str]], *, with_pixels: bool = T
     in_process_below = IN_PROCESS_BELOW if in_process_below is None else in_process_below
     scan = FileScan(n_files=len(paths))
     start = time.perf_counter()
-    if client is None and len(paths) < in_process_below:
+    if client is None and len(paths) < in_process_below and not (cluster and cluster.resolved_scheduler()):
         _merge(scan, paths, scan_batch(paths, with_pixels), cache)
         scan.workers = 1
     else:
