@@ -329,6 +329,25 @@ def test_invalid_uid_warnings_collapse_to_one_line_per_series(rsna_one, run_cli,
                                            f"for one series, e.g. {(lines + warned)[:3]}")
 
 
+def test_a_cohort_of_renamed_uids_warns_once_per_process(rsna, caplog, monkeypatch):
+    """Public archives rename every UID: the first series' note is a warning, later ones debug lines,
+    and every series still carries the note in its own warnings."""
+    import logging
+
+    from ichct.transforms.dicom import reader
+
+    monkeypatch.setattr(reader, "_uid_note_logged", False)
+    caplog.set_level(logging.DEBUG, logger=reader.__name__)
+    volumes = [reader.read_dicom_series(rsna.image_dir, series_uid=s.series_uid) for s in rsna.series]
+    notes = [r for r in caplog.records if r.name == reader.__name__ and "non-conforming UIDs" in r.getMessage()]
+    warned = [r.getMessage() for r in notes if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "later series" in warned[0] and rsna.series[0].series_uid in warned[0]
+    for s in rsna.series[1:]:
+        assert any(r.levelno == logging.DEBUG and s.series_uid in r.getMessage() for r in notes), s.series_uid
+    for vol, s in zip(volumes, rsna.series):
+        assert any("non-conforming UIDs" in w for w in vol.info["warnings"]), s.series_uid
+
+
 def mentions_uid(text: str) -> bool:
     """A message about a UID: pydicom's says "VR UI", not "UID"."""
     return "UID" in text or "VR UI" in text or re.search(r"ID_[0-9a-f]{8,10}", text) is not None

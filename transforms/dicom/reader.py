@@ -32,6 +32,7 @@ from .series import (
 )
 
 logger = logging.getLogger(__name__)
+_uid_note_logged = False  # see _log_uid_note
 
 
 @dataclass
@@ -192,7 +193,7 @@ def read_dicom_series(
     uid_note = nonconforming_uid_summary(headers)
     if uid_note:  # one line per series instead of pydicom's warning per file
         warnings.append(uid_note)
-        logger.warning("series %s: %s", group.series_uid, uid_note)
+        _log_uid_note(group.series_uid, uid_note)
 
     if hu_check.warning:
         warnings.append(hu_check.warning)
@@ -369,3 +370,16 @@ def _sidecar(scan, group, used, geometry, hu_volume, affine_lps, why, tilt_corre
         "skipped_files": len(scan.skipped),
         "warnings": list(warnings),
     }
+
+
+def _log_uid_note(series_uid: str, note: str) -> None:
+    """Warn of a series' non-conforming UIDs once per process (every series' warnings are logged at
+    debug level anyway, and each keeps the note in its own warnings).
+
+    Public archives rename every UID (RSNA's ``ID_<hex>``): a warning per series would be one line
+    per study of a cohort.
+    """
+    global _uid_note_logged
+    if not _uid_note_logged:
+        _uid_note_logged = True
+        logger.warning("series %s: %s (later series with non-conforming UIDs: debug level only)", series_uid, note)
