@@ -70,6 +70,24 @@ def test_workers_run_this_ichct_with_pinned_threads(client):
     assert set(client.run(os.environ.get, "OMP_NUM_THREADS").values()) == {"1"}
 
 
+def _library_logging() -> tuple[int, int, bool]:
+    import logging
+    import warnings
+
+    hidden = any(f[0] == "ignore" and f[1] is not None and f[1].pattern == "NvImgCodecPydicomReader"
+                 for f in warnings.filters)
+    return logging.getLogger("ichct").level, logging.getLogger("monai").level, hidden
+
+
+def test_workers_log_at_the_clients_verbosity(monkeypatch):
+    """As the CLI without -v: MONAI's chatter hidden in each worker, not a copy per worker on the terminal."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("ichct"), "level", logging.INFO)
+    with dask_client(ClusterSpec(workers=1)) as c:
+        assert set(c.run(_library_logging).values()) == {(logging.INFO, logging.ERROR, True)}
+
+
 def test_failed_study_is_recorded_and_the_rest_finish(client, tmp_path):
     tasks = _inputs(tmp_path / "in", ["a", "bb", "corrupt", "ddd"])
     outcomes = run_study_tasks(copy_work, tasks, out_root=tmp_path / "out", config={"v": 1}, client=client)

@@ -164,6 +164,32 @@ class _PinThreads(WorkerPlugin):
         _pin_worker_threads(self.torch_threads)
 
 
+class _QuietLibraries(WorkerPlugin):
+    """Dask worker plugin: a worker logs as the client's CLI does at the client's verbosity.
+
+    Without ``-v`` the libraries' chatter (MONAI's optional GPU decoder plugin, the known warnings
+    of :data:`~ichct.pipeline.core.logging_setup.KNOWN_WARNINGS`) is hidden in every worker as in
+    the client, instead of a copy per worker on the terminal; ``-q`` keeps ichct's own warnings in.
+    """
+
+    name = "ichct-quiet-libraries"
+
+    def __init__(self, ichct_level: int) -> None:
+        super().__init__()
+        self.ichct_level = ichct_level  # the client's "ichct" logger level (NOTSET: not configured)
+
+    def setup(self, worker: Any) -> None:
+        from ichct.pipeline.core.logging_setup import hide_known_library_warnings, verbosity_of
+
+        if self.ichct_level == logging.NOTSET:
+            return  # a library user's own logging: workers left as they are
+        logging.getLogger("ichct").setLevel(self.ichct_level)
+        if verbosity_of(self.ichct_level) <= 0:
+            hide_known_library_warnings()
+            for noisy in ("pydicom", "monai", "ignite"):
+                logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
 def check_worker_versions(client: Any) -> dict[str, str]:
     """Every worker's ichct fingerprint; :class:`ClusterError` when one differs from this process's.
 
@@ -241,6 +267,7 @@ def dask_client(spec: ClusterSpec | None = None) -> Iterator[Any]:
         client = _connect(address, spec.connect_timeout_s) if address else _client_of(cluster)
         try:
             client.register_plugin(_PinThreads(spec.torch_threads), name=_PinThreads.name)
+            client.register_plugin(_QuietLibraries(logging.getLogger("ichct").level), name=_QuietLibraries.name)
             check_worker_versions(client)
             if spec.progress and getattr(client, "dashboard_link", None) and _has_dashboard(client):
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
