@@ -126,14 +126,15 @@ class Linker:
     def make_folder_links(self, threads: int | None = None) -> int:
         """Make the folders of file links that :meth:`link` queued; returns the number of folders.
 
-        ``threads`` folders are filled at a time (default: the usable cores, at least 2): a ``symlink``
-        waits on the file system's inode allocation, not on the interpreter, and one process leaves
-        the second core idle. Each folder is filled by one thread, in the order its lists were queued.
+        ``threads`` folders are filled at a time (default: the usable cores, 2 to 32): a ``symlink``
+        is kernel work (inode allocation) that runs outside the interpreter's lock, and one thread
+        leaves the other cores idle. Each folder is filled by one thread, in the order its lists were
+        queued.
         """
         jobs, self._pending = self._pending, {}
         if not jobs:
             return 0
-        threads = threads or max(2, usable_cores())
+        threads = threads or min(32, max(2, usable_cores()))
 
         def fill(folder: Path) -> None:
             for files in jobs[folder]:
