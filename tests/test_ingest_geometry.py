@@ -175,6 +175,24 @@ def test_gap_detected_and_filled_on_uniform_grid(tmp_path, run_cli, missing):
     _check_resampled(data, affine, spec, side, reach_mm=5.0 * (len(missing) + 1) / 2 + 0.5)
 
 
+def test_a_frame_without_position_is_left_out_by_name(tmp_path, run_cli):
+    """A file whose ImagePositionPatient an archive dropped cannot be placed: it is left out with a
+    warning naming it and why, and the hole it leaves is filled like any gap."""
+    import pydicom
+
+    offsets = [(k - 9.5) * 5.0 for k in range(20)]
+    paths = fac.write_series(tmp_path / "dcm", fac.make_stack(offsets_mm=offsets, key="no-ipp"))
+    spec = fac.make_stack(offsets_mm=offsets[:7] + offsets[8:], key="no-ipp")  # what can be placed
+    ds = pydicom.dcmread(paths[7])
+    del ds.ImagePositionPatient
+    ds.save_as(paths[7])
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    left_out = [w for w in side["warnings"] if "left out" in w]
+    assert len(left_out) == 1 and paths[7].name in left_out[0] and "ImagePositionPatient" in left_out[0]
+    assert side["missing_slices"] == 1 and data.shape == (64, 60, 20)
+    _check_resampled(data, affine, spec, side, reach_mm=5.0 + 0.5)
+
+
 def test_gap_in_tilted_stack(tmp_path, run_cli):
     full = [(k - 9.5) * 4.0 for k in range(20)]
     offsets = [o for k, o in enumerate(full) if k != 2]

@@ -26,6 +26,20 @@ def test_per_slice_integral_rescale(tmp_path, run_cli):
     assert sorted(side["rescale"]["intercepts"]) == [-1024.0, -1010.0, -1000.0]
 
 
+def test_a_zero_rescale_slope_is_taken_as_one_and_said(tmp_path, run_cli):
+    import pydicom
+
+    spec = fac.make_stack(12, 5.0, key="slope-zero")
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    for path in paths[:3]:
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope = 0
+        ds.save_as(path)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    fac.assert_exact(data, affine, spec, tol=1.05)
+    assert any("RescaleSlope 0 on 3 slice(s)" in w and "taken as 1" in w for w in side["warnings"])
+
+
 def test_per_slice_fractional_rescale_gives_float(tmp_path, run_cli):
     spec = fac.make_stack(12, 5.0, key="rescale-frac", slope=[0.5, 0.25, 0.5], intercept=[-1024.5, -1000.25, -1024.0])
     fac.write_series(tmp_path / "dcm", spec)

@@ -162,10 +162,10 @@ def read_dicom_series(
         vol = read_dicom_series("/data/head_ct/study_1", series_uid="1.2.840.113619.2.55.3.1")
     """
     scan = scan if scan is not None else scan_folder(path, workers=workers, progress=progress)
-    group, _groups, why = select_series(scan, series_uid)
+    group, groups, why = select_series(scan, series_uid)
     headers = group.headers
     n_workers = workers or default_workers()
-    warnings: list[str] = []
+    warnings: list[str] = _left_out_notes(group, groups)
 
     failed_paths: list[str] = []
     for _attempt in range(2):
@@ -188,6 +188,9 @@ def read_dicom_series(
     no_rescale = sum(1 for i in geometry.order if headers[i].rescale_slope is None or headers[i].rescale_intercept is None)
     if no_rescale:
         warnings.append(f"RescaleSlope/RescaleIntercept missing on {no_rescale} slice(s): stored values were taken as HU (slope 1, intercept 0)")
+    zero_slope = sum(1 for i in geometry.order if headers[i].rescale_slope == 0)
+    if zero_slope:
+        warnings.append(f"RescaleSlope 0 on {zero_slope} slice(s) (it would map every pixel to one value): taken as 1")
     if failed_paths:
         warnings.append(f"{len(failed_paths)} slice file(s) with undecodable pixel data were left out: " + ", ".join(Path(p).name for p in failed_paths[:10]))
     uid_note = nonconforming_uid_summary(headers)
@@ -230,6 +233,20 @@ def read_dicom_series(
     for w in warnings:
         logger.debug("%s: %s", group.series_uid, w)
     return DicomVolume(hu_volume=hu_volume, affine_lps=affine_lps, series=group, geometry=geometry, info=info)
+
+
+def _left_out_notes(group: SeriesGroup, groups: list[SeriesGroup]) -> list[str]:
+    """A warning per other stack of ``group``'s series (frames that cannot share its grid), naming
+    why and a few of its files: such frames are left out of the volume, never silently."""
+    notes = []
+    for other in groups:
+        if other is group or other.series_uid != group.series_uid:
+            continue
+        names = ", ".join(Path(h.path).name for h in other.headers[:5]) + (", ..." if len(other.headers) > 5 else "")
+        reason = other.excluded_reason or "another matrix, orientation or pixel spacing"
+        notes.append(f"{len(other.headers)} frame(s) of this series left out ({reason}): {names}")
+        logger.warning("series %s: %s", group.series_uid, notes[-1])
+    return notes
 
 
 def _spacing_text(geometry: StackGeometry) -> str:
