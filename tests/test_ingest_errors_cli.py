@@ -10,6 +10,7 @@ import sys
 
 import dicom_factory as fac
 import numpy as np
+import pydicom
 import pytest
 
 
@@ -34,10 +35,19 @@ def _make_input(kind: str, folder):
     if kind == "dose_report_only":
         fac.write_dose_report(folder)
         return ("secondary capture",)
+    if kind in ("zero_pixel_spacing", "degenerate_orientation"):
+        keyword, value = (("PixelSpacing", [0, 0]) if kind == "zero_pixel_spacing"
+                          else ("ImageOrientationPatient", [0, 0, 0, 0, 0, 0]))
+        for path in fac.write_series(folder, fac.make_stack(10, 5.0, key=kind)):
+            ds = pydicom.dcmread(path)
+            setattr(ds, keyword, value)
+            ds.save_as(path)
+        return (keyword, "not a positive size" if kind == "zero_pixel_spacing" else "perpendicular unit vectors")
     raise ValueError(kind)
 
 
-KINDS = ["mr_only", "empty", "only_scouts", "single_slice", "non_dicom_only", "dose_report_only"]
+KINDS = ["mr_only", "empty", "only_scouts", "single_slice", "non_dicom_only", "dose_report_only", "zero_pixel_spacing",
+         "degenerate_orientation"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

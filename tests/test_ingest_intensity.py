@@ -40,6 +40,20 @@ def test_a_zero_rescale_slope_is_taken_as_one_and_said(tmp_path, run_cli):
     assert any("RescaleSlope 0 on 3 slice(s)" in w and "taken as 1" in w for w in side["warnings"])
 
 
+def test_files_without_photometric_interpretation_decode_as_grey_scale(tmp_path, run_cli):
+    """An archive dropped PhotometricInterpretation: one-sample pixels decode as MONOCHROME2 (it
+    never changes the stored values, so the HU are exact)."""
+    import pydicom
+
+    spec = fac.make_stack(12, 5.0, key="no-photometric")
+    for path in fac.write_series(tmp_path / "dcm", spec):
+        ds = pydicom.dcmread(path)
+        del ds.PhotometricInterpretation
+        ds.save_as(path)
+    data, affine, _, _ = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    fac.assert_exact(data, affine, spec)
+
+
 def test_per_slice_fractional_rescale_gives_float(tmp_path, run_cli):
     spec = fac.make_stack(12, 5.0, key="rescale-frac", slope=[0.5, 0.25, 0.5], intercept=[-1024.5, -1000.25, -1024.0])
     fac.write_series(tmp_path / "dcm", spec)

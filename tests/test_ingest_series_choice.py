@@ -135,3 +135,28 @@ def test_all_series_converts_every_ct_volume(study_folder, tmp_path, run_cli):
         fac.assert_exact(data, affine, spec)
         fac.assert_no_phi((out_dir / name.replace(".nii.gz", ".json")).read_text())
     assert seen == set(specs)
+
+
+def test_files_without_series_uid_still_form_series(tmp_path):
+    """A public archive dropped SeriesInstanceUID (and SOPInstanceUID, SeriesNumber): the files still
+    make series, told apart by kernel and thickness, and the soft one is read, with a warning."""
+    import pydicom
+
+    from ichct.transforms.dicom import read_dicom_series, scan_folder, select_series
+
+    study = fac.Study(key="no-series-uid")
+    sharp = fac.make_stack(16, 2.5, key="nouid-sharp", kernel="BONE", description="HEAD")
+    soft = fac.make_stack(10, 5.0, key="nouid-soft", kernel="STANDARD", description="HEAD")
+    for spec in (sharp, soft):
+        for path in fac.write_series(tmp_path / "d", spec, study=study):
+            ds = pydicom.dcmread(path)
+            for keyword in ("SeriesInstanceUID", "SOPInstanceUID", "SeriesNumber"):
+                delattr(ds, keyword)
+            ds.save_as(path)
+    group, groups, _ = select_series(scan_folder(tmp_path / "d"))
+    assert sorted(g.n_slices for g in groups) == [10, 16] and group.n_slices == 10
+    assert all(g.series_uid.startswith("no-SeriesInstanceUID-") for g in groups)
+    vol = read_dicom_series(tmp_path / "d")
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, soft)
+    assert any("no SeriesInstanceUID" in w for w in vol.info["warnings"])
+    assert not any("non-conforming UIDs" in w for w in vol.info["warnings"])  # the key is ichct's, not the file's

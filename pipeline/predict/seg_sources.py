@@ -47,6 +47,7 @@ import copy
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -62,7 +63,18 @@ _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 class SegSourceError(DicomIngestError):
-    """A source instance that a DICOM SEG cannot reference (names the file and the missing attribute)."""
+    """A source instance that a DICOM SEG cannot reference (names the file and the missing attribute).
+
+    The message ends with the way out: ``ichct predict --no-seg-dicom`` writes everything else.
+
+    Examples
+    --------
+    >>> str(SegSourceError("ct/1.dcm", "no SOPInstanceUID"))
+    'ct/1.dcm: no SOPInstanceUID (--no-seg-dicom writes the mask and report without a DICOM SEG)'
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(path, f"{reason} (--no-seg-dicom writes the mask and report without a DICOM SEG)")
 
 
 @dataclass

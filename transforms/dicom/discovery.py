@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -20,7 +21,7 @@ from .errors import DicomIngestError
 from .fast_values import FastValues
 from .headers import SliceHeader, ensure_transfer_syntax, file_meta_value, headers_from_dataset
 from .part10_header import read_part10_header
-from .validation import quiet_pydicom_values
+from .validation import STAND_IN_SERIES_PREFIX, quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
 
@@ -211,9 +212,34 @@ def read_file_headers(path: str | Path, data: bytes | None = None, *, fast: bool
         headers = headers_from_dataset(ds, path, fast=get or False)
     except Exception as exc:  # noqa: BLE001
         return FileHeaders([], SkippedFile(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
-    if not headers or not headers[0].series_uid:
-        return FileHeaders([], SkippedFile(path, "DICOM file without SeriesInstanceUID"))
+    if not headers:
+        return FileHeaders([], SkippedFile(path, "DICOM file without images"))
+    if not headers[0].series_uid:  # an archive dropped it: the file still belongs to a series
+        for header in headers:
+            header.series_uid = stand_in_series_uid(header)
     return FileHeaders(headers, None, ds, stop_offset)
+
+
+def stand_in_series_uid(header: SliceHeader) -> str:
+    """The series key of a file whose SeriesInstanceUID is absent or empty.
+
+    Public archives drop even Type 1 attributes. Files of one folder, study, series number,
+    modality, kernel and slice thickness are taken as one series (then split by geometry like any
+    series); the key starts with :data:`STAND_IN_SERIES_PREFIX`, so it is never mistaken for a UID.
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> h = SliceHeader(path="/data/ct/1.dcm", frame_index=None, series_uid="", sop_instance_uid="",
+    ...                 sop_class_uid="", modality="CT", transfer_syntax_uid="", rows=2, columns=2)
+    >>> key = stand_in_series_uid(h)
+    >>> key.startswith(STAND_IN_SERIES_PREFIX), key == stand_in_series_uid(replace(h, path="/data/ct/2.dcm"))
+    (True, True)
+    """
+    parts = (os.path.dirname(os.path.abspath(header.path)), header.study_uid, header.series_number, header.modality,
+             header.convolution_kernel, header.slice_thickness_mm)
+    digest = hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:16]
+    return STAND_IN_SERIES_PREFIX + digest
 
 
 def _read_one(path: Path) -> tuple[list[SliceHeader], SkippedFile | None]:

@@ -43,11 +43,19 @@ def lossless_int16_possible(headers: list[SliceHeader]) -> bool:
 
 
 def read_dataset(path: str, stop_before_pixels: bool = False) -> pydicom.Dataset:
-    """A DICOM file, also one without the 128-byte preamble and file meta (old archives)."""
+    """A DICOM file, also one without the 128-byte preamble and file meta (old archives).
+
+    A one-sample image whose PhotometricInterpretation an archive dropped is decoded as
+    MONOCHROME2: for grey-scale pixels it only says how to display them, never what the stored
+    values (hence the HU) are, and pydicom refuses to decode without it.
+    """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
-        return ensure_transfer_syntax(pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True))
+        ds = ensure_transfer_syntax(pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True))
+    if not ds.get("PhotometricInterpretation") and ds.get("SamplesPerPixel", 1) in (None, "", 1):
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    return ds
 
 
 class FrameSource:

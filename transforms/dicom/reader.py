@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .discovery import FolderScan, default_workers, scan_folder
+from .discovery import STAND_IN_SERIES_PREFIX, FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
@@ -166,6 +166,10 @@ def read_dicom_series(
     headers = group.headers
     n_workers = workers or default_workers()
     warnings: list[str] = _left_out_notes(group, groups)
+    if group.series_uid.startswith(STAND_IN_SERIES_PREFIX):
+        warnings.append("its files have no SeriesInstanceUID: they were taken as one series by folder, study, series "
+                        f"number, kernel and slice thickness (series key {group.series_uid})")
+        logger.warning("%s: %s", scan.root, warnings[-1])
 
     failed_paths: list[str] = []
     for _attempt in range(2):

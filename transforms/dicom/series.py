@@ -282,8 +282,15 @@ def exclusion_reason(group: SeriesGroup) -> str | None:
         return "no pixel data (report or non-image object)"
     if first.image_orientation is None or any(h.image_position_mm is None for h in group.headers):
         return "no slice geometry (ImagePositionPatient/ImageOrientationPatient missing)"
+    row, col = np.asarray(first.image_orientation[:3]), np.asarray(first.image_orientation[3:])
+    if abs(np.linalg.norm(row) - 1) > 0.05 or abs(np.linalg.norm(col) - 1) > 0.05 or abs(row @ col) > 0.05:
+        values = "\\".join(f"{v:g}" for v in first.image_orientation)
+        return f"ImageOrientationPatient {values} is not two perpendicular unit vectors"
     if first.pixel_spacing_mm is None:
         return "no PixelSpacing"
+    if min(first.pixel_spacing_mm) <= 0:
+        values = "\\".join(f"{v:g}" for v in first.pixel_spacing_mm)
+        return f"PixelSpacing {values} is not a positive size"
     if first.samples_per_pixel != 1:
         return "colour image (secondary capture)"
     if group.n_slices < 2:

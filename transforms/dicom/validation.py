@@ -43,6 +43,11 @@ def quiet_pydicom_values() -> Iterator[None]:
         cfg.settings.reading_validation_mode = saved
 
 
+#: Prefix of the series key given to files without SeriesInstanceUID (see
+#: :func:`~ichct.transforms.dicom.discovery.stand_in_series_uid`): never a DICOM UID, never reported as one.
+STAND_IN_SERIES_PREFIX = "no-SeriesInstanceUID-"
+
+
 def is_dicom_uid(value: str) -> bool:
     """True for a conforming DICOM UID.
 
@@ -69,7 +74,7 @@ def nonconforming_uid_summary(headers: Iterable[Any]) -> str | None:
     example = ""
     for keyword, attr in fields:
         values = [str(getattr(h, attr, "") or "") for h in headers]
-        bad = [v for v in values if v and not is_dicom_uid(v)]
+        bad = [v for v in values if v and not is_dicom_uid(v) and not v.startswith(STAND_IN_SERIES_PREFIX)]
         if not bad:
             continue
         example = example or f"{keyword} {bad[0]!r}"
