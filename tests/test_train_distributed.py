@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_for_port(port: int, host_process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Until 127.0.0.1:``port`` accepts connections (or the process meant to open it has exited)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and host_process.poll() is None:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+
+
 def _torchrun_two_nodes(base: Path, commands: tuple[list[str], list[str]], cwd: Path | None = None) -> list[str]:
     """Two torchrun "nodes" of one process each on loopback (c10d rendezvous), each running its
     command (after ``torchrun ... --``); their stdouts."""
@@ -52,13 +64,28 @@ def _torchrun_two_nodes(base: Path, commands: tuple[list[str], list[str]], cwd: 
     env = {**os.environ, **_env(base / "env"), "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     launcher = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "ichct-test"]
-    procs = [subprocess.Popen([*launcher, *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for cmd in commands]
-    results = [p.communicate(timeout=240) for p in procs]
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
-    return [out for out, _ in results]
+                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"ichct-test-{port}"]
+    # Each node writes to files, not pipes: waiting on one node while the other fills a 64 KiB pipe
+    # (warnings of its training) blocks that node in a collective and both hang.
+    logs = [(base / f"node{i}_{port}.out", base / f"node{i}_{port}.err") for i in range(len(commands))]
+    procs = []
+    for cmd, (out, err) in zip(commands, logs):
+        if procs:  # the first node hosts the rendezvous store: the second starts once it answers
+            _wait_for_port(port, procs[0])
+        with open(out, "w") as out_fh, open(err, "w") as err_fh:
+            procs.append(subprocess.Popen([*launcher, *cmd], cwd=cwd, env=env, stdout=out_fh, stderr=err_fh, text=True))
+    deadline = time.monotonic() + 240
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+            p.wait()
+    for i, (p, (_, err)) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"node {i} exit {p.returncode}: " + "\n".join(
+            f"node {j} stderr: {e.read_text()[-2000:]}" for j, (_, e) in enumerate(logs))
+    return [out.read_text() for out, _ in logs]
 
 
 def _two_nodes(base: Path, outs: tuple[Path, Path], *args: str) -> None:
