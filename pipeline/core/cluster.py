@@ -179,15 +179,14 @@ class _QuietLibraries(WorkerPlugin):
         self.ichct_level = ichct_level  # the client's "ichct" logger level (NOTSET: not configured)
 
     def setup(self, worker: Any) -> None:
-        from ichct.pipeline.core.logging_setup import hide_known_library_warnings, verbosity_of
+        from ichct.pipeline.core.logging_setup import hide_known_library_warnings, quiet_library_loggers, verbosity_of
 
         if self.ichct_level == logging.NOTSET:
             return  # a library user's own logging: workers left as they are
         logging.getLogger("ichct").setLevel(self.ichct_level)
         if verbosity_of(self.ichct_level) <= 0:
             hide_known_library_warnings()
-            for noisy in ("pydicom", "monai", "ignite"):
-                logging.getLogger(noisy).setLevel(logging.ERROR)
+            quiet_library_loggers()
 
 
 def check_worker_versions(client: Any) -> dict[str, str]:

@@ -46,8 +46,7 @@ def configure_logging(verbosity: int = 0, tag: str | None = None, queue: Any = N
     # with its traceback, which the CLI reports once itself
     logging.getLogger(DETAIL_LOGGER).setLevel(logging.NOTSET if verbosity > 0 else logging.CRITICAL + 1)
     if verbosity <= 0:
-        for noisy in ("pydicom", "monai", "ignite"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+        quiet_library_loggers()
     # -q: errors only, from every logger. A level on "monai"/"ignite" does not reach all of their
     # messages: MONAI's get_logger (bundle scripts, StatsHandler, a bundle's logging.conf) gives a
     # logger its own level INFO and stdout handler. logging.disable holds below ERROR whatever a
@@ -62,6 +61,26 @@ KNOWN_WARNINGS: tuple[str, ...] = (
     r"Num foregrounds 0, Num backgrounds",
     r"NvImgCodecPydicomReader",
 )
+
+
+#: Libraries whose INFO and WARNING records say nothing to an ichct user without -v.
+NOISY_LIBRARIES: tuple[str, ...] = ("pydicom", "monai", "ignite")
+
+
+def quiet_library_loggers() -> None:
+    """Errors only from the :data:`NOISY_LIBRARIES` loggers in this process.
+
+    Examples
+    --------
+    >>> saved = [logging.getLogger(name).level for name in NOISY_LIBRARIES]
+    >>> quiet_library_loggers()
+    >>> logging.getLogger("monai").level == logging.ERROR
+    True
+    >>> for name, level in zip(NOISY_LIBRARIES, saved):
+    ...     logging.getLogger(name).setLevel(level)
+    """
+    for name in NOISY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def hide_known_library_warnings() -> None:

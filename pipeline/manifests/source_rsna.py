@@ -88,8 +88,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
     next(iter_csv_columns(csv_path, CSV_COLUMNS), None)  # a CSV without its columns fails before the scan
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ichct-rsna-labels") as pool:
         pending = pool.submit(read_labels, csv_path)  # parsed here while the workers read the headers
-        scan = scan_files(files, cache=cache, client=client,
-                          cluster=cluster, workers=workers)
+        scan = scan_files(files, cache=cache, client=client, cluster=cluster, workers=workers)
         labels = pending.result()
     if on_scan is not None:
         on_scan(scan)
