@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from test_bundle_export import NOT_EXPORTED
 
-from ichct.pipeline.bundle.code import config_modules, export_size, lazy_imports_outside, module_closure, resolve_name
+from ichct.pipeline.bundle.code import config_modules, lazy_imports_outside, module_closure, resolve_name
+from ichct.pipeline.bundle.vendor import bundle_code, export_size
 from ichct.pipeline.bundle.configs import bundle_configs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,9 +36,12 @@ KNOWN_LAZY = {
 }
 
 
+def _run_config(name: str) -> dict:
+    return json.loads((REPO / "bundles" / name / "models" / "run_config.json").read_text())
+
+
 def _closure(name: str) -> set[str]:
-    rc = json.loads((REPO / "bundles" / name / "models" / "run_config.json").read_text())
-    return module_closure(config_modules(bundle_configs(rc).values()))
+    return module_closure(config_modules(bundle_configs(_run_config(name)).values()))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -52,8 +56,10 @@ def test_the_export_holds_what_the_configs_import(name):
     network = "ichct.networks.unet3d" if name == "ich_ct_segmentation" else "ichct.networks.slice_sequence"
     other = "ichct.networks.slice_sequence" if name == "ich_ct_segmentation" else "ichct.networks.unet3d"
     assert network in modules and other not in modules
-    files, lines = export_size(modules)
-    assert files == len(modules) + 1 and lines > 0  # + scripts/__init__.py (the docs' count: test_bundle_export.py)
+    kept = bundle_code(bundle_configs(_run_config(name)).values())
+    assert kept.modules <= modules, kept.modules - modules  # the export prunes within the module closure
+    files, lines = export_size(kept)
+    assert files == len(kept.modules) + 1 and lines > 0  # + scripts/__init__.py (the docs' count: test_bundle_export.py)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -76,7 +76,7 @@ def _monai(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-30000:]
 
 
 def _slice_probs(path: Path) -> list[list[float]]:

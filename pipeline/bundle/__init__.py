@@ -12,8 +12,9 @@ Modules:
 * ``docs`` - ``metadata.json``, ``docs/README.md`` (from ``templates/``), the licenses; ``steps`` -
   the configs' steps in words for the README;
 * ``verify`` - ``verify_bundle`` (``ichct bundle verify``), against ``schema/``;
-* ``export`` - ``export_bundle`` (``ichct bundle export``), with the code vendored by ``code``;
-* ``code`` - the ichct modules a bundle's configs import, vendored into ``scripts/``.
+* ``export`` - ``export_bundle`` (``ichct bundle export``), with the code written by ``vendor``;
+* ``code`` - the ichct modules a bundle's configs import; ``prune`` - the definitions they reach;
+  ``vendor`` - those definitions written into an export's ``scripts/``.
 """
 
 from __future__ import annotations

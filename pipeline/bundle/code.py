@@ -11,15 +11,16 @@
   (``tests/test_bundle_export.py``), and :func:`lazy_imports_outside` lists what is left out.
 * :func:`third_party` - the distributions (``pydicom``, ``SimpleITK``, ...) that code imports,
   function-local imports included.
-* :func:`vendor` - copy the closure into ``scripts/ichct/`` of an exported bundle with its imports
-  rewritten (``ichct.`` -> ``scripts.ichct.``) so that it runs without ``ichct`` installed.
+
+What an export copies is narrower still: :mod:`ichct.pipeline.bundle.prune` keeps only the
+definitions the configs reach, and :mod:`ichct.pipeline.bundle.vendor` writes them into
+``scripts/``.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
@@ -27,17 +28,25 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PACKAGE", "config_modules", "module_closure", "third_party", "vendor", "rewrite_code", "rewrite_config",
-           "installed_versions", "lazy_imports_outside", "resolve_name", "export_size"]
+__all__ = ["PACKAGE", "ICHCT_NAME", "config_names", "config_modules", "module_closure", "third_party", "installed_versions",
+           "lazy_imports_outside", "resolve_name", "module_file", "longest_module"]
 
 PACKAGE = "ichct"
 _ROOT = Path(__file__).resolve().parents[2]  # the installed ``ichct`` package folder
-_NAME = re.compile(r"(?<![\w.])ichct(?:\.[A-Za-z_]\w*)+")
+ICHCT_NAME = re.compile(r"(?<![\w.])ichct(?:\.[A-Za-z_]\w*)+")
 _BASE = {"monai", "torch", "numpy"}  # own keys of metadata.json
 
 
-def _module_file(name: str) -> Path | None:
-    """Source file of an ``ichct`` module or package (``None`` when it is neither)."""
+def module_file(name: str) -> Path | None:
+    """Source file of an ``ichct`` module or package (``None`` when it is neither).
+
+    Examples
+    --------
+    >>> module_file("ichct.transforms").name, module_file("ichct.transforms.crop").name
+    ('__init__.py', 'crop.py')
+    >>> module_file("ichct.transforms.CropHeadd") is None
+    True
+    """
     parts = name.split(".")[1:]
     base = _ROOT.joinpath(*parts) if parts else _ROOT
     if (base / "__init__.py").is_file():
@@ -46,11 +55,18 @@ def _module_file(name: str) -> Path | None:
     return f if parts and f.is_file() else None
 
 
-def _longest_module(dotted: str) -> str | None:
+def longest_module(dotted: str) -> str | None:
+    """The longest prefix of a dotted name that is an ``ichct`` module (``None`` when none is).
+
+    Examples
+    --------
+    >>> longest_module("ichct.pipeline.decision.DecisionRule.load")
+    'ichct.pipeline.decision'
+    """
     parts = dotted.split(".")
     for i in range(len(parts), 0, -1):
         cand = ".".join(parts[:i])
-        if _module_file(cand) is not None:
+        if module_file(cand) is not None:
             return cand
     return None
 
@@ -58,7 +74,7 @@ def _longest_module(dotted: str) -> str | None:
 @cache
 def _lazy_exports(package: str) -> dict[str, str]:
     """``{name: module}`` of a package whose ``__init__`` resolves names lazily from an ``_EXPORTS`` dict."""
-    path = _module_file(package)
+    path = module_file(package)
     if path is None or path.name != "__init__.py":
         return {}
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
@@ -79,7 +95,7 @@ def resolve_name(dotted: str) -> str | None:
     >>> resolve_name("ichct.pipeline.decision.DecisionRule.load")
     'ichct.pipeline.decision'
     """
-    module = _longest_module(dotted)
+    module = longest_module(dotted)
     if module is None:
         return None
     rest = dotted[len(module) + 1:].split(".")[0] if len(dotted) > len(module) else ""
@@ -87,8 +103,14 @@ def resolve_name(dotted: str) -> str | None:
     return resolve_name(defined_in) if defined_in and defined_in != module else module
 
 
-def config_modules(configs: Iterable[Any]) -> set[str]:
-    """``ichct`` modules named anywhere in the configs (``_target_`` values, expressions, imports)."""
+def config_names(configs: Iterable[Any]) -> set[str]:
+    """Dotted ``ichct`` names anywhere in the configs (``_target_`` values, expressions, imports).
+
+    Examples
+    --------
+    >>> sorted(config_names([{"t": {"_target_": "ichct.transforms.LoadCTd"}, "e": "$ichct.networks.ich_unet3d(1)"}]))
+    ['ichct.networks.ich_unet3d', 'ichct.transforms.LoadCTd']
+    """
     found: set[str] = set()
 
     def walk(x: Any) -> None:
@@ -99,14 +121,16 @@ def config_modules(configs: Iterable[Any]) -> set[str]:
             for v in x:
                 walk(v)
         elif isinstance(x, str):
-            for m in _NAME.finditer(x):
-                mod = resolve_name(m.group(0))
-                if mod:
-                    found.add(mod)
+            found.update(m.group(0) for m in ICHCT_NAME.finditer(x))
 
     for c in configs:
         walk(c)
     return found
+
+
+def config_modules(configs: Iterable[Any]) -> set[str]:
+    """``ichct`` modules that define the names in the configs (``_target_`` values, expressions, imports)."""
+    return {m for m in map(resolve_name, config_names(configs)) if m}
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -135,7 +159,7 @@ def _statements(body: Iterable[ast.stmt], module_level: bool) -> Iterator[ast.st
 
 def _imported(name: str, node: ast.Import | ast.ImportFrom) -> tuple[set[str], set[str]]:
     """(ichct modules, top-level third-party modules) of one import statement in module ``name``."""
-    path = _module_file(name)
+    path = module_file(name)
     assert path is not None
     pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     if isinstance(node, ast.Import):
@@ -155,7 +179,7 @@ def _imported(name: str, node: ast.Import | ast.ImportFrom) -> tuple[set[str], s
 @cache
 def _imports(name: str, module_level: bool = True) -> tuple[frozenset[str], frozenset[str]]:
     """(ichct modules, top-level third-party modules) imported by one ichct module."""
-    path = _module_file(name)
+    path = module_file(name)
     assert path is not None
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     own: set[str] = set()
@@ -164,7 +188,7 @@ def _imports(name: str, module_level: bool = True) -> tuple[frozenset[str], froz
         o, t = _imported(name, node)  # type: ignore[arg-type]
         own |= o
         other |= t
-    resolved = {m for m in (_longest_module(o) for o in own) if m}
+    resolved = {m for m in (longest_module(o) for o in own) if m}
     return frozenset(resolved), frozenset(o for o in other if o and o != "__future__")
 
 
@@ -219,99 +243,3 @@ def third_party(modules: Iterable[str]) -> dict[str, str]:
             if dist.lower() not in _BASE and dist in versions:
                 out[dist] = versions[dist]
     return dict(sorted(out.items(), key=lambda kv: kv[0].lower()))
-
-
-# --------------------------------------------------------------------------------------------
-# Vendoring into scripts/
-# --------------------------------------------------------------------------------------------
-
-_FROM = re.compile(r"^(\s*)from ichct(\.|\s)", re.M)
-_IMPORT = re.compile(r"^(\s*)import ichct(\.[\w.]+)?(\s+as\s+\w+)?\s*$", re.M)
-_RESOURCE = re.compile(r"((?:resources\.files|import_module)\(f?[\"'])ichct([.\"'])")
-
-
-def _rewrite_import(match: re.Match[str]) -> str:
-    indent, sub, alias = match.group(1), match.group(2) or "", match.group(3)
-    if alias:
-        return f"{indent}import scripts.ichct{sub}{alias}"
-    if sub:
-        raise ValueError(f"cannot vendor 'import ichct{sub}' without an alias (use 'from ichct... import')")
-    return f"{indent}from scripts import ichct"
-
-
-def rewrite_code(text: str) -> str:
-    """Source of an ichct module with its ``ichct`` imports pointing at ``scripts.ichct``.
-
-    Rewrites ``from ichct... import``, ``import ichct`` (-> ``from scripts import ichct``) and the
-    package names given to ``importlib.resources.files`` / ``importlib.import_module``.
-    """
-    text = _FROM.sub(r"\1from scripts.ichct\2", text)
-    text = _IMPORT.sub(_rewrite_import, text)
-    return _RESOURCE.sub(r"\1scripts.ichct\2", text)
-
-
-def rewrite_config(obj: Any) -> Any:
-    """A config with every ``ichct.`` name (targets, expressions, imports) moved to ``scripts.ichct.``."""
-    if isinstance(obj, Mapping):
-        return {k: rewrite_config(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [rewrite_config(v) for v in obj]
-    if isinstance(obj, str):
-        return _NAME.sub(lambda m: f"scripts.{m.group(0)}", obj)
-    return obj
-
-
-_SCRIPTS_INIT = '"""Bundle scripts: a copy of the ichct code the configs need (`scripts.ichct`)."""\n'
-
-
-def _vendored_files(modules: Iterable[str]) -> list[tuple[Path, Path]]:
-    """``(source, path under scripts/ichct/)`` of the modules and the JSON data files of their packages."""
-    files: list[tuple[Path, Path]] = []
-    packages: set[Path] = set()
-    for m in sorted(modules):
-        src = _module_file(m)
-        assert src is not None
-        files.append((src, src.relative_to(_ROOT)))
-        if src.name == "__init__.py":
-            packages.add(src.parent)
-    for pkg in sorted(packages):
-        files += [(data, data.relative_to(_ROOT)) for data in sorted(pkg.glob("*.json"))]
-    return files
-
-
-def export_size(modules: Iterable[str]) -> tuple[int, int]:
-    """``(files, physical lines)`` of the ``scripts/`` that :func:`vendor` writes for ``modules``.
-
-    Examples
-    --------
-    >>> files, lines = export_size(module_closure(["ichct.transforms.intensity"]))
-    >>> files, lines > 100
-    (4, True)
-    """
-    files = _vendored_files(modules)
-    lines = sum(rewrite_code(src.read_text(encoding="utf-8")).count("\n") if src.suffix == ".py"
-                else src.read_bytes().count(b"\n") for src, _ in files)
-    return len(files) + 1, lines + _SCRIPTS_INIT.count("\n")
-
-
-def vendor(modules: Iterable[str], scripts_dir: str | Path) -> list[str]:
-    """Copy the modules (and the JSON data files of their packages) into ``scripts_dir/ichct/``.
-
-    Returns the written paths relative to ``scripts_dir``.
-    """
-    dest_root = Path(scripts_dir)
-    written: list[str] = []
-    init = dest_root / "__init__.py"
-    if not init.exists():
-        dest_root.mkdir(parents=True, exist_ok=True)
-        init.write_text(_SCRIPTS_INIT, encoding="utf-8")
-        written.append("__init__.py")
-    for src, rel in _vendored_files(modules):
-        dst = dest_root / "ichct" / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix == ".py":
-            dst.write_text(rewrite_code(src.read_text(encoding="utf-8")), encoding="utf-8")
-        else:
-            shutil.copyfile(src, dst)
-        written.append(str(Path("ichct") / rel))
-    return written

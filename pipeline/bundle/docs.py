@@ -594,9 +594,9 @@ def _steps_fields(configs: Mapping[str, Any]) -> dict[str, str]:
 
 def _code_fields(configs: Mapping[str, Any]) -> dict[str, str]:
     """How much code ``ichct bundle export`` puts into ``scripts/`` for these configs."""
-    from ichct.pipeline.bundle.code import config_modules, export_size, module_closure
+    from ichct.pipeline.bundle.vendor import bundle_code, export_size
 
-    files, lines = export_size(module_closure(config_modules(configs.values())))
+    files, lines = export_size(bundle_code(configs.values()))
     return {"scripts_modules": f"{files}", "scripts_lines": f"{lines:,}"}
 
 

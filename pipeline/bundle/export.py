@@ -1,9 +1,9 @@
 """``ichct bundle export``: a self-contained model-zoo folder (or zip) of a bundle.
 
-The ichct modules the configs import (:func:`ichct.pipeline.bundle.code.module_closure`: the
+The ichct definitions the configs reach (:func:`ichct.pipeline.bundle.vendor.bundle_code`: the
 DICOM reader, the transforms, the network, the decision rule, the bundle's components and, for
-``evaluate.json``, the metrics, bootstrap, report and leakage-guard code) are copied into the
-export's ``scripts/ichct/`` with their imports rewritten, and every config is regenerated with
+``evaluate.json``, the metrics, bootstrap, report and leakage-guard code) are written into the
+export's ``scripts/ichct/``, each module pruned to what is reached, with its imports rewritten, and every config is regenerated with
 ``ichct.`` names moved to ``scripts.ichct.``; so the exported bundle runs with MONAI and the
 packages its ``metadata.json`` lists, without ichct installed. ``models/train_patients.json``
 (the training patients' keys) travels with the weights, so evaluation still refuses leaked
@@ -189,7 +189,7 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     """
     from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside
     from ichct.pipeline.bundle.package import REQUIRED_FILES, write_bundle_files
-    from ichct.pipeline.bundle.code import config_modules, export_size, module_closure, vendor
+    from ichct.pipeline.bundle.vendor import bundle_code, export_size, vendor
     from ichct.pipeline.bundle.configs import bundle_configs
     from ichct.pipeline.models.inference import read_run_config
 
@@ -215,8 +215,8 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
             # the default manifest path is relative to the original bundle: keep it valid where possible
             rc["manifest"] = str((src.resolve() / rc["manifest"]).resolve())
         (tmp / "models" / "run_config.json").write_text(json.dumps(rc, indent=2) + "\n", encoding="utf-8")
-        modules = module_closure(config_modules(bundle_configs(rc).values()))
-        written = vendor(modules, tmp / "scripts")
+        kept = bundle_code(bundle_configs(rc).values())
+        written = vendor(kept, tmp / "scripts")
         ev = tmp / "docs" / "evaluation" / "metrics.json"
         evaluation = read_json(ev, "evaluation (metrics.json)") if ev.is_file() else None
         write_bundle_files(tmp, rc, evaluation, exported=True)
@@ -233,5 +233,5 @@ def export_bundle(bundle_dir: str | Path, dest: str | Path, *, zip_file: bool = 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "zip": zip_file, "modules": len([w for w in written if w.endswith(".py")]),
-            "scripts_lines": export_size(modules)[1], "required_packages_version": meta["required_packages_version"],
+            "scripts_lines": export_size(kept)[1], "required_packages_version": meta["required_packages_version"],
             "weights_replaced": weights is not None}

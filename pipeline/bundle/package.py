@@ -191,9 +191,10 @@ def _required_packages(configs: Mapping[str, Any], exported: bool) -> dict[str, 
     optional extra's package is on a path the bundle does not take), pydicom's pixel plugins, and what
     MONAI loads by name (:data:`_LOADED_BY_MONAI`)."""
     import ichct
-    from ichct.pipeline.bundle.code import config_modules, installed_versions, module_closure, third_party
+    from ichct.pipeline.bundle.code import installed_versions, third_party
+    from ichct.pipeline.bundle.vendor import bundle_code
 
-    req = third_party(module_closure(config_modules(configs.values())))
+    req = third_party(bundle_code(configs.values()).modules)
     core = _core_requirements()
     if core is not None:
         req = {dist: version for dist, version in req.items() if _normalized(dist) in core}
@@ -239,7 +240,7 @@ def write_bundle_files(root: Path, run_config: Mapping[str, Any], evaluation: Ma
     import monai
     import numpy
 
-    from ichct.pipeline.bundle.code import rewrite_config
+    from ichct.pipeline.bundle.vendor import rewrite_config
     from ichct.pipeline.bundle.configs import LOGGING_CONF, bundle_configs
     from ichct.pipeline.bundle.docs import apache_license, bundle_metadata, bundle_readme, data_license, \
         describe_training_data
