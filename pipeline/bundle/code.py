@@ -44,10 +44,12 @@ def module_file(name: str) -> Path | None:
     --------
     >>> module_file("ichct.transforms").name, module_file("ichct.transforms.crop").name
     ('__init__.py', 'crop.py')
-    >>> module_file("ichct.transforms.CropHeadd") is None
-    True
+    >>> module_file("ichct.transforms.CropHeadd") is None, module_file("numpy") is None
+    (True, True)
     """
-    parts = name.split(".")[1:]
+    top, *parts = name.split(".")
+    if top != PACKAGE:
+        return None
     base = _ROOT.joinpath(*parts) if parts else _ROOT
     if (base / "__init__.py").is_file():
         return base / "__init__.py"

@@ -228,15 +228,20 @@ def definition_closure(names: Iterable[str]) -> KeptCode:
 
 
 def _literal_table(node: ast.Assign | ast.AnnAssign, keep: set[str]) -> str:
-    """``__all__`` or ``_EXPORTS`` cut to the kept names, one entry per line."""
+    """``__all__`` (wrapped) or ``_EXPORTS`` (one entry per line) cut to the kept names."""
     target = node.targets[0] if isinstance(node, ast.Assign) else node.target
     head = ast.unparse(target) + (f": {ast.unparse(node.annotation)}" if isinstance(node, ast.AnnAssign) else "")
     value = ast.literal_eval(node.value)  # type: ignore[arg-type]
     if isinstance(value, dict):
-        items = [f"    {k!r}: {v!r},\n" for k, v in value.items() if k in keep]
-        return f"{head} = {{\n{''.join(items)}}}\n".replace("'", '"')
-    items = [f"    {k!r},\n" for k in value if k in keep]
-    return f"{head} = [\n{''.join(items)}]\n".replace("'", '"')
+        items = "".join(f'    "{k}": "{v}",\n' for k, v in value.items() if k in keep)
+        return f"{head} = {{\n{items}}}\n"
+    lines, line = [], f"{head} = ["
+    for name in (f'"{k}"' for k in value if k in keep):
+        if len(line) + len(name) + 2 > 110:
+            lines.append(line.rstrip())
+            line = " " * (len(head) + 4)
+        line += f"{name}, "
+    return "\n".join(lines + [line.rstrip(", ") + "]"]) + "\n"
 
 
 def _first_line(node: ast.stmt) -> int:
@@ -276,12 +281,15 @@ def pruned_source(module: str, kept: KeptCode) -> str:
                                             if n not in ("__all__", "_EXPORTS")}
     used = {n for n in used if not (n in info.lazy and n not in kept.names.get(module, set()))}
     out: list[str] = []
-    previous_end = 0
+    previous_end, gap = 0, ""
     for i, node in enumerate(info.body):
         start = _first_line(node)
+        above = "".join(info.lines[previous_end:start - 1])  # comments and blank lines above it
         if i in indexes:
-            out.append("".join(info.lines[previous_end:start - 1]))  # comments and blank lines above it
-            out.append(_statement_text(info, i, used))
+            out += [gap, above, _statement_text(info, i, used)]
+            gap = ""
+        else:
+            gap += "\n" * (above.count("\n") - len(above.strip().splitlines()))  # its blank lines stay
         previous_end = node.end_lineno or start
     out.append("".join(info.lines[previous_end:]))
     return _tidy("".join(out))

@@ -27,7 +27,6 @@ _ROOT = module_file(PACKAGE).parent  # type: ignore[union-attr]
 _FROM = re.compile(r"^(\s*)from ichct(\.|\s)", re.M)
 _IMPORT = re.compile(r"^([ \t]*)import ichct(\.[\w.]+)?([ \t]+as[ \t]+\w+)?[ \t]*$", re.M)
 _RESOURCE = re.compile(r"((?:resources\.files|import_module)\(f?[\"'])ichct([.\"'])")
-_SECTION = re.compile(r"^\s*(\w[\w ]*)\n\s*-{3,}\s*$", re.M)  # a NumPy docstring section header
 _SCRIPTS_INIT = '"""Bundle scripts: a copy of the ichct code the configs need (`scripts.ichct`)."""\n'
 
 
@@ -85,32 +84,60 @@ def rewrite_config(obj: Any) -> Any:
     return obj
 
 
-def _without_examples(text: str) -> str:
-    """``text`` with the ``Examples`` section of every docstring left out."""
-    cuts: list[tuple[int, int]] = []
+def _docstring_lines(text: str) -> list[tuple[int, int]]:
+    """``(first, last)`` 0-based line indexes of every docstring whose closing quotes stand alone."""
+    lines = text.splitlines()
+    out = []
     for node in ast.walk(ast.parse(text)):
         body = getattr(node, "body", None)
-        if not (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-            continue
-        doc = body[0].value
-        lines = text.splitlines(keepends=True)[doc.lineno - 1:doc.end_lineno]
-        chunk = "".join(lines)
-        heads = [(m.start(), m.group(1).strip()) for m in _SECTION.finditer(chunk)]
-        if lines[-1].strip() not in ('"""', "'''"):
-            continue  # the closing quotes share a line with text: left as it is
-        for k, (start, name) in enumerate(heads):
-            if name in ("Examples", "Example"):
-                end = heads[k + 1][0] if k + 1 < len(heads) else len(chunk) - len(lines[-1])
-                first = doc.lineno + chunk[:start].count("\n")  # line number of the header
-                stop = first + chunk[start:end].count("\n")  # first line kept after the section
-                if not lines[first - doc.lineno - 1].strip():
-                    first -= 1  # the blank line above the header goes too
-                cuts.append((first, stop))
-    lines = text.splitlines(keepends=True)
-    for first, stop in sorted(cuts, reverse=True):
-        del lines[first - 1:stop - 1]
-    return "".join(lines)
+            first, last = body[0].lineno - 1, (body[0].end_lineno or body[0].lineno) - 1
+            if last > first and lines[last].strip() in ('"""', "'''"):
+                out.append((first, last))
+    return out
+
+
+def _example_lines(lines: list[str], first: int, last: int) -> set[int]:
+    """Lines of one docstring that are its Examples section or a doctest (``>>>`` and its output)."""
+    def is_header(i: int) -> bool:
+        return i + 1 < last and bool(lines[i].strip()) and set(lines[i + 1].strip()) == {"-"}
+
+    cut: set[int] = set()
+    i = first + 1
+    while i < last:
+        if is_header(i) and lines[i].strip() in ("Examples", "Example"):
+            j = i + 2
+            while j < last and not is_header(j):
+                j += 1
+            cut.update(range(i, j))
+            i = j
+        elif lines[i].lstrip().startswith(">>>"):
+            j = i
+            while j < last and lines[j].strip():
+                j += 1
+            cut.update(range(i, j))
+            i = j
+        else:
+            i += 1
+    return cut
+
+
+def _without_examples(text: str) -> str:
+    """``text`` without the Examples sections and doctests of its docstrings (and the blank lines they leave)."""
+    lines = text.splitlines()
+    cut: set[int] = set()
+    for first, last in _docstring_lines(text):
+        gone = _example_lines(lines, first, last)
+        kept = [i for i in range(first + 1, last) if i not in gone]
+        for a, b in zip(kept, kept[1:] + [last]):
+            if not lines[a].strip() and (b == last or not lines[b].strip()):
+                gone.add(a)  # a blank line left before the closing quotes or before another blank
+        if len(kept) - len(gone & set(kept)) == 0 and lines[first].strip() not in ('"""', "'''"):
+            lines[first] += lines[last].strip()  # only the summary line is left: close it there
+            gone.add(last)
+        cut |= gone
+    return "".join(line + "\n" for i, line in enumerate(lines) if i not in cut)
 
 
 def vendored_source(module: str, kept: KeptCode) -> str:
