@@ -189,7 +189,6 @@ class _Closure:
             if target is not None and target[1] is None and attr is not None:
                 self.keep_name(target[0], attr)  # module.attr
 
-
     def follow_local_imports(self) -> None:
         """Keep what kept functions import from modules that are kept anyway (work for :meth:`follow`)."""
         for module, indexes in list(self.kept.statements.items()):
