@@ -88,7 +88,8 @@ def test_closure_keeps_decorators_imports_and_cuts_tables():
 
 def test_local_imports_are_followed_only_into_exported_modules():
     # ichct.pipeline.models.data.cls_collate imports pad_slice_batch inside the function
-    with_network = definition_closure(["ichct.pipeline.models.data.cls_collate", "ichct.networks.SliceSequenceClassifier"])
+    with_network = definition_closure(["ichct.pipeline.models.data.cls_collate",
+                                       "ichct.networks.SliceSequenceClassifier"])
     assert "pad_slice_batch" in with_network.names["ichct.networks.slice_sequence"]
     alone = definition_closure(["ichct.pipeline.models.data.cls_collate"])
     assert "ichct.networks.slice_sequence" not in alone.modules

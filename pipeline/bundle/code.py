@@ -28,8 +28,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PACKAGE", "ICHCT_NAME", "config_names", "config_modules", "module_closure", "third_party", "installed_versions",
-           "lazy_imports_outside", "resolve_name", "module_file", "longest_module"]
+__all__ = ["PACKAGE", "ICHCT_NAME", "config_names", "config_modules", "module_closure", "third_party",
+           "installed_versions", "lazy_imports_outside", "resolve_name", "module_file", "longest_module"]
 
 PACKAGE = "ichct"
 _ROOT = Path(__file__).resolve().parents[2]  # the installed ``ichct`` package folder

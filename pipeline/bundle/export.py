@@ -1,18 +1,18 @@
 """``ichct bundle export``: a self-contained model-zoo folder (or zip) of a bundle.
 
-The ichct definitions the configs reach (:func:`ichct.pipeline.bundle.vendor.bundle_code`: the
-DICOM reader, the transforms, the network, the decision rule, the bundle's components and, for
+The ichct definitions the configs reach (:func:`ichct.pipeline.bundle.vendor.bundle_code`: the DICOM
+reader, the transforms, the network, the decision rule, the bundle's components and, for
 ``evaluate.json``, the metrics, bootstrap, report and leakage-guard code) are written into the
-export's ``scripts/ichct/``, each module pruned to what is reached, with its imports rewritten, and every config is regenerated with
-``ichct.`` names moved to ``scripts.ichct.``; so the exported bundle runs with MONAI and the
-packages its ``metadata.json`` lists, without ichct installed. ``models/train_patients.json``
-(the training patients' keys) travels with the weights, so evaluation still refuses leaked
-patients. ``--weights RUN_DIR/best.pt`` replaces the weights by those of another run of the same
-architecture and preprocessing; everything that describes the weights then comes from that run
-alone: ``models/run_config.json`` (its config.json: fold, seed, manifest, training config),
-``thresholds.json``, ``train_patients.json``, ``docs/training/metrics.csv`` and the docs
-generated from them. A run whose files disagree with each other (another fold or manifest) is
-refused.
+export's ``scripts/ichct/``, each module pruned to what is reached, with its imports rewritten, and
+every config is regenerated with ``ichct.`` names moved to ``scripts.ichct.``; so the exported
+bundle runs with MONAI and the packages its ``metadata.json`` lists, without ichct installed.
+``models/train_patients.json`` (the training patients' keys) travels with the weights, so evaluation
+still refuses leaked patients. ``--weights RUN_DIR/best.pt`` replaces the weights by those of
+another run of the same architecture and preprocessing; everything that describes the weights then
+comes from that run alone: ``models/run_config.json`` (its config.json: fold, seed, manifest,
+training config), ``thresholds.json``, ``train_patients.json``, ``docs/training/metrics.csv`` and
+the docs generated from them. A run whose files disagree with each other (another fold or manifest)
+is refused.
 """
 
 from __future__ import annotations
