@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["PACKAGE", "ICHCT_NAME", "config_names", "config_modules", "module_closure", "third_party",
-           "installed_versions", "lazy_imports_outside", "resolve_name", "module_file", "longest_module"]
+           "installed_versions", "lazy_imports_outside", "resolve_name", "module_file", "longest_module",
+           "import_base", "lazy_exports"]
 
 PACKAGE = "ichct"
 _ROOT = Path(__file__).resolve().parents[2]  # the installed ``ichct`` package folder
@@ -74,8 +75,14 @@ def longest_module(dotted: str) -> str | None:
 
 
 @cache
-def _lazy_exports(package: str) -> dict[str, str]:
-    """``{name: module}`` of a package whose ``__init__`` resolves names lazily from an ``_EXPORTS`` dict."""
+def lazy_exports(package: str) -> dict[str, str]:
+    """``{name: defining module}`` of a package whose ``__init__`` resolves names lazily from an ``_EXPORTS`` dict.
+
+    Examples
+    --------
+    >>> lazy_exports("ichct.transforms")["LoadCTd"]
+    'ichct.transforms.loading'
+    """
     path = module_file(package)
     if path is None or path.name != "__init__.py":
         return {}
@@ -101,7 +108,7 @@ def resolve_name(dotted: str) -> str | None:
     if module is None:
         return None
     rest = dotted[len(module) + 1:].split(".")[0] if len(dotted) > len(module) else ""
-    defined_in = _lazy_exports(module).get(rest)
+    defined_in = lazy_exports(module).get(rest)
     return resolve_name(defined_in) if defined_in and defined_in != module else module
 
 
@@ -159,19 +166,28 @@ def _statements(body: Iterable[ast.stmt], module_level: bool) -> Iterator[ast.st
                     yield from _statements(child.body, module_level)
 
 
+def import_base(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module that an ``ImportFrom`` statement in ``module`` imports from.
+
+    Examples
+    --------
+    >>> import_base("ichct.transforms.dicom.reader", ast.parse("from ..crop import CropHead").body[0])
+    'ichct.transforms.crop'
+    """
+    if not node.level:
+        return node.module or ""
+    path = module_file(module)
+    pkg = module if path is not None and path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
+    return f"{base}.{node.module}" if node.module else base
+
+
 def _imported(name: str, node: ast.Import | ast.ImportFrom) -> tuple[set[str], set[str]]:
     """(ichct modules, top-level third-party modules) of one import statement in module ``name``."""
-    path = module_file(name)
-    assert path is not None
-    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     if isinstance(node, ast.Import):
         own = {a.name for a in node.names if a.name.split(".")[0] == PACKAGE}
         return own, {a.name.split(".")[0] for a in node.names if a.name.split(".")[0] != PACKAGE}
-    if node.level:
-        base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
-        mod = f"{base}.{node.module}" if node.module else base
-    else:
-        mod = node.module or ""
+    mod = import_base(name, node)
     if mod.split(".")[0] != PACKAGE:
         return set(), {mod.split(".")[0]}
     own = {mod} | {resolve_name(f"{mod}.{a.name}") or mod for a in node.names}

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
-from ichct.pipeline.bundle.code import PACKAGE, longest_module, module_file
+from ichct.pipeline.bundle.code import PACKAGE, import_base, lazy_exports, longest_module, module_file
 
 __all__ = ["KeptCode", "definition_closure", "pruned_source"]
 
@@ -48,7 +48,7 @@ class _Module:
     binds: dict[str, int] = field(default_factory=dict)  # name -> statement index
     imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name -> (ichct module, attr)
     always: set[int] = field(default_factory=set)
-    lazy: dict[str, str] = field(default_factory=dict)  # lazy package: name -> defining submodule
+    lazy: dict[str, str] = field(default_factory=dict)  # lazy package: name -> defining module
 
 
 @dataclass
@@ -73,16 +73,6 @@ def _bound_names(node: ast.stmt) -> list[str]:
     return [t.id for t in targets if isinstance(t, ast.Name)]
 
 
-def _import_base(module: str, node: ast.ImportFrom) -> str:
-    """The absolute module an ``ImportFrom`` in ``module`` names."""
-    if not node.level:
-        return node.module or ""
-    path = module_file(module)
-    pkg = module if path is not None and path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
-    return f"{base}.{node.module}" if node.module else base
-
-
 def _import_bindings(module: str, node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, str, str | None]]:
     """``(bound name, ichct module, attribute or None)`` of the ``ichct`` names one import binds."""
     if isinstance(node, ast.Import):
@@ -90,7 +80,7 @@ def _import_bindings(module: str, node: ast.Import | ast.ImportFrom) -> Iterator
             if a.name.split(".")[0] == PACKAGE:
                 yield (a.asname or a.name).split(".")[0], (a.name if a.asname else PACKAGE), None
         return
-    base = _import_base(module, node)
+    base = import_base(module, node)
     if base.split(".")[0] != PACKAGE:
         return
     for a in node.names:
@@ -113,8 +103,7 @@ def _module(name: str) -> _Module:
         info.binds.update({n: i for n in names})
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             info.imports.update({b: (m, a) for b, m, a in _import_bindings(name, node)})
-        if "_EXPORTS" in names and getattr(node, "value", None) is not None:
-            info.lazy = {str(k): str(v).partition(":")[0] for k, v in ast.literal_eval(node.value).items()}
+    info.lazy = lazy_exports(name)
     return info
 
 
@@ -171,7 +160,7 @@ class _Closure:
             if name in info.imports:
                 self.keep_name(*info.imports[name])
         elif name in info.lazy:
-            self.keep_name(f"{module}.{info.lazy[name]}", name)
+            self.keep_name(info.lazy[name], name)
         elif module_file(f"{module}.{name}") is not None:
             self.keep_module(f"{module}.{name}")
 
@@ -278,7 +267,6 @@ def pruned_source(module: str, kept: KeptCode) -> str:
     indexes = kept.statements.get(module, set())
     used = kept.names.get(module, set()) | {n for i in indexes for n in _bound_names(info.body[i])
                                             if n not in ("__all__", "_EXPORTS")}
-    used = {n for n in used if not (n in info.lazy and n not in kept.names.get(module, set()))}
     out: list[str] = []
     previous_end, gap = 0, ""
     for i, node in enumerate(info.body):

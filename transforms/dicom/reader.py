@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from .discovery import STAND_IN_SERIES_PREFIX, FolderScan, default_workers, scan_folder
+from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
 from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
-from .validation import nonconforming_uid_summary
+from .validation import STAND_IN_SERIES_PREFIX, nonconforming_uid_summary
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
 from .pseudonym import patient_key, salt_id
 from .series import (
