@@ -15,7 +15,10 @@ Arms (same seeds, same budget; only the named remedy differs):
   ``--hard-negative-fraction`` :data:`HARD_NEGATIVE_FRACTION` (same patients, IDs and splits: the
   hard-negative draws use their own random streams, so only the negatives' mimics change);
 - ``both``: randomisation on and the hard-negative cohort;
-- ``strong``: the hard-negative cohort and stronger randomisation (:data:`STRONG`).
+- ``strong``: the hard-negative cohort and stronger randomisation (:data:`STRONG`);
+- ``formation``: ``strong``, trained on the hard-negative cohort rendered with
+  ``--formation-variety`` (each study its own kernel, dose, PSF tails, HU offset and slice
+  profile, drawn short of the shifted cohort's settings; same patients, IDs and splits).
 
 The render arm's row against the 0.3.x bundles (the render before issue 22) is in docs/benchmarks.md.
 
@@ -65,9 +68,9 @@ STRONG: dict[str, dict[str, Any]] = {
     "contrast": {"prob": 0.2, "gamma": [0.8, 1.25]},
 }
 OFF = {name: {"prob": 0.0} for name in RANDOMISATION}
-ARMS: dict[str, tuple[str, bool]] = {  # name: (randomisation: off, on or strong; hard negatives)
-    "render": ("off", False), "randomisation": ("on", False), "hard_negatives": ("off", True), "both": ("on", True),
-    "strong": ("strong", True),
+ARMS: dict[str, tuple[str, bool, bool]] = {  # name: (randomisation: off, on or strong; hard negatives; formation variety)
+    "render": ("off", False, False), "randomisation": ("on", False, False), "hard_negatives": ("off", True, False),
+    "both": ("on", True, False), "strong": ("strong", True, False), "formation": ("strong", True, True),
 }
 DOMAIN = {"off": OFF, "on": RANDOMISATION, "strong": STRONG}
 KINDS = {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}
@@ -78,17 +81,19 @@ def ichct(*args: Any) -> None:
     subprocess.run([str(Path(sys.executable).with_name("ichct")), *map(str, args), "-q"], check=True)
 
 
-def training_manifest(work: Path, hard: bool) -> Path:
-    """The default manifest, or the same patients rendered with hard negatives (generated once)."""
-    if not hard:
+def training_manifest(work: Path, hard: bool, variety: bool = False) -> Path:
+    """The default manifest, or the same patients rendered with hard negatives (and formation variety), generated once."""
+    if not hard and not variety:
         return MANIFEST
-    cohort, manifest = work / "hard_cohort", work / "hard_manifest.json"
+    name = "_".join(part for part, on in (("hard", hard), ("varied", variety)) if on)
+    cohort, manifest = work / f"{name}_cohort", work / f"{name}_manifest.json"
     if not manifest.is_file():
         from ichct.pipeline.synth.config import DEFAULT_COHORT, DEFAULT_MANIFEST_SPLIT
 
         c = DEFAULT_COHORT
         ichct("synth", cohort, "--patients", c.n_patients, "--seed", c.seed, "--matrix", c.matrix,
-              "--slices", c.slices, "--hard-negative-fraction", HARD_NEGATIVE_FRACTION, "--overwrite")
+              "--slices", c.slices, "--hard-negative-fraction", HARD_NEGATIVE_FRACTION if hard else 0.0,
+              *(["--formation-variety"] if variety else []), "--overwrite")
         split = DEFAULT_MANIFEST_SPLIT
         ichct("manifest", "build", "--source", "synth", "--root", cohort, "--out", manifest, "--folds", split["folds"],
               "--test-fraction", split["test_fraction"], "--seed", split["seed"])
@@ -131,14 +136,15 @@ def run_arm(work: Path, arm: str, minutes: float, shift_work: Path) -> dict[str,
     """Train, package and score one arm (each step reused when done)."""
     arm_dir = work / arm
     arm_dir.mkdir(parents=True, exist_ok=True)
-    randomisation, hard = ARMS[arm]
+    randomisation, hard, variety = ARMS[arm]
     start = time.perf_counter()
-    bundles = train_arm(arm_dir, training_manifest(work, hard), randomisation, minutes)
+    bundles = train_arm(arm_dir, training_manifest(work, hard, variety), randomisation, minutes)
     domain_shift.run(domain_shift.DEFAULT_STUDIES, domain_shift.DEFAULT_SEED, shift_work, None,
                      bundles=(bundles["seg"], bundles["cls"]), eval_name=f"evaluation_{arm}")
     test_dir = evaluate_test_split(arm_dir, bundles)
     epochs = {kind: len((arm_dir / kind / "metrics.csv").read_text(encoding="utf-8").splitlines()) - 1 for kind in KINDS}
-    result = {"arm": arm, "randomisation": randomisation, "hard_negatives": hard, "minutes": minutes, "epochs": epochs,
+    result = {"arm": arm, "randomisation": randomisation, "hard_negatives": hard, "formation_variety": variety,
+              "minutes": minutes, "epochs": epochs,
               "test_split": summarise(test_dir), "shifted": summarise(shift_work / f"evaluation_{arm}"),
               "wall_s": round(time.perf_counter() - start, 1)}
     (arm_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

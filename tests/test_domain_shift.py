@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,51 @@ def test_noise_sd_of_the_record_follows_the_dose():
     shifted_config = _config({"dose_factor": 0.25})
     shifted = plan_patient(shifted_config, plan_cohort(shifted_config)[0]).studies[0].protocol.sigma_soft_hu
     assert shifted == pytest.approx(2.0 * base)
+
+
+def test_formation_ranges_vary_each_study_without_moving_anatomy_or_labels(tmp_path):
+    from ichct.pipeline.synth.config import DEFAULT_FORMATION_VARIETY, FormationRanges
+
+    base = SynthConfig(n_patients=3, seed=5, matrix=48, slices=6, follow_up_fraction=1.0, compression_mix={"none": 1.0})
+    varied = replace(base, formation_ranges=DEFAULT_FORMATION_VARIETY)
+    assert isinstance(varied.formation_ranges, FormationRanges)
+    base_cohort = generate_cohort(base, tmp_path / "base", workers=1)
+    cohort = generate_cohort(varied, tmp_path / "varied", workers=1)
+    for before, after in zip(base_cohort["studies"], cohort["studies"]):
+        assert (tmp_path / "varied" / after["label"]).read_bytes() == (tmp_path / "base" / before["label"]).read_bytes()
+        shift = after["acquisition"]["formation_shift"]
+        for key, (low, high) in DEFAULT_FORMATION_VARIETY.items():
+            assert low <= shift[key] <= high, key
+    shifts = [tuple(s["acquisition"]["formation_shift"].values()) for s in cohort["studies"]]
+    assert len(shifts) == 6 and len(set(shifts)) == 6  # a patient's follow-up draws its own
+    # the same seed draws the same formations; the pixels follow them
+    again = generate_cohort(varied, tmp_path / "again", workers=2)
+    assert [s["acquisition"] for s in again["studies"]] == [s["acquisition"] for s in cohort["studies"]]
+    series = cohort["studies"][0]["series_dir"]
+    hu = read_dicom_series(tmp_path / "varied" / series, workers=1).hu_volume
+    base_hu = read_dicom_series(tmp_path / "base" / series, workers=1).hu_volume
+    assert float(np.mean(np.abs(np.asarray(hu, dtype=float) - np.asarray(base_hu, dtype=float)))) > 0.5
+
+
+def test_formation_ranges_keep_the_cohorts_own_shift_for_settings_they_do_not_name():
+    from ichct.pipeline.synth.cohort import study_formation
+
+    config = SynthConfig(n_patients=1, formation={"soft_f_cut": 0.6}, formation_ranges={"hu_offset": [1, 2]})
+    shift = study_formation(config, 0, 1)
+    assert shift.soft_f_cut == 0.6 and 1 <= shift.hu_offset <= 2
+    assert config.parameters()["formation_ranges"] == {"hu_offset": [1.0, 2.0]}
+    assert "formation_ranges" not in default_cohort().parameters()
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({}, "non-empty mapping"),
+    ({"tail_mm": [0.0, 1.0]}, "formation.tail_mm must be within"),
+    ({"hu_offset": [float("nan"), 1]}, "formation_ranges.hu_offset"),
+    ({"hu_offset": ["a", 1]}, "formation_ranges.hu_offset must be [low, high], two numbers"),
+])
+def test_bad_formation_ranges_raise_an_input_error_naming_the_key(values, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        SynthConfig(n_patients=1, formation_ranges=values)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -85,7 +85,39 @@ def test_default_cohort_option(run_cli, tmp_path, monkeypatch, caplog):
     assert planned.code == 0 and "60 patient(s)" in planned.err
     assert "data_manifests/synth_default.json" in planned.err  # not run from the repository root
     assert not (tmp_path / DEFAULT_COHORT_DIR).exists()
-    for extra in (("--patients", "3"), ("--seed", "1"), ("--matrix", "64"), ("--subtype-prob", "epidural=0.5")):
+    for extra in (("--patients", "3"), ("--seed", "1"), ("--matrix", "64"), ("--subtype-prob", "epidural=0.5"),
+                  ("--formation-variety",), ("--formation-ranges", '{"hu_offset": [-2, 2]}')):
         refused = run_cli("synth", "--default-cohort", "--dry-run", *extra)
         assert refused.code == 2 and extra[0] in refused.err
     assert run_cli("synth", tmp_path / "named", "--default-cohort", "--dry-run").code == 0
+
+
+def test_formation_variety_options_record_each_studys_draw(run_cli, tmp_path):
+    ranges = tmp_path / "ranges.json"
+    ranges.write_text(json.dumps({"hu_offset": [-2, 2], "dose_factor": [0.9, 1.1]}), encoding="utf-8")
+    out = tmp_path / "varied"
+    assert run_cli("synth", out, *SMALL, "--formation-ranges", ranges).code == 0
+    cohort = json.loads((out / "cohort.json").read_text(encoding="utf-8"))
+    assert cohort["generator"]["parameters"]["formation_ranges"] == {"hu_offset": [-2.0, 2.0], "dose_factor": [0.9, 1.1]}
+    shifts = [s["acquisition"]["formation_shift"] for s in cohort["studies"]]
+    assert all(-2 <= f["hu_offset"] <= 2 and 0.9 <= f["dose_factor"] <= 1.1 and f["soft_f_cut"] is None for f in shifts)
+    assert len({f["hu_offset"] for f in shifts}) == len(shifts)
+    preset = run_cli("synth", tmp_path / "preset", *SMALL, "--formation-variety", "--dry-run")
+    assert preset.code == 0
+    both = run_cli("synth", tmp_path / "both", *SMALL, "--formation-variety", "--formation-ranges", ranges)
+    assert both.code == 2 and "not allowed with" in both.err
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('{"dose_factor": [1.5, 0.5]}', "formation_ranges.dose_factor must be [low, high] with low <= high"),
+    ('{"dose_factor": [0, 1]}', "formation.dose_factor must be within"),
+    ('{"kernel": [0, 1]}', "unknown key(s) ['kernel']"),
+    ('{"hu_offset": 3}', "formation_ranges.hu_offset must be [low, high], two numbers"),
+    ("[1, 2]", "expected a JSON object"),
+    ("missing.json", "neither a JSON object nor a JSON file"),
+])
+def test_bad_formation_ranges_are_refused_before_anything_is_written(run_cli, tmp_path, value, message):
+    out = tmp_path / "cohort"
+    result = run_cli("synth", out, *SMALL, "--formation-ranges", value)
+    assert result.code == 2 and message in result.err
+    assert not out.exists()

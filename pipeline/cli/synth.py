@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from ichct.pipeline.synth.config import (
     DEFAULT_COHORT,
     DEFAULT_COHORT_DIR,
     DEFAULT_COHORT_MANIFEST,
+    DEFAULT_FORMATION_VARIETY,
     DEFAULT_SUBTYPE_PROB,
     SUBTYPES,
     SynthConfig,
@@ -27,6 +29,20 @@ def _subtype_prob(text: str) -> tuple[str, float]:
     if not sep or name not in SUBTYPES:
         raise argparse.ArgumentTypeError(f"expected NAME=P with NAME one of {', '.join(SUBTYPES)} (got {text!r})")
     return name, fraction(value)
+
+
+def _formation_ranges(text: str) -> dict:
+    """``--formation-ranges``: inline JSON, or the path of a JSON file, holding setting -> [low, high]."""
+    inline = text.lstrip()[:1] in ("{", "[")
+    if not inline and not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a JSON object nor a JSON file")
+    try:
+        values = json.loads(text if inline else Path(text).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object or a JSON file (got {text!r}: {exc})") from None
+    if not isinstance(values, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of setting -> [low, high] (got {text!r})")
+    return values
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -56,6 +72,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="share of studies where the patient moved during part of the scan (default 0.05)")
     p.add_argument("--hard-negative-fraction", type=fraction, default=None,
                    help="share of negative patients at the bright end of every blood mimic (default 0)")
+    variety = p.add_mutually_exclusive_group()
+    variety.add_argument("--formation-variety", action="store_true",
+                         help="render each study with its own image formation (soft kernel, dose, PSF tails, HU offset, "
+                              "slice profile) drawn from the default ranges: "
+                              + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in DEFAULT_FORMATION_VARIETY.items()))
+    variety.add_argument("--formation-ranges", type=_formation_ranges, default=None, metavar="JSON|FILE",
+                         help='like --formation-variety with your own ranges, e.g. \'{"dose_factor": [0.5, 2]}\' '
+                              "(inline JSON or a JSON file)")
     p.add_argument("--preview", action="store_true", help="also write a PNG contact sheet per study under OUT/preview/")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synth cohort in OUT_DIR")
     p.add_argument("--dry-run", action="store_true", help="plan the cohort and print its make-up; write nothing")
@@ -71,9 +95,14 @@ _COHORT_OPTIONS = {"patients": "n_patients", "seed": "seed", "matrix": "matrix",
 def _config(args: argparse.Namespace) -> SynthConfig | None:
     """The cohort settings (``args.out_dir`` filled in for the default cohort), or None after a usage error."""
     given = {field: getattr(args, dest) for dest, field in _COHORT_OPTIONS.items() if getattr(args, dest) is not None}
+    ranges = DEFAULT_FORMATION_VARIETY if args.formation_variety else args.formation_ranges
+    if ranges is not None:
+        given["formation_ranges"] = ranges
     if args.default_cohort:
         named = [f"--{dest.replace('_', '-')}" for dest in _COHORT_OPTIONS if getattr(args, dest) is not None]
         named += ["--subtype-prob"] if args.subtype_prob else []
+        named += ["--formation-variety"] if args.formation_variety else []
+        named += ["--formation-ranges"] if args.formation_ranges is not None else []
         if named:
             logger.error("--default-cohort fixes the cohort; drop %s", ", ".join(named))
             return None

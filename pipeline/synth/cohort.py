@@ -31,7 +31,7 @@ from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from . import labels as lab
 from .acquisition import VENDORS, Protocol, sample_protocol
 from .anatomy import HeadParams, sample_head
-from .config import LABEL_NAMES, SUBTYPES, SynthConfig
+from .config import LABEL_NAMES, SUBTYPES, FormationShift, SynthConfig
 from .dicom_writer import (
     ScoutHeader,
     SeriesHeader,
@@ -118,6 +118,7 @@ class StudyPlan:
     lesions: list[Lesion]
     streaks: Streaks
     scanner: Scanner
+    formation: FormationShift | None = None  # this study's image formation (None: the default render)
 
 
 @dataclass
@@ -228,7 +229,9 @@ def plan_patient(config: SynthConfig, a: PatientAssignment) -> PatientPlan:
     sex = "F" if gen.random() < 0.5 else "M"
     plan = PatientPlan(assignment=a, head=head, mimics=mimics, sex=sex, age=age)
     vendor = VENDORS[int(gen.integers(len(VENDORS)))]
-    protocol = sample_protocol(gen, config, tilt=a.tilt, bone=a.bone, scout=a.scout, compression=a.compression, vendor=vendor)
+    formation = study_formation(config, a.index, 1)
+    protocol = sample_protocol(gen, config, tilt=a.tilt, bone=a.bone, scout=a.scout, compression=a.compression, vendor=vendor,
+                               formation=formation)
     pose, layout, window, z_mid = _place_stack(head, protocol, config, gen)
     anchors: list[np.ndarray] = []
     lesions: list[Lesion] = []
@@ -243,20 +246,21 @@ def plan_patient(config: SynthConfig, a: PatientAssignment) -> PatientPlan:
             lesions.append(lesion)
             anchors.append(np.asarray(lesion.geometry["anchor"]))
     day = BASE_DATE + _dt.timedelta(days=(a.index * 11) % 700)
-    plan.studies.append(_study(config, a, 1, day, protocol, pose, layout, lesions, gen))
+    plan.studies.append(_study(config, a, 1, day, protocol, pose, layout, lesions, gen, formation))
     if a.follow_up:
         day2 = day + _dt.timedelta(days=int(gen.integers(1, 8)))
         same_scanner = gen.random() < 0.7
+        formation2 = study_formation(config, a.index, 2)
         protocol2 = sample_protocol(gen, config, tilt=gen.random() < config.tilt_fraction, bone=gen.random() < config.bone_fraction,
                                     scout=gen.random() < config.scout_fraction,
                                     compression=str(gen.choice(list(config.compression_mix), p=_shares(config.compression_mix))),
-                                    vendor=vendor if same_scanner else None)
+                                    vendor=vendor if same_scanner else None, formation=formation2)
         evolved = [les.evolve(gen) for les in lesions]
         for _attempt in range(25):
             pose2, layout2, _w, _z = _place_stack(head, protocol2, config, gen, z_mid + gen.uniform(-5, 5))
             if all(in_stack(pose2, layout2, c) for c in anchors):
                 break
-        plan.studies.append(_study(config, a, 2, day2, protocol2, pose2, layout2, evolved, gen))
+        plan.studies.append(_study(config, a, 2, day2, protocol2, pose2, layout2, evolved, gen, formation2))
     if a.hard_negative:
         harden(plan, config.seed)
     return plan
@@ -267,7 +271,26 @@ def _shares(mix: dict[str, float]) -> np.ndarray:
     return p / p.sum()
 
 
-def _study(config, a, index, day, protocol, pose, layout, lesions, gen) -> StudyPlan:
+def study_formation(config: SynthConfig, patient_index: int, study_index: int) -> FormationShift | None:
+    """The image formation one study is rendered with.
+
+    The cohort's ``formation`` (None: the default render), or with ``formation_ranges`` a shift
+    drawn for this study from its own random stream (the rest of the plan is unchanged by it).
+
+    Example
+    -------
+    >>> study_formation(SynthConfig(n_patients=1), 0, 1) is None
+    True
+    >>> varied = SynthConfig(n_patients=1, formation_ranges={"dose_factor": [0.8, 1.6]})
+    >>> 0.8 <= study_formation(varied, 0, 1).dose_factor <= 1.6
+    True
+    """
+    if config.formation_ranges is None:
+        return config.formation
+    return config.formation_ranges.draw(rng(config.seed, "formation", patient_index, study_index), config.formation)
+
+
+def _study(config, a, index, day, protocol, pose, layout, lesions, gen, formation) -> StudyPlan:
     return StudyPlan(
         index=index,
         study_uid=make_uid(config.seed, "study", a.index, index),
@@ -279,7 +302,8 @@ def _study(config, a, index, day, protocol, pose, layout, lesions, gen) -> Study
         layout=layout,
         lesions=lesions,
         streaks=sample_streaks(gen),
-        scanner=sample_scanner(gen, protocol.vendor.hu_offset + render_settings(config.formation).hu_offset, config.motion_fraction),
+        scanner=sample_scanner(gen, protocol.vendor.hu_offset + render_settings(formation).hu_offset, config.motion_fraction),
+        formation=formation,
     )
 
 
@@ -305,7 +329,7 @@ def generate_patient(config: SynthConfig, out_dir: str | Path, a: PatientAssignm
 def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study: StudyPlan) -> tuple[dict[str, Any], list[str]]:
     """Render one study, write its series, label map (and preview); its cohort record and csv rows."""
     a, layout = plan.assignment, study.layout
-    clean, label, weight = _render_study(plan, study, render_settings(config.formation).ssp_blur_mm)
+    clean, label, weight = _render_study(plan, study, render_settings(study.formation).ssp_blur_mm)
     outside = _outside_field_of_view(config.matrix)
     header = _study_header(plan, study)
     study_dir_rel = study_dir(a.patient_id, study.index)
@@ -428,7 +452,7 @@ def _write_soft_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, st
     Returns its header, its HU volume and the list of series entries (this one first).
     """
     a, protocol = plan.assignment, study.protocol
-    kernel = render_settings(config.formation).soft_kernel
+    kernel = render_settings(study.formation).soft_kernel
     soft_hu = reconstruct(clean, study.layout.pixel_spacing[0], kernel, protocol.sigma_soft_hu, weight,
                           rng(config.seed, "noise", a.index, study.index, 2))
     stored, padding = encode_stored(soft_hu, protocol.vendor, outside)
@@ -446,7 +470,7 @@ def _write_bone_series(config: SynthConfig, out_dir: Path, plan: PatientPlan, st
                        clean: np.ndarray, weight: np.ndarray, outside: np.ndarray) -> dict[str, str]:
     """The bone-kernel reconstruction (series 3); its series entry."""
     a, protocol = plan.assignment, study.protocol
-    kernel = render_settings(config.formation).bone_kernel
+    kernel = render_settings(study.formation).bone_kernel
     bone_hu = reconstruct(clean, study.layout.pixel_spacing[0], kernel, protocol.sigma_bone_hu, weight,
                           rng(config.seed, "noise", a.index, study.index, 3))
     stored, padding = encode_stored(bone_hu, protocol.vendor, outside)
@@ -495,8 +519,9 @@ def _acquisition_record(study: StudyPlan, config: SynthConfig) -> dict[str, Any]
         "motion_mm": round(study.scanner.motion_mm, 2),
         "motion_slices": _listed(motion_episode(study.scanner, layout.acquired_grid.shape[2])),
     }
-    if config.formation is not None:
-        record["formation_shift"] = asdict(config.formation)
+    if study.formation is not None:
+        record["formation_shift"] = {key: value if value is None else round(value, 4)
+                                     for key, value in asdict(study.formation).items()}
     return record
 
 
