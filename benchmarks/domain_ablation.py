@@ -18,7 +18,11 @@ Arms (same seeds, same budget; only the named remedy differs):
 - ``strong``: the hard-negative cohort and stronger randomisation (:data:`STRONG`);
 - ``formation``: ``strong``, trained on the hard-negative cohort rendered with
   ``--formation-variety`` (each study its own kernel, dose, PSF tails, HU offset and slice
-  profile, drawn short of the shifted cohort's settings; same patients, IDs and splits).
+  profile, drawn short of the shifted cohort's settings; same patients, IDs and splits);
+- ``background``: ``strong`` with the segmenter's patches drawn 1:1 around blood and elsewhere
+  (``pos_neg_ratio`` 1 instead of 2);
+- ``larger_cohort``: ``strong`` trained on 180 other patients (seed 7, half the negatives hard;
+  fold 0 of their own 5-fold split), scored on the same default test split and shifted cohort.
 
 The render arm's row against the 0.3.x bundles (the render before issue 22) is in docs/benchmarks.md.
 
@@ -35,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +73,24 @@ STRONG: dict[str, dict[str, Any]] = {
     "contrast": {"prob": 0.2, "gamma": [0.8, 1.25]},
 }
 OFF = {name: {"prob": 0.0} for name in RANDOMISATION}
-ARMS: dict[str, tuple[str, bool, bool]] = {  # name: (randomisation: off, on or strong; hard negatives; formation variety)
-    "render": ("off", False, False), "randomisation": ("on", False, False), "hard_negatives": ("off", True, False),
-    "both": ("on", True, False), "strong": ("strong", True, False), "formation": ("strong", True, True),
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: what it trains with (everything else as ``bundles/build_bundles.sh``)."""
+
+    randomisation: str  # off, on or strong (:data:`DOMAIN`)
+    hard_negatives: bool
+    formation_variety: bool = False  # the training cohort rendered with ``ichct synth --formation-variety``
+    seg: dict[str, Any] = field(default_factory=dict)  # the segmenter's training-config overrides
+    patients: int | None = None  # another, larger training cohort (seed LARGER_SEED) instead of the default's patients
+
+
+LARGER_SEED = 7
+ARMS: dict[str, Arm] = {
+    "render": Arm("off", False), "randomisation": Arm("on", False), "hard_negatives": Arm("off", True),
+    "both": Arm("on", True), "strong": Arm("strong", True), "formation": Arm("strong", True, formation_variety=True),
+    "background": Arm("strong", True, seg={"pos_neg_ratio": 1.0}), "larger_cohort": Arm("strong", True, patients=180),
 }
 DOMAIN = {"off": OFF, "on": RANDOMISATION, "strong": STRONG}
 KINDS = {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}
@@ -81,31 +101,34 @@ def ichct(*args: Any) -> None:
     subprocess.run([str(Path(sys.executable).with_name("ichct")), *map(str, args), "-q"], check=True)
 
 
-def training_manifest(work: Path, hard: bool, variety: bool = False) -> Path:
-    """The default manifest, or the same patients rendered with hard negatives (and formation variety), generated once."""
-    if not hard and not variety:
+def training_manifest(work: Path, arm: Arm) -> Path:
+    """The default manifest, or the arm's training cohort (hard negatives, formation variety, more patients), generated once."""
+    if not arm.hard_negatives and not arm.formation_variety and arm.patients is None:
         return MANIFEST
-    name = "_".join(part for part, on in (("hard", hard), ("varied", variety)) if on)
+    from ichct.pipeline.synth.config import DEFAULT_COHORT, DEFAULT_MANIFEST_SPLIT
+
+    c = DEFAULT_COHORT
+    patients, seed = (c.n_patients, c.seed) if arm.patients is None else (arm.patients, LARGER_SEED)
+    parts = (("hard", arm.hard_negatives), ("varied", arm.formation_variety), (f"{patients}p", arm.patients is not None))
+    name = "_".join(part for part, on in parts if on)
     cohort, manifest = work / f"{name}_cohort", work / f"{name}_manifest.json"
     if not manifest.is_file():
-        from ichct.pipeline.synth.config import DEFAULT_COHORT, DEFAULT_MANIFEST_SPLIT
-
-        c = DEFAULT_COHORT
-        ichct("synth", cohort, "--patients", c.n_patients, "--seed", c.seed, "--matrix", c.matrix,
-              "--slices", c.slices, "--hard-negative-fraction", HARD_NEGATIVE_FRACTION if hard else 0.0,
-              *(["--formation-variety"] if variety else []), "--overwrite")
+        ichct("synth", cohort, "--patients", patients, "--seed", seed, "--matrix", c.matrix, "--slices", c.slices,
+              "--hard-negative-fraction", HARD_NEGATIVE_FRACTION if arm.hard_negatives else 0.0,
+              *(["--formation-variety"] if arm.formation_variety else []), "--overwrite")
         split = DEFAULT_MANIFEST_SPLIT
         ichct("manifest", "build", "--source", "synth", "--root", cohort, "--out", manifest, "--folds", split["folds"],
               "--test-fraction", split["test_fraction"], "--seed", split["seed"])
     return manifest
 
 
-def train_arm(arm_dir: Path, manifest: Path, randomisation: str, minutes: float) -> dict[str, Path]:
+def train_arm(arm_dir: Path, manifest: Path, arm: Arm, minutes: float) -> dict[str, Path]:
     """Train and package both models of one arm; the bundles' folders by kind."""
-    config = arm_dir / "train_config.json"
-    config.write_text(json.dumps({"domain": DOMAIN[randomisation]}, indent=2), encoding="utf-8")
     bundles = {}
     for kind, name in KINDS.items():
+        config = arm_dir / f"train_config_{kind}.json"
+        overrides = {"domain": DOMAIN[arm.randomisation], **(arm.seg if kind == "seg" else {})}
+        config.write_text(json.dumps(overrides, indent=2), encoding="utf-8")
         run, bundle = arm_dir / kind, arm_dir / "bundles" / name
         if not (run / "best.pt").is_file():
             shutil.rmtree(run, ignore_errors=True)
@@ -136,14 +159,15 @@ def run_arm(work: Path, arm: str, minutes: float, shift_work: Path) -> dict[str,
     """Train, package and score one arm (each step reused when done)."""
     arm_dir = work / arm
     arm_dir.mkdir(parents=True, exist_ok=True)
-    randomisation, hard, variety = ARMS[arm]
+    spec = ARMS[arm]
     start = time.perf_counter()
-    bundles = train_arm(arm_dir, training_manifest(work, hard, variety), randomisation, minutes)
+    bundles = train_arm(arm_dir, training_manifest(work, spec), spec, minutes)
     domain_shift.run(domain_shift.DEFAULT_STUDIES, domain_shift.DEFAULT_SEED, shift_work, None,
                      bundles=(bundles["seg"], bundles["cls"]), eval_name=f"evaluation_{arm}")
     test_dir = evaluate_test_split(arm_dir, bundles)
     epochs = {kind: len((arm_dir / kind / "metrics.csv").read_text(encoding="utf-8").splitlines()) - 1 for kind in KINDS}
-    result = {"arm": arm, "randomisation": randomisation, "hard_negatives": hard, "formation_variety": variety,
+    result = {"arm": arm, "randomisation": spec.randomisation, "hard_negatives": spec.hard_negatives,
+              "formation_variety": spec.formation_variety, "seg_overrides": spec.seg, "patients": spec.patients,
               "minutes": minutes, "epochs": epochs,
               "test_split": summarise(test_dir), "shifted": summarise(shift_work / f"evaluation_{arm}"),
               "wall_s": round(time.perf_counter() - start, 1)}
