@@ -318,6 +318,31 @@ def test_inference_configs_equal_predict_study(bundles, study, tmp_path):
     assert bad.returncode != 0 and "input_path" in bad.stderr
 
 
+
+def test_confidence_filter_of_inference_json_equals_predict_study(setup, study, tmp_path):
+    """A run with ``min_component_confidence``: its bundle's inference.json drops the same components."""
+    import nibabel as nib
+
+    from ichct.pipeline.bundle.package import package_bundle
+
+    run = tmp_path / "run"
+    shutil.copytree(setup["seg"], run)
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["min_component_confidence"] = 0.55
+    (run / "config.json").write_text(json.dumps(saved))
+    bundle = tmp_path / "bundle"
+    package_bundle(run, bundle)
+    post = json.loads((bundle / "configs" / "inference.json").read_text())["postprocessing"]["transforms"]
+    assert [t["min_confidence"] for t in post if t["_target_"].endswith("RemoveUncertainComponentsd")] == [0.55]
+    out = tmp_path / "out"
+    _ok(_monai(bundle, "run", "--config_file", "configs/inference.json", "--input_path", study["image"],
+               "--output_dir", str(out)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    seg = predict_study({"seg": load_bundle(bundle, device=device)}, study["image"])
+    unfiltered = predict_study({"seg": load_run(setup["seg"], device=device)}, study["image"])
+    np.testing.assert_array_equal(np.asarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj), seg.seg_original)
+    assert not ((seg.seg_original > 0) & (unfiltered.seg_original == 0)).any()
+
 def test_window_edit_in_inference_json_changes_the_prediction(study, tmp_path):
     """A user changes the windows in the committed classifier's inference.json (the config, nothing
     else) and sees the change in its slice probabilities; unedited, they equal ichct predict's."""

@@ -194,3 +194,25 @@ def test_small_components_leave_the_mask_and_the_volumes(models, study):
     assert np.array_equal(everything.seg_original[kept], cleaned.seg_original[kept])
     assert cleaned.volumes_ml_original["any"] == pytest.approx(sizes_clean.sum())
     assert cleaned.volumes_ml["any"] < everything.volumes_ml["any"]
+
+
+def test_unsure_components_leave_both_grids_whole(models, study):
+    """``min_component_confidence`` of the seg run: components whose mean blood probability is below it
+    leave the original-grid mask and the model-grid map whole; the others stay voxel for voxel."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    def run(min_confidence: float):
+        seg = dataclasses.replace(models["seg"], network=_BrightIsBlood(),
+                                  config={**models["seg"].config, "min_component_confidence": min_confidence})
+        return predict_study({"seg": seg}, study["image"])
+
+    everything, sure = run(0.0), run(0.9)  # the large bright regions stay, some small dim ones go
+    for grid in ("seg_original", "seg_preprocessed"):
+        before, after = getattr(everything, grid) > 0, getattr(sure, grid) > 0
+        assert after.any() and (before & ~after).any() and not (after & ~before).any()
+        lab, _ = ndimage.label(before)
+        kept = np.unique(lab[after])
+        assert np.array_equal(np.isin(lab, kept) & before, after), grid  # whole components, kept or dropped
+    assert sure.volumes_ml["any"] < everything.volumes_ml["any"]

@@ -90,6 +90,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # 0 -> 0.2 mL took false-positive components per scan from 3.8 to 0.47 and Dice on studies with blood
         # from 0.719 to 0.724; 0.3 mL began to drop small true bleeds (Dice 0.678 -> 0.647 for another model)
         "min_component_ml": 0.2,
+        # predicted blood components whose mean foreground probability is below this are dropped, where
+        # min_component_ml acts (0: off). See ichct.transforms.confidence and docs/benchmarks.md: 0.8 took
+        # the shifted-domain false blood of a strong-recipe segmenter from p95 11 to 6 mL at the same Dice
+        "min_component_confidence": 0.0,
     },
     "cls": {
         **_COMMON,
@@ -454,6 +458,7 @@ CHECKS: dict[str, dict[str, Callable[[Any, str, Mapping[str, Any]], Any]]] = {
         "sw_batch_size": _number(1, integer=True),
         "sw_overlap": _number(0, 1, hi_open=True),
         "min_component_ml": _number(0),
+        "min_component_confidence": _number(0, 1),
     },
     "cls": {
         **_COMMON_CHECKS,

@@ -433,6 +433,12 @@ def _predict_seg(model: LoadedModel, img: Any,
                                     overlap=float(cfg["sw_overlap"]), mode="gaussian")
     probs = torch.softmax(logits.float(), dim=0).cpu()  # (K, X', Y', Z')
     labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
+    min_confidence = float(cfg["min_component_confidence"])
+    if min_confidence > 0:  # components the model is unsure of leave both grids' maps (as in the bundle's chain)
+        from ichct.transforms import RemoveUncertainComponents
+
+        unsure = RemoveUncertainComponents(min_confidence)
+        labels = unsure(labels, probs)
     affine_pre = np.asarray(image.affine, dtype=np.float64)
     shape = tuple(int(s) for s in img.shape[1:])
     if not bool(labels.any()):  # nothing found: the inverse of an all-background map is all background
@@ -445,8 +451,10 @@ def _predict_seg(model: LoadedModel, img: Any,
         data["pred"] = MetaTensor(probs, affine=image.affine.clone())
         inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)
         back = inv(data)["pred"]
-        orig = _channel_argmax(back.as_tensor() if isinstance(back, MetaTensor) else torch.as_tensor(back))
-        orig = orig.numpy().astype(np.uint8)
+        back = back.as_tensor() if isinstance(back, MetaTensor) else torch.as_tensor(back)
+        orig = _channel_argmax(back).numpy().astype(np.uint8)
+        if min_confidence > 0:
+            orig = np.asarray(unsure(orig[None], back))[0]
     if orig.shape != shape:
         raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
     min_ml = float(cfg["min_component_ml"])
