@@ -333,7 +333,7 @@ def test_confidence_filter_of_inference_json_equals_predict_study(setup, study, 
     bundle = tmp_path / "bundle"
     package_bundle(run, bundle)
     post = json.loads((bundle / "configs" / "inference.json").read_text())["postprocessing"]["transforms"]
-    assert [t["min_confidence"] for t in post if t["_target_"].endswith("RemoveUncertainComponentsd")] == [0.55]
+    assert [t["min_confidence"] for t in post if t["_target_"].endswith("SuppressUncertainComponentsd")] == [0.55]
     out = tmp_path / "out"
     _ok(_monai(bundle, "run", "--config_file", "configs/inference.json", "--input_path", study["image"],
                "--output_dir", str(out)))

@@ -147,28 +147,20 @@ def _model_run(kind: str, cfg: Mapping[str, Any], loader: str, postprocessing: l
 # --------------------------------------------------------------------------------------------
 
 
-# where the seg postprocessing keeps the class probabilities on the input's grid for the confidence filter
-PROBABILITIES_KEY = "pred_prob"
-
-
 def _seg_postprocessing(cfg: Mapping[str, Any], model_grid_key: str | None) -> list[dict[str, Any]]:
-    """Softmax, [argmax on the model's grid into ``model_grid_key``], back to the input's grid, argmax,
-    [unsure components], specks."""
+    """Softmax, [unsure components to background], [argmax on the model's grid into ``model_grid_key``],
+    back to the input's grid, argmax, specks."""
     min_ml = float(cfg["min_component_ml"])
-    min_confidence = float(cfg.get("min_component_confidence", 0.0))
+    min_confidence = float(cfg["min_component_confidence"])
     return [
         {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        *([{"_target_": "ichct.transforms.SuppressUncertainComponentsd", "keys": "pred",
+            "min_confidence": min_confidence}] if min_confidence > 0 else []),
         *([{"_target_": "CopyItemsd", "keys": "pred", "names": model_grid_key},
            {"_target_": "AsDiscreted", "keys": model_grid_key, "argmax": True}] if model_grid_key else []),
-        *([{"_target_": "ichct.transforms.RemoveUncertainComponentsd", "keys": model_grid_key, "prob_key": "pred",
-            "min_confidence": min_confidence}] if model_grid_key and min_confidence > 0 else []),
         {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
          "nearest_interp": False, "to_tensor": True},
-        *([{"_target_": "CopyItemsd", "keys": "pred", "names": PROBABILITIES_KEY}] if min_confidence > 0 else []),
         {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-        *([{"_target_": "ichct.transforms.RemoveUncertainComponentsd", "keys": "pred", "prob_key": PROBABILITIES_KEY,
-            "min_confidence": min_confidence},
-           {"_target_": "DeleteItemsd", "keys": PROBABILITIES_KEY}] if min_confidence > 0 else []),
         *([{"_target_": "ichct.transforms.RemoveSmallComponentsd", "keys": "pred", "min_volume_ml": min_ml}]
           if min_ml > 0 else []),
     ]

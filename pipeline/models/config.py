@@ -90,9 +90,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # 0 -> 0.2 mL took false-positive components per scan from 3.8 to 0.47 and Dice on studies with blood
         # from 0.719 to 0.724; 0.3 mL began to drop small true bleeds (Dice 0.678 -> 0.647 for another model)
         "min_component_ml": 0.2,
-        # predicted blood components whose mean foreground probability is below this are dropped, where
-        # min_component_ml acts (0: off). See ichct.transforms.confidence and docs/benchmarks.md: 0.8 took
-        # the shifted-domain false blood of a strong-recipe segmenter from p95 11 to 6 mL at the same Dice
+        # predicted blood components whose mean foreground probability is below this are dropped, on both
+        # grids (0: off). Off by default: how far false and true components lie apart depends on the model
+        # (docs/benchmarks.md#component-confidence-filter: 0.8 removed the committed segmenter's shifted-domain
+        # false blood but cut its in-domain Dice from 0.72 to 0.55)
         "min_component_confidence": 0.0,
     },
     "cls": {

@@ -432,13 +432,11 @@ def _predict_seg(model: LoadedModel, img: Any,
                                     roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg["sw_batch_size"]),
                                     overlap=float(cfg["sw_overlap"]), mode="gaussian")
     probs = torch.softmax(logits.float(), dim=0).cpu()  # (K, X', Y', Z')
-    labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
-    min_confidence = float(cfg["min_component_confidence"])
-    if min_confidence > 0:  # components the model is unsure of leave both grids' maps (as in the bundle's chain)
-        from ichct.transforms import RemoveUncertainComponents
+    if float(cfg["min_component_confidence"]) > 0:  # components the model is unsure of become background
+        from ichct.transforms import SuppressUncertainComponents
 
-        unsure = RemoveUncertainComponents(min_confidence)
-        labels = unsure(labels, probs)
+        probs = SuppressUncertainComponents(float(cfg["min_component_confidence"]))(probs)
+    labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
     affine_pre = np.asarray(image.affine, dtype=np.float64)
     shape = tuple(int(s) for s in img.shape[1:])
     if not bool(labels.any()):  # nothing found: the inverse of an all-background map is all background
@@ -451,10 +449,8 @@ def _predict_seg(model: LoadedModel, img: Any,
         data["pred"] = MetaTensor(probs, affine=image.affine.clone())
         inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)
         back = inv(data)["pred"]
-        back = back.as_tensor() if isinstance(back, MetaTensor) else torch.as_tensor(back)
-        orig = _channel_argmax(back).numpy().astype(np.uint8)
-        if min_confidence > 0:
-            orig = np.asarray(unsure(orig[None], back))[0]
+        orig = _channel_argmax(back.as_tensor() if isinstance(back, MetaTensor) else torch.as_tensor(back))
+        orig = orig.numpy().astype(np.uint8)
     if orig.shape != shape:
         raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
     min_ml = float(cfg["min_component_ml"])
