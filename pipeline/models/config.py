@@ -90,10 +90,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # 0 -> 0.2 mL took false-positive components per scan from 3.8 to 0.47 and Dice on studies with blood
         # from 0.719 to 0.724; 0.3 mL began to drop small true bleeds (Dice 0.678 -> 0.647 for another model)
         "min_component_ml": 0.2,
-        # predicted blood components whose mean foreground probability is below this are dropped, on both
-        # grids (0: off). Off by default: how far false and true components lie apart depends on the model
-        # (docs/benchmarks.md#component-confidence-filter: 0.8 removed the committed segmenter's shifted-domain
-        # false blood but cut its in-domain Dice from 0.72 to 0.55)
+        # predicted blood components whose mean foreground probability is below this become background in the
+        # model's probabilities (0: off). Off by default until training chooses it on validation: at 0.8 the
+        # committed segmenter's shifted-domain false-positive lesions fell 1.48 -> 0.17 per scan at the same
+        # in-domain Dice, and its lesion sensitivity 0.57 -> 0.50 (docs/benchmarks.md#component-confidence-filter)
         "min_component_confidence": 0.0,
     },
     "cls": {

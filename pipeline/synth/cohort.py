@@ -354,7 +354,7 @@ def _generate_study(config: SynthConfig, out_dir: Path, plan: PatientPlan, study
         "study_dir": study_dir_rel.as_posix(),
         "sop_instance_uids": soft.sop_uids,
         "series": series_entries,
-        "acquisition": _acquisition_record(study, config),
+        "acquisition": _acquisition_record(study),
         "lesions": [les.summary() for les in study.lesions],
         "mimics": plan.mimics.names(),
         "hard_negative": a.hard_negative,
@@ -502,7 +502,7 @@ def _listed(pair: tuple[int, int] | None) -> list[int] | None:
     return None if pair is None else list(pair)
 
 
-def _acquisition_record(study: StudyPlan, config: SynthConfig) -> dict[str, Any]:
+def _acquisition_record(study: StudyPlan) -> dict[str, Any]:
     """The ``acquisition`` section of a study's cohort record (with ``formation_shift`` when one is set)."""
     protocol, layout = study.protocol, study.layout
     record = {
