@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ichct.pipeline.core.labels import LABEL_NAMES
 
@@ -277,12 +276,6 @@ def affine_voxel_volume_ml(affine: Any) -> float:
     return volume / 1000.0
 
 
-def _structure(ndim: int, connectivity: int) -> np.ndarray:
-    if not 1 <= connectivity <= ndim:
-        raise ValueError(f"connectivity must be in [1, {ndim}] for {ndim}-D data, got {connectivity}")
-    return ndimage.generate_binary_structure(ndim, connectivity)
-
-
 def _check_volume_args(voxel_ml: float, min_component_ml: float) -> None:
     if not (math.isfinite(voxel_ml) and voxel_ml > 0):
         raise ValueError(f"voxel_volume_ml must be a positive number, got {voxel_ml!r}")
@@ -315,7 +308,6 @@ def remove_small_components(
     from ichct.transforms.components import large_component_mask
 
     _check_volume_args(float(voxel_volume_ml), float(min_component_ml))
-    _structure(np.ndim(mask), connectivity)  # the same error message for a bad connectivity as elsewhere here
     return large_component_mask(np.asarray(mask), float(voxel_volume_ml), float(min_component_ml), connectivity)
 
 

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "voxel_spacing": "crop",
     "RemoveSmallComponents": "components",
     "RemoveSmallComponentsd": "components",
+    "component_structure": "components",
     "large_component_mask": "components",
     "SuppressUncertainComponents": "confidence",
     "SuppressUncertainComponentsd": "confidence",

@@ -19,11 +19,28 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
-__all__ = ["RemoveSmallComponents", "RemoveSmallComponentsd", "large_component_mask"]
+__all__ = ["RemoveSmallComponents", "RemoveSmallComponentsd", "component_structure", "large_component_mask"]
 
 # relative tolerance when comparing a component's volume with the minimum (voxel volumes are products
 # of float spacings: a component of exactly the minimum volume must not be dropped by rounding)
 _VOLUME_RTOL = 1e-9
+
+
+def component_structure(ndim: int, connectivity: int) -> np.ndarray:
+    """The :func:`scipy.ndimage.label` structure of ``connectivity`` for ``ndim``-D data, checked.
+
+    ``connectivity``: 1 = face neighbours (6 in 3D) ... ``ndim`` = all neighbours (26 in 3D); any
+    other value raises ``ValueError``.
+
+    Examples
+    --------
+    >>> from ichct.transforms import component_structure
+    >>> int(component_structure(3, 1).sum()), int(component_structure(3, 3).sum())
+    (7, 27)
+    """
+    if not 1 <= connectivity <= max(ndim, 1):
+        raise ValueError(f"connectivity must be in [1, {ndim}] for {ndim}-D data, got {connectivity}")
+    return ndimage.generate_binary_structure(ndim, connectivity)
 
 
 def large_component_mask(mask: np.ndarray, voxel_volume_ml: float, min_volume_ml: float,
@@ -61,15 +78,14 @@ def large_component_mask(mask: np.ndarray, voxel_volume_ml: float, min_volume_ml
         raise ValueError(f"voxel_volume_ml must be a positive number, got {voxel_volume_ml!r}")
     if not (math.isfinite(min_volume_ml) and min_volume_ml >= 0):
         raise ValueError(f"min_volume_ml must be >= 0, got {min_volume_ml!r}")
-    if not 1 <= connectivity <= max(m.ndim, 1):
-        raise ValueError(f"connectivity must be in [1, {m.ndim}] for {m.ndim}-D data, got {connectivity}")
+    structure = component_structure(m.ndim, connectivity)
     out = m.copy()
     if min_volume_ml == 0 or not m.any():
         return out
     # label only the foreground's bounding box (blood is a small part of a head CT), and clear each
     # small component inside its own box, instead of passes over the whole volume
     box = _bounding_box(m)
-    labels, n = ndimage.label(m[box], structure=ndimage.generate_binary_structure(m.ndim, connectivity))
+    labels, n = ndimage.label(m[box], structure=structure)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     small = np.flatnonzero(sizes[1:] * voxel_volume_ml < min_volume_ml * (1.0 - _VOLUME_RTOL)) + 1
     if small.size:

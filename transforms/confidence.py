@@ -21,6 +21,8 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
+from .components import component_structure
+
 __all__ = ["SuppressUncertainComponents", "SuppressUncertainComponentsd", "confident_component_mask"]
 
 
@@ -60,11 +62,10 @@ def confident_component_mask(mask: np.ndarray, foreground_prob: np.ndarray, min_
         raise ValueError(f"foreground_prob has shape {p.shape}, the mask {m.shape}")
     if not (math.isfinite(min_confidence) and 0 <= min_confidence <= 1):
         raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence!r}")
-    if not 1 <= connectivity <= max(m.ndim, 1):
-        raise ValueError(f"connectivity must be in [1, {m.ndim}] for {m.ndim}-D data, got {connectivity}")
+    structure = component_structure(m.ndim, connectivity)
     if min_confidence == 0 or not m.any():
         return m.copy()
-    labels, n = ndimage.label(m, structure=ndimage.generate_binary_structure(m.ndim, connectivity))
+    labels, n = ndimage.label(m, structure=structure)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sums = np.bincount(labels.ravel(), weights=p.ravel(), minlength=n + 1)
     keep = np.zeros(n + 1, dtype=bool)

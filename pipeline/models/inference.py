@@ -432,10 +432,11 @@ def _predict_seg(model: LoadedModel, img: Any,
                                     roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg["sw_batch_size"]),
                                     overlap=float(cfg["sw_overlap"]), mode="gaussian")
     probs = torch.softmax(logits.float(), dim=0).cpu()  # (K, X', Y', Z')
-    if float(cfg["min_component_confidence"]) > 0:  # components the model is unsure of become background
+    min_confidence = float(cfg["min_component_confidence"])
+    if min_confidence > 0:  # components the model is unsure of become background
         from ichct.transforms import SuppressUncertainComponents
 
-        probs = SuppressUncertainComponents(float(cfg["min_component_confidence"]))(probs)
+        probs = SuppressUncertainComponents(min_confidence)(probs)
     labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
     affine_pre = np.asarray(image.affine, dtype=np.float64)
     shape = tuple(int(s) for s in img.shape[1:])

@@ -58,10 +58,11 @@ class Protocol:
 
 
 def sample_protocol(gen: np.random.Generator, config: SynthConfig, *, tilt: bool, bone: bool, scout: bool, compression: str,
-                    vendor: Vendor | None = None, formation: FormationShift | None = None) -> Protocol:
+                    formation: FormationShift | None, vendor: Vendor | None = None) -> Protocol:
     """Draw one study's protocol; the flags come from the cohort plan (stratified).
 
-    ``formation``: the study's image formation (its dose scales the noise); the cohort's by default.
+    ``formation``: the study's image formation (``cohort.study_formation``; None: the default
+    render), whose dose scales the noise.
     """
     if compression not in COMPRESSIONS:
         raise ValueError(f"unknown compression {compression}")
@@ -78,7 +79,7 @@ def sample_protocol(gen: np.random.Generator, config: SynthConfig, *, tilt: bool
     sigma5 = float(gen.uniform(2.0, 3.4)) * float(np.sqrt(300.0 / mas))
     sigma = sigma5 * float(np.sqrt(5.0 / thickness))
     # a shifted dose (no extra draw: the stream is unchanged)
-    sigma *= render_settings(config.formation if formation is None else formation).noise_scale
+    sigma *= render_settings(formation).noise_scale
     window = (40.0, 80.0) if gen.random() < 0.7 else (float(gen.choice([35.0, 40.0, 45.0])), float(gen.choice([80.0, 90.0, 100.0])))
     return Protocol(
         vendor=vendor,
