@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.cli.bundle",
     "ichct.pipeline.cli.predict",
     "ichct.pipeline.cli.preprocess",
+    "ichct.pipeline.cli.postprocess",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 70, 130

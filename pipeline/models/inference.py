@@ -52,6 +52,7 @@ from ichct.pipeline.models.config import saved_run_config
 logger = logging.getLogger("ichct.inference")
 
 __all__ = ["LoadedModel", "StudyPrediction", "load_run", "read_run_config", "predict_study", "default_rules",
+           "predict_confidence_variants",
            "load_study_image",
            "cls_eval_transforms", "seg_eval_transforms", "DEFAULT_SLICE_THRESHOLD"]
 
@@ -414,25 +415,31 @@ def _channel_argmax(scores: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _predict_seg(model: LoadedModel, img: Any,
-                 timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(label map on the preprocessed grid, its affine, label map on the original grid)."""
-    from monai.data import MetaTensor
-    from monai.transforms import Invertd
-
+def _seg_probabilities(model: LoadedModel, img: Any, timings: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
+    """Class probabilities ``(K, X', Y', Z')`` on the model's grid and the preprocessed data they belong to."""
     from ichct.networks import sliding_window_predict
 
     cfg = model.config
     t0 = time.perf_counter()
-    pre = model.eval_transforms()
-    data = pre({"image": _fresh(img)})
+    data = model.eval_transforms()({"image": _fresh(img)})
     image = data["image"]
     t0 = _add_time(timings, "preprocess", t0)
     logits = sliding_window_predict(model.network, image.as_tensor().to(model.device),
                                     roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg["sw_batch_size"]),
                                     overlap=float(cfg["sw_overlap"]), mode="gaussian")
-    probs = torch.softmax(logits.float(), dim=0).cpu()  # (K, X', Y', Z')
-    min_confidence = float(cfg["min_component_confidence"])
+    probs = torch.softmax(logits.float(), dim=0).cpu()
+    _add_time(timings, "seg", t0)
+    return probs, data
+
+
+def _seg_label_maps(model: LoadedModel, img: Any, probs: torch.Tensor, data: Mapping[str, Any],
+                    min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label map on the preprocessed grid, its affine, label map on the original grid) of ``probs``,
+    after the confidence filter at ``min_confidence`` (0: off)."""
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd
+
+    cfg, image = model.config, data["image"]
     if min_confidence > 0:  # components the model is unsure of become background
         from ichct.transforms import SuppressUncertainComponents
 
@@ -447,9 +454,9 @@ def _predict_seg(model: LoadedModel, img: Any,
         # more faithful boundaries on a finer source grid than nearest-neighbour labels (on the
         # synthetic test split: Dice 0.674 vs 0.659 on the original grid); outside the brain crop
         # the inverse pads with zeros, which argmax reads as background
-        data["pred"] = MetaTensor(probs, affine=image.affine.clone())
-        inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)
-        back = inv(data)["pred"]
+        inv = Invertd(keys="pred", transform=model.eval_transforms(), orig_keys="image", nearest_interp=False,
+                      to_tensor=True)
+        back = inv({**data, "pred": MetaTensor(probs, affine=image.affine.clone())})["pred"]
         orig = _channel_argmax(back.as_tensor() if isinstance(back, MetaTensor) else torch.as_tensor(back))
         orig = orig.numpy().astype(np.uint8)
     if orig.shape != shape:
@@ -459,8 +466,35 @@ def _predict_seg(model: LoadedModel, img: Any,
         from ichct.transforms import RemoveSmallComponents
 
         orig = np.asarray(RemoveSmallComponents(min_ml, voxel_volume_ml=affine_voxel_volume_ml(img.affine))(orig[None]))[0]
-    _add_time(timings, "seg", t0)
     return labels[0].numpy().astype(np.uint8), affine_pre, orig
+
+
+def _set_seg_fields(pred: StudyPrediction, seg: LoadedModel, maps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Put a segmenter's label maps and their blood volumes into ``pred``."""
+    k = int(seg.config["num_classes"])
+    pred.seg_preprocessed, pred.seg_preprocessed_affine, pred.seg_original = maps
+    pred.num_seg_classes = k
+    pred.seg_spacing_mm = tuple(float(s) for s in seg.config["spacing_mm"])
+    # the model-grid volumes drop the same small components as the original-grid mask and seg_volume
+    pred.volumes_ml = segmentation_volumes(maps[0], voxel_volume_ml(pred.seg_spacing_mm), num_classes=k,
+                                           min_component_ml=float(seg.config["min_component_ml"]))
+    pred.volumes_ml_original = segmentation_volumes(maps[2], affine_voxel_volume_ml(pred.original_affine), num_classes=k)
+
+
+def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule]) -> None:
+    """Scores and calls of every rule whose input ``pred`` has (slice probabilities or a segmentation)."""
+    for name, rule in rules.items():
+        if name == "seg_volume" or rule.name == "seg_volume":
+            if pred.seg_preprocessed is None:
+                continue
+            kw: dict[str, Any] = {"segmentation": pred.seg_preprocessed,
+                                  "voxel_volume_ml": voxel_volume_ml(pred.seg_spacing_mm)}
+        else:
+            if pred.slice_probs is None:
+                continue
+            kw = {"slice_probs": pred.slice_probs}
+        pred.scores[name] = ct_scores(rule, **kw)
+        pred.decisions[name] = decide(rule, **kw)
 
 
 def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Path,
@@ -498,30 +532,57 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
             raise RuntimeError(f"classifier gave {probs.shape} slice probabilities for {pred.n_slices} slices")
         pred.slice_probs = probs
     if seg is not None:
-        k = int(seg.config["num_classes"])
-        lab_pre, aff_pre, lab_orig = _predict_seg(seg, img, timings)
-        pred.seg_preprocessed, pred.seg_preprocessed_affine, pred.seg_original = lab_pre, aff_pre, lab_orig
-        pred.num_seg_classes = k
-        pred.seg_spacing_mm = tuple(float(s) for s in seg.config["spacing_mm"])
-        # the model-grid volumes drop the same small components as the original-grid mask and seg_volume
-        pred.volumes_ml = segmentation_volumes(lab_pre, voxel_volume_ml(pred.seg_spacing_mm), num_classes=k,
-                                               min_component_ml=float(seg.config["min_component_ml"]))
-        pred.volumes_ml_original = segmentation_volumes(lab_orig, affine_voxel_volume_ml(pred.original_affine), num_classes=k)
+        probs, data = _seg_probabilities(seg, img, timings)
+        t0 = time.perf_counter()
+        _set_seg_fields(pred, seg, _seg_label_maps(seg, img, probs, data, float(seg.config["min_component_confidence"])))
+        _add_time(timings, "seg", t0)
     t0 = time.perf_counter()
-    for name, rule in rules.items():
-        if name == "seg_volume" or rule.name == "seg_volume":
-            if pred.seg_preprocessed is None:
-                continue
-            kw: dict[str, Any] = {"segmentation": pred.seg_preprocessed,
-                                  "voxel_volume_ml": voxel_volume_ml(pred.seg_spacing_mm)}
-        else:
-            if pred.slice_probs is None:
-                continue
-            kw = {"slice_probs": pred.slice_probs}
-        pred.scores[name] = ct_scores(rule, **kw)
-        pred.decisions[name] = decide(rule, **kw)
+    _apply_rules(pred, rules)
     _add_time(timings, "decide", t0)
     return pred
+
+
+def predict_confidence_variants(seg: LoadedModel, image_path: str | Path, min_confidences: Sequence[float],
+                                rules: Mapping[str, DecisionRule] | None = None) -> dict[float, StudyPrediction]:
+    """The segmenter's prediction of one study at each confidence-filter setting, from one network pass.
+
+    What :func:`predict_study` gives with ``min_component_confidence`` set to each value of
+    ``min_confidences`` (0: no filter): the study is read and the sliding window run once, then
+    every value filters the same class probabilities, inverts them onto the original grid and
+    applies ``rules`` (default: the run's ``seg_volume`` rule).
+
+    Examples
+    --------
+    >>> import numpy as np, nibabel as nib, tempfile, pathlib
+    >>> from ichct.pipeline.models.config import resolve_config
+    >>> from ichct.pipeline.models.network_factory import build_network
+    >>> cfg = resolve_config("seg", {"patch": [16, 16, 16], "network": {"channels": [4, 8], "strides": [2]},
+    ...                              "spacing_mm": [4.0, 4.0, 4.0], "crop": None})
+    >>> model = LoadedModel("seg", pathlib.Path("."), {"kind": "seg", "config": cfg}, cfg,
+    ...                     build_network("seg", cfg).eval(), None, torch.device("cpu"), "best")
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "ct.nii.gz"
+    >>> nib.save(nib.Nifti1Image(np.full((24, 24, 12), 40, np.int16), np.diag([2.0, 2.0, 5.0, 1.0])), path)
+    >>> preds = predict_confidence_variants(model, path, [0.0, 0.99])
+    >>> sorted(preds), preds[0.99].seg_original.shape
+    ([0.0, 0.99], (24, 24, 12))
+    """
+    values = [float(v) for v in min_confidences]
+    if seg.kind != "seg":
+        raise ValueError(f"a segmenter is needed, got a {seg.kind} run ({seg.run_dir})")
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"min_confidences must be values within [0, 1], got {values}")
+    rules = default_rules({"seg": seg}) if rules is None else rules
+    img, _series, _candidates = load_study_image(image_path)
+    probs, data = _seg_probabilities(seg, img)
+    out: dict[float, StudyPrediction] = {}
+    for value in values:
+        shape = tuple(int(s) for s in img.shape[1:])
+        pred = StudyPrediction(image=str(image_path), original_shape=shape,
+                               original_affine=np.asarray(img.affine, dtype=np.float64), n_slices=int(shape[-1]))
+        _set_seg_fields(pred, seg, _seg_label_maps(seg, img, probs, data, value))
+        _apply_rules(pred, rules)
+        out[value] = pred
+    return out
 
 
 def _ingest_info(img: Any) -> dict[str, Any] | None:

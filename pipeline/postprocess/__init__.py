@@ -1,0 +1,29 @@
+"""The post-processing stage: choose a segmenter's confidence filter on held-out studies (``ichct postprocess``).
+
+Modules:
+
+* ``run`` - :func:`determine_postprocessing`: predict a split once, score every candidate value,
+  store the choice beside the model's config;
+* ``confidence`` - the per-value summary of the sweep and the rule that chooses a value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ichct.pipeline.core.exports import load_export
+
+#: Public name -> the module of this package that defines it.
+_EXPORTS: dict[str, str] = {
+    "determine_postprocessing": "run",
+    "POSTPROCESSING_FILE": "run",
+    "DEFAULT_CONFIDENCES": "confidence",
+    "choose_confidence": "confidence",
+    "sweep_summary": "confidence",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return load_export(__name__, _EXPORTS, name)

@@ -1,0 +1,159 @@
+"""``ichct postprocess``: choose a segmenter's confidence filter on held-out studies and store it.
+
+:func:`determine_postprocessing` predicts every study of a manifest split once
+(:func:`~ichct.pipeline.models.inference.predict_confidence_variants`), scores each candidate
+``min_component_confidence`` against the reference masks with ``ichct evaluate``'s per-study
+metrics, chooses a value (:func:`~ichct.pipeline.postprocess.confidence.choose_confidence`) and
+writes ``postprocessing.json`` (the sweep, the rule, the studies) beside the model's config:
+
+* a training run: ``RUN/postprocessing.json``, and the value into ``RUN/config.json``;
+* a bundle: ``models/postprocessing.json``, the value into ``models/run_config.json``, then the
+  configs regenerated (:func:`~ichct.pipeline.bundle.package.refresh_bundle`), so the bundle's
+  ``inference.json`` and ``evaluate.json`` list the filter.
+
+The studies must be held out from the model's training (its validation fold, or another cohort):
+training patients are refused, as in ``ichct evaluate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ichct import __version__
+from ichct.errors import InputError, read_json
+from ichct.pipeline.core.atomic import write_json_atomic
+from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS
+from ichct.pipeline.postprocess.confidence import DEFAULT_CONFIDENCES, choose_confidence, sweep_summary
+
+logger = logging.getLogger("ichct.postprocess")
+
+__all__ = ["POSTPROCESSING_FILE", "determine_postprocessing"]
+
+POSTPROCESSING_FILE = "postprocessing.json"
+
+
+def _load_model(model_dir: Path, device: str) -> Any:
+    """A run (``config.json``) or a bundle (``models/run_config.json``); a segmenter."""
+    from ichct.pipeline.bundle.package import load_bundle
+    from ichct.pipeline.models.inference import load_run
+
+    if (model_dir / "models" / "run_config.json").is_file():
+        model = load_bundle(model_dir, device=device)
+    elif (model_dir / "config.json").is_file():
+        model = load_run(model_dir, device=device)
+    else:
+        raise InputError(model_dir, "not a training run (config.json) or a bundle (models/run_config.json)")
+    if model.kind != "seg":
+        raise InputError(model_dir, f"is a {model.kind} model; the confidence filter is the segmenter's")
+    return model
+
+
+def _entries(model: Any, manifest: Path, split: str, fold: int | None) -> tuple[list[Mapping[str, Any]], int | None]:
+    """The split's studies with reference masks (none of the model's training patients), and the fold."""
+    from ichct.pipeline.manifests import load_manifest
+    from ichct.pipeline.train.record import check_split, manifest_salt_id
+
+    if split == "validation" and fold is None:
+        fold = model.run_config.get("fold")
+        if fold is None:
+            raise InputError(model.run_dir, "records no validation fold; give --fold or another --split")
+    entries = [e for e in load_manifest(manifest, split, fold=fold) if e.get("label")]
+    if not entries:
+        raise InputError(manifest, f"split {split!r} has no study with a reference mask ('label')")
+    check = check_split(model.training_record, entries, manifest_salt_id(manifest), where=str(model.run_dir))
+    if check.leaked:
+        raise InputError(manifest, f"{len(check.leaked)} patient(s) of split {split!r} trained the model: the filter "
+                                   "must be chosen on held-out studies (its validation fold or another cohort)")
+    return entries, fold
+
+
+def _sweep_rows(model: Any, entries: Sequence[Mapping[str, Any]],
+                values: Sequence[float]) -> dict[float, list[dict[str, Any]]]:
+    """Per value, ``ichct evaluate``'s per-study rows of every entry predicted at that value."""
+    from ichct.pipeline.evaluate.run import study_row
+    from ichct.pipeline.models.inference import predict_confidence_variants
+
+    rows: dict[float, list[dict[str, Any]]] = {float(v): [] for v in values}
+    for n, entry in enumerate(entries, 1):
+        for value, pred in predict_confidence_variants(model, entry["image"], values).items():
+            rows[value].append(study_row(entry, pred, surface=False, lesions=DEFAULT_LESIONS))
+        logger.info("postprocess: %d/%d studies predicted", n, len(entries))
+    return rows
+
+
+def _store(model: Any, record: Mapping[str, Any]) -> str:
+    """Write ``postprocessing.json`` and the chosen value into the model's config; the config's path."""
+    config_path = model.run_dir / ("run_config.json" if model.bundle_dir is not None else "config.json")
+    run_config = read_json(config_path, "run config")  # as written: only the one key changes
+    run_config["config"] = {**run_config["config"], "min_component_confidence": record["min_component_confidence"]}
+    write_json_atomic(model.run_dir / POSTPROCESSING_FILE, record)
+    write_json_atomic(config_path, run_config)
+    if model.bundle_dir is not None:
+        from ichct.pipeline.bundle.package import refresh_bundle
+
+        refresh_bundle(model.bundle_dir)
+    return str(config_path)
+
+
+def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, split: str = "validation",
+                             fold: int | None = None, values: Sequence[float] = DEFAULT_CONFIDENCES,
+                             dice_tolerance: float = 0.01, sensitivity_tolerance: float = 0.02,
+                             apply: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Choose a segmenter's ``min_component_confidence`` on held-out studies; store it unless ``apply`` is False.
+
+    Parameters
+    ----------
+    model_dir
+        A segmentation training run or bundle.
+    manifest, split, fold
+        The studies: a manifest split with reference masks. The default is the model's own
+        validation fold (``fold`` from its config), which chose its checkpoint and thresholds
+        too; a second cohort of the same kind (``split="all"`` of its manifest) gives a larger,
+        independent choice. The model's training patients are refused.
+    values
+        Candidate values within [0, 1]; 0 (no filter, the reference) is added when missing.
+    dice_tolerance, sensitivity_tolerance
+        See :func:`~ichct.pipeline.postprocess.confidence.choose_confidence`.
+    apply
+        Write ``postprocessing.json`` and the value into the model's config (and regenerate a
+        bundle's configs); False only reports.
+
+    Returns
+    -------
+    dict
+        The ``postprocessing.json`` record: ``min_component_confidence`` (chosen), ``previous``,
+        ``rule``, ``studies``, ``lesions``, ``sweep`` and, when applied, ``written``.
+
+    Examples
+    --------
+    >>> determine_postprocessing("no_such_run", "manifest.json")
+    Traceback (most recent call last):
+    ...
+    ichct.errors.InputError: no_such_run: not a training run (config.json) or a bundle (models/run_config.json)
+    """
+    root = Path(model_dir)
+    candidates = sorted({0.0, *(float(v) for v in values)})
+    if any(not 0.0 <= v <= 1.0 for v in candidates):
+        raise InputError(f"confidence values must lie within [0, 1], got {candidates}")
+    choose_confidence([{"min_component_confidence": 0.0, "dice_with_blood": 1.0, "lesion_sensitivity": 1.0}],
+                      dice_tolerance, sensitivity_tolerance)  # bad tolerances fail before any prediction
+    model = _load_model(root, device)
+    entries, fold = _entries(model, Path(manifest), split, fold)
+    summary = sweep_summary(_sweep_rows(model, entries, candidates))
+    chosen = choose_confidence(summary, dice_tolerance, sensitivity_tolerance)
+    record: dict[str, Any] = {
+        "min_component_confidence": chosen, "previous": float(model.config["min_component_confidence"]),
+        "rule": {"dice_tolerance": float(dice_tolerance), "sensitivity_tolerance": float(sensitivity_tolerance),
+                 "text": "the largest value, in increasing order up to the first that costs more, whose mean Dice on "
+                         "studies with blood and lesion-level sensitivity stay within the tolerances of no filter"},
+        "studies": {"manifest": str(manifest), "manifest_sha256": sha256_file(manifest), "split": split,
+                    "fold": fold, "n": len(entries)},
+        "lesions": DEFAULT_LESIONS.to_dict(), "sweep": summary, "ichct_version": __version__,
+    }
+    if apply:
+        record["written"] = _store(model, record)
+    return record

@@ -1,0 +1,142 @@
+"""``ichct postprocess``: the confidence filter chosen on held-out studies and stored with the model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from eval_helpers import eval_setup
+from ichct.errors import InputError
+from ichct.pipeline.postprocess import choose_confidence, sweep_summary
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory):
+    return eval_setup(tmp_path_factory)
+
+
+def _summary(value: float, dice: float, sens: float) -> dict[str, float]:
+    return {"min_component_confidence": value, "dice_with_blood": dice, "lesion_sensitivity": sens}
+
+
+def test_choice_stops_at_the_first_value_that_costs_too_much():
+    rows = [_summary(0.0, 0.70, 0.60), _summary(0.6, 0.705, 0.60), _summary(0.7, 0.69, 0.55),
+            _summary(0.8, 0.70, 0.60)]  # 0.8 would pass again, but 0.7 already cost sensitivity
+    assert choose_confidence(rows) == 0.6
+    assert choose_confidence(rows, sensitivity_tolerance=0.05) == 0.8
+    assert choose_confidence(rows[:1] + [_summary(0.5, 0.5, 0.6)]) == 0.0
+
+
+@pytest.mark.parametrize("rows, kwargs, match", [
+    ([_summary(0.5, 0.7, 0.6)], {}, "value 0"),
+    ([_summary(0.0, float("nan"), float("nan"))], {}, "no reference blood"),
+    ([_summary(0.0, 0.7, 0.6)], {"dice_tolerance": -0.1}, "dice_tolerance"),
+    ([_summary(0.0, 0.7, 0.6)], {"sensitivity_tolerance": 1.5}, "sensitivity_tolerance"),
+])
+def test_choice_refuses_what_it_cannot_weigh(rows, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        choose_confidence(rows, **kwargs)
+
+
+def test_summary_pools_lesions_and_reads_false_blood_on_negatives_only():
+    def row(vol_true, dice, n_true, n_found, n_fp, vol_pred, call):
+        return {"seg:any:vol_true_ml": vol_true, "seg:any:dice": dice, "seg:any:n_true_lesions": n_true,
+                "seg:any:n_detected_lesions": n_found, "seg:any:n_fp_lesions": n_fp, "vol_ml:any": vol_pred,
+                "call:seg_volume:any": call}
+
+    rows = [row(5.0, 0.6, 3, 2, 0, 40.0, 1), row(1.0, 0.8, 1, 1, 1, 3.0, 1),
+            row(0.0, float("nan"), 0, 0, 2, 2.0, 1)] + [row(0.0, float("nan"), 0, 0, 0, 0.0, 0)] * 3
+    [s] = sweep_summary({0.5: rows})
+    assert s["n_with_blood"] == 2 and s["n_without_blood"] == 4 and s["n_studies"] == 6
+    assert s["dice_with_blood"] == pytest.approx(0.7)
+    assert s["lesion_sensitivity"] == pytest.approx(3 / 4)
+    assert s["fp_lesions_per_scan"] == pytest.approx(3 / 6)
+    assert s["false_blood_ml_median"] == 0.0 and s["false_blood_ml_p95"] == pytest.approx(np.percentile([2, 0, 0, 0], 95))
+    assert s["seg_volume_specificity"] == pytest.approx(3 / 4)
+
+
+def test_variants_are_what_predict_study_gives_at_each_value(setup):
+    import dataclasses
+
+    from ichct.pipeline.models.inference import load_run, predict_confidence_variants, predict_study
+    from ichct.pipeline.manifests import load_manifest
+
+    model = load_run(setup["seg"])
+    entry = next(e for e in load_manifest(setup["manifest"], "test", check=False) if e["ct_labels"]["any"] == 1)
+    variants = predict_confidence_variants(model, entry["image"], [0.0, 0.55, 0.7])
+    assert sorted(variants) == [0.0, 0.55, 0.7]
+    for value, got in variants.items():
+        cfg = {**model.config, "min_component_confidence": value}
+        want = predict_study({"seg": dataclasses.replace(model, config=cfg)}, entry["image"])
+        np.testing.assert_array_equal(got.seg_original, want.seg_original)
+        np.testing.assert_array_equal(got.seg_preprocessed, want.seg_preprocessed)
+        assert got.volumes_ml == want.volumes_ml and got.scores == want.scores
+    sizes = [int(variants[v].seg_preprocessed.astype(bool).sum()) for v in (0.0, 0.55, 0.7)]
+    assert sizes == sorted(sizes, reverse=True)  # a stricter filter only removes blood
+
+
+def test_cli_chooses_stores_and_inference_uses_it(setup, run_cli, tmp_path):
+    from ichct.pipeline.models.inference import load_run
+
+    run = tmp_path / "seg"
+    shutil.copytree(setup["seg"], run)
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--split", "test", "--values", "0.6,0.9",
+                "--dice-tolerance", "1", "--sensitivity-tolerance", "1", "-q")
+    assert r.code == 0, r.err
+    record = json.loads(r.out)
+    assert record["min_component_confidence"] == 0.9  # the tolerances allow every value: the largest
+    assert [s["min_component_confidence"] for s in record["sweep"]] == [0.0, 0.6, 0.9]
+    assert record["studies"]["split"] == "test" and record["studies"]["n"] >= 1
+    assert json.loads((run / "postprocessing.json").read_text()) == {k: v for k, v in record.items() if k != "written"}
+    assert record["written"] == str(run / "config.json")
+    assert load_run(run).config["min_component_confidence"] == 0.9
+    config = json.loads((run / "config.json").read_text())
+    original = json.loads((setup["seg"] / "config.json").read_text())
+    assert config["config"] == {**original["config"], "min_component_confidence": 0.9}  # only that key changed
+    assert {k: v for k, v in config.items() if k != "config"} == {k: v for k, v in original.items() if k != "config"}
+
+
+def test_dry_run_writes_nothing_and_defaults_to_the_validation_fold(setup, run_cli, tmp_path):
+    run = tmp_path / "seg"
+    shutil.copytree(setup["seg"], run)
+    before = (run / "config.json").read_bytes()
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--values", "0.7", "--dry-run", "-q")
+    assert r.code == 0, r.err
+    record = json.loads(r.out)
+    assert record["studies"]["split"] == "validation" and record["studies"]["fold"] == 0
+    assert "written" not in record and not (run / "postprocessing.json").exists()
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_training_patients_and_bad_values_are_refused(setup, run_cli, tmp_path):
+    run = tmp_path / "seg"
+    shutil.copytree(setup["seg"], run)
+    before = (run / "config.json").read_bytes()
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--split", "training")
+    assert r.code == 1 and "trained the model" in r.err and "held-out" in r.err
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--values", "0.5,1.2")
+    assert r.code == 2 and "1.2" in r.err
+    r = run_cli("postprocess", setup["cls"], "--manifest", setup["manifest"])
+    assert r.code == 1 and "segmenter" in r.err
+    assert (run / "config.json").read_bytes() == before and not (run / "postprocessing.json").exists()
+
+
+def test_bundle_gets_the_filter_in_its_configs(setup, run_cli, tmp_path):
+    from ichct.pipeline.bundle.package import load_bundle, package_bundle
+
+    bundle = tmp_path / "ich_seg"
+    package_bundle(setup["seg"], bundle)
+    assert "SuppressUncertainComponentsd" not in (bundle / "configs" / "inference.json").read_text()
+    r = run_cli("postprocess", bundle, "--manifest", setup["manifest"], "--split", "test", "--values", "0.8",
+                "--dice-tolerance", "1", "--sensitivity-tolerance", "1", "-q")
+    assert r.code == 0, r.err
+    assert (bundle / "models" / "postprocessing.json").is_file()
+    assert load_bundle(bundle).config["min_component_confidence"] == 0.8
+    for name in ("inference.json", "evaluate.json"):
+        text = (bundle / "configs" / name).read_text()
+        assert "SuppressUncertainComponentsd" in text and '"min_confidence": 0.8' in text
+    assert run_cli("bundle", "verify", bundle, "-q").code == 0
+
