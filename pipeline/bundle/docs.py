@@ -329,8 +329,7 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
                 f"({'any blood' if k == 2 else 'five subtypes'}): a DICOM series or NIfTI volume in HU is reoriented "
                 f"to RAS, resampled to {cfg['spacing_mm']} mm, cropped to the brain and windowed into 3 channels; "
                 f"sliding-window inference with {list(cfg['patch'])} patches; the label map is written on the "
-                "input's grid" + (f", without blood components smaller than {float(cfg['min_component_ml']):g} mL."
-                                  if float(cfg["min_component_ml"]) > 0 else "."))
+                "input's grid" + (f", {_seg_postprocessing_text(cfg)}." if _seg_postprocessing_text(cfg) else "."))
         label_classes = "0 background, 1 blood" if k == 2 else "0 background, 1-5 the subtypes"
     else:
         desc = (f"Slice-sequence classifier ({cfg['network'].get('encoder', 'densenet121')} 2D encoder per axial slice "
@@ -641,9 +640,27 @@ def _prediction_files(kind: str, cfg: Mapping[str, Any]) -> str:
     if kind != "seg":
         return ("`OUT/<study>_slices.csv` (probability of each label per slice, reader order) and "
                 "`OUT/<study>_ct.json` (CT-level score, threshold and call per subtype)")
-    min_ml = float(cfg["min_component_ml"])
-    return ("`OUT/<study>_seg.nii.gz`: the label map (uint8) on the input's own grid and affine"
-            + (f"; blood components smaller than {min_ml:g} mL (`min_component_ml`) are dropped" if min_ml > 0 else ""))
+    post = _seg_postprocessing_text(cfg, names=True)
+    return "`OUT/<study>_seg.nii.gz`: the label map (uint8) on the input's own grid and affine" + (f"; {post}" if post else "")
+
+
+def _seg_postprocessing_text(cfg: Mapping[str, Any], names: bool = False) -> str:
+    """The segmenter's post-processing in words ("" when there is none); ``names`` adds the config keys.
+
+    Examples
+    --------
+    >>> _seg_postprocessing_text({"min_component_confidence": 0.7, "min_component_ml": 0.2})
+    'without blood components whose mean blood probability is below 0.7 or smaller than 0.2 mL'
+    """
+    confidence, min_ml = float(cfg["min_component_confidence"]), float(cfg["min_component_ml"])
+    parts = ([f"whose mean blood probability is below {confidence:g}"
+              + (" (`min_component_confidence`)" if names else "")]
+             if confidence > 0 else [])
+    parts += [f"smaller than {min_ml:g} mL" + (" (`min_component_ml`)" if names else "")] if min_ml > 0 else []
+    if not parts:
+        return ""
+    return ("blood components " + " or ".join(parts) + " are dropped") if names else (
+        "without blood components " + " or ".join(parts))
 
 
 def _how_to_run_fields(kind: str, cfg: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, str]:

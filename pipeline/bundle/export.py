@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ichct.errors import InputError, read_json
+from ichct.pipeline.postprocess.run import POSTPROCESSING_FILE
 
 __all__ = ["export_bundle"]
 
@@ -129,6 +130,10 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
     _check_run_files(run, other)
     for need in ("thresholds.json", "train_patients.json"):
         shutil.copyfile(run / need, tmp / "models" / need)
+    # the record of how the confidence filter was chosen belongs to the weights it was chosen for
+    (tmp / "models" / POSTPROCESSING_FILE).unlink(missing_ok=True)
+    if (run / POSTPROCESSING_FILE).is_file():
+        shutil.copyfile(run / POSTPROCESSING_FILE, tmp / "models" / POSTPROCESSING_FILE)
     buf = io.BytesIO()
     torch.save(state, buf)
     (tmp / "models" / "model.pt").write_bytes(buf.getvalue())

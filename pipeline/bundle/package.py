@@ -5,6 +5,7 @@ A bundle folder (model-zoo layout)::
     configs/  metadata.json inference.json train.json evaluate.json multi_gpu_train.json logging.conf
     docs/     README.md data_license.txt evaluation/ (metrics.json, report.md, plots) training/metrics.csv
     models/   model.pt (a plain state dict) run_config.json thresholds.json train_patients.json
+              [postprocessing.json: how ichct postprocess chose the confidence filter]
     LICENSE   large_files.yml
 
 ``models/run_config.json`` is the training run's ``config.json`` (manifest path relative to the
@@ -35,6 +36,7 @@ from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside, write_json_
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.models.config import DATA_ACCESS_KEYS
 from ichct.pipeline.models.inference import LoadedModel, network_and_rule, read_run_config
+from ichct.pipeline.postprocess.run import POSTPROCESSING_FILE
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.train.engine import load_checkpoint
 
@@ -465,6 +467,8 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         (models / "model.pt").write_bytes(weights_bytes)
         for f in ("thresholds.json", "train_patients.json"):
             shutil.copyfile(run / f, models / f)
+        if (run / POSTPROCESSING_FILE).is_file():  # how ichct postprocess chose the run's confidence filter
+            shutil.copyfile(run / POSTPROCESSING_FILE, models / POSTPROCESSING_FILE)
         rc = dict(model.run_config)
         # where the training data was cached (a path on the training machine) is no part of the model
         rc["config"] = {k: v for k, v in dict(rc.get("config") or {}).items() if k not in DATA_ACCESS_KEYS}
