@@ -140,3 +140,38 @@ def test_bundle_gets_the_filter_in_its_configs(setup, run_cli, tmp_path):
         assert "SuppressUncertainComponentsd" in text and '"min_confidence": 0.8' in text
     assert run_cli("bundle", "verify", bundle, "-q").code == 0
 
+    # the bundle's numbers are measured again with the filter and put into its docs
+    ev = tmp_path / "eval"
+    assert run_cli("evaluate", "--bundle", bundle, "--manifest", setup["manifest"], "--out", ev, "--bootstrap", "20",
+                   "-q").code == 0
+    r = run_cli("bundle", "refresh", bundle, "--evaluation", ev, "--version", "0.2.0", "--change", "filter 0.8", "-q")
+    assert r.code == 0, r.err
+    assert json.loads((bundle / "docs" / "evaluation" / "metrics.json").read_text()) == \
+        json.loads((ev / "metrics.json").read_text())
+    assert json.loads((bundle / "configs" / "metadata.json").read_text())["changelog"]["0.2.0"] == "filter 0.8"
+    other = tmp_path / "other_eval"
+    shutil.copytree(ev, other)
+    doc = json.loads((other / "metrics.json").read_text())
+    doc["model"]["runs"]["seg"]["weights_sha256"] = "0" * 64
+    (other / "metrics.json").write_text(json.dumps(doc))
+    before = (bundle / "docs" / "README.md").read_bytes()
+    r = run_cli("bundle", "refresh", bundle, "--also-evaluated", f"shifted={other}")
+    assert r.code == 1 and "other weights" in r.err
+    assert (bundle / "docs" / "README.md").read_bytes() == before and not (bundle / "docs" / "evaluation_shifted").exists()
+
+
+
+def test_a_bundle_that_cannot_be_refreshed_is_left_as_it_was(setup, run_cli, tmp_path):
+    from ichct.pipeline.bundle.package import package_bundle
+
+    bundle = tmp_path / "ich_seg"
+    package_bundle(setup["seg"], bundle)
+    ev = bundle / "docs" / "evaluation"
+    ev.mkdir(parents=True)
+    (ev / "metrics.json").write_text(json.dumps({"model": {"runs": {"seg": {"weights_sha256": "0" * 64}}}}))
+    files = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    r = run_cli("postprocess", bundle, "--manifest", setup["manifest"], "--split", "test", "--values", "0.8",
+                "--dice-tolerance", "1", "--sensitivity-tolerance", "1")
+    assert r.code == 1 and "other weights" in r.err
+    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == files
+    assert not [p for p in tmp_path.rglob("*partial*")]

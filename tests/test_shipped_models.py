@@ -213,6 +213,10 @@ def test_wheel_and_sdist_carry_the_bundles(tmp_path):
     missing = [f for f in ["ichct/pipeline/models/shipped_models.py", *package_data] + [f"ichct/{f}" for f in bundle_files]
                if f not in names]
     assert not missing, missing
+    # every package of the source tree is in the wheel (pyproject.toml lists them one by one)
+    packages = [p.parent.relative_to(REPO) for d in ("pipeline", "transforms", "networks")
+                for p in (REPO / d).rglob("__init__.py")]
+    assert packages and not [str(p) for p in packages if f"ichct/{p.as_posix()}/__init__.py" not in names]
     assert not [n for n in names if "build_bundles" in n or n.endswith((".onnx", ".ts"))]
     assert wheel.stat().st_size < 10 * 2**20  # the weights are small demonstration models
     with tarfile.open(sdist) as tf:

@@ -508,7 +508,26 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
 # --------------------------------------------------------------------------------------------
 
 
-def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change: str | None = None) -> dict[str, Any]:
+def _new_evaluations(root: Path, kind: str, sha: str, evaluation: str | Path | None,
+                     also_evaluated: Mapping[str, str | Path] | None) -> tuple[dict[str, Any] | None, dict[str, Path]]:
+    """The checked ``metrics.json`` of a new main evaluation (or None) and the checked other ones, by name."""
+    metrics = (_check_evaluation(Path(evaluation), kind, sha, dest=root, checkpoint="bundle")
+               if evaluation is not None else None)
+    return metrics, _checked_others(also_evaluated, kind, sha, root, "bundle")
+
+
+def _swap_evaluations(docs: Path, evaluation: str | Path | None, others: Mapping[str, Path]) -> None:
+    """Replace ``docs/evaluation/`` and ``docs/evaluation_<NAME>/`` with the given evaluation folders."""
+    targets = ([(Path(evaluation), docs / "evaluation")] if evaluation is not None else []) + [
+        (folder, docs / f"{OTHER_EVALUATION_PREFIX}{name}") for name, folder in others.items()]
+    for source, target in targets:
+        shutil.rmtree(target, ignore_errors=True)
+        _copy_evaluation(source, target)
+
+
+def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change: str | None = None,
+                   evaluation: str | Path | None = None,
+                   also_evaluated: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
     """Regenerate a bundle's configs, metadata, docs and licences from its ``models/``; the weights stay.
 
     What ``ichct bundle package`` writes besides ``models/`` and the copied run files (the
@@ -523,6 +542,10 @@ def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change
     version, change
         A new version (``MAJOR.MINOR.PATCH``) and its changelog entry (recorded in
         ``models/run_config.json`` too); without them the version stays.
+    evaluation, also_evaluated
+        New evaluations of the bundle's weights (``ichct evaluate --bundle``) that replace
+        ``docs/evaluation/`` and ``docs/evaluation_<NAME>/``, for example after ``ichct
+        postprocess`` changed its post-processing.
 
     Raises
     ------
@@ -538,10 +561,12 @@ def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change
         raise InputError(f"--version must be semantic (MAJOR.MINOR.PATCH), got {version!r}")
     rc = read_json(rc_path, "bundle run config")
     read_run_config(rc_path, "bundle run config")  # kind and training config checked
-    ev_path = root / "docs" / "evaluation" / "metrics.json"
-    evaluation = read_json(ev_path, "evaluation (metrics.json)") if ev_path.is_file() else None
     sha = sha256_file(root / WEIGHTS)
-    measured = ((evaluation or {}).get("model") or {}).get("runs", {}).get(rc["kind"], {}).get("weights_sha256")
+    new_metrics, others = _new_evaluations(root, rc["kind"], sha, evaluation, also_evaluated)
+    ev_path = root / "docs" / "evaluation" / "metrics.json"
+    metrics = new_metrics if new_metrics is not None else (
+        read_json(ev_path, "evaluation (metrics.json)") if ev_path.is_file() else None)
+    measured = ((metrics or {}).get("model") or {}).get("runs", {}).get(rc["kind"], {}).get("weights_sha256")
     if measured is not None and measured != sha:
         raise InputError(ev_path, f"evaluates other weights (sha256 {measured}) than {WEIGHTS} ({sha})")
     info = dict(rc.get("bundle") or {})
@@ -555,7 +580,8 @@ def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change
     try:
         shutil.copytree(root, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         write_json_atomic(tmp / "models" / "run_config.json", rc)
-        write_bundle_files(tmp, rc, evaluation)
+        _swap_evaluations(tmp / "docs", evaluation, others)
+        write_bundle_files(tmp, rc, metrics)
         replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

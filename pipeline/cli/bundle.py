@@ -61,10 +61,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     rf = sub.add_parser("refresh", parents=[common], help="regenerate a bundle's configs and docs; weights unchanged",
                         description="Rewrite a bundle's configs, metadata.json, docs/README.md and licences with this "
                                     "ichct's generator, from its models/run_config.json and the numbers of "
-                                    "docs/evaluation/metrics.json; models/ is kept as it is.")
+                                    "docs/evaluation/metrics.json (or of --evaluation, which replaces it); models/ is "
+                                    "kept as it is.")
     rf.add_argument("bundle_dir")
     rf.add_argument("--version", default=None, help="new semantic version (default: keep the bundle's)")
     rf.add_argument("--change", default=None, metavar="TEXT", help="changelog entry of that version")
+    rf.add_argument("--evaluation", default=None, metavar="EVAL_DIR",
+                    help="a new `ichct evaluate --bundle` of these weights: replaces docs/evaluation/ and the numbers")
+    rf.add_argument("--also-evaluated", action="append", default=[], metavar="NAME=EVAL_DIR", type=_named_dir,
+                    help="a new other evaluation of these weights: replaces docs/evaluation_NAME/ (repeatable)")
     rf.set_defaults(func=run_refresh)
 
 
@@ -108,6 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_refresh(args: argparse.Namespace) -> int:
     from ichct.pipeline.bundle.package import refresh_bundle
 
-    summary = refresh_bundle(args.bundle_dir, version=args.version, change=args.change)
+    summary = refresh_bundle(args.bundle_dir, version=args.version, change=args.change, evaluation=args.evaluation,
+                             also_evaluated=dict(args.also_evaluated))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 
 from ichct import __version__
 from ichct.errors import InputError, read_json
-from ichct.pipeline.core.atomic import write_json_atomic
+from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS
 from ichct.pipeline.postprocess.confidence import DEFAULT_CONFIDENCES, choose_confidence, sweep_summary
@@ -86,16 +86,32 @@ def _sweep_rows(model: Any, entries: Sequence[Mapping[str, Any]],
 
 
 def _store(model: Any, record: Mapping[str, Any]) -> str:
-    """Write ``postprocessing.json`` and the chosen value into the model's config; the config's path."""
+    """Write ``postprocessing.json`` and the chosen value into the model's config (a bundle's configs
+    regenerated); the config's path. A failure leaves both files as they were."""
     config_path = model.run_dir / ("run_config.json" if model.bundle_dir is not None else "config.json")
+    record_path = model.run_dir / POSTPROCESSING_FILE
+    before = {p: p.read_bytes() if p.is_file() else None for p in (config_path, record_path)}
     run_config = read_json(config_path, "run config")  # as written: only the one key changes
     run_config["config"] = {**run_config["config"], "min_component_confidence": record["min_component_confidence"]}
-    write_json_atomic(model.run_dir / POSTPROCESSING_FILE, record)
-    write_json_atomic(config_path, run_config)
-    if model.bundle_dir is not None:
-        from ichct.pipeline.bundle.package import refresh_bundle
+    try:
+        write_json_atomic(record_path, record)
+        write_json_atomic(config_path, run_config)
+        if model.bundle_dir is not None:
+            from ichct.pipeline.bundle.package import refresh_bundle
 
-        refresh_bundle(model.bundle_dir)
+            refresh_bundle(model.bundle_dir)
+    except BaseException:
+        for path, data in before.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(data)
+        raise
+    if model.bundle_dir is not None and (model.bundle_dir / "docs" / "evaluation" / "metrics.json").is_file():
+        logger.warning("%s: docs/evaluation was measured without this filter; run `ichct evaluate --bundle %s "
+                       "... --out EVAL_DIR`, then `ichct bundle refresh %s --evaluation EVAL_DIR`",
+                       model.bundle_dir, model.bundle_dir, model.bundle_dir)
     return str(config_path)
 
 
