@@ -3,7 +3,9 @@
 * :func:`load_run` rebuilds the network of a run directory from its ``config.json``, loads the
   weights (``torch.load(..., weights_only=True)``) and the run's decision rule (``thresholds.json``).
 * :func:`predict_study` runs a classification and/or a segmentation model on one study (DICOM
-  series folder or NIfTI) and returns a :class:`StudyPrediction`.
+  series folder or NIfTI) and returns a :class:`StudyPrediction`;
+  :func:`predict_confidence_variants` gives the segmenter's prediction at several settings of its
+  confidence filter from one network pass (``ichct postprocess``).
 
 A run's saved config is completed by :func:`~ichct.pipeline.models.config.saved_run_config` when it
 is read (:func:`read_run_config`): a key an older run lacks takes the value that run was trained
