@@ -325,11 +325,12 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
     td = describe_training_data(run_config) if training_data is None else training_data
     if kind == "seg":
         k = int(cfg["num_classes"])
+        post = _seg_postprocessing_text(cfg)
         desc = (f"3D {cfg['network'].get('variant', 'unet').upper()} segmentation of intracranial blood in head CT "
                 f"({'any blood' if k == 2 else 'five subtypes'}): a DICOM series or NIfTI volume in HU is reoriented "
                 f"to RAS, resampled to {cfg['spacing_mm']} mm, cropped to the brain and windowed into 3 channels; "
                 f"sliding-window inference with {list(cfg['patch'])} patches; the label map is written on the "
-                "input's grid" + (f", {_seg_postprocessing_text(cfg)}." if _seg_postprocessing_text(cfg) else "."))
+                "input's grid" + (f", {post}." if post else "."))
         label_classes = "0 background, 1 blood" if k == 2 else "0 background, 1-5 the subtypes"
     else:
         desc = (f"Slice-sequence classifier ({cfg['network'].get('encoder', 'densenet121')} 2D encoder per axial slice "

@@ -576,11 +576,12 @@ def predict_confidence_variants(seg: LoadedModel, image_path: str | Path, min_co
     rules = default_rules({"seg": seg}) if rules is None else rules
     img, _series, _candidates = load_study_image(image_path)
     probs, data = _seg_probabilities(seg, img)
+    shape = tuple(int(s) for s in img.shape[1:])
+    affine = np.asarray(img.affine, dtype=np.float64)
     out: dict[float, StudyPrediction] = {}
     for value in values:
-        shape = tuple(int(s) for s in img.shape[1:])
-        pred = StudyPrediction(image=str(image_path), original_shape=shape,
-                               original_affine=np.asarray(img.affine, dtype=np.float64), n_slices=int(shape[-1]))
+        pred = StudyPrediction(image=str(image_path), original_shape=shape, original_affine=affine.copy(),
+                               n_slices=int(shape[-1]))
         _set_seg_fields(pred, seg, _seg_label_maps(seg, img, probs, data, value))
         _apply_rules(pred, rules)
         out[value] = pred

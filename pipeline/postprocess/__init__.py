@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "determine_postprocessing": "run",
     "POSTPROCESSING_FILE": "run",
     "DEFAULT_CONFIDENCES": "confidence",
+    "check_tolerances": "confidence",
     "choose_confidence": "confidence",
     "sweep_summary": "confidence",
 }

@@ -20,7 +20,7 @@ import numpy as np
 
 from ichct.errors import InputError
 
-__all__ = ["DEFAULT_CONFIDENCES", "SWEEP_FIELDS", "choose_confidence", "sweep_summary"]
+__all__ = ["DEFAULT_CONFIDENCES", "SWEEP_FIELDS", "check_tolerances", "choose_confidence", "sweep_summary"]
 
 #: Candidate values of ``min_component_confidence`` (0: no filter).
 DEFAULT_CONFIDENCES: tuple[float, ...] = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
@@ -92,11 +92,22 @@ def sweep_summary(rows_by_value: Mapping[float, Sequence[Mapping[str, Any]]]) ->
     return [_value_summary(float(v), rows_by_value[v]) for v in sorted(rows_by_value)]
 
 
-def _check_tolerance(name: str, value: float) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise InputError(f"{name} must be within [0, 1], got {value}")
-    return value
+def check_tolerances(dice_tolerance: float, sensitivity_tolerance: float) -> tuple[float, float]:
+    """Both tolerances of :func:`choose_confidence` as floats; :class:`~ichct.errors.InputError` naming
+    the one outside [0, 1].
+
+    Examples
+    --------
+    >>> check_tolerances(0.01, 0.02)
+    (0.01, 0.02)
+    """
+    out = []
+    for name, value in (("dice_tolerance", dice_tolerance), ("sensitivity_tolerance", sensitivity_tolerance)):
+        value = float(value)
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise InputError(f"{name} must be within [0, 1], got {value}")
+        out.append(value)
+    return out[0], out[1]
 
 
 def choose_confidence(summary: Sequence[Mapping[str, float]], dice_tolerance: float = 0.01,
@@ -130,8 +141,7 @@ def choose_confidence(summary: Sequence[Mapping[str, float]], dice_tolerance: fl
     >>> choose_confidence(rows, sensitivity_tolerance=0.1)
     0.8
     """
-    dice_tolerance = _check_tolerance("dice_tolerance", dice_tolerance)
-    sensitivity_tolerance = _check_tolerance("sensitivity_tolerance", sensitivity_tolerance)
+    dice_tolerance, sensitivity_tolerance = check_tolerances(dice_tolerance, sensitivity_tolerance)
     by_value = {float(r["min_component_confidence"]): r for r in summary}
     if 0.0 not in by_value:
         raise InputError("the sweep needs value 0 (no filter) as its reference")

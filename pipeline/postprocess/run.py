@@ -27,7 +27,12 @@ from ichct.errors import InputError, read_json
 from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS
-from ichct.pipeline.postprocess.confidence import DEFAULT_CONFIDENCES, choose_confidence, sweep_summary
+from ichct.pipeline.postprocess.confidence import (
+    DEFAULT_CONFIDENCES,
+    check_tolerances,
+    choose_confidence,
+    sweep_summary,
+)
 
 logger = logging.getLogger("ichct.postprocess")
 
@@ -155,8 +160,7 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     candidates = sorted({0.0, *(float(v) for v in values)})
     if any(not 0.0 <= v <= 1.0 for v in candidates):
         raise InputError(f"confidence values must lie within [0, 1], got {candidates}")
-    choose_confidence([{"min_component_confidence": 0.0, "dice_with_blood": 1.0, "lesion_sensitivity": 1.0}],
-                      dice_tolerance, sensitivity_tolerance)  # bad tolerances fail before any prediction
+    check_tolerances(dice_tolerance, sensitivity_tolerance)  # before any prediction
     model = _load_model(root, device)
     entries, fold = _entries(model, Path(manifest), split, fold)
     summary = sweep_summary(_sweep_rows(model, entries, candidates))
