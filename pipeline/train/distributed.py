@@ -233,6 +233,8 @@ def distributed_run(device: str) -> Iterator[World]:
     logger.info("rank %d of %d (%s)", world.rank, world.world_size, backend)
     try:
         yield dataclasses.replace(world, backend=backend)
+        if started:  # no rank tears its process group down while another still talks to it
+            dist.barrier()
     finally:
         if started:
             dist.destroy_process_group()
