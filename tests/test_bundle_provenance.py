@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from eval_helpers import eval_setup
 
-from ichct.pipeline.bundle.docs import (DATA_LICENSE, DATA_SOURCE, INTENDED_USE, data_license, data_source,
+from ichct.pipeline.bundle.docs import (BUILD_SCRIPT, DATA_LICENSE, DATA_SOURCE, INTENDED_USE,
+                                        committed_data_license, committed_data_source, data_license, data_source,
                                         describe_training_data)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,15 +66,30 @@ def test_default_manifest_keeps_the_synthetic_wording():
     td = describe_training_data(rc)
     assert td["verified"] and td["synthetic"] and td["default"]
     assert td["source"] == "synth" and td["name"] == "synth_default" and td["manifest"] == "synth_default.json"
+    assert td["committed"] == "synth_default"
     assert data_source(td) == DATA_SOURCE and data_license(td) == DATA_LICENSE
-    # the committed bundles: their manifest path is relative to the bundle folder
+    assert "ichct synth --default-cohort" in DATA_SOURCE and "data_manifests/synth_default.json" in DATA_LICENSE
+    # a description stored before `committed` existed still reads as the default cohort
+    old = {k: v for k, v in td.items() if k != "committed"}
+    assert data_source(old) == DATA_SOURCE
+
+
+def test_committed_bundles_name_the_cohort_they_were_trained_on():
+    """The committed bundles train on synth_large (bundles/build_bundles.sh); their manifest path is
+    relative to the bundle folder."""
+    cohort = BUILD_SCRIPT["cohort"]
     for name in ("ich_ct_segmentation", "ich_ct_classification"):
         b = REPO / "bundles" / name
         committed = json.loads((b / "models" / "run_config.json").read_text())
-        assert describe_training_data(committed, base=b)["default"]
+        td = describe_training_data(committed, base=b)
+        assert td["verified"] and td["committed"] == cohort and not td["default"]
         meta = json.loads((b / "configs" / "metadata.json").read_text())
-        assert meta["data_source"] == DATA_SOURCE and meta["intended_use"] == INTENDED_USE
-        assert (b / "docs" / "data_license.txt").read_text() == DATA_LICENSE
+        assert meta["data_source"] == committed_data_source(cohort) and meta["intended_use"] == INTENDED_USE
+        assert f"ichct synth --cohort {cohort}" in meta["data_source"]
+        assert (b / "docs" / "data_license.txt").read_text() == committed_data_license(cohort)
+        readme = (b / "docs" / "README.md").read_text()
+        assert "bash bundles/build_bundles.sh" in readme and f"--manifest data_manifests/{cohort}.json" in readme
+        assert "the synthetic default cohort" not in readme
 
 
 def test_synthetic_only_under_the_public_salt(setup, tmp_path):
@@ -87,12 +103,15 @@ def test_synthetic_only_under_the_public_salt(setup, tmp_path):
     own = describe({})  # the test cohort: `ichct synth`, public salt, not the default's name
     assert own["synthetic"] and not own["default"]
     assert describe({"name": "synth_default"})["default"]
+    large = describe({"name": "synth_large"})
+    assert large["committed"] == "synth_large" and not large["default"] and "synth_large" in data_license(large)
+    assert "--cohort synth_large" in data_source(large) and "Not the synthetic default" not in data_source(large)
     # a synth manifest under another salt is a cohort.json not written by ichct synth: real data
     other_salt = describe({"name": "synth_default", "salt_id": "ffffffffffff"})
     assert other_salt["verified"] and not other_salt["synthetic"] and not other_salt["default"]
     assert "public synthetic salt" in data_source(other_salt)
     named_default = describe({"name": "synth_default", "source": "rsna"})
-    assert not named_default["synthetic"] and not named_default["default"]
+    assert not named_default["synthetic"] and not named_default["default"] and not named_default["committed"]
     # a manifest that changed since training (or is missing) is not trusted: source unknown
     changed = describe({}, sha="0" * 64)
     assert not changed["verified"] and changed["source"] is None and not changed["synthetic"]
@@ -189,3 +208,43 @@ def test_package_refuses_an_evaluation_of_a_run_saying_what_to_run(setup, run_cl
     (seg_only / "metrics.json").write_text(json.dumps(doc))
     r = run_cli("bundle", "package", setup["cls"], b, "--evaluation", seg_only)
     assert r.code == 1 and "evaluates no cls model" in r.err and not b.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# bundles/build_bundles.sh
+# --------------------------------------------------------------------------------------------
+
+
+def _script_default(text: str, variable: str) -> str:
+    match = re.search(rf"^{variable}=\$\{{{variable}:-([^}}]*)\}}$", text, flags=re.M)
+    assert match, f"no default for {variable} in build_bundles.sh"
+    return match.group(1)
+
+
+def test_build_script_defaults_are_what_the_docs_call_the_build_script_run():
+    text = (REPO / "bundles" / "build_bundles.sh").read_text()
+    assert _script_default(text, "COHORT") == BUILD_SCRIPT["cohort"]
+    assert float(_script_default(text, "MAX_MINUTES")) == BUILD_SCRIPT["max_minutes"]
+    assert int(_script_default(text, "EPOCHS")) == BUILD_SCRIPT["epochs"]
+    assert "--fold 0" in text and "--seed 0" in text and "postprocess" in text
+
+
+def test_readme_says_build_script_only_for_the_build_script_run(setup, run_cli, tmp_path):
+    """A run of synth_large with the script's budget and epochs is reproduced by the script; a
+    5-minute run of it is told to retrain by hand."""
+    large = REPO / "data_manifests" / f"{BUILD_SCRIPT['cohort']}.json"
+    changes = {"max_minutes": BUILD_SCRIPT["max_minutes"], "epochs": BUILD_SCRIPT["epochs"]}
+    for config_changes, scripted in ((changes, True), ({**changes, "max_minutes": 5.0}, False)):
+        tmp = tmp_path / str(scripted)
+        tmp.mkdir()
+        run = _run_on(setup, tmp, config_changes=config_changes)
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["manifest"], cfg["manifest_sha256"] = str(large), _sha(large)
+        (run / "config.json").write_text(json.dumps(cfg, indent=2))
+        b = tmp / "b"
+        assert run_cli("bundle", "package", run, b, "-q").code == 0
+        meta, readme, lic = _docs(b)
+        assert ("bash bundles/build_bundles.sh" in readme) is scripted
+        assert "--manifest data_manifests/synth_large.json" in readme
+        assert meta["data_source"] == committed_data_source("synth_large")
+        assert meta["changelog"]["0.1.0"].startswith("initial release: trained on the committed synthetic cohort")

@@ -92,6 +92,19 @@ def test_default_cohort_option(run_cli, tmp_path, monkeypatch, caplog):
     assert run_cli("synth", tmp_path / "named", "--default-cohort", "--dry-run").code == 0
 
 
+def test_cohort_option_names_a_committed_cohort(run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    planned = run_cli("synth", "--cohort", "synth_large", "--dry-run")
+    assert planned.code == 0 and "180 patient(s)" in planned.err
+    assert "data_manifests/synth_large.json" in planned.err and not (tmp_path / "data").exists()
+    tuning = run_cli("synth", "--cohort", "synth_tuning", "--dry-run")
+    assert tuning.code == 0 and "80 patient(s), 0 with a follow-up study" in tuning.err
+    assert run_cli("synth", "--cohort", "synth_large", "--dry-run", "--seed", "3").code == 2
+    assert run_cli("synth", "--cohort", "synth_large", "--default-cohort", "--dry-run").code == 2
+    unknown = run_cli("synth", "--cohort", "synth_huge", "--dry-run")
+    assert unknown.code == 2 and "synth_large" in unknown.err  # the choices are listed
+
+
 def test_formation_variety_options_record_each_studys_draw(run_cli, tmp_path):
     ranges = tmp_path / "ranges.json"
     ranges.write_text(json.dumps({"hu_offset": [-2, 2], "dose_factor": [0.9, 1.1]}), encoding="utf-8")

@@ -11,14 +11,16 @@ from pathlib import Path
 from ichct.errors import IchctError
 from ichct.pipeline.cli.arg_types import fraction, non_negative_int, positive_int
 from ichct.pipeline.synth.config import (
+    COMMITTED_COHORTS,
     DEFAULT_COHORT,
+    DEFAULT_COHORT_NAME,
     DEFAULT_COHORT_DIR,
     DEFAULT_COHORT_MANIFEST,
     DEFAULT_FORMATION_VARIETY,
     DEFAULT_SUBTYPE_PROB,
     SUBTYPES,
     SynthConfig,
-    default_cohort,
+    committed_cohort,
 )
 
 logger = logging.getLogger("ichct.synth")
@@ -53,11 +55,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     p.add_argument("out_dir", nargs="?", default=None,
                    help="output folder (created; must be empty unless --overwrite replaces a previous cohort); "
-                        f"with --default-cohort it defaults to {DEFAULT_COHORT_DIR}")
-    p.add_argument("--default-cohort", action="store_true",
-                   help=f"write the default cohort ({DEFAULT_COHORT.n_patients} patients, seed {DEFAULT_COHORT.seed}, "
-                        f"matrix {DEFAULT_COHORT.matrix}, {DEFAULT_COHORT.slices} slices) that "
-                        f"{DEFAULT_COHORT_MANIFEST} splits; cohort options cannot be combined with it")
+                        f"with --default-cohort it defaults to {DEFAULT_COHORT_DIR}, with --cohort NAME to data/NAME")
+    named = p.add_mutually_exclusive_group()
+    named.add_argument("--default-cohort", action="store_true",
+                       help=f"write the default cohort ({DEFAULT_COHORT.n_patients} patients, seed {DEFAULT_COHORT.seed}, "
+                            f"matrix {DEFAULT_COHORT.matrix}, {DEFAULT_COHORT.slices} slices) that "
+                            f"{DEFAULT_COHORT_MANIFEST} splits (= --cohort {DEFAULT_COHORT_NAME}); cohort options "
+                            "cannot be combined with it")
+    named.add_argument("--cohort", choices=list(COMMITTED_COHORTS), default=None, metavar="NAME",
+                       help="write a cohort whose split is committed as data_manifests/NAME.json, into data/NAME by "
+                            "default: " + "; ".join(f"{n} ({c.config.n_patients} patients, seed {c.config.seed}: "
+                                                    f"{c.purpose})" for n, c in COMMITTED_COHORTS.items())
+                            + "; cohort options cannot be combined with it")
     p.add_argument("--patients", type=positive_int, default=None, help="number of patients (default 10)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="random seed (default 0)")
     p.add_argument("--matrix", type=positive_int, default=None, help="image matrix (rows = columns, default 256)")
@@ -98,23 +107,27 @@ def _config(args: argparse.Namespace) -> SynthConfig | None:
     ranges = DEFAULT_FORMATION_VARIETY if args.formation_variety else args.formation_ranges
     if ranges is not None:
         given["formation_ranges"] = ranges
-    if args.default_cohort:
+    name = DEFAULT_COHORT_NAME if args.default_cohort else args.cohort
+    if name is not None:
+        option = "--default-cohort" if args.default_cohort else f"--cohort {name}"
         named = [f"--{dest.replace('_', '-')}" for dest in _COHORT_OPTIONS if getattr(args, dest) is not None]
         named += ["--subtype-prob"] if args.subtype_prob else []
         named += ["--formation-variety"] if args.formation_variety else []
         named += ["--formation-ranges"] if args.formation_ranges is not None else []
         if named:
-            logger.error("--default-cohort fixes the cohort; drop %s", ", ".join(named))
+            logger.error("%s fixes the cohort; drop %s", option, ", ".join(named))
             return None
+        cohort = committed_cohort(name)
         if args.out_dir is None:
-            args.out_dir = DEFAULT_COHORT_DIR
-            if not Path(DEFAULT_COHORT_MANIFEST).is_file():
-                logger.warning("no %s in the current folder: that manifest expects the default cohort in %s under "
-                               "the repository root; run this there or name the folder", DEFAULT_COHORT_MANIFEST,
-                               DEFAULT_COHORT_DIR)
-        return default_cohort(preview=args.preview)
+            args.out_dir = cohort.directory
+            if not Path(cohort.manifest).is_file():
+                logger.warning("no %s in the current folder: that manifest expects the cohort in %s under "
+                               "the repository root; run this there or name the folder", cohort.manifest,
+                               cohort.directory)
+        cohort.config.preview = args.preview
+        return cohort.config
     if args.out_dir is None:
-        logger.error("name an output folder (or pass --default-cohort)")
+        logger.error("name an output folder (or pass --default-cohort or --cohort NAME)")
         return None
     try:
         return SynthConfig(**given, subtype_prob=dict(args.subtype_prob), preview=args.preview)
@@ -148,6 +161,8 @@ def run_synth(args: argparse.Namespace) -> int:
     positives = sum(s["ct_labels"]["any"] for s in cohort["studies"])
     sys.stdout.write(f"{args.out_dir}: {config.n_patients} patient(s), {n_studies} studies ({positives} with hemorrhage); "
                      f"see cohort.json and slice_labels.csv\n")
-    if args.default_cohort:
-        sys.stdout.write(f"the default cohort: its split is {DEFAULT_COHORT_MANIFEST} (`ichct manifest check {DEFAULT_COHORT_MANIFEST}`)\n")
+    if args.default_cohort or args.cohort:
+        manifest = committed_cohort(args.cohort or DEFAULT_COHORT_NAME).manifest
+        sys.stdout.write(f"the {'default ' if args.default_cohort else ''}cohort {args.cohort or DEFAULT_COHORT_NAME}: "
+                         f"its split is {manifest} (`ichct manifest check {manifest}`)\n")
     return 0

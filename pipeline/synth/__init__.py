@@ -6,8 +6,10 @@ hemorrhages of the five RSNA subtypes, mimics, scanner variety), voxel label map
 can be trained and evaluated end to end with no downloaded data.
 
 The *default cohort* (:data:`.config.DEFAULT_COHORT`, ``ichct synth --default-cohort``, written to
-``data/synth_default/``) is the one the bundles and the demo train and evaluate on; its split is
-committed as ``data_manifests/synth_default.json``.
+``data/synth_default/``) is the one the demo trains and evaluates on; its split is
+committed as ``data_manifests/synth_default.json``. :data:`.config.COMMITTED_COHORTS` names every
+cohort with a committed manifest (``ichct synth --cohort NAME`` regenerates one into ``data/NAME/``):
+the default, ``synth_large`` (what the committed bundles train on) and ``synth_tuning``.
 
 Modules, one concept each:
 
@@ -21,6 +23,7 @@ Modules, one concept each:
 """
 
 from .config import (
+    COMMITTED_COHORTS,
     DEFAULT_COHORT,
     DEFAULT_COHORT_DIR,
     DEFAULT_COHORT_MANIFEST,
@@ -28,13 +31,17 @@ from .config import (
     LABEL_NAMES,
     LABEL_VALUES,
     SUBTYPES,
+    CommittedCohort,
     SynthConfig,
+    committed_cohort,
     default_cohort,
     expected_prevalence,
 )
 from .cohort import GENERATOR_NAME, generate_cohort, generate_patient, plan_cohort, plan_patient, planned_studies
 
 __all__ = [
+    "COMMITTED_COHORTS",
+    "CommittedCohort",
     "DEFAULT_COHORT",
     "DEFAULT_COHORT_DIR",
     "DEFAULT_COHORT_MANIFEST",
@@ -44,6 +51,7 @@ __all__ = [
     "LABEL_VALUES",
     "SUBTYPES",
     "SynthConfig",
+    "committed_cohort",
     "default_cohort",
     "expected_prevalence",
     "generate_cohort",
