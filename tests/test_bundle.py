@@ -582,11 +582,14 @@ def test_committed_bundle(name, schema):
     # configs published before keep resolving: test_bundle_targets.py)
     for cfg_name, cfg in bundle_configs(rc).items():
         assert json.loads((b / "configs" / f"{cfg_name}.json").read_text()) == cfg, cfg_name
-    assert rc["manifest"] == "../../data_manifests/synth_default.json"
+    assert rc["manifest"] == "../../data_manifests/synth_large.json"  # bundles/build_bundles.sh
     assert (b / "models" / "model.pt").stat().st_size < 20 * 2**20
     meta = json.loads((b / "configs" / "metadata.json").read_text())
     metrics = json.loads((b / "docs" / "evaluation" / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["allow_overlap"] is False and meta["eval_metrics"]["n_studies"] == 15
+    assert metrics["split"] == "test" and metrics["allow_overlap"] is False and meta["eval_metrics"]["n_studies"] == 45
+    # also scored on the default cohort's test split and on the shifted domain
+    for other, n in (("default_test", 15), ("shifted_domain", 200)):
+        assert json.loads((b / "docs" / f"evaluation_{other}" / "metrics.json").read_text())["n_studies"] == n
     assert meta["intended_use"].startswith("Research only")
     results = verify_bundle(b, schema=schema)
     assert all(r.ok for r in results), [r for r in results if not r.ok]

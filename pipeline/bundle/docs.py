@@ -72,7 +72,7 @@ def _synth_command(name: str) -> str:
 #: ``name`` of the committed manifest of the synthetic default cohort (data_manifests/synth_default.json).
 DEFAULT_MANIFEST_NAME = DEFAULT_COHORT_NAME
 #: What ``bundles/build_bundles.sh`` trains the committed bundles on and for how long, by default
-#: (``tests/test_bundle_build_script.py`` keeps the script's defaults in step).
+#: (``tests/test_bundle_provenance.py`` keeps the script's defaults in step).
 BUILD_SCRIPT = {"cohort": LARGE_COHORT_NAME, "max_minutes": 60.0, "epochs": 1000}
 
 #: The data sets of the manifest sources other than ``synth`` (``ichct manifest build --source``).
