@@ -75,21 +75,23 @@ def test_default_manifest_keeps_the_synthetic_wording():
 
 
 def test_committed_bundles_name_the_cohort_they_were_trained_on():
-    """The committed bundles train on synth_large (bundles/build_bundles.sh); their manifest path is
-    relative to the bundle folder."""
-    cohort = BUILD_SCRIPT["cohort"]
-    for name in ("ich_ct_segmentation", "ich_ct_classification"):
+    """Each committed bundle names the cohort bundles/build_bundles.sh trains it on (the segmenter
+    synth_large, the classifier the default cohort); the manifest path is relative to the bundle folder."""
+    for kind, name in (("seg", "ich_ct_segmentation"), ("cls", "ich_ct_classification")):
+        cohort = BUILD_SCRIPT[kind]["cohort"]
         b = REPO / "bundles" / name
         committed = json.loads((b / "models" / "run_config.json").read_text())
         td = describe_training_data(committed, base=b)
-        assert td["verified"] and td["committed"] == cohort and not td["default"]
+        assert td["verified"] and td["committed"] == cohort
         meta = json.loads((b / "configs" / "metadata.json").read_text())
         assert meta["data_source"] == committed_data_source(cohort) and meta["intended_use"] == INTENDED_USE
-        assert f"ichct synth --cohort {cohort}" in meta["data_source"]
         assert (b / "docs" / "data_license.txt").read_text() == committed_data_license(cohort)
         readme = (b / "docs" / "README.md").read_text()
         assert "bash bundles/build_bundles.sh" in readme and f"--manifest data_manifests/{cohort}.json" in readme
-        assert "the synthetic default cohort" not in readme
+        # only a model trained off the default cohort is scored on the default test split as well
+        assert ("--also-evaluated default_test=" in readme) is (cohort != "synth_default")
+        assert ("ichct postprocess" in readme) is (kind == "seg")
+    assert BUILD_SCRIPT["seg"]["cohort"] == "synth_large"
 
 
 def test_synthetic_only_under_the_public_salt(setup, tmp_path):
@@ -223,28 +225,34 @@ def _script_default(text: str, variable: str) -> str:
 
 def test_build_script_defaults_are_what_the_docs_call_the_build_script_run():
     text = (REPO / "bundles" / "build_bundles.sh").read_text()
-    assert _script_default(text, "COHORT") == BUILD_SCRIPT["cohort"]
-    assert float(_script_default(text, "MAX_MINUTES")) == BUILD_SCRIPT["max_minutes"]
-    assert int(_script_default(text, "EPOCHS")) == BUILD_SCRIPT["epochs"]
+    for kind, spec in BUILD_SCRIPT.items():
+        prefix = kind.upper()
+        assert _script_default(text, f"{prefix}_COHORT") == spec["cohort"]
+        assert float(_script_default(text, f"{prefix}_MINUTES")) == spec["max_minutes"]
+        epochs = _script_default(text, f"{prefix}_EPOCHS")
+        assert (int(epochs) if epochs else None) == spec["epochs"]
     assert "--fold 0" in text and "--seed 0" in text and "postprocess" in text
 
 
 def test_readme_says_build_script_only_for_the_build_script_run(setup, run_cli, tmp_path):
-    """A run of synth_large with the script's budget and epochs is reproduced by the script; a
-    5-minute run of it is told to retrain by hand."""
-    large = REPO / "data_manifests" / f"{BUILD_SCRIPT['cohort']}.json"
-    changes = {"max_minutes": BUILD_SCRIPT["max_minutes"], "epochs": BUILD_SCRIPT["epochs"]}
-    for config_changes, scripted in ((changes, True), ({**changes, "max_minutes": 5.0}, False)):
-        tmp = tmp_path / str(scripted)
+    """A cls run of the default cohort with the script's budget is reproduced by the script; on
+    synth_large, or with another budget, it is told to retrain by hand."""
+    spec = BUILD_SCRIPT["cls"]
+    cases = ((spec["cohort"], spec["max_minutes"], True), ("synth_large", spec["max_minutes"], False),
+             (spec["cohort"], 3.0, False))
+    for i, (cohort, minutes, scripted) in enumerate(cases):
+        tmp = tmp_path / str(i)
         tmp.mkdir()
-        run = _run_on(setup, tmp, config_changes=config_changes)
+        run = _run_on(setup, tmp, config_changes={"max_minutes": minutes})
+        manifest = REPO / "data_manifests" / f"{cohort}.json"
         cfg = json.loads((run / "config.json").read_text())
-        cfg["manifest"], cfg["manifest_sha256"] = str(large), _sha(large)
+        cfg["manifest"], cfg["manifest_sha256"] = str(manifest), _sha(manifest)
         (run / "config.json").write_text(json.dumps(cfg, indent=2))
         b = tmp / "b"
         assert run_cli("bundle", "package", run, b, "-q").code == 0
         meta, readme, lic = _docs(b)
-        assert ("bash bundles/build_bundles.sh" in readme) is scripted
-        assert "--manifest data_manifests/synth_large.json" in readme
-        assert meta["data_source"] == committed_data_source("synth_large")
-        assert meta["changelog"]["0.1.0"].startswith("initial release: trained on the committed synthetic cohort")
+        assert ("bash bundles/build_bundles.sh" in readme) is scripted, (cohort, minutes)
+        assert f"--manifest data_manifests/{cohort}.json" in readme
+        assert meta["data_source"] == committed_data_source(cohort)
+        assert ("default_test" in readme) is (scripted and cohort != "synth_default")
+    assert meta["changelog"]["0.1.0"] == "initial release: trained on the synthetic default cohort"
