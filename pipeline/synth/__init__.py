@@ -6,10 +6,10 @@ hemorrhages of the five RSNA subtypes, mimics, scanner variety), voxel label map
 can be trained and evaluated end to end with no downloaded data.
 
 The *default cohort* (:data:`.config.DEFAULT_COHORT`, ``ichct synth --default-cohort``, written to
-``data/synth_default/``) is the one the demo trains and evaluates on; its split is
+``data/synth_default/``) is the one the demo and the committed classifier train on; its split is
 committed as ``data_manifests/synth_default.json``. :data:`.config.COMMITTED_COHORTS` names every
 cohort with a committed manifest (``ichct synth --cohort NAME`` regenerates one into ``data/NAME/``):
-the default, ``synth_large`` (what the committed bundles train on) and ``synth_tuning``.
+the default, ``synth_large`` (what the committed segmenter trains on) and ``synth_tuning``.
 
 Modules, one concept each:
 
