@@ -278,8 +278,6 @@ DEFAULT_COHORT_MANIFEST = "data_manifests/synth_default.json"
 DEFAULT_MANIFEST_SPLIT: dict[str, Any] = {"folds": 5, "test_fraction": 0.2, "seed": 0}
 
 
-
-
 @dataclass(frozen=True)
 class CommittedCohort:
     """A named synthetic cohort whose split manifest is committed as ``data_manifests/<name>.json``.
@@ -316,7 +314,7 @@ LARGE_COHORT_NAME = "synth_large"
 TUNING_COHORT_NAME = "synth_tuning"
 COMMITTED_COHORTS: dict[str, CommittedCohort] = {
     DEFAULT_COHORT_NAME: CommittedCohort(DEFAULT_COHORT_NAME, DEFAULT_COHORT, dict(DEFAULT_MANIFEST_SPLIT),
-                                         "the demo's cohort and the default test split"),
+                                         "the demo's and the committed classifier's; the default test split"),
     LARGE_COHORT_NAME: CommittedCohort(
         LARGE_COHORT_NAME, SynthConfig(n_patients=180, seed=7, matrix=128, slices=32, hard_negative_fraction=0.5),
         dict(DEFAULT_MANIFEST_SPLIT), "what the committed segmenter trains on"),
