@@ -130,11 +130,7 @@ def describe_training_data(run_config: Mapping[str, Any], base: str | Path | Non
     fold = run_config.get("fold")
     stored = (run_config.get("bundle") or {}).get("training_data")
     if isinstance(stored, Mapping) and sha and stored.get("sha256") == sha and stored.get("fold") == fold:
-        out = dict(stored)
-        if "committed" not in out:  # stored before ichct knew committed cohorts other than the default
-            synthetic_name = out.get("name") if out.get("synthetic") else None
-            out["committed"] = synthetic_name if synthetic_name in COMMITTED_COHORTS else None
-        return out
+        return {**stored, "committed": _committed(stored)}  # stored ones before 0.7.0 lack it
     manifest = run_config.get("manifest")
     out: dict[str, Any] = {"manifest": Path(str(manifest)).name if manifest else None, "name": None, "source": None,
                            "salt_id": None, "sha256": sha, "fold": fold, "verified": False, "synthetic": False,
@@ -157,7 +153,7 @@ def describe_training_data(run_config: Mapping[str, Any], base: str | Path | Non
 
         out.update(name=text("name"), source=text("source"), salt_id=text("salt_id"), verified=True)
         out["synthetic"] = out["source"] == "synth" and out["salt_id"] == _public_synth_salt_id()
-        out["committed"] = out["name"] if out["synthetic"] and out["name"] in COMMITTED_COHORTS else None
+        out["committed"] = _committed(out)
         out["default"] = out["committed"] == DEFAULT_MANIFEST_NAME
     return out
 
@@ -174,11 +170,9 @@ def _manifest_ident(td: Mapping[str, Any]) -> str:
 
 
 def _committed(td: Mapping[str, Any]) -> str | None:
-    """The committed cohort a description names (descriptions stored before ``committed`` only say ``default``)."""
-    name = td.get("committed")
-    if name in COMMITTED_COHORTS:
-        return str(name)
-    return DEFAULT_MANIFEST_NAME if td.get("default") else None
+    """The committed cohort whose manifest a description is: synthetic and named after one, else None."""
+    name = td.get("name")
+    return str(name) if td.get("synthetic") and name in COMMITTED_COHORTS else None
 
 
 def _folds(td: Mapping[str, Any]) -> str:

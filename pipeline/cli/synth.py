@@ -101,13 +101,18 @@ _COHORT_OPTIONS = {"patients": "n_patients", "seed": "seed", "matrix": "matrix",
                    "motion_fraction": "motion_fraction", "hard_negative_fraction": "hard_negative_fraction"}
 
 
+def _named_cohort(args: argparse.Namespace) -> str | None:
+    """The committed cohort ``--default-cohort`` or ``--cohort NAME`` asks for, else None."""
+    return DEFAULT_COHORT_NAME if args.default_cohort else args.cohort
+
+
 def _config(args: argparse.Namespace) -> SynthConfig | None:
     """The cohort settings (``args.out_dir`` filled in for the default cohort), or None after a usage error."""
     given = {field: getattr(args, dest) for dest, field in _COHORT_OPTIONS.items() if getattr(args, dest) is not None}
     ranges = DEFAULT_FORMATION_VARIETY if args.formation_variety else args.formation_ranges
     if ranges is not None:
         given["formation_ranges"] = ranges
-    name = DEFAULT_COHORT_NAME if args.default_cohort else args.cohort
+    name = _named_cohort(args)
     if name is not None:
         option = "--default-cohort" if args.default_cohort else f"--cohort {name}"
         named = [f"--{dest.replace('_', '-')}" for dest in _COHORT_OPTIONS if getattr(args, dest) is not None]
@@ -161,8 +166,9 @@ def run_synth(args: argparse.Namespace) -> int:
     positives = sum(s["ct_labels"]["any"] for s in cohort["studies"])
     sys.stdout.write(f"{args.out_dir}: {config.n_patients} patient(s), {n_studies} studies ({positives} with hemorrhage); "
                      f"see cohort.json and slice_labels.csv\n")
-    if args.default_cohort or args.cohort:
-        manifest = committed_cohort(args.cohort or DEFAULT_COHORT_NAME).manifest
-        sys.stdout.write(f"the {'default ' if args.default_cohort else ''}cohort {args.cohort or DEFAULT_COHORT_NAME}: "
+    name = _named_cohort(args)
+    if name is not None:
+        manifest = committed_cohort(name).manifest
+        sys.stdout.write(f"the {'default ' if args.default_cohort else ''}cohort {name}: "
                          f"its split is {manifest} (`ichct manifest check {manifest}`)\n")
     return 0

@@ -2,9 +2,10 @@
 
 The wheel (and the source tree) carries two MONAI bundles under ``ichct/bundles/``:
 ``ich_ct_segmentation`` (3D U-Net, any blood) and ``ich_ct_classification`` (slice-sequence
-classifier, any blood and five subtypes). Their weights are DEMONSTRATION weights: trained for an
-hour of CPU time on a synthetic cohort (``ichct synth --cohort synth_large``) and never validated
-on real scans. ``ichct predict`` and ``ichct evaluate`` use them when no model is given
+classifier, any blood and five subtypes). Their weights are DEMONSTRATION weights, trained on
+synthetic cohorts only (the segmenter for an hour of CPU time on ``ichct synth --cohort
+synth_large``, the classifier for 5 minutes on ``ichct synth --default-cohort``) and never
+validated on real scans. ``ichct predict`` and ``ichct evaluate`` use them when no model is given
 (``--run``/``--bundle``), say so in a warning and record ``models_source: "shipped"`` in their
 output; for real work train a model (``ichct train``) or give a bundle.
 
