@@ -36,7 +36,8 @@ def test_manifest_holds_exactly_the_planned_studies(name):
         assert e["series_uid"] == p["series_uid"] and e["ct_labels"]["any"] == int(p["positive"])
         assert e["patient_key"] == patient_key(p["patient_id"], SYNTH_SALT)
         assert e["image"] == f"../{cohort.directory}/{p['series_dir']}"
-        assert e["label"] == f"../{cohort.directory}/{p['label']}"
+        assert e["label"] == f"../{cohort.directory}/{p['label']}" and e["label_values"] == "ichct"
+        assert len(e["slice_labels"]) == cohort.config.slices
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED_COHORTS))
