@@ -23,6 +23,8 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import DynUNet, UNet
 
+from .mirror import mirror_ensemble
+
 __all__ = ["SEG_CLASSES", "ich_unet3d", "sliding_window_predict", "count_parameters"]
 
 #: Label order of the 6-class segmentation (label value == index). Label 0 is background; the
@@ -207,6 +209,7 @@ def sliding_window_predict(
     mode: str = "gaussian",
     sw_device: torch.device | str | None = None,
     device: torch.device | str | None = None,
+    mirror_axes: Sequence[int] = (),
 ) -> torch.Tensor:
     """Segment a whole volume patch by patch with Gaussian-weighted blending.
 
@@ -231,6 +234,9 @@ def sliding_window_predict(
     sw_device, device
         Where patches are computed and where the output is stitched (inferer defaults: the
         image's device).
+    mirror_axes
+        Spatial axes to mirror at test time: the logits are the mean over the input mirrored
+        along every subset of them (:func:`~ichct.networks.mirror.mirror_ensemble`); empty: one pass.
 
     Returns
     -------
@@ -263,7 +269,7 @@ def sliding_window_predict(
     was_training = model.training
     model.eval()
     try:
-        out = inferer(batch, model)
+        out = mirror_ensemble(lambda x: inferer(x, model), batch, mirror_axes)
     finally:
         model.train(was_training)
     if isinstance(out, MetaTensor):  # plain tensor out, whatever the input type

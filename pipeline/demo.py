@@ -35,6 +35,7 @@ import nibabel as nib
 import numpy as np
 
 from ichct.errors import InputError
+from ichct.pipeline.bundle.docs import COMMITTED_INFERENCE
 from ichct.pipeline.core.atomic import atomic_path
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.ingest import convert_series, folder_info
@@ -67,7 +68,9 @@ class DemoSettings:
     minutes than one model after the other). Otherwise (a GPU, one thread, ``side_by_side=False``)
     the models train one after the other with the budgets scaled to the same total time.
     ``epochs`` is the epoch cap; ``seg_config`` / ``cls_config`` training-config overrides;
-    ``n_boot`` bootstrap resamples.
+    ``n_boot`` bootstrap resamples. ``inference`` holds the bundles' inference settings (those
+    of the committed bundles: test-time mirroring and brain-referenced HU), which their evaluation
+    and predict use.
     """
 
     cohort: SynthConfig = field(default_factory=default_cohort)
@@ -81,6 +84,7 @@ class DemoSettings:
     seg_config: dict[str, Any] = field(default_factory=dict)
     cls_config: dict[str, Any] = field(default_factory=dict)
     n_boot: int = 2000
+    inference: dict[str, Any] = field(default_factory=lambda: dict(COMMITTED_INFERENCE))
     convert_all: bool = False  # full demo: ingest-check the test studies only (the rest is trained on)
 
     @classmethod
@@ -274,13 +278,13 @@ def _run_stages(out: Path, settings: DemoSettings, workers: int | None, device: 
     # bundles first, so that the evaluation (and its numbers in each bundle's docs) is of the
     # bundles' own weights, as `bundles/build_bundles.sh` does for the committed bundles
     with _lap(seconds, "package"):
-        bundles = _package_bundles(out, runs)
+        bundles = _package_bundles(out, runs, settings.inference)
     with _lap(seconds, "evaluate"):
         eval_dir = out / "evaluation"
         eval_summary = evaluate([], manifest_path, eval_dir, n_boot=settings.n_boot, device=device,
                                 bundles=[bundles["seg"], bundles["cls"]])
     with _lap(seconds, "bundle verify"):
-        verified = _package_and_verify(runs, bundles, eval_dir)
+        verified = _package_and_verify(runs, bundles, eval_dir, settings.inference)
     with _lap(seconds, "predict"):
         predicted = _predict_held_out(out, manifest_path, manifest, bundles, device)
     return {
@@ -334,24 +338,25 @@ def _build_demo_manifest(out: Path, manifest_path: Path, settings: DemoSettings)
     return manifest
 
 
-def _package_bundles(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
+def _package_bundles(out: Path, runs: dict[str, Path], inference: dict[str, Any]) -> dict[str, Path]:
     """Package each run as a MONAI bundle under ``out/bundles``; kind -> bundle folder."""
     from ichct.pipeline.bundle.package import default_bundle_name, package_bundle
 
     bundles = {kind: out / "bundles" / default_bundle_name(kind) for kind in runs}
     for kind, run_dir in runs.items():
-        package_bundle(run_dir, bundles[kind], force=True)
+        package_bundle(run_dir, bundles[kind], force=True, inference=inference)
     return bundles
 
 
-def _package_and_verify(runs: dict[str, Path], bundles: dict[str, Path], eval_dir: Path) -> dict[str, int]:
+def _package_and_verify(runs: dict[str, Path], bundles: dict[str, Path], eval_dir: Path,
+                        inference: dict[str, Any]) -> dict[str, int]:
     """Package the bundles again with the evaluation in their docs and verify them; kind -> checks passed."""
     from ichct.pipeline.bundle.package import package_bundle
     from ichct.pipeline.bundle.verify import format_table, verify_bundle
 
     verified = {}
     for kind, run_dir in runs.items():
-        package_bundle(run_dir, bundles[kind], force=True, evaluation=eval_dir)
+        package_bundle(run_dir, bundles[kind], force=True, evaluation=eval_dir, inference=inference)
         results = verify_bundle(bundles[kind])
         failed = [r for r in results if not r.ok]
         if failed:

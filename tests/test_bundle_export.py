@@ -149,6 +149,40 @@ def test_seg_export_runs_without_ichct(setup, bundles, hidden_env, run_cli, tmp_
     assert _exported_modules(dest) == _imported_modules(tmp_path / "modules")
 
 
+@pytest.mark.parametrize("kind", ["seg", "cls"])
+def test_export_with_the_committed_inference_settings_predicts_as_ichct(setup, bundles, hidden_env, run_cli,
+                                                                       tmp_path, kind):
+    """Brain-referenced HU and test-time mirroring (the committed bundles' settings) run in the exported
+    bundle without ichct, and predict what ``ichct predict`` does."""
+    import shutil
+
+    from ichct.pipeline.bundle.docs import COMMITTED_INFERENCE
+    from ichct.pipeline.manifests import load_manifest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles[kind], bundle)
+    axes = ",".join(map(str, COMMITTED_INFERENCE["tta_mirror_axes"]))
+    level = str(COMMITTED_INFERENCE["brain_reference_hu"])
+    assert run_cli("bundle", "refresh", bundle, "--tta-mirror-axes", axes, "--brain-reference-hu", level,
+                   "-q").code == 0
+    dest = tmp_path / "zoo"
+    _export(bundle, dest, run_cli)
+    assert {"scripts.ichct.networks.mirror", "scripts.ichct.transforms.brain_reference"} <= _exported_modules(dest)
+    study = next(e for e in load_manifest(setup["manifest"], "test", check=False) if e["ct_labels"]["any"] == 1)
+    out = tmp_path / "pred"
+    _ok(_monai(dest, hidden_env, "run", "--config_file", "configs/inference.json", "--input_path", study["image"],
+               "--output_dir", str(out)))
+    ref = predict_study({kind: load_bundle(bundle)}, study["image"])
+    plain = predict_study({kind: load_bundle(bundles[kind])}, study["image"])
+    if kind == "seg":
+        [mask] = out.glob("*_seg.nii.gz")
+        np.testing.assert_array_equal(np.asarray(nib.load(mask).dataobj), ref.seg_original)
+    else:
+        [csv_exp] = out.glob("*_slices.csv")
+        np.testing.assert_allclose(_slice_probs(csv_exp), ref.slice_probs, atol=1e-5)
+        assert not np.array_equal(ref.slice_probs, plain.slice_probs)  # the settings change the output
+
+
 def test_cls_export_runs_without_ichct(setup, bundles, hidden_env, run_cli, tmp_path):
     from ichct.pipeline.manifests import load_manifest
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from eval_helpers import eval_setup
 
-from ichct.pipeline.bundle.docs import (BUILD_SCRIPT, DATA_LICENSE, DATA_SOURCE, INTENDED_USE,
+from ichct.pipeline.bundle.docs import (BUILD_SCRIPT, COMMITTED_INFERENCE, DATA_LICENSE, DATA_SOURCE, INTENDED_USE,
                                         committed_data_license, committed_data_source, data_license, data_source,
                                         describe_training_data)
 
@@ -217,6 +217,10 @@ def test_package_refuses_an_evaluation_of_a_run_saying_what_to_run(setup, run_cl
 # --------------------------------------------------------------------------------------------
 
 
+_COMMITTED_FLAGS = ("--tta-mirror-axes", ",".join(map(str, COMMITTED_INFERENCE["tta_mirror_axes"])),
+                    "--brain-reference-hu", str(COMMITTED_INFERENCE["brain_reference_hu"]))
+
+
 def _script_default(text: str, variable: str) -> str:
     match = re.search(rf"^{variable}=\$\{{{variable}:-([^}}]*)\}}$", text, flags=re.M)
     assert match, f"no default for {variable} in build_bundles.sh"
@@ -231,7 +235,10 @@ def test_build_script_defaults_are_what_the_docs_call_the_build_script_run():
         assert float(_script_default(text, f"{prefix}_MINUTES")) == spec["max_minutes"]
         epochs = _script_default(text, f"{prefix}_EPOCHS")
         assert (int(epochs) if epochs else None) == spec["epochs"]
+    assert [int(a) for a in _script_default(text, "TTA").split(",")] == COMMITTED_INFERENCE["tta_mirror_axes"]
+    assert float(_script_default(text, "BRAIN_HU")) == COMMITTED_INFERENCE["brain_reference_hu"]
     assert "--fold 0" in text and "--seed 0" in text and "postprocess" in text
+    assert '--tta-mirror-axes "$TTA"' in text and '--brain-reference-hu "$BRAIN_HU"' in text
 
 
 def test_readme_says_build_script_only_for_the_build_script_run(setup, run_cli, tmp_path):
@@ -249,10 +256,15 @@ def test_readme_says_build_script_only_for_the_build_script_run(setup, run_cli, 
         cfg["manifest"], cfg["manifest_sha256"] = str(manifest), _sha(manifest)
         (run / "config.json").write_text(json.dumps(cfg, indent=2))
         b = tmp / "b"
-        assert run_cli("bundle", "package", run, b, "-q").code == 0
+        assert run_cli("bundle", "package", run, b, "-q", *_COMMITTED_FLAGS).code == 0
         meta, readme, lic = _docs(b)
         assert ("bash bundles/build_bundles.sh" in readme) is scripted, (cohort, minutes)
         assert f"--manifest data_manifests/{cohort}.json" in readme
         assert meta["data_source"] == committed_data_source(cohort)
         assert ("default_test" in readme) is (scripted and cohort != "synth_default")
+        if scripted:  # the same run packaged without the script's inference settings is not the script's bundle
+            for flag in ("--tta-mirror-axes", "--brain-reference-hu"):
+                plain = tmp / f"plain{flag}"
+                assert run_cli("bundle", "package", run, plain, "-q", *_COMMITTED_FLAGS, flag, "none").code == 0
+                assert "build_bundles.sh" not in _docs(plain)[1], flag
     assert meta["changelog"]["0.1.0"] == "initial release: trained on the synthetic default cohort"

@@ -85,6 +85,11 @@ def test_demo_quick_trains_evaluates_packages_and_predicts(demo):
         assert all(r.ok for r in verify_bundle(bundle)), name
         assert json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
         assert str(bundle) in printed
+        # the committed bundles' inference settings, in the configs the evaluation and predict ran
+        config = json.loads((bundle / "models" / "run_config.json").read_text())["config"]
+        assert config["tta_mirror_axes"] == [0] and config["brain_reference_hu"] == 30.0
+        inferer = json.loads((bundle / "configs" / "inference.json").read_text())["inferer"]
+        assert inferer["_target_"] == "ichct.networks.MirrorEnsembleInferer" and inferer["mirror_axes"] == [0]
     predict_dirs = list((out / "predict").iterdir())
     assert len(predict_dirs) == 1
     report = json.loads((predict_dirs[0] / "report.json").read_text())

@@ -248,3 +248,24 @@ def test_cli_train_keeps_stdout_for_the_summary(tmp_path, run_cli, manifest):
                 "--config", cfg, "-q")
     assert r.code == 0 and json.loads(r.out)["epochs"] == 1 and len(r.out.splitlines()) == 1, r.out
     assert r.err == "", r.err
+
+
+@pytest.mark.parametrize("kind", ["seg", "cls"])
+def test_validation_mirrors_when_the_config_asks(tmp_path, run_cli, manifest, monkeypatch, kind):
+    """With ``tta_mirror_axes`` the validation that chooses the thresholds averages mirrored passes,
+    as inference then does; the run records the key."""
+    from ichct.networks.mirror import MirrorEnsembleInferer
+
+    calls = []
+    original = MirrorEnsembleInferer.__call__
+    monkeypatch.setattr(MirrorEnsembleInferer, "__call__",
+                        lambda self, *a, **k: calls.append(self.mirror_axes) or original(self, *a, **k))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**(CLS_CFG if kind == "cls" else {"patch": [32, 32, 8]}), "tta_mirror_axes": [0]}))
+    run = tmp_path / "run"
+    r = run_cli("train", kind, "--manifest", manifest, "--fold", "0", "--out", run, "--epochs", "1", "--config", cfg,
+                "-q")
+    assert r.code == 0, r.err
+    assert calls and set(map(tuple, calls)) == {(0,)}  # every validation study, mirrored
+    assert json.loads((run / "config.json").read_text())["config"]["tta_mirror_axes"] == [0]
+    assert (run / "thresholds.json").is_file()

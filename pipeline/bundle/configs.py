@@ -109,6 +109,17 @@ def _seg_inferer(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "mode": "gaussian"}
 
 
+def _inferer(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The inferer of validation, inference and evaluation: the model's, averaged over mirrored inputs with
+    ``tta_mirror_axes`` (so thresholds are chosen on the predictions they are applied to)."""
+    inferer = _seg_inferer(cfg) if kind == "seg" else {"_target_": "SimpleInferer"}
+    axes = [int(a) for a in cfg.get("tta_mirror_axes") or ()]
+    if not axes:
+        return inferer
+    return {"_target_": "ichct.networks.MirrorEnsembleInferer", "inferer": inferer, "mirror_axes": axes,
+            "spatial_output": kind == "seg", "output_key": None if kind == "seg" else "logits"}
+
+
 def _common(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[str, Any]:
     return {
         "imports": ["$import os", "$import torch", "$import monai"] + (["$import numpy"] if kind == "seg" else []),
@@ -128,7 +139,7 @@ def _model_run(kind: str, cfg: Mapping[str, Any], loader: str, postprocessing: l
         "dataset": {"_target_": "Dataset", "data": loader, "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
-        "inferer": _seg_inferer(cfg) if kind == "seg" else {"_target_": "SimpleInferer"},
+        "inferer": _inferer(kind, cfg),
         "postprocessing": _compose(postprocessing),
         "handlers": [
             {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'", "load_dict": {"model": "@network"},
@@ -312,7 +323,7 @@ def _validate_section(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     else:
         key_metric, additional = {"val_auc_any": "@validate#scores"}, None
     validate.update({
-        "inferer": _seg_inferer(cfg) if kind == "seg" else {"_target_": "SimpleInferer"},
+        "inferer": _inferer(kind, cfg),
         "scores": scores,
         "key_metric": key_metric,
         "additional_metrics": additional,

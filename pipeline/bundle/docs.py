@@ -21,7 +21,7 @@ from ichct.pipeline.models.config import config_windows, input_channels, saved_r
 from ichct.pipeline.synth.config import COMMITTED_COHORTS, DEFAULT_COHORT_NAME, LARGE_COHORT_NAME
 
 __all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license",
-           "DEFAULT_MANIFEST_NAME", "BUILD_SCRIPT", "committed_data_source", "committed_data_license",
+           "DEFAULT_MANIFEST_NAME", "BUILD_SCRIPT", "COMMITTED_INFERENCE", "committed_data_source", "committed_data_license",
            "describe_training_data", "data_source", "data_license", "intended_use",
            "training_data_summary", "README_TEMPLATE"]
 
@@ -80,6 +80,11 @@ BUILD_SCRIPT: dict[str, dict[str, Any]] = {
     "seg": {"cohort": LARGE_COHORT_NAME, "max_minutes": 60.0, "epochs": 1000},
     "cls": {"cohort": DEFAULT_COHORT_NAME, "max_minutes": 5.0, "epochs": None},
 }
+
+#: The inference settings the committed bundles (and the demo's) are packaged with
+#: (:data:`~ichct.pipeline.bundle.package.INFERENCE_KEYS`): test-time mirroring along the axis training
+#: flips and brain-referenced HU at the committed cohorts' level (``TTA`` and ``BRAIN_HU`` of the script).
+COMMITTED_INFERENCE: dict[str, Any] = {"tta_mirror_axes": [0], "brain_reference_hu": 30.0}
 
 #: The data sets of the manifest sources other than ``synth`` (``ichct manifest build --source``).
 SOURCE_NAMES = {
@@ -377,15 +382,16 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
         desc = (f"3D {cfg['network'].get('variant', 'unet').upper()} segmentation of intracranial blood in head CT "
                 f"({'any blood' if k == 2 else 'five subtypes'}): a DICOM series or NIfTI volume in HU is reoriented "
                 f"to RAS, resampled to {cfg['spacing_mm']} mm, cropped to the brain and windowed into 3 channels; "
-                f"sliding-window inference with {list(cfg['patch'])} patches; the label map is written on the "
-                "input's grid" + (f", {post}." if post else "."))
+                f"sliding-window inference with {list(cfg['patch'])} patches{_mirroring_text(cfg, kind)}; the label map is "
+                "written on the input's grid" + (f", {post}." if post else "."))
         label_classes = "0 background, 1 blood" if k == 2 else "0 background, 1-5 the subtypes"
     else:
         desc = (f"Slice-sequence classifier ({cfg['network'].get('encoder', 'densenet121')} 2D encoder per axial slice "
                 "+ bidirectional RNN over the slices): probabilities of any hemorrhage and the five subtypes per "
-                "slice, and one call per CT and subtype by the stored decision rule "
+                f"slice{_mirroring_text(cfg, kind)}, and one call per CT and subtype by the stored decision rule "
                 "(models/thresholds.json).")
         label_classes = "per slice: " + ", ".join(LABEL_NAMES)
+    desc += _brain_reference_text(cfg)
     meta: dict[str, Any] = {
         "schema": ZOO_SCHEMA_URL,
         "version": version,
@@ -526,7 +532,8 @@ def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -
     budget = cfg.get("max_minutes")
     return (spec is not None and _committed(td) == spec["cohort"] and run_config.get("fold") == 0
             and run_config.get("seed") == 0 and budget is not None and float(budget) == spec["max_minutes"]
-            and spec["epochs"] in (None, cfg.get("epochs")))
+            and spec["epochs"] in (None, cfg.get("epochs"))
+            and all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items()))
 
 
 def _build_script_steps(kind: str, bundle_name: str) -> str:
@@ -534,17 +541,22 @@ def _build_script_steps(kind: str, bundle_name: str) -> str:
     cohort, minutes = spec["cohort"], f"{spec['max_minutes']:g}"
     manifest, run, ev = f"data_manifests/{cohort}.json", f"runs/bundle_build/{kind}", f"runs/bundle_build/eval_{kind}"
     epochs = f" --epochs {spec['epochs']}" if spec["epochs"] is not None else ""
-    post = (f"`ichct postprocess {run} --manifest data_manifests/synth_tuning.json --split test` (the confidence "
+    bundle = f"bundles/{bundle_name}"
+    post = (f"`ichct postprocess {bundle} --manifest data_manifests/synth_tuning.json --split test` (the confidence "
             "filter, chosen on the tuning cohort), " if kind == "seg" else "")
     default_test = cohort != DEFAULT_MANIFEST_NAME
     also = (", the same on `data_manifests/synth_default.json` (the default test split)" if default_test else "")
     also_flag = f" --also-evaluated default_test={ev}_default" if default_test else ""
+    mirror = ",".join(str(a) for a in COMMITTED_INFERENCE["tta_mirror_axes"]) or "none"
+    level = COMMITTED_INFERENCE["brain_reference_hu"]
     return (f"Reproduce these weights and the numbers below from the repository root with `bash "
             f"bundles/build_bundles.sh`: it generates the cohorts it needs (`{_synth_command(cohort)}`, skipped "
             f"when `data/{cohort}` exists), then runs `ichct train {kind} --manifest {manifest} --fold 0 --out {run} "
-            f"--max-minutes {minutes}{epochs} --seed 0`, {post}`ichct bundle package {run} bundles/{bundle_name} "
-            f"--force`, `ichct evaluate --bundle bundles/{bundle_name} --manifest {manifest} --split test --out {ev} "
-            f"--bootstrap 2000 --seed 0`{also}, the same `package` with `--evaluation {ev}{also_flag}` (these docs), "
+            f"--max-minutes {minutes}{epochs} --seed 0`, `ichct bundle package {run} {bundle} --force "
+            f"--tta-mirror-axes {mirror} --brain-reference-hu {level:g}` (test-time mirroring, brain-referenced HU), "
+            f"{post}`ichct evaluate --bundle {bundle} --manifest "
+            f"{manifest} --split test --out {ev} --bootstrap 2000 --seed 0`{also}, `ichct bundle refresh {bundle} "
+            f"--evaluation {ev}{also_flag}` (these docs), "
             "the shifted-domain benchmark `benchmarks/domain_shift.py` on both bundles (`ichct bundle refresh "
             "--also-evaluated shifted_domain=...`), and `ichct bundle verify`. Training on a CPU under a time budget "
             "is not bit-reproducible across machines.")
@@ -708,6 +720,27 @@ def _prediction_files(kind: str, cfg: Mapping[str, Any]) -> str:
                 "`OUT/<study>_ct.json` (CT-level score, threshold and call per subtype)")
     post = _seg_postprocessing_text(cfg, names=True)
     return "`OUT/<study>_seg.nii.gz`: the label map (uint8) on the input's own grid and affine" + (f"; {post}" if post else "")
+
+
+def _brain_reference_text(cfg: Mapping[str, Any]) -> str:
+    """How the image is brain-referenced (``brain_reference_hu``), as a sentence; empty when it is not."""
+    level = cfg.get("brain_reference_hu")
+    if level is None:
+        return ""
+    return (f" Each image is first shifted so that the median HU of its brain tissue is {float(level):g} "
+            "(brain-referenced HU: a scanner's calibration offset does not reach the model).")
+
+
+_RAS_AXIS_NAMES = ("left-right", "front-back", "head-foot")
+
+
+def _mirroring_text(cfg: Mapping[str, Any], kind: str) -> str:
+    """How inference mirrors its input (``tta_mirror_axes``), as a clause; empty when it does not."""
+    axes = [int(a) for a in cfg.get("tta_mirror_axes") or ()]
+    if not axes:
+        return ""
+    names = [_RAS_AXIS_NAMES[a] if kind == "seg" else f"in-plane axis {a}" for a in axes]
+    return f", averaged over the input and its mirror images ({', '.join(names)}; test-time mirroring)"
 
 
 def _seg_postprocessing_text(cfg: Mapping[str, Any], names: bool = False) -> str:

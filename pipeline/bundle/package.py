@@ -17,6 +17,7 @@ use a bundle exactly like a run directory.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -44,7 +45,7 @@ logger = logging.getLogger("ichct.bundle")
 
 __all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "package_bundle", "write_bundle_files",
            "default_bundle_name", "model_state_dict", "training_summary", "MAX_COMMITTED_WEIGHTS_MB", "TRAINING_CURVES",
-           "refresh_bundle"]
+           "refresh_bundle", "with_inference_settings", "INFERENCE_KEYS"]
 
 CONFIG_FILES = ("configs/inference.json", "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json")
 WEIGHTS = "models/model.pt"
@@ -390,10 +391,55 @@ def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | N
     return {**new, **earlier}
 
 
+#: Config keys of how a trained model reads and predicts that can change after training, and what
+#: each one is (``ichct bundle package|refresh`` set them; the bundle is then evaluated again).
+INFERENCE_KEYS = {"tta_mirror_axes": "test-time mirroring", "brain_reference_hu": "brain-referenced HU"}
+
+
+def with_inference_settings(run_config: Mapping[str, Any], settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``run_config`` with the :data:`INFERENCE_KEYS` of ``settings`` set in its training config (each
+    checked like any config value; ``null`` turns ``brain_reference_hu`` off, ``[]`` the mirroring).
+
+    Parameters
+    ----------
+    run_config
+        A run's ``config.json`` or a bundle's ``models/run_config.json`` (``kind``, ``config``).
+    settings
+        ``{key: value}``; None or empty: unchanged.
+
+    Returns
+    -------
+    dict
+        A new dict.
+
+    Examples
+    --------
+    >>> rc = with_inference_settings({"kind": "seg", "config": {}}, {"tta_mirror_axes": [0], "brain_reference_hu": 30})
+    >>> rc["config"]
+    {'tta_mirror_axes': [0], 'brain_reference_hu': 30.0}
+    >>> with_inference_settings({"kind": "cls", "config": {}}, {"tta_mirror_axes": [2]})
+    Traceback (most recent call last):
+    ...
+    ichct.errors.InputError: training config: config key 'tta_mirror_axes' must be a list of distinct spatial axes from 0 to 1 (may be empty), got [2]
+    """
+    from ichct.pipeline.models.config import resolve_config
+
+    out = copy.deepcopy(dict(run_config))
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(INFERENCE_KEYS))
+    if unknown:
+        raise ValueError(f"not an inference setting: {unknown[0]!r} (one of {', '.join(INFERENCE_KEYS)})")
+    if settings:
+        checked = resolve_config(str(out.get("kind")), settings)
+        out["config"] = {**dict(out.get("config") or {}), **{k: checked[k] for k in settings}}
+    return out
+
+
 def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | None = None, version: str = "0.1.0",
                    changelog: Mapping[str, str] | None = None, evaluation: str | Path | None = None,
                    force: bool = False, checkpoint: str = "best",
-                   also_evaluated: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
+                   also_evaluated: Mapping[str, str | Path] | None = None,
+                   inference: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Turn a training run (``ichct train``) into a bundle folder.
 
     Parameters
@@ -422,6 +468,9 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
     also_evaluated
         ``{NAME: EVAL_DIR}``: other evaluations of these weights (another cohort, a shifted domain),
         each kept in ``docs/evaluation_<NAME>/`` and shown in the README's Performance section.
+    inference
+        Inference settings of the bundle (:func:`with_inference_settings`: ``tta_mirror_axes``,
+        ``brain_reference_hu``); the others as the run was trained.
 
     Returns
     -------
@@ -472,6 +521,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         rc = dict(model.run_config)
         # where the training data was cached (a path on the training machine) is no part of the model
         rc["config"] = {k: v for k, v in dict(rc.get("config") or {}).items() if k not in DATA_ACCESS_KEYS}
+        rc = with_inference_settings(rc, inference)
         if rc.get("manifest"):
             rc["manifest"] = os.path.relpath(Path(rc["manifest"]).resolve(), dest.resolve()).replace(os.sep, "/")
         rc["bundle"] = {"name": dest.name, "display_name": name, "version": version,
@@ -527,7 +577,8 @@ def _swap_evaluations(docs: Path, evaluation: str | Path | None, others: Mapping
 
 def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change: str | None = None,
                    evaluation: str | Path | None = None,
-                   also_evaluated: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
+                   also_evaluated: Mapping[str, str | Path] | None = None,
+                   inference: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Regenerate a bundle's configs, metadata, docs and licences from its ``models/``; the weights stay.
 
     What ``ichct bundle package`` writes besides ``models/`` and the copied run files (the
@@ -546,6 +597,10 @@ def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change
         New evaluations of the bundle's weights (``ichct evaluate --bundle``) that replace
         ``docs/evaluation/`` and ``docs/evaluation_<NAME>/``, for example after ``ichct
         postprocess`` changed its post-processing.
+    inference
+        New inference settings (:func:`with_inference_settings`), recorded in
+        ``models/run_config.json``; the others stay. Its evaluations are those given: evaluate the
+        bundle again after changing them.
 
     Raises
     ------
@@ -561,6 +616,7 @@ def refresh_bundle(bundle_dir: str | Path, *, version: str | None = None, change
         raise InputError(f"--version must be semantic (MAJOR.MINOR.PATCH), got {version!r}")
     rc = read_json(rc_path, "bundle run config")
     read_run_config(rc_path, "bundle run config")  # kind and training config checked
+    rc = with_inference_settings(rc, inference)
     sha = sha256_file(root / WEIGHTS)
     new_metrics, others = _new_evaluations(root, rc["kind"], sha, evaluation, also_evaluated)
     ev_path = root / "docs" / "evaluation" / "metrics.json"

@@ -21,6 +21,8 @@ __all__ = ["STEP_NOTES", "REFERENCES", "preprocessing_table", "training_steps", 
 STEP_NOTES: dict[str, str] = {
     "LoadCTd": "a DICOM series folder (ichct's reader: default series, gantry tilt, HU) or a NIfTI file, "
                "channel first, RAS affine",
+    "ReferenceBrainHUd": "the whole image shifted so that the median HU of its brain tissue is `reference_hu` "
+                         "(brain-referenced HU)",
     "ToRASd": "orientation to RAS (a flip or permutation, no interpolation)",
     "Orientationd": "orientation to RAS (a flip or permutation, no interpolation)",
     "ScaleIntensityRanged": "HU window `a_min`..`a_max` mapped to [0, 1] (the brain window of the skull-stripped "

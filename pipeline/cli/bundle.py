@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                          "docs/evaluation_NAME/ and shown in the README's Performance section (repeatable)")
     pk.add_argument("--checkpoint", default="best", choices=("best", "last"))
     pk.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    _inference_arguments(pk)
     pk.set_defaults(func=run_package)
 
     vf = sub.add_parser("verify", parents=[common], help="run every bundle check; exit 1 on any failure",
@@ -70,7 +71,46 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     help="a new `ichct evaluate --bundle` of these weights: replaces docs/evaluation/ and the numbers")
     rf.add_argument("--also-evaluated", action="append", default=[], metavar="NAME=EVAL_DIR", type=_named_dir,
                     help="a new other evaluation of these weights: replaces docs/evaluation_NAME/ (repeatable)")
+    _inference_arguments(rf)
     rf.set_defaults(func=run_refresh)
+
+
+def _inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tta-mirror-axes`` and ``--brain-reference-hu``: inference settings a bundle can change after training."""
+    parser.add_argument("--tta-mirror-axes", default=None, type=_mirror_axes, metavar="AXES",
+                        help="test-time mirroring: comma-separated spatial axes whose mirrored inputs inference "
+                             "averages over (0: the axis training flips; 'none': off); default: keep the model's")
+    parser.add_argument("--brain-reference-hu", default=None, type=_optional_hu, metavar="HU",
+                        help="brain-referenced HU: shift every image so that its brain tissue's median HU is this "
+                             "(30: the synthetic cohorts'; 'none': off); default: keep the model's. Evaluate the "
+                             "bundle again after changing either")
+
+
+def _inference_settings(args: argparse.Namespace) -> dict[str, object]:
+    settings: dict[str, object] = {}
+    if args.tta_mirror_axes is not None:
+        settings["tta_mirror_axes"] = args.tta_mirror_axes
+    if args.brain_reference_hu is not None:
+        settings["brain_reference_hu"] = None if args.brain_reference_hu == "none" else args.brain_reference_hu
+    return settings
+
+
+def _mirror_axes(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []
+    try:
+        return [int(a) for a in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated axes (e.g. 0 or 0,1) or 'none', got {text!r}") from None
+
+
+def _optional_hu(text: str) -> float | str:
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of HU or 'none', got {text!r}") from None
 
 
 def _named_dir(text: str) -> tuple[str, str]:
@@ -86,7 +126,7 @@ def run_package(args: argparse.Namespace) -> int:
     summary = package_bundle(args.run_dir, args.bundle_dir, name=args.name, version=args.version,
                              changelog={args.version: args.change} if args.change else None,
                              evaluation=args.evaluation, force=args.force, checkpoint=args.checkpoint,
-                             also_evaluated=dict(args.also_evaluated))
+                             also_evaluated=dict(args.also_evaluated), inference=_inference_settings(args))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 
@@ -114,6 +154,6 @@ def run_refresh(args: argparse.Namespace) -> int:
     from ichct.pipeline.bundle.package import refresh_bundle
 
     summary = refresh_bundle(args.bundle_dir, version=args.version, change=args.change, evaluation=args.evaluation,
-                             also_evaluated=dict(args.also_evaluated))
+                             also_evaluated=dict(args.also_evaluated), inference=_inference_settings(args))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

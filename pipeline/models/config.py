@@ -40,6 +40,16 @@ _COMMON: dict[str, Any] = {
     "cache_dir": None,
     "num_workers": 0,
     "windows": None,  # None: ichct.transforms.DEFAULT_WINDOWS (brain, subdural, soft tissue)
+    # brain-referenced HU (ichct.transforms.ReferenceBrainHU; null: off): every image is shifted so that the median
+    # of its intracranial soft tissue (15-45 HU) sits at this level, before anything else, so a scanner's
+    # calibration offset of a few HU reaches no model. 30 HU is the committed cohorts' median. At inference on the
+    # shifted-domain benchmark (+4 HU) it took the committed classifier's specificity from 0.89 to 0.99
+    # (docs/benchmarks.md#brain-referenced-hu-2026-12-06)
+    "brain_reference_hu": None,
+    # test-time mirroring: spatial axes along which inference averages the mirrored input's prediction
+    # (nnU-Net's mirroring; [] off). Axis 0 is the one training flips (augment.flip_prob): the patient's
+    # left-right axis of the segmenter's RAS grid, the first in-plane axis of the classifier's slices
+    "tta_mirror_axes": [],
     "augment": {"flip_prob": 0.5, "affine_prob": 0.3, "rotate_deg": 8.0, "scale": 0.05,
                 "shift_prob": 0.3, "shift": 0.05, "noise_prob": 0.2, "noise_std": 0.02},
     # domain randomisation (docs/training.md#domain-randomisation): per effect a probability and its ranges
@@ -153,7 +163,7 @@ DATA_ACCESS_KEYS = ("cache", "cache_dir")
 #: Keys whose absence means "off" and that :func:`saved_run_config` leaves out of a saved run that lacks
 #: them (a run saved before them did not use them, and its bundle's configs stay byte for byte what they
 #: were); :func:`resolve_saved_config` gives them their defaults, which are off too.
-OFF_WHEN_MISSING = ("domain",)
+OFF_WHEN_MISSING = ("domain", "tta_mirror_axes", "brain_reference_hu")
 
 
 def saved_run_config(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,6 +326,18 @@ def _sequence(n: int | Callable[[Mapping[str, Any]], int], item: Callable[[Any, 
     return check
 
 
+def _mirror_axes(n_axes: int) -> Callable[[Any, str, Mapping[str, Any]], Any]:
+    def check(value: Any, key: str, cfg: Mapping[str, Any]) -> Any:
+        ok = isinstance(value, (list, tuple)) and all(_as_number(a) is not None and float(a) == int(a)
+                                                      and 0 <= int(a) < n_axes for a in value)
+        if not ok or len({int(a) for a in value}) != len(value):
+            raise _Invalid(key, f"must be a list of distinct spatial axes from 0 to {n_axes - 1} (may be empty), "
+                                f"got {value!r}")
+        return [int(a) for a in value]
+
+    return check
+
+
 def _mapping(value: Any, key: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The open keyword arguments of the network (checked by building it, see ``ichct.pipeline.train.engine``)."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
@@ -437,6 +459,7 @@ _COMMON_CHECKS: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
     "cache_dir": _cache_dir,
     "num_workers": _number(0, integer=True),
     "windows": _windows_check,
+    "brain_reference_hu": _number(-100, 200, optional=True),
     "augment": _augment,
     "domain": _domain,
 }
@@ -458,6 +481,7 @@ CHECKS: dict[str, dict[str, Callable[[Any, str, Mapping[str, Any]], Any]]] = {
         "network": _mapping,
         "sw_batch_size": _number(1, integer=True),
         "sw_overlap": _number(0, 1, hi_open=True),
+        "tta_mirror_axes": _mirror_axes(3),
         "min_component_ml": _number(0),
         "min_component_confidence": _number(0, 1),
     },
@@ -466,6 +490,7 @@ CHECKS: dict[str, dict[str, Callable[[Any, str, Mapping[str, Any]], Any]]] = {
         "stripped_brain_channel": _boolean,
         "crop": _choice("brain", "head", None),
         "in_plane": _sequence(2, _number(1, integer=True), "integers >= 1"),
+        "tta_mirror_axes": _mirror_axes(2),  # in-plane only: the slice axis is the sequence
         "network": _mapping,
         "aux_seg_weight": _number(0),
         "class_weights": _sequence(6, _number(0), "numbers >= 0 (any + five subtypes)"),

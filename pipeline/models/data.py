@@ -226,6 +226,22 @@ def seg_items(entries: Sequence[Mapping[str, Any]], num_classes: int) -> list[di
     return items
 
 
+def brain_reference(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The brain-referenced HU step of a config (``brain_reference_hu``; none when it is null or absent).
+
+    Examples
+    --------
+    >>> brain_reference({"brain_reference_hu": 30.0})[0]["_target_"]
+    'ichct.transforms.ReferenceBrainHUd'
+    >>> brain_reference({"brain_reference_hu": None}), brain_reference({})
+    ([], [])
+    """
+    level = cfg.get("brain_reference_hu")
+    if level is None:
+        return []
+    return [spec("ichct.transforms.ReferenceBrainHUd", keys="image", reference_hu=float(level))]
+
+
 def seg_preprocessing(cfg: Mapping[str, Any], *, train: bool, labels: bool = True) -> list[dict[str, Any]]:
     """The segmenter's transforms as MONAI config specs (the one definition of its preprocessing).
 
@@ -263,6 +279,7 @@ def seg_preprocessing(cfg: Mapping[str, Any], *, train: bool, labels: bool = Tru
     patch = [int(p) for p in cfg["patch"]]
     steps = [
         spec("ichct.transforms.LoadCTd", keys=_keys(keys)),
+        *brain_reference(cfg),
         spec("Orientationd", keys=_keys(keys), axcodes="RAS", labels=None),  # ichct.transforms.ToRASd, as MONAI writes it
         spec("ichct.transforms.ResampleToSpacingd", keys="image", spacing_mm=[float(s) for s in cfg["spacing_mm"]],
              **({"label_keys": "label"} if labels else {})),
@@ -369,6 +386,7 @@ def cls_preprocessing(cfg: Mapping[str, Any], *, train: bool, slice_labels: bool
     formation = formation_randomisation(cfg.get("domain")) if train else []
     steps = [
         spec("ichct.transforms.LoadCTd", keys=_keys(keys)),
+        *brain_reference(cfg),
         *([spec("ichct.transforms.CheckSliceCountd", keys="image", labels_key="slice_labels")] if slice_labels else []),
         *([spec("ichct.transforms.InPlaneHeadCropd", keys=_keys(keys), source_key="image", mode=str(crop),
                 margin_mm=CROP_MARGIN_MM)] if crop else []),

@@ -393,15 +393,22 @@ def _add_time(timings: dict[str, float] | None, key: str, t0: float) -> float:
     return now
 
 
+def _cls_logits(out: Any) -> torch.Tensor:
+    """The per-slice logits of a classifier's output (the training network's is a dict)."""
+    return out["logits"] if isinstance(out, Mapping) else out
+
+
 @torch.no_grad()
 def _predict_cls(model: LoadedModel, img: Any, timings: dict[str, float] | None = None) -> np.ndarray:
+    from ichct.networks import mirror_ensemble
+
     t0 = time.perf_counter()
     data = model.eval_transforms()({"image": _fresh(img)})
     x = torch.as_tensor(data["image"], dtype=torch.float32).to(model.device)[None]  # (1, C, H, W, S)
     _add_time(timings, "preprocess", t0)
     t0 = time.perf_counter()
-    out = model.network(x)
-    logits = out["logits"] if isinstance(out, Mapping) else out
+    logits = mirror_ensemble(lambda batch: _cls_logits(model.network(batch)), x,
+                             model.config.get("tta_mirror_axes") or (), spatial_output=False)
     probs = torch.sigmoid(logits.float())[0].cpu().numpy().astype(np.float64)  # (S, 6)
     _add_time(timings, "cls", t0)
     return probs
@@ -428,7 +435,8 @@ def _seg_probabilities(model: LoadedModel, img: Any, timings: dict[str, float] |
     t0 = _add_time(timings, "preprocess", t0)
     logits = sliding_window_predict(model.network, image.as_tensor().to(model.device),
                                     roi_size=[int(p) for p in cfg["patch"]], sw_batch_size=int(cfg["sw_batch_size"]),
-                                    overlap=float(cfg["sw_overlap"]), mode="gaussian")
+                                    overlap=float(cfg["sw_overlap"]), mode="gaussian",
+                                    mirror_axes=cfg.get("tta_mirror_axes") or ())
     probs = torch.softmax(logits.float(), dim=0).cpu()
     _add_time(timings, "seg", t0)
     return probs, data

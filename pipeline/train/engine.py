@@ -446,7 +446,19 @@ def _seg_objective(cfg: Mapping[str, Any], dev: torch.device) -> tuple[torch.nn.
     val_inferer = SlidingWindowInferer(roi_size=patch, sw_batch_size=int(cfg["sw_batch_size"]),
                                        overlap=float(cfg["sw_overlap"]), mode="gaussian")
     dice = MeanDice(include_background=False, output_transform=functools.partial(_dice_output, num_classes=k))
-    return loss_fn, val_inferer, {"val_dice": dice}
+    return loss_fn, _validation_inferer("seg", cfg, val_inferer), {"val_dice": dice}
+
+
+def _validation_inferer(kind: str, cfg: Mapping[str, Any], inferer: Any) -> Any:
+    """``inferer``, averaged over mirrored inputs when the config's ``tta_mirror_axes`` asks for it: the
+    thresholds chosen on validation are then those of the predictions inference makes."""
+    from ichct.networks import MirrorEnsembleInferer
+
+    axes = [int(a) for a in cfg.get("tta_mirror_axes") or ()]
+    if not axes:
+        return inferer
+    return MirrorEnsembleInferer(inferer, axes, spatial_output=kind == "seg",
+                                 output_key=None if kind == "seg" else "logits")
 
 
 def _cls_loss(cfg: Mapping[str, Any], dev: torch.device, train_items: list[dict[str, Any]]) -> torch.nn.Module:
@@ -474,7 +486,8 @@ def _build_parts(spec: _RunSpec, dev: torch.device, train_items: list[dict[str, 
         loss_fn, val_inferer, key_val = _seg_objective(spec.cfg, dev)
         return _TrainingParts(model, optimizer, scheduler, loss_fn, val_inferer, key_val, prep={})
     loss_fn = _cls_loss(spec.cfg, dev, train_items)
-    return _TrainingParts(model, optimizer, scheduler, loss_fn, SimpleInferer(), None,
+    val_inferer = _validation_inferer("cls", spec.cfg, SimpleInferer())
+    return _TrainingParts(model, optimizer, scheduler, loss_fn, val_inferer, None,
                           prep={"prepare_batch": cls_prepare_batch})
 
 
