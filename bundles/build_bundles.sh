@@ -2,10 +2,11 @@
 # Rebuild the committed model bundles from scratch, exactly as their docs/README.md describe:
 #   committed synthetic cohort (`ichct synth --cohort NAME`) -> ichct train
 #     (seg: synth_large, 60-minute CPU budget; cls: the default cohort synth_default, 5 minutes)
-#   -> seg: ichct postprocess on the tuning cohort (data_manifests/synth_tuning.json) -> ichct bundle package
+#   -> ichct bundle package --tta-mirror-axes --brain-reference-hu (test-time mirroring, brain-referenced HU)
+#   -> seg: ichct postprocess of the bundle on the tuning cohort (data_manifests/synth_tuning.json)
 #   -> ichct evaluate --bundle on the held-out test split of its cohort (and, for a model not trained on the
 #      default cohort, on the default cohort's test split too)
-#   -> ichct bundle package --evaluation [--also-evaluated default_test=...] (numbers in the docs)
+#   -> ichct bundle refresh --evaluation [--also-evaluated default_test=...] (numbers in the docs)
 #   -> with both bundles: the shifted-domain benchmark (benchmarks/domain_shift.py), kept as shifted_domain
 #   -> ichct bundle verify
 #
@@ -17,6 +18,8 @@
 #   SEG_COHORT / CLS_COHORT (committed synthetic cohort each trains on, default synth_large / synth_default),
 #   SEG_MINUTES / CLS_MINUTES (training budget, default 60 / 5), SEG_EPOCHS / CLS_EPOCHS (epoch cap,
 #   default 1000 / empty: the budget stops the segmenter, the training config's own cap the classifier),
+#   TTA (test-time mirroring axes of both bundles, default 0: left-right / the first in-plane axis; none: off),
+#   BRAIN_HU (brain-referenced HU level of both bundles, default 30; none: off),
 #   VERSION (bundle version, default 0.1.0), BOOTSTRAP (resamples, default 2000), SHIFTED=0 (skip the shifted-domain benchmark),
 #   REUSE_RUNS=1 (package an existing WORK/<kind> run instead of training),
 #   CHANGE (changelog entry of VERSION; the entries of earlier versions are kept),
@@ -32,6 +35,8 @@ SEG_EPOCHS=${SEG_EPOCHS:-1000}
 CLS_COHORT=${CLS_COHORT:-synth_default}
 CLS_MINUTES=${CLS_MINUTES:-5}
 CLS_EPOCHS=${CLS_EPOCHS:-}
+TTA=${TTA:-0}
+BRAIN_HU=${BRAIN_HU:-30}
 DEFAULT_MANIFEST=data_manifests/synth_default.json
 WORK=${WORK:-runs/bundle_build}
 VERSION=${VERSION:-0.1.0}
@@ -71,12 +76,13 @@ for kind in $kinds; do
     $ICHCT train "$kind" --manifest "$MANIFEST" --fold 0 --out "$run" --max-minutes "$minutes" \
       ${epochs:+--epochs "$epochs"} --seed 0
   fi
-  if [ "$kind" = seg ]; then  # the confidence filter, chosen on held-out studies of the same render
-    ensure_cohort synth_tuning
-    $ICHCT postprocess "$run" --manifest data_manifests/synth_tuning.json --split test
-  fi
   rm -rf "$evaluation" "${evaluation}_default"
-  $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force ${CHANGE:+--change "$CHANGE"}
+  $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force --tta-mirror-axes "$TTA" \
+    --brain-reference-hu "$BRAIN_HU" ${CHANGE:+--change "$CHANGE"}
+  if [ "$kind" = seg ]; then  # the confidence filter of the bundle's inference, chosen on held-out studies
+    ensure_cohort synth_tuning
+    $ICHCT postprocess "bundles/$name" --manifest data_manifests/synth_tuning.json --split test
+  fi
   $ICHCT evaluate --bundle "bundles/$name" --manifest "$MANIFEST" --split test --out "$evaluation" \
     --bootstrap "$BOOTSTRAP" --seed 0
   also=()
@@ -85,8 +91,7 @@ for kind in $kinds; do
       --bootstrap "$BOOTSTRAP" --seed 0
     also=(--also-evaluated "default_test=${evaluation}_default")
   fi
-  $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force --evaluation "$evaluation" "${also[@]}" \
-    ${CHANGE:+--change "$CHANGE"}
+  $ICHCT bundle refresh "bundles/$name" --evaluation "$evaluation" "${also[@]}"
   $ICHCT bundle verify "bundles/$name"
 done
 # the shifted-domain benchmark scores both bundles together; each keeps it as docs/evaluation_shifted_domain
