@@ -181,6 +181,11 @@ def test_export_with_the_committed_inference_settings_predicts_as_ichct(setup, b
         [csv_exp] = out.glob("*_slices.csv")
         np.testing.assert_allclose(_slice_probs(csv_exp), ref.slice_probs, atol=1e-5)
         assert not np.array_equal(ref.slice_probs, plain.slice_probs)  # the settings change the output
+    # training validates with the same settings (the mirrored classifier's logits out of its dict output)
+    before = {f: (dest / "models" / f).read_bytes() for f in ("model.pt", "thresholds.json")}
+    _ok(_monai(dest, hidden_env, "run", "--config_file", "configs/train.json", "--epochs", "1", "--manifest",
+               str(setup["manifest"])))
+    assert all((dest / "models" / f).read_bytes() != b for f, b in before.items())  # validated, thresholds chosen
 
 
 def test_cls_export_runs_without_ichct(setup, bundles, hidden_env, run_cli, tmp_path):

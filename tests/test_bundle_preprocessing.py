@@ -38,7 +38,8 @@ from monai.transforms import (
 from ichct.pipeline.models.config import config_windows, saved_run_config
 from ichct.pipeline.models.data import cls_transforms, seg_transforms
 from ichct.pipeline.models.inference import cls_eval_transforms, seg_eval_transforms
-from ichct.transforms import HUWindowd, InPlaneHeadCropd, LoadCTd, MultiWindowd, StripSkulld, ct_preprocess
+from ichct.transforms import (HUWindowd, InPlaneHeadCropd, LoadCTd, MultiWindowd, ReferenceBrainHUd, StripSkulld,
+                              ct_preprocess)
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = Path(__file__).resolve().parent / "data" / "published_bundles"
@@ -83,10 +84,18 @@ def _equal(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _referenced(steps: list[Any], cfg: dict[str, Any]) -> list[Any]:
+    """``steps`` (a loader first) with the brain-referenced HU step after the loader when ``cfg`` sets it
+    (added after the specs: the committed bundles read images so since 0.8.0 / 0.6.0)."""
+    level = cfg.get("brain_reference_hu")
+    return steps if level is None else [steps[0], ReferenceBrainHUd("image", reference_hu=float(level)), *steps[1:]]
+
+
 def _old_seg(cfg: dict[str, Any], labels: bool) -> Compose:
     keys = ("image", "label") if labels else ("image",)
     pre = ct_preprocess(("image",), keys[1:], spacing_mm=cfg["spacing_mm"], windows=config_windows(cfg),
                         crop=cfg["crop"], allow_missing_keys=False)
+    pre = Compose(_referenced(list(pre.transforms), cfg))
     if not labels:
         return Compose([*pre.transforms, SpatialPadd("image", spatial_size=[int(p) for p in cfg["patch"]]),
                         EnsureTyped("image", dtype=torch.float32)])
@@ -111,7 +120,7 @@ def _old_cls_eval(cfg: dict[str, Any]) -> Compose:
         steps += [ConcatItemsd(["image", "stripped"], "image"), DeleteItemsd("stripped")]
     steps += [Resized(("image",), spatial_size=(h, w, -1), mode=("trilinear",)),
               EnsureTyped(("image",), dtype=torch.float32, track_meta=False)]
-    return Compose(steps)
+    return Compose(_referenced(steps, cfg))
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,12 +137,16 @@ def test_bundle_inference_preprocessing_is_the_models(kind, studies):
         "ichct": seg_eval_transforms(cfg) if kind == "seg" else cls_eval_transforms(cfg),
         "before the specs": _old_seg(cfg, labels=False) if kind == "seg" else _old_cls_eval(cfg),
     }
-    # 0.2.0 has the same weights and run config (an opaque ichct_config handed to ichct's builders)
-    chains["published 0.2.0"] = _parsed(PUBLISHED / NAMES[kind] / "0.2.0" / "configs" / "inference.json", "preprocessing")
+    # 0.2.0 has the same weights and run config (an opaque ichct_config handed to ichct's builders), read
+    # without brain-referenced HU
+    published = _parsed(PUBLISHED / NAMES[kind] / "0.2.0" / "configs" / "inference.json", "preprocessing")
+    unreferenced = {**cfg, "brain_reference_hu": None}
     for study in studies:
         outputs = {name: chain({"image": study["image"]}) for name, chain in chains.items()}
         for name, out in outputs.items():
             _equal(outputs["before the specs"], out, ("image",))
+        old = (_old_seg(unreferenced, labels=False) if kind == "seg" else _old_cls_eval(unreferenced))
+        _equal(old({"image": study["image"]}), published({"image": study["image"]}), ("image",))
         if kind == "seg":  # the inverse back to the input's grid sees the same applied operations
             ops = [[op["class"] for op in out["image"].applied_operations] for out in outputs.values()]
             assert all(o == ops[0] for o in ops), ops

@@ -43,8 +43,9 @@ _COMMON: dict[str, Any] = {
     # brain-referenced HU (ichct.transforms.ReferenceBrainHU; null: off): every image is shifted so that the median
     # of its intracranial soft tissue (15-45 HU) sits at this level, before anything else, so a scanner's
     # calibration offset of a few HU reaches no model. 30 HU is the committed cohorts' median. At inference on the
-    # shifted-domain benchmark (+4 HU) it took the committed classifier's specificity from 0.89 to 0.99
-    # (docs/benchmarks.md#brain-referenced-hu-2026-12-06)
+    # shifted-domain benchmark (+4 HU) it took the committed classifier's specificity from 0.89 to 0.99; off in
+    # training by default: two classifiers trained with it ranked no better than those weights with it at
+    # inference (docs/benchmarks.md#brain-referenced-hu-2026-12-06)
     "brain_reference_hu": None,
     # test-time mirroring: spatial axes along which inference averages the mirrored input's prediction
     # (nnU-Net's mirroring; [] off). Axis 0 is the one training flips (augment.flip_prob): the patient's
