@@ -132,6 +132,10 @@ def test_bundle_refresh_sets_and_clears_the_inference_settings(tmp_path, run_cli
     row = next(line for line in readme.splitlines() if "`ichct.transforms.ReferenceBrainHUd`" in line)
     assert row.rstrip("| ").endswith("(brain-referenced HU)"), row  # the step is explained
     assert "median HU of its brain tissue is 28.5" in readme
+    from ichct.pipeline.bundle.package import load_bundle
+
+    # report.json and metrics.json describe each model with these settings
+    assert load_bundle(bundle).describe()["inference"] == {"brain_reference_hu": 28.5, "tta_mirror_axes": [0, 1]}
     before = state()
     r = run_cli("bundle", "refresh", bundle, "--tta-mirror-axes", "2")  # the classifier's slice axis
     assert r.code == 1 and "tta_mirror_axes" in r.err and state() == before

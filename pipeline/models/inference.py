@@ -109,7 +109,10 @@ class LoadedModel:
                 "fold": self.run_config.get("fold"), "seed": self.run_config.get("seed"),
                 "manifest_sha256": self.run_config.get("manifest_sha256"),
                 "versions": self.run_config.get("versions", {}),
-                "rule": self.rule.to_dict() if self.rule is not None else None}
+                "rule": self.rule.to_dict() if self.rule is not None else None,
+                # how it reads and predicts beyond its training (report.json and metrics.json say so)
+                "inference": {"brain_reference_hu": self.config.get("brain_reference_hu"),
+                              "tta_mirror_axes": list(self.config.get("tta_mirror_axes") or [])}}
 
 
 @dataclass
