@@ -37,7 +37,7 @@ from typing import Any
 from ichct.pipeline.bundle.components import VALIDATION_KEYS
 from ichct.pipeline.models.config import saved_run_config
 from ichct.pipeline.models.data import cls_preprocessing, seg_preprocessing
-from ichct.pipeline.models.network_factory import network_kwargs
+from ichct.pipeline.models.network_factory import mirror_kwargs, network_kwargs
 from ichct.pipeline.models.losses import RSNAWeightedBCE, cls_prepare_batch
 
 __all__ = ["CONFIG_NAMES", "LOGGING_CONF", "bundle_configs", "manifest_expression", "preprocessing_specs"]
@@ -113,11 +113,9 @@ def _inferer(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The inferer of validation, inference and evaluation: the model's, averaged over mirrored inputs with
     ``tta_mirror_axes`` (so thresholds are chosen on the predictions they are applied to)."""
     inferer = _seg_inferer(cfg) if kind == "seg" else {"_target_": "SimpleInferer"}
-    axes = [int(a) for a in cfg.get("tta_mirror_axes") or ()]
-    if not axes:
-        return inferer
-    return {"_target_": "ichct.networks.MirrorEnsembleInferer", "inferer": inferer, "mirror_axes": axes,
-            "spatial_output": kind == "seg", "output_key": None if kind == "seg" else "logits"}
+    mirror = mirror_kwargs(kind, cfg)
+    return inferer if mirror is None else {"_target_": "ichct.networks.MirrorEnsembleInferer", "inferer": inferer,
+                                           **mirror}
 
 
 def _common(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[str, Any]:

@@ -391,9 +391,9 @@ def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | N
     return {**new, **earlier}
 
 
-#: Config keys of how a trained model reads and predicts that can change after training, and what
-#: each one is (``ichct bundle package|refresh`` set them; the bundle is then evaluated again).
-INFERENCE_KEYS = {"tta_mirror_axes": "test-time mirroring", "brain_reference_hu": "brain-referenced HU"}
+#: Config keys of how a trained model reads and predicts that can change after training: test-time
+#: mirroring and brain-referenced HU (``ichct bundle package|refresh`` set them; evaluate the bundle again).
+INFERENCE_KEYS = ("tta_mirror_axes", "brain_reference_hu")
 
 
 def with_inference_settings(run_config: Mapping[str, Any], settings: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The one place that builds a run's network from its resolved training config.
+"""The one place that builds a run's network from its resolved training config (and its test-time mirroring).
 
 Training (:mod:`ichct.pipeline.train.engine`), inference (:mod:`ichct.pipeline.models.inference`), the bundle
 configs (:mod:`ichct.pipeline.bundle.configs`, whose ``network_def`` holds the same arguments) and
@@ -14,7 +14,7 @@ import torch
 
 from ichct.pipeline.models.config import input_channels
 
-__all__ = ["network_kwargs", "build_network"]
+__all__ = ["network_kwargs", "build_network", "mirror_kwargs"]
 
 
 def network_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,3 +93,25 @@ def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     from ichct.networks import SliceSequenceClassifier
 
     return SliceSequenceClassifier(**kwargs)
+
+
+def mirror_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Arguments of :class:`~ichct.networks.MirrorEnsembleInferer` (besides the inferer it wraps) for a
+    run's ``tta_mirror_axes``; None when the run does not mirror.
+
+    Validation (``ichct train``, a bundle's ``train.json``), inference and evaluation wrap their
+    inferer with these, so thresholds are chosen on the predictions they are applied to. The
+    segmenter's output is mirrored back; the classifier's per-slice logits are taken from its
+    output (a dict in training) and averaged as they are.
+
+    Examples
+    --------
+    >>> mirror_kwargs("cls", {"tta_mirror_axes": [0]})
+    {'mirror_axes': [0], 'spatial_output': False, 'output_key': 'logits'}
+    >>> mirror_kwargs("seg", {}) is None
+    True
+    """
+    axes = [int(a) for a in cfg.get("tta_mirror_axes") or ()]
+    if not axes:
+        return None
+    return {"mirror_axes": axes, "spatial_output": kind == "seg", "output_key": None if kind == "seg" else "logits"}

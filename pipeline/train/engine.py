@@ -50,7 +50,7 @@ from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.core.logging_setup import DETAIL_LOGGER
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.models.losses import RSNAWeightedBCE, cls_prepare_batch
-from ichct.pipeline.models.network_factory import build_network
+from ichct.pipeline.models.network_factory import build_network, mirror_kwargs
 from ichct.pipeline.models.config import resolve_config, resolve_saved_config
 from ichct.pipeline.train.curves import CURVES_NAME, plot_training_curves
 from ichct.pipeline.train.distributed import World, distributed_run
@@ -454,11 +454,8 @@ def _validation_inferer(kind: str, cfg: Mapping[str, Any], inferer: Any) -> Any:
     thresholds chosen on validation are then those of the predictions inference makes."""
     from ichct.networks import MirrorEnsembleInferer
 
-    axes = [int(a) for a in cfg.get("tta_mirror_axes") or ()]
-    if not axes:
-        return inferer
-    return MirrorEnsembleInferer(inferer, axes, spatial_output=kind == "seg",
-                                 output_key=None if kind == "seg" else "logits")
+    mirror = mirror_kwargs(kind, cfg)
+    return inferer if mirror is None else MirrorEnsembleInferer(inferer, **mirror)
 
 
 def _cls_loss(cfg: Mapping[str, Any], dev: torch.device, train_items: list[dict[str, Any]]) -> torch.nn.Module:
