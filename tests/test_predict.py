@@ -255,3 +255,33 @@ def test_bad_arguments_are_refused_before_any_output(base, study, models):
     with pytest.raises(FileNotFoundError, match="no such file"):
         predict(base / "nothing_here", base / "never4", models)
     assert not any((base / f"never{i}").exists() for i in range(1, 5))
+
+
+def test_report_says_what_brain_referenced_hu_did_and_warns_when_the_shift_is_clipped(base, study):
+    """Each model with ``brain_reference_hu`` gets the brain level measured in the study (the phantom's brain:
+    35 HU), its reference and the shift applied; a level further off than the step may shift (15 HU) is a
+    warning that names the model and the calibration. evaluate's per_case rows carry the level and shifts."""
+    from ichct.pipeline.evaluate.run import study_row
+    from ichct.pipeline.models.inference import predict_study
+    from ichct.pipeline.predict.run import hu_reference_warnings
+
+    models = {"seg": ph.loaded("seg", ph.BloodRangeSeg(), base / "seg_ref", {**ph.SEG_CFG, "brain_reference_hu": 30.0}),
+              "cls": ph.loaded("cls", ph.BloodRangeCls(), base / "cls_ref", {**ph.CLS_CFG, "brain_reference_hu": 10.0})}
+    doc = predict(study[2], base / "out_ref", models, "seg_volume", overlays=False, seg_dicom=False)
+    assert doc["hu_reference"] == {
+        "seg": {"reference_hu": 30.0, "brain_tissue_hu": 35.0, "shift_hu": -5.0, "clipped": False},
+        "cls": {"reference_hu": 10.0, "brain_tissue_hu": 35.0, "shift_hu": -15.0, "clipped": True}}
+    warned = [w for w in doc["warnings"] if w.startswith("brain-referenced HU")]
+    assert len(warned) == 1 and warned[0].startswith("brain-referenced HU (cls): the brain tissue reads 35.0 HU")
+    assert "calibration" in warned[0] and "-15" in warned[0]
+    assert doc["findings"]["any"]["call"] is True  # the segmenter still finds the 65 HU haematoma at 60 HU
+    row = study_row({"patient_key": "p1"}, predict_study(models, study[2]), surface=False)
+    assert row["brain_tissue_hu"] == 35.0 and row["hu_shift:seg"] == -5.0 and row["hu_shift:cls"] == -15.0
+    assert hu_reference_warnings({"seg": {"reference_hu": 30.0, "brain_tissue_hu": None, "shift_hu": 0.0,
+                                          "clipped": False},
+                                  "cls": {"reference_hu": 30.0, "brain_tissue_hu": None, "shift_hu": 0.0,
+                                          "clipped": False}}) == [
+        "brain-referenced HU (seg, cls): too little brain tissue (15-45 HU inside the skull) to measure its level: "
+        "the HU were not referenced"]
+    plain = predict_study({"seg": ph.loaded("seg", ph.BloodRangeSeg(), base / "seg_plain")}, study[2])
+    assert plain.hu_reference == {}  # a model without the setting is left out

@@ -118,12 +118,21 @@ class ReferenceBrainHU(Transform):
         self.reference_hu, self.tissue_range_hu = float(reference_hu), (lo, hi)
         self.max_shift_hu, self.min_voxels = float(max_shift_hu), int(min_voxels)
 
-    def shift_hu(self, img: NdarrayOrTensor) -> float:
-        """The shift (HU) this transform adds to ``img``."""
+    def measure(self, img: NdarrayOrTensor) -> tuple[float | None, float]:
+        """``(level, shift)``: the brain tissue level of ``img`` (None without enough brain tissue) and
+        the shift (HU) this transform adds to it (0.0 without a level, else clipped)."""
         level = brain_tissue_level(img[0], self.tissue_range_hu, self.min_voxels)
+        return level, self.shift_for(level)
+
+    def shift_for(self, level: float | None) -> float:
+        """The shift (HU) for a brain tissue ``level`` (0.0 for None), clipped to +-``max_shift_hu``."""
         if level is None:
             return 0.0
         return float(np.clip(self.reference_hu - level, -self.max_shift_hu, self.max_shift_hu))
+
+    def shift_hu(self, img: NdarrayOrTensor) -> float:
+        """The shift (HU) this transform adds to ``img``."""
+        return self.measure(img)[1]
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         shift = self.shift_hu(img)

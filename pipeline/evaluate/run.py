@@ -87,7 +87,8 @@ def _ct_label(entry: Mapping[str, Any], st: str) -> float:
 def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True,
               lesions: LesionDefinition | None = None) -> dict[str, Any]:
     """One per-study row: ids, labels, rule scores, slice log loss, segmentation fields (lesion
-    counts by ``lesions``, default :data:`~ichct.pipeline.evaluate.lesions.DEFAULT_LESIONS`)."""
+    counts by ``lesions``, default :data:`~ichct.pipeline.evaluate.lesions.DEFAULT_LESIONS`; with
+    brain-referenced HU, the brain tissue level ``brain_tissue_hu`` and each model's ``hu_shift:<kind>``)."""
     from ichct.pipeline.evaluate.metrics_ct import rsna_row_losses
     from ichct.pipeline.evaluate.metrics_seg import segmentation_case_metrics
 
@@ -95,6 +96,10 @@ def study_row(entry: Mapping[str, Any], pred: Any, surface: bool = True,
                            "n_slices_image": pred.n_slices}
     for st in LABEL_NAMES:
         row[f"label:{st}"] = _ct_label(entry, st)
+    for kind, ref in pred.hu_reference.items():  # brain-referenced HU: level and shift per model
+        level = ref.get("brain_tissue_hu")
+        row["brain_tissue_hu"] = math.nan if level is None else float(level)
+        row[f"hu_shift:{kind}"] = float(ref["shift_hu"])
     for rule, per in pred.scores.items():
         for st, v in per.items():
             row[f"score:{rule}:{st}"] = float(v)

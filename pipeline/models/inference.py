@@ -54,7 +54,7 @@ from ichct.pipeline.models.config import saved_run_config
 logger = logging.getLogger("ichct.inference")
 
 __all__ = ["LoadedModel", "StudyPrediction", "load_run", "read_run_config", "predict_study", "default_rules",
-           "predict_confidence_variants",
+           "predict_confidence_variants", "hu_reference",
            "load_study_image",
            "cls_eval_transforms", "seg_eval_transforms", "DEFAULT_SLICE_THRESHOLD"]
 
@@ -134,6 +134,10 @@ class StudyPrediction:
     For DICOM input, ``dicom_series`` is the :class:`~ichct.transforms.dicom.SeriesGroup` that was
     read (its ``headers`` are the source instances a DICOM SEG references) and
     ``dicom_candidates`` every series group of the folder's single scan (``None`` for NIfTI).
+    ``hu_reference[kind]``, for each model with ``brain_reference_hu``: the brain tissue level
+    measured (``brain_tissue_hu``, None without enough brain tissue), the model's ``reference_hu``,
+    the ``shift_hu`` its preprocessing added and whether the shift was ``clipped``
+    (:func:`hu_reference`).
     """
 
     image: str
@@ -155,6 +159,7 @@ class StudyPrediction:
     hu_volume: np.ndarray | None = None
     dicom_series: Any | None = None
     dicom_candidates: list[Any] | None = None
+    hu_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,6 +515,54 @@ def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule]) -> No
         pred.decisions[name] = decide(rule, **kw)
 
 
+def hu_reference(models: Mapping[str, LoadedModel | None], img: Any) -> dict[str, dict[str, Any]]:
+    """What brain-referenced HU does to ``img`` for each model that uses it (``brain_reference_hu``).
+
+    The brain tissue level is measured once (:func:`~ichct.transforms.brain_tissue_level`, the
+    step's own measurement) and each model's shift derived from it as its
+    :class:`~ichct.transforms.ReferenceBrainHU` step does. A model without the setting is left out.
+
+    Parameters
+    ----------
+    models
+        ``{"seg": ..., "cls": ...}`` (either may be None).
+    img
+        The loaded ``(1, X, Y, Z)`` HU image.
+
+    Returns
+    -------
+    dict
+        ``{kind: {"reference_hu", "brain_tissue_hu", "shift_hu", "clipped"}}``; ``brain_tissue_hu``
+        is None (and the shift 0) when the image holds too little brain tissue to measure.
+
+    Examples
+    --------
+    >>> import types, torch
+    >>> hu = torch.full((1, 40, 40, 4), -1000.0)
+    >>> hu[0, 2:38, 2:38] = 1000.0
+    >>> hu[0, 3:37, 3:37] = 34.0
+    >>> model = types.SimpleNamespace(config={"brain_reference_hu": 30.0})
+    >>> hu_reference({"seg": model, "cls": None}, hu)
+    {'seg': {'reference_hu': 30.0, 'brain_tissue_hu': 34.0, 'shift_hu': -4.0, 'clipped': False}}
+    """
+    from ichct.transforms import ReferenceBrainHU, brain_tissue_level
+
+    out: dict[str, dict[str, Any]] = {}
+    level: float | None = None
+    for kind, model in models.items():
+        reference = None if model is None else model.config.get("brain_reference_hu")
+        if reference is None:
+            continue
+        step = ReferenceBrainHU(float(reference))
+        if not out:
+            level = brain_tissue_level(img[0], step.tissue_range_hu, step.min_voxels)
+        shift = step.shift_for(level)
+        out[kind] = {"reference_hu": float(reference), "brain_tissue_hu": None if level is None else round(level, 2),
+                     "shift_hu": round(shift, 2),
+                     "clipped": level is not None and abs(float(reference) - level) > step.max_shift_hu}
+    return out
+
+
 def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Path,
                   rules: Mapping[str, DecisionRule] | None = None, keep_image: bool = False) -> StudyPrediction:
     """Predict one study with a classifier (``models["cls"]``) and/or a segmenter (``models["seg"]``).
@@ -539,6 +592,9 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
                            dicom_candidates=candidates)
     if keep_image:
         pred.hu_volume = np.asarray(img.as_tensor()[0].numpy(), dtype=np.float32)
+    t0 = time.perf_counter()
+    pred.hu_reference = hu_reference(models, img)
+    _add_time(timings, "preprocess", t0)
     if cls is not None:
         probs = _predict_cls(cls, img, timings)
         if probs.shape != (pred.n_slices, len(LABEL_NAMES)):

@@ -16,8 +16,12 @@ passed to :func:`ichct.pipeline.predict.run.predict`) or ``"shipped"`` (the demo
 ship with ichct, :mod:`ichct.pipeline.models.shipped_models`, used when no model is given; ``warnings``
 then says that they were trained on synthetic data only).
 
+``hu_reference`` says, per model with brain-referenced HU (``brain_reference_hu``), the brain
+tissue level measured in the study, the model's reference level, the shift its preprocessing added
+and whether that shift was clipped (empty when no model references HU).
+
 Schema versions (:data:`REPORT_SCHEMA_VERSION`): 1 first release; 2 adds the required
-``models_source``.
+``models_source``; 3 the required ``hu_reference``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ichct.pipeline.evaluate.metrics_schema import to_jsonable
 __all__ = ["REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "FORBIDDEN_KEYS", "validate_report"]
 
 #: ``schema_version`` of the reports written now (see the module docstring for the changes).
-REPORT_SCHEMA_VERSION = 2
+REPORT_SCHEMA_VERSION = 3
 
 #: Keys that would carry patient identity; never allowed in a report (any depth).
 FORBIDDEN_KEYS = frozenset({"PatientName", "PatientID", "PatientBirthDate", "patient_name", "patient_id",
@@ -87,7 +91,7 @@ REPORT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "definitions": {"finding": _FINDING},
     "required": ["schema_version", "ichct_version", "created_utc", "input", "series", "models", "models_source",
-                 "rule", "findings", "warnings", "timings_s", "outputs", "disclaimer"],
+                 "hu_reference", "rule", "findings", "warnings", "timings_s", "outputs", "disclaimer"],
     "properties": {
         "schema_version": {"const": REPORT_SCHEMA_VERSION},
         "ichct_version": {"type": "string"},
@@ -125,6 +129,17 @@ REPORT_SCHEMA: dict[str, Any] = {
             "additionalProperties": {"type": "object", "required": ["kind"]},
         },
         "models_source": {"enum": ["user", "shipped"]},
+        "hu_reference": {
+            "type": "object",
+            "propertyNames": {"enum": ["seg", "cls"]},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["reference_hu", "brain_tissue_hu", "shift_hu", "clipped"],
+                "properties": {"reference_hu": {"type": "number"}, "brain_tissue_hu": _NUM,
+                               "shift_hu": {"type": "number"}, "clipped": {"type": "boolean"}},
+                "additionalProperties": False,
+            },
+        },
         "rule": {
             "type": "object",
             "required": ["name", "k"],

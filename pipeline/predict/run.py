@@ -44,7 +44,7 @@ from ichct.pipeline.core.labels import LABEL_NAMES
 logger = logging.getLogger("ichct.predict")
 
 __all__ = ["predict", "normalise_models", "choose_rule", "check_models_source", "load_default_models",
-           "write_label_nifti", "series_section", "DISCLAIMER"]
+           "write_label_nifti", "series_section", "hu_reference_warnings", "DISCLAIMER"]
 
 DISCLAIMER = "ichct is a research tool, not a medical device; do not use this report for diagnosis."
 
@@ -251,9 +251,41 @@ def _write_overlays(folder: Path, pred: Any, findings: Mapping[str, Any], rule_n
     return written
 
 
+def hu_reference_warnings(hu_reference: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings about brain-referenced HU (``hu_reference`` of a
+    :class:`~ichct.pipeline.models.inference.StudyPrediction`): a brain too far off its reference for
+    the shift to undo it (a calibration or rescale problem to look at), or no brain tissue to
+    measure. One warning for the models that share a finding.
+
+    Examples
+    --------
+    >>> hu_reference_warnings({"seg": {"reference_hu": 30.0, "brain_tissue_hu": 52.0, "shift_hu": -15.0,
+    ...                                "clipped": True}})[0][:66]
+    'brain-referenced HU (seg): the brain tissue reads 52.0 HU, 22.0 HU'
+    >>> hu_reference_warnings({"cls": {"reference_hu": 30.0, "brain_tissue_hu": 31.0, "shift_hu": -1.0,
+    ...                                "clipped": False}})
+    []
+    """
+    by_message: dict[str, list[str]] = {}
+    for kind, ref in hu_reference.items():
+        level, reference = ref.get("brain_tissue_hu"), float(ref["reference_hu"])
+        if level is None:
+            message = ("too little brain tissue (15-45 HU inside the skull) to measure its level: the HU were not "
+                       "referenced")
+        elif ref.get("clipped"):
+            message = (f"the brain tissue reads {level:.1f} HU, {abs(level - reference):.1f} HU from the reference "
+                       f"{reference:g} HU; the shift was limited to {float(ref['shift_hu']):+g} HU. Check the scanner's "
+                       "calibration and the rescale tags (RescaleSlope, RescaleIntercept)")
+        else:
+            continue
+        by_message.setdefault(message, []).append(kind)
+    return [f"brain-referenced HU ({', '.join(kinds)}): {message}" for message, kinds in by_message.items()]
+
+
 def _warnings(pred: Any, extra: Sequence[str]) -> list[str]:
     info = pred.ingest_info or {}
     out = [str(w) for w in info.get("warnings", [])]
+    out += hu_reference_warnings(pred.hu_reference)
     if info.get("skipped_files"):
         out.append(f"{info['skipped_files']} file(s) in the input folder were skipped (not DICOM or unreadable)")
     out += [w for w in extra if w not in out]
@@ -440,6 +472,7 @@ def _assemble_report(src: Path, study: _StudyRead, mods: Mapping[str, Any], mode
                   "affine_ras": np.round(pred.original_affine, 6).tolist()},
         "series": series_section(pred.ingest_info, study.groups, study.chosen),
         "models": {k: m.describe() for k, m in mods.items()},
+        "hu_reference": pred.hu_reference,
         "models_source": models_source,
         "rule": _rule_section(rule_name, rule_obj),
         "thresholds": {label: f["threshold"] for label, f in findings.items() if f["threshold"] is not None},
