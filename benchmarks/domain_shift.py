@@ -24,7 +24,8 @@ study or series UID of the cohort is among the bundles' training UIDs.
 Metrics (each with its 95 % patient-level bootstrap CI; studies = patients here):
 
 - *specificity* and *AUC(any)* at the threshold stored with each bundle (its validation fold),
-  for the classification bundle's rule and the segmentation bundle's ``seg_volume`` rule;
+  for the classification bundle's rule and the segmentation bundle's ``seg_volume`` and
+  ``seg_peak`` rules (the peak probability's threshold as ``ichct postprocess`` stored it);
 - *false blood on negatives*: median and 95th percentile over negative studies of the predicted
   blood volume (``seg:any:vol_pred_ml``, mL), CI from 2000 resamples of the negatives (seed 0);
 - *Dice on studies with blood* (``dice_positive``);
@@ -195,11 +196,14 @@ def collect_metrics(metrics: dict[str, Any], negative_ml: np.ndarray) -> list[di
     for kind in ("cls", "seg"):
         if kind not in runs:
             continue
-        rule = runs[kind]["rule"]["name"]
-        ct = metrics["ct_level"]["any"][rule]
-        rows.append({"metric": f"CT-level specificity ({rule})", "key": "specificity", "rule": rule,
-                     **_ci(ct["specificity"])})
-        rows.append({"metric": f"CT-level AUC(any) ({rule})", "key": "auc_any", "rule": rule, **_ci(ct["roc_auc"])})
+        # the stored rule of each bundle, and the segmenter's peak probability beside its volume
+        names = [runs[kind]["rule"]["name"], *(["seg_peak"] if kind == "seg" else [])]
+        for rule in (r for r in names if r in metrics["ct_level"]["any"]):
+            ct = metrics["ct_level"]["any"][rule]
+            rows.append({"metric": f"CT-level specificity ({rule})", "key": "specificity", "rule": rule,
+                         **_ci(ct["specificity"])})
+            rows.append({"metric": f"CT-level AUC(any) ({rule})", "key": "auc_any", "rule": rule,
+                         **_ci(ct["roc_auc"])})
     rows.append({"metric": "false blood per negative, median (mL)", "key": "false_blood_median_ml",
                  **bootstrap_percentile(negative_ml, 50)})
     rows.append({"metric": "false blood per negative, 95th percentile (mL)", "key": "false_blood_p95_ml",

@@ -27,7 +27,13 @@ Rule on a segmentation:
     are formed across subtypes); score = remaining blood volume in mL; positive when the volume
     reaches the threshold (``>=``, threshold in mL, > 0).
 
-Thresholds of the slice rules lie in ``(0, 1]`` (0 would call every CT positive), those of
+``seg_peak``
+    Score = the segmenter's highest probability of the label, each voxel's probability first
+    averaged over its 3 x 3 x 3 neighbourhood of the model grid (:func:`peak_probability_scores`;
+    ``any``: 1 - p(background)). Unlike the volume it does not tie every study without a kept
+    component at 0 mL, so it ranks the studies the segmenter is unsure of.
+
+Thresholds of the slice rules and ``seg_peak`` lie in ``(0, 1]`` (0 would call every CT positive), those of
 ``seg_volume`` are > 0 mL; probabilities must lie in ``[0, 1]`` and NaN is rejected with a
 ``ValueError``. The :class:`DecisionRule` holds the rule name, its parameters and its
 threshold(s) (one for all subtypes or one per subtype) and round-trips through JSON so it can
@@ -54,6 +60,7 @@ __all__ = [
     "LABEL_NAMES",
     "RULES",
     "SLICE_RULES",
+    "SEG_RULES",
     "DecisionRule",
     "max_score",
     "topk_mean_score",
@@ -63,6 +70,7 @@ __all__ = [
     "voxel_volume_ml",
     "remove_small_components",
     "segmentation_volumes",
+    "peak_probability_scores",
     "ct_scores",
     "decide",
     "choose_threshold",
@@ -78,7 +86,9 @@ __all__ = [
 SUBTYPES: tuple[str, ...] = LABEL_NAMES
 
 SLICE_RULES: tuple[str, ...] = ("consecutive", "max", "topk_mean")
-RULES: tuple[str, ...] = (*SLICE_RULES, "seg_volume")
+#: Rules on a segmenter's output: its blood volume (label map) and its peak probability (probability map).
+SEG_RULES: tuple[str, ...] = ("seg_volume", "seg_peak")
+RULES: tuple[str, ...] = (*SLICE_RULES, *SEG_RULES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,6 +400,48 @@ def segmentation_volumes(
     return out
 
 
+def peak_probability_scores(probabilities: Any, size: int = 3) -> dict[str, float]:
+    """Highest neighbourhood-averaged probability per label of a segmenter's class probabilities.
+
+    Parameters
+    ----------
+    probabilities
+        ``(C, X, Y, Z)`` class probabilities (softmax; C = 2: background, blood; C = 6: background
+        and the subtypes in :data:`LABEL_NAMES` order).
+    size
+        Edge of the cube each voxel's probability is averaged over first (1: the raw maximum).
+
+    Returns
+    -------
+    dict
+        ``{"any": score}`` (any: 1 - p(background)) and, for 6 classes, one score per subtype.
+
+    Examples
+    --------
+    >>> p = np.zeros((2, 6, 6, 6)); p[0] = 1.0
+    >>> p[:, 2:5, 2:5, 2:5] = [[[[0.1]]], [[[0.9]]]]       # a 3 x 3 x 3 blob at 0.9
+    >>> p[:, 0, 0, 0] = [0.0, 1.0]                          # one voxel at 1.0: averaged away
+    >>> round(peak_probability_scores(p)["any"], 3)
+    0.9
+    """
+    from scipy.ndimage import uniform_filter
+
+    arr = np.asarray(probabilities, dtype=np.float32)
+    if arr.ndim != 4 or arr.shape[0] not in (2, len(LABEL_NAMES)):
+        raise ValueError(f"probabilities must be (C, X, Y, Z) with C = 2 or {len(LABEL_NAMES)}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
+        raise ValueError("probabilities must be finite values within [0, 1] (softmax the logits first)")
+    size = _check_k(size)
+
+    def peak(channel: np.ndarray) -> float:
+        return float(np.clip(uniform_filter(channel, size=size, mode="nearest").max(), 0.0, 1.0))
+
+    out = {"any": peak(1.0 - arr[0])}
+    if arr.shape[0] == len(LABEL_NAMES):
+        out.update({name: peak(arr[i]) for i, name in enumerate(LABEL_NAMES[1:], start=1)})
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Rule object
 # --------------------------------------------------------------------------------------------
@@ -417,7 +469,7 @@ class DecisionRule:
         One of :data:`RULES`.
     threshold
         One threshold for every subtype, or a mapping subtype -> threshold. Probability in
-        ``(0, 1]`` for the slice rules, mL (> 0) for ``seg_volume``. A CT is positive for a
+        ``(0, 1]`` for the slice rules and ``seg_peak``, mL (> 0) for ``seg_volume``. A CT is positive for a
         subtype when its score is ``>=`` the threshold.
     k
         Adjacent slices (``consecutive``) or slices averaged (``topk_mean``).
@@ -529,6 +581,7 @@ def ct_scores(
     segmentation: Any = None,
     voxel_volume_ml: float | None = None,
     subtypes: Sequence[str] = LABEL_NAMES,
+    probabilities: Any = None,
 ) -> dict[str, float]:
     """CT-level score per subtype under ``rule``.
 
@@ -544,12 +597,18 @@ def ct_scores(
         Voxel volume in mL (``seg_volume``).
     subtypes
         Column names of ``slice_probs``.
+    probabilities
+        ``(C, X, Y, Z)`` class probabilities of a segmenter (``seg_peak``).
 
     Returns
     -------
     dict
         ``{subtype: score}``; for a binary segmentation only ``"any"``.
     """
+    if rule.name == "seg_peak":
+        if probabilities is None:
+            raise ValueError("the seg_peak rule needs probabilities=")
+        return peak_probability_scores(probabilities)
     if rule.name == "seg_volume":
         if segmentation is None or voxel_volume_ml is None:
             raise ValueError("the seg_volume rule needs segmentation= and voxel_volume_ml=")
@@ -576,6 +635,7 @@ def decide(
     segmentation: Any = None,
     voxel_volume_ml: float | None = None,
     subtypes: Sequence[str] = LABEL_NAMES,
+    probabilities: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """One call per subtype for one CT.
 
@@ -587,9 +647,8 @@ def decide(
         ``{subtype: {"score": float, "threshold": float, "positive": bool}}`` with
         ``positive = score >= threshold``.
     """
-    scores = ct_scores(
-        rule, slice_probs=slice_probs, segmentation=segmentation, voxel_volume_ml=voxel_volume_ml, subtypes=subtypes
-    )
+    scores = ct_scores(rule, slice_probs=slice_probs, segmentation=segmentation, voxel_volume_ml=voxel_volume_ml,
+                       subtypes=subtypes, probabilities=probabilities)
     out: dict[str, dict[str, Any]] = {}
     for s, score in scores.items():
         t = rule.threshold_for(s)

@@ -55,9 +55,12 @@ def test_shift_is_clipped_and_recorded_in_the_meta():
     out = ReferenceBrainHU(reference_hu=30.0, max_shift_hu=5.0, min_voxels=100)(img)
     assert isinstance(out, MetaTensor) and torch.equal(out.affine, img.affine) and out.dtype == img.dtype
     assert out.meta["brain_hu_shift"] == -5.0
+    assert out.meta["brain_tissue_hu"] == pytest.approx(brain_tissue_level(_head(offset_hu=12.0), min_voxels=100))
     assert torch.allclose(out, img - 5.0)
     far = _head(offset_hu=60.0)[None]  # no tissue in the range at all: not a calibration error, left alone
     assert np.array_equal(ReferenceBrainHU(min_voxels=100)(far), far)
+    far_meta = ReferenceBrainHU(min_voxels=100)(MetaTensor(torch.as_tensor(far))).meta
+    assert far_meta["brain_hu_shift"] == 0.0 and np.isnan(far_meta["brain_tissue_hu"])
 
 
 def test_every_channel_shifts_by_channel_zeros_level():

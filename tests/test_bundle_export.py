@@ -129,13 +129,14 @@ def test_seg_export_runs_without_ichct(setup, bundles, hidden_env, run_cli, tmp_
     ref = predict_study({"seg": load_bundle(bundles["seg"])}, study["image"])
     np.testing.assert_array_equal(np.asarray(nib.load(mask).dataobj), ref.seg_original)
 
-    # evaluate.json scores as `ichct evaluate --bundle` does (same bootstrap): the same numbers
+    # evaluate.json scores its stored rule as `ichct evaluate --bundle` does (same bootstrap): the same numbers
+    # (ichct evaluate scores the segmenter's seg_peak beside it unless told the rule)
     ev = tmp_path / "eval"
     _ok(_monai(dest, env, "run", "--config_file", "configs/evaluate.json", "--manifest", str(setup["manifest"]),
                "--bootstrap", "20", "--output_dir", str(ev)))
     ref_dir = tmp_path / "eval_cli"
     assert run_cli("evaluate", "--bundle", bundles["seg"], "--manifest", setup["manifest"], "--out", ref_dir,
-                   "--bootstrap", "20", "-q").code == 0
+                   "--bootstrap", "20", "--rules", "seg_volume", "-q").code == 0
     got, want = (json.loads((d / "metrics.json").read_text()) for d in (ev, ref_dir))
     assert got["segmentation"] == want["segmentation"] and got["ct_level"] == want["ct_level"]
     assert got["n_studies"] == want["n_studies"] and got["model"]["runs"]["seg"]["weights_sha256"] == \

@@ -401,7 +401,7 @@ def test_rule_from_dict_rejects_unknown_fields() -> None:
 
 def test_module_exports() -> None:
     assert set(d.__all__) <= set(dir(d))
-    assert d.RULES == ("consecutive", "max", "topk_mean", "seg_volume")
+    assert d.RULES == ("consecutive", "max", "topk_mean", "seg_volume", "seg_peak")
 
 
 def test_affine_voxel_volume_is_right_on_a_sheared_grid():
@@ -430,3 +430,30 @@ def test_affine_voxel_volume_is_right_on_a_sheared_grid():
     assert default["vol_true_ml"] == pytest.approx(2.0 / np.cos(tilt))
     est = abc2_estimate(mask.astype(bool), norms, voxel_volume_ml=voxel_ml)
     assert est is not None and est.component_volume_ml == pytest.approx(2.0)
+
+
+def test_seg_peak_scores_the_highest_neighbourhood_mean_per_label():
+    """``seg_peak``: any = 1 - p(background), each subtype its own channel, a lone voxel averaged down with
+    its neighbours; a probability threshold; a map that is no probability map is refused."""
+    probs = np.zeros((6, 8, 8, 8), dtype=np.float32)
+    probs[0] = 1.0
+    probs[:, 1:4, 1:4, 1:4] = 0.0
+    probs[0, 1:4, 1:4, 1:4], probs[5, 1:4, 1:4, 1:4] = 0.2, 0.8  # a subdural blob, 3 x 3 x 3
+    probs[0, 6, 6, 6], probs[1, 6, 6, 6] = 0.0, 1.0  # one epidural voxel
+    scores = d.peak_probability_scores(probs)
+    assert scores["any"] == pytest.approx(0.8) and scores["subdural"] == pytest.approx(0.8)
+    assert scores["epidural"] == pytest.approx(1 / 27)  # alone among its 26 neighbours
+    assert scores["intraparenchymal"] == 0.0
+    assert d.peak_probability_scores(probs, size=1)["epidural"] == pytest.approx(1.0)
+    rule = d.DecisionRule("seg_peak", threshold=0.5)
+    calls = d.decide(rule, probabilities=probs)
+    assert calls["subdural"]["positive"] and not calls["epidural"]["positive"]
+    assert calls["any"] == {"score": pytest.approx(0.8), "threshold": 0.5, "positive": True}
+    with pytest.raises(ValueError, match="needs probabilities"):
+        d.ct_scores(rule, segmentation=probs.argmax(0), voxel_volume_ml=0.001)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        d.DecisionRule("seg_peak", threshold=2.0)
+    with pytest.raises(ValueError, match="softmax"):
+        d.peak_probability_scores(probs * 5.0)  # logits
+    with pytest.raises(ValueError, match="C = 2"):
+        d.peak_probability_scores(probs[:3])

@@ -36,8 +36,13 @@ def test_evaluate_test_split_writes_report(setup, run_cli, tmp_path):
     assert validate_metrics(doc) == doc
     assert doc["split"] == "test" and doc["n_boot"] == 50 and doc["seed"] == 1 and doc["allow_overlap"] is False
     assert doc["n_studies"] == 2 and doc["n_patients"] == 2
-    assert set(doc["ct_level"]["any"]) == {"consecutive", "max", "topk_mean", "seg_volume"}
+    assert set(doc["ct_level"]["any"]) == {"consecutive", "max", "topk_mean", "seg_volume", "seg_peak"}
     assert set(doc["ct_level"]["subdural"]) == {"consecutive", "max", "topk_mean"}  # binary seg: any only
+    # the segmenter's peak probability is ranked and called, but it is no probability of the study: no calibration
+    peak = doc["ct_level"]["any"]["seg_peak"]
+    assert "roc_auc" in peak and "sensitivity" in peak and "brier" not in peak and "brier" in doc["ct_level"]["any"]["max"]
+    seg_rule = json.loads((setup["seg"] / "thresholds.json").read_text())
+    assert peak["threshold"]["value"] == pytest.approx(seg_rule["meta"]["other_rules"]["seg_peak"]["any"])
     auc = doc["ct_level"]["any"]["consecutive"]["roc_auc"]
     assert auc["value"] is None or 0.0 <= auc["value"] <= 1.0
     assert doc["ct_level"]["any"]["seg_volume"]["threshold"]["value"] == pytest.approx(
@@ -48,7 +53,8 @@ def test_evaluate_test_split_writes_report(setup, run_cli, tmp_path):
     with open(out / "per_case.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["patient_key"] for r in rows} == {e["patient_key"] for e in setup["doc"]["test"]}
-    for col in ("label:any", "score:consecutive:any", "score:seg_volume:any", "seg:any:dice", "seg:any:vol_true_ml",
+    for col in ("label:any", "score:consecutive:any", "score:seg_volume:any", "score:seg_peak:any", "seg:any:dice",
+                "seg:any:vol_true_ml",
                 "slice_ll_sum", "n_slices"):
         assert all(r[col] != "" for r in rows), col
     report = (out / "report.md").read_text()

@@ -52,7 +52,7 @@ def test_load_run(setup, models):
         doc = setup["doc"]
         assert m.train_patient_keys == {e["patient_key"] for e in doc["training"] if e["fold"] != FOLD}
     rules = default_rules(models)
-    assert list(rules) == ["consecutive", "max", "topk_mean", "seg_volume"]
+    assert list(rules) == ["consecutive", "max", "topk_mean", "seg_volume", "seg_peak"]
     assert rules["consecutive"] is models["cls"].rule and rules["seg_volume"] is models["seg"].rule
     # max / topk_mean: thresholds chosen on the validation fold with the stored rule (meta.other_rules)
     stored = models["cls"].rule
@@ -67,6 +67,14 @@ def test_load_run(setup, models):
     old_rule = dataclasses.replace(stored, meta={k: v for k, v in stored.meta.items() if k != "other_rules"})
     old_run = dataclasses.replace(models["cls"], rule=old_rule)
     assert default_rules({"cls": old_run})["max"].threshold == DEFAULT_SLICE_THRESHOLD
+    # seg_peak: the segmenter's peak-probability threshold, chosen on the same validation studies by training
+    seg_rule = models["seg"].rule
+    peak = seg_rule.meta["other_rules"]["seg_peak"]
+    assert set(peak) == {"any"} and 1e-6 <= peak["any"] <= 1.0
+    assert rules["seg_peak"].threshold == pytest.approx(peak["any"])
+    assert rules["seg_peak"].meta["chosen_on"] == seg_rule.meta["chosen_on"]
+    old_seg = dataclasses.replace(models["seg"], rule=dataclasses.replace(seg_rule, meta={}))
+    assert default_rules({"seg": old_seg})["seg_peak"].threshold == DEFAULT_SLICE_THRESHOLD
     with pytest.raises(FileNotFoundError):
         load_run(setup["base"] / "cohort")
 
@@ -144,12 +152,16 @@ def test_rule_scores_and_calls(prediction, models):
     from ichct.pipeline.decision import consecutive_score, max_score, topk_mean_score
 
     p = prediction
-    assert set(p.scores) == {"consecutive", "max", "topk_mean", "seg_volume"}
+    assert set(p.scores) == {"consecutive", "max", "topk_mean", "seg_volume", "seg_peak"}
     k = models["cls"].rule.k
     np.testing.assert_allclose([p.scores["max"][s] for s in LABEL_NAMES], max_score(p.slice_probs))
     np.testing.assert_allclose([p.scores["topk_mean"][s] for s in LABEL_NAMES], topk_mean_score(p.slice_probs, k))
     np.testing.assert_allclose([p.scores["consecutive"][s] for s in LABEL_NAMES], consecutive_score(p.slice_probs, k))
     assert p.scores["seg_volume"] == {"any": pytest.approx(p.volumes_ml["any"])}
+    # the peak probability lies in [0, 1], and the model's segmented voxels came from probabilities above 0.5
+    assert set(p.scores["seg_peak"]) == {"any"} and 0.0 <= p.scores["seg_peak"]["any"] <= 1.0
+    if p.volumes_ml["any"] > 0:
+        assert p.scores["seg_peak"]["any"] > 0.3
     for rule, per in p.decisions.items():
         for s, d in per.items():
             assert d["positive"] == (d["score"] >= d["threshold"]), (rule, s)
@@ -160,7 +172,7 @@ def test_single_model_and_errors(models, study):
     cls_only = predict_study({"cls": models["cls"]}, study["image"])
     assert cls_only.seg_original is None and set(cls_only.scores) == {"consecutive", "max", "topk_mean"}
     seg_only = predict_study({"seg": models["seg"], "cls": None}, study["image"], default_rules({"seg": models["seg"]}))
-    assert seg_only.slice_probs is None and set(seg_only.scores) == {"seg_volume"}
+    assert seg_only.slice_probs is None and set(seg_only.scores) == {"seg_volume", "seg_peak"}
     assert seg_only.seg_original.shape == cls_only.original_shape
     with pytest.raises(ValueError, match="at least one model"):
         predict_study({}, study["image"])

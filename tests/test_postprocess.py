@@ -97,6 +97,19 @@ def test_cli_chooses_stores_and_inference_uses_it(setup, run_cli, tmp_path):
     original = json.loads((setup["seg"] / "config.json").read_text())
     assert config["config"] == {**original["config"], "min_component_confidence": 0.9}  # only that key changed
     assert {k: v for k, v in config.items() if k != "config"} == {k: v for k, v in original.items() if k != "config"}
+    # the seg_peak threshold, chosen on the same studies, goes into the stored rule's meta and from there into
+    # the rules predict and evaluate use; the rest of the rule is as training wrote it
+    from ichct.pipeline.models.inference import default_rules
+
+    peak = record["seg_peak"]
+    assert 0.0 < peak["threshold"] <= 1.0 and peak["method"] == "youden"
+    assert str(setup["manifest"]) in peak["chosen_on"] and " test (" in peak["chosen_on"]
+    rule, before = (json.loads((d / "thresholds.json").read_text()) for d in (run, setup["seg"]))
+    assert rule["meta"]["other_rules"]["seg_peak"] == {"any": peak["threshold"]}
+    assert rule["meta"]["other_rules_chosen_on"] == {"seg_peak": peak["chosen_on"]}
+    assert {k: v for k, v in rule.items() if k != "meta"} == {k: v for k, v in before.items() if k != "meta"}
+    rules = default_rules({"seg": load_run(run)})
+    assert rules["seg_peak"].threshold == peak["threshold"] and rules["seg_peak"].meta["chosen_on"] == peak["chosen_on"]
 
 
 def test_dry_run_writes_nothing_and_defaults_to_the_validation_fold(setup, run_cli, tmp_path):

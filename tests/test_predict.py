@@ -285,3 +285,19 @@ def test_report_says_what_brain_referenced_hu_did_and_warns_when_the_shift_is_cl
         "the HU were not referenced"]
     plain = predict_study({"seg": ph.loaded("seg", ph.BloodRangeSeg(), base / "seg_plain")}, study[2])
     assert plain.hu_reference == {}  # a model without the setting is left out
+    # the classifier alone (no segmenter's step to read the level from) measures it itself
+    assert predict_study({"cls": models["cls"]}, study[2]).hu_reference == {"cls": doc["hu_reference"]["cls"]}
+
+
+def test_seg_peak_rule_reports_the_segmenters_peak_probability(base, study, models):
+    """``--rule seg_peak``: the CT-level score is the segmenter's highest 3 x 3 x 3-averaged blood
+    probability (the test segmenter's logits 0.5 / 1.0 inside the haematoma: softmax 0.62), a probability
+    called against the default threshold 0.5 (the test model stored none); slice ranges from the mask."""
+    doc = predict(study[2], base / "out_peak", models, "seg_peak", overlays=False, seg_dicom=False)
+    validate_report(doc)
+    any_f = doc["findings"]["any"]
+    expected = float(np.exp(1.0) / (np.exp(0.5) + np.exp(1.0)))
+    assert doc["rule"]["name"] == "seg_peak" and any_f["score_unit"] == "probability"
+    assert any_f["score"] == pytest.approx(expected, abs=1e-4) and any_f["probability"] == any_f["score"]
+    assert any_f["threshold"] == 0.5 and any_f["call"] is True
+    assert any_f["slice_ranges_source"] == "slices with segmented voxels" and any_f["slice_ranges"]

@@ -93,7 +93,8 @@ class ReferenceBrainHU(Transform):
     -----
     The level is measured on channel 0 and the same shift is added to every channel; shape,
     dtype, meta and affine are kept. The shift applied is kept in a ``MetaTensor``'s meta as
-    ``brain_hu_shift`` (0.0 when there was no brain to measure).
+    ``brain_hu_shift`` (0.0 when there was no brain to measure), the level measured as
+    ``brain_tissue_hu`` (NaN without one).
 
     Examples
     --------
@@ -135,10 +136,11 @@ class ReferenceBrainHU(Transform):
         return self.measure(img)[1]
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        shift = self.shift_hu(img)
+        level, shift = self.measure(img)
         out = img + shift if shift else img
         if hasattr(out, "meta"):
             out.meta["brain_hu_shift"] = shift
+            out.meta["brain_tissue_hu"] = float("nan") if level is None else level
         return out
 
 

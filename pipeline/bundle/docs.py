@@ -308,6 +308,8 @@ def key_numbers(kind: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
         seg = (metrics.get("segmentation") or {}).get("any") or {}
         for m in ("dice_positive", "dice", "hd95_mm"):
             out[f"{m}_any"] = _value(seg.get(m))
+        if "seg_peak" in any_ct:
+            out["roc_auc_any_seg_peak"] = _value(any_ct["seg_peak"].get("roc_auc"))
     else:
         for st in LABEL_NAMES[1:]:
             per_rule = ((metrics.get("ct_level") or {}).get(st) or {}).get(rule) or {}
@@ -490,6 +492,12 @@ def _seg_metrics_table(metrics: Mapping[str, Any]) -> list[str]:
                        ("specificity", "CT-level specificity")):
         if key in rule:
             lines.append(f"| {label} | {_fmt(rule[key])} |")
+    peak = ct.get("any", {}).get("seg_peak", {})  # evaluations since the seg_peak rule
+    for key, label in (("roc_auc", "CT-level ROC AUC (peak blood probability, `seg_peak`)"),
+                       ("sensitivity", "CT-level sensitivity (`seg_peak`)"),
+                       ("specificity", "CT-level specificity (`seg_peak`)")):
+        if key in peak:
+            lines.append(f"| {label} | {_fmt(peak[key])} |")
     return lines
 
 

@@ -16,7 +16,7 @@ this module supplies the rest of what ``ichct evaluate --bundle`` does, with the
   renamed to ``output_dir``.
 
 The bundle's stored rule (``models/thresholds.json``) is the one evaluated; ``ichct evaluate
---bundle`` evaluates the other slice rules beside it.
+--bundle`` evaluates the other rules beside it (the other slice rules; the segmenter's ``seg_peak``).
 """
 
 from __future__ import annotations

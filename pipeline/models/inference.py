@@ -242,9 +242,10 @@ def default_rules(models: Mapping[str, LoadedModel | None],
     """Decision rules available for these models: ``{name: DecisionRule}``.
 
     ``consecutive`` and ``seg_volume`` use the thresholds chosen on the validation fold during
-    training (``thresholds.json``); so do ``max`` and ``topk_mean`` when the run stored theirs
-    (``meta["other_rules"]``, written by training since 0.1.0's rule update), else they use
-    :data:`DEFAULT_SLICE_THRESHOLD` with the run's ``k``. ``names`` restricts (and orders) them;
+    training (``thresholds.json``); so do ``max``, ``topk_mean`` and ``seg_peak`` when the run stored
+    theirs (``meta["other_rules"]``, written by training: slice rules since 0.1.0's rule update,
+    ``seg_peak`` since its introduction; or by ``ichct postprocess``), else they use
+    :data:`DEFAULT_SLICE_THRESHOLD` (with the run's ``k``). ``names`` restricts (and orders) them;
     rules whose model is missing are left out.
     """
     out: dict[str, DecisionRule] = {}
@@ -264,17 +265,33 @@ def default_rules(models: Mapping[str, LoadedModel | None],
                 out[name] = DecisionRule(name, threshold=DEFAULT_SLICE_THRESHOLD, k=stored.k if stored else k,
                                          meta={"chosen_on": f"default {DEFAULT_SLICE_THRESHOLD} (not chosen on data)"})
     if seg is not None:
-        if seg.rule is not None and seg.rule.name == "seg_volume":
-            out["seg_volume"] = seg.rule
-        else:
-            sp = seg.config["spacing_mm"]
-            out["seg_volume"] = DecisionRule("seg_volume", threshold=voxel_volume_ml(sp),
-                                             min_component_ml=float(seg.config["min_component_ml"]),
-                                             num_seg_classes=int(seg.config["num_classes"]),
-                                             meta={"chosen_on": "default: one voxel (not chosen on data)"})
+        out.update(_seg_rules(seg))
     if names is not None:
         out = {n: out[n] for n in names if n in out}
     return out
+
+
+def _seg_rules(seg: LoadedModel) -> dict[str, DecisionRule]:
+    """A segmenter's ``seg_volume`` rule (stored, else one voxel) and its ``seg_peak`` rule (the
+    threshold stored in the rule's ``meta["other_rules"]["seg_peak"]["any"]``, else
+    :data:`DEFAULT_SLICE_THRESHOLD`; one threshold for every label)."""
+    stored = seg.rule if seg.rule is not None and seg.rule.name == "seg_volume" else None
+    if stored is None:
+        volume = DecisionRule("seg_volume", threshold=voxel_volume_ml(seg.config["spacing_mm"]),
+                              min_component_ml=float(seg.config["min_component_ml"]),
+                              num_seg_classes=int(seg.config["num_classes"]),
+                              meta={"chosen_on": "default: one voxel (not chosen on data)"})
+    else:
+        volume = stored
+    chosen = dict((stored.meta or {}).get("other_rules") or {}).get("seg_peak") if stored is not None else None
+    if chosen and "any" in chosen:  # one threshold for every label, as seg_volume's
+        where = dict(stored.meta.get("other_rules_chosen_on") or {}).get("seg_peak", stored.meta.get("chosen_on"))
+        peak = DecisionRule("seg_peak", threshold=float(chosen["any"]),
+                            meta={"chosen_on": where, "method": stored.meta.get("method")})
+    else:
+        peak = DecisionRule("seg_peak", threshold=DEFAULT_SLICE_THRESHOLD,
+                            meta={"chosen_on": f"default {DEFAULT_SLICE_THRESHOLD} (not chosen on data)"})
+    return {"seg_volume": volume, "seg_peak": peak}
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,14 +516,18 @@ def _set_seg_fields(pred: StudyPrediction, seg: LoadedModel, maps: tuple[np.ndar
     pred.volumes_ml_original = segmentation_volumes(maps[2], affine_voxel_volume_ml(pred.original_affine), num_classes=k)
 
 
-def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule]) -> None:
-    """Scores and calls of every rule whose input ``pred`` has (slice probabilities or a segmentation)."""
+def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule], seg_probs: Any = None) -> None:
+    """Scores and calls of every rule whose input ``pred`` has (slice probabilities, a segmentation,
+    the segmenter's class probabilities ``seg_probs``)."""
     for name, rule in rules.items():
-        if name == "seg_volume" or rule.name == "seg_volume":
+        if rule.name == "seg_peak":
+            if seg_probs is None:
+                continue
+            kw: dict[str, Any] = {"probabilities": seg_probs}
+        elif rule.name == "seg_volume":
             if pred.seg_preprocessed is None:
                 continue
-            kw: dict[str, Any] = {"segmentation": pred.seg_preprocessed,
-                                  "voxel_volume_ml": voxel_volume_ml(pred.seg_spacing_mm)}
+            kw = {"segmentation": pred.seg_preprocessed, "voxel_volume_ml": voxel_volume_ml(pred.seg_spacing_mm)}
         else:
             if pred.slice_probs is None:
                 continue
@@ -515,12 +536,13 @@ def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule]) -> No
         pred.decisions[name] = decide(rule, **kw)
 
 
-def hu_reference(models: Mapping[str, LoadedModel | None], img: Any) -> dict[str, dict[str, Any]]:
+def hu_reference(models: Mapping[str, LoadedModel | None], img: Any,
+                 measured: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """What brain-referenced HU does to ``img`` for each model that uses it (``brain_reference_hu``).
 
     The brain tissue level is measured once (:func:`~ichct.transforms.brain_tissue_level`, the
-    step's own measurement) and each model's shift derived from it as its
-    :class:`~ichct.transforms.ReferenceBrainHU` step does. A model without the setting is left out.
+    step's own measurement; or taken from ``measured``) and each model's shift derived from it as
+    its :class:`~ichct.transforms.ReferenceBrainHU` step does. A model without the setting is left out.
 
     Parameters
     ----------
@@ -528,6 +550,10 @@ def hu_reference(models: Mapping[str, LoadedModel | None], img: Any) -> dict[str
         ``{"seg": ..., "cls": ...}`` (either may be None).
     img
         The loaded ``(1, X, Y, Z)`` HU image.
+    measured
+        The meta of an image the step has already measured (its ``brain_tissue_hu``, NaN for no
+        brain): the level is read there instead of measured again (a brain mask of a 512 x 512 x 32
+        study takes about 0.5 s).
 
     Returns
     -------
@@ -554,7 +580,10 @@ def hu_reference(models: Mapping[str, LoadedModel | None], img: Any) -> dict[str
         if reference is None:
             continue
         step = ReferenceBrainHU(float(reference))
-        if not out:
+        if not out and measured is not None and "brain_tissue_hu" in measured:
+            level = float(measured["brain_tissue_hu"])
+            level = None if np.isnan(level) else level
+        elif not out:
             level = brain_tissue_level(img[0], step.tissue_range_hu, step.min_voxels)
         shift = step.shift_for(level)
         out[kind] = {"reference_hu": float(reference), "brain_tissue_hu": None if level is None else round(level, 2),
@@ -592,21 +621,24 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
                            dicom_candidates=candidates)
     if keep_image:
         pred.hu_volume = np.asarray(img.as_tensor()[0].numpy(), dtype=np.float32)
-    t0 = time.perf_counter()
-    pred.hu_reference = hu_reference(models, img)
-    _add_time(timings, "preprocess", t0)
     if cls is not None:
         probs = _predict_cls(cls, img, timings)
         if probs.shape != (pred.n_slices, len(LABEL_NAMES)):
             raise RuntimeError(f"classifier gave {probs.shape} slice probabilities for {pred.n_slices} slices")
         pred.slice_probs = probs
+    seg_meta, seg_probs = None, None
     if seg is not None:
-        probs, data = _seg_probabilities(seg, img, timings)
+        seg_probs, data = _seg_probabilities(seg, img, timings)
+        seg_meta = getattr(data["image"], "meta", None)
         t0 = time.perf_counter()
-        _set_seg_fields(pred, seg, _seg_label_maps(seg, img, probs, data, float(seg.config["min_component_confidence"])))
+        _set_seg_fields(pred, seg, _seg_label_maps(seg, img, seg_probs, data,
+                                                   float(seg.config["min_component_confidence"])))
         _add_time(timings, "seg", t0)
     t0 = time.perf_counter()
-    _apply_rules(pred, rules)
+    pred.hu_reference = hu_reference(models, img, seg_meta)  # the segmenter's step measured the level already
+    _add_time(timings, "preprocess", t0)
+    t0 = time.perf_counter()
+    _apply_rules(pred, rules, None if seg_probs is None else seg_probs.numpy())
     _add_time(timings, "decide", t0)
     return pred
 
@@ -618,7 +650,7 @@ def predict_confidence_variants(seg: LoadedModel, image_path: str | Path, min_co
     What :func:`predict_study` gives with ``min_component_confidence`` set to each value of
     ``min_confidences`` (0: no filter): the study is read and the sliding window run once, then
     every value filters the same class probabilities, inverts them onto the original grid and
-    applies ``rules`` (default: the run's ``seg_volume`` rule).
+    applies ``rules`` (default: the run's ``seg_volume`` and ``seg_peak`` rules).
 
     Examples
     --------
@@ -650,7 +682,7 @@ def predict_confidence_variants(seg: LoadedModel, image_path: str | Path, min_co
         pred = StudyPrediction(image=str(image_path), original_shape=shape, original_affine=affine.copy(),
                                n_slices=int(shape[-1]))
         _set_seg_fields(pred, seg, _seg_label_maps(seg, img, probs, data, value))
-        _apply_rules(pred, rules)
+        _apply_rules(pred, rules, probs.numpy())
         out[value] = pred
     return out
 

@@ -1,4 +1,5 @@
-"""``ichct postprocess``: choose a segmenter's confidence filter on held-out studies and store it.
+"""``ichct postprocess``: choose a segmenter's confidence filter and its ``seg_peak`` threshold on
+held-out studies and store them.
 
 :func:`determine_postprocessing` predicts every study of a manifest split once
 (:func:`~ichct.pipeline.models.inference.predict_confidence_variants`), scores each candidate
@@ -10,6 +11,11 @@ writes ``postprocessing.json`` (the sweep, the rule, the studies) beside the mod
 * a bundle: ``models/postprocessing.json``, the value into ``models/run_config.json``, then the
   configs regenerated (:func:`~ichct.pipeline.bundle.package.refresh_bundle`), so the bundle's
   ``inference.json`` and ``evaluate.json`` list the filter.
+
+The same studies choose the threshold of the segmenter's ``seg_peak`` rule (its peak blood
+probability, :func:`~ichct.pipeline.decision.peak_probability_scores`; Youden's J, as training
+chooses its thresholds): it goes into the stored decision rule's ``meta["other_rules"]``
+(``thresholds.json``), with where it was chosen, and into ``postprocessing.json`` (``seg_peak``).
 
 The studies must be held out from the model's training (its validation fold, or another cohort):
 training patients are refused, as in ``ichct evaluate``.
@@ -36,7 +42,7 @@ from ichct.pipeline.postprocess.confidence import (
 
 logger = logging.getLogger("ichct.postprocess")
 
-__all__ = ["POSTPROCESSING_FILE", "determine_postprocessing"]
+__all__ = ["POSTPROCESSING_FILE", "determine_postprocessing", "peak_threshold"]
 
 POSTPROCESSING_FILE = "postprocessing.json"
 
@@ -90,17 +96,54 @@ def _sweep_rows(model: Any, entries: Sequence[Mapping[str, Any]],
     return rows
 
 
+def peak_threshold(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The ``seg_peak`` threshold Youden's J chooses on per-study rows (``label:any``,
+    ``score:seg_peak:any``); None without rows of both classes.
+
+    Examples
+    --------
+    >>> rows = [{"label:any": 1, "score:seg_peak:any": 0.9}, {"label:any": 0, "score:seg_peak:any": 0.3},
+    ...         {"label:any": 1, "score:seg_peak:any": 0.7}, {"label:any": 0, "score:seg_peak:any": 0.5}]
+    >>> round(peak_threshold(rows), 3)
+    0.6
+    """
+    import numpy as np
+
+    from ichct.pipeline.decision import choose_threshold
+
+    known = [r for r in rows if r.get("score:seg_peak:any") is not None and r.get("label:any") in (0, 1)]
+    labels = np.asarray([r["label:any"] for r in known], dtype=bool)
+    if not known or labels.all() or not labels.any():
+        return None
+    scores = np.asarray([r["score:seg_peak:any"] for r in known], dtype=np.float64)
+    return float(min(max(choose_threshold(scores, labels, method="youden"), 1e-6), 1.0))
+
+
+def _with_peak_threshold(rule: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored ``seg_volume`` rule (``thresholds.json``) with the record's ``seg_peak`` threshold in its meta."""
+    peak = record.get("seg_peak") or {}
+    if peak.get("threshold") is None:
+        return rule
+    meta = dict(rule.get("meta") or {})
+    meta["other_rules"] = {**dict(meta.get("other_rules") or {}), "seg_peak": {"any": peak["threshold"]}}
+    meta["other_rules_chosen_on"] = {**dict(meta.get("other_rules_chosen_on") or {}), "seg_peak": peak["chosen_on"]}
+    return {**rule, "meta": meta}
+
+
 def _store(model: Any, record: Mapping[str, Any]) -> str:
-    """Write ``postprocessing.json`` and the chosen value into the model's config (a bundle's configs
-    regenerated); the config's path. A failure leaves both files as they were."""
+    """Write ``postprocessing.json``, the chosen value into the model's config and the ``seg_peak``
+    threshold into its ``thresholds.json`` (a bundle's configs regenerated); the config's path. A
+    failure leaves the files as they were."""
     config_path = model.run_dir / ("run_config.json" if model.bundle_dir is not None else "config.json")
-    record_path = model.run_dir / POSTPROCESSING_FILE
-    before = {p: p.read_bytes() if p.is_file() else None for p in (config_path, record_path)}
+    record_path, rule_path = model.run_dir / POSTPROCESSING_FILE, model.run_dir / "thresholds.json"
+    before = {p: p.read_bytes() if p.is_file() else None for p in (config_path, record_path, rule_path)}
     run_config = read_json(config_path, "run config")  # as written: only the one key changes
     run_config["config"] = {**run_config["config"], "min_component_confidence": record["min_component_confidence"]}
     try:
         write_json_atomic(record_path, record)
         write_json_atomic(config_path, run_config)
+        if rule_path.is_file():
+            write_json_atomic(rule_path, _with_peak_threshold(read_json(rule_path, "decision rule"), record))
         if model.bundle_dir is not None:
             from ichct.pipeline.bundle.package import refresh_bundle
 
@@ -147,7 +190,8 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     -------
     dict
         The ``postprocessing.json`` record: ``min_component_confidence`` (chosen), ``previous``,
-        ``rule``, ``studies``, ``lesions``, ``sweep`` and, when applied, ``written``.
+        ``rule``, ``studies``, ``lesions``, ``sweep``, ``seg_peak`` (its ``threshold``, None without
+        studies of both classes, and where it was chosen) and, when applied, ``written``.
 
     Examples
     --------
@@ -163,8 +207,10 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     check_tolerances(dice_tolerance, sensitivity_tolerance)  # before any prediction
     model = _load_model(root, device)
     entries, fold = _entries(model, Path(manifest), split, fold)
-    summary = sweep_summary(_sweep_rows(model, entries, candidates))
+    sweep_rows = _sweep_rows(model, entries, candidates)
+    summary = sweep_summary(sweep_rows)
     chosen = choose_confidence(summary, dice_tolerance, sensitivity_tolerance)
+    rows = sweep_rows[chosen]
     record: dict[str, Any] = {
         "min_component_confidence": chosen, "previous": float(model.config["min_component_confidence"]),
         "rule": {"dice_tolerance": float(dice_tolerance), "sensitivity_tolerance": float(sensitivity_tolerance),
@@ -173,6 +219,8 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
         "studies": {"manifest": str(manifest), "manifest_sha256": sha256_file(manifest), "split": split,
                     "fold": fold, "n": len(entries)},
         "lesions": DEFAULT_LESIONS.to_dict(), "sweep": summary, "ichct_version": __version__,
+        "seg_peak": {"threshold": peak_threshold(rows), "method": "youden",
+                     "chosen_on": f"{manifest} {split}{'' if fold is None else f' fold {fold}'} ({len(rows)} studies)"},
     }
     if apply:
         record["written"] = _store(model, record)

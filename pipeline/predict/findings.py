@@ -8,7 +8,7 @@ slice order) that "drove" a call:
   negative -> the window of ``k`` slices that gave the score (its minimum is the score);
 * ``max``: positive -> every run of slices with ``p >= threshold``; negative -> the maximum slice;
 * ``topk_mean``: the ``k`` slices averaged (grouped into runs);
-* ``seg_volume``: the slices holding segmented voxels of the label (original grid).
+* ``seg_volume``, ``seg_peak``: the slices holding segmented voxels of the label (original grid).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ichct.pipeline.predict.abc2 import abc2_estimate
-from ichct.pipeline.decision import DecisionRule, affine_voxel_volume_ml
+from ichct.pipeline.decision import SLICE_RULES, DecisionRule, affine_voxel_volume_ml
 from ichct.pipeline.core.labels import LABEL_NAMES
 
 __all__ = ["runs", "slice_rule_ranges", "seg_ranges", "label_mask", "build_findings"]
@@ -100,11 +100,12 @@ def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, d
     out: dict[str, dict[str, Any]] = {}
     for label in labels:
         d = decisions.get(label)
-        slice_rule = rule.name != "seg_volume"
+        slice_rule = rule.name in SLICE_RULES
+        probability = rule.name != "seg_volume"  # slice rules and seg_peak score probabilities
         f: dict[str, Any] = {
-            "probability": float(d["score"]) if d is not None and slice_rule else None,
+            "probability": float(d["score"]) if d is not None and probability else None,
             "score": float(d["score"]) if d is not None else None,
-            "score_unit": ("probability" if slice_rule else "mL") if d is not None else None,
+            "score_unit": ("probability" if probability else "mL") if d is not None else None,
             "threshold": float(d["threshold"]) if d is not None else None,
             "call": bool(d["positive"]) if d is not None else None,
             "slice_ranges": [], "slice_ranges_source": None,

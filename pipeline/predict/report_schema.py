@@ -143,7 +143,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "rule": {
             "type": "object",
             "required": ["name", "k"],
-            "properties": {"name": {"enum": ["consecutive", "max", "topk_mean", "seg_volume"]}},
+            "properties": {"name": {"enum": ["consecutive", "max", "topk_mean", "seg_volume", "seg_peak"]}},
         },
         "findings": {
             "type": "object",

@@ -325,8 +325,8 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
         Loaded models (:func:`ichct.pipeline.models.inference.load_run` or
         ``ichct.pipeline.bundle.package.load_bundle``): a mapping ``{"seg": ..., "cls": ...}`` or a list.
     rule
-        ``consecutive``, ``max``, ``topk_mean`` (need a classifier) or ``seg_volume`` (needs a
-        segmenter); default ``consecutive`` with a classifier, else ``seg_volume``.
+        ``consecutive``, ``max``, ``topk_mean`` (need a classifier), ``seg_volume`` or ``seg_peak``
+        (need a segmenter); default ``consecutive`` with a classifier, else ``seg_volume``.
     overwrite
         Replace a non-empty ``out_dir``.
     overlays, seg_dicom

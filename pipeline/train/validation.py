@@ -3,7 +3,8 @@
 :class:`ValidationCollector` is attached to the validation engine of ``ichct train`` and wrapped
 by the bundles' :class:`~ichct.pipeline.bundle.components.ValidationScores`, so both compute the
 key metric and choose thresholds the same way: seg scores the blood volume of the ``seg_volume``
-rule, cls the ``consecutive`` rule on slice probabilities (and the other slice rules beside it).
+rule (and its peak probability, ``seg_peak``, beside it), cls the ``consecutive`` rule on slice
+probabilities (and the other slice rules beside it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ichct.pipeline.decision import SLICE_RULES, DecisionRule, choose_threshold, ct_scores, voxel_volume_ml
+from ichct.pipeline.decision import (SLICE_RULES, DecisionRule, choose_threshold, ct_scores, peak_probability_scores,
+                                    voxel_volume_ml)
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
 
@@ -89,11 +91,13 @@ class ValidationCollector:
                     osc = ct_scores(rule, slice_probs=probs[b, : int(n)])
                     self.other_scores.setdefault(name, []).append([osc[s] for s in LABEL_NAMES])
         else:
-            seg = torch.argmax(out["pred"].float(), dim=1).cpu().numpy()
+            probs = torch.softmax(out["pred"].float(), dim=1).cpu().numpy()
+            seg = probs.argmax(axis=1)
             for b in range(seg.shape[0]):
                 sc = ct_scores(self.rule, segmentation=seg[b], voxel_volume_ml=self.voxel_ml)
                 self.scores.append([float(sc.get("any", 0.0))])
                 self.labels.append([float(ct[b][0])])
+                self.other_scores.setdefault("seg_peak", []).append([peak_probability_scores(probs[b])["any"]])
 
     def metrics(self) -> dict[str, float]:
         """``val_auc_any`` (and for cls ``val_auc_mean``, over the labels with both classes) of the
@@ -157,6 +161,14 @@ class ValidationCollector:
             t = 0.0
         if t <= 0:
             t, fallback = self.voxel_ml, ["any"]
+        other = {}
+        if self.other_scores.get("seg_peak"):  # the peak probability's threshold, chosen on the same studies
+            peak = np.asarray(self.other_scores["seg_peak"], dtype=np.float64)
+            try:
+                other["seg_peak"] = {"any": float(min(max(choose_threshold(peak[keep, 0], y[keep, 0] > 0,
+                                                                           method=method), 1e-6), 1.0))}
+            except ValueError:
+                pass  # one class only: seg_peak keeps the default threshold
         return DecisionRule("seg_volume", threshold=float(t), min_component_ml=self.rule.min_component_ml,
                             num_seg_classes=self.rule.num_seg_classes,
-                            meta={**meta, "unit": "mL", "fallback_one_voxel": fallback})
+                            meta={**meta, "unit": "mL", "fallback_one_voxel": fallback, "other_rules": other})
