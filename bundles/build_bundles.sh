@@ -18,6 +18,8 @@
 #   SEG_COHORT / CLS_COHORT (committed synthetic cohort each trains on, default synth_large / synth_default),
 #   SEG_MINUTES / CLS_MINUTES (training budget, default 60 / 5), SEG_EPOCHS / CLS_EPOCHS (epoch cap,
 #   default 1000 / empty: the budget stops the segmenter, the training config's own cap the classifier),
+#   SEG_CONFIG / CLS_CONFIG (training overrides, `ichct train --config`; default bundles/seg_train_config.json:
+#   the segmenter trains with brain-referenced HU / empty),
 #   TTA (test-time mirroring axes of both bundles, default 0: left-right / the first in-plane axis; none: off),
 #   BRAIN_HU (brain-referenced HU level of both bundles, default 30; none: off),
 #   VERSION (bundle version, default 0.1.0), BOOTSTRAP (resamples, default 2000), SHIFTED=0 (skip the shifted-domain benchmark),
@@ -32,9 +34,11 @@ PYTHON=${PYTHON:-python}
 SEG_COHORT=${SEG_COHORT:-synth_large}
 SEG_MINUTES=${SEG_MINUTES:-60}
 SEG_EPOCHS=${SEG_EPOCHS:-1000}
+SEG_CONFIG=${SEG_CONFIG:-bundles/seg_train_config.json}
 CLS_COHORT=${CLS_COHORT:-synth_default}
 CLS_MINUTES=${CLS_MINUTES:-5}
 CLS_EPOCHS=${CLS_EPOCHS:-}
+CLS_CONFIG=${CLS_CONFIG:-}
 TTA=${TTA:-0}
 BRAIN_HU=${BRAIN_HU:-30}
 DEFAULT_MANIFEST=data_manifests/synth_default.json
@@ -65,8 +69,8 @@ for kind in $kinds; do
     $ICHCT bundle verify "bundles/$name"
     continue
   fi
-  if [ "$kind" = seg ]; then cohort=$SEG_COHORT minutes=$SEG_MINUTES epochs=$SEG_EPOCHS
-  else cohort=$CLS_COHORT minutes=$CLS_MINUTES epochs=$CLS_EPOCHS; fi
+  if [ "$kind" = seg ]; then cohort=$SEG_COHORT minutes=$SEG_MINUTES epochs=$SEG_EPOCHS config=$SEG_CONFIG
+  else cohort=$CLS_COHORT minutes=$CLS_MINUTES epochs=$CLS_EPOCHS config=$CLS_CONFIG; fi
   ensure_cohort "$cohort"
   MANIFEST=data_manifests/$cohort.json
   run=$WORK/$kind
@@ -74,7 +78,7 @@ for kind in $kinds; do
   if [ -z "${REUSE_RUNS:-}" ] || [ ! -f "$run/best.pt" ]; then
     rm -rf "$run"
     $ICHCT train "$kind" --manifest "$MANIFEST" --fold 0 --out "$run" --max-minutes "$minutes" \
-      ${epochs:+--epochs "$epochs"} --seed 0
+      ${epochs:+--epochs "$epochs"} ${config:+--config "$config"} --seed 0
   fi
   rm -rf "$evaluation" "${evaluation}_default"
   $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force --tta-mirror-axes "$TTA" \

@@ -235,6 +235,12 @@ def test_build_script_defaults_are_what_the_docs_call_the_build_script_run():
         assert float(_script_default(text, f"{prefix}_MINUTES")) == spec["max_minutes"]
         epochs = _script_default(text, f"{prefix}_EPOCHS")
         assert (int(epochs) if epochs else None) == spec["epochs"]
+        config = _script_default(text, f"{prefix}_CONFIG")
+        assert (config or None) == spec["config"]
+    # the segmenter's training overrides: brain-referenced HU at the committed level, as it is packaged
+    assert json.loads((REPO / BUILD_SCRIPT["seg"]["config"]).read_text()) == {
+        "brain_reference_hu": COMMITTED_INFERENCE["brain_reference_hu"]}
+    assert '${config:+--config "$config"}' in text
     assert [int(a) for a in _script_default(text, "TTA").split(",")] == COMMITTED_INFERENCE["tta_mirror_axes"]
     assert float(_script_default(text, "BRAIN_HU")) == COMMITTED_INFERENCE["brain_reference_hu"]
     assert "--fold 0" in text and "--seed 0" in text and "postprocess" in text
@@ -245,15 +251,17 @@ def test_readme_says_build_script_only_for_the_build_script_run(setup, run_cli, 
     """A cls run of the default cohort with the script's budget is reproduced by the script; on
     synth_large, or with another budget, it is told to retrain by hand."""
     spec = BUILD_SCRIPT["cls"]
-    cases = ((spec["cohort"], spec["max_minutes"], True), ("synth_large", spec["max_minutes"], False),
-             (spec["cohort"], 3.0, False))
-    for i, (cohort, minutes, scripted) in enumerate(cases):
+    cases = ((spec["cohort"], spec["max_minutes"], True, ""), ("synth_large", spec["max_minutes"], False, ""),
+             (spec["cohort"], 3.0, False, ""),
+             (spec["cohort"], spec["max_minutes"], False, " --config my.json"))  # trained with other overrides
+    for i, (cohort, minutes, scripted, extra) in enumerate(cases):
         tmp = tmp_path / str(i)
         tmp.mkdir()
         run = _run_on(setup, tmp, config_changes={"max_minutes": minutes})
         manifest = REPO / "data_manifests" / f"{cohort}.json"
         cfg = json.loads((run / "config.json").read_text())
         cfg["manifest"], cfg["manifest_sha256"] = str(manifest), _sha(manifest)
+        cfg["command"] = f"ichct train cls --manifest {manifest} --fold 0 --out run --max-minutes {minutes}{extra} --seed 0"
         (run / "config.json").write_text(json.dumps(cfg, indent=2))
         b = tmp / "b"
         assert run_cli("bundle", "package", run, b, "-q", *_COMMITTED_FLAGS).code == 0

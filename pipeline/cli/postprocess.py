@@ -16,13 +16,16 @@ def _values(text: str) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
-        "postprocess", parents=[common], help="choose a segmenter's confidence filter on held-out studies",
+        "postprocess", parents=[common],
+        help="choose a segmenter's confidence filter and seg_peak threshold on held-out studies",
         description="Predict every study of a manifest split with a segmentation run or bundle once, score each "
                     "candidate min_component_confidence (predicted blood components whose mean blood probability "
                     "is below it become background) against the reference masks, and choose the largest value "
                     "whose Dice on studies with blood and lesion-level sensitivity stay within the tolerances of "
                     "no filter. Writes postprocessing.json (the sweep and the rule) beside the model's config and "
-                    "the value into it (a bundle's configs are regenerated); prints the record as JSON. The "
+                    "the value into it (a bundle's configs are regenerated); the same studies choose the "
+                    "threshold of the seg_peak rule (Youden), stored in thresholds.json; prints the record as "
+                    "JSON. The "
                     "studies must be held out: the default is the model's validation fold; the model's training "
                     "patients are refused.")
     p.add_argument("model_dir", help="segmentation training run or bundle folder")

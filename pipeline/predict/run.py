@@ -274,8 +274,8 @@ def hu_reference_warnings(hu_reference: Mapping[str, Mapping[str, Any]]) -> list
                        "referenced")
         elif ref.get("clipped"):
             message = (f"the brain tissue reads {level:.1f} HU, {abs(level - reference):.1f} HU from the reference "
-                       f"{reference:g} HU; the shift was limited to {float(ref['shift_hu']):+g} HU. Check the scanner's "
-                       "calibration and the rescale tags (RescaleSlope, RescaleIntercept)")
+                       f"{reference:g} HU; the shift was limited to {float(ref['shift_hu']):+g} HU. Check the "
+                       "scanner's calibration and the rescale tags (RescaleSlope, RescaleIntercept)")
         else:
             continue
         by_message.setdefault(message, []).append(kind)
