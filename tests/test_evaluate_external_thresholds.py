@@ -51,8 +51,10 @@ def test_ichct_classifier_thresholds_json_gives_every_slice_rule():
 def test_ichct_segmentation_thresholds_json():
     path = REPO / "bundles" / "ich_ct_segmentation" / "models" / "thresholds.json"
     stored = DecisionRule.load(path)
+    assert "seg_peak" in stored.meta["other_rules"]  # chosen by ichct postprocess; needs probability maps
     rules = load_thresholds(path)
-    assert list(rules) == ["seg_volume"]
+    assert list(rules) == ["seg_volume"]  # label maps of another tool are scored by their volume only
+    assert "other_rules_chosen_on" not in rules["seg_volume"].meta
     rule = rules["seg_volume"]
     assert (rule.threshold, rule.min_component_ml, rule.num_seg_classes) == (
         stored.threshold, stored.min_component_ml, stored.num_seg_classes)

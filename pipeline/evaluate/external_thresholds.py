@@ -91,17 +91,19 @@ def load_thresholds(path: str | Path) -> dict[str, DecisionRule]:
 
 
 def _ichct_rules(path: Path) -> dict[str, DecisionRule]:
-    """The rule of an ichct ``thresholds.json`` and the other slice rules stored beside it."""
+    """The rule of an ichct ``thresholds.json`` and the other slice rules stored beside it (not a
+    segmenter's ``seg_peak``: it scores probability maps, which other tools' predictions do not carry)."""
     stored = DecisionRule.load(path)  # InputError naming the file
     meta = {**stored.meta, "thresholds_file": str(path)}
     meta.pop("other_rules", None)
+    meta.pop("other_rules_chosen_on", None)
     rules = {stored.name: DecisionRule.from_dict({**stored.to_dict(), "meta": meta})}
     other = stored.meta.get("other_rules") or {}
     if not isinstance(other, Mapping):
         raise InputError(path, "key 'meta.other_rules': not an object of {rule: {label: threshold}}")
     for name, thresholds in other.items():
         where = f"meta.other_rules.{name}"
-        if name in rules:
+        if name in rules or name == "seg_peak":
             continue
         rule = _user_rule(path, str(name), thresholds, where)
         rules[str(name)] = DecisionRule(rule.name, threshold=rule.threshold, k=stored.k,
