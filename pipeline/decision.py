@@ -75,6 +75,7 @@ __all__ = [
     "decide",
     "choose_threshold",
     "choose_thresholds",
+    "probability_threshold",
 ]
 
 # LABEL_NAMES (from ichct.pipeline.core.labels) is the column order of slice probabilities: "any" + the
@@ -679,6 +680,17 @@ def _gap_midpoint(thresholds: np.ndarray, index: int) -> float:
     if index + 1 >= thresholds.size:
         return float(thresholds[index])
     return float(0.5 * (thresholds[index] + thresholds[index + 1]))
+
+
+def probability_threshold(threshold: float) -> float:
+    """A chosen threshold as a probability rule's threshold: within ``[1e-6, 1]`` (0 would call every CT).
+
+    Examples
+    --------
+    >>> probability_threshold(0.0), probability_threshold(0.4), probability_threshold(1.2)
+    (1e-06, 0.4, 1.0)
+    """
+    return float(min(max(float(threshold), 1e-6), 1.0))
 
 
 def choose_threshold(

@@ -109,14 +109,14 @@ def peak_threshold(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """
     import numpy as np
 
-    from ichct.pipeline.decision import choose_threshold
+    from ichct.pipeline.decision import choose_threshold, probability_threshold
 
     known = [r for r in rows if r.get("score:seg_peak:any") is not None and r.get("label:any") in (0, 1)]
     labels = np.asarray([r["label:any"] for r in known], dtype=bool)
     if not known or labels.all() or not labels.any():
         return None
     scores = np.asarray([r["score:seg_peak:any"] for r in known], dtype=np.float64)
-    return float(min(max(choose_threshold(scores, labels, method="youden"), 1e-6), 1.0))
+    return probability_threshold(choose_threshold(scores, labels, method="youden"))
 
 
 def _with_peak_threshold(rule: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ichct.pipeline.decision import (SLICE_RULES, DecisionRule, choose_threshold, ct_scores, peak_probability_scores,
-                                    voxel_volume_ml)
+                                    probability_threshold, voxel_volume_ml)
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
 
@@ -139,7 +139,7 @@ class ValidationCollector:
                 t = choose_threshold(scores[keep, j], y[keep, j] > 0, method=method)
             except ValueError:
                 t, _ = 0.5, fell_back.append(name)
-            th[name] = float(min(max(t, 1e-6), 1.0))
+            th[name] = probability_threshold(t)
         return th
 
     def _cls_rule(self, method: str, meta: dict[str, Any]) -> DecisionRule:
@@ -165,8 +165,8 @@ class ValidationCollector:
         if self.other_scores.get("seg_peak"):  # the peak probability's threshold, chosen on the same studies
             peak = np.asarray(self.other_scores["seg_peak"], dtype=np.float64)
             try:
-                other["seg_peak"] = {"any": float(min(max(choose_threshold(peak[keep, 0], y[keep, 0] > 0,
-                                                                           method=method), 1e-6), 1.0))}
+                other["seg_peak"] = {"any": probability_threshold(choose_threshold(peak[keep, 0], y[keep, 0] > 0,
+                                                                                   method=method))}
             except ValueError:
                 pass  # one class only: seg_peak keeps the default threshold
         return DecisionRule("seg_volume", threshold=float(t), min_component_ml=self.rule.min_component_ml,
