@@ -25,7 +25,7 @@ TINY_SEG_CFG = {**SEG_CFG, "network": {"channels": [8, 16], "strides": [2], "num
 FOLD = 0
 
 
-def _env(mp: pytest.MonkeyPatch, base: Path) -> None:
+def set_test_env(mp: pytest.MonkeyPatch, base: Path) -> None:
     mp.setenv("ICHCT_SALT", "ichct-test-salt-0123456789abcdef")
     mp.setenv("ICHCT_SALT_FILE", str(base / "salt"))
     mp.setenv("XDG_CONFIG_HOME", str(base))
@@ -41,7 +41,7 @@ def cohort(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("train_cohort")
     with pytest.MonkeyPatch.context() as mp:
-        _env(mp, base / "env")
+        set_test_env(mp, base / "env")
         cfg = SynthConfig(n_patients=8, seed=3, matrix=64, slices=16, follow_up_fraction=0.0,
                           bone_fraction=0.0, scout_fraction=0.0, tilt_fraction=0.0)
         generate_cohort(cfg, base / "cohort", workers=1)
@@ -55,7 +55,7 @@ def runs(cohort):
     """A 2-epoch seg run and a 2-epoch cls run on fold 0."""
     base = cohort["base"]
     with pytest.MonkeyPatch.context() as mp:
-        _env(mp, base / "env")
+        set_test_env(mp, base / "env")
         seg = train("seg", cohort["manifest"], FOLD, base / "seg", epochs=2, config=SEG_CFG, seed=0)
         cls = train("cls", cohort["manifest"], FOLD, base / "cls", epochs=2, config=CLS_CFG, seed=0)
     return {"seg": (base / "seg", seg), "cls": (base / "cls", cls)}
@@ -229,7 +229,7 @@ def test_the_last_epoch_is_validated_even_off_the_validation_interval(cohort, tm
     cfg = {**TINY_SEG_CFG, "val_interval": 2}
     with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.DEBUG, logger="ichct"), \
             caplog.at_level(logging.DEBUG, logger="ichct.detail"):
-        _env(mp, cohort["base"] / "env")
+        set_test_env(mp, cohort["base"] / "env")
         train("seg", cohort["manifest"], FOLD, tmp_path / "three", epochs=3, config=cfg, seed=0)
         rows = read_metrics(tmp_path / "three" / "metrics.csv")
         assert [math.isfinite(float(r["val_auc_any"])) for r in rows] == [False, True, True]

@@ -528,13 +528,20 @@ def _epochs(n: Any) -> str:
 
 
 def _training_run(run_config: Mapping[str, Any], training: Mapping[str, Any]) -> str:
-    """``58 epochs in 298 s under a 5.0-minute budget`` (no budget clause when the run had none)."""
+    """``58 epochs in 298 s under a 5.0-minute budget`` (no budget clause when the run had none), and
+    the weights it started from when it was fine-tuned."""
     epochs, train_s = training.get("epochs"), training.get("train_s")
     budget = run_config["config"].get("max_minutes")
     if budget is not None:
-        return f"{epochs} epochs in {'n/a' if train_s is None else train_s} s under a {budget}-minute budget"
-    return (f"trained for {_epochs(epochs)}" + ("" if train_s is None else f" in {train_s} s")
-            + ", no time budget")
+        text = f"{epochs} epochs in {'n/a' if train_s is None else train_s} s under a {budget}-minute budget"
+    else:
+        text = (f"trained for {_epochs(epochs)}" + ("" if train_s is None else f" in {train_s} s")
+                + ", no time budget")
+    init = run_config.get("init_weights")
+    if isinstance(init, Mapping):
+        text += (f", starting from the weights of {init.get('describes') or Path(str(init.get('path'))).name} "
+                 f"(sha256 {str(init.get('sha256'))[:12]}) instead of a random draw")
+    return text
 
 
 def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -> bool:
@@ -545,7 +552,8 @@ def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -
     # a run trained with the script's overrides recorded --config in its command (the values alone may
     # have been set after training, by `ichct bundle package`)
     trained_with = spec is not None and (spec["config"] is None) == ("--config" not in str(run_config.get("command")))
-    return (spec is not None and _committed(td) == spec["cohort"] and run_config.get("fold") == 0
+    return (spec is not None and "init_weights" not in run_config and _committed(td) == spec["cohort"]
+            and run_config.get("fold") == 0
             and run_config.get("seed") == 0 and budget is not None and float(budget) == spec["max_minutes"]
             and spec["epochs"] in (None, cfg.get("epochs")) and trained_with
             and all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items()))

@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "grow with the number of studies (config keys cache: disk, cache_dir; num_workers "
                         "DataLoader workers read it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with the saved config")
+    p.add_argument("--init-weights", default=None, dest="init_weights", metavar="MODEL",
+                   help="start from a trained model's weights instead of a random draw (fine-tuning): a training "
+                        "run folder (its best.pt), a bundle folder or a .pt file; they must fit the run's network. "
+                        "config.json records the source and its sha256, train_patients.json the source's training "
+                        "patients (evaluation refuses them too)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the model trains (default: cpu)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
@@ -67,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("ichct train: error: --cache-dir cannot change a run on --resume (it resumes with the "
                          "cache of its config.json)\n")
         return 2
+    if args.init_weights is not None and args.resume:
+        args._parser.print_usage(sys.stderr)
+        sys.stderr.write("ichct train: error: --init-weights starts a new run; --resume continues from OUT/last.pt\n")
+        return 2
     from ichct.pipeline.train.engine import train
     from ichct.pipeline.train.progress import training_display
 
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     with training_display(enabled=not args.quiet and args.verbose == 0) as display:
         summary = train(args.kind, args.manifest, args.fold, args.out, epochs=args.epochs, config=config,
                         resume=args.resume, device=args.device, amp=args.amp, seed=args.seed,
-                        max_minutes=args.max_minutes, tracking=args.tracking,
+                        max_minutes=args.max_minutes, tracking=args.tracking, init_weights=args.init_weights,
                         progress=display.reporter(args.kind) if display is not None else None)
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

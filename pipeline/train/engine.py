@@ -54,6 +54,7 @@ from ichct.pipeline.models.network_factory import build_network, mirror_kwargs
 from ichct.pipeline.models.config import resolve_config, resolve_saved_config
 from ichct.pipeline.train.curves import CURVES_NAME, plot_training_curves
 from ichct.pipeline.train.distributed import World, distributed_run
+from ichct.pipeline.train.init_weights import InitWeights, load_init_weights
 from ichct.pipeline.train.progress import ProgressHandler, TrainingProgress
 from ichct.pipeline.train.record import training_record
 from ichct.pipeline.train.tracking import MLFLOW_DIR, TENSORBOARD_DIR, check_tracking, track_run
@@ -264,7 +265,8 @@ def _check_network(kind: str, cfg: Mapping[str, Any], source: str) -> None:
 
 
 def _command(kind: str, manifest: Path, fold: int, out: Path, epochs: int | None, max_minutes: float | None,
-             config: Any, device: str, amp: bool, seed: int, tracking: str = "tensorboard") -> str:
+             config: Any, device: str, amp: bool, seed: int, tracking: str = "tensorboard",
+             init_weights: str | Path | None = None) -> str:
     """The ``ichct train`` command line that trains this run again (a mapping config is only in config.json)."""
     import shlex
 
@@ -275,6 +277,8 @@ def _command(kind: str, manifest: Path, fold: int, out: Path, epochs: int | None
         argv += ["--max-minutes", repr(float(max_minutes))]
     if isinstance(config, (str, Path)):
         argv += ["--config", str(Path(config).resolve())]
+    if init_weights is not None:
+        argv += ["--init-weights", str(Path(init_weights).resolve())]
     argv += ["--device", str(device)] + (["--amp"] if amp else []) + ["--seed", str(int(seed))]
     if tracking != "tensorboard":
         argv += ["--tracking", tracking]
@@ -318,6 +322,7 @@ class _RunSpec:
     budget_s: float | None  # the time budget of the training loop (max_minutes), seconds
     ckpt: dict[str, Any] | None  # last.pt of the resumed run
     tracking: str = "tensorboard"  # see ichct.pipeline.train.tracking
+    init: InitWeights | None = None  # the weights a new run starts from (--init-weights)
 
     @property
     def last_path(self) -> Path:
@@ -346,9 +351,10 @@ def _saved_run(kind: str, manifest: Path, manifest_sha: str, fold: int, out: Pat
 
 def _resolve_run(kind: str, manifest: str | Path, fold: int, out_dir: str | Path, epochs: int | None,
                  config: str | Path | Mapping[str, Any] | None, resume: bool, device: str, amp: bool, seed: int,
-                 max_minutes: float | None, tracking: str = "tensorboard") -> _RunSpec:
+                 max_minutes: float | None, tracking: str = "tensorboard",
+                 init_weights: str | Path | None = None) -> _RunSpec:
     """Check the arguments of :func:`train` and resolve its config (on resume: the saved one, the saved
-    seed and ``last.pt``). Nothing is written."""
+    seed and ``last.pt``) and its initial weights. Nothing is written."""
     if kind not in ("seg", "cls"):
         raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
     if torch_device(device).type != "cuda" and amp:
@@ -369,6 +375,7 @@ def _resolve_run(kind: str, manifest: str | Path, fold: int, out_dir: str | Path
         config_source = str(config) if isinstance(config, (str, Path)) else "training config"
         cfg = resolve_config(kind, config, epochs=epochs)
     _check_network(kind, cfg, config_source)
+    init = _checked_init(kind, cfg, init_weights, resume)
     if max_minutes is not None:
         cfg["max_minutes"] = float(max_minutes)
     budget_s = float(cfg["max_minutes"]) * 60.0 if cfg.get("max_minutes") else None
@@ -376,7 +383,19 @@ def _resolve_run(kind: str, manifest: str | Path, fold: int, out_dir: str | Path
         raise InputError(f"max_minutes (--max-minutes) must be > 0, got {cfg['max_minutes']}")
     return _RunSpec(kind=kind, manifest=manifest, manifest_sha=manifest_sha, fold=int(fold), out=out, cfg=cfg,
                     seed=int(seed), device=device, amp=amp, max_epochs=int(cfg["epochs"]), budget_s=budget_s,
-                    ckpt=ckpt, tracking=tracking)
+                    ckpt=ckpt, tracking=tracking, init=init)
+
+
+def _checked_init(kind: str, cfg: Mapping[str, Any], init_weights: str | Path | None, resume: bool) -> InitWeights | None:
+    """The initial weights of a new run, checked against its network (RNG untouched)."""
+    if init_weights is None:
+        return None
+    if resume:
+        raise InputError("--init-weights starts a new run; --resume continues from the run's own last.pt")
+    init = load_init_weights(init_weights, kind)
+    with torch.random.fork_rng(devices=[]):
+        init.load_into(build_network(kind, cfg))
+    return init
 
 
 def _split_entries(manifest: Path, fold: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -400,15 +419,18 @@ def _write_run_record(spec: _RunSpec, command: str, train_entries: list[dict[str
     """``config.json`` and ``train_patients.json`` of a new run."""
     import ichct
 
+    init = {} if spec.init is None else {"init_weights": spec.init.source}
     write_json_atomic(spec.out / "config.json", {
         "kind": spec.kind, "fold": spec.fold, "seed": spec.seed, "device": str(spec.device), "amp": bool(spec.amp),
         "manifest": str(spec.manifest), "manifest_sha256": spec.manifest_sha, "config": spec.cfg,
         "versions": {"ichct": ichct.__version__, "torch": torch.__version__,
                      "monai": __import__("monai").__version__},
-        "command": command,
+        "command": command, **init,
     })
-    write_json_atomic(spec.out / "train_patients.json",
-                      training_record(spec.manifest, spec.manifest_sha, spec.fold, train_entries, val_entries))
+    record = training_record(spec.manifest, spec.manifest_sha, spec.fold, train_entries, val_entries)
+    if spec.init is not None and spec.init.record is not None:  # evaluation refuses those patients too
+        record["initial_weights"] = spec.init.record
+    write_json_atomic(spec.out / "train_patients.json", record)
 
 
 @dataclass
@@ -475,7 +497,10 @@ def _build_parts(spec: _RunSpec, dev: torch.device, train_items: list[dict[str, 
     """The network (seeded), AdamW with a cosine schedule over the epochs, the loss and validation."""
     from monai.inferers import SimpleInferer
 
-    model = build_network(spec.kind, spec.cfg).to(dev)
+    model = build_network(spec.kind, spec.cfg)
+    if spec.init is not None:  # fine-tuning: the trained weights replace the random draw
+        spec.init.load_into(model)
+    model = model.to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(spec.cfg["lr"]),
                                   weight_decay=float(spec.cfg["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, spec.max_epochs), eta_min=0.0)
@@ -775,6 +800,7 @@ def train(
     max_minutes: float | None = None,
     *,
     tracking: str = "tensorboard",
+    init_weights: str | Path | None = None,
     progress: Callable[[TrainingProgress], None] | None = None,
     epoch_started: Callable[[int], None] | None = None,
     _stop_after_epoch: int | None = None,
@@ -812,6 +838,11 @@ def train(
         ``"tensorboard"`` (event files in ``out_dir/tensorboard``), ``"mlflow"`` (the
         ``ichct[mlflow]`` extra; ``MLFLOW_TRACKING_URI`` or a file store in ``out_dir/mlruns``) or
         ``"none"``: see :mod:`ichct.pipeline.train.tracking`.
+    init_weights
+        Start a new run from a trained model's weights instead of a random draw (fine-tuning): a
+        training run folder (``best.pt``), a bundle folder or a checkpoint file whose weights fit
+        the run's network; see :mod:`ichct.pipeline.train.init_weights`. The source is recorded in
+        ``config.json`` (``init_weights``) and its training record in ``train_patients.json``.
     progress
         Called with a :class:`~ichct.pipeline.train.progress.TrainingProgress` at the start,
         about once a second during each epoch, after each epoch and at the end, in the training
@@ -851,14 +882,15 @@ def train(
     with distributed_run(device) as world:
         # rank 0 resolves and checks the run; under torchrun the other ranks receive it
         spec, train_entries, val_entries = world.from_main(_resolve_and_split, kind, manifest, fold, out_dir, epochs,
-                                                           config, resume, device, amp, seed, max_minutes, tracking)
+                                                           config, resume, device, amp, seed, max_minutes, tracking,
+                                                           init_weights)
         set_determinism(seed=world.rank_seed(spec.seed))
         if not world.is_main:  # trains beside rank 0, never touches the run folder
             _fit(dataclasses.replace(spec, tracking="none"), train_entries, val_entries, epoch_started,
                  _stop_after_epoch, None, world)
             return world.from_main(dict)  # rank 0's summary
         command = _command(kind, spec.manifest, fold, spec.out, epochs, max_minutes, config, device, amp, seed,
-                           tracking)
+                           tracking, init_weights)
         summary = _train_in_folder(spec, command if not resume else None, train_entries, val_entries,
                                    epoch_started, _stop_after_epoch, progress, world)
         return world.from_main(lambda: summary)
@@ -866,11 +898,11 @@ def train(
 
 def _resolve_and_split(kind: str, manifest: str | Path, fold: int, out_dir: str | Path, epochs: int | None,
                        config: str | Path | Mapping[str, Any] | None, resume: bool, device: str, amp: bool, seed: int,
-                       max_minutes: float | None, tracking: str
+                       max_minutes: float | None, tracking: str, init_weights: str | Path | None = None
                        ) -> tuple[_RunSpec, list[dict[str, Any]], list[dict[str, Any]]]:
     """:func:`_resolve_run` and :func:`_split_entries`: the run and its studies (nothing is written)."""
     spec = _resolve_run(kind, manifest, fold, out_dir, epochs, config, resume, device, amp, seed, max_minutes,
-                        tracking)
+                        tracking, init_weights)
     train_entries, val_entries = _split_entries(spec.manifest, fold)
     return spec, train_entries, val_entries
 

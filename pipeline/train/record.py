@@ -11,6 +11,9 @@ thresholds. Evaluation then catches
   then;
 * an evaluation on the run's own validation fold (optimistic: it picked the checkpoint).
 
+A fine-tuned model's record (``ichct train --init-weights``) nests the record of the model its
+weights started from as ``initial_weights``; those patients count as training patients too.
+
 Older records hold only the patient keys; they are still used.
 """
 
@@ -87,7 +90,8 @@ def _seen(entry: Mapping[str, Any], index: Mapping[str, set[str]], same_salt: bo
 
 def check_split(record: Mapping[str, Any], entries: Sequence[Mapping[str, Any]], salt_id: str | None,
                 where: str = "the model") -> SplitCheck:
-    """Compare evaluated manifest ``entries`` (built with ``salt_id``) with a training ``record``."""
+    """Compare evaluated manifest ``entries`` (built with ``salt_id``) with a training ``record`` (and,
+    for a fine-tuned model, with the record of its initial weights, ``initial_weights``)."""
     out = SplitCheck()
     run_salt = record.get("salt_id")
     same_salt = not (run_salt and salt_id and run_salt != salt_id)
@@ -105,4 +109,10 @@ def check_split(record: Mapping[str, Any], entries: Sequence[Mapping[str, Any]],
             out.leaked.add(key)
         elif _seen(e, validation, same_salt):
             out.validation.add(key)
+    initial = record.get("initial_weights")
+    if isinstance(initial, Mapping):  # a fine-tuned model: the patients its initial weights learned from
+        before = check_split(initial, entries, salt_id, where=f"the initial weights of {where}")
+        out.leaked |= before.leaked
+        out.validation = (out.validation | before.validation) - out.leaked
+        out.notes += before.notes
     return out

@@ -1,0 +1,126 @@
+"""Initial weights of a training run (``ichct train --init-weights``): fine-tune a trained model.
+
+A run can start from the weights of a trained model of the same kind and network instead of a
+random draw, as nnU-Net's ``-pretrained_weights``: a shipped bundle fine-tuned on a hospital's own
+studies, or a model trained on again with a new schedule. The source is a training run folder
+(its ``best.pt``), a bundle folder (``models/model.pt``) or a checkpoint file; its weights must fit
+the new run's network exactly (the same layers and shapes). The new run records where its weights
+came from (``config.json``'s ``init_weights``: path and sha256) and the source model's own
+training record (``train_patients.json``'s ``initial_weights``), so evaluation refuses the
+patients that trained the initial weights too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ichct.errors import InputError, read_json
+from ichct.pipeline.core.files import sha256_file
+
+__all__ = ["InitWeights", "load_init_weights"]
+
+
+@dataclass
+class InitWeights:
+    """Weights a run starts from: ``state`` (a state dict), ``source`` (``path``, ``sha256``, ``kind``)
+    and the source model's training record (``None`` when it has none)."""
+
+    state: dict[str, torch.Tensor]
+    source: dict[str, Any]
+    record: dict[str, Any] | None = field(default=None)
+
+    def load_into(self, network: torch.nn.Module) -> None:
+        """Copy the weights into ``network``; :class:`~ichct.errors.InputError` naming the source and
+        the layers or shapes that differ when they do not fit."""
+        try:
+            network.load_state_dict(self.state)
+        except RuntimeError as exc:  # missing or unexpected layers, other shapes
+            detail = " ".join(str(exc).split())
+            raise InputError(self.source["path"], f"initial weights do not fit the run's network: {detail[:600]}") from None
+
+
+def _weights_file(path: Path) -> tuple[Path, Path | None, Path | None]:
+    """``(weights file, model config or None, training record or None)`` of a run, bundle or file."""
+    if (path / "models" / "model.pt").is_file():  # a bundle
+        models = path / "models"
+        return models / "model.pt", models / "run_config.json", models / "train_patients.json"
+    if (path / "best.pt").is_file():  # a training run
+        return path / "best.pt", path / "config.json", path / "train_patients.json"
+    if path.is_dir():
+        raise InputError(path, "holds neither a training run's best.pt nor a bundle's models/model.pt")
+    if not path.is_file():
+        raise InputError(path, "initial weights not found (give a training run, a bundle or a .pt file)")
+    return path, None, path.parent / "train_patients.json"
+
+
+def _description(path: Path, weights: Path) -> str:
+    """``bundle NAME VERSION``, ``run FOLDER (best.pt)`` or ``file NAME``: what a reader of the new run's docs
+    can look up."""
+    if weights.parent.name == "models" and (path / "configs" / "metadata.json").is_file():
+        meta = read_json(path / "configs" / "metadata.json", "bundle metadata")
+        return f"bundle {meta.get('name') or path.resolve().name} {meta.get('version', '')}".strip()
+    if weights.name == "best.pt" and path.is_dir():
+        return f"run {path.resolve().name} (best.pt)"
+    return f"file {weights.name}"
+
+
+def _state_dict(weights: Path) -> dict[str, torch.Tensor]:
+    from ichct.pipeline.train.engine import load_checkpoint
+
+    try:
+        obj = load_checkpoint(weights)
+    except Exception as exc:  # not a torch file, or objects weights_only refuses
+        raise InputError(weights, f"cannot be read as weights ({type(exc).__name__}: {exc})") from None
+    state = obj["model"] if isinstance(obj, Mapping) and "model" in obj else obj
+    if not (isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise InputError(weights, "is not a state dict (a mapping of layer names to tensors)")
+    return dict(state)
+
+
+def load_init_weights(path: str | Path, kind: str) -> InitWeights:
+    """Read the initial weights of a ``kind`` run from a training run, a bundle or a checkpoint file.
+
+    Parameters
+    ----------
+    path
+        A training run folder (``best.pt``), a bundle folder (``models/model.pt``) or a ``.pt``
+        file (an ``ichct train`` checkpoint or a plain state dict), read with
+        ``torch.load(..., weights_only=True)``.
+    kind
+        ``"seg"`` or ``"cls"``: a run or bundle of the other kind is refused.
+
+    Returns
+    -------
+    InitWeights
+        The state dict, its source (``path``, ``sha256``, ``kind``) and the source's training
+        record when it has one (``train_patients.json`` of the run or bundle, or beside the file).
+
+    Raises
+    ------
+    ichct.errors.InputError
+        Naming the path: nothing there, not weights, or a model of the other kind.
+
+    Examples
+    --------
+    >>> load_init_weights("no_such_run", "seg")
+    Traceback (most recent call last):
+    ...
+    ichct.errors.InputError: no_such_run: initial weights not found (give a training run, a bundle or a .pt file)
+    """
+    weights, config, record_path = _weights_file(Path(path))
+    source_kind = read_json(config, "run config").get("kind") if config is not None and config.is_file() else None
+    if source_kind is not None and source_kind != kind:
+        raise InputError(path, f"is a {source_kind} model; a {kind} run needs {kind} weights")
+    state = _state_dict(weights)
+    record = None
+    if record_path is not None and record_path.is_file():
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    source = {"path": str(weights.resolve()), "sha256": sha256_file(weights), "kind": source_kind or kind,
+              "describes": _description(Path(path), weights)}
+    return InitWeights(state=state, source=source, record=record if isinstance(record, dict) else None)
