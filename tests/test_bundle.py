@@ -7,6 +7,7 @@ Built on the shared tiny cohort and 1-epoch runs of :mod:`eval_helpers`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -438,6 +439,25 @@ def test_train_and_evaluate_configs(bundles, setup, tmp_path):
     out = tmp_path / "eval_leak"
     r = _monai(c, "run", "--config_file", merged, "--eval_split", "training", "--output_dir", str(out))
     assert r.returncode != 0 and "refusing to evaluate" in r.stderr and not out.exists()
+
+
+def test_train_config_fine_tunes_the_bundles_own_weights(bundles, setup, tmp_path):
+    """``--init_weights models/model.pt``: training starts from the shipped weights (a learning rate too
+    small to move them keeps them), and the rewritten record names them and nests their patients."""
+    b = _copy(bundles["seg"], tmp_path / "seg")
+    before = torch.load(b / "models" / "model.pt", weights_only=True)
+    record_before = json.loads((b / "models" / "train_patients.json").read_text())
+    sha = hashlib.sha256((b / "models" / "model.pt").read_bytes()).hexdigest()
+    _ok(_monai(b, "run", "--config_file", "configs/train.json", "--epochs", "1", "--manifest", str(setup["manifest"]),
+               "--init_weights", "models/model.pt", "--optimizer#lr", "1e-12", "--optimizer#weight_decay", "0.0"))
+    after = torch.load(b / "models" / "model.pt", weights_only=True)
+    after = after.get("model", after)
+    assert before.keys() == after.keys()
+    assert max(float((before[k] - after[k]).abs().max()) for k in before if before[k].is_floating_point()
+               and ".running_" not in k) < 1e-6
+    run_config = json.loads((b / "models" / "run_config.json").read_text())
+    assert run_config["init_weights"]["sha256"] == sha and "--init_weights" in run_config["command"]
+    assert json.loads((b / "models" / "train_patients.json").read_text())["initial_weights"] == record_before
 
 
 def test_torchscript_export(bundles, tmp_path):

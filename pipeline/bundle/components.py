@@ -45,6 +45,7 @@ from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.decision import DecisionRule, ct_scores, decide
+from ichct.pipeline.train.init_weights import load_init_weights
 from ichct.pipeline.train.record import training_record
 from ichct.pipeline.train.validation import ValidationCollector
 
@@ -309,12 +310,18 @@ class RunFilesWriter:
     train_entries, val_entries
         Its training and validation entries (their patient keys, study and series UIDs are stored;
         see :mod:`ichct.pipeline.train.record`).
+    init_weights
+        The weights training starts from (``train.json``'s ``init_weights``; ``None``: a random
+        draw): read here, before training overwrites anything, so ``run_config.json`` records the
+        source and ``train_patients.json`` nests its training record, as ``ichct train
+        --init-weights`` does.
     """
 
     def __init__(self, ckpt_dir: str | Path, kind: str, cfg: Mapping[str, Any], fold: int, seed: int, epochs: int,
                  manifest: str | Path, train_entries: Sequence[Mapping[str, Any]],
-                 val_entries: Sequence[Mapping[str, Any]] | None = None) -> None:
+                 val_entries: Sequence[Mapping[str, Any]] | None = None, init_weights: str | Path | None = None) -> None:
         self.ckpt_dir, self.kind, self.cfg = Path(ckpt_dir), kind, dict(cfg)
+        self.init = None if init_weights is None else load_init_weights(init_weights, kind)
         self.fold, self.seed, self.epochs = int(fold), int(seed), int(epochs)
         self.manifest = Path(manifest)
         self.train_entries = list(train_entries)
@@ -331,12 +338,15 @@ class RunFilesWriter:
         bundle = json.loads(old.read_text(encoding="utf-8")).get("bundle") or {} if old.is_file() else {}
         bundle = {**bundle, "source_run": "configs/train.json", "checkpoint": "model.pt", "epoch": None,
                   "weights_sha256": None, "training": {"epochs": self.epochs, "key_metric": "see the training log"}}
-        write_json_atomic(self.ckpt_dir / "train_patients.json",
-                          training_record(self.manifest, sha, self.fold, self.train_entries, self.val_entries))
+        record = training_record(self.manifest, sha, self.fold, self.train_entries, self.val_entries)
+        if self.init is not None and self.init.record is not None:
+            record["initial_weights"] = self.init.record
+        write_json_atomic(self.ckpt_dir / "train_patients.json", record)
         write_json_atomic(self.ckpt_dir / "run_config.json", {
             "kind": self.kind, "fold": self.fold, "seed": self.seed,
             "device": str(getattr(engine.state, "device", "cpu")), "amp": False, "manifest": os.fspath(self.manifest),
             "manifest_sha256": sha, "config": cfg,
             "versions": {"ichct": ichct.__version__, "torch": torch.__version__, "monai": monai_version},
-            "command": "python -m monai.bundle run --config_file configs/train.json",
-            "bundle": bundle})
+            "command": "python -m monai.bundle run --config_file configs/train.json"
+                       + ("" if self.init is None else f" --init_weights {self.init.source['path']}"),
+            "bundle": bundle, **({} if self.init is None else {"init_weights": self.init.source})})

@@ -295,14 +295,18 @@ def _train_section(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
              "iteration_log": False, "output_transform": _LOSS},
             {"_target_": f"{_COMPONENTS}.RunFilesWriter", "ckpt_dir": "@ckpt_dir", "kind": kind,
              "cfg": "@training_config", "fold": "@fold", "seed": "@seed", "epochs": "@epochs", "manifest": "@manifest",
-             "train_entries": "@train_entries", "val_entries": "@val_entries"},
+             "train_entries": "@train_entries", "val_entries": "@val_entries", "init_weights": "@init_weights"},
         ],
+        # fine-tuning (--init_weights PATH): MONAI's loader puts the weights into the network before the first epoch
+        "init_handlers": "$[monai.handlers.CheckpointLoader(load_path=@init_weights, load_dict={'model': @network}, "
+                         "map_location='cpu')] if @init_weights else []",
         # decollated output (MONAI's default): the loss transform of MONAI's tracking settings
         # (`--tracking mlflow`: from_engine(['loss'], first=True), logged every iteration) reads its first item
         "trainer": {"_target_": "SupervisedTrainer", "max_epochs": "@epochs", "device": "@device",
                     "train_data_loader": "@train#dataloader", "network": "@network", "optimizer": "@optimizer",
                     "loss_function": "@loss", "inferer": "@train#inferer",
-                    "train_handlers": "$@train#handlers + @train#rank0_handlers", "decollate": True, "amp": False,
+                    "train_handlers": "$@train#init_handlers + @train#handlers + @train#rank0_handlers",
+                    "decollate": True, "amp": False,
                     **_prepare_batch(kind)},
     })
     return train
@@ -351,6 +355,7 @@ def _train(kind: str, cfg: Mapping[str, Any], manifest: str, fold: int, seed: in
         "fold": int(fold),
         "seed": int(seed),
         "epochs": int(cfg["epochs"]),
+        "init_weights": None,  # a trained model's weights to start from (fine-tuning); None: a random draw
         "training_config": copy.deepcopy(dict(cfg)),
         "loss": _loss(kind, cfg),
         "optimizer": {"_target_": "torch.optim.AdamW", "params": "$@network.parameters()", "lr": float(cfg["lr"]),
@@ -396,7 +401,7 @@ def _multi_gpu() -> dict[str, Any]:
                           "shuffle": True},
         "train#dataloader#sampler": "@train#sampler",
         "train#dataloader#shuffle": False,
-        "train#trainer#train_handlers": f"$@train#handlers + (@train#rank0_handlers if {rank0} else [])",
+        "train#trainer#train_handlers": f"$@train#init_handlers + @train#handlers + (@train#rank0_handlers if {rank0} else [])",
         "validate#evaluator#network": "$@network.module",
         "validate#evaluator#val_handlers": f"$@validate#handlers + (@validate#rank0_handlers if {rank0} else [])",
         "initialize": [

@@ -71,10 +71,8 @@ def _description(path: Path, weights: Path) -> str:
 
 
 def _state_dict(weights: Path) -> dict[str, torch.Tensor]:
-    from ichct.pipeline.train.engine import load_checkpoint
-
     try:
-        obj = load_checkpoint(weights)
+        obj = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, or objects weights_only refuses
         raise InputError(weights, f"cannot be read as weights ({type(exc).__name__}: {exc})") from None
     state = obj["model"] if isinstance(obj, Mapping) and "model" in obj else obj
