@@ -9,10 +9,14 @@ prints the time per stage of the first (cold) call and the median of the others 
 process's peak resident memory (psutil, sampled every 5 ms, and the kernel's maxrss) and the
 time to import and load the models.
 
-Targets (issue 9): <= 10 s per study and <= 2 GB peak memory on CPU.
+``--models shipped`` predicts with the committed bundles instead, with their inference settings
+(brain-referenced HU measures every study's brain tissue level once per model; test-time
+mirroring runs each network twice).
 
-Run: ``python benchmarks/predict.py [--repeat 3] [--matrix 512] [--slices 32] [--cache DIR]``
-(needs the ``bench`` extra for psutil).
+Targets (issue 9): <= 10 s per study and <= 2 GB peak memory on CPU, for the 32-slice study.
+
+Run: ``python benchmarks/predict.py [--repeat 3] [--matrix 512] [--slices 32] [--models default|shipped]
+[--cache DIR]`` (needs the ``bench`` extra for psutil).
 """
 
 from __future__ import annotations
@@ -43,9 +47,13 @@ CHILD = textwrap.dedent(
     threading.Thread(target=sample, daemon=True).start()
     import torch
     from ichct.pipeline.models.inference import load_run
+    from ichct.pipeline.models.shipped_models import load_shipped_models
     from ichct.pipeline.predict.run import predict
     study, runs, out, repeat, device = sys.argv[1], sys.argv[2].split(","), sys.argv[3], int(sys.argv[4]), sys.argv[5]
-    models = [load_run(r, device=device) for r in runs]
+    if runs == ["shipped"]:
+        models = load_shipped_models(device=device, warn=False)
+    else:
+        models = [load_run(r, device=device) for r in runs]
     t_ready = time.perf_counter()
     calls = []
     for i in range(repeat):
@@ -107,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slices", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3, help="predict calls in the measuring process (first is cold)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--models", default="default", choices=("default", "shipped"),
+                    help="default architectures with random weights, or the committed bundles and their settings")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ichct_bench_predict")
     args = ap.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     study = ensure_study(args.cache, args.matrix, args.slices)
-    runs = ensure_runs(args.cache)
+    runs = ensure_runs(args.cache) if args.models == "default" else ["shipped"]
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ichct_bench_predict_out_") as out:
         env = {**os.environ, "MPLBACKEND": "Agg"}
@@ -128,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         values = sorted(c[key] for c in warm)
         return values[len(values) // 2]
 
-    print(f"ichct predict: {args.matrix}x{args.matrix}x{args.slices} DICOM study, default seg (3D U-Net) + cls "
-          f"(slice classifier) architectures, {args.device}, torch threads {data['torch_threads']}")
+    which = ("default seg (3D U-Net) + cls (slice classifier) architectures" if args.models == "default"
+             else "the committed bundles (brain-referenced HU, test-time mirroring)")
+    print(f"ichct predict: {args.matrix}x{args.matrix}x{args.slices} DICOM study, {which}, {args.device}, "
+          f"torch threads {data['torch_threads']}")
     print(f"{'stage':<12}{'cold s':>10}{'warm s':>10}")
     for s in STAGES:
         print(f"{s:<12}{calls[0][s]:>10.2f}{med(s):>10.2f}")

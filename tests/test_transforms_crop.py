@@ -233,3 +233,52 @@ def test_fill_holes_matches_scipy_in_3d_and_per_slice(seed):
     assert fill_holes(ring).all()  # a closed hole is filled
     ring[3, 0] = ring[3, 1] = False  # a channel to the border opens it: it stays background
     np.testing.assert_array_equal(fill_holes(ring), ring)
+
+
+def _reference_masks(hu: np.ndarray, axial: int, min_fraction: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Head and brain masks computed over the whole array with scipy alone: the definitions of
+    :func:`head_mask` and :func:`brain_mask` without their bounding-box shortcuts."""
+    from scipy import ndimage
+
+    def largest(mask):
+        labels, n = ndimage.label(mask)
+        return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1) if n else np.zeros_like(mask)
+
+    def per_slice(mask):
+        moved = np.moveaxis(mask, axial, 0)
+        return np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axial)
+
+    body = largest(hu > -300.0)
+    head = per_slice(ndimage.binary_fill_holes(body)) if body.any() else body
+    skull = hu > 300.0
+    brain = largest(per_slice(skull) & ~skull)
+    if not brain.any() or brain.sum() < min_fraction * max(int(head.sum()), 1):
+        return head, head
+    return head, ndimage.binary_fill_holes(brain)
+
+
+@pytest.mark.parametrize("case", ["phantom", "skull_at_border", "no_skull", "small_brain", "noise", "air"])
+def test_masks_equal_the_whole_volume_definition(case):
+    """The masks work inside bounding boxes and skip the head mask when the brain is large enough;
+    they give exactly what the whole-volume computation gives, along any axial axis."""
+    rng = np.random.default_rng(7)
+    hu, _ = phantom()
+    if case == "skull_at_border":
+        hu[:2] = SKULL  # bone touching the array's border: the box is clipped there
+        hu[5:9, 30:34, 10] = SKULL  # and a bone speck outside the head's shell
+    elif case == "no_skull":
+        hu, _ = phantom(skull=False)
+    elif case == "small_brain":  # an enclosed region below min_fraction of the head: the head mask is returned
+        hu = np.full(SHAPE, SCALP, dtype=np.float32)
+        hu[20:25, 20:25, 10:13] = SKULL
+        hu[21:24, 21:24, 11] = BRAIN
+    elif case == "noise":
+        hu = rng.normal(0.0, 600.0, SHAPE).astype(np.float32)
+    elif case == "air":
+        hu = np.full(SHAPE, AIR, dtype=np.float32)
+    for axial in (2, 0):
+        head, brain = _reference_masks(hu, axial)
+        np.testing.assert_array_equal(head_mask(hu, axial=axial), head)
+        np.testing.assert_array_equal(brain_mask(hu, axial=axial), brain)
+    if case == "small_brain":
+        assert brain.sum() == head.sum() == hu.size  # the fallback was taken

@@ -51,6 +51,23 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def _box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask``'s True voxels grown by ``margin`` voxels within the array; None when empty.
+
+    Filling holes or labelling within this box gives what the whole array gives: outside the box
+    there is only background, one region that reaches the array's border, so background touching
+    the box's border is never a hole. On a 512 x 512 x 160 head CT the brain mask takes a quarter of
+    the time it takes over the whole array (docs/benchmarks.md#predict).
+    """
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
+
+
 def fill_holes(mask: np.ndarray, axes: Sequence[int] | None = None) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes`` (face connectivity) in one labelling pass.
 
@@ -149,9 +166,11 @@ def head_mask(hu: NdarrayOrTensor, threshold: float = BODY_HU, axial: int = 2) -
     256
     """
     body = _largest_component(_as_numpy(hu) > threshold)
-    if not body.any():
+    box = _box(body)
+    if box is None:
         return body
-    return _fill_slices(fill_holes(body), axial)
+    body[box] = _fill_slices(fill_holes(body[box]), axial)
+    return body
 
 
 def brain_mask(
@@ -195,12 +214,19 @@ def brain_mask(
     """
     volume = _as_numpy(hu)
     skull = volume > skull_threshold
-    inside = _fill_slices(skull, axial) & ~skull
-    brain = _largest_component(inside)
-    head = head_mask(volume, body_threshold, axial)
-    if not brain.any() or brain.sum() < min_fraction * max(int(head.sum()), 1):
-        return head
-    return fill_holes(brain)
+    brain = np.zeros(volume.shape, dtype=bool)
+    box = _box(skull)
+    if box is not None:  # nothing outside the skull's box can be enclosed by it
+        brain[box] = _largest_component(_fill_slices(skull[box], axial) & ~skull[box])
+    n_brain = int(brain.sum())
+    # the head mask only decides the fallback: a brain of min_fraction of the whole image is large enough
+    if n_brain == 0 or n_brain < min_fraction * volume.size:
+        head = head_mask(volume, body_threshold, axial)
+        if n_brain == 0 or n_brain < min_fraction * max(int(head.sum()), 1):
+            return head
+    box = _box(brain)
+    brain[box] = fill_holes(brain[box])
+    return brain
 
 
 class HeadSelector:
