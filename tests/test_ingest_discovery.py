@@ -139,3 +139,26 @@ def test_slice_without_position_is_left_out_and_its_hole_reported(tmp_path, capl
     assert vol.info["missing_slices"] == 1
     assert vol.hu_volume.shape[2] == 16
     fac.assert_geometry(vol.hu_volume, vol.affine_ras, spec, reach_mm=6.0)
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_bare_dataset_with_only_pixels_geometry_and_rescale_is_read_as_ct(tmp_path, implicit):
+    """Anonymised archives keep some files as bare data sets holding only the pixels, geometry and
+    rescale: no UID, no Modality, no SOP class. They are DICOM images (not junk) and read as CT."""
+    import pydicom
+
+    keep = {"ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
+            "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+            "PhotometricInterpretation", "PixelData"}
+    spec = fac.make_stack(8, 5.0, key=f"bare-minimal-{implicit}")
+    paths = fac.write_series(tmp_path / "dcm", spec, naming="dcm")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for keyword in set(ds.dir()) - keep:
+            delattr(ds, keyword)
+        ds.save_as(path)
+        fac.strip_file_meta(path, implicit)
+    vol = read_dicom_series(tmp_path / "dcm")
+    assert vol.info["skipped_files"] == 0
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+    assert any("neither Modality nor SOPClassUID" in w for w in vol.info["warnings"])

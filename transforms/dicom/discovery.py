@@ -99,6 +99,21 @@ def _read_header(path: str | Path, force: bool, data: bytes | None = None) -> tu
         return ds, fp.tell()
 
 
+#: Image Pixel module elements (Rows, Columns, BitsAllocated): together, an image data set
+_IMAGE_PIXEL_TAGS = (0x00280010, 0x00280011, 0x00280100)
+
+
+def _looks_like_dicom(ds: pydicom.Dataset) -> bool:
+    """Whether a data set read with ``force=True`` (no preamble, no "DICM") is DICOM, not parsed junk.
+
+    It names its SOP class or series, or it carries the Image Pixel module: anonymised archives
+    keep only pixels, geometry and rescale in some files, without any UID.
+    """
+    if "SOPClassUID" in ds or "SeriesInstanceUID" in ds:
+        return True
+    return all(tag in ds for tag in _IMAGE_PIXEL_TAGS)
+
+
 def _is_image_storage(ds: pydicom.Dataset) -> bool:
     """True for SOP classes that carry pixel data (CT/MR/Enhanced/Secondary Capture Image Storage)."""
     meta = getattr(ds, "file_meta", None)
@@ -197,7 +212,7 @@ def read_file_headers(path: str | Path, data: bytes | None = None, *, fast: bool
             ds, stop_offset = _read_header(path, True, data)
         except Exception as exc:  # noqa: BLE001 - any parse failure means "skip this file"
             return FileHeaders([], SkippedFile(path, f"not a readable DICOM file ({type(exc).__name__})"))
-        if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
+        if not _looks_like_dicom(ds):
             return FileHeaders([], SkippedFile(path, "not a DICOM file"))
         ensure_transfer_syntax(ds)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files are skipped, never fatal

@@ -197,14 +197,20 @@ def _padding(get: Callable[[str], Any], keyword: str) -> int | None:
     return _int(value)
 
 
+#: ``SliceHeader.extra`` key set on frames whose Modality and SOP class are both absent, taken as CT
+MODALITY_ASSUMED = "modality_assumed_ct"
+
+
 def _modality(get: Callable[[str], Any], sop_class: str) -> str:
     """Modality, or CT for a file without it whose SOP class is a CT image storage class.
 
     Public archives drop even Type 1 attributes; the SOP class (data set or file meta) still says
-    unambiguously that the object is a CT image.
+    unambiguously that the object is a CT image. A file with neither Modality nor SOP class but a
+    RescaleIntercept (Type 1 in the CT Image module, absent from MR's) is taken as CT too: bare
+    data sets of old archives keep only pixels, geometry and rescale.
     """
     modality = str(get("Modality") or "").strip().upper()
-    if not modality and sop_class in CT_SOP_CLASSES:
+    if not modality and (sop_class in CT_SOP_CLASSES or (not sop_class and _float(get("RescaleIntercept")) is not None)):
         return "CT"
     return modality
 
@@ -269,6 +275,7 @@ def _common_fields(get: Callable[[str], Any], ds: Dataset, path: str, sop_class:
     """The fields every frame of a file shares."""
     present = get.has if isinstance(get, FastValues) else ds.__contains__
     patient_id, patient_name = get("PatientID"), get("PatientName")
+    assumed = not sop_class and not str(get("Modality") or "").strip()
     return dict(
         path=path,
         series_uid=str(get("SeriesInstanceUID") or ""),
@@ -298,6 +305,7 @@ def _common_fields(get: Callable[[str], Any], ds: Dataset, path: str, sop_class:
         manufacturer=_text(get("Manufacturer")),
         has_pixel_data=(present("PixelData") or present("FloatPixelData") or present("DoubleFloatPixelData")
                         or get("Rows") is not None),
+        extra={MODALITY_ASSUMED: True} if assumed and _modality(get, sop_class) == "CT" else {},
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
-from .headers import SliceHeader
+from .headers import MODALITY_ASSUMED, SliceHeader
 from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
 from .validation import STAND_IN_SERIES_PREFIX, nonconforming_uid_summary
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
@@ -169,6 +169,9 @@ def read_dicom_series(
     if group.series_uid.startswith(STAND_IN_SERIES_PREFIX):
         warnings.append("its files have no SeriesInstanceUID: they were taken as one series by folder, study, series "
                         f"number, kernel and slice thickness (series key {group.series_uid})")
+        logger.warning("%s: %s", scan.root, warnings[-1])
+    if any(h.extra.get(MODALITY_ASSUMED) for h in headers):
+        warnings.append("its files have neither Modality nor SOPClassUID: taken as CT (they carry a RescaleIntercept)")
         logger.warning("%s: %s", scan.root, warnings[-1])
 
     failed_paths: list[str] = []
