@@ -160,3 +160,34 @@ def test_files_without_series_uid_still_form_series(tmp_path):
     fac.assert_exact(vol.hu_volume, vol.affine_ras, soft)
     assert any("no SeriesInstanceUID" in w for w in vol.info["warnings"])
     assert not any("non-conforming UIDs" in w for w in vol.info["warnings"])  # the key is ichct's, not the file's
+
+
+@pytest.mark.parametrize("name", ["AAA.dcm", "ZZZ.dcm"], ids=["listed_first", "listed_last"])
+@pytest.mark.parametrize("kind", ["secondary_capture", "derived", "localizer"])
+def test_odd_image_filed_in_the_series_is_left_out(tmp_path, name, kind):
+    """A screenshot, a derived image (MIP) or an axial scout filed under the series' UID with the
+    same plane and matrix is neither stacked into the volume (its pixels are not the slice's) nor,
+    listed first, allowed to exclude the whole series."""
+    import pydicom
+
+    from ichct.transforms.dicom import read_dicom_series
+
+    spec = fac.make_stack(10, 5.0, key=f"odd-{kind}")
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    ds = pydicom.dcmread(paths[4])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = fac.deterministic_uid("odd", kind)
+    if kind == "secondary_capture":
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.ImageType = ["DERIVED", "SECONDARY"]
+    elif kind == "derived":
+        ds.ImageType = ["DERIVED", "SECONDARY", "MIP"]
+        ds.ImagePositionPatient[2] += 2.5  # between two slices
+    else:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.ImagePositionPatient[2] += 1.0
+    ds.PixelData = (ds.pixel_array * 0 + 1500).astype(ds.pixel_array.dtype).tobytes()  # 476 HU everywhere
+    ds.save_as(tmp_path / "dcm" / name)
+    vol = read_dicom_series(tmp_path / "dcm")
+    assert vol.hu_volume.shape[2] == 10
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+    assert any("left out" in w and name in w for w in vol.info["warnings"])

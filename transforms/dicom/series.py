@@ -211,15 +211,34 @@ def transfer_syntax_name(uid: str) -> str:
         return uid
 
 
+def image_kind(h: SliceHeader) -> tuple[bool, bool, bool]:
+    """(secondary capture, derived, localizer): what sort of image a frame is, by its own header.
+
+    Examples
+    --------
+    >>> h = SliceHeader(path="1.dcm", frame_index=None, series_uid="1.2", sop_instance_uid="", rows=2, columns=2,
+    ...                 sop_class_uid="1.2.840.10008.5.1.4.1.1.2", modality="CT", transfer_syntax_uid="",
+    ...                 image_type=("DERIVED", "SECONDARY", "MIP"))
+    >>> image_kind(h)
+    (False, True, False)
+    """
+    return (h.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX),
+            bool(h.image_type) and h.image_type[0] == "DERIVED",
+            "LOCALIZER" in h.image_type or "SCOUT" in h.image_type)
+
+
 def _same_stack(a: SliceHeader, b: SliceHeader) -> bool:
-    """Frames that can share one voxel grid: same orientation, matrix and pixel spacing.
+    """Frames that can share one voxel grid: same image kind, orientation, matrix and pixel spacing.
 
     Orientations are compared with a tolerance (not by rounding, which would split a series whose
     cosines straddle a rounding boundary). A frame without ImagePositionPatient never joins frames
     that have one: it becomes a group of its own (excluded), and the rest of the series stays
-    readable, with the hole it leaves reported as a gap.
+    readable, with the hole it leaves reported as a gap. A secondary capture, derived image or
+    localizer filed in an original series (same plane and matrix) is a group of its own too: it is
+    neither stacked into the volume nor allowed to decide, as the group's first frame, that the whole
+    series is excluded.
     """
-    if (a.rows, a.columns) != (b.rows, b.columns):
+    if (a.rows, a.columns) != (b.rows, b.columns) or image_kind(a) != image_kind(b):
         return False
     if (a.image_position_mm is None) != (b.image_position_mm is None):
         return False
