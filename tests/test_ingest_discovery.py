@@ -162,3 +162,45 @@ def test_bare_dataset_with_only_pixels_geometry_and_rescale_is_read_as_ct(tmp_pa
     assert vol.info["skipped_files"] == 0
     fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
     assert any("neither Modality nor SOPClassUID" in w for w in vol.info["warnings"])
+
+
+def _rewrite_part10(path, meta: str, implicit: bool) -> None:
+    """Rewrite a file with its 128-byte preamble and "DICM" but an odd file meta: ``"none"`` (no
+    group 0002 at all), ``"no_syntax"`` (no TransferSyntaxUID) or ``"explicit"`` (one that declares
+    explicit VR whatever the data set's encoding)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    ds = pydicom.dcmread(path)
+    out = b"\0" * 128 + b"DICM"
+    if meta != "none":
+        file_meta = FileMetaDataset()
+        file_meta.MediaStorageSOPClassUID, file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        if meta == "explicit":
+            file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_file_meta_info(fp, file_meta, enforce_standard=False)
+        out += fp.getvalue()
+    del ds.file_meta
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    write_dataset(fp, ds)
+    path.write_bytes(out + fp.getvalue())
+
+
+@pytest.mark.parametrize("meta, implicit", [("none", True), ("none", False), ("no_syntax", True), ("no_syntax", False),
+                                            ("explicit", True)])
+def test_preamble_with_missing_or_wrong_file_meta_is_read(tmp_path, meta, implicit):
+    """"DICM" then no file meta, a file meta without TransferSyntaxUID, or one that declares explicit
+    VR over an implicit data set: pydicom reads the header, so must the pixel decoding and the
+    truncation check (which measured the pixel element header by the declared syntax)."""
+    spec = fac.make_stack(8, 5.0, key=f"odd-meta-{meta}-{implicit}")
+    paths = fac.write_series(tmp_path / "dcm", spec, naming="dcm")
+    for path in paths:
+        _rewrite_part10(path, meta, implicit)
+    vol = read_dicom_series(tmp_path / "dcm")
+    assert vol.info["skipped_files"] == 0 and vol.hu_volume.shape[2] == 8
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)

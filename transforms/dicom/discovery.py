@@ -84,7 +84,27 @@ _DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence: a DICOMDIR
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def _read_header(path: str | Path, force: bool, data: bytes | None = None) -> tuple[pydicom.Dataset, int]:
+#: Value representations of an explicit VR pixel data element (its element header is 12 bytes, not 8)
+_EXPLICIT_PIXEL_VRS = frozenset({b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"})
+
+
+@dataclass
+class _Header:
+    """A file's data set without pixel data, where reading stopped, and the bytes found there."""
+
+    dataset: pydicom.Dataset
+    stop_offset: int
+    next_bytes: bytes = b""
+
+    @property
+    def pixel_element_header(self) -> int:
+        """Bytes of the pixel data element's tag, VR and length, from the file itself: 12 with an
+        explicit VR, else 8. The declared transfer syntax may be absent or say otherwise (a file
+        meta that claims explicit VR over an implicit data set: pydicom reads it anyway)."""
+        return 12 if self.next_bytes[4:6] in _EXPLICIT_PIXEL_VRS else 8
+
+
+def _read_header(path: str | Path, force: bool, data: bytes | None = None) -> _Header:
     """Header without pixel data, and the file offset where reading stopped (the pixel data).
 
     ``data``: the file's bytes, already read (parsed from memory instead of the file, by
@@ -93,10 +113,11 @@ def _read_header(path: str | Path, force: bool, data: bytes | None = None) -> tu
     if data is not None and not force:
         parsed = read_part10_header(data)
         if parsed is not None:
-            return parsed
+            return _Header(parsed[0], parsed[1], data[parsed[1]:parsed[1] + 6])
     with (open(path, "rb") if data is None else io.BytesIO(data)) as fp:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
-        return ds, fp.tell()
+        offset = fp.tell()
+        return _Header(ds, offset, fp.read(6))
 
 
 #: Image Pixel module elements (Rows, Columns, BitsAllocated): together, an image data set
@@ -124,13 +145,14 @@ def _is_image_storage(ds: pydicom.Dataset) -> bool:
         return False
 
 
-def _truncation(ds: pydicom.Dataset, stop_offset: int, path: str | Path, size: int | None = None,
+def _truncation(header: _Header, path: str | Path, size: int | None = None,
                 get: Callable[[str], Any] | None = None) -> str | None:
     """Why an image file is incomplete (cut inside its header or pixel data), or None.
 
     A complete image object has its pixel data after the header; a file that ends before it, or
     whose uncompressed pixel data is shorter than Rows x Columns x frames, was cut short.
     """
+    ds, stop_offset = header.dataset, header.stop_offset
     get = get or ds.get
     if get("Rows") is None and not _is_image_storage(ds):
         return None  # not an image (report, DICOMDIR...)
@@ -151,9 +173,9 @@ def _truncation(ds: pydicom.Dataset, stop_offset: int, path: str | Path, size: i
         except (TypeError, ValueError, AttributeError):
             return "incomplete DICOM header: Rows/Columns unreadable"
         needed = rows * cols * samples * frames * bits // 8
-        header = 8 if syntax == "1.2.840.10008.1.2" else 12  # implicit VR element header is shorter
-        if remaining - header < needed:
-            return f"truncated DICOM file: pixel data holds {max(remaining - header, 0)} of {needed} bytes"
+        held = remaining - header.pixel_element_header
+        if held < needed:
+            return f"truncated DICOM file: pixel data holds {max(held, 0)} of {needed} bytes"
     return None
 
 
@@ -205,22 +227,22 @@ def read_file_headers(path: str | Path, data: bytes | None = None, *, fast: bool
     if 0 < dot < len(name) - 1 and name[dot:].lower() in _NOT_DICOM_SUFFIXES:
         return FileHeaders([], SkippedFile(path, "not a DICOM file (file type)"))
     try:
-        ds, stop_offset = _read_header(path, False, data)
+        header = _read_header(path, False, data)
     except InvalidDicomError:
         # Files without the 128-byte preamble + "DICM" are rare but legal in old archives.
         try:
-            ds, stop_offset = _read_header(path, True, data)
+            header = _read_header(path, True, data)
         except Exception as exc:  # noqa: BLE001 - any parse failure means "skip this file"
             return FileHeaders([], SkippedFile(path, f"not a readable DICOM file ({type(exc).__name__})"))
-        if not _looks_like_dicom(ds):
+        if not _looks_like_dicom(header.dataset):
             return FileHeaders([], SkippedFile(path, "not a DICOM file"))
-        ensure_transfer_syntax(ds)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files are skipped, never fatal
         return FileHeaders([], SkippedFile(path, f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})"))
+    ds, stop_offset = ensure_transfer_syntax(header.dataset), header.stop_offset  # "DICM" without file meta, too
     if _DIRECTORY_RECORDS in ds.keys():
         return FileHeaders([], SkippedFile(path, "DICOMDIR index (its referenced files are read directly)"))
     get = FastValues(ds) if fast else None
-    truncated = _truncation(ds, stop_offset, path, None if data is None else len(data), get)
+    truncated = _truncation(header, path, None if data is None else len(data), get)
     if truncated:
         return FileHeaders([], SkippedFile(path, truncated))
     try:

@@ -43,7 +43,7 @@ def lossless_int16_possible(headers: list[SliceHeader]) -> bool:
 
 
 def read_dataset(path: str, stop_before_pixels: bool = False) -> pydicom.Dataset:
-    """A DICOM file, also one without the 128-byte preamble and file meta (old archives).
+    """A DICOM file, also one without the 128-byte preamble or file meta (old archives).
 
     A one-sample image whose PhotometricInterpretation an archive dropped is decoded as
     MONOCHROME2: for grey-scale pixels it only says how to display them, never what the stored
@@ -52,7 +52,8 @@ def read_dataset(path: str, stop_before_pixels: bool = False) -> pydicom.Dataset
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
-        ds = ensure_transfer_syntax(pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True))
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+    ensure_transfer_syntax(ds)  # also after "DICM" with no file meta, or one without TransferSyntaxUID
     if not ds.get("PhotometricInterpretation") and ds.get("SamplesPerPixel", 1) in (None, "", 1):
         ds.PhotometricInterpretation = "MONOCHROME2"
     return ds
