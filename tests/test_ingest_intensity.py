@@ -123,3 +123,41 @@ def test_output_dtype(tmp_path, run_cli, case, expected):
     hu = np.asarray(img.get_fdata())
     assert np.array_equal(hu, data.astype(np.float64)), "scaled NIfTI values differ from stored HU"
     assert np.abs(hu).max() < 5000 and hu.min() >= -1024
+
+
+def _set_raw_ds(path, keyword: str, text: bytes) -> None:
+    """Store ``text`` as the raw value of a DS element (pydicom would refuse to write it)."""
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(path)
+    tag = Tag(tag_for_keyword(keyword))
+    ds[tag] = RawDataElement(tag, "DS", len(text), text, 0, False, True)
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("slope_text, intercept_text", [
+    (b"0,5 ", b"-1024,0 "),  # a decimal comma (an exporter writing in its locale)
+    (b"0.5\\0.5 ", b"-1024\\-1024 "),  # the value repeated
+])
+def test_rescale_in_a_decimal_comma_or_repeated_is_read(tmp_path, run_cli, slope_text, intercept_text):
+    spec = fac.make_stack(10, 5.0, key=f"rescale-text-{slope_text!r}", slope=0.5, intercept=-1024.0)
+    for path in fac.write_series(tmp_path / "dcm", spec):
+        _set_raw_ds(path, "RescaleSlope", slope_text)
+        _set_raw_ds(path, "RescaleIntercept", intercept_text)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    fac.assert_exact(data, affine, spec, tol=0.25 + 0.05)
+    assert side["rescale"]["slopes"] == [0.5] and side["rescale"]["intercepts"] == [-1024.0]
+
+
+def test_a_rescale_that_is_not_a_number_is_refused_naming_the_file(tmp_path, run_cli):
+    """An unreadable RescaleSlope used to be taken as absent (slope 1): HU off by the slope, silently."""
+    spec = fac.make_stack(10, 5.0, key="rescale-garbage", slope=0.5, intercept=-1024.0)
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    _set_raw_ds(paths[3], "RescaleSlope", b"0;5 ")
+    res = run_cli("convert", tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert res.code == 1 and "Traceback" not in res.err
+    assert paths[3].name in res.err and "RescaleSlope '0;5' is not a number" in res.err
+    assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "o.json").exists()

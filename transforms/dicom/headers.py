@@ -127,12 +127,40 @@ def file_meta_value(ds: Dataset, keyword: str, default: Any = None) -> Any:
     return getattr(meta, keyword, default) if meta is not None else default
 
 
+def decimal(value: Any) -> float:
+    """``float(value)``, also for a decimal string written with a decimal comma.
+
+    Some exporters write DS values in their locale (``-1024,0``): a comma is never valid in a
+    decimal string, and one comma in a number without a point can only be its decimal mark.
+
+    Examples
+    --------
+    >>> decimal("-1024,0 "), decimal(b"0.5"), decimal(2)
+    (-1024.0, 0.5, 2.0)
+    """
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        value = value.strip(" \0")
+        if value.count(",") == 1 and "." not in value:
+            value = value.replace(",", ".")
+    return float(value)
+
+
+def _values(value: Any) -> list[Any]:
+    """The values of a possibly multi-valued element (a raw ``a\\b`` string split)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        return value.split("\\")
+    return list(value) if hasattr(value, "__iter__") else [value]
+
+
 def _floats(value: Any, count: int) -> tuple[float, ...] | None:
     if value is None:
         return None
-    values = [value] if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else list(value)
     try:
-        seq = [float(v) for v in values]
+        seq = [decimal(v) for v in _values(value)]
     except (TypeError, ValueError):
         return None
     if len(seq) != count or not all(map(math.isfinite, seq)):
@@ -141,12 +169,14 @@ def _floats(value: Any, count: int) -> tuple[float, ...] | None:
 
 
 def _float(value: Any) -> float | None:
+    """One number, or None; a value repeated (``-1024\\-1024``, seen in the wild) is that number."""
     if value is None or value == "":
         return None
     try:
-        out = float(value)
+        seq = {decimal(v) for v in _values(value)}
     except (TypeError, ValueError):
         return None
+    out = seq.pop() if len(seq) == 1 else math.nan
     return out if math.isfinite(out) else None
 
 
@@ -199,6 +229,8 @@ def _padding(get: Callable[[str], Any], keyword: str) -> int | None:
 
 #: ``SliceHeader.extra`` key set on frames whose Modality and SOP class are both absent, taken as CT
 MODALITY_ASSUMED = "modality_assumed_ct"
+#: ``SliceHeader.extra`` key: ``{keyword: text}`` of RescaleSlope/RescaleIntercept present but not a number
+UNREADABLE_RESCALE = "unreadable_rescale"
 
 
 def _modality(get: Callable[[str], Any], sop_class: str) -> str:
@@ -254,20 +286,23 @@ def headers_from_dataset(ds: Dataset, path: str, *, fast: bool | FastValues = Fa
     if per_frame is not None or (shared[0] if shared else None) is not None:
         return _enhanced_headers(ds, common, n_frames, per_frame)
 
-    return [
-        SliceHeader(
-            frame_index=None,
-            image_orientation=_floats(get("ImageOrientationPatient"), 6),
-            image_position_mm=_floats(get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-            pixel_spacing_mm=_floats(get("PixelSpacing"), 2),  # type: ignore[arg-type]
-            rescale_slope=_float(get("RescaleSlope")),
-            rescale_intercept=_float(get("RescaleIntercept")),
-            rescale_type=(str(get("RescaleType")) if get("RescaleType") else None),
-            slice_thickness_mm=_float(get("SliceThickness")),
-            number_of_frames=n_frames,
-            **common,
-        )
-    ]
+    header = SliceHeader(
+        frame_index=None,
+        image_orientation=_floats(get("ImageOrientationPatient"), 6),
+        image_position_mm=_floats(get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        pixel_spacing_mm=_floats(get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        rescale_slope=_float(get("RescaleSlope")),
+        rescale_intercept=_float(get("RescaleIntercept")),
+        rescale_type=(str(get("RescaleType")) if get("RescaleType") else None),
+        slice_thickness_mm=_float(get("SliceThickness")),
+        number_of_frames=n_frames,
+        **common,
+    )
+    unreadable = {k: _text(get(k)) for k in ("RescaleSlope", "RescaleIntercept") if _text(get(k)).strip(" \0")
+                  and _float(get(k)) is None}
+    if unreadable:  # present but not a number: not the same as absent (stored values are HU)
+        header.extra = {**header.extra, UNREADABLE_RESCALE: unreadable}
+    return [header]
 
 
 def _common_fields(get: Callable[[str], Any], ds: Dataset, path: str, sop_class: str, transfer_syntax: str,

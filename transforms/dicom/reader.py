@@ -16,7 +16,7 @@ import numpy as np
 from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
-from .headers import MODALITY_ASSUMED, SliceHeader
+from .headers import MODALITY_ASSUMED, UNREADABLE_RESCALE, SliceHeader
 from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
 from .validation import STAND_IN_SERIES_PREFIX, nonconforming_uid_summary
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
@@ -164,6 +164,7 @@ def read_dicom_series(
     scan = scan if scan is not None else scan_folder(path, workers=workers, progress=progress)
     group, groups, why = select_series(scan, series_uid)
     headers = group.headers
+    _refuse_unreadable_rescale(headers)
     n_workers = workers or default_workers()
     warnings: list[str] = _left_out_notes(group, groups)
     if group.series_uid.startswith(STAND_IN_SERIES_PREFIX):
@@ -240,6 +241,18 @@ def read_dicom_series(
     for w in warnings:
         logger.debug("%s: %s", group.series_uid, w)
     return DicomVolume(hu_volume=hu_volume, affine_lps=affine_lps, series=group, geometry=geometry, info=info)
+
+
+def _refuse_unreadable_rescale(headers: list[SliceHeader]) -> None:
+    """Raise :class:`DicomIngestError`, naming the first such file, when a slice's RescaleSlope or
+    RescaleIntercept is present but not a number: taking it as absent (slope 1, intercept 0)
+    would give wrong HU without a word."""
+    for h in headers:
+        bad = h.extra.get(UNREADABLE_RESCALE)
+        if bad:
+            what = ", ".join(f"{keyword} {text!r}" for keyword, text in bad.items())
+            raise DicomIngestError(h.path, f"{what} is not a number, so its HU cannot be computed; fix the header "
+                                           "or re-export the series")
 
 
 def _left_out_notes(group: SeriesGroup, groups: list[SeriesGroup]) -> list[str]:
