@@ -178,9 +178,9 @@ def test_predict_batch_over_the_rsna_series(corpus, run_cli, tmp_path):
     assert_no_phi(res.out, res.err, phi=rsna.phi)
 
 
-def test_a_study_no_seg_can_reference_fails_with_the_reason(corpus, run_cli, tmp_path):
-    """No SOP class anywhere (data set nor file meta): the study fails naming the file, nothing left behind;
-    --no-seg-dicom predicts without the SEG."""
+def test_a_study_no_seg_can_reference_is_written_without_seg_dcm_and_says_why(corpus, run_cli, tmp_path):
+    """No SOP class anywhere (data set nor file meta): mask, report and overlays, no seg.dcm; the warning,
+    report.json and a batch's summary.csv name the file and the cause (it used to fail the study)."""
     import pydicom
 
     _root, rsna, _cases = corpus
@@ -192,13 +192,17 @@ def test_a_study_no_seg_can_reference_fails_with_the_reason(corpus, run_cli, tmp
         del ds.file_meta.MediaStorageSOPClassUID
         ds.save_as(study / f.name)
     res = run_cli("predict", study, tmp_path / "out")
-    assert res.code == 1, res.err
-    assert "SOPClassUID" in res.err and "Traceback" not in res.err and ".dcm" in res.err
-    assert not (tmp_path / "out").exists()
-    res = run_cli("predict", study, tmp_path / "out2", "--no-seg-dicom")
     assert res.code == 0, res.err
-    report = json.loads((tmp_path / "out2" / "report.json").read_text())
-    assert report["outputs"]["seg_dicom"] is None and report["outputs"]["seg_dicom_skipped"] == "not requested"
+    assert "no DICOM SEG written" in res.err and "SOPClassUID" in res.err and "Traceback" not in res.err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["outputs"]["seg_dicom"] is None and not (tmp_path / "out" / "seg.dcm").exists()
+    assert "SOPClassUID" in report["outputs"]["seg_dicom_skipped"] and ".dcm" in report["outputs"]["seg_dicom_skipped"]
+    assert (tmp_path / "out" / "mask.nii.gz").is_file() and report["outputs"]["overlays"]
+    (tmp_path / "list.csv").write_text(f"path,id\n{study},s0\n", encoding="utf-8")
+    res = run_cli("predict", "--batch", tmp_path / "list.csv", tmp_path / "batch", "--no-overlays", "--workers", "1")
+    assert res.code == 0, res.err
+    row = (tmp_path / "batch" / "summary.csv").read_text(encoding="utf-8").splitlines()
+    assert "seg_dicom" in row[0].split(",") and "skipped: the source series cannot be referenced" in row[1]
 
 
 def test_manifest_and_evaluate_with_no_model_flag_on_the_rsna_layout(corpus, run_cli, tmp_path):

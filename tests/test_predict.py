@@ -301,3 +301,92 @@ def test_seg_peak_rule_reports_the_segmenters_peak_probability(base, study, mode
     assert any_f["score"] == pytest.approx(expected, abs=1e-4) and any_f["probability"] == any_f["score"]
     assert any_f["threshold"] == 0.5 and any_f["call"] is True
     assert any_f["slice_ranges_source"] == "slices with segmented voxels" and any_f["slice_ranges"]
+
+
+# Minimal archive headers: a SEG that cannot reference its source is left out, the rest is written.
+
+_BARE_KEEP = {"ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
+              "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+              "PhotometricInterpretation", "PixelData"}
+
+
+def _rewrite(paths, folder, change, bare=False):
+    """Copies of ``paths`` in ``folder`` with ``change(ds, k)`` applied; ``bare``: no preamble nor file meta."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    folder.mkdir(parents=True)
+    for k, p in enumerate(paths):
+        ds = pydicom.dcmread(p)
+        change(ds, k)
+        if bare:
+            fp = DicomBytesIO()
+            fp.is_little_endian, fp.is_implicit_VR = True, True
+            write_dataset(fp, ds)
+            (folder / p.name).write_bytes(fp.getvalue())
+        else:
+            ds.save_as(folder / p.name, enforce_file_format=False)
+    return folder
+
+
+def _keep_only_pixels_geometry_rescale(ds, k):
+    for keyword in list(ds.dir()):
+        if keyword not in _BARE_KEEP:
+            delattr(ds, keyword)
+
+
+def _drop(*keywords):
+    def change(ds, k):
+        for keyword in keywords:
+            if keyword in ds:
+                delattr(ds, keyword)
+    return change
+
+
+def _same_sop_uid(ds, k):
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+
+
+@pytest.mark.parametrize("name, change, bare, words", [
+    ("bare", _keep_only_pixels_geometry_rescale, True, "no StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID"),
+    ("no_study_uid", _drop("StudyInstanceUID"), False, "no StudyInstanceUID"),
+    ("no_sop_uid", _drop("SOPInstanceUID"), False, "no SOPInstanceUID"),
+    ("one_sop_uid_for_all", _same_sop_uid, False, "cannot tell the instances apart"),
+])
+def test_a_source_no_seg_can_reference_gives_everything_but_seg_dcm_and_says_why(result, study, base, models, name,
+                                                                                  change, bare, words):
+    """Bare or UID-less archive files: mask, report and overlays as from the full headers; no seg.dcm
+    (ichct invents no UIDs for the source), a warning and outputs.seg_dicom_skipped naming the file and cause.
+    One SOPInstanceUID in every file used to give a one-frame SEG referencing one instance."""
+    src = _rewrite(study[1], base / f"minimal_{name}", change, bare)
+    doc = predict(src, base / f"out_minimal_{name}", models)
+    out = base / f"out_minimal_{name}"
+    assert not (out / "seg.dcm").exists() and doc["outputs"]["seg_dicom"] is None
+    skipped = doc["outputs"]["seg_dicom_skipped"]
+    assert words in skipped and any(f.name in skipped for f in src.iterdir()), skipped  # names the file
+    assert any(w.startswith("no DICOM SEG written") and words in w for w in doc["warnings"]), doc["warnings"]
+    assert doc["outputs"]["overlays"] and all((out / p).is_file() for p in doc["outputs"]["overlays"])
+    a, b = nib.load(out / "mask.nii.gz"), nib.load(result[1] / "mask.nii.gz")
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert doc["findings"]["any"]["call"] == result[0]["findings"]["any"]["call"]
+
+
+def test_seg_dicom_is_written_when_the_source_has_empty_type2_attributes_and_character_set(base, study, models):
+    """Present-but-empty attributes (de-identification empties them; an empty SpecificCharacterSet is
+    the default repertoire): highdicom refused '' as a character set and the study failed."""
+    import highdicom as hd
+
+    def empty(ds, k):
+        for keyword in ("SpecificCharacterSet", "PatientName", "PatientID", "StudyDate", "Modality",
+                        "FrameOfReferenceUID", "SliceThickness", "InstanceNumber", "SeriesDescription"):
+            setattr(ds, keyword, "")
+
+    src = _rewrite(study[1], base / "empty_strings", empty)
+    doc = predict(src, base / "out_empty_strings", models, overlays=False)
+    out = base / "out_empty_strings"
+    assert doc["outputs"]["seg_dicom"] == "seg.dcm" and "seg_dicom_skipped" not in doc["outputs"]
+    seg = hd.seg.segread(out / "seg.dcm")
+    uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in study[1]}
+    assert {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} == uids
+    assert doc["outputs"]["seg_dicom_source"]["frame_of_reference_source"] == "generated"

@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="replace a non-empty OUT_DIR; with --batch: predict every listed study again")
     p.add_argument("--no-overlays", action="store_true", help="do not draw PNG overlays")
     p.add_argument("--no-seg-dicom", action="store_true",
-                   help="do not write seg.dcm (by default a study whose source series a DICOM SEG cannot "
-                        "reference fails with the reason)")
+                   help="do not write seg.dcm (without this option a study whose source series a DICOM SEG "
+                        "cannot reference, e.g. files without UIDs, is written without seg.dcm, with a warning "
+                        "and the reason in report.json)")
     add_cluster_arguments(p)
     p.set_defaults(func=run, _parser=p)
 

@@ -43,11 +43,12 @@ from ichct.pipeline.predict.worker_models import ModelSource, load_sources, mode
 
 logger = logging.getLogger("ichct.predict")
 
-__all__ = ["predict_batch", "read_batch_list", "study_inputs", "cluster_for", "SUMMARY_COLUMNS"]
+__all__ = ["predict_batch", "read_batch_list", "study_inputs", "cluster_for", "seg_dicom_status",
+           "SUMMARY_COLUMNS"]
 
 #: Columns of ``summary.csv``; ``done_before`` is ``yes`` for a study an earlier run already predicted.
 SUMMARY_COLUMNS = ("id", "path", "status", "error", "rule", "call_any", "score_any", "volume_ml_any", "series_uid",
-                   "n_slices", "seconds", "out_dir", "models_source", "done_before")
+                   "n_slices", "seg_dicom", "seconds", "out_dir", "models_source", "done_before")
 SUMMARY_NAME = "summary.csv"
 
 
@@ -122,7 +123,22 @@ def predict_study_task(task: StudyTask, staging: Path) -> dict[str, Any]:
     f = doc["findings"].get("any", {})
     return {"call_any": f.get("call"), "score_any": f.get("score"), "volume_ml_any": f.get("volume_ml"),
             "n_slices": doc["input"]["shape"][-1], "series_uid": (doc.get("series") or {}).get("series_uid", ""),
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "seg_dicom": seg_dicom_status(doc["outputs"]), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def seg_dicom_status(outputs: Mapping[str, Any]) -> str:
+    """``summary.csv``'s ``seg_dicom`` field: ``seg.dcm``, or ``skipped: <why>`` (a report's ``outputs``).
+
+    Examples
+    --------
+    >>> seg_dicom_status({"seg_dicom": "seg.dcm"})
+    'seg.dcm'
+    >>> seg_dicom_status({"seg_dicom": None, "seg_dicom_skipped": "not requested"})
+    'skipped: not requested'
+    """
+    if outputs.get("seg_dicom"):
+        return str(outputs["seg_dicom"])
+    return f"skipped: {outputs.get('seg_dicom_skipped', 'no reason recorded')}"
 
 
 def _is_batch_output(out: Path) -> bool:

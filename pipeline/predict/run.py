@@ -440,12 +440,24 @@ def _write_seg(tmp: Path, study: _StudyRead, seg_model: Any, requested: bool, ou
         warnings.append("NIfTI input: no DICOM SEG written (it needs the source DICOM instances)")
     else:
         from ichct.pipeline.predict.seg_dicom import seg_source_warnings, write_seg_dicom
+        from ichct.pipeline.predict.seg_sources import SegSourceError
 
-        # A source the SEG cannot reference fails the study (SegSourceError names the file and why):
-        # a seg.dcm is written for every DICOM study, never skipped in silence.
-        seg_info = write_seg_dicom(pred.seg_original, pred.original_affine, study.headers, tmp / "seg.dcm",
-                                   num_classes=int(pred.num_seg_classes),
-                                   model_name=f"ichct seg {_model_id(seg_model)}")
+        # A SEG references its source instances by their UIDs. A source without them (bare archive
+        # files) cannot be referenced, and ichct does not invent stand-in UIDs: a SEG pointing at
+        # instances that exist nowhere would be wrong in any archive. Everything else is written;
+        # the warning and outputs.seg_dicom_skipped say why there is no seg.dcm.
+        try:
+            seg_info = write_seg_dicom(pred.seg_original, pred.original_affine, study.headers, tmp / "seg.dcm",
+                                       num_classes=int(pred.num_seg_classes),
+                                       model_name=f"ichct seg {_model_id(seg_model)}")
+        except SegSourceError as exc:
+            (tmp / "seg.dcm").unlink(missing_ok=True)
+            why = redact_patient(f"{Path(exc.path).name}: {exc.reason}", study.headers)
+            outputs["seg_dicom_skipped"] = f"the source series cannot be referenced by a DICOM SEG: {why}"
+            warnings.append(f"no DICOM SEG written: {why} (mask.nii.gz, report.json and overlays are written; "
+                            "ichct does not invent UIDs for the source images)")
+            logger.warning("%s: %s", exc.path, warnings[-1])
+            return
         outputs["seg_dicom"] = "seg.dcm"
         outputs["seg_dicom_source"] = seg_info["source_headers"]
         warnings += seg_source_warnings(seg_info["source_headers"])

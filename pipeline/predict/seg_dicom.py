@@ -165,6 +165,12 @@ def labels_on_source_frames(labels: np.ndarray, affine_ras: np.ndarray, headers:
     return out
 
 
+def _same_position(a: Any, b: Any) -> bool:
+    """True when two frame headers lie at the same ImagePositionPatient (copies of one instance)."""
+    pa, pb = a.image_position_mm, b.image_position_mm
+    return pa is not None and pb is not None and bool(np.allclose(pa, pb, atol=1e-3))
+
+
 def _source_datasets(headers: Sequence[Any]) -> tuple[list[Any], list[Any], list[str]]:
     """Source datasets (no pixel data), the frame headers in the order the SEG needs them, and the
     file of each dataset.
@@ -188,7 +194,12 @@ def _source_datasets(headers: Sequence[Any]) -> tuple[list[Any], list[Any], list
         return [ds], [by_frame[i] for i in range(n)], [multi[0].path]
     seen: dict[str, Any] = {}
     for h in headers:
-        seen.setdefault(h.sop_instance_uid, h)
+        first = seen.setdefault(h.sop_instance_uid, h)
+        if h.sop_instance_uid and first is not h and not _same_position(first, h):
+            # an anonymiser that wrote one UID into every file: the SEG could reference only one of them
+            raise SegSourceError(h.path, f"its SOPInstanceUID {h.sop_instance_uid} is also that of "
+                                         f"{Path(first.path).name} at another position; a DICOM SEG cannot tell "
+                                         "the instances apart")
     ordered = list(seen.values())
     return [read_dataset(h.path, stop_before_pixels=True) for h in ordered], ordered, [h.path for h in ordered]
 

@@ -27,7 +27,11 @@ SliceThickness (Type 2 of Image Plane) the slice spacing measured from the sourc
 UIDs the source carries are referenced as they are, valid or not (``ID_6207127578``): the SEG
 must point at the instances the user has. A source without SOPClassUID anywhere, without
 StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID cannot be referenced: that raises
-:class:`SegSourceError`, and ``ichct predict`` fails the study with that reason.
+:class:`SegSourceError`, and ``ichct predict`` writes the study without ``seg.dcm``, saying why (a
+warning and ``outputs.seg_dicom_skipped`` in ``report.json``). Stand-in UIDs are never made up for
+the source: a SEG referencing instances that exist nowhere would mislead any archive or viewer it
+reaches (the generated frame of reference above is different: it names no source object, and the
+SEG's geometry is the source's own).
 
 Example
 -------
@@ -65,16 +69,15 @@ _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 class SegSourceError(DicomIngestError):
     """A source instance that a DICOM SEG cannot reference (names the file and the missing attribute).
 
-    The message ends with the way out: ``ichct predict --no-seg-dicom`` writes everything else.
+    ``ichct predict`` catches it: the study is written without ``seg.dcm``, with the reason as a
+    warning and in ``report.json`` (``outputs.seg_dicom_skipped``).
 
     Examples
     --------
-    >>> str(SegSourceError("ct/1.dcm", "no SOPInstanceUID"))
-    'ct/1.dcm: no SOPInstanceUID (--no-seg-dicom writes the mask and report without a DICOM SEG)'
+    >>> err = SegSourceError("ct/1.dcm", "no SOPInstanceUID")
+    >>> str(err), err.reason
+    ('ct/1.dcm: no SOPInstanceUID', 'no SOPInstanceUID')
     """
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(path, f"{reason} (--no-seg-dicom writes the mask and report without a DICOM SEG)")
 
 
 @dataclass
@@ -193,6 +196,8 @@ def complete_seg_sources(datasets: Sequence[Dataset], paths: Sequence[str] | str
                 filled[keyword] = None
         if not _value(ds, "FrameOfReferenceUID"):
             done.FrameOfReferenceUID = for_uid
+        if "SpecificCharacterSet" in done and not _value(ds, "SpecificCharacterSet"):
+            del done.SpecificCharacterSet  # empty means the default repertoire, as absent does; highdicom refuses ''
         out.append(done)
     thickness = None
     if any(not _value(ds, "SliceThickness") for ds in datasets) and "PerFrameFunctionalGroupsSequence" not in datasets[0]:
