@@ -204,3 +204,39 @@ def test_preamble_with_missing_or_wrong_file_meta_is_read(tmp_path, meta, implic
     vol = read_dicom_series(tmp_path / "dcm")
     assert vol.info["skipped_files"] == 0 and vol.hu_volume.shape[2] == 8
     fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+
+
+def test_a_series_none_of_whose_files_decodes_names_the_first_file_and_its_cause(tmp_path):
+    """Every file's compressed frame is corrupt: the error named the folder and series but not why;
+    it now repeats the first file's cause (file name and reason) after the count."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from ichct.transforms.dicom import DicomIngestError
+
+    paths = fac.write_series(tmp_path / "dcm", fac.make_stack(6, 5.0, key="undecodable", transfer_syntax="rle"),
+                             naming="ordered")
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.PixelData = encapsulate([b"\x00" * 16])  # an RLE header that announces no segment
+        ds.save_as(p)
+    with pytest.raises(DicomIngestError) as err:
+        read_dicom_series(tmp_path / "dcm")
+    first = sorted(paths)[0].name
+    message = str(err.value)
+    assert "cannot be decoded" in message and f"{len(paths)} file(s); the first, {first}: " in message, message
+    assert message.count(first) == 1 and "\n" not in message
+
+
+def test_a_folder_whose_every_file_is_skipped_names_the_first_file_and_its_cause(tmp_path):
+    """Every file truncated in its pixel data: 'no DICOM image files found (N skipped)' now says why."""
+    from ichct.transforms.dicom import DicomIngestError
+
+    paths = fac.write_series(tmp_path / "dcm", fac.make_stack(4, 5.0, key="all-truncated"), naming="ordered")
+    for p in paths:
+        fac.truncate_pixel_data(p, 0.5)
+    with pytest.raises(DicomIngestError) as err:
+        read_dicom_series(tmp_path / "dcm")
+    message = str(err.value)
+    assert "4 file(s) skipped" in message and "truncated" in message, message
+    assert any(f"the first, {p.name}: " in message for p in paths), message

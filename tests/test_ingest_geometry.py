@@ -331,3 +331,23 @@ def test_enhanced_ct_beside_single_frame_localizer(tmp_path, run_cli):
     data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
     assert side["series_uid"] == spec.series_uid
     fac.assert_exact(data, affine, spec)
+
+
+def test_a_pixel_spacing_with_one_value_is_read_as_square_pixels_with_a_warning(tmp_path, run_cli):
+    """PixelSpacing '4' (VM 1, seen in the wild) was 'no PixelSpacing' and the series was refused:
+    it is read as 4 x 4 mm (CT pixels are square) and the sidecar says so, naming a file."""
+    import pydicom
+
+    spec = fac.make_stack(12, 5.0, key="ps-vm1", pixel_spacing=(4.0, 4.0))
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.PixelSpacing = "4"
+        ds.save_as(p)
+    assert pydicom.dcmread(paths[0]).data_element("PixelSpacing").VM == 1
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    fac.assert_exact(data, affine, spec)
+    assert side["pixel_spacing_mm"] == [4.0, 4.0]
+    note = [w for w in side["warnings"] if "PixelSpacing has one value" in w]
+    assert len(note) == 1 and "square pixels" in note[0] and "12 of 12" in note[0]
+    assert any(p.name in note[0] for p in paths)

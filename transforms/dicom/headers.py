@@ -168,6 +168,22 @@ def _floats(value: Any, count: int) -> tuple[float, ...] | None:
     return tuple(seq)
 
 
+def _pixel_spacing(value: Any) -> tuple[tuple[float, float] | None, bool]:
+    """(row, column) spacing of a PixelSpacing, and whether it held one value read as square pixels.
+
+    PixelSpacing has two values (VM 2); some exporters write one (seen in the wild). CT
+    reconstructions have square pixels (one field of view over a square matrix), so one positive
+    value is read as both, and the reader warns.
+    """
+    pair = _floats(value, 2)
+    if pair is not None or value is None:
+        return pair, False  # type: ignore[return-value]
+    single = _floats(value, 1)
+    if single is None or single[0] <= 0:
+        return None, False
+    return (single[0], single[0]), True
+
+
 def _float(value: Any) -> float | None:
     """One number, or None; a value repeated (``-1024\\-1024``, seen in the wild) is that number."""
     if value is None or value == "":
@@ -231,6 +247,8 @@ def _padding(get: Callable[[str], Any], keyword: str) -> int | None:
 MODALITY_ASSUMED = "modality_assumed_ct"
 #: ``SliceHeader.extra`` key: ``{keyword: text}`` of RescaleSlope/RescaleIntercept present but not a number
 UNREADABLE_RESCALE = "unreadable_rescale"
+#: ``SliceHeader.extra`` key: the text of a PixelSpacing with one value, read as square pixels
+SQUARE_PIXELS_ASSUMED = "square_pixels_assumed"
 
 
 def _modality(get: Callable[[str], Any], sop_class: str) -> str:
@@ -286,11 +304,12 @@ def headers_from_dataset(ds: Dataset, path: str, *, fast: bool | FastValues = Fa
     if per_frame is not None or (shared[0] if shared else None) is not None:
         return _enhanced_headers(ds, common, n_frames, per_frame)
 
+    spacing, square_assumed = _pixel_spacing(get("PixelSpacing"))
     header = SliceHeader(
         frame_index=None,
         image_orientation=_floats(get("ImageOrientationPatient"), 6),
         image_position_mm=_floats(get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-        pixel_spacing_mm=_floats(get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        pixel_spacing_mm=spacing,
         rescale_slope=_float(get("RescaleSlope")),
         rescale_intercept=_float(get("RescaleIntercept")),
         rescale_type=(str(get("RescaleType")) if get("RescaleType") else None),
@@ -302,6 +321,8 @@ def headers_from_dataset(ds: Dataset, path: str, *, fast: bool | FastValues = Fa
                   and _float(get(k)) is None}
     if unreadable:  # present but not a number: not the same as absent (stored values are HU)
         header.extra = {**header.extra, UNREADABLE_RESCALE: unreadable}
+    if square_assumed:
+        header.extra = {**header.extra, SQUARE_PIXELS_ASSUMED: _text(get("PixelSpacing"))}
     return [header]
 
 

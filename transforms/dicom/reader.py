@@ -7,6 +7,7 @@ reader :class:`ichct.transforms.io.DicomSeriesReader` and by everything downstre
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
-from .headers import MODALITY_ASSUMED, UNREADABLE_RESCALE, SliceHeader
+from .headers import MODALITY_ASSUMED, SQUARE_PIXELS_ASSUMED, UNREADABLE_RESCALE, SliceHeader
 from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
 from .validation import STAND_IN_SERIES_PREFIX, nonconforming_uid_summary
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
@@ -94,7 +95,11 @@ def select_series(scan: FolderScan, series_uid: str | None = None) -> tuple[Seri
     """
     groups = group_series(scan.headers)
     if not groups:
-        detail = f" ({len(scan.skipped)} file(s) skipped as not DICOM or unreadable)" if scan.skipped else ""
+        detail = ""
+        if scan.skipped:
+            first = scan.skipped[0]
+            detail = (f" ({len(scan.skipped)} file(s) skipped as not DICOM or unreadable; the first, "
+                      f"{Path(first.path).name}: {first.reason})")
         raise DicomIngestError(scan.root, f"no DICOM image files found{detail}")
     if series_uid:
         matches = [g for g in groups if series_uid in (g.group_id, g.series_uid)]
@@ -112,6 +117,42 @@ def select_series(scan: FolderScan, series_uid: str | None = None) -> tuple[Seri
         f"'{group.kernel}', {group.n_slices} slices of {group.slice_thickness_mm or group.slice_spacing_mm} mm"
     )
     return group, groups, why
+
+
+def _first_cause(causes: Sequence[tuple[str, str]]) -> str:
+    """The first undecodable file and why, as a suffix for an error message ('' when none).
+
+    Examples
+    --------
+    >>> _first_cause([("/ct/IM2.dcm", "x"), ("/ct/IM1.dcm", "RuntimeError: no plugin:   gdcm: bad header")])
+    ' (2 file(s); the first, IM1.dcm: RuntimeError: no plugin: gdcm: bad header)'
+    >>> _first_cause([])
+    ''
+    """
+    if not causes:
+        return ""
+    path, why = sorted(causes)[0]
+    return f" ({len(causes)} file(s); the first, {Path(path).name}: {' '.join(str(why).split())})"
+
+
+def _header_notes(root: str | Path, group: SeriesGroup, groups: list[SeriesGroup]) -> list[str]:
+    """Warnings (also logged) about what the chosen series' headers lacked and how it was read."""
+    warnings: list[str] = _left_out_notes(group, groups)
+    headers = group.headers
+    if group.series_uid.startswith(STAND_IN_SERIES_PREFIX):
+        warnings.append("its files have no SeriesInstanceUID: they were taken as one series by folder, study, series "
+                        f"number, kernel and slice thickness (series key {group.series_uid})")
+        logger.warning("%s: %s", root, warnings[-1])
+    if any(h.extra.get(MODALITY_ASSUMED) for h in headers):
+        warnings.append("its files have neither Modality nor SOPClassUID: taken as CT (they carry a RescaleIntercept)")
+        logger.warning("%s: %s", root, warnings[-1])
+    square = [h for h in headers if h.extra.get(SQUARE_PIXELS_ASSUMED)]
+    if square:
+        warnings.append(f"PixelSpacing has one value ({square[0].extra[SQUARE_PIXELS_ASSUMED]}, e.g. in "
+                        f"{Path(square[0].path).name}) on {len(square)} of {len(headers)} file(s), where DICOM "
+                        "gives two (row, column): read as square pixels")
+        logger.warning("%s: %s", root, warnings[-1])
+    return warnings
 
 
 def read_dicom_series(
@@ -166,32 +207,29 @@ def read_dicom_series(
     headers = group.headers
     _refuse_unreadable_rescale(headers)
     n_workers = workers or default_workers()
-    warnings: list[str] = _left_out_notes(group, groups)
-    if group.series_uid.startswith(STAND_IN_SERIES_PREFIX):
-        warnings.append("its files have no SeriesInstanceUID: they were taken as one series by folder, study, series "
-                        f"number, kernel and slice thickness (series key {group.series_uid})")
-        logger.warning("%s: %s", scan.root, warnings[-1])
-    if any(h.extra.get(MODALITY_ASSUMED) for h in headers):
-        warnings.append("its files have neither Modality nor SOPClassUID: taken as CT (they carry a RescaleIntercept)")
-        logger.warning("%s: %s", scan.root, warnings[-1])
+    warnings = _header_notes(scan.root, group, groups)
 
     failed_paths: list[str] = []
+    causes: list[tuple[str, str]] = []  # (file, why) of every frame that could not be decoded
     for _attempt in range(2):
         geometry = stack_geometry(headers)
         if geometry.n_slices < 2:
             raise DicomIngestError(scan.root, f"series {group.series_uid} has a single slice position; a volume needs at least two")
         order = geometry.order
         lossless = lossless_int16_possible([headers[i] for i in order])
-        stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless, progress=progress)
+        stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless, progress=progress,
+                                             on_error=lambda path, err: causes.append((path, err)))
         if not failed:
             break
         bad = {order[p] for p in failed}
         failed_paths.extend(headers[i].path for i in sorted(bad))
         headers = [h for i, h in enumerate(headers) if i not in bad]
         if len(headers) < 2:
-            raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data of its files cannot be decoded")
+            raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data of its files cannot be "
+                                              f"decoded{_first_cause(causes)}")
     else:
-        raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data cannot be decoded consistently")
+        raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data cannot be decoded "
+                                          f"consistently{_first_cause(causes)}")
     hu_check = check_hu(stack, [headers[i] for i in order], scan.root, group.series_uid)
     no_rescale = sum(1 for i in geometry.order if headers[i].rescale_slope is None or headers[i].rescale_intercept is None)
     if no_rescale:
