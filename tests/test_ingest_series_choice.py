@@ -191,3 +191,56 @@ def test_odd_image_filed_in_the_series_is_left_out(tmp_path, name, kind):
     assert vol.hu_volume.shape[2] == 10
     fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
     assert any("left out" in w and name in w for w in vol.info["warnings"])
+
+
+_GROUPING_KEYS = ("SeriesInstanceUID", "StudyInstanceUID", "SeriesNumber", "ConvolutionKernel", "SliceThickness",
+                  "FrameOfReferenceUID")
+
+
+def _without_series_keys(paths) -> None:
+    """Drop what tells series apart, as bare archive files lack it (they fall into one stand-in series)."""
+    import pydicom
+
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        for keyword in _GROUPING_KEYS:
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(p)
+
+
+@pytest.mark.parametrize("layout", ["other_fov", "same_fov_interleaved", "same_positions"])
+def test_series_without_uids_mixed_in_one_folder_are_refused_not_stacked(tmp_path, run_cli, layout):
+    """Two series without SeriesInstanceUID (nor study, number, kernel, thickness) in one folder, same plane,
+    matrix and spacing: they became one stand-in series and one volume (a 'tilt' corrected, 'missing slices'
+    filled, or images averaged) with only the generic stand-in warning. They are now refused, naming why."""
+    offsets_a = [(k - 7.5) * 5.0 for k in range(16)]
+    other = fac.Phantom(hematoma_semi_axes=(22.0, 18.0, 15.0))
+    if layout == "other_fov":
+        b = fac.make_stack(offsets_mm=[o + 1.0 for o in offsets_a], key="mixed-b", center_shift=(12.0, 9.0, 0.0))
+    elif layout == "same_fov_interleaved":
+        b = fac.make_stack(offsets_mm=[o + 2.0 for o in offsets_a], key="mixed-b")
+    else:  # another head at the very same positions: differing images at each position
+        b = fac.make_stack(offsets_mm=offsets_a, key="mixed-b", phantom=other)
+    paths = fac.write_series(tmp_path / "dcm", fac.make_stack(offsets_mm=offsets_a, key="mixed-a"))
+    paths += fac.write_series(tmp_path / "dcm", b, seed=1, phantom=other if layout == "same_positions" else fac.DEFAULT_PHANTOM)
+    _without_series_keys(paths)
+    res = run_cli("convert", tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert res.code == 1, res.err
+    assert "no SeriesInstanceUID" in res.err and "several series seem mixed" in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+@pytest.mark.parametrize("tilt_deg, missing", [(0.0, ()), (15.0, ()), (0.0, (6,))])
+def test_one_series_without_uids_still_reads_tilted_or_with_a_missing_file(tmp_path, run_cli, tilt_deg, missing):
+    """The stand-in series check refuses mixes only: a gantry tilt (offsets linear in z) or a missing
+    file (a step of two spacings) of one series is read as before."""
+    offsets = [(k - 9.5) * 5.0 for k in range(20) if k not in missing]
+    spec = fac.make_stack(offsets_mm=offsets, key=f"one-bare-{tilt_deg}-{len(missing)}", tilt_deg=tilt_deg)
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    _without_series_keys(paths)
+    res = run_cli("convert", tmp_path / "dcm", tmp_path / "o.nii.gz")
+    assert res.code == 0, res.err
+    side = fac.read_sidecar(tmp_path / "o.nii.gz")
+    assert side["series_uid"].startswith("no-SeriesInstanceUID-") and side["missing_slices"] == len(missing)
+    assert side["tilt"]["corrected"] == (tilt_deg != 0.0)

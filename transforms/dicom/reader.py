@@ -135,6 +135,39 @@ def _first_cause(causes: Sequence[tuple[str, str]]) -> str:
     return f" ({len(causes)} file(s); the first, {Path(path).name}: {' '.join(str(why).split())})"
 
 
+_MIXED_HINT = "; put each series in a folder of its own (ichct groups files without SeriesInstanceUID by folder)"
+
+
+def _refuse_mixed_stand_in(root: str | Path, series_uid: str, geometry: StackGeometry,
+                           headers: Sequence[SliceHeader]) -> None:
+    """Refuse a stand-in series (files without SeriesInstanceUID, grouped by folder) that is not one stack.
+
+    Files of several series in one folder, all without SeriesInstanceUID and with the same plane,
+    matrix and pixel spacing, fall into one stand-in series. Read as one volume they would be a
+    mix of images (of different patients, for a flat archive folder). One acquisition's slices lie
+    on one line (straight, or evenly sheared by a gantry tilt) at steps that are whole multiples of
+    one spacing (a missing file leaves a gap of two steps); anything else is refused here.
+    """
+    if not series_uid.startswith(STAND_IN_SERIES_PREFIX) or geometry.n_slices < 3:
+        return
+    dz = geometry.positions_mm - geometry.positions_mm[0]
+    offsets = geometry.inplane_offsets_mm
+    slope = (offsets.T @ dz) / float(dz @ dz)  # the tilt model: offsets linear in the position
+    jump = np.abs(offsets - np.outer(dz, slope)).max(axis=1)
+    worst = int(np.argmax(jump))
+    if jump[worst] > max(geometry.pixel_spacing_mm):
+        name = Path(headers[geometry.order[worst]].path).name
+        raise DicomIngestError(root, f"series {series_uid}: its files have no SeriesInstanceUID and do not form "
+                                     f"one stack: {name} lies {jump[worst]:.1f} mm off the line of the other slices; "
+                                     f"files of several series seem mixed in one folder{_MIXED_HINT}")
+    steps = np.diff(geometry.positions_mm) / geometry.slice_spacing_mm
+    if np.any(np.abs(steps - np.rint(steps)) > 0.1):
+        raise DicomIngestError(root, f"series {series_uid}: its files have no SeriesInstanceUID and their slice "
+                                     f"steps ({np.diff(geometry.positions_mm).min():.2f} to "
+                                     f"{np.diff(geometry.positions_mm).max():.2f} mm) are not whole multiples of one "
+                                     f"spacing; files of several series seem mixed in one folder{_MIXED_HINT}")
+
+
 def _header_notes(root: str | Path, group: SeriesGroup, groups: list[SeriesGroup]) -> list[str]:
     """Warnings (also logged) about what the chosen series' headers lacked and how it was read."""
     warnings: list[str] = _left_out_notes(group, groups)
@@ -215,6 +248,7 @@ def read_dicom_series(
         geometry = stack_geometry(headers)
         if geometry.n_slices < 2:
             raise DicomIngestError(scan.root, f"series {group.series_uid} has a single slice position; a volume needs at least two")
+        _refuse_mixed_stand_in(scan.root, group.series_uid, geometry, headers)
         order = geometry.order
         lossless = lossless_int16_possible([headers[i] for i in order])
         stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless, progress=progress,
@@ -248,6 +282,10 @@ def read_dicom_series(
         warnings.append(hu_check.warning)
 
     stack, duplicates_info = _merge_duplicates(stack, headers, geometry, n_workers, warnings, hu_check)
+    if duplicates_info["averaged"] and group.series_uid.startswith(STAND_IN_SERIES_PREFIX):
+        raise DicomIngestError(scan.root, f"series {group.series_uid}: its files have no SeriesInstanceUID and "
+                                          f"{duplicates_info['averaged']} slice position(s) hold differing images: "
+                                          f"files of several series seem mixed in one folder{_MIXED_HINT}")
 
     tilt_corrected = False
     if geometry.sheared and tilt_correction:
