@@ -161,3 +161,49 @@ def test_a_rescale_that_is_not_a_number_is_refused_naming_the_file(tmp_path, run
     assert res.code == 1 and "Traceback" not in res.err
     assert paths[3].name in res.err and "RescaleSlope '0;5' is not a number" in res.err
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("how", ["absent", "empty"])
+def test_no_bits_stored_is_read_as_bits_allocated_with_a_warning(tmp_path, how):
+    """BitsStored (with HighBit) dropped or emptied by an archive: pydicom refused to decode every file
+    ('Missing required element'). All allocated bits are taken as stored, as the header record
+    already assumed, with a warning; the HU are exact for values that fit (12-bit data here)."""
+    import pydicom
+
+    from ichct.transforms.dicom import read_dicom_series
+
+    spec = fac.make_stack(8, 5.0, key=f"no-bits-stored-{how}", bits_stored=12, intercept=-1024.0)
+    paths = fac.write_series(tmp_path / "dcm", spec)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        for keyword in ("BitsStored", "HighBit"):
+            if how == "absent":
+                delattr(ds, keyword)
+            else:
+                ds[keyword].value = None
+        ds.save_as(p)
+    vol = read_dicom_series(tmp_path / "dcm")
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+    note = [w for w in vol.info["warnings"] if "BitsStored absent or empty" in w]
+    assert len(note) == 1 and "8 file(s)" in note[0] and "(16)" in note[0]
+
+
+def test_no_bits_stored_with_12_bit_twos_complement_values_is_refused(tmp_path):
+    """Without BitsStored, 12-bit two's-complement values read as 16 bits put air at about +3072 HU,
+    and the HU check (no air near -1000) let them pass unchanged: refused, naming what is missing."""
+    import pydicom
+
+    from ichct.transforms.dicom import DicomIngestError, read_dicom_series
+
+    paths = fac.write_series(tmp_path / "dcm", fac.make_stack(8, 5.0, key="no-bits-stored-wrap"))
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        hu = ds.pixel_array.astype(np.int32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        ds.PixelData = (np.clip(hu, -2048, 2047).astype(np.int32) & 0xFFF).astype(np.uint16).tobytes()
+        ds.PixelRepresentation, ds.RescaleSlope, ds.RescaleIntercept = 0, 1, 0
+        for keyword in ("BitsStored", "HighBit", "PixelPaddingValue"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(p)
+    with pytest.raises(DicomIngestError, match="BitsStored is absent or empty and no air"):
+        read_dicom_series(tmp_path / "dcm")

@@ -249,6 +249,8 @@ MODALITY_ASSUMED = "modality_assumed_ct"
 UNREADABLE_RESCALE = "unreadable_rescale"
 #: ``SliceHeader.extra`` key: the text of a PixelSpacing with one value, read as square pixels
 SQUARE_PIXELS_ASSUMED = "square_pixels_assumed"
+#: ``SliceHeader.extra`` key set on frames without BitsStored (or empty): BitsAllocated is used
+BITS_STORED_ASSUMED = "bits_stored_assumed"
 
 
 def _modality(get: Callable[[str], Any], sop_class: str) -> str:
@@ -323,6 +325,8 @@ def headers_from_dataset(ds: Dataset, path: str, *, fast: bool | FastValues = Fa
         header.extra = {**header.extra, UNREADABLE_RESCALE: unreadable}
     if square_assumed:
         header.extra = {**header.extra, SQUARE_PIXELS_ASSUMED: _text(get("PixelSpacing"))}
+    if _int(get("BitsStored")) is None and _int(get("BitsAllocated")) is not None:
+        header.extra = {**header.extra, BITS_STORED_ASSUMED: True}
     return [header]
 
 

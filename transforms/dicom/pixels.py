@@ -47,7 +47,8 @@ def read_dataset(path: str, stop_before_pixels: bool = False) -> pydicom.Dataset
 
     A one-sample image whose PhotometricInterpretation an archive dropped is decoded as
     MONOCHROME2: for grey-scale pixels it only says how to display them, never what the stored
-    values (hence the HU) are, and pydicom refuses to decode without it.
+    values (hence the HU) are, and pydicom refuses to decode without it. An absent or empty
+    BitsStored is taken as BitsAllocated (with HighBit one less), as the slice header records it.
     """
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
@@ -56,6 +57,10 @@ def read_dataset(path: str, stop_before_pixels: bool = False) -> pydicom.Dataset
     ensure_transfer_syntax(ds)  # also after "DICM" with no file meta, or one without TransferSyntaxUID
     if not ds.get("PhotometricInterpretation") and ds.get("SamplesPerPixel", 1) in (None, "", 1):
         ds.PhotometricInterpretation = "MONOCHROME2"
+    if ds.get("BitsStored") in (None, "") and ds.get("BitsAllocated") not in (None, ""):
+        # all allocated bits hold the value (the header record assumes the same; the reader warns,
+        # and the HU check catches a 12-bit two's complement read as 16 bits)
+        ds.BitsStored, ds.HighBit = int(ds.BitsAllocated), int(ds.BitsAllocated) - 1
     return ds
 
 

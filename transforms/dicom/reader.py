@@ -17,7 +17,7 @@ import numpy as np
 from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
-from .headers import MODALITY_ASSUMED, SQUARE_PIXELS_ASSUMED, UNREADABLE_RESCALE, SliceHeader
+from .headers import BITS_STORED_ASSUMED, MODALITY_ASSUMED, SQUARE_PIXELS_ASSUMED, UNREADABLE_RESCALE, SliceHeader
 from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
 from .validation import STAND_IN_SERIES_PREFIX, nonconforming_uid_summary
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
@@ -185,6 +185,11 @@ def _header_notes(root: str | Path, group: SeriesGroup, groups: list[SeriesGroup
                         f"{Path(square[0].path).name}) on {len(square)} of {len(headers)} file(s), where DICOM "
                         "gives two (row, column): read as square pixels")
         logger.warning("%s: %s", root, warnings[-1])
+    no_bits = sum(1 for h in headers if h.extra.get(BITS_STORED_ASSUMED))
+    if no_bits:
+        warnings.append(f"BitsStored absent or empty on {no_bits} file(s): all of BitsAllocated "
+                        f"({headers[0].bits_allocated}) taken as stored bits")
+        logger.warning("%s: %s", root, warnings[-1])
     return warnings
 
 
@@ -265,6 +270,13 @@ def read_dicom_series(
         raise DicomIngestError(scan.root, f"series {group.series_uid}: pixel data cannot be decoded "
                                           f"consistently{_first_cause(causes)}")
     hu_check = check_hu(stack, [headers[i] for i in order], scan.root, group.series_uid)
+    if hu_check.air_hu is None and any(h.extra.get(BITS_STORED_ASSUMED) for h in headers):
+        # without air to check against, 12-bit two's-complement values read as 16 bits (air at
+        # +3072 HU) would pass as they are
+        raise DicomIngestError(scan.root, f"series {group.series_uid}: BitsStored is absent or empty and no air "
+                                          "near -1000 HU was found with all allocated bits as stored bits, so how "
+                                          "many bits hold the value cannot be told (e.g. 12-bit two's complement); "
+                                          f"{Path(headers[order[0]].path).name} and the others need BitsStored")
     no_rescale = sum(1 for i in geometry.order if headers[i].rescale_slope is None or headers[i].rescale_intercept is None)
     if no_rescale:
         warnings.append(f"RescaleSlope/RescaleIntercept missing on {no_rescale} slice(s): stored values were taken as HU (slope 1, intercept 0)")
