@@ -456,7 +456,7 @@ def _write_seg(tmp: Path, study: _StudyRead, seg_model: Any, requested: bool, ou
             outputs["seg_dicom_skipped"] = f"the source series cannot be referenced by a DICOM SEG: {why}"
             warnings.append(f"no DICOM SEG written: {why} (mask.nii.gz, report.json and overlays are written; "
                             "ichct does not invent UIDs for the source images)")
-            logger.warning("%s: %s", exc.path, warnings[-1])
+            logger.warning("%s: %s", redact_patient(str(exc.path), study.headers), warnings[-1])
             return
         outputs["seg_dicom"] = "seg.dcm"
         outputs["seg_dicom_source"] = seg_info["source_headers"]
