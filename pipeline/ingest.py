@@ -19,6 +19,7 @@ from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from ichct.transforms.dicom import (
     DicomIngestError,
     DicomVolume,
+    check_stand_in_stack,
     choose_default,
     group_series,
     read_dicom_series,
@@ -43,7 +44,7 @@ def folder_info(path: str | Path, workers: int | None = None) -> dict[str, Any]:
     for g in groups:
         summary = g.summary()
         summary["default"] = default is not None and g.group_id == default.group_id
-        summary.update(_geometry_summary(g))
+        summary.update(_geometry_summary(scan.root, g))
         series.append(summary)
     return {
         "folder": str(path),
@@ -54,17 +55,25 @@ def folder_info(path: str | Path, workers: int | None = None) -> dict[str, Any]:
     }
 
 
-def _geometry_summary(group) -> dict[str, Any]:
-    """Tilt, gaps and spacing regularity of a group, from headers alone (empty when not a stack)."""
+def _geometry_summary(root: str | Path, group) -> dict[str, Any]:
+    """Tilt, gaps and spacing regularity of a group, from headers alone (empty when not a stack), and
+    ``refused``: why ``convert`` would refuse it as one stack (a stand-in series mixing several), else None."""
     headers = group.headers
     if len(headers) < 2 or any(h.image_position_mm is None or h.image_orientation is None or h.pixel_spacing_mm is None for h in headers):
-        return {"tilt_deg": None, "uniform_spacing": None, "missing_slices": None, "duplicate_positions": None}
+        return {"tilt_deg": None, "uniform_spacing": None, "missing_slices": None, "duplicate_positions": None,
+                "refused": None}
     geometry = stack_geometry(headers)
+    try:
+        check_stand_in_stack(root, group.series_uid, geometry, headers)
+        refused = None
+    except DicomIngestError as exc:
+        refused = exc.reason
     return {
         "tilt_deg": round(float(geometry.tilt_deg), 3),
         "uniform_spacing": bool(geometry.uniform),
         "missing_slices": int(sum(g["missing_slices"] for g in geometry.gaps)),
         "duplicate_positions": len(geometry.duplicates),
+        "refused": refused,
     }
 
 

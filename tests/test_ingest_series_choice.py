@@ -229,6 +229,12 @@ def test_series_without_uids_mixed_in_one_folder_are_refused_not_stacked(tmp_pat
     assert res.code == 1, res.err
     assert "no SeriesInstanceUID" in res.err and "several series seem mixed" in res.err and "Traceback" not in res.err
     assert not (tmp_path / "o.nii.gz").exists()
+    if layout != "same_positions":  # info says so too, from the headers alone (same positions: only the pixels tell)
+        info = json.loads(run_cli("info", tmp_path / "dcm", "--json").out)
+        default = next(s for s in info["series"] if s["default"])
+        assert "several series seem mixed" in default["refused"]
+        text = run_cli("info", tmp_path / "dcm").out
+        assert "refused: series" in text and "which convert refuses" in text
 
 
 @pytest.mark.parametrize("tilt_deg, missing", [(0.0, ()), (15.0, ()), (0.0, (6,))])
@@ -243,4 +249,6 @@ def test_one_series_without_uids_still_reads_tilted_or_with_a_missing_file(tmp_p
     assert res.code == 0, res.err
     side = fac.read_sidecar(tmp_path / "o.nii.gz")
     assert side["series_uid"].startswith("no-SeriesInstanceUID-") and side["missing_slices"] == len(missing)
+    info = json.loads(run_cli("info", tmp_path / "dcm", "--json").out)
+    assert [s["refused"] for s in info["series"]] == [None]
     assert side["tilt"]["corrected"] == (tilt_deg != 0.0)

@@ -53,6 +53,8 @@ def run_info(args: argparse.Namespace) -> int:
     rows = []
     for s in info["series"]:
         note = s["excluded_reason"] or "/".join(s["image_type"][:3])
+        if s.get("refused"):  # a stand-in series of files from several series: convert and predict refuse it
+            note = f"refused: {s['refused']}"
         if s.get("missing_slices"):
             note += f"; {s['missing_slices']} missing slice(s)"
         elif s.get("uniform_spacing") is False:
@@ -63,7 +65,9 @@ def run_info(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:
         out.write("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
-    if info["default_series_uid"]:
+    if info["default_series_uid"] and any(s["default"] and s.get("refused") for s in info["series"]):
+        out.write(f"default (marked *): {info['default_series_uid']}, which convert refuses (see its note)\n")
+    elif info["default_series_uid"]:
         out.write(f"default (marked *): {info['default_series_uid']}\n")
     else:
         out.write("default: none (no usable axial CT series)\n")

@@ -9,7 +9,7 @@ from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
 from .headers import SliceHeader
 from .pseudonym import load_salt, patient_key, salt_id
-from .reader import DicomVolume, read_dicom_series, select_series
+from .reader import DicomVolume, check_stand_in_stack, read_dicom_series, select_series
 from .series import SeriesGroup, choose_default, group_series, kernel_class, readable_on_request
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "SkippedFile",
     "SliceHeader",
     "StackGeometry",
+    "check_stand_in_stack",
     "choose_default",
     "group_series",
     "kernel_class",

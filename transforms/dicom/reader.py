@@ -138,15 +138,24 @@ def _first_cause(causes: Sequence[tuple[str, str]]) -> str:
 _MIXED_HINT = "; put each series in a folder of its own (ichct groups files without SeriesInstanceUID by folder)"
 
 
-def _refuse_mixed_stand_in(root: str | Path, series_uid: str, geometry: StackGeometry,
-                           headers: Sequence[SliceHeader]) -> None:
+def check_stand_in_stack(root: str | Path, series_uid: str, geometry: StackGeometry,
+                         headers: Sequence[SliceHeader]) -> None:
     """Refuse a stand-in series (files without SeriesInstanceUID, grouped by folder) that is not one stack.
 
     Files of several series in one folder, all without SeriesInstanceUID and with the same plane,
     matrix and pixel spacing, fall into one stand-in series. Read as one volume they would be a
     mix of images (of different patients, for a flat archive folder). One acquisition's slices lie
     on one line (straight, or evenly sheared by a gantry tilt) at steps that are whole multiples of
-    one spacing (a missing file leaves a gap of two steps); anything else is refused here.
+    one spacing (a missing file leaves a gap of two steps); anything else raises
+    :class:`DicomIngestError` naming the folder and why. Series with a UID of their own pass.
+
+    Examples
+    --------
+    Needs a DICOM folder, so not run here::
+
+        scan = scan_folder("/archive/flat_folder")
+        group, _, _ = select_series(scan)
+        check_stand_in_stack(scan.root, group.series_uid, stack_geometry(group.headers), group.headers)
     """
     if not series_uid.startswith(STAND_IN_SERIES_PREFIX) or geometry.n_slices < 3:
         return
@@ -253,7 +262,7 @@ def read_dicom_series(
         geometry = stack_geometry(headers)
         if geometry.n_slices < 2:
             raise DicomIngestError(scan.root, f"series {group.series_uid} has a single slice position; a volume needs at least two")
-        _refuse_mixed_stand_in(scan.root, group.series_uid, geometry, headers)
+        check_stand_in_stack(scan.root, group.series_uid, geometry, headers)
         order = geometry.order
         lossless = lossless_int16_possible([headers[i] for i in order])
         stack, n_padded, failed = read_stack(headers, order, workers=n_workers, want_int16=lossless, progress=progress,
