@@ -307,20 +307,20 @@ def headers_from_dataset(ds: Dataset, path: str, *, fast: bool | FastValues = Fa
         return _enhanced_headers(ds, common, n_frames, per_frame)
 
     spacing, square_assumed = _pixel_spacing(get("PixelSpacing"))
+    rescale = {k: _float(get(k)) for k in ("RescaleSlope", "RescaleIntercept")}
     header = SliceHeader(
         frame_index=None,
         image_orientation=_floats(get("ImageOrientationPatient"), 6),
         image_position_mm=_floats(get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
         pixel_spacing_mm=spacing,
-        rescale_slope=_float(get("RescaleSlope")),
-        rescale_intercept=_float(get("RescaleIntercept")),
+        rescale_slope=rescale["RescaleSlope"],
+        rescale_intercept=rescale["RescaleIntercept"],
         rescale_type=(str(get("RescaleType")) if get("RescaleType") else None),
         slice_thickness_mm=_float(get("SliceThickness")),
         number_of_frames=n_frames,
         **common,
     )
-    unreadable = {k: _text(get(k)) for k in ("RescaleSlope", "RescaleIntercept") if _text(get(k)).strip(" \0")
-                  and _float(get(k)) is None}
+    unreadable = {k: _text(get(k)) for k, value in rescale.items() if value is None and _text(get(k)).strip(" \0")}
     if unreadable:  # present but not a number: not the same as absent (stored values are HU)
         header.extra = {**header.extra, UNREADABLE_RESCALE: unreadable}
     if square_assumed:
@@ -335,13 +335,14 @@ def _common_fields(get: Callable[[str], Any], ds: Dataset, path: str, sop_class:
     """The fields every frame of a file shares."""
     present = get.has if isinstance(get, FastValues) else ds.__contains__
     patient_id, patient_name = get("PatientID"), get("PatientName")
-    assumed = not sop_class and not str(get("Modality") or "").strip()
+    modality = _modality(get, sop_class)
+    assumed = not sop_class and modality == "CT" and not str(get("Modality") or "").strip()
     return dict(
         path=path,
         series_uid=str(get("SeriesInstanceUID") or ""),
         sop_instance_uid=str(get("SOPInstanceUID") or ""),
         sop_class_uid=sop_class,
-        modality=_modality(get, sop_class),
+        modality=modality,
         transfer_syntax_uid=transfer_syntax,
         rows=_int(get("Rows")) or 0,
         columns=_int(get("Columns")) or 0,
@@ -365,7 +366,7 @@ def _common_fields(get: Callable[[str], Any], ds: Dataset, path: str, sop_class:
         manufacturer=_text(get("Manufacturer")),
         has_pixel_data=(present("PixelData") or present("FloatPixelData") or present("DoubleFloatPixelData")
                         or get("Rows") is not None),
-        extra={MODALITY_ASSUMED: True} if assumed and _modality(get, sop_class) == "CT" else {},
+        extra={MODALITY_ASSUMED: True} if assumed else {},
     )
 
 

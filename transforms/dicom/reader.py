@@ -169,37 +169,36 @@ def check_stand_in_stack(root: str | Path, series_uid: str, geometry: StackGeome
         raise DicomIngestError(root, f"series {series_uid}: its files have no SeriesInstanceUID and do not form "
                                      f"one stack: {name} lies {jump[worst]:.1f} mm off the line of the other slices; "
                                      f"files of several series seem mixed in one folder{_MIXED_HINT}")
-    steps = np.diff(geometry.positions_mm) / geometry.slice_spacing_mm
+    steps_mm = np.diff(geometry.positions_mm)
+    steps = steps_mm / geometry.slice_spacing_mm
     if np.any(np.abs(steps - np.rint(steps)) > 0.1):
         raise DicomIngestError(root, f"series {series_uid}: its files have no SeriesInstanceUID and their slice "
-                                     f"steps ({np.diff(geometry.positions_mm).min():.2f} to "
-                                     f"{np.diff(geometry.positions_mm).max():.2f} mm) are not whole multiples of one "
+                                     f"steps ({steps_mm.min():.2f} to {steps_mm.max():.2f} mm) are not whole multiples of one "
                                      f"spacing; files of several series seem mixed in one folder{_MIXED_HINT}")
 
 
 def _header_notes(root: str | Path, group: SeriesGroup, groups: list[SeriesGroup]) -> list[str]:
     """Warnings (also logged) about what the chosen series' headers lacked and how it was read."""
-    warnings: list[str] = _left_out_notes(group, groups)
+    left_out = _left_out_notes(group, groups)  # logs its own notes, first
+    notes: list[str] = []
     headers = group.headers
     if group.series_uid.startswith(STAND_IN_SERIES_PREFIX):
-        warnings.append("its files have no SeriesInstanceUID: they were taken as one series by folder, study, series "
-                        f"number, kernel and slice thickness (series key {group.series_uid})")
-        logger.warning("%s: %s", root, warnings[-1])
+        notes.append("its files have no SeriesInstanceUID: they were taken as one series by folder, study, series "
+                     f"number, kernel and slice thickness (series key {group.series_uid})")
     if any(h.extra.get(MODALITY_ASSUMED) for h in headers):
-        warnings.append("its files have neither Modality nor SOPClassUID: taken as CT (they carry a RescaleIntercept)")
-        logger.warning("%s: %s", root, warnings[-1])
+        notes.append("its files have neither Modality nor SOPClassUID: taken as CT (they carry a RescaleIntercept)")
     square = [h for h in headers if h.extra.get(SQUARE_PIXELS_ASSUMED)]
     if square:
-        warnings.append(f"PixelSpacing has one value ({square[0].extra[SQUARE_PIXELS_ASSUMED]}, e.g. in "
-                        f"{Path(square[0].path).name}) on {len(square)} of {len(headers)} file(s), where DICOM "
-                        "gives two (row, column): read as square pixels")
-        logger.warning("%s: %s", root, warnings[-1])
+        notes.append(f"PixelSpacing has one value ({square[0].extra[SQUARE_PIXELS_ASSUMED]}, e.g. in "
+                     f"{Path(square[0].path).name}) on {len(square)} of {len(headers)} file(s), where DICOM "
+                     "gives two (row, column): read as square pixels")
     no_bits = sum(1 for h in headers if h.extra.get(BITS_STORED_ASSUMED))
     if no_bits:
-        warnings.append(f"BitsStored absent or empty on {no_bits} file(s): all of BitsAllocated "
-                        f"({headers[0].bits_allocated}) taken as stored bits")
-        logger.warning("%s: %s", root, warnings[-1])
-    return warnings
+        notes.append(f"BitsStored absent or empty on {no_bits} file(s): all of BitsAllocated "
+                     f"({headers[0].bits_allocated}) taken as stored bits")
+    for note in notes:
+        logger.warning("%s: %s", root, note)
+    return left_out + notes
 
 
 def read_dicom_series(
