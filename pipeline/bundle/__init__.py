@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "package_bundle": "package",
     "refresh_bundle": "package",
     "load_bundle": "package",
+    "load_model_dir": "package",
     "default_bundle_name": "package",
     "REQUIRED_FILES": "package",
     "bundle_configs": "configs",

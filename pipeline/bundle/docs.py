@@ -18,6 +18,7 @@ from typing import Any
 from ichct.pipeline.bundle.steps import REFERENCES, postprocessing_steps, preprocessing_table, training_steps
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.models.config import config_windows, input_channels, saved_run_config
+from ichct.pipeline.models.network_factory import is_ensemble
 from ichct.pipeline.synth.config import COMMITTED_COHORTS, DEFAULT_COHORT_NAME, LARGE_COHORT_NAME
 
 __all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license",
@@ -385,7 +386,9 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
     if kind == "seg":
         k = int(cfg["num_classes"])
         post = _seg_postprocessing_text(cfg)
-        desc = (f"3D {cfg['network'].get('variant', 'unet').upper()} segmentation of intracranial blood in head CT "
+        what = (f"Ensemble segmentation (the mean class probabilities of {len(cfg['network']['members'])} 3D U-Nets)"
+                if is_ensemble(cfg) else f"3D {cfg['network'].get('variant', 'unet').upper()} segmentation")
+        desc = (f"{what} of intracranial blood in head CT "
                 f"({'any blood' if k == 2 else 'five subtypes'}): a DICOM series or NIfTI volume in HU is reoriented "
                 f"to RAS, resampled to {cfg['spacing_mm']} mm, cropped to the brain and windowed into 3 channels; "
                 f"sliding-window inference with {list(cfg['patch'])} patches{_mirroring_text(cfg, kind)}; the label map is "
@@ -587,6 +590,13 @@ def _build_script_steps(kind: str, bundle_name: str) -> str:
 
 
 def _reproduce(kind: str, run_config: Mapping[str, Any], td: Mapping[str, Any], bundle_name: str) -> str:
+    if is_ensemble(run_config["config"]):
+        members = " ".join(f"--member MEMBER{i}" for i in range(1, len(_ensemble_members(run_config)) + 1))
+        return (f"Assemble it again with `ichct ensemble {members} --out RUN` (the members above, in that order; "
+                "`ensemble.members` in `models/run_config.json` says where each was), then `ichct postprocess RUN --manifest "
+                "HELD_OUT.json --split test` (the studies the filter was chosen on are in `models/postprocessing.json`), "
+                "`ichct bundle package RUN BUNDLE`, `ichct evaluate --bundle BUNDLE` on held-out studies and `ichct "
+                "bundle refresh BUNDLE --evaluation EVAL` for these docs.")
     if _is_build_script_run(run_config, td):
         return _build_script_steps(kind, bundle_name)
     cfg = run_config["config"]
@@ -713,8 +723,14 @@ def _overview_fields(kind: str, cfg: Mapping[str, Any], metadata: Mapping[str, A
             "input_shape": shape,
             "output_channels": f"{out['num_channels']}",
             "output_channel_defs": ", ".join(f"{k}: {v}" for k, v in out["channel_def"].items()),
-            "network_class": "ichct.networks.ich_unet3d" if kind == "seg" else "ichct.networks.SliceSequenceClassifier",
+            "network_class": _network_class(kind, cfg),
             "network_config": f"{cfg['network']}"}
+
+
+def _network_class(kind: str, cfg: Mapping[str, Any]) -> str:
+    if kind != "seg":
+        return "ichct.networks.SliceSequenceClassifier"
+    return "ichct.networks.SegmentationEnsemble" if is_ensemble(cfg) else "ichct.networks.ich_unet3d"
 
 
 def _data_paragraph(td: Mapping[str, Any]) -> str:
@@ -727,14 +743,43 @@ def _data_paragraph(td: Mapping[str, Any]) -> str:
 
 def _training_fields(run_config: Mapping[str, Any], cfg: Mapping[str, Any],
                      training: Mapping[str, Any]) -> dict[str, str]:
-    """Training configuration: fold, seed, device, how long, the best validation and the optimizer."""
+    """Training configuration: fold, seed, device, how long, the best validation and the optimizer
+    (an ensemble: its members instead)."""
+    if is_ensemble(cfg):
+        return {"training_paragraph": _ensemble_paragraph(run_config)}
     best = training.get("best_metric")
-    return {"fold": f"{run_config.get('fold')}", "seed": f"{run_config.get('seed')}",
-            "device": _device(run_config), "training_run": _training_run(run_config, training),
-            "key_metric": f"{training.get('key_metric')}",
-            "best_metric": "n/a" if best is None else f"{float(best):.3f}",
-            "window_note": _window_note(cfg), "best_epoch": f"{training.get('best_epoch')}",
-            "lr": f"{cfg['lr']}", "weight_decay": f"{cfg['weight_decay']}", "batch_size": f"{cfg['batch_size']}"}
+    return {"training_paragraph": (
+        f"Trained with `ichct train {run_config['kind']}` on fold {run_config.get('fold')} of the manifest (other "
+        f"folds train, fold {run_config.get('fold')} validates), seed {run_config.get('seed')}, "
+        f"{_device(run_config)} ({_training_run(run_config, training)}; best validation {training.get('key_metric')} "
+        f"{'n/a' if best is None else f'{float(best):.3f}'}{_window_note(cfg)} at epoch {training.get('best_epoch')}). "
+        f"Optimizer AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), cosine schedule, batch size "
+        f"{cfg['batch_size']}. " + _RECORDS_TEXT)}
+
+
+_RECORDS_TEXT = ("The run's resolved configuration is `training_config` in `configs/train.json` and `config` in "
+                 "`models/run_config.json`; the CT-level thresholds are in `models/thresholds.json` with where each was "
+                 "chosen (`meta.chosen_on`: the validation fold; `meta.other_rules_chosen_on`, when present: the "
+                 "held-out studies a threshold was chosen on after training), the training patients' salted keys in "
+                 "`models/train_patients.json` (evaluation refuses them).")
+
+
+def _ensemble_members(run_config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list((run_config.get("ensemble") or {}).get("members") or [])
+
+
+def _ensemble_paragraph(run_config: Mapping[str, Any]) -> str:
+    """What an ensemble (``ichct ensemble``) is made of, member by member."""
+    members = _ensemble_members(run_config)
+    listed = "; ".join(
+        f"{i}. {m.get('describes')} (fold {m.get('fold')} of `{Path(str(m.get('manifest') or 'its manifest')).name}`, "
+        f"weights sha256 {str(m.get('weights_sha256'))[:12]})" for i, m in enumerate(members, start=1))
+    return (f"An ensemble of {len(members)} segmenters assembled by `ichct ensemble` (the mean of their class "
+            f"probabilities, `ichct.networks.SegmentationEnsemble`): {listed}. The inference settings and the stored "
+            "`seg_volume` rule are the first member's; the confidence filter and the `seg_peak` threshold are chosen "
+            "for the ensemble by `ichct postprocess` (`models/postprocessing.json`, `meta.other_rules_chosen_on` in "
+            "`models/thresholds.json`). `models/train_patients.json` holds every member's training patients "
+            "(evaluation refuses them all); `ensemble` in `models/run_config.json` says where each member came from.")
 
 
 def _prediction_files(kind: str, cfg: Mapping[str, Any]) -> str:

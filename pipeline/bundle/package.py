@@ -43,8 +43,8 @@ from ichct.pipeline.train.engine import load_checkpoint
 
 logger = logging.getLogger("ichct.bundle")
 
-__all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "package_bundle", "write_bundle_files",
-           "default_bundle_name", "model_state_dict", "training_summary", "MAX_COMMITTED_WEIGHTS_MB", "TRAINING_CURVES",
+__all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "load_model_dir", "package_bundle",
+           "write_bundle_files", "default_bundle_name", "model_state_dict", "training_summary", "MAX_COMMITTED_WEIGHTS_MB", "TRAINING_CURVES",
            "refresh_bundle", "with_inference_settings", "INFERENCE_KEYS"]
 
 CONFIG_FILES = ("configs/inference.json", "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json")
@@ -137,6 +137,29 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     return LoadedModel(kind=kind, run_dir=models.resolve(), run_config=run_config, config=cfg, network=net, rule=rule,
                        device=dev, checkpoint=WEIGHTS, epoch=None if epoch is None else int(epoch),
                        bundle_dir=root.resolve())
+
+
+def load_model_dir(model_dir: str | Path, device: str = "cpu") -> LoadedModel:
+    """A training run (``config.json``, its best checkpoint) or a bundle (``models/run_config.json``).
+
+    Raises
+    ------
+    ichct.errors.InputError
+        ``model_dir`` is neither; or what :func:`load_bundle` and ``load_run`` raise.
+
+    Examples
+    --------
+    >>> load_model_dir("bundles/ich_ct_segmentation").kind  # doctest: +SKIP
+    'seg'
+    """
+    from ichct.pipeline.models.inference import load_run
+
+    folder = Path(model_dir)
+    if (folder / "models" / "run_config.json").is_file():
+        return load_bundle(folder, device=device)
+    if (folder / "config.json").is_file():
+        return load_run(folder, device=device)
+    raise InputError(folder, "not a training run (config.json) or a bundle (models/run_config.json)")
 
 
 # --------------------------------------------------------------------------------------------

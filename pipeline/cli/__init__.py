@@ -41,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichct.pipeline.cli.predict",
     "ichct.pipeline.cli.preprocess",
     "ichct.pipeline.cli.postprocess",
+    "ichct.pipeline.cli.ensemble",
 )
 
 EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 70, 130

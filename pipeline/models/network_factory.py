@@ -14,7 +14,19 @@ import torch
 
 from ichct.pipeline.models.config import input_channels
 
-__all__ = ["network_kwargs", "build_network", "mirror_kwargs"]
+__all__ = ["network_kwargs", "build_network", "mirror_kwargs", "is_ensemble"]
+
+
+def is_ensemble(cfg: Mapping[str, Any]) -> bool:
+    """Whether a segmentation config's network is an ensemble of trained segmenters (``network.members``,
+    written by ``ichct ensemble``): :class:`~ichct.networks.SegmentationEnsemble`.
+
+    Examples
+    --------
+    >>> is_ensemble({"network": {"members": [{}, {}]}}), is_ensemble({"network": {"channels": [8, 16]}})
+    (True, False)
+    """
+    return "members" in dict(cfg.get("network") or {})
 
 
 def network_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,7 +76,8 @@ def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     Parameters
     ----------
     kind
-        ``"seg"`` (:func:`ichct.networks.ich_unet3d`) or ``"cls"``
+        ``"seg"`` (:func:`ichct.networks.ich_unet3d`, or :class:`ichct.networks.SegmentationEnsemble`
+        when the config's network lists ``members``) or ``"cls"``
         (:class:`ichct.networks.SliceSequenceClassifier`).
     cfg
         The resolved training config of the run.
@@ -86,6 +99,10 @@ def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     'SliceSequenceClassifier'
     """
     kwargs = network_kwargs(kind, cfg)
+    if kind == "seg" and is_ensemble(cfg):
+        from ichct.networks import SegmentationEnsemble
+
+        return SegmentationEnsemble(**kwargs)
     if kind == "seg":
         from ichct.networks import ich_unet3d
 

@@ -49,15 +49,9 @@ POSTPROCESSING_FILE = "postprocessing.json"
 
 def _load_model(model_dir: Path, device: str) -> Any:
     """A run (``config.json``) or a bundle (``models/run_config.json``); a segmenter."""
-    from ichct.pipeline.bundle.package import load_bundle
-    from ichct.pipeline.models.inference import load_run
+    from ichct.pipeline.bundle.package import load_model_dir
 
-    if (model_dir / "models" / "run_config.json").is_file():
-        model = load_bundle(model_dir, device=device)
-    elif (model_dir / "config.json").is_file():
-        model = load_run(model_dir, device=device)
-    else:
-        raise InputError(model_dir, "not a training run (config.json) or a bundle (models/run_config.json)")
+    model = load_model_dir(model_dir, device=device)
     if model.kind != "seg":
         raise InputError(model_dir, f"is a {model.kind} model; the confidence filter is the segmenter's")
     return model

@@ -12,7 +12,9 @@ thresholds. Evaluation then catches
 * an evaluation on the run's own validation fold (optimistic: it picked the checkpoint).
 
 A fine-tuned model's record (``ichct train --init-weights``) nests the record of the model its
-weights started from as ``initial_weights``; those patients count as training patients too.
+weights started from as ``initial_weights``; those patients count as training patients too. An
+ensemble's record (``ichct ensemble``) is its first member's, with the other members' records
+nested as ``ensemble_members``; their training patients count as well.
 
 Older records hold only the patient keys; they are still used.
 """
@@ -109,10 +111,13 @@ def check_split(record: Mapping[str, Any], entries: Sequence[Mapping[str, Any]],
             out.leaked.add(key)
         elif _seen(e, validation, same_salt):
             out.validation.add(key)
-    initial = record.get("initial_weights")
-    if isinstance(initial, Mapping):  # a fine-tuned model: the patients its initial weights learned from
-        before = check_split(initial, entries, salt_id, where=f"the initial weights of {where}")
-        out.leaked |= before.leaked
-        out.validation = (out.validation | before.validation) - out.leaked
-        out.notes += before.notes
+    nested = [(record.get("initial_weights"), f"the initial weights of {where}")]  # a fine-tuned model
+    nested += [(member, f"member {i} of {where}")  # an ensemble (ichct ensemble): its other members
+               for i, member in enumerate(record.get("ensemble_members") or (), start=2)]
+    for part, what in nested:
+        if isinstance(part, Mapping):
+            before = check_split(part, entries, salt_id, where=what)
+            out.leaked |= before.leaked
+            out.validation = (out.validation | before.validation) - out.leaked
+            out.notes += before.notes
     return out
