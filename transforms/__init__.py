@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "BloodLabelsd": "labels",
     "CheckSliceCountd": "labels",
     "CheckSameGridd": "labels",
+    "labels_on_grid": "grid_labels",
     "ResampleToSpacing": "spatial",
     "ResampleToSpacingd": "spatial",
     "ToRAS": "spatial",

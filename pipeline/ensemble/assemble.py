@@ -130,9 +130,12 @@ def _run_config(models: Sequence[Any], entries: list[dict[str, Any]], command: s
     cfg["network"] = {"members": [copy.deepcopy(dict(m.config["network"])) for m in models]}
     rc: dict[str, Any] = {k: copy.deepcopy(v) for k, v in dict(first.run_config).items()
                           if k not in ("config", "bundle", "init_weights", "command")}
+    import monai
+    import torch
+
     rc.update({"kind": "seg", "config": cfg, "manifest": entries[0]["manifest"],
-               "ensemble": {"members": entries, "ichct_version": __version__,
-                            "settings_of": entries[0]["describes"]}})
+               "versions": {"ichct": __version__, "torch": torch.__version__, "monai": monai.__version__},
+               "ensemble": {"members": entries, "settings_of": entries[0]["describes"]}})
     if command:
         rc["command"] = command
     return rc
