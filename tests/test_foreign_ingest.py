@@ -295,6 +295,29 @@ def test_manifest_build_rsna(rsna, run_cli, tmp_path):
     assert_no_phi(rsna.phi, res.out, res.err, text)
 
 
+def test_manifest_build_rsna_labels_files_without_sop_instance_uid_by_name(rsna, run_cli, tmp_path):
+    """A re-export that drops SOPInstanceUID keeps the challenge's file names ``ID_<SOPInstanceUID>.dcm``:
+    the slices are labelled by them, as the untouched files are."""
+    import shutil
+
+    import pydicom
+
+    root = tmp_path / "rsna_no_sop"
+    shutil.copytree(rsna.root, root)
+    for path in (root / rsna.image_dir.name).iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.SOPInstanceUID
+        ds.save_as(path)
+    out = tmp_path / "rsna.json"
+    res = run_cli("manifest", "build", "--source", "rsna", "--root", root, "--out", out,
+                  "--folds", "2", "--test-fraction", "0", "--seed", "0", "--no-cache")
+    assert res.code == 0, res.out + res.err
+    entries = {e["series_uid"]: e for e in json.loads(out.read_text(encoding="utf-8"))["training"]}
+    assert set(entries) == set(rsna.by_series_uid)
+    for uid, s in rsna.by_series_uid.items():
+        assert entries[uid]["slice_labels"] == s.slice_labels and entries[uid]["ct_labels"] == s.ct_labels
+
+
 # -- features another engineer is landing: expected to fail until then ------------------------
 
 

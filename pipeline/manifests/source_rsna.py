@@ -7,6 +7,7 @@ Layout::
     <root>/stage_2_train/        one DICOM file per slice, ``ID_<SOPInstanceUID>.dcm``, all series in one folder
 
 (``stage_1_train.csv`` / ``stage_2_train_images`` / ``stage_1_train_images`` are accepted too.)
+A file without SOPInstanceUID is labelled by its file name (:func:`label_key`).
 Series are assembled from the headers (PatientID, StudyInstanceUID, SeriesInstanceUID), read once
 per file together with its pixel hash, as Dask tasks (:mod:`.scan`). ``slice_labels`` follow the slice normal as the reader orders the
 slices (slices at one position merged); CT-level labels are positive when any slice is. Slices
@@ -40,6 +41,23 @@ NAME = "rsna"
 CSV_NAMES = ("stage_2_train.csv", "stage_1_train.csv")
 CSV_COLUMNS = ("ID", "Label")
 IMAGE_DIRS = ("stage_2_train", "stage_2_train_images", "stage_1_train_images", "stage_1_train")
+
+
+def label_key(header: Any) -> str:
+    """The CSV's key of a slice: its SOPInstanceUID, else its file name without ``.dcm``.
+
+    The challenge names every file ``ID_<SOPInstanceUID>.dcm``; a re-export that drops the
+    attribute (public archives drop even Type 1 ones) keeps the name.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as H
+    >>> label_key(H(sop_instance_uid="ID_1a2b", path="x/ID_ffff.dcm"))
+    'ID_1a2b'
+    >>> label_key(H(sop_instance_uid="", path="x/ID_ffff.dcm"))  # the attribute dropped
+    'ID_ffff'
+    """
+    return header.sop_instance_uid or Path(header.path).name.removesuffix(".dcm")
 
 
 def read_labels(csv_path: Path) -> dict[str, tuple[int, ...]]:
@@ -98,7 +116,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
     records = []
     for series_uid in sorted(by_series):
         headers = by_series[series_uid]
-        labelled = [h for h in headers if h.sop_instance_uid in labels]
+        labelled = [h for h in headers if label_key(h) in labels]
         if not labelled:
             continue
         groups = [g for g in group_series(headers) if g.group_id == series_uid]
@@ -109,7 +127,7 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
         if len(group.headers) != len(headers):
             logger.warning("rsna: series %s: %d slice(s) of another orientation left out", series_uid, len(headers) - len(group.headers))
         geometry = stack_geometry(group.headers)
-        rows_by_index = [_row(labels.get(h.sop_instance_uid)) for h in group.headers]
+        rows_by_index = [_row(labels.get(label_key(h))) for h in group.headers]
         merged = {i: list(rows_by_index[i]) for i in geometry.order}
         for kept, other in geometry.duplicates:
             merged[kept] = [_merge(a, b) for a, b in zip(merged[kept], rows_by_index[other])]
