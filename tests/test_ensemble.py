@@ -57,7 +57,7 @@ def test_cli_assembles_a_run_that_postprocess_package_and_evaluate_take(setup, r
     ens = tmp_path / "ens"
     r = run_cli("ensemble", "--member", setup["seg"], "--member", setup["other"], "--out", ens, "-q")
     assert r.code == 0, r.err
-    assert json.loads(r.out)["members"] == ["run seg", "run seg_fold1"]
+    assert json.loads(r.out)["members"] == ["run seg (best.pt)", "run seg_fold1 (best.pt)"]
     model = load_run(ens)
     assert isinstance(model.network, SegmentationEnsemble) and len(model.network.members) == 2
     first, second = load_run(setup["seg"]), load_run(setup["other"])
@@ -83,7 +83,7 @@ def test_cli_assembles_a_run_that_postprocess_package_and_evaluate_take(setup, r
     assert isinstance(load_bundle(bundle).network, SegmentationEnsemble)
     readme = (bundle / "docs" / "README.md").read_text()
     assert "Ensemble segmentation (the mean class probabilities of 2 3D U-Nets)" in readme
-    assert "1. run seg (fold 0 of" in readme and "2. run seg_fold1 (fold 1 of" in readme
+    assert "1. run seg (best.pt) (fold 0 of" in readme and "2. run seg_fold1 (best.pt) (fold 1 of" in readme
     assert "`ichct ensemble --member MEMBER1 --member MEMBER2 --out RUN`" in readme
     r = run_cli("bundle", "verify", bundle)  # MONAI's verify_net_in_out and a strict weights_only load
     assert r.code == 0, r.out + r.err

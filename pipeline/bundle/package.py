@@ -44,8 +44,8 @@ from ichct.pipeline.train.engine import load_checkpoint
 logger = logging.getLogger("ichct.bundle")
 
 __all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "load_model_dir", "package_bundle",
-           "write_bundle_files", "default_bundle_name", "model_state_dict", "training_summary", "MAX_COMMITTED_WEIGHTS_MB", "TRAINING_CURVES",
-           "refresh_bundle", "with_inference_settings", "INFERENCE_KEYS"]
+           "write_bundle_files", "default_bundle_name", "model_state_dict", "training_summary",
+           "MAX_COMMITTED_WEIGHTS_MB", "TRAINING_CURVES", "refresh_bundle", "with_inference_settings", "INFERENCE_KEYS"]
 
 CONFIG_FILES = ("configs/inference.json", "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json")
 WEIGHTS = "models/model.pt"

@@ -36,26 +36,10 @@ from typing import Any
 from ichct import __version__
 from ichct.errors import InputError, read_json
 from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside, write_json_atomic
-from ichct.pipeline.core.files import sha256_file
 
 logger = logging.getLogger("ichct.ensemble")
 
 __all__ = ["assemble_ensemble", "check_members"]
-
-
-def _weights_file(model: Any) -> Path:
-    """The file the member's weights were loaded from (a bundle's ``models/model.pt``, a run's checkpoint)."""
-    if getattr(model, "bundle_dir", None) is not None:
-        return Path(model.run_dir) / "model.pt"
-    return Path(model.run_dir) / f"{model.checkpoint}.pt"
-
-
-def _describes(model: Any) -> str:
-    """``bundle ICH CT segmentation 0.9.1`` or ``run seg_fold0``."""
-    bundle = (model.run_config.get("bundle") or {}) if getattr(model, "bundle_dir", None) is not None else {}
-    if bundle:
-        return f"bundle {bundle.get('display_name') or bundle.get('name')} {bundle.get('version')}".strip()
-    return f"run {Path(model.run_dir).name}"
 
 
 def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
@@ -80,6 +64,7 @@ def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
     if len(models) < 2:
         raise InputError(f"an ensemble needs at least two members, got {len(models)} ({', '.join(map(str, sources))})")
     first = models[0]
+    theirs = preprocessing_specs("seg", first.config)
     for model, source in zip(models, sources):
         if model.kind != "seg":
             raise InputError(source, f"is a {model.kind} model; ichct ensembles segmenters")
@@ -88,7 +73,7 @@ def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
         if int(model.config["num_classes"]) != int(first.config["num_classes"]):
             raise InputError(source, f"has {model.config['num_classes']} classes, {sources[0]} has "
                                      f"{first.config['num_classes']}")
-        mine, theirs = preprocessing_specs("seg", model.config), preprocessing_specs("seg", first.config)
+        mine = preprocessing_specs("seg", model.config)
         if json.dumps(mine, sort_keys=True, default=str) != json.dumps(theirs, sort_keys=True, default=str):
             differ = next((f"step {i + 1} ({a.get('_target_')} vs {b.get('_target_')})" for i, (a, b)
                            in enumerate(zip(mine, theirs)) if a != b), f"{len(mine)} vs {len(theirs)} steps")
@@ -97,9 +82,13 @@ def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
 
 
 def _member_entry(model: Any, source: str | Path) -> dict[str, Any]:
-    weights = _weights_file(model)
-    return {"source": str(Path(source).resolve()), "describes": _describes(model), "kind": model.kind,
-            "weights_sha256": sha256_file(weights), "fold": model.run_config.get("fold"),
+    """Where a member came from, named as a fine-tuned run names its initial weights."""
+    from ichct.pipeline.train.init_weights import weights_file, weights_source
+
+    path = Path(source)
+    named = weights_source(path, weights_file(path)[0])
+    return {"source": str(path.resolve()), "describes": named["describes"], "kind": model.kind,
+            "weights_sha256": named["sha256"], "fold": model.run_config.get("fold"),
             "manifest": _manifest_path(model), "network": copy.deepcopy(dict(model.config["network"]))}
 
 
@@ -123,6 +112,9 @@ def _training_record(models: Sequence[Any]) -> dict[str, Any]:
 
 def _run_config(models: Sequence[Any], entries: list[dict[str, Any]], command: str | None) -> dict[str, Any]:
     """``config.json`` of the ensemble: the first member's, with the members' networks."""
+    import monai
+    import torch
+
     from ichct.pipeline.models.config import DATA_ACCESS_KEYS
 
     first = models[0]
@@ -130,9 +122,6 @@ def _run_config(models: Sequence[Any], entries: list[dict[str, Any]], command: s
     cfg["network"] = {"members": [copy.deepcopy(dict(m.config["network"])) for m in models]}
     rc: dict[str, Any] = {k: copy.deepcopy(v) for k, v in dict(first.run_config).items()
                           if k not in ("config", "bundle", "init_weights", "command")}
-    import monai
-    import torch
-
     rc.update({"kind": "seg", "config": cfg, "manifest": entries[0]["manifest"],
                "versions": {"ichct": __version__, "torch": torch.__version__, "monai": monai.__version__},
                "ensemble": {"members": entries, "settings_of": entries[0]["describes"]}})

@@ -23,7 +23,7 @@ import torch
 from ichct.errors import InputError, read_json
 from ichct.pipeline.core.files import sha256_file
 
-__all__ = ["InitWeights", "load_init_weights"]
+__all__ = ["InitWeights", "load_init_weights", "weights_file", "weights_source"]
 
 
 @dataclass
@@ -45,8 +45,14 @@ class InitWeights:
             raise InputError(self.source["path"], f"initial weights do not fit the run's network: {detail[:600]}") from None
 
 
-def _weights_file(path: Path) -> tuple[Path, Path | None, Path | None]:
-    """``(weights file, model config or None, training record or None)`` of a run, bundle or file."""
+def weights_file(path: Path) -> tuple[Path, Path | None, Path | None]:
+    """``(weights file, model config or None, training record or None)`` of a run, bundle or file.
+
+    Examples
+    --------
+    >>> weights_file(Path("bundles/ich_ct_segmentation"))[0].as_posix()  # doctest: +SKIP
+    'bundles/ich_ct_segmentation/models/model.pt'
+    """
     if (path / "models" / "model.pt").is_file():  # a bundle
         models = path / "models"
         return models / "model.pt", models / "run_config.json", models / "train_patients.json"
@@ -57,6 +63,18 @@ def _weights_file(path: Path) -> tuple[Path, Path | None, Path | None]:
     if not path.is_file():
         raise InputError(path, "initial weights not found (give a training run, a bundle or a .pt file)")
     return path, None, path.parent / "train_patients.json"
+
+
+def weights_source(path: Path, weights: Path) -> dict[str, str]:
+    """``path`` (the weights file), ``sha256`` and ``describes`` (:func:`_description`) of the weights
+    ``weights`` of the run, bundle or file ``path``: how a run's record names the weights it used.
+
+    Examples
+    --------
+    >>> weights_source(Path("runs/seg"), Path("runs/seg/best.pt"))  # doctest: +SKIP
+    {'path': '/abs/runs/seg/best.pt', 'sha256': '...', 'describes': 'run seg (best.pt)'}
+    """
+    return {"path": str(weights.resolve()), "sha256": sha256_file(weights), "describes": _description(path, weights)}
 
 
 def _description(path: Path, weights: Path) -> str:
@@ -111,7 +129,7 @@ def load_init_weights(path: str | Path, kind: str) -> InitWeights:
     ...
     ichct.errors.InputError: no_such_run: initial weights not found (give a training run, a bundle or a .pt file)
     """
-    weights, config, record_path = _weights_file(Path(path))
+    weights, config, record_path = weights_file(Path(path))
     source_kind = read_json(config, "run config").get("kind") if config is not None and config.is_file() else None
     if source_kind is not None and source_kind != kind:
         raise InputError(path, f"is a {source_kind} model; a {kind} run needs {kind} weights")
@@ -119,6 +137,5 @@ def load_init_weights(path: str | Path, kind: str) -> InitWeights:
     record = None
     if record_path is not None and record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-    source = {"path": str(weights.resolve()), "sha256": sha256_file(weights), "kind": source_kind or kind,
-              "describes": _description(Path(path), weights)}
+    source = {**weights_source(Path(path), weights), "kind": source_kind or kind}
     return InitWeights(state=state, source=source, record=record if isinstance(record, dict) else None)
