@@ -3,6 +3,7 @@
 * :func:`ich_unet3d` - 3D MONAI UNet/DynUNet segmentation of multi-window CT (2 or 6 classes),
   :func:`sliding_window_predict` for whole-volume inference.
 * :class:`SegmentationEnsemble` - several trained segmenters as one network (mean probabilities).
+* :class:`ClassifierEnsemble` - several trained slice classifiers as one network (mean probabilities).
 * :func:`mirror_ensemble`, :class:`MirrorEnsembleInferer` - test-time mirroring (mean over flips).
 * :class:`SliceSequenceClassifier` - 2D slice encoder + bidirectional RNN over the slice axis,
   6 logits per slice (:data:`LABEL_NAMES`), :func:`pad_slice_batch` to batch studies.
@@ -23,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "ich_unet3d": "unet3d",
     "sliding_window_predict": "unet3d",
     "SegmentationEnsemble": "ensemble",
+    "ClassifierEnsemble": "ensemble",
     "mirror_ensemble": "mirror",
     "mirror_combinations": "mirror",
     "MirrorEnsembleInferer": "mirror",

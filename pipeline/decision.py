@@ -61,6 +61,7 @@ __all__ = [
     "RULES",
     "SLICE_RULES",
     "SEG_RULES",
+    "PROBABILITY_MAP_RULES",
     "DecisionRule",
     "max_score",
     "topk_mean_score",
@@ -90,6 +91,9 @@ SLICE_RULES: tuple[str, ...] = ("consecutive", "max", "topk_mean")
 #: Rules on a segmenter's output: its blood volume (label map) and its peak probability (probability map).
 SEG_RULES: tuple[str, ...] = ("seg_volume", "seg_peak")
 RULES: tuple[str, ...] = (*SLICE_RULES, *SEG_RULES)
+#: Rules that score a model's probability maps, which predictions as files (label maps, slice or
+#: study probabilities) do not carry.
+PROBABILITY_MAP_RULES: tuple[str, ...] = ("seg_peak",)
 
 
 # --------------------------------------------------------------------------------------------

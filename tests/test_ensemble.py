@@ -1,4 +1,4 @@
-"""``ichct ensemble``: trained segmenters averaged as one model that every later stage takes."""
+"""``ichct ensemble``: trained segmenters (or classifiers) averaged as one model that every later stage takes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from eval_helpers import SEG_CFG, eval_setup, set_env
+from eval_helpers import CLS_CFG, SEG_CFG, eval_setup, set_env
 from ichct.errors import InputError
 
 
@@ -23,7 +23,13 @@ def setup(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             set_env(mp, base["base"] / "env")
             train("seg", base["manifest"], 1, other, epochs=1, config=SEG_CFG, seed=1)
-    return {**base, "other": other}
+    other_cls = base["base"] / "cls_seed1"  # fold 0 as the first classifier, so fold 0 validates both
+    if not (other_cls / "best.pt").is_file():
+        with pytest.MonkeyPatch.context() as mp:
+            set_env(mp, base["base"] / "env")
+            aux = {**CLS_CFG, "network": {**CLS_CFG["network"], "aux_seg": True, "seg_to_head": True}}
+            train("cls", base["manifest"], 0, other_cls, epochs=1, config=aux, seed=1)
+    return {**base, "other": other, "other_cls": other_cls}
 
 
 def test_network_returns_the_log_of_the_members_mean_probabilities():
@@ -116,7 +122,7 @@ def test_members_that_cannot_be_averaged_are_refused(setup, run_cli, tmp_path):
     with pytest.raises(InputError, match="at least two"):
         assemble_ensemble([setup["seg"]], out)
     r = run_cli("ensemble", "--member", setup["seg"], "--member", setup["cls"], "--out", out)
-    assert r.code == 1 and str(setup["cls"]) in r.err and "segmenters" in r.err
+    assert r.code == 1 and str(setup["cls"]) in r.err and "must be of one kind" in r.err
     coarse = tmp_path / "coarse"
     shutil.copytree(setup["seg"], coarse)
     config = json.loads((coarse / "config.json").read_text())
@@ -131,3 +137,75 @@ def test_members_that_cannot_be_averaged_are_refused(setup, run_cli, tmp_path):
     (out / "keep.txt").write_text("x")
     r = run_cli("ensemble", "--member", setup["seg"], "--member", setup["other"], "--out", out)
     assert r.code == 1 and "--force" in r.err and (out / "keep.txt").is_file()
+
+
+def test_classifier_network_returns_the_logit_of_the_members_mean_probabilities():
+    from ichct.networks import ClassifierEnsemble, SliceSequenceClassifier
+    from ichct.pipeline.bundle.network import ChannelFirstClassifierEnsemble
+
+    torch.manual_seed(0)
+    members = [{"encoder": "small", "feature_dim": 8, "rnn_hidden": 4},
+               {"encoder": "small", "feature_dim": 12, "rnn_hidden": 6, "aux_seg": True, "seg_to_head": True}]
+    net = ClassifierEnsemble(3, 6, members).eval()
+    singles = [SliceSequenceClassifier(3, 6, **kw).eval() for kw in members]
+    for single, member in zip(singles, net.members):
+        single.load_state_dict(member.state_dict())
+    x = torch.randn(2, 3, 32, 32, 5)
+    with torch.no_grad():
+        outs = [s(x, lengths=[5, 3]) for s in singles]
+        expected = torch.stack([torch.sigmoid(o["logits"] if isinstance(o, dict) else o) for o in outs]).mean(0)
+        out = net(x, lengths=[5, 3])
+    assert out.shape == (2, 5, 6)
+    assert torch.allclose(torch.sigmoid(out)[0], expected[0], atol=1e-6)
+    assert torch.allclose(torch.sigmoid(out)[1, :3], expected[1, :3], atol=1e-6)
+    assert out[1, 3:].abs().sum() == 0  # padding slices hold 0, as a member's do
+    bundle_net = ChannelFirstClassifierEnsemble(3, 6, members).eval()
+    bundle_net.load_state_dict(net.state_dict())  # the same keys: models/model.pt loads into either
+    with torch.no_grad():
+        assert torch.allclose(bundle_net(x[:1]), net(x[:1]).transpose(1, 2), atol=1e-6)
+    with pytest.raises(ValueError, match="at least two"):
+        ClassifierEnsemble(3, 6, members[:1])
+
+
+def test_classifier_ensemble_gets_its_own_thresholds_and_ships_as_a_bundle(setup, run_cli, tmp_path):
+    from ichct.networks import ClassifierEnsemble
+    from ichct.pipeline.bundle.package import load_bundle
+    from ichct.pipeline.models.inference import load_run
+
+    ens = tmp_path / "ens"
+    r = run_cli("ensemble", "--member", setup["cls"], "--member", setup["other_cls"], "--out", ens, "-q")
+    assert r.code == 0, r.err
+    model = load_run(ens)
+    assert model.kind == "cls" and isinstance(model.network, ClassifierEnsemble)
+    first = json.loads((setup["cls"] / "thresholds.json").read_text())
+    rule = json.loads((ens / "thresholds.json").read_text())
+    assert rule["threshold"] == first["threshold"] and "ichct postprocess" in rule["meta"]["ensemble"]
+    # the ensemble's thresholds, chosen on fold 0 (which validated both members)
+    r = run_cli("postprocess", ens, "--manifest", setup["manifest"], "-q")
+    assert r.code == 0, r.err
+    record = json.loads(r.out)
+    stored = json.loads((ens / "thresholds.json").read_text())
+    assert record["thresholds"] == stored and "validation fold 0" in stored["meta"]["chosen_on"]
+    assert record["previous"]["threshold"] == first["threshold"]
+    bundle = tmp_path / "bundle"
+    assert run_cli("bundle", "package", ens, bundle, "-q").code == 0
+    inference = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert inference["network_def"]["_target_"] == "ichct.pipeline.bundle.network.ChannelFirstClassifierEnsemble"
+    train_cfg = json.loads((bundle / "configs" / "train.json").read_text())
+    assert train_cfg["network_def"]["_target_"] == "ichct.networks.ClassifierEnsemble"
+    assert isinstance(load_bundle(bundle).network, ClassifierEnsemble)
+    readme = (bundle / "docs" / "README.md").read_text()
+    assert "Ensemble of 2 slice-sequence classifiers" in readme and "An ensemble of 2 slice classifiers" in readme
+    r = run_cli("bundle", "verify", bundle)  # MONAI's verify_net_in_out and a strict weights_only load
+    assert r.code == 0, r.out + r.err
+    exported = tmp_path / "exported"
+    r = run_cli("bundle", "export", bundle, exported, "-q")
+    assert r.code == 0, r.err
+    r = run_cli("bundle", "verify", exported)
+    assert r.code == 0, r.out + r.err
+    ev = tmp_path / "eval"
+    r = run_cli("evaluate", "--bundle", bundle, "--manifest", setup["manifest"], "--split", "test", "--out", ev,
+                "--bootstrap", "20", "-q")
+    assert r.code == 0, r.err
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["model"]["rules"]["consecutive"]["threshold"] == stored["threshold"]

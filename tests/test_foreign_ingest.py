@@ -318,6 +318,39 @@ def test_manifest_build_rsna_labels_files_without_sop_instance_uid_by_name(rsna,
         assert entries[uid]["slice_labels"] == s.slice_labels and entries[uid]["ct_labels"] == s.ct_labels
 
 
+def test_manifest_build_rsna_without_series_uid_keeps_studies_it_can_tell_apart(run_cli, tmp_path):
+    """Without SeriesInstanceUID, a study of one series is one stand-in series with its own labels; the
+    study whose two series the headers cannot tell apart is skipped with a warning, never read as one
+    mixed volume."""
+    import pydicom
+
+    root = tmp_path / "rsna_no_series"
+    rsna = fd.write_rsna_layout(root, studies=3, patients=3, series_per_study=(1, 2, 1), positives=(True, False, True),
+                                files_per_series=12, seed=4)
+    for path in rsna.image_dir.iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.SeriesInstanceUID
+        ds.save_as(path)
+    out = tmp_path / "rsna.json"
+    res = run_cli("manifest", "build", "--source", "rsna", "--root", root, "--out", out,
+                  "--folds", "2", "--test-fraction", "0", "--seed", "0", "--no-cache")
+    assert res.code == 0, res.out + res.err
+    entries = json.loads(out.read_text(encoding="utf-8"))["training"]
+    counts = {}
+    for s in rsna.series:
+        counts[s.study_uid] = counts.get(s.study_uid, 0) + 1
+    single = [s for s in rsna.series if counts[s.study_uid] == 1]
+    assert len(single) == 2 and len(entries) == 2
+    by_study = {e["study_uid"]: e for e in entries}
+    for s in single:
+        e = by_study[s.study_uid]
+        assert e["series_uid"].startswith("no-SeriesInstanceUID-")
+        assert e["slice_labels"] == s.slice_labels and e["ct_labels"] == s.ct_labels
+    mixed = [s.study_uid for s in rsna.series if counts[s.study_uid] == 2][0]
+    assert mixed not in by_study
+    assert "skipped" in res.err and "several series" in res.err
+
+
 # -- features another engineer is landing: expected to fail until then ------------------------
 
 

@@ -351,3 +351,19 @@ def test_a_pixel_spacing_with_one_value_is_read_as_square_pixels_with_a_warning(
     note = [w for w in side["warnings"] if "PixelSpacing has one value" in w]
     assert len(note) == 1 and "square pixels" in note[0] and "12 of 12" in note[0]
     assert any(p.name in note[0] for p in paths)
+
+
+def test_an_enhanced_ct_pixel_spacing_with_one_value_is_read_as_square_pixels(tmp_path, run_cli):
+    """The same in an enhanced CT's shared PixelMeasuresSequence: every frame is 4 x 4 mm, with the warning."""
+    import pydicom
+
+    spec = fac.make_stack(10, 5.0, key="mf-ps-vm1", pixel_spacing=(4.0, 4.0))
+    path = fac.write_enhanced_ct(tmp_path / "dcm" / "MF000001", spec)
+    ds = pydicom.dcmread(path)
+    ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing = "4"
+    ds.save_as(path)
+    data, affine, _, side = _convert(run_cli, tmp_path / "dcm", tmp_path / "o.nii.gz")
+    fac.assert_exact(data, affine, spec)
+    assert side["pixel_spacing_mm"] == [4.0, 4.0]
+    note = [w for w in side["warnings"] if "PixelSpacing has one value" in w]
+    assert len(note) == 1 and "square pixels" in note[0] and "10 of 10" in note[0]

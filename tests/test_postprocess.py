@@ -132,9 +132,40 @@ def test_training_patients_and_bad_values_are_refused(setup, run_cli, tmp_path):
     assert r.code == 1 and "trained the model" in r.err and "held-out" in r.err
     r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--values", "0.5,1.2")
     assert r.code == 2 and "1.2" in r.err
-    r = run_cli("postprocess", setup["cls"], "--manifest", setup["manifest"])
-    assert r.code == 1 and "segmenter" in r.err
     assert (run / "config.json").read_bytes() == before and not (run / "postprocessing.json").exists()
+
+
+def test_classifier_thresholds_are_chosen_again_on_held_out_studies(setup, run_cli, tmp_path):
+    """A classifier's slice-rule thresholds, chosen on the studies' predictions as training chooses them."""
+    from ichct.pipeline.manifests import load_manifest
+    from ichct.pipeline.models.inference import load_run, predict_study
+    from ichct.pipeline.postprocess import ct_label_vector
+    from ichct.pipeline.train.validation import ValidationCollector
+
+    run = tmp_path / "cls"
+    shutil.copytree(setup["cls"], run)
+    before = (run / "thresholds.json").read_bytes()
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--split", "test", "--dry-run", "-q")
+    assert r.code == 0, r.err
+    assert "written" not in json.loads(r.out) and (run / "thresholds.json").read_bytes() == before
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--split", "test", "-q")
+    assert r.code == 0, r.err
+    record = json.loads(r.out)
+    stored = json.loads((run / "thresholds.json").read_text())
+    assert record["kind"] == "cls" and record["thresholds"] == stored
+    assert record["previous"]["threshold"] == json.loads(before)["threshold"]
+    assert json.loads((run / "postprocessing.json").read_text())["thresholds"] == stored
+    assert stored["name"] == "consecutive" and set(stored["meta"]["other_rules"]) == {"max", "topk_mean"}
+    assert "test" in stored["meta"]["chosen_on"] and str(setup["manifest"]) in stored["meta"]["chosen_on"]
+    # the same choice from the studies' own predictions
+    model = load_run(setup["cls"])
+    collector = ValidationCollector("cls", model.config)
+    for entry in load_manifest(setup["manifest"], "test"):
+        collector.add_study(predict_study({"cls": model}, entry["image"]).slice_probs, ct_label_vector(entry))
+    expected = collector.decision_rule(epoch=None, fold=None, chosen_on="x")
+    assert stored["threshold"] == pytest.approx(expected.threshold)
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--split", "training")
+    assert r.code == 1 and "trained the model" in r.err
 
 
 def test_bundle_gets_the_filter_in_its_configs(setup, run_cli, tmp_path):

@@ -97,7 +97,9 @@ def _network_def(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[
     if kind == "seg":
         target = "ichct.networks.SegmentationEnsemble" if is_ensemble(cfg) else "ichct.networks.ich_unet3d"
     elif for_training:  # training needs the raw outputs (dict with the auxiliary segmentation)
-        target = "ichct.networks.SliceSequenceClassifier"
+        target = "ichct.networks.ClassifierEnsemble" if is_ensemble(cfg) else "ichct.networks.SliceSequenceClassifier"
+    elif is_ensemble(cfg):
+        target = "ichct.pipeline.bundle.network.ChannelFirstClassifierEnsemble"
     else:
         target = "ichct.pipeline.bundle.network.ChannelFirstSliceClassifier"
     return {"_target_": target, **copy.deepcopy(network_kwargs(kind, cfg))}

@@ -395,8 +395,11 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
                 "written on the input's grid" + (f", {post}." if post else "."))
         label_classes = "0 background, 1 blood" if k == 2 else "0 background, 1-5 the subtypes"
     else:
-        desc = (f"Slice-sequence classifier ({cfg['network'].get('encoder', 'densenet121')} 2D encoder per axial slice "
-                "+ bidirectional RNN over the slices): probabilities of any hemorrhage and the five subtypes per "
+        what = (f"Ensemble of {len(cfg['network']['members'])} slice-sequence classifiers (the mean slice probabilities "
+                f"of {_encoders(cfg)} 2D encoders per axial slice + bidirectional RNNs over the slices)"
+                if is_ensemble(cfg) else f"Slice-sequence classifier ({cfg['network'].get('encoder', 'densenet121')} 2D "
+                                         "encoder per axial slice + bidirectional RNN over the slices)")
+        desc = (f"{what}: probabilities of any hemorrhage and the five subtypes per "
                 f"slice{_mirroring_text(cfg, kind)}, and one call per CT and subtype by the stored decision rule "
                 "(models/thresholds.json).")
         label_classes = "per slice: " + ", ".join(LABEL_NAMES)
@@ -592,9 +595,10 @@ def _build_script_steps(kind: str, bundle_name: str) -> str:
 def _reproduce(kind: str, run_config: Mapping[str, Any], td: Mapping[str, Any], bundle_name: str) -> str:
     if is_ensemble(run_config["config"]):
         members = " ".join(f"--member MEMBER{i}" for i in range(1, len(_ensemble_members(run_config)) + 1))
+        what = "filter was" if kind == "seg" else "thresholds were"
         return (f"Assemble it again with `ichct ensemble {members} --out RUN` (the members above, in that order; "
                 "`ensemble.members` in `models/run_config.json` says where each was), then `ichct postprocess RUN --manifest "
-                "HELD_OUT.json --split test` (the studies the filter was chosen on are in `models/postprocessing.json`), "
+                f"HELD_OUT.json --split test` (the studies the {what} chosen on are in `models/postprocessing.json`), "
                 "`ichct bundle package RUN BUNDLE`, `ichct evaluate --bundle BUNDLE` on held-out studies and `ichct "
                 "bundle refresh BUNDLE --evaluation EVAL` for these docs.")
     if _is_build_script_run(run_config, td):
@@ -727,9 +731,15 @@ def _overview_fields(kind: str, cfg: Mapping[str, Any], metadata: Mapping[str, A
             "network_config": f"{cfg['network']}"}
 
 
+def _encoders(cfg: Mapping[str, Any]) -> str:
+    """The members' slice encoders of a classifier ensemble, each named once (``small``, ``small and resnet10``)."""
+    names = list(dict.fromkeys(str(m.get("encoder", "densenet121")) for m in cfg["network"]["members"]))
+    return " and ".join(names)
+
+
 def _network_class(kind: str, cfg: Mapping[str, Any]) -> str:
     if kind != "seg":
-        return "ichct.networks.SliceSequenceClassifier"
+        return "ichct.networks.ClassifierEnsemble" if is_ensemble(cfg) else "ichct.networks.SliceSequenceClassifier"
     return "ichct.networks.SegmentationEnsemble" if is_ensemble(cfg) else "ichct.networks.ich_unet3d"
 
 
@@ -774,12 +784,18 @@ def _ensemble_paragraph(run_config: Mapping[str, Any]) -> str:
     listed = "; ".join(
         f"{i}. {m.get('describes')} (fold {m.get('fold')} of `{Path(str(m.get('manifest') or 'its manifest')).name}`, "
         f"weights sha256 {str(m.get('weights_sha256'))[:12]})" for i, m in enumerate(members, start=1))
+    common = ("`models/train_patients.json` holds every member's training patients (evaluation refuses them all); "
+              "`ensemble` in `models/run_config.json` says where each member came from.")
+    if run_config.get("kind") == "cls":
+        return (f"An ensemble of {len(members)} slice classifiers assembled by `ichct ensemble` (the mean of their "
+                f"slice probabilities, `ichct.networks.ClassifierEnsemble`): {listed}. The inference settings are the "
+                "first member's; the thresholds are chosen for the ensemble by `ichct postprocess` "
+                f"(`models/postprocessing.json`; `meta.chosen_on` in `models/thresholds.json`). {common}")
     return (f"An ensemble of {len(members)} segmenters assembled by `ichct ensemble` (the mean of their class "
             f"probabilities, `ichct.networks.SegmentationEnsemble`): {listed}. The inference settings and the stored "
             "`seg_volume` rule are the first member's; the confidence filter and the `seg_peak` threshold are chosen "
             "for the ensemble by `ichct postprocess` (`models/postprocessing.json`, `meta.other_rules_chosen_on` in "
-            "`models/thresholds.json`). `models/train_patients.json` holds every member's training patients "
-            "(evaluation refuses them all); `ensemble` in `models/run_config.json` says where each member came from.")
+            f"`models/thresholds.json`). {common}")
 
 
 def _prediction_files(kind: str, cfg: Mapping[str, Any]) -> str:

@@ -99,7 +99,8 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
         Another network or preprocessing, weights or run files that cannot be read or do not fit, or run
         files of different runs.
     """
-    from ichct.pipeline.bundle.package import TRAINING_CURVES, model_state_dict, training_summary
+    from ichct.pipeline.bundle.package import TRAINING_CURVES, training_summary
+    from ichct.pipeline.core.weights import model_state_dict
     from ichct.pipeline.bundle.docs import describe_training_data, training_data_summary
     from ichct.pipeline.models.inference import read_run_config
     from ichct.pipeline.models.network_factory import build_network

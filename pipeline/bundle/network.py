@@ -5,17 +5,19 @@ that maps a channel-first batch to one channel-first tensor. The 3D U-Net alread
 (:func:`ichct.networks.ich_unet3d`). The slice classifier returns ``(B, S, 6)`` logits, or a dict
 with an auxiliary segmentation, so the bundles use :class:`ChannelFirstSliceClassifier`: the same
 module (identical ``state_dict`` keys, so ``models/model.pt`` loads into either) whose forward
-returns only the slice logits, channel first: ``(B, 6, S)``. This module imports nothing of ichct but the
-network, so an exported bundle carries no more than that for it.
+returns only the slice logits, channel first: ``(B, 6, S)``; :class:`ChannelFirstClassifierEnsemble`
+is the same for an ensemble of classifiers (``ichct ensemble``). This module imports nothing of
+ichct but the networks, so an exported bundle carries no more than that for them.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ichct.networks.ensemble import ClassifierEnsemble
 from ichct.networks.slice_sequence import SliceSequenceClassifier
 
-__all__ = ["ChannelFirstSliceClassifier"]
+__all__ = ["ChannelFirstSliceClassifier", "ChannelFirstClassifierEnsemble"]
 
 
 class ChannelFirstSliceClassifier(SliceSequenceClassifier):
@@ -30,3 +32,12 @@ class ChannelFirstSliceClassifier(SliceSequenceClassifier):
         out = super().forward(x)
         logits = out["logits"] if isinstance(out, dict) else out
         return logits.transpose(1, 2)
+
+
+class ChannelFirstClassifierEnsemble(ClassifierEnsemble):
+    """:class:`~ichct.networks.ClassifierEnsemble` returning ``(B, num_classes, S)`` logits (of the
+    members' mean slice probabilities); every slice of the input is valid, as in inference."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Slice logits of ``x`` ``(B, C, H, W, S)`` as ``(B, num_classes, S)``."""
+        return super().forward(x).transpose(1, 2)

@@ -39,12 +39,13 @@ from ichct.pipeline.models.config import DATA_ACCESS_KEYS
 from ichct.pipeline.models.inference import LoadedModel, network_and_rule, read_run_config
 from ichct.pipeline.postprocess.run import POSTPROCESSING_FILE
 from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.core.weights import model_state_dict
 from ichct.pipeline.train.engine import load_checkpoint
 
 logger = logging.getLogger("ichct.bundle")
 
 __all__ = ["REQUIRED_FILES", "CONFIG_FILES", "WEIGHTS", "load_bundle", "load_model_dir", "package_bundle",
-           "write_bundle_files", "default_bundle_name", "model_state_dict", "training_summary",
+           "write_bundle_files", "default_bundle_name", "training_summary",
            "MAX_COMMITTED_WEIGHTS_MB", "TRAINING_CURVES", "refresh_bundle", "with_inference_settings", "INFERENCE_KEYS"]
 
 CONFIG_FILES = ("configs/inference.json", "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json")
@@ -65,39 +66,6 @@ _LOADED_BY_MONAI = ("nibabel", "tensorboard", "fire")
 def default_bundle_name(kind: str) -> str:
     """Folder name of the default bundle of a model kind."""
     return {"seg": "ich_ct_segmentation", "cls": "ich_ct_classification"}[kind]
-
-
-def model_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """The model state dict of a plain state dict or a training checkpoint (``{"model": ...}``).
-
-    Parameters
-    ----------
-    obj
-        What ``torch.load`` returned for ``path``.
-    path
-        The file it came from (named in the error).
-
-    Returns
-    -------
-    dict
-        Parameter name -> tensor.
-
-    Raises
-    ------
-    ichct.errors.InputError
-        ``obj`` is neither (not a mapping of tensors).
-
-    Examples
-    --------
-    >>> import torch
-    >>> sorted(model_state_dict({"model": {"w": torch.zeros(1)}, "epoch": 3}, Path("best.pt")))
-    ['w']
-    """
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputError(path, "not a model state dict (or a checkpoint with a 'model' entry)")
-    return dict(obj)
 
 
 def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:

@@ -180,7 +180,8 @@ def _check_configs(root: Path, files: Sequence[str]) -> str:
 
 
 def _check_weights(root: Path) -> str:
-    from ichct.pipeline.bundle.package import WEIGHTS, model_state_dict
+    from ichct.pipeline.bundle.package import WEIGHTS
+    from ichct.pipeline.core.weights import model_state_dict
     from ichct.pipeline.train.engine import load_checkpoint
 
     path = root / WEIGHTS

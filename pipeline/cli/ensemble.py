@@ -10,17 +10,19 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
-        "ensemble", parents=[common], help="average several trained segmenters as one model",
-        description="Write a training run folder whose network is the mean of the members' class probabilities "
-                    "(nnU-Net's ensembling): config.json (the first member's settings, every member's network and "
-                    "where it came from), best.pt (the members' weights), thresholds.json (the first member's "
-                    "seg_volume rule) and train_patients.json (every member's training patients, refused by "
-                    "evaluation). The members (training runs or bundles, at least two) must preprocess alike and "
-                    "have the same classes. Then choose the ensemble's confidence filter and seg_peak threshold "
-                    "with ichct postprocess on held-out studies, and package it with ichct bundle package. Prints "
-                    "a summary as JSON.")
+        "ensemble", parents=[common], help="average several trained segmenters (or classifiers) as one model",
+        description="Write a training run folder whose network is the mean of the members' probabilities "
+                    "(nnU-Net's ensembling; segmenters: class probabilities, classifiers: slice probabilities): "
+                    "config.json (the first member's settings, every member's network and where it came from), "
+                    "best.pt (the members' weights), thresholds.json (the first member's stored rule) and "
+                    "train_patients.json (every member's training patients, refused by evaluation). The members "
+                    "(training runs or bundles of one kind, at least two) must preprocess alike and have the same "
+                    "classes. Then choose the ensemble's confidence filter and seg_peak threshold (a classifier "
+                    "ensemble: its thresholds) with ichct postprocess on held-out studies, and package it with "
+                    "ichct bundle package. Prints a summary as JSON.")
     p.add_argument("--member", action="append", required=True, dest="members", metavar="RUN_OR_BUNDLE",
-                   help="a segmentation training run or bundle (repeat: at least two; the first gives the settings)")
+                   help="a training run or bundle, segmentation or classification (repeat: at least two of one "
+                        "kind; the first gives the settings)")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.set_defaults(func=run, _parser=p)

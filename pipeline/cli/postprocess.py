@@ -17,7 +17,8 @@ def _values(text: str) -> list[float]:
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "postprocess", parents=[common],
-        help="choose a segmenter's confidence filter and seg_peak threshold on held-out studies",
+        help="choose a segmenter's confidence filter and seg_peak threshold (a classifier's thresholds) on "
+             "held-out studies",
         description="Predict every study of a manifest split with a segmentation run or bundle once, score each "
                     "candidate min_component_confidence (predicted blood components whose mean blood probability "
                     "is below it become background) against the reference masks, and choose the largest value "
@@ -25,10 +26,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "no filter. Writes postprocessing.json (the sweep and the rule) beside the model's config and "
                     "the value into it (a bundle's configs are regenerated); the same studies choose the "
                     "threshold of the seg_peak rule (Youden), stored in thresholds.json; prints the record as "
-                    "JSON. The "
-                    "studies must be held out: the default is the model's validation fold; the model's training "
-                    "patients are refused.")
-    p.add_argument("model_dir", help="segmentation training run or bundle folder")
+                    "JSON. A classification run or bundle (an ensemble of classifiers above all) gets the "
+                    "thresholds of its slice rules chosen again on the studies' CT-level labels, as training "
+                    "chooses them on its validation fold (thresholds.json replaced; postprocessing.json keeps the "
+                    "previous rule). The studies must be held out: the default is the model's validation fold; "
+                    "the model's training patients are refused.")
+    p.add_argument("model_dir", help="training run or bundle folder (segmentation or classification)")
     p.add_argument("--manifest", required=True, help="split manifest whose studies have reference masks")
     p.add_argument("--split", default="validation", choices=("validation", "test", "training", "all"),
                    help="studies to choose on (default: the model's validation fold)")

@@ -1,9 +1,9 @@
-"""The ensembling stage: several trained segmenters as one model (``ichct ensemble``).
+"""The ensembling stage: several trained segmenters, or classifiers, as one model (``ichct ensemble``).
 
 Modules:
 
 * ``assemble`` - :func:`assemble_ensemble`: a run folder whose network averages the members'
-  class probabilities, which every later stage (postprocess, evaluate, bundle, predict) takes as
+  probabilities, which every later stage (postprocess, evaluate, bundle, predict) takes as
   one model.
 """
 

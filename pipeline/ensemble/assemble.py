@@ -1,26 +1,29 @@
-"""``ichct ensemble``: several trained segmenters become one run folder whose network averages them.
+"""``ichct ensemble``: several trained models of one kind become one run folder whose network averages them.
 
-nnU-Net's ensembling: segmenters trained on other data, folds or seeds make partly different
-errors, and the mean of their class probabilities is usually better than either (docs/benchmarks.md
-measures it on the shifted-domain cohort). :func:`assemble_ensemble` writes an ordinary training run
-folder, so every later stage takes it as it takes one model: ``ichct postprocess`` (choose the
-confidence filter and the ``seg_peak`` threshold again, for the ensemble's probabilities),
-``ichct evaluate --run``, ``ichct bundle package``, ``ichct predict``.
+nnU-Net's ensembling: models trained on other data, folds or seeds make partly different errors,
+and the mean of their probabilities is usually better than either (docs/benchmarks.md measures it
+on the shifted-domain cohort). :func:`assemble_ensemble` writes an ordinary training run folder, so
+every later stage takes it as it takes one model: ``ichct postprocess`` (a segmenter's confidence
+filter and ``seg_peak`` threshold, a classifier's thresholds, chosen again for the ensemble's
+probabilities), ``ichct evaluate --run``, ``ichct bundle package``, ``ichct predict``.
 
 The folder holds
 
 * ``config.json``: the first member's run config, its network replaced by ``{"members": [each
-  member's network arguments]}`` (:class:`~ichct.networks.SegmentationEnsemble`), and
-  ``ensemble.members``: where each member came from and the sha256 of its weights;
+  member's network arguments]}`` (:class:`~ichct.networks.SegmentationEnsemble`: the mean class
+  probabilities of segmenters; :class:`~ichct.networks.ClassifierEnsemble`: the mean slice
+  probabilities of classifiers), and ``ensemble.members``: where each member came from and the
+  sha256 of its weights;
 * ``best.pt``: the members' weights under ``members.<i>.``;
-* ``thresholds.json``: the first member's stored decision rule (``seg_volume``), until
-  ``ichct postprocess`` chooses the ``seg_peak`` threshold on held-out studies;
+* ``thresholds.json``: the first member's stored decision rule (a segmenter's ``seg_volume``; a
+  classifier's slice thresholds), until ``ichct postprocess`` chooses the ensemble's on held-out
+  studies;
 * ``train_patients.json``: the first member's training record, the others' nested as
   ``ensemble_members``, so evaluation refuses every member's training patients.
 
-The members must preprocess alike (the same transforms and arguments: spacing, windows, crop,
-brain-referenced HU) and have the same classes; inference settings (patch, sliding-window overlap,
-mirroring, confidence filter) are the first member's.
+The members must preprocess alike (the same transforms and arguments: spacing or slice size,
+windows, crop, brain-referenced HU) and have the same classes; inference settings (patch,
+sliding-window overlap, mirroring, confidence filter) are the first member's.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ __all__ = ["assemble_ensemble", "check_members"]
 
 
 def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
-    """Refuse members that cannot be averaged: fewer than two, not segmenters, ensembles themselves,
-    other classes or other preprocessing than the first member's.
+    """Refuse members that cannot be averaged: fewer than two, of another kind than the first member,
+    ensembles themselves, other classes or input channels, or other preprocessing than the first member's.
 
     Raises
     ------
@@ -59,21 +62,27 @@ def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
     ichct.errors.InputError: an ensemble needs at least two members, got 1 (runs/seg)
     """
     from ichct.pipeline.bundle.configs import preprocessing_specs
+    from ichct.pipeline.models.config import input_channels
     from ichct.pipeline.models.network_factory import is_ensemble
 
     if len(models) < 2:
         raise InputError(f"an ensemble needs at least two members, got {len(models)} ({', '.join(map(str, sources))})")
     first = models[0]
-    theirs = preprocessing_specs("seg", first.config)
+    kind = first.kind
+    theirs = preprocessing_specs(kind, first.config)
     for model, source in zip(models, sources):
-        if model.kind != "seg":
-            raise InputError(source, f"is a {model.kind} model; ichct ensembles segmenters")
+        if model.kind != kind:
+            raise InputError(source, f"is a {model.kind} model and {sources[0]} a {kind} model: the members must be "
+                                     "of one kind")
         if is_ensemble(model.config):
             raise InputError(source, "is an ensemble itself; list its members instead")
-        if int(model.config["num_classes"]) != int(first.config["num_classes"]):
+        if kind == "seg" and int(model.config["num_classes"]) != int(first.config["num_classes"]):
             raise InputError(source, f"has {model.config['num_classes']} classes, {sources[0]} has "
                                      f"{first.config['num_classes']}")
-        mine = preprocessing_specs("seg", model.config)
+        if input_channels(kind, model.config) != input_channels(kind, first.config):
+            raise InputError(source, f"reads {input_channels(kind, model.config)} input channels, {sources[0]} "
+                                     f"{input_channels(kind, first.config)}")
+        mine = preprocessing_specs(kind, model.config)
         if json.dumps(mine, sort_keys=True, default=str) != json.dumps(theirs, sort_keys=True, default=str):
             differ = next((f"step {i + 1} ({a.get('_target_')} vs {b.get('_target_')})" for i, (a, b)
                            in enumerate(zip(mine, theirs)) if a != b), f"{len(mine)} vs {len(theirs)} steps")
@@ -122,7 +131,7 @@ def _run_config(models: Sequence[Any], entries: list[dict[str, Any]], command: s
     cfg["network"] = {"members": [copy.deepcopy(dict(m.config["network"])) for m in models]}
     rc: dict[str, Any] = {k: copy.deepcopy(v) for k, v in dict(first.run_config).items()
                           if k not in ("config", "bundle", "init_weights", "command")}
-    rc.update({"kind": "seg", "config": cfg, "manifest": entries[0]["manifest"],
+    rc.update({"kind": first.kind, "config": cfg, "manifest": entries[0]["manifest"],
                "versions": {"ichct": __version__, "torch": torch.__version__, "monai": monai.__version__},
                "ensemble": {"members": entries, "settings_of": entries[0]["describes"]}})
     if command:
@@ -137,8 +146,9 @@ def assemble_ensemble(members: Sequence[str | Path], out_dir: str | Path, *, for
     Parameters
     ----------
     members
-        Segmentation training runs (their best checkpoint) or bundles; at least two, preprocessing
-        alike. The first member gives the inference settings and the stored ``seg_volume`` rule.
+        Training runs (their best checkpoint) or bundles of one kind, segmenters or classifiers; at
+        least two, preprocessing alike. The first member gives the inference settings and the stored
+        decision rule.
     out_dir
         The run folder to write (must not exist or be empty unless ``force``); written beside it and
         renamed at the end, so nothing partial is left.
@@ -171,7 +181,7 @@ def assemble_ensemble(members: Sequence[str | Path], out_dir: str | Path, *, for
     check_members(models, members)
     entries = [_member_entry(m, s) for m, s in zip(models, members)]
     run_config = _run_config(models, entries, command)
-    network = build_network("seg", run_config["config"])
+    network = build_network(run_config["kind"], run_config["config"])
     state = {f"members.{i}.{k}": v for i, m in enumerate(models) for k, v in m.network.state_dict().items()}
     network.load_state_dict(state)  # the members' weights fit the ensemble's layers, or this raises
     tmp = temp_dir_beside(dest)
@@ -190,8 +200,10 @@ def assemble_ensemble(members: Sequence[str | Path], out_dir: str | Path, *, for
 
 
 def _copy_thresholds(first: Any, path: Path) -> None:
-    """The first member's ``thresholds.json`` (its ``seg_peak`` threshold dropped: it was chosen for
-    that member's probabilities; ``ichct postprocess`` chooses the ensemble's)."""
+    """The first member's ``thresholds.json``, marked as the first member's: a segmenter's ``seg_peak``
+    threshold is dropped (it was chosen for that member's probabilities; ``ichct postprocess`` chooses
+    the ensemble's), a classifier's thresholds are kept until ``ichct postprocess`` chooses the
+    ensemble's."""
     source = Path(first.run_dir) / "thresholds.json"
     if not source.is_file():
         raise InputError(source, "missing: the ensemble takes its stored decision rule from the first member")
@@ -199,9 +211,13 @@ def _copy_thresholds(first: Any, path: Path) -> None:
     if isinstance(doc, Mapping):
         doc = dict(doc)
         meta = dict(doc.get("meta") or {})
-        for key in ("other_rules", "other_rules_chosen_on"):
-            if key in meta:
-                meta[key] = {k: v for k, v in dict(meta[key] or {}).items() if k != "seg_peak"}
-        doc["meta"] = {**meta, "ensemble": "the seg_volume rule of the first member; choose seg_peak with "
-                                          "ichct postprocess"}
+        if first.kind == "seg":
+            for key in ("other_rules", "other_rules_chosen_on"):
+                if key in meta:
+                    meta[key] = {k: v for k, v in dict(meta[key] or {}).items() if k != "seg_peak"}
+            note = "the seg_volume rule of the first member; choose seg_peak with ichct postprocess"
+        else:
+            note = ("the first member's thresholds, chosen for its own probabilities; choose the ensemble's with "
+                    "ichct postprocess")
+        doc["meta"] = {**meta, "ensemble": note}
     write_json_atomic(path, doc)

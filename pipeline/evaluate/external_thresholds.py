@@ -32,7 +32,7 @@ import numpy as np
 
 from ichct.errors import InputError, read_json
 from ichct.pipeline.core.labels import LABEL_NAMES
-from ichct.pipeline.decision import RULES, DecisionRule, choose_threshold
+from ichct.pipeline.decision import PROBABILITY_MAP_RULES, RULES, DecisionRule, choose_threshold
 from ichct.pipeline.evaluate.external_probs import DEFAULT_RULE_K
 from ichct.pipeline.models.config import DEFAULTS
 
@@ -91,8 +91,9 @@ def load_thresholds(path: str | Path) -> dict[str, DecisionRule]:
 
 
 def _ichct_rules(path: Path) -> dict[str, DecisionRule]:
-    """The rule of an ichct ``thresholds.json`` and the other slice rules stored beside it (not a
-    segmenter's ``seg_peak``: it scores probability maps, which other tools' predictions do not carry)."""
+    """The rule of an ichct ``thresholds.json`` and the other slice rules stored beside it (not those of
+    :data:`~ichct.pipeline.decision.PROBABILITY_MAP_RULES`, a segmenter's ``seg_peak``: they score
+    probability maps, which other tools' predictions do not carry)."""
     stored = DecisionRule.load(path)  # InputError naming the file
     meta = {**stored.meta, "thresholds_file": str(path)}
     meta.pop("other_rules", None)
@@ -103,7 +104,7 @@ def _ichct_rules(path: Path) -> dict[str, DecisionRule]:
         raise InputError(path, "key 'meta.other_rules': not an object of {rule: {label: threshold}}")
     for name, thresholds in other.items():
         where = f"meta.other_rules.{name}"
-        if name in rules or name == "seg_peak":
+        if name in rules or name in PROBABILITY_MAP_RULES:
             continue
         rule = _user_rule(path, str(name), thresholds, where)
         rules[str(name)] = DecisionRule(rule.name, threshold=rule.threshold, k=stored.k,

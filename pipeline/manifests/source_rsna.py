@@ -7,7 +7,10 @@ Layout::
     <root>/stage_2_train/        one DICOM file per slice, ``ID_<SOPInstanceUID>.dcm``, all series in one folder
 
 (``stage_1_train.csv`` / ``stage_2_train_images`` / ``stage_1_train_images`` are accepted too.)
-A file without SOPInstanceUID is labelled by its file name (:func:`label_key`).
+A file without SOPInstanceUID is labelled by its file name (:func:`label_key`). Files without
+SeriesInstanceUID are grouped as the reader groups them (study, series number, kernel, slice
+thickness); a group that is not one acquisition (two series of one study the headers cannot tell
+apart) is skipped with a warning naming it, never read as one mixed volume.
 Series are assembled from the headers (PatientID, StudyInstanceUID, SeriesInstanceUID), read once
 per file together with its pixel hash, as Dask tasks (:mod:`.scan`). ``slice_labels`` follow the slice normal as the reader orders the
 slices (slices at one position merged); CT-level labels are positive when any slice is. Slices
@@ -27,8 +30,9 @@ from typing import Any
 
 from ichct.errors import InputError
 from ichct.pipeline.core.cluster import ClusterSpec
-from ichct.transforms.dicom import DicomIngestError, group_series, stack_geometry
+from ichct.transforms.dicom import DicomIngestError, check_stand_in_stack, group_series, stack_geometry
 from ichct.transforms.dicom.discovery import list_candidate_files
+from ichct.transforms.dicom.validation import STAND_IN_SERIES_PREFIX
 
 from .check import KnownImage, series_facts
 from .hashing import HashCache
@@ -127,6 +131,10 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
         if len(group.headers) != len(headers):
             logger.warning("rsna: series %s: %d slice(s) of another orientation left out", series_uid, len(headers) - len(group.headers))
         geometry = stack_geometry(group.headers)
+        mixed = _mixed_stand_in(image_dir, series_uid, geometry, group.headers)
+        if mixed:
+            logger.warning("rsna: series %s skipped: %s", series_uid, mixed)
+            continue
         rows_by_index = [_row(labels.get(label_key(h))) for h in group.headers]
         merged = {i: list(rows_by_index[i]) for i in geometry.order}
         for kept, other in geometry.duplicates:
@@ -150,6 +158,22 @@ def collect(root: Path, *, workers: int | None = None, salt: str | None = None, 
     if not records:
         logger.warning("rsna: no labelled series found in %s", image_dir)
     return records
+
+
+def _mixed_stand_in(image_dir: Path, series_uid: str, geometry: Any, headers: list[Any]) -> str | None:
+    """Why a stand-in series (files without SeriesInstanceUID, grouped by study, series number, kernel
+    and thickness in the flat folder) is not one acquisition, or None: slices off one line, uneven
+    steps, or two files at one position (two series of one study that the headers cannot tell apart)."""
+    if not series_uid.startswith(STAND_IN_SERIES_PREFIX):
+        return None
+    if geometry.duplicates:
+        return (f"its files have no SeriesInstanceUID and {len(geometry.duplicates)} slice position(s) hold two "
+                "files: several series of one study seem mixed")
+    try:
+        check_stand_in_stack(image_dir, series_uid, geometry, headers)
+    except DicomIngestError as exc:  # the reader's advice (a folder per series) does not fit this flat layout
+        return exc.reason.removeprefix(f"series {series_uid}: ").split("; put each series")[0]
+    return None
 
 
 def _row(flags: tuple[int, ...] | None) -> list[int]:

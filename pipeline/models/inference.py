@@ -190,6 +190,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best")
     Raises ``FileNotFoundError`` for a missing file and :class:`~ichct.errors.InputError` (a
     ``ValueError``) for a config or checkpoint that cannot be read or does not fit.
     """
+    from ichct.pipeline.core.weights import model_state_dict
     from ichct.pipeline.train.engine import load_checkpoint
 
     run = Path(run_dir)
@@ -207,7 +208,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best")
         raise FileNotFoundError(f"{ck_path}: missing")
     dev = torch_device(device)
     ck = load_checkpoint(ck_path, map_location=dev)
-    state = ck["model"] if isinstance(ck, Mapping) and "model" in ck else ck
+    state = model_state_dict(ck, ck_path)
     cfg = dict(run_config["config"])
     net, rule = network_and_rule(kind, cfg, state, dev, weights_path=ck_path, config_path=cfg_path,
                                  thresholds_path=run / "thresholds.json")

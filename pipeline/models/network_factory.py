@@ -18,8 +18,9 @@ __all__ = ["network_kwargs", "build_network", "mirror_kwargs", "is_ensemble"]
 
 
 def is_ensemble(cfg: Mapping[str, Any]) -> bool:
-    """Whether a segmentation config's network is an ensemble of trained segmenters (``network.members``,
-    written by ``ichct ensemble``): :class:`~ichct.networks.SegmentationEnsemble`.
+    """Whether a config's network is an ensemble of trained models (``network.members``, written by
+    ``ichct ensemble``): :class:`~ichct.networks.SegmentationEnsemble` or
+    :class:`~ichct.networks.ClassifierEnsemble`.
 
     Examples
     --------
@@ -76,9 +77,10 @@ def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     Parameters
     ----------
     kind
-        ``"seg"`` (:func:`ichct.networks.ich_unet3d`, or :class:`ichct.networks.SegmentationEnsemble`
-        when the config's network lists ``members``) or ``"cls"``
-        (:class:`ichct.networks.SliceSequenceClassifier`).
+        ``"seg"`` (:func:`ichct.networks.ich_unet3d`) or ``"cls"``
+        (:class:`ichct.networks.SliceSequenceClassifier`); their ensembles
+        (:class:`~ichct.networks.SegmentationEnsemble`, :class:`~ichct.networks.ClassifierEnsemble`)
+        when the config's network lists ``members``.
     cfg
         The resolved training config of the run.
 
@@ -103,6 +105,10 @@ def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
         from ichct.networks import SegmentationEnsemble
 
         return SegmentationEnsemble(**kwargs)
+    if is_ensemble(cfg):
+        from ichct.networks import ClassifierEnsemble
+
+        return ClassifierEnsemble(**kwargs)
     if kind == "seg":
         from ichct.networks import ich_unet3d
 

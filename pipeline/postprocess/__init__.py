@@ -1,10 +1,12 @@
-"""The post-processing stage: choose a segmenter's confidence filter on held-out studies (``ichct postprocess``).
+"""The post-processing stage: choose a segmenter's confidence filter, or a classifier's thresholds, on
+held-out studies (``ichct postprocess``).
 
 Modules:
 
 * ``run`` - :func:`determine_postprocessing`: predict a split once, score every candidate value,
   store the choice beside the model's config;
-* ``confidence`` - the per-value summary of the sweep and the rule that chooses a value.
+* ``confidence`` - the per-value summary of the sweep and the rule that chooses a value;
+* ``thresholds`` - a classifier's slice-rule thresholds chosen on held-out studies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "check_tolerances": "confidence",
     "choose_confidence": "confidence",
     "sweep_summary": "confidence",
+    "choose_slice_thresholds": "thresholds",
+    "ct_label_vector": "thresholds",
 }
 
 __all__ = sorted(_EXPORTS)

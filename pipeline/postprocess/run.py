@@ -1,5 +1,5 @@
-"""``ichct postprocess``: choose a segmenter's confidence filter and its ``seg_peak`` threshold on
-held-out studies and store them.
+"""``ichct postprocess``: choose a segmenter's confidence filter and its ``seg_peak`` threshold (or a
+classifier's thresholds) on held-out studies and store them.
 
 :func:`determine_postprocessing` predicts every study of a manifest split once
 (:func:`~ichct.pipeline.models.inference.predict_confidence_variants`), scores each candidate
@@ -16,6 +16,11 @@ The same studies choose the threshold of the segmenter's ``seg_peak`` rule (its 
 probability, :func:`~ichct.pipeline.decision.peak_probability_scores`; Youden's J, as training
 chooses its thresholds): it goes into the stored decision rule's ``meta["other_rules"]``
 (``thresholds.json``), with where it was chosen, and into ``postprocessing.json`` (``seg_peak``).
+
+A classifier (a run or bundle of ``kind`` cls, an ensemble of classifiers above all) gets the
+thresholds of its slice rules chosen again on the studies, as training chose them on its
+validation fold (:mod:`ichct.pipeline.postprocess.thresholds`): ``thresholds.json`` is replaced and
+``postprocessing.json`` keeps the previous rule.
 
 The studies must be held out from the model's training (its validation fold, or another cohort):
 training patients are refused, as in ``ichct evaluate``.
@@ -47,18 +52,9 @@ __all__ = ["POSTPROCESSING_FILE", "determine_postprocessing", "peak_threshold"]
 POSTPROCESSING_FILE = "postprocessing.json"
 
 
-def _load_model(model_dir: Path, device: str) -> Any:
-    """A run (``config.json``) or a bundle (``models/run_config.json``); a segmenter."""
-    from ichct.pipeline.bundle.package import load_model_dir
-
-    model = load_model_dir(model_dir, device=device)
-    if model.kind != "seg":
-        raise InputError(model_dir, f"is a {model.kind} model; the confidence filter is the segmenter's")
-    return model
-
-
 def _entries(model: Any, manifest: Path, split: str, fold: int | None) -> tuple[list[Mapping[str, Any]], int | None]:
-    """The split's studies with reference masks (none of the model's training patients), and the fold."""
+    """The split's studies with a reference (a segmenter's masks, a classifier's CT-level labels), none
+    of the model's training patients, and the fold."""
     from ichct.pipeline.manifests import load_manifest
     from ichct.pipeline.train.record import check_split, manifest_salt_id
 
@@ -66,13 +62,15 @@ def _entries(model: Any, manifest: Path, split: str, fold: int | None) -> tuple[
         fold = model.run_config.get("fold")
         if fold is None:
             raise InputError(model.run_dir, "records no validation fold; give --fold or another --split")
-    entries = [e for e in load_manifest(manifest, split, fold=fold) if e.get("label")]
+    key, what = ("label", "a reference mask") if model.kind == "seg" else ("ct_labels", "CT-level labels")
+    entries = [e for e in load_manifest(manifest, split, fold=fold) if e.get(key)]
     if not entries:
-        raise InputError(manifest, f"split {split!r} has no study with a reference mask ('label')")
+        raise InputError(manifest, f"split {split!r} has no study with {what} ({key!r})")
     check = check_split(model.training_record, entries, manifest_salt_id(manifest), where=str(model.run_dir))
     if check.leaked:
-        raise InputError(manifest, f"{len(check.leaked)} patient(s) of split {split!r} trained the model: the filter "
-                                   "must be chosen on held-out studies (its validation fold or another cohort)")
+        raise InputError(manifest, f"{len(check.leaked)} patient(s) of split {split!r} trained the model: "
+                                   "post-processing must be chosen on held-out studies (its validation fold or "
+                                   "another cohort)")
     return entries, fold
 
 
@@ -129,15 +127,29 @@ def _store(model: Any, record: Mapping[str, Any]) -> str:
     threshold into its ``thresholds.json`` (a bundle's configs regenerated); the config's path. A
     failure leaves the files as they were."""
     config_path = model.run_dir / ("run_config.json" if model.bundle_dir is not None else "config.json")
-    record_path, rule_path = model.run_dir / POSTPROCESSING_FILE, model.run_dir / "thresholds.json"
-    before = {p: p.read_bytes() if p.is_file() else None for p in (config_path, record_path, rule_path)}
+    rule_path = model.run_dir / "thresholds.json"
     run_config = read_json(config_path, "run config")  # as written: only the one key changes
     run_config["config"] = {**run_config["config"], "min_component_confidence": record["min_component_confidence"]}
+    documents = {config_path: run_config}
+    if rule_path.is_file():
+        documents[rule_path] = _with_peak_threshold(read_json(rule_path, "decision rule"), record)
+    _write_all(model, record, documents)
+    if model.bundle_dir is not None and (model.bundle_dir / "docs" / "evaluation" / "metrics.json").is_file():
+        logger.warning("%s: docs/evaluation was measured without this filter; run `ichct evaluate --bundle %s "
+                       "... --out EVAL_DIR`, then `ichct bundle refresh %s --evaluation EVAL_DIR`",
+                       model.bundle_dir, model.bundle_dir, model.bundle_dir)
+    return str(config_path)
+
+
+def _write_all(model: Any, record: Mapping[str, Any], documents: Mapping[Path, Any]) -> None:
+    """Write ``postprocessing.json`` and ``documents`` beside the model's config, then regenerate a
+    bundle's configs; a failure puts every file back as it was."""
+    paths = [model.run_dir / POSTPROCESSING_FILE, *documents]
+    before = {p: p.read_bytes() if p.is_file() else None for p in paths}
     try:
-        write_json_atomic(record_path, record)
-        write_json_atomic(config_path, run_config)
-        if rule_path.is_file():
-            write_json_atomic(rule_path, _with_peak_threshold(read_json(rule_path, "decision rule"), record))
+        write_json_atomic(paths[0], record)
+        for path, doc in documents.items():
+            write_json_atomic(path, doc)
         if model.bundle_dir is not None:
             from ichct.pipeline.bundle.package import refresh_bundle
 
@@ -150,25 +162,47 @@ def _store(model: Any, record: Mapping[str, Any]) -> str:
                 with atomic_path(path) as tmp:
                     tmp.write_bytes(data)
         raise
-    if model.bundle_dir is not None and (model.bundle_dir / "docs" / "evaluation" / "metrics.json").is_file():
-        logger.warning("%s: docs/evaluation was measured without this filter; run `ichct evaluate --bundle %s "
-                       "... --out EVAL_DIR`, then `ichct bundle refresh %s --evaluation EVAL_DIR`",
-                       model.bundle_dir, model.bundle_dir, model.bundle_dir)
-    return str(config_path)
+
+
+def _classifier_thresholds(model: Any, manifest: Path, split: str, fold: int | None, apply: bool) -> dict[str, Any]:
+    """:func:`determine_postprocessing` of a classifier: its slice rules' thresholds chosen again."""
+    from ichct.pipeline.postprocess.thresholds import choose_slice_thresholds
+
+    entries, fold = _entries(model, manifest, split, fold)
+    chosen_on = f"{manifest} {split}{'' if fold is None else f' fold {fold}'} ({len(entries)} studies)"
+    rule = choose_slice_thresholds(model, entries, chosen_on)
+    record: dict[str, Any] = {
+        "kind": "cls", "thresholds": rule.to_dict(),
+        "previous": model.rule.to_dict() if model.rule is not None else None,
+        "studies": {"manifest": str(manifest), "manifest_sha256": sha256_file(manifest), "split": split,
+                    "fold": fold, "n": len(entries)}, "ichct_version": __version__,
+    }
+    if apply:
+        rule_path = model.run_dir / "thresholds.json"
+        _write_all(model, record, {rule_path: rule.to_dict()})
+        record["written"] = str(rule_path)
+        if model.bundle_dir is not None and (model.bundle_dir / "docs" / "evaluation" / "metrics.json").is_file():
+            logger.warning("%s: docs/evaluation was measured with the thresholds before; evaluate the bundle again "
+                           "and `ichct bundle refresh %s --evaluation EVAL_DIR`", model.bundle_dir, model.bundle_dir)
+    return record
 
 
 def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, split: str = "validation",
                              fold: int | None = None, values: Sequence[float] = DEFAULT_CONFIDENCES,
                              dice_tolerance: float = 0.01, sensitivity_tolerance: float = 0.02,
                              apply: bool = True, device: str = "cpu") -> dict[str, Any]:
-    """Choose a segmenter's ``min_component_confidence`` on held-out studies; store it unless ``apply`` is False.
+    """Choose a segmenter's ``min_component_confidence`` (or a classifier's thresholds) on held-out
+    studies; store it unless ``apply`` is False.
 
     Parameters
     ----------
     model_dir
-        A segmentation training run or bundle.
+        A training run or bundle. A segmenter gets its confidence filter and ``seg_peak`` threshold;
+        a classifier the thresholds of its slice rules, chosen as training chooses them
+        (:func:`~ichct.pipeline.postprocess.thresholds.choose_slice_thresholds`; ``values`` and the
+        tolerances are the segmenter's and not used).
     manifest, split, fold
-        The studies: a manifest split with reference masks. The default is the model's own
+        The studies: a manifest split with reference masks (a classifier: CT-level labels). The default is the model's own
         validation fold (``fold`` from its config), which chose its checkpoint and thresholds
         too; a second cohort of the same kind (``split="all"`` of its manifest) gives a larger,
         independent choice. The model's training patients are refused.
@@ -185,7 +219,9 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     dict
         The ``postprocessing.json`` record: ``min_component_confidence`` (chosen), ``previous``,
         ``rule``, ``studies``, ``lesions``, ``sweep``, ``seg_peak`` (its ``threshold``, None without
-        studies of both classes, and where it was chosen) and, when applied, ``written``.
+        studies of both classes, and where it was chosen) and, when applied, ``written``. A
+        classifier's: ``kind`` ("cls"), ``thresholds`` (the new ``thresholds.json``), ``previous``,
+        ``studies`` and ``written``.
 
     Examples
     --------
@@ -194,12 +230,16 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     ...
     ichct.errors.InputError: no_such_run: not a training run (config.json) or a bundle (models/run_config.json)
     """
+    from ichct.pipeline.bundle.package import load_model_dir
+
     root = Path(model_dir)
     candidates = sorted({0.0, *(float(v) for v in values)})
     if any(not 0.0 <= v <= 1.0 for v in candidates):
         raise InputError(f"confidence values must lie within [0, 1], got {candidates}")
     check_tolerances(dice_tolerance, sensitivity_tolerance)  # before any prediction
-    model = _load_model(root, device)
+    model = load_model_dir(root, device=device)
+    if model.kind == "cls":
+        return _classifier_thresholds(model, Path(manifest), split, fold, apply)
     entries, fold = _entries(model, Path(manifest), split, fold)
     sweep_rows = _sweep_rows(model, entries, candidates)
     summary = sweep_summary(sweep_rows)

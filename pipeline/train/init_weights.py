@@ -12,8 +12,9 @@ patients that trained the initial weights too.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 
 from ichct.errors import InputError, read_json
 from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.core.weights import model_state_dict
 
 __all__ = ["InitWeights", "load_init_weights", "weights_file", "weights_source"]
 
@@ -65,16 +67,18 @@ def weights_file(path: Path) -> tuple[Path, Path | None, Path | None]:
     return path, None, path.parent / "train_patients.json"
 
 
-def weights_source(path: Path, weights: Path) -> dict[str, str]:
+def weights_source(path: Path, weights: Path, sha256: str | None = None) -> dict[str, str]:
     """``path`` (the weights file), ``sha256`` and ``describes`` (:func:`_description`) of the weights
     ``weights`` of the run, bundle or file ``path``: how a run's record names the weights it used.
+    ``sha256``: the file's, when the caller has already hashed its bytes.
 
     Examples
     --------
     >>> weights_source(Path("runs/seg"), Path("runs/seg/best.pt"))  # doctest: +SKIP
     {'path': '/abs/runs/seg/best.pt', 'sha256': '...', 'describes': 'run seg (best.pt)'}
     """
-    return {"path": str(weights.resolve()), "sha256": sha256_file(weights), "describes": _description(path, weights)}
+    return {"path": str(weights.resolve()), "sha256": sha256 or sha256_file(weights),
+            "describes": _description(path, weights)}
 
 
 def _description(path: Path, weights: Path) -> str:
@@ -88,15 +92,14 @@ def _description(path: Path, weights: Path) -> str:
     return f"file {weights.name}"
 
 
-def _state_dict(weights: Path) -> dict[str, torch.Tensor]:
+def _read_weights(weights: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict in ``weights`` and the sha256 of its bytes, from one read of the file."""
+    data = weights.read_bytes()
     try:
-        obj = torch.load(weights, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, or objects weights_only refuses
         raise InputError(weights, f"cannot be read as weights ({type(exc).__name__}: {exc})") from None
-    state = obj["model"] if isinstance(obj, Mapping) and "model" in obj else obj
-    if not (isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise InputError(weights, "is not a state dict (a mapping of layer names to tensors)")
-    return dict(state)
+    return model_state_dict(obj, weights), hashlib.sha256(data).hexdigest()
 
 
 def load_init_weights(path: str | Path, kind: str) -> InitWeights:
@@ -133,9 +136,9 @@ def load_init_weights(path: str | Path, kind: str) -> InitWeights:
     source_kind = read_json(config, "run config").get("kind") if config is not None and config.is_file() else None
     if source_kind is not None and source_kind != kind:
         raise InputError(path, f"is a {source_kind} model; a {kind} run needs {kind} weights")
-    state = _state_dict(weights)
+    state, sha256 = _read_weights(weights)
     record = None
     if record_path is not None and record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-    source = {**weights_source(Path(path), weights), "kind": source_kind or kind}
+    source = {**weights_source(Path(path), weights, sha256), "kind": source_kind or kind}
     return InitWeights(state=state, source=source, record=record if isinstance(record, dict) else None)

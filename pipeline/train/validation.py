@@ -10,7 +10,7 @@ probabilities (and the other slice rules beside it).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,12 +84,7 @@ class ValidationCollector:
             probs = torch.sigmoid(pred.float()).cpu().numpy()
             lengths = out["label"]["lengths"].tolist()
             for b, n in enumerate(lengths):
-                sc = ct_scores(self.rule, slice_probs=probs[b, : int(n)])
-                self.scores.append([sc[s] for s in LABEL_NAMES])
-                self.labels.append(ct[b].tolist())
-                for name, rule in self.other_rules.items():
-                    osc = ct_scores(rule, slice_probs=probs[b, : int(n)])
-                    self.other_scores.setdefault(name, []).append([osc[s] for s in LABEL_NAMES])
+                self.add_study(probs[b, : int(n)], ct[b].tolist())
         else:
             probs = torch.softmax(out["pred"].float(), dim=1).cpu().numpy()
             seg = probs.argmax(axis=1)
@@ -98,6 +93,27 @@ class ValidationCollector:
                 self.scores.append([float(sc.get("any", 0.0))])
                 self.labels.append([float(ct[b][0])])
                 self.other_scores.setdefault("seg_peak", []).append([peak_probability_scores(probs[b])["any"]])
+
+    def add_study(self, slice_probs: np.ndarray, ct_labels: Sequence[float]) -> None:
+        """Add a classified study: its ``(S, 6)`` slice probabilities and its six CT-level labels
+        (negative: unknown, left out of that label's threshold).
+
+        Examples
+        --------
+        >>> from ichct.pipeline.models.config import resolve_config
+        >>> c = ValidationCollector("cls", resolve_config("cls"))
+        >>> c.add_study(np.full((5, 6), 0.9), [1, 0, 0, 0, 0, 1])
+        >>> c.add_study(np.full((5, 6), 0.2), [0, 0, 0, 0, 0, 0])
+        >>> c.metrics()["val_auc_any"]
+        1.0
+        """
+        if self.kind != "cls":
+            raise ValueError("add_study takes a classifier's slice probabilities")
+        self.scores.append([ct_scores(self.rule, slice_probs=slice_probs)[s] for s in LABEL_NAMES])
+        self.labels.append([float(v) for v in ct_labels])
+        for name, rule in self.other_rules.items():
+            osc = ct_scores(rule, slice_probs=slice_probs)
+            self.other_scores.setdefault(name, []).append([osc[s] for s in LABEL_NAMES])
 
     def metrics(self) -> dict[str, float]:
         """``val_auc_any`` (and for cls ``val_auc_mean``, over the labels with both classes) of the
@@ -123,10 +139,12 @@ class ValidationCollector:
         self.other_scores = {name: [row for share in shares for row in share[2].get(name, [])]
                              for name in shares[0][2]}
 
-    def decision_rule(self, epoch: int, fold: int) -> DecisionRule:
-        """Thresholds chosen on the collected validation scores (Youden by default)."""
+    def decision_rule(self, epoch: int | None, fold: int | None, chosen_on: str | None = None) -> DecisionRule:
+        """Thresholds chosen on the collected validation scores (Youden by default); ``chosen_on``
+        names the studies when they are not the validation fold ``fold``."""
         method = str(self.cfg["threshold_method"]) if self.kind == "cls" else "youden"  # seg configs have no choice
-        meta = {"chosen_on": f"validation fold {fold}", "method": method, "epoch": epoch, "n_val": len(self.scores)}
+        meta = {"chosen_on": chosen_on or f"validation fold {fold}", "method": method, "epoch": epoch,
+                "n_val": len(self.scores)}
         return self._cls_rule(method, meta) if self.kind == "cls" else self._seg_rule(method, meta)
 
     def _thresholds(self, scores: np.ndarray, method: str, fell_back: list[str]) -> dict[str, float]:

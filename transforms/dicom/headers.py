@@ -388,12 +388,16 @@ def _enhanced_headers(ds: Dataset, common: dict[str, Any], n_frames: int, per_fr
             fields["image_type"] = frame_type
         if ct_frame is not None and _get(ct_frame, "ConvolutionKernel"):
             fields["convolution_kernel"] = _first_text(_get(ct_frame, "ConvolutionKernel"))
+        spacing_text = _get(measures, "PixelSpacing") if measures else _get(ds, "PixelSpacing")
+        spacing, square_assumed = _pixel_spacing(spacing_text)
+        if square_assumed:
+            fields["extra"] = {**fields.get("extra", {}), SQUARE_PIXELS_ASSUMED: _text(spacing_text)}
         out.append(
             SliceHeader(
                 frame_index=index,
                 image_orientation=_floats(_get(orientation, "ImageOrientationPatient"), 6) if orientation else _floats(_get(ds, "ImageOrientationPatient"), 6),
                 image_position_mm=_floats(_get(position, "ImagePositionPatient"), 3) if position else None,  # type: ignore[arg-type]
-                pixel_spacing_mm=_floats(_get(measures, "PixelSpacing"), 2) if measures else _floats(_get(ds, "PixelSpacing"), 2),  # type: ignore[arg-type]
+                pixel_spacing_mm=spacing,
                 rescale_slope=_float(_get(rescale, "RescaleSlope")) if rescale else _float(_get(ds, "RescaleSlope")),
                 rescale_intercept=_float(_get(rescale, "RescaleIntercept")) if rescale else _float(_get(ds, "RescaleIntercept")),
                 rescale_type=(str(_get(rescale, "RescaleType")) if rescale is not None and _get(rescale, "RescaleType") else None),
