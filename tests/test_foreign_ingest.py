@@ -295,24 +295,30 @@ def test_manifest_build_rsna(rsna, run_cli, tmp_path):
     assert_no_phi(rsna.phi, res.out, res.err, text)
 
 
+def _build_rsna_without(image_dir, keyword: str, run_cli, out):
+    """Delete ``keyword`` from every file of an RSNA image folder, then build a 2-fold manifest of its root;
+    the CLI result and the manifest (None when the build failed)."""
+    import pydicom
+
+    for path in image_dir.iterdir():
+        ds = pydicom.dcmread(path)
+        delattr(ds, keyword)
+        ds.save_as(path)
+    res = run_cli("manifest", "build", "--source", "rsna", "--root", image_dir.parent, "--out", out,
+                  "--folds", "2", "--test-fraction", "0", "--seed", "0", "--no-cache")
+    return res, (json.loads(out.read_text(encoding="utf-8")) if res.code == 0 else None)
+
+
 def test_manifest_build_rsna_labels_files_without_sop_instance_uid_by_name(rsna, run_cli, tmp_path):
     """A re-export that drops SOPInstanceUID keeps the challenge's file names ``ID_<SOPInstanceUID>.dcm``:
     the slices are labelled by them, as the untouched files are."""
     import shutil
 
-    import pydicom
-
     root = tmp_path / "rsna_no_sop"
     shutil.copytree(rsna.root, root)
-    for path in (root / rsna.image_dir.name).iterdir():
-        ds = pydicom.dcmread(path)
-        del ds.SOPInstanceUID
-        ds.save_as(path)
-    out = tmp_path / "rsna.json"
-    res = run_cli("manifest", "build", "--source", "rsna", "--root", root, "--out", out,
-                  "--folds", "2", "--test-fraction", "0", "--seed", "0", "--no-cache")
+    res, doc = _build_rsna_without(root / rsna.image_dir.name, "SOPInstanceUID", run_cli, tmp_path / "rsna.json")
     assert res.code == 0, res.out + res.err
-    entries = {e["series_uid"]: e for e in json.loads(out.read_text(encoding="utf-8"))["training"]}
+    entries = {e["series_uid"]: e for e in doc["training"]}
     assert set(entries) == set(rsna.by_series_uid)
     for uid, s in rsna.by_series_uid.items():
         assert entries[uid]["slice_labels"] == s.slice_labels and entries[uid]["ct_labels"] == s.ct_labels
@@ -322,20 +328,12 @@ def test_manifest_build_rsna_without_series_uid_keeps_studies_it_can_tell_apart(
     """Without SeriesInstanceUID, a study of one series is one stand-in series with its own labels; the
     study whose two series the headers cannot tell apart is skipped with a warning, never read as one
     mixed volume."""
-    import pydicom
-
     root = tmp_path / "rsna_no_series"
     rsna = fd.write_rsna_layout(root, studies=3, patients=3, series_per_study=(1, 2, 1), positives=(True, False, True),
                                 files_per_series=12, seed=4)
-    for path in rsna.image_dir.iterdir():
-        ds = pydicom.dcmread(path)
-        del ds.SeriesInstanceUID
-        ds.save_as(path)
-    out = tmp_path / "rsna.json"
-    res = run_cli("manifest", "build", "--source", "rsna", "--root", root, "--out", out,
-                  "--folds", "2", "--test-fraction", "0", "--seed", "0", "--no-cache")
+    res, doc = _build_rsna_without(rsna.image_dir, "SeriesInstanceUID", run_cli, tmp_path / "rsna.json")
     assert res.code == 0, res.out + res.err
-    entries = json.loads(out.read_text(encoding="utf-8"))["training"]
+    entries = doc["training"]
     counts = {}
     for s in rsna.series:
         counts[s.study_uid] = counts.get(s.study_uid, 0) + 1

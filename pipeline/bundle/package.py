@@ -5,7 +5,7 @@ A bundle folder (model-zoo layout)::
     configs/  metadata.json inference.json train.json evaluate.json multi_gpu_train.json logging.conf
     docs/     README.md data_license.txt evaluation/ (metrics.json, report.md, plots) training/metrics.csv
     models/   model.pt (a plain state dict) run_config.json thresholds.json train_patients.json
-              [postprocessing.json: how ichct postprocess chose the confidence filter]
+              [postprocessing.json: how ichct postprocess chose the confidence filter or thresholds]
     LICENSE   large_files.yml
 
 ``models/run_config.json`` is the training run's ``config.json`` (manifest path relative to the
@@ -507,7 +507,7 @@ def package_bundle(run_dir: str | Path, bundle_dir: str | Path, *, name: str | N
         (models / "model.pt").write_bytes(weights_bytes)
         for f in ("thresholds.json", "train_patients.json"):
             shutil.copyfile(run / f, models / f)
-        if (run / POSTPROCESSING_FILE).is_file():  # how ichct postprocess chose the run's confidence filter
+        if (run / POSTPROCESSING_FILE).is_file():  # how ichct postprocess chose the confidence filter or thresholds
             shutil.copyfile(run / POSTPROCESSING_FILE, models / POSTPROCESSING_FILE)
         rc = dict(model.run_config)
         # where the training data was cached (a path on the training machine) is no part of the model
