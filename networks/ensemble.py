@@ -6,7 +6,7 @@ applies a softmax (segmenters) or a sigmoid (slice classifiers) to whatever the 
 so an ensemble returns what those turn into the mean probabilities: the log of the mean class
 probabilities (:class:`SegmentationEnsemble`) or the logit of the mean slice probabilities
 (:class:`ClassifierEnsemble`). Every consumer of a model (sliding windows, test-time mirroring,
-MONAI's bundle tools, TorchScript export) takes the ensemble as it takes one network.
+MONAI's bundle tools; for segmenters TorchScript export) takes the ensemble as it takes one network.
 """
 
 from __future__ import annotations
