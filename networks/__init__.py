@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     "ich_unet3d": "unet3d",
     "sliding_window_predict": "unet3d",
     "SegmentationEnsemble": "ensemble",
-    "ClassifierEnsemble": "ensemble",
+    "ClassifierEnsemble": "classifier_ensemble",
     "mirror_ensemble": "mirror",
     "mirror_combinations": "mirror",
     "MirrorEnsembleInferer": "mirror",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ichct.networks.ensemble import ClassifierEnsemble
+from ichct.networks.classifier_ensemble import ClassifierEnsemble
 from ichct.networks.slice_sequence import SliceSequenceClassifier
 
 __all__ = ["ChannelFirstSliceClassifier", "ChannelFirstClassifierEnsemble"]
