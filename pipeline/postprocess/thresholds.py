@@ -13,6 +13,7 @@ label), so the stored rule fits the probabilities it is applied to.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,5 +75,6 @@ def choose_slice_thresholds(model: Any, entries: Sequence[Mapping[str, Any]], ch
         collector.add_study(pred.slice_probs, ct_label_vector(entry))
         logger.info("postprocess: %d/%d studies predicted", n, len(entries))
     rule = collector.decision_rule(epoch=model.epoch, fold=None, chosen_on=chosen_on)
-    rule.meta["auc_any"] = collector.metrics()["val_auc_any"]
+    auc = collector.metrics()["val_auc_any"]
+    rule.meta["auc_any"] = None if math.isnan(auc) else auc  # NaN: the studies hold one class only
     return rule
