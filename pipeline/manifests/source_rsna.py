@@ -169,10 +169,10 @@ def _mixed_stand_in(image_dir: Path, series_uid: str, geometry: Any, headers: li
     if geometry.duplicates:
         return (f"its files have no SeriesInstanceUID and {len(geometry.duplicates)} slice position(s) hold two "
                 "files: several series of one study seem mixed")
-    try:
-        check_stand_in_stack(image_dir, series_uid, geometry, headers)
-    except DicomIngestError as exc:  # the reader's advice (a folder per series) does not fit this flat layout
-        return exc.reason.removeprefix(f"series {series_uid}: ").split("; put each series")[0]
+    try:  # without the reader's advice (a folder per series), which this flat layout cannot follow
+        check_stand_in_stack(image_dir, series_uid, geometry, headers, advice="")
+    except DicomIngestError as exc:
+        return exc.reason.removeprefix(f"series {series_uid}: ")
     return None
 
 

@@ -139,7 +139,7 @@ _MIXED_HINT = "; put each series in a folder of its own (ichct groups files with
 
 
 def check_stand_in_stack(root: str | Path, series_uid: str, geometry: StackGeometry,
-                         headers: Sequence[SliceHeader]) -> None:
+                         headers: Sequence[SliceHeader], advice: str = _MIXED_HINT) -> None:
     """Refuse a stand-in series (files without SeriesInstanceUID, grouped by folder) that is not one stack.
 
     Files of several series in one folder, all without SeriesInstanceUID and with the same plane,
@@ -147,7 +147,8 @@ def check_stand_in_stack(root: str | Path, series_uid: str, geometry: StackGeome
     mix of images (of different patients, for a flat archive folder). One acquisition's slices lie
     on one line (straight, or evenly sheared by a gantry tilt) at steps that are whole multiples of
     one spacing (a missing file leaves a gap of two steps); anything else raises
-    :class:`DicomIngestError` naming the folder and why. Series with a UID of their own pass.
+    :class:`DicomIngestError` naming the folder and why, ending with ``advice`` (default: put each
+    series in a folder of its own). Series with a UID of their own pass.
 
     Examples
     --------
@@ -168,13 +169,13 @@ def check_stand_in_stack(root: str | Path, series_uid: str, geometry: StackGeome
         name = Path(headers[geometry.order[worst]].path).name
         raise DicomIngestError(root, f"series {series_uid}: its files have no SeriesInstanceUID and do not form "
                                      f"one stack: {name} lies {jump[worst]:.1f} mm off the line of the other slices; "
-                                     f"files of several series seem mixed in one folder{_MIXED_HINT}")
+                                     f"files of several series seem mixed in one folder{advice}")
     steps_mm = np.diff(geometry.positions_mm)
     steps = steps_mm / geometry.slice_spacing_mm
     if np.any(np.abs(steps - np.rint(steps)) > 0.1):
         raise DicomIngestError(root, f"series {series_uid}: its files have no SeriesInstanceUID and their slice "
                                      f"steps ({steps_mm.min():.2f} to {steps_mm.max():.2f} mm) are not whole multiples of one "
-                                     f"spacing; files of several series seem mixed in one folder{_MIXED_HINT}")
+                                     f"spacing; files of several series seem mixed in one folder{advice}")
 
 
 def _header_notes(root: str | Path, group: SeriesGroup, groups: list[SeriesGroup]) -> list[str]:
