@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -209,3 +212,11 @@ def test_classifier_ensemble_gets_its_own_thresholds_and_ships_as_a_bundle(setup
     assert r.code == 0, r.err
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["model"]["rules"]["consecutive"]["threshold"] == stored["threshold"]
+    # MONAI's bundle runner fine-tunes the members together on their mean (configs/train.json)
+    before = (bundle / "models" / "model.pt").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+                           "--epochs", "1", "--manifest", str(setup["manifest"])], cwd=bundle, capture_output=True,
+                          text=True, env={**os.environ, "MPLBACKEND": "Agg"}, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (bundle / "models" / "model.pt").read_bytes() != before
+    assert isinstance(load_bundle(bundle).network, ClassifierEnsemble)
