@@ -37,7 +37,7 @@ from typing import Any
 from ichct.pipeline.bundle.components import VALIDATION_KEYS
 from ichct.pipeline.models.config import saved_run_config
 from ichct.pipeline.models.data import cls_preprocessing, seg_preprocessing
-from ichct.pipeline.models.network_factory import is_ensemble, mirror_kwargs, network_kwargs
+from ichct.pipeline.models.network_factory import is_ensemble, mirror_kwargs, network_kwargs, network_name
 from ichct.pipeline.models.losses import RSNAWeightedBCE, cls_prepare_batch
 
 __all__ = ["CONFIG_NAMES", "LOGGING_CONF", "bundle_configs", "manifest_expression", "preprocessing_specs"]
@@ -94,14 +94,11 @@ def _compose(specs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _network_def(kind: str, cfg: Mapping[str, Any], for_training: bool) -> dict[str, Any]:
-    if kind == "seg":
-        target = "ichct.networks.SegmentationEnsemble" if is_ensemble(cfg) else "ichct.networks.ich_unet3d"
-    elif for_training:  # training needs the raw outputs (dict with the auxiliary segmentation)
-        target = "ichct.networks.ClassifierEnsemble" if is_ensemble(cfg) else "ichct.networks.SliceSequenceClassifier"
-    elif is_ensemble(cfg):
-        target = "ichct.pipeline.bundle.network.ChannelFirstClassifierEnsemble"
-    else:
-        target = "ichct.pipeline.bundle.network.ChannelFirstSliceClassifier"
+    if kind == "seg" or for_training:  # training needs the raw outputs (dict with the auxiliary segmentation)
+        target = network_name(kind, cfg)
+    else:  # the slice logits channel first, for MONAI's bundle tools
+        wrapper = "ChannelFirstClassifierEnsemble" if is_ensemble(cfg) else "ChannelFirstSliceClassifier"
+        target = f"ichct.pipeline.bundle.network.{wrapper}"
     return {"_target_": target, **copy.deepcopy(network_kwargs(kind, cfg))}
 
 

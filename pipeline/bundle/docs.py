@@ -18,7 +18,7 @@ from typing import Any
 from ichct.pipeline.bundle.steps import REFERENCES, postprocessing_steps, preprocessing_table, training_steps
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.models.config import config_windows, input_channels, saved_run_config
-from ichct.pipeline.models.network_factory import is_ensemble
+from ichct.pipeline.models.network_factory import is_ensemble, network_name
 from ichct.pipeline.synth.config import COMMITTED_COHORTS, DEFAULT_COHORT_NAME, LARGE_COHORT_NAME
 
 __all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license",
@@ -727,7 +727,7 @@ def _overview_fields(kind: str, cfg: Mapping[str, Any], metadata: Mapping[str, A
             "input_shape": shape,
             "output_channels": f"{out['num_channels']}",
             "output_channel_defs": ", ".join(f"{k}: {v}" for k, v in out["channel_def"].items()),
-            "network_class": _network_class(kind, cfg),
+            "network_class": network_name(kind, cfg),
             "network_config": f"{cfg['network']}"}
 
 
@@ -735,12 +735,6 @@ def _encoders(cfg: Mapping[str, Any]) -> str:
     """The members' slice encoders of a classifier ensemble, each named once (``small``, ``small and resnet10``)."""
     names = list(dict.fromkeys(str(m.get("encoder", "densenet121")) for m in cfg["network"]["members"]))
     return " and ".join(names)
-
-
-def _network_class(kind: str, cfg: Mapping[str, Any]) -> str:
-    if kind != "seg":
-        return "ichct.networks.ClassifierEnsemble" if is_ensemble(cfg) else "ichct.networks.SliceSequenceClassifier"
-    return "ichct.networks.SegmentationEnsemble" if is_ensemble(cfg) else "ichct.networks.ich_unet3d"
 
 
 def _data_paragraph(td: Mapping[str, Any]) -> str:

@@ -47,7 +47,8 @@ __all__ = ["assemble_ensemble", "check_members"]
 
 def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
     """Refuse members that cannot be averaged: fewer than two, of another kind than the first member,
-    ensembles themselves, other classes or input channels, or other preprocessing than the first member's.
+    ensembles themselves, other classes, or other preprocessing than the first member's (its windows and
+    skull-stripped channel fix the input channels).
 
     Raises
     ------
@@ -62,7 +63,6 @@ def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
     ichct.errors.InputError: an ensemble needs at least two members, got 1 (runs/seg)
     """
     from ichct.pipeline.bundle.configs import preprocessing_specs
-    from ichct.pipeline.models.config import input_channels
     from ichct.pipeline.models.network_factory import is_ensemble
 
     if len(models) < 2:
@@ -79,9 +79,6 @@ def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
         if kind == "seg" and int(model.config["num_classes"]) != int(first.config["num_classes"]):
             raise InputError(source, f"has {model.config['num_classes']} classes, {sources[0]} has "
                                      f"{first.config['num_classes']}")
-        if input_channels(kind, model.config) != input_channels(kind, first.config):
-            raise InputError(source, f"reads {input_channels(kind, model.config)} input channels, {sources[0]} "
-                                     f"{input_channels(kind, first.config)}")
         mine = preprocessing_specs(kind, model.config)
         if json.dumps(mine, sort_keys=True, default=str) != json.dumps(theirs, sort_keys=True, default=str):
             differ = next((f"step {i + 1} ({a.get('_target_')} vs {b.get('_target_')})" for i, (a, b)

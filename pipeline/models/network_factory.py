@@ -14,7 +14,13 @@ import torch
 
 from ichct.pipeline.models.config import input_channels
 
-__all__ = ["network_kwargs", "build_network", "mirror_kwargs", "is_ensemble"]
+__all__ = ["network_kwargs", "build_network", "network_name", "mirror_kwargs", "is_ensemble"]
+
+#: ``(kind, an ensemble?)`` -> the name in :mod:`ichct.networks` that builds the run's network.
+_NETWORKS: dict[tuple[str, bool], str] = {
+    ("seg", False): "ich_unet3d", ("seg", True): "SegmentationEnsemble",
+    ("cls", False): "SliceSequenceClassifier", ("cls", True): "ClassifierEnsemble",
+}
 
 
 def is_ensemble(cfg: Mapping[str, Any]) -> bool:
@@ -100,22 +106,24 @@ def build_network(kind: str, cfg: Mapping[str, Any]) -> torch.nn.Module:
     >>> type(build_network("cls", resolve_config("cls"))).__name__
     'SliceSequenceClassifier'
     """
-    kwargs = network_kwargs(kind, cfg)
-    if kind == "seg" and is_ensemble(cfg):
-        from ichct.networks import SegmentationEnsemble
+    import ichct.networks
 
-        return SegmentationEnsemble(**kwargs)
-    if is_ensemble(cfg):
-        from ichct.networks import ClassifierEnsemble
+    kwargs = network_kwargs(kind, cfg)  # ValueError for another kind
+    return getattr(ichct.networks, network_name(kind, cfg).rpartition(".")[2])(**kwargs)
 
-        return ClassifierEnsemble(**kwargs)
-    if kind == "seg":
-        from ichct.networks import ich_unet3d
 
-        return ich_unet3d(**kwargs)
-    from ichct.networks import SliceSequenceClassifier
+def network_name(kind: str, cfg: Mapping[str, Any]) -> str:
+    """The dotted name of what builds a run's network: what :func:`build_network` calls, a bundle's
+    training ``network_def`` names and its docs cite.
 
-    return SliceSequenceClassifier(**kwargs)
+    Examples
+    --------
+    >>> network_name("cls", {"network": {"members": [{}, {}]}}), network_name("seg", {"network": {}})
+    ('ichct.networks.ClassifierEnsemble', 'ichct.networks.ich_unet3d')
+    """
+    if kind not in ("seg", "cls"):
+        raise ValueError(f"kind must be 'seg' or 'cls', got {kind!r}")
+    return f"ichct.networks.{_NETWORKS[(kind, is_ensemble(cfg))]}"
 
 
 def mirror_kwargs(kind: str, cfg: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -134,16 +134,13 @@ def _store(model: Any, record: Mapping[str, Any]) -> str:
     if rule_path.is_file():
         documents[rule_path] = _with_peak_threshold(read_json(rule_path, "decision rule"), record)
     _write_all(model, record, documents)
-    if model.bundle_dir is not None and (model.bundle_dir / "docs" / "evaluation" / "metrics.json").is_file():
-        logger.warning("%s: docs/evaluation was measured without this filter; run `ichct evaluate --bundle %s "
-                       "... --out EVAL_DIR`, then `ichct bundle refresh %s --evaluation EVAL_DIR`",
-                       model.bundle_dir, model.bundle_dir, model.bundle_dir)
     return str(config_path)
 
 
 def _write_all(model: Any, record: Mapping[str, Any], documents: Mapping[Path, Any]) -> None:
     """Write ``postprocessing.json`` and ``documents`` beside the model's config, then regenerate a
-    bundle's configs; a failure puts every file back as it was."""
+    bundle's configs (and warn when its docs hold an evaluation measured before); a failure puts every
+    file back as it was."""
     paths = [model.run_dir / POSTPROCESSING_FILE, *documents]
     before = {p: p.read_bytes() if p.is_file() else None for p in paths}
     try:
@@ -162,6 +159,10 @@ def _write_all(model: Any, record: Mapping[str, Any], documents: Mapping[Path, A
                 with atomic_path(path) as tmp:
                     tmp.write_bytes(data)
         raise
+    if model.bundle_dir is not None and (model.bundle_dir / "docs" / "evaluation" / "metrics.json").is_file():
+        logger.warning("%s: docs/evaluation was measured before this post-processing; run `ichct evaluate --bundle "
+                       "%s ... --out EVAL_DIR`, then `ichct bundle refresh %s --evaluation EVAL_DIR`",
+                       model.bundle_dir, model.bundle_dir, model.bundle_dir)
 
 
 def _classifier_thresholds(model: Any, manifest: Path, split: str, fold: int | None, apply: bool) -> dict[str, Any]:
@@ -181,9 +182,6 @@ def _classifier_thresholds(model: Any, manifest: Path, split: str, fold: int | N
         rule_path = model.run_dir / "thresholds.json"
         _write_all(model, record, {rule_path: rule.to_dict()})
         record["written"] = str(rule_path)
-        if model.bundle_dir is not None and (model.bundle_dir / "docs" / "evaluation" / "metrics.json").is_file():
-            logger.warning("%s: docs/evaluation was measured with the thresholds before; evaluate the bundle again "
-                           "and `ichct bundle refresh %s --evaluation EVAL_DIR`", model.bundle_dir, model.bundle_dir)
     return record
 
 
