@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -78,6 +79,8 @@ def test_cli_assembles_a_run_that_postprocess_package_and_evaluate_take(setup, r
     assert [m["source"] for m in config["ensemble"]["members"]] == [str(setup["seg"].resolve()),
                                                                     str(setup["other"].resolve())]
     assert config["command"].startswith("ichct ensemble --member")
+    assert [m["weights_sha256"] for m in config["ensemble"]["members"]] == [
+        hashlib.sha256((run / "best.pt").read_bytes()).hexdigest() for run in (setup["seg"], setup["other"])]
     # the first member's seg_volume rule, no seg_peak threshold chosen for another model's probabilities
     rule = json.loads((ens / "thresholds.json").read_text())
     assert rule["name"] == "seg_volume" and "seg_peak" not in rule["meta"].get("other_rules", {})

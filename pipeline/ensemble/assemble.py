@@ -87,15 +87,17 @@ def check_members(models: Sequence[Any], sources: Sequence[str | Path]) -> None:
                                      "see the same tensors")
 
 
-def _member_entry(model: Any, source: str | Path) -> dict[str, Any]:
-    """Where a member came from, named as a fine-tuned run names its initial weights."""
-    from ichct.pipeline.train.init_weights import weights_file, weights_source
+def _member_weights(model: Any, source: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A member's state dict and where it came from, named as a fine-tuned run names its initial
+    weights; the sha256 is of the very bytes the state was read from (one read of the file)."""
+    from ichct.pipeline.train.init_weights import load_init_weights
 
     path = Path(source)
-    named = weights_source(path, weights_file(path)[0])
-    return {"source": str(path.resolve()), "describes": named["describes"], "kind": model.kind,
-            "weights_sha256": named["sha256"], "fold": model.run_config.get("fold"),
-            "manifest": _manifest_path(model), "network": copy.deepcopy(dict(model.config["network"]))}
+    weights = load_init_weights(path, model.kind)
+    entry = {"source": str(path.resolve()), "describes": weights.source["describes"], "kind": model.kind,
+             "weights_sha256": weights.source["sha256"], "fold": model.run_config.get("fold"),
+             "manifest": _manifest_path(model), "network": copy.deepcopy(dict(model.config["network"]))}
+    return dict(weights.state), entry
 
 
 def _manifest_path(model: Any) -> str | None:
@@ -176,10 +178,11 @@ def assemble_ensemble(members: Sequence[str | Path], out_dir: str | Path, *, for
         raise InputError(dest, "exists and is not an empty folder (pass --force to replace it)")
     models = [load_model_dir(m) for m in members]
     check_members(models, members)
-    entries = [_member_entry(m, s) for m, s in zip(models, members)]
+    read = [_member_weights(m, s) for m, s in zip(models, members)]
+    entries = [entry for _, entry in read]
     run_config = _run_config(models, entries, command)
     network = build_network(run_config["kind"], run_config["config"])
-    state = {f"members.{i}.{k}": v for i, m in enumerate(models) for k, v in m.network.state_dict().items()}
+    state = {f"members.{i}.{k}": v for i, (member_state, _) in enumerate(read) for k, v in member_state.items()}
     network.load_state_dict(state)  # the members' weights fit the ensemble's layers, or this raises
     tmp = temp_dir_beside(dest)
     try:
