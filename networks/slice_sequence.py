@@ -52,7 +52,7 @@ LABEL_NAMES: tuple[str, ...] = (
 SUBTYPES: tuple[str, ...] = LABEL_NAMES
 
 #: Names accepted by ``SliceSequenceClassifier(encoder=...)``.
-ENCODERS: tuple[str, ...] = ("densenet121", "efficientnet-b0", "resnet18", "resnet10", "small")
+ENCODERS: tuple[str, ...] = ("densenet121", "efficientnet-b0", "resnet18", "resnet10", "small", "small3d")
 
 #: Global pooling of the encoder map into a slice feature: ``"avg"``, ``"max"`` or both concatenated.
 POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax")
@@ -152,6 +152,40 @@ class _SmallTrunk(nn.Module):
         return self.stages(x)
 
 
+class _Small3DTrunk(nn.Module):
+    """The ``"small"`` CNN in 3D over a study's whole slice stack: a view across the slices.
+
+    Four stages of two 3x3x3 conv-BN-ReLU, stride 2 in plane and 1 along the slices, so every
+    slice keeps its own feature map while its receptive field reaches 8 slices each way. It takes
+    and returns the 2D trunks' layout, one study's slices as the batch: ``(S, C, H, W)`` ->
+    ``(S, out_channels, H / 16, W / 16)``; the slices are zero-padded at the study's ends.
+    """
+
+    volumetric = True
+
+    def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        cin = in_channels
+        for w in widths:
+            stages.append(nn.Sequential(_conv_bn_relu_3d(cin, w, stride=(2, 2, 1)), _conv_bn_relu_3d(w, w)))
+            cin = w
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = int(cin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        volume = x.permute(1, 2, 3, 0)[None].contiguous()  # (1, C, H, W, S)
+        return self.stages(volume)[0].permute(3, 0, 1, 2)
+
+
+def _conv_bn_relu_3d(cin: int, cout: int, stride: tuple[int, int, int] = (1, 1, 1)) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
 def _make_encoder(name: str, in_channels: int) -> nn.Module:
     if name == "densenet121":
         return _DenseNetTrunk(in_channels)
@@ -163,6 +197,8 @@ def _make_encoder(name: str, in_channels: int) -> nn.Module:
         return _ResNetTrunk(in_channels, 10)
     if name == "small":
         return _SmallTrunk(in_channels)
+    if name == "small3d":
+        return _Small3DTrunk(in_channels)
     raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
 
 
@@ -379,8 +415,9 @@ class SliceSequenceClassifier(nn.Module):
     encoder
         2D slice encoder: ``"densenet121"`` (MONAI DenseNet121), ``"efficientnet-b0"`` (MONAI
         EfficientNetBN, ``pretrained=False``), ``"resnet18"`` / ``"resnet10"`` (MONAI ResNet with
-        a stride-2 stem) or ``"small"`` (a ~0.3 M-parameter CNN for CPU demos). All randomly
-        initialised; nothing is downloaded.
+        a stride-2 stem), ``"small"`` (a ~0.3 M-parameter CNN for CPU demos) or ``"small3d"``
+        (the same CNN in 3D over each study's whole slice stack, stride 1 along the slices, so a
+        slice's feature sees 8 slices each way). All randomly initialised; nothing is downloaded.
     feature_dim
         Size of the per-slice feature (globally pooled encoder map, linear projection, ReLU).
     rnn
@@ -505,7 +542,8 @@ class SliceSequenceClassifier(nn.Module):
         self.seg_head = (_AuxSegHead(self.encoder.out_channels, enc_in, num_seg_classes, stride=self.aux_seg_stride,
                                      fusion=aux_seg_fusion)
                          if aux_seg else None)
-        self.to(memory_format=torch.channels_last)  # 4D conv weights; the rest is unaffected
+        for conv in (m for m in self.modules() if isinstance(m, nn.Conv2d)):
+            conv.to(memory_format=torch.channels_last)  # 2D conv weights; the rest is unaffected
 
     # ---------------------------------------------------------------------------------------
     def _lengths(
@@ -548,6 +586,12 @@ class SliceSequenceClassifier(nn.Module):
         rows = torch.arange(b, device=seq.device)[:, None]
         return torch.cat([seq[rows, prev], seq, seq[rows, nxt]], dim=2)
 
+    def _encode(self, valid: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encoder maps of the valid slices; a volumetric encoder sees each study's stack on its own."""
+        if not getattr(self.encoder, "volumetric", False) or len(lengths) == 1:
+            return self.encoder(valid)  # one study (inference): a traced graph not tied to its slice count
+        return torch.cat([self.encoder(study) for study in valid.split(lengths.tolist())])
+
     def forward(
         self,
         x: torch.Tensor,
@@ -586,7 +630,7 @@ class SliceSequenceClassifier(nn.Module):
         # (n_valid, C', H, W): padding slices are never encoded. Channels-last is the layout the
         # CPU (oneDNN) and GPU convolution kernels run fastest on (~25 % per step on CPU here).
         valid = seq[mask].contiguous(memory_format=torch.channels_last)
-        fmap = self.encoder(valid)
+        fmap = self._encode(valid, lens)
         feats_valid = self.project(fmap)
         seg_valid = self.seg_head(fmap, valid) if self.seg_head is not None else None  # (n_valid, K, H, W)
         if self.seg_to_head:

@@ -44,6 +44,8 @@ def test_output_shape_per_encoder(encoder: str) -> None:
         ("resnet18", "lstm", False),
         ("efficientnet-b0", "gru", False),
         ("densenet121", "lstm", True),
+        ("small3d", "gru", True),
+        ("small3d", "lstm", False),
     ],
 )
 def test_padded_batch_gives_same_logits_as_single_study(encoder: str, rnn: str, neighbours: bool) -> None:
@@ -66,6 +68,21 @@ def test_padded_batch_gives_same_logits_as_single_study(encoder: str, rnn: str, 
         torch.testing.assert_close(padded[i, :n], alone[i], atol=2e-5, rtol=1e-4)
         assert torch.all(padded[i, n:] == 0)
     torch.testing.assert_close(noisy, padded, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("encoder, reach", [("small", 0), ("small3d", 8)])
+def test_a_volumetric_encoder_sees_neighbouring_slices_within_its_reach(encoder: str, reach: int) -> None:
+    """A slice's encoder map changes with slices up to ``reach`` away, and not with farther ones."""
+    torch.manual_seed(0)
+    model = SliceSequenceClassifier(encoder=encoder, in_channels=3).eval()
+    stack = torch.randn(20, 3, 32, 32)  # (S, C, H, W): one study's slices, the encoders' layout
+    with torch.no_grad():
+        base = model.encoder(stack)
+        for distance in sorted({1, max(reach, 1), reach + 1}):
+            changed = stack.clone()
+            changed[10 + distance] += 1.0
+            moved = (model.encoder(changed)[10] - base[10]).abs().max().item()
+            assert (moved > 1e-6) == (distance <= reach), (distance, moved)
 
 
 def test_without_masking_padding_would_leak() -> None:
