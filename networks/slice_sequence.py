@@ -127,10 +127,11 @@ class _ResNetTrunk(nn.Module):
         return self.layers(self.stem(x))
 
 
-def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def _conv_bn_relu(cin: int, cout: int, stride: int | tuple[int, ...] = 1, dims: int = 2) -> nn.Sequential:
+    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        conv(cin, cout, 3, stride=stride, padding=1, bias=False),
+        norm(cout),
         nn.ReLU(inplace=True),
     )
 
@@ -138,12 +139,17 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class _SmallTrunk(nn.Module):
     """Tiny CNN for CPU demos: four stride-2 stages of two 3x3 conv-BN-ReLU (total stride 16)."""
 
+    #: 2: 2D convolutions; 3: 3D ones, stride 2 in plane and 1 along the last axis (the slices)
+    dims = 2
+
     def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
         super().__init__()
+        stride = 2 if self.dims == 2 else (2, 2, 1)
         stages: list[nn.Module] = []
         cin = in_channels
         for w in widths:
-            stages.append(nn.Sequential(_conv_bn_relu(cin, w, stride=2), _conv_bn_relu(w, w)))
+            stages.append(nn.Sequential(_conv_bn_relu(cin, w, stride=stride, dims=self.dims),
+                                        _conv_bn_relu(w, w, dims=self.dims)))
             cin = w
         self.stages = nn.Sequential(*stages)
         self.out_channels = int(cin)
@@ -152,7 +158,7 @@ class _SmallTrunk(nn.Module):
         return self.stages(x)
 
 
-class _Small3DTrunk(nn.Module):
+class _Small3DTrunk(_SmallTrunk):
     """The ``"small"`` CNN in 3D over a study's whole slice stack: a view across the slices.
 
     Four stages of two 3x3x3 conv-BN-ReLU, stride 2 in plane and 1 along the slices, so every
@@ -161,29 +167,12 @@ class _Small3DTrunk(nn.Module):
     ``(S, out_channels, H / 16, W / 16)``; the slices are zero-padded at the study's ends.
     """
 
+    dims = 3
     volumetric = True
-
-    def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
-        super().__init__()
-        stages: list[nn.Module] = []
-        cin = in_channels
-        for w in widths:
-            stages.append(nn.Sequential(_conv_bn_relu_3d(cin, w, stride=(2, 2, 1)), _conv_bn_relu_3d(w, w)))
-            cin = w
-        self.stages = nn.Sequential(*stages)
-        self.out_channels = int(cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         volume = x.permute(1, 2, 3, 0)[None].contiguous()  # (1, C, H, W, S)
         return self.stages(volume)[0].permute(3, 0, 1, 2)
-
-
-def _conv_bn_relu_3d(cin: int, cout: int, stride: tuple[int, int, int] = (1, 1, 1)) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm3d(cout),
-        nn.ReLU(inplace=True),
-    )
 
 
 def _make_encoder(name: str, in_channels: int) -> nn.Module:
