@@ -21,6 +21,7 @@ is what the test suite runs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ from ichct.pipeline.core.atomic import atomic_path
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.ingest import convert_series, folder_info
 from ichct.pipeline.manifests import HashCache, build_manifest, check_manifests
+from ichct.pipeline.models.config import DEFAULTS
 from ichct.pipeline.synth.cohort import default_workers, generate_cohort
 from ichct.pipeline.synth.config import SynthConfig, default_cohort
 
@@ -50,6 +52,14 @@ QUICK_SEG_CONFIG: dict[str, Any] = {
     "spacing_mm": [4.0, 4.0, 4.0], "patch": [32, 32, 8], "samples_per_volume": 2, "batch_size": 2,
     "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0}, "sw_batch_size": 4,
 }
+#: The full demo trains both models without the domain randomisation (every effect's probability 0),
+#: which the committed bundles and ``ichct train`` use by default. It is there for scanners the training
+#: data never showed, and the demo scores its models on the default cohort's own test split; in the
+#: demo's minutes it costs about a fifth of the segmenter's epochs and about 0.04 of its Dice (three
+#: full demos without it: Dice 0.727-0.735, classifier AUC(any) 0.929-0.964; with it: 0.677-0.698 and
+#: 0.911-0.982; docs/benchmarks.md#demo).
+DEMO_TRAIN_CONFIG: dict[str, Any] = {"domain": {effect: {"prob": 0.0} for effect in DEFAULTS["seg"]["domain"]}}
+
 QUICK_CLS_CONFIG: dict[str, Any] = {
     "in_plane": [32, 32], "batch_size": 2,
     "network": {"feature_dim": 16, "rnn_hidden": 8},
@@ -67,10 +77,11 @@ class DemoSettings:
     (:func:`~ichct.pipeline.train.side_by_side.train_side_by_side`: more epochs in the same
     minutes than one model after the other). Otherwise (a GPU, one thread, ``side_by_side=False``)
     the models train one after the other with the budgets scaled to the same total time.
-    ``epochs`` is the epoch cap; ``seg_config`` / ``cls_config`` training-config overrides;
-    ``n_boot`` bootstrap resamples. ``inference`` holds the bundles' inference settings (those
-    of the committed bundles: test-time mirroring and brain-referenced HU), which their evaluation
-    and predict use.
+    ``epochs`` is the epoch cap; ``seg_config`` / ``cls_config`` training-config overrides
+    (:data:`DEMO_TRAIN_CONFIG` by default: no domain randomisation); ``seed`` seeds both models'
+    training; ``n_boot`` bootstrap resamples. ``inference`` holds the bundles' inference settings
+    (those of the committed bundles: test-time mirroring and brain-referenced HU), which their
+    evaluation and predict use.
     """
 
     cohort: SynthConfig = field(default_factory=default_cohort)
@@ -81,8 +92,9 @@ class DemoSettings:
     cls_minutes: float | None = 7.5
     side_by_side: bool = True
     epochs: int | None = None
-    seg_config: dict[str, Any] = field(default_factory=dict)
-    cls_config: dict[str, Any] = field(default_factory=dict)
+    seg_config: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEMO_TRAIN_CONFIG))
+    cls_config: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEMO_TRAIN_CONFIG))
+    seed: int = 0
     n_boot: int = 2000
     inference: dict[str, Any] = field(default_factory=lambda: dict(COMMITTED_INFERENCE))
     convert_all: bool = False  # full demo: ingest-check the test studies only (the rest is trained on)
@@ -160,7 +172,8 @@ def train_models(manifest_path: Path, runs: dict[str, Path], settings: DemoSetti
         minutes = {kind: m * scale for kind, m in minutes.items()}
     configs = {"seg": settings.seg_config, "cls": settings.cls_config}
     jobs = {kind: {"kind": kind, "manifest": manifest_path, "fold": 0, "out_dir": run_dir, "epochs": settings.epochs,
-                   "config": configs[kind], "device": device, "max_minutes": minutes[kind]}
+                   "config": configs[kind], "device": device, "max_minutes": minutes[kind],
+                   "seed": settings.seed}
             for kind, run_dir in runs.items()}
     with training_display(enabled=progress) as display:
         if side_by_side:

@@ -17,11 +17,11 @@ from ichct.pipeline.cli import main
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """`ichct demo --quick` run once: (output folder, what it printed, its log and progress on stderr)."""
+    """`ichct demo --quick --seed 1` run once: (output folder, what it printed, its log and progress on stderr)."""
     out = tmp_path_factory.mktemp("demo") / "demo"
     buf, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
-        assert main(["demo", "--quick", "--out", str(out), "--workers", "1"]) == 0
+        assert main(["demo", "--quick", "--out", str(out), "--workers", "1", "--seed", "1"]) == 0
     return out, buf.getvalue(), err.getvalue()
 
 
@@ -77,6 +77,7 @@ def test_demo_quick_trains_evaluates_packages_and_predicts(demo):
         run = out / "runs" / kind
         assert (run / "best.pt").is_file() and (run / "thresholds.json").is_file()
         assert test_keys.isdisjoint(json.loads((run / "train_patients.json").read_text())["patient_keys"])
+        assert json.loads((run / "config.json").read_text())["seed"] == 1  # --seed reaches both models' training
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_studies"] == len(manifest["test"])
     assert set(metrics["model"]["runs"]) == {"seg", "cls"}
@@ -98,6 +99,21 @@ def test_demo_quick_trains_evaluates_packages_and_predicts(demo):
         assert (predict_dirs[0] / name).is_file()
     assert any(p.suffix == ".png" for p in (predict_dirs[0] / "overlays").iterdir())
     assert "held-out evaluation" in printed and "roc_auc" in printed
+
+
+def test_full_demo_trains_without_domain_randomisation_and_quick_keeps_it():
+    """The full demo's two models train with every domain-randomisation effect off (its minutes go to
+    epochs, its goals are on the default cohort's own test split); --quick runs the default chain."""
+    from ichct.pipeline.demo import DemoSettings
+    from ichct.pipeline.models.config import DEFAULTS, resolve_config
+
+    full, quick = DemoSettings(), DemoSettings.quick()
+    assert full.seed == 0 and full.seg_config is not full.cls_config
+    for kind, overrides in (("seg", full.seg_config), ("cls", full.cls_config)):
+        domain = resolve_config(kind, overrides)["domain"]
+        assert set(domain) == set(DEFAULTS[kind]["domain"]) and all(e["prob"] == 0.0 for e in domain.values())
+    quick_domain = resolve_config("seg", quick.seg_config)["domain"]
+    assert quick_domain == DEFAULTS["seg"]["domain"] and any(e["prob"] > 0 for e in quick_domain.values())
 
 
 # ---- an existing --out: refused before any work, or replaced with --overwrite when it holds a demo --------

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous demo in --out (a folder holding anything else is never replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (what the test suite runs)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of both models' training (default 0); the cohort and its split stay the committed ones")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the models train and run (default: cpu; on cuda the two models train one after the "
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ichct.pipeline.demo import DemoSettings, format_summary, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
+    settings.seed = args.seed
     summary = run_demo(args.out, settings, workers=args.workers, device=args.device, overwrite=args.overwrite,
                        progress=not args.quiet and args.verbose == 0)
     sys.stdout.write(format_summary(summary) + "\n")
