@@ -135,6 +135,14 @@ def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, run_cli):
         assert _tree(out) == before
 
 
+@pytest.mark.parametrize("bad_seed", ["-1", "4294967296", "one"])
+def test_demo_refuses_a_bad_seed_before_any_work(tmp_path, run_cli, bad_seed):
+    out = tmp_path / "new"
+    res = run_cli("demo", "--quick", "--out", out, "--seed", bad_seed)
+    assert res.code == 2 and "--seed" in res.err, res.err
+    assert not out.exists()
+
+
 def test_demo_rerun_is_refused_before_any_work(demo, run_cli):
     """A finished demo is not regenerated and then refused at training: it is refused at once,
     pointing at --overwrite (it used to say "pass --resume", which demo does not take)."""

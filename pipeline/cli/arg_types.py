@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["fraction", "non_negative_int", "positive_int"]
+__all__ = ["fraction", "non_negative_int", "positive_int", "seed"]
 
 
 def _integer(text: str) -> int:
@@ -33,6 +33,20 @@ def non_negative_int(text: str) -> int:
     value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: an integer in 0..2**32-1 (what NumPy and MONAI's ``set_determinism`` take).
+
+    Example
+    -------
+    >>> seed("7")
+    7
+    """
+    value = _integer(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in 0..2**32-1, got {value}")
     return value
 
 

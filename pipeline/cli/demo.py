@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ichct.pipeline.cli.arg_types import seed
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("demo", parents=[common], help="run the pipeline end to end on the embedded synthetic data",
@@ -20,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous demo in --out (a folder holding anything else is never replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (what the test suite runs)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of both models' training (default 0); the cohort and its split stay the committed ones")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
