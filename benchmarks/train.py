@@ -59,7 +59,7 @@ def seg_test(run: Path, device: str) -> dict[str, float]:
     from ichct.pipeline.manifests import load_manifest
     from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
     from ichct.pipeline.models.network_factory import build_network
-    from ichct.pipeline.train.engine import load_checkpoint
+    from ichct.pipeline.core.weights import load_checkpoint
     from ichct.pipeline.models.data import seg_items, seg_transforms
 
     cfg = json.loads((run / "config.json").read_text())["config"]
@@ -95,7 +95,7 @@ def cls_test(run: Path, device: str) -> dict[str, float]:
     from ichct.pipeline.manifests import load_manifest
     from ichct.pipeline.evaluate.metrics_ct import roc_auc_known_labels
     from ichct.pipeline.models.network_factory import build_network
-    from ichct.pipeline.train.engine import load_checkpoint
+    from ichct.pipeline.core.weights import load_checkpoint
     from ichct.pipeline.models.data import cls_items, cls_transforms
 
     cfg = json.loads((run / "config.json").read_text())["config"]

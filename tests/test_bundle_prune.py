@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ichct.pipeline.bundle.code import import_base
 from ichct.pipeline.bundle.configs import bundle_configs
 from ichct.pipeline.bundle.prune import definition_closure, pruned_source
 from ichct.pipeline.bundle.vendor import bundle_code, export_size, vendored_source
@@ -60,6 +61,29 @@ def test_pruned_modules_define_every_global_name_they_use(name):
         if missing:
             undefined[module] = sorted(missing)
     assert not undefined, undefined
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pruned_ichct_imports_name_only_what_the_pruned_modules_keep(name):
+    """``from ichct.x import a, b`` with only ``a`` used is cut to ``a``: ``b`` may be pruned from ``ichct.x``
+    (an import kept whole once named a definition the export had left out, and the bundle failed to load)."""
+    kept = _kept(name)
+    sources = {m: pruned_source(m, kept) for m in kept.modules}
+    unresolved = []
+    for module, text in sorted(sources.items()):
+        for node in ast.parse(text).body:
+            if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+                continue
+            base = import_base(module, node)
+            if base.split(".")[0] != "ichct":
+                continue
+            for alias in node.names:
+                target = sources.get(base, "")
+                found = (f"{base}.{alias.name}" in sources or alias.name in _module_names(ast.parse(target))
+                         or f'"{alias.name}":' in target)  # a lazy package's export table
+                if not found:
+                    unresolved.append(f"{module}: from {base} import {alias.name}")
+    assert not unresolved, unresolved
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -22,7 +22,8 @@ import torch
 
 from ichct.pipeline.models.config import DEFAULTS
 from ichct.pipeline.train.distributed import World, world_from_env
-from ichct.pipeline.train.engine import load_checkpoint, read_metrics, train
+from ichct.pipeline.core.weights import load_checkpoint
+from ichct.pipeline.train.engine import read_metrics, train
 
 #: The whole resampled volume (at most 33 x 33 x 16 voxels) padded to the patch: the crop is fixed.
 DETERMINISTIC_SEG = {"spacing_mm": [8.0, 8.0, 8.0], "crop": None, "patch": [40, 40, 16], "samples_per_volume": 1,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ichct.errors import InputError
-from ichct.pipeline.train.engine import load_checkpoint, train
+from ichct.pipeline.core.weights import load_checkpoint
+from ichct.pipeline.train.engine import train
 from ichct.pipeline.train.record import check_split
 
 from test_train_pipeline import CLS_CFG, FOLD, SEG_CFG, cohort, runs, set_test_env  # noqa: F401 (fixtures)

@@ -15,7 +15,8 @@ from ichct.pipeline.decision import DecisionRule
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.labels import LABEL_NAMES
 from ichct.pipeline.models.network_factory import build_network
-from ichct.pipeline.train.engine import load_checkpoint, read_metrics, train
+from ichct.pipeline.core.weights import load_checkpoint
+from ichct.pipeline.train.engine import read_metrics, train
 
 SEG_CFG = {"spacing_mm": [3.0, 3.0, 5.0], "patch": [32, 32, 16], "samples_per_volume": 2, "batch_size": 1,
            "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}}

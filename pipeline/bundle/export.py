@@ -100,11 +100,10 @@ def _replace_weights(tmp: Path, weights: Path, run_config: dict[str, Any]) -> di
         files of different runs.
     """
     from ichct.pipeline.bundle.package import TRAINING_CURVES, training_summary
-    from ichct.pipeline.core.weights import model_state_dict
+    from ichct.pipeline.core.weights import load_checkpoint, model_state_dict
     from ichct.pipeline.bundle.docs import describe_training_data, training_data_summary
     from ichct.pipeline.models.inference import read_run_config
     from ichct.pipeline.models.network_factory import build_network
-    from ichct.pipeline.train.engine import load_checkpoint
 
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing")

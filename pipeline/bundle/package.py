@@ -39,8 +39,7 @@ from ichct.pipeline.models.config import DATA_ACCESS_KEYS
 from ichct.pipeline.models.inference import LoadedModel, network_and_rule, read_run_config
 from ichct.pipeline.postprocess.run import POSTPROCESSING_FILE
 from ichct.pipeline.core.files import sha256_file
-from ichct.pipeline.core.weights import model_state_dict
-from ichct.pipeline.train.engine import load_checkpoint
+from ichct.pipeline.core.weights import load_checkpoint, model_state_dict
 
 logger = logging.getLogger("ichct.bundle")
 

@@ -237,13 +237,17 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
 
 
-def _statement_text(info: _Module, index: int, used: set[str]) -> str:
-    """One kept statement's source, its import list or name table cut to the names used."""
+def _statement_text(info: _Module, index: int, used: set[str], referenced: set[str]) -> str:
+    """One kept statement's source, its import list or name table cut to the names used.
+
+    An ``ichct`` import keeps only the names kept code refers to: its other names may be pruned
+    from the module it imports from."""
     node = info.body[index]
     lines = "".join(info.lines[_first_line(node) - 1:node.end_lineno])
     names = _bound_names(node)
     if isinstance(node, (ast.Import, ast.ImportFrom)) and not _is_future(node):
-        kept = [a for a in node.names if (a.asname or a.name).split(".")[0] in used]
+        wanted = referenced if any(True for _ in _import_bindings(info.name, node)) else used
+        kept = [a for a in node.names if (a.asname or a.name).split(".")[0] in wanted]
         if len(kept) < len(node.names):
             node = type(node)(**{**node.__dict__, "names": kept})  # type: ignore[arg-type]
             return ast.unparse(node) + "\n"
@@ -273,7 +277,7 @@ def pruned_source(module: str, kept: KeptCode) -> str:
         start = _first_line(node)
         above = "".join(info.lines[previous_end:start - 1])  # comments and blank lines above it
         if i in indexes:
-            out += [gap, above, _statement_text(info, i, used)]
+            out += [gap, above, _statement_text(info, i, used, kept.names.get(module, set()))]
             gap = ""
         else:
             gap += "\n" * (above.count("\n") - len(above.strip().splitlines()))  # its blank lines stay

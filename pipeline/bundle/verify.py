@@ -181,8 +181,7 @@ def _check_configs(root: Path, files: Sequence[str]) -> str:
 
 def _check_weights(root: Path) -> str:
     from ichct.pipeline.bundle.package import WEIGHTS
-    from ichct.pipeline.core.weights import model_state_dict
-    from ichct.pipeline.train.engine import load_checkpoint
+    from ichct.pipeline.core.weights import load_checkpoint, model_state_dict
 
     path = root / WEIGHTS
     state = model_state_dict(load_checkpoint(path), path)

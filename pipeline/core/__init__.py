@@ -7,6 +7,7 @@ Modules:
 * ``logging_setup`` - logging of the CLI commands (verbosity, known library warnings);
 * ``labels`` - the hemorrhage label names (``LABEL_NAMES``: "any" + 5 subtypes; ``SUBTYPES``);
 * ``files`` - small file helpers (``sha256_file``);
+* ``weights`` - model weights: checkpoints read (``weights_only``) and written atomically, state dicts unwrapped;
 * ``exports`` - the lazy ``__getattr__`` behind every stage package's exports;
 * ``cluster`` - the Dask cluster cohort work runs on (a LocalCluster or a user's scheduler);
 * ``study_tasks`` - one Dask task per study, results written atomically with completion records.

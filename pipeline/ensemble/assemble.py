@@ -171,7 +171,7 @@ def assemble_ensemble(members: Sequence[str | Path], out_dir: str | Path, *, for
     """
     from ichct.pipeline.bundle.package import load_model_dir
     from ichct.pipeline.models.network_factory import build_network
-    from ichct.pipeline.train.engine import save_checkpoint_atomic
+    from ichct.pipeline.core.weights import save_checkpoint_atomic
 
     dest = Path(out_dir)
     if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):

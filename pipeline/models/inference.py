@@ -190,8 +190,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "best")
     Raises ``FileNotFoundError`` for a missing file and :class:`~ichct.errors.InputError` (a
     ``ValueError``) for a config or checkpoint that cannot be read or does not fit.
     """
-    from ichct.pipeline.core.weights import model_state_dict
-    from ichct.pipeline.train.engine import load_checkpoint
+    from ichct.pipeline.core.weights import load_checkpoint, model_state_dict
 
     run = Path(run_dir)
     if not run.is_dir():

@@ -2,7 +2,9 @@
 
 Modules:
 
-* ``engine`` - the training loop, checkpoints, losses (``RSNAWeightedBCE``) and ``train``;
+* ``engine`` - the training loop, its run folder and ``train`` (checkpoint files:
+  ``ichct.pipeline.core.weights``; losses: ``ichct.pipeline.models.losses``);
+* ``rng`` - every RNG state of a run, saved in its checkpoints and restored on resume;
 * ``validation`` - CT-level validation: scores, AUCs and the thresholds chosen on them;
 * ``side_by_side`` - several training runs at once, each with a share of the CPU threads;
 * ``record`` - which studies a model saw in training, and the split check of evaluation;
@@ -26,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     "train": "engine",
     "RSNAWeightedBCE": "engine",  # defined in ichct.pipeline.models.losses
     "cls_prepare_batch": "engine",
-    "load_checkpoint": "engine",
+    "load_checkpoint": "engine",  # defined in ichct.pipeline.core.weights
     "KEY_METRIC": "engine",
     "read_metrics": "engine",
     "ValidationCollector": "validation",

@@ -31,10 +31,8 @@ import contextlib
 import csv
 import dataclasses
 import functools
-import io
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,11 +42,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ichct.errors import USER_PATH_ERRORS, InputError, read_json
+from ichct.errors import InputError, read_json
 from ichct.pipeline.core.atomic import atomic_path, write_json_atomic
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.core.logging_setup import DETAIL_LOGGER
 from ichct.pipeline.core.files import sha256_file
+from ichct.pipeline.core.weights import load_checkpoint, save_checkpoint_atomic
 from ichct.pipeline.models.losses import RSNAWeightedBCE, cls_prepare_batch
 from ichct.pipeline.models.network_factory import build_network, mirror_kwargs
 from ichct.pipeline.models.config import resolve_config, resolve_saved_config
@@ -57,6 +56,7 @@ from ichct.pipeline.train.distributed import World, distributed_run
 from ichct.pipeline.train.init_weights import InitWeights, load_init_weights
 from ichct.pipeline.train.progress import ProgressHandler, TrainingProgress
 from ichct.pipeline.train.record import training_record
+from ichct.pipeline.train.rng import reseed, rng_state, set_rng_state
 from ichct.pipeline.train.tracking import MLFLOW_DIR, TENSORBOARD_DIR, check_tracking, track_run
 from ichct.pipeline.train.validation import ValidationCollector
 
@@ -76,108 +76,6 @@ KEY_METRIC = {"seg": "val_dice", "cls": "val_auc_any"}
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def save_checkpoint_atomic(obj: Mapping[str, Any], path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
-    buf = io.BytesIO()
-    torch.save(dict(obj), buf)
-    with atomic_path(path, suffix=".pt") as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            import os
-
-            os.fsync(f.fileno())
-
-
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by this module, or any ``torch.save`` file (``weights_only=True``).
-
-    A file that torch cannot read (truncated, not a checkpoint, objects other than tensors and
-    plain containers) raises :class:`~ichct.errors.InputError` naming it; a missing one
-    ``FileNotFoundError``.
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except USER_PATH_ERRORS:
-        raise
-    except Exception as exc:  # noqa: BLE001 - RuntimeError (not a zip), UnpicklingError, EOFError, ...
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InputError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}"
-                               f"{': ' + detail if detail else ''})") from exc
-
-
-def _randomizables(transform: Any) -> list[Any]:
-    """Randomizable objects of a Compose in a fixed order (top level and their direct members)."""
-    from monai.transforms import Compose, Randomizable
-
-    out: list[Any] = []
-    seen: set[int] = set()
-
-    def visit(t: Any, depth: int) -> None:
-        if id(t) in seen or depth > 3:
-            return
-        seen.add(id(t))
-        if isinstance(t, Compose):
-            for sub in t.transforms:
-                visit(sub, depth + 1)
-            return
-        if isinstance(t, Randomizable):
-            out.append(t)
-        for value in vars(t).values() if hasattr(t, "__dict__") else ():
-            if isinstance(value, Randomizable):
-                visit(value, depth + 1)
-
-    visit(transform, 0)
-    return out
-
-
-def _np_state_to_list(st: tuple) -> list[Any]:
-    return [str(st[0]), torch.from_numpy(np.asarray(st[1], dtype=np.int64)), int(st[2]), int(st[3]), float(st[4])]
-
-
-def _np_state_from_list(st: list[Any]) -> tuple:
-    return (st[0], np.asarray(st[1].numpy(), dtype=np.uint32), int(st[2]), int(st[3]), float(st[4]))
-
-
-def rng_state(transform: Any = None) -> dict[str, Any]:
-    """Every RNG state as tensors / ints / floats / lists (``weights_only``-loadable)."""
-    py = random.getstate()
-    out: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": _np_state_to_list(np.random.get_state()),
-        "python": [int(py[0]), [int(v) for v in py[1]], py[2]],
-        "transforms": [_np_state_to_list(t.R.get_state()) for t in _randomizables(transform)] if transform else [],
-    }
-    if torch.cuda.is_available():
-        out["cuda"] = list(torch.cuda.get_rng_state_all())
-    return out
-
-
-def set_rng_state(state: Mapping[str, Any], transform: Any = None) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(_np_state_from_list(state["numpy"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if transform is not None and state.get("transforms"):
-        objs = _randomizables(transform)
-        if len(objs) != len(state["transforms"]):
-            logger.warning("augmentation RNG states do not match the transforms; not restored")
-            return
-        for t, st in zip(objs, state["transforms"]):
-            t.R.set_state(_np_state_from_list(st))
-
-
-def _reseed(seed: int, transform: Any = None) -> None:
-    """Seed every RNG (MONAI's ``set_determinism``) and the augmentations of ``transform`` with ``seed``."""
-    from monai.utils import set_determinism
-
-    set_determinism(seed=seed)
-    if transform is not None:
-        transform.set_random_state(seed=seed)
 
 
 def _fmt(v: Any) -> str:
@@ -590,7 +488,7 @@ class _RunRecorder:
             self.rows = [dict(r) for r in read_metrics(self.metrics_path) if int(r["epoch"]) <= int(ckpt["epoch"])]
             set_rng_state(ckpt["rng"], self.transform)
         else:  # last.pt holds rank 0's RNG streams: the other ranks start new ones of their own
-            _reseed(self.world.rank_seed(self.spec.seed, int(ckpt["epoch"])), self.transform)
+            reseed(self.world.rank_seed(self.spec.seed, int(ckpt["epoch"])), self.transform)
         logger.info("resuming %s from epoch %d of %d", self.spec.out, ckpt["epoch"], self.spec.max_epochs)
         if ckpt.get("scaler") is not None:
             trainer.add_event_handler(Events.STARTED, lambda e: e.scaler.load_state_dict(ckpt["scaler"])
