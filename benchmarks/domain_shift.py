@@ -24,8 +24,10 @@ study or series UID of the cohort is among the bundles' training UIDs.
 Metrics (each with its 95 % patient-level bootstrap CI; studies = patients here):
 
 - *specificity* and *AUC(any)* at the threshold stored with each bundle (its validation fold),
-  for the classification bundle's rule and the segmentation bundle's ``seg_volume`` and
-  ``seg_peak`` rules (the peak probability's threshold as ``ichct postprocess`` stored it);
+  for the classification bundle's rule, the segmentation bundle's ``seg_volume`` and
+  ``seg_peak`` rules (the peak probability's threshold as ``ichct postprocess`` stored it) and the
+  ``fused`` rule on both bundles (the mean of ``consecutive`` and ``seg_peak``, at the mean of their
+  thresholds);
 - *false blood on negatives*: median and 95th percentile over negative studies of the predicted
   blood volume (``seg:any:vol_pred_ml``, mL), CI from 2000 resamples of the negatives (seed 0);
 - *Dice on studies with blood* (``dice_positive``);
@@ -196,8 +198,9 @@ def collect_metrics(metrics: dict[str, Any], negative_ml: np.ndarray) -> list[di
     for kind in ("cls", "seg"):
         if kind not in runs:
             continue
-        # the stored rule of each bundle, and the segmenter's peak probability beside its volume
-        names = [runs[kind]["rule"]["name"], *(["seg_peak"] if kind == "seg" else [])]
+        # the stored rule of each bundle, the segmenter's peak probability beside its volume, and
+        # after both bundles the rule on both (fused: the classifier's consecutive and seg_peak averaged)
+        names = [runs[kind]["rule"]["name"], *(["seg_peak", "fused"] if kind == "seg" else [])]
         for rule in (r for r in names if r in metrics["ct_level"]["any"]):
             ct = metrics["ct_level"]["any"][rule]
             rows.append({"metric": f"CT-level specificity ({rule})", "key": "specificity", "rule": rule,

@@ -33,7 +33,17 @@ Rule on a segmentation:
     ``any``: 1 - p(background)). Unlike the volume it does not tie every study without a kept
     component at 0 mL, so it ranks the studies the segmenter is unsure of.
 
-Thresholds of the slice rules and ``seg_peak`` lie in ``(0, 1]`` (0 would call every CT positive), those of
+Rule on both models at once:
+
+``fused``
+    Score = the mean of the classifier's ``consecutive`` score (with the rule's ``k``) and the
+    segmenter's ``seg_peak`` score, per label both score (``any`` only with a binary segmenter;
+    :func:`fused_scores`). The two models miss different studies (the classifier thin collections
+    against the bone, the segmenter faint small ones), so the mean ranks studies better than
+    either alone. Its threshold, unless chosen on data, is the mean of the two rules' thresholds
+    (:func:`fused_threshold`).
+
+Thresholds of the slice rules, ``seg_peak`` and ``fused`` lie in ``(0, 1]`` (0 would call every CT positive), those of
 ``seg_volume`` are > 0 mL; probabilities must lie in ``[0, 1]`` and NaN is rejected with a
 ``ValueError``. The :class:`DecisionRule` holds the rule name, its parameters and its
 threshold(s) (one for all subtypes or one per subtype) and round-trips through JSON so it can
@@ -72,6 +82,11 @@ __all__ = [
     "remove_small_components",
     "segmentation_volumes",
     "peak_probability_scores",
+    "PAIR_RULES",
+    "UNCALIBRATED_RULES",
+    "fused_scores",
+    "fused_threshold",
+    "models_needed",
     "ct_scores",
     "decide",
     "choose_threshold",
@@ -90,10 +105,15 @@ SUBTYPES: tuple[str, ...] = LABEL_NAMES
 SLICE_RULES: tuple[str, ...] = ("consecutive", "max", "topk_mean")
 #: Rules on a segmenter's output: its blood volume (label map) and its peak probability (probability map).
 SEG_RULES: tuple[str, ...] = ("seg_volume", "seg_peak")
-RULES: tuple[str, ...] = (*SLICE_RULES, *SEG_RULES)
+#: Rules on a classifier's slice probabilities and a segmenter's probabilities together.
+PAIR_RULES: tuple[str, ...] = ("fused",)
+RULES: tuple[str, ...] = (*SLICE_RULES, *SEG_RULES, *PAIR_RULES)
+#: Rules whose score is no probability of the study (a volume, a voxel's peak, the mean of a slice
+#: window and a voxel's peak): ``ichct evaluate`` gives them no calibration metrics.
+UNCALIBRATED_RULES: tuple[str, ...] = (*SEG_RULES, *PAIR_RULES)
 #: Rules that score a model's probability maps, which predictions as files (label maps, slice or
 #: study probabilities) do not carry.
-PROBABILITY_MAP_RULES: tuple[str, ...] = ("seg_peak",)
+PROBABILITY_MAP_RULES: tuple[str, ...] = ("seg_peak", "fused")
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,6 +472,53 @@ def peak_probability_scores(probabilities: Any, size: int = 3) -> dict[str, floa
 # --------------------------------------------------------------------------------------------
 
 
+def models_needed(rule_name: str) -> str:
+    """What a rule needs, in words: a classifier, a segmenter, or both.
+
+    Examples
+    --------
+    >>> models_needed("consecutive"), models_needed("fused")
+    ('a classification model', 'both a classification and a segmentation model')
+    """
+    if rule_name in PAIR_RULES:
+        return "both a classification and a segmentation model"
+    return "a segmentation model" if rule_name in SEG_RULES else "a classification model"
+
+
+def fused_scores(consecutive: Mapping[str, float], peak: Mapping[str, float]) -> dict[str, float]:
+    """The ``fused`` rule's scores: the mean of a classifier's ``consecutive`` and a segmenter's
+    ``seg_peak`` score, for each label both scored.
+
+    Examples
+    --------
+    >>> fused_scores({"any": 0.4, "subdural": 0.3}, {"any": 0.9})
+    {'any': 0.65}
+    """
+    return {label: 0.5 * (float(consecutive[label]) + float(peak[label])) for label in consecutive if label in peak}
+
+
+def fused_threshold(consecutive: DecisionRule, peak: DecisionRule, labels: Sequence[str] = LABEL_NAMES) -> DecisionRule:
+    """The ``fused`` rule whose threshold of each label is the mean of the two rules' thresholds
+    (a study on both models' thresholds lies on the fused one), with the ``consecutive`` rule's ``k``.
+
+    Examples
+    --------
+    >>> cons = DecisionRule("consecutive", threshold={"any": 0.7, "subdural": 0.5}, k=3)
+    >>> rule = fused_threshold(cons, DecisionRule("seg_peak", threshold=0.9), labels=("any", "subdural"))
+    >>> rule.name, rule.k, {s: round(t, 3) for s, t in rule.threshold.items()}
+    ('fused', 3, {'any': 0.8, 'subdural': 0.7})
+    """
+    if consecutive.name != "consecutive" or peak.name != "seg_peak":
+        raise ValueError(f"fused_threshold needs a consecutive and a seg_peak rule, got {consecutive.name} and "
+                         f"{peak.name}")
+    threshold = {s: 0.5 * (consecutive.threshold_for(s) + peak.threshold_for(s)) for s in labels}
+    return DecisionRule("fused", threshold=threshold, k=consecutive.k,
+                        meta={"chosen_on": "the mean of the classifier's consecutive and the segmenter's seg_peak "
+                                           "thresholds",
+                              "consecutive_chosen_on": consecutive.meta.get("chosen_on"),
+                              "seg_peak_chosen_on": peak.meta.get("chosen_on")})
+
+
 def _check_threshold(t: Any, rule: str) -> float:
     if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)):
         raise ValueError(f"threshold must be a number, got {t!r}")
@@ -474,10 +541,10 @@ class DecisionRule:
         One of :data:`RULES`.
     threshold
         One threshold for every subtype, or a mapping subtype -> threshold. Probability in
-        ``(0, 1]`` for the slice rules and ``seg_peak``, mL (> 0) for ``seg_volume``. A CT is positive for a
-        subtype when its score is ``>=`` the threshold.
+        ``(0, 1]`` for the slice rules, ``seg_peak`` and ``fused``, mL (> 0) for ``seg_volume``. A CT
+        is positive for a subtype when its score is ``>=`` the threshold.
     k
-        Adjacent slices (``consecutive``) or slices averaged (``topk_mean``).
+        Adjacent slices (``consecutive``, ``fused``) or slices averaged (``topk_mean``).
     min_component_ml
         ``seg_volume``: components smaller than this (mL) are ignored.
     num_seg_classes
@@ -595,7 +662,7 @@ def ct_scores(
     rule
         The decision rule.
     slice_probs
-        ``(N, len(subtypes))`` slice probabilities (slice rules).
+        ``(N, len(subtypes))`` slice probabilities (slice rules, ``fused``).
     segmentation
         Label or probability map (``seg_volume``), see :func:`segmentation_volumes`.
     voxel_volume_ml
@@ -603,7 +670,7 @@ def ct_scores(
     subtypes
         Column names of ``slice_probs``.
     probabilities
-        ``(C, X, Y, Z)`` class probabilities of a segmenter (``seg_peak``).
+        ``(C, X, Y, Z)`` class probabilities of a segmenter (``seg_peak``, ``fused``).
 
     Returns
     -------
@@ -614,6 +681,11 @@ def ct_scores(
         if probabilities is None:
             raise ValueError("the seg_peak rule needs probabilities=")
         return peak_probability_scores(probabilities)
+    if rule.name == "fused":
+        if probabilities is None or slice_probs is None:
+            raise ValueError("the fused rule needs slice_probs= and probabilities=")
+        return fused_scores(ct_scores(dataclasses.replace(rule, name="consecutive"), slice_probs=slice_probs,
+                                      subtypes=subtypes), peak_probability_scores(probabilities))
     if rule.name == "seg_volume":
         if segmentation is None or voxel_volume_ml is None:
             raise ValueError("the seg_volume rule needs segmentation= and voxel_volume_ml=")

@@ -425,7 +425,7 @@ def _headline_metrics(metrics_json: Path) -> list[dict[str, Any]]:
             rows.append({"metric": label, "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
 
     ct_any = (doc.get("ct_level") or {}).get("any") or {}
-    for rule in ("consecutive", "seg_volume"):
+    for rule in ("consecutive", "seg_volume", "fused"):
         r = ct_any.get(rule) or {}
         for name in ("roc_auc", "sensitivity", "specificity"):
             add(f"any / {rule} / {name}", r.get(name))

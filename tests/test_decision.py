@@ -401,7 +401,8 @@ def test_rule_from_dict_rejects_unknown_fields() -> None:
 
 def test_module_exports() -> None:
     assert set(d.__all__) <= set(dir(d))
-    assert d.RULES == ("consecutive", "max", "topk_mean", "seg_volume", "seg_peak")
+    assert d.RULES == ("consecutive", "max", "topk_mean", "seg_volume", "seg_peak", "fused")
+    assert set(d.PROBABILITY_MAP_RULES) == {"seg_peak", "fused"}
 
 
 def test_affine_voxel_volume_is_right_on_a_sheared_grid():
@@ -457,3 +458,47 @@ def test_seg_peak_scores_the_highest_neighbourhood_mean_per_label():
         d.peak_probability_scores(probs * 5.0)  # logits
     with pytest.raises(ValueError, match="C = 2"):
         d.peak_probability_scores(probs[:3])
+
+
+def test_fused_rule_averages_the_classifier_window_and_the_segmenter_peak():
+    """``fused``: per label both models score, the mean of the ``consecutive`` score (the rule's k) and
+    the ``seg_peak`` score; a binary segmenter leaves only ``any``; both inputs are required."""
+    slice_probs = np.zeros((10, len(d.LABEL_NAMES)))
+    slice_probs[2:5, 0] = [0.9, 0.8, 0.6]      # any: best 3-window minimum 0.6, best 2-window 0.8
+    slice_probs[2:5, 5] = 0.3                   # subdural
+    probs = np.zeros((2, 6, 6, 6), dtype=np.float32)
+    probs[0] = 1.0
+    probs[:, 1:4, 1:4, 1:4] = [[[[0.0]]], [[[1.0]]]]  # a 3 x 3 x 3 blob of blood: peak 1.0
+    rule = d.DecisionRule("fused", threshold=0.75, k=3)
+    assert d.ct_scores(rule, slice_probs=slice_probs, probabilities=probs) == {"any": pytest.approx(0.8)}
+    two = d.DecisionRule("fused", threshold=0.75, k=2)
+    assert d.ct_scores(two, slice_probs=slice_probs, probabilities=probs)["any"] == pytest.approx(0.9)
+    calls = d.decide(rule, slice_probs=slice_probs, probabilities=probs)
+    assert calls == {"any": {"score": pytest.approx(0.8), "threshold": 0.75, "positive": True}}
+    six = np.zeros((6, 6, 6, 6), dtype=np.float32)
+    six[0] = 1.0
+    six[:, 1:4, 1:4, 1:4] = 0.0
+    six[0, 1:4, 1:4, 1:4], six[5, 1:4, 1:4, 1:4] = 0.5, 0.5  # subdural blob at 0.5
+    scores = d.ct_scores(rule, slice_probs=slice_probs, probabilities=six)
+    assert set(scores) == set(d.LABEL_NAMES)
+    assert scores["subdural"] == pytest.approx(0.4) and scores["any"] == pytest.approx(0.55)
+    assert scores["epidural"] == 0.0
+    with pytest.raises(ValueError, match="needs slice_probs= and probabilities="):
+        d.ct_scores(rule, slice_probs=slice_probs)
+    with pytest.raises(ValueError, match="needs slice_probs= and probabilities="):
+        d.ct_scores(rule, probabilities=probs)
+
+
+def test_fused_threshold_is_the_mean_of_the_two_rules():
+    cons = d.DecisionRule("consecutive", threshold={s: 0.6 for s in d.LABEL_NAMES} | {"any": 0.7}, k=4,
+                          meta={"chosen_on": "validation fold 0"})
+    peak = d.DecisionRule("seg_peak", threshold=0.9, meta={"chosen_on": "tuning"})
+    rule = d.fused_threshold(cons, peak)
+    assert rule.name == "fused" and rule.k == 4
+    assert rule.threshold_for("any") == pytest.approx(0.8) and rule.threshold_for("subdural") == pytest.approx(0.75)
+    assert rule.meta["consecutive_chosen_on"] == "validation fold 0" and rule.meta["seg_peak_chosen_on"] == "tuning"
+    assert d.DecisionRule.from_json(rule.to_json()) == rule
+    with pytest.raises(ValueError, match="a consecutive and a seg_peak rule"):
+        d.fused_threshold(d.DecisionRule("max", threshold=0.5), peak)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        d.DecisionRule("fused", threshold=0.0)

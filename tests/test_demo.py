@@ -81,6 +81,9 @@ def test_demo_quick_trains_evaluates_packages_and_predicts(demo):
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_studies"] == len(manifest["test"])
     assert set(metrics["model"]["runs"]) == {"seg", "cls"}
+    # both models' fused rule is scored beside each model's own, and printed with them
+    assert {"consecutive", "seg_volume", "seg_peak", "fused"} <= set(metrics["ct_level"]["any"])
+    assert "any / fused / roc_auc" in printed
     for name in ("ich_ct_segmentation", "ich_ct_classification"):
         bundle = out / "bundles" / name
         assert all(r.ok for r in verify_bundle(bundle)), name

@@ -150,7 +150,8 @@ def _fake_metrics(specificity: float, auc: float, dice: float) -> dict:
     any_rule = {"specificity": ci(specificity), "roc_auc": ci(auc)}
     return {"model": {"runs": {"cls": {"rule": {"name": "consecutive"}}, "seg": {"rule": {"name": "seg_volume"}}}},
             "ct_level": {"any": {"consecutive": any_rule, "seg_volume": any_rule,
-                                 "seg_peak": {"specificity": ci(0.93), "roc_auc": ci(0.96)}}},
+                                 "seg_peak": {"specificity": ci(0.93), "roc_auc": ci(0.96)},
+                                 "fused": {"specificity": ci(0.99), "roc_auc": ci(0.97)}}},
             "segmentation": {"any": {"dice_positive": ci(dice), "lesion_sensitivity": ci(0.58), "fp_per_scan": ci(0.4)}}}
 
 
@@ -160,10 +161,10 @@ def test_benchmark_table_judges_each_goal_on_the_point_estimate():
     by_key = {}
     for row in rows:
         by_key.setdefault(row["key"], []).append(row)
-    # each bundle's stored rule, and the segmenter's peak probability beside its volume
-    assert [r["rule"] for r in by_key["auc_any"]] == ["consecutive", "seg_volume", "seg_peak"]
-    assert [r["goal"] for r in by_key["specificity"]] == ["PASS", "PASS", "FAIL"]
-    assert [r["goal"] for r in by_key["auc_any"]] == ["FAIL", "FAIL", "PASS"]
+    # each bundle's stored rule, the segmenter's peak probability beside its volume, the rule on both
+    assert [r["rule"] for r in by_key["auc_any"]] == ["consecutive", "seg_volume", "seg_peak", "fused"]
+    assert [r["goal"] for r in by_key["specificity"]] == ["PASS", "PASS", "FAIL", "PASS"]
+    assert [r["goal"] for r in by_key["auc_any"]] == ["FAIL", "FAIL", "PASS", "PASS"]
     assert by_key["dice_with_blood"][0]["goal"] == "PASS"
     p95 = by_key["false_blood_p95_ml"][0]
     assert p95["value"] == pytest.approx(np.percentile(negatives, 95)) and p95["goal"] == "FAIL"

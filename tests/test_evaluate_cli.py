@@ -36,11 +36,13 @@ def test_evaluate_test_split_writes_report(setup, run_cli, tmp_path):
     assert validate_metrics(doc) == doc
     assert doc["split"] == "test" and doc["n_boot"] == 50 and doc["seed"] == 1 and doc["allow_overlap"] is False
     assert doc["n_studies"] == 2 and doc["n_patients"] == 2
-    assert set(doc["ct_level"]["any"]) == {"consecutive", "max", "topk_mean", "seg_volume", "seg_peak"}
+    assert set(doc["ct_level"]["any"]) == {"consecutive", "max", "topk_mean", "seg_volume", "seg_peak", "fused"}
     assert set(doc["ct_level"]["subdural"]) == {"consecutive", "max", "topk_mean"}  # binary seg: any only
-    # the segmenter's peak probability is ranked and called, but it is no probability of the study: no calibration
-    peak = doc["ct_level"]["any"]["seg_peak"]
+    # the segmenter's peak probability is ranked and called, but it is no probability of the study: no
+    # calibration; nor is its mean with the classifier's window (fused)
+    peak, fused = doc["ct_level"]["any"]["seg_peak"], doc["ct_level"]["any"]["fused"]
     assert "roc_auc" in peak and "sensitivity" in peak and "brier" not in peak and "brier" in doc["ct_level"]["any"]["max"]
+    assert "roc_auc" in fused and "sensitivity" in fused and "brier" not in fused
     seg_rule = json.loads((setup["seg"] / "thresholds.json").read_text())
     assert peak["threshold"]["value"] == pytest.approx(seg_rule["meta"]["other_rules"]["seg_peak"]["any"])
     auc = doc["ct_level"]["any"]["consecutive"]["roc_auc"]
@@ -53,6 +55,11 @@ def test_evaluate_test_split_writes_report(setup, run_cli, tmp_path):
     with open(out / "per_case.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["patient_key"] for r in rows} == {e["patient_key"] for e in setup["doc"]["test"]}
+    for r in rows:  # fused: the mean of the two models' scores, at the mean of their thresholds
+        mean = (float(r["score:consecutive:any"]) + float(r["score:seg_peak:any"])) / 2
+        assert float(r["score:fused:any"]) == pytest.approx(mean, abs=1e-6)
+    assert fused["threshold"]["value"] == pytest.approx(
+        (doc["ct_level"]["any"]["consecutive"]["threshold"]["value"] + peak["threshold"]["value"]) / 2)
     for col in ("label:any", "score:consecutive:any", "score:seg_volume:any", "score:seg_peak:any", "seg:any:dice",
                 "seg:any:vol_true_ml",
                 "slice_ll_sum", "n_slices"):
@@ -101,6 +108,8 @@ def test_usage_errors(setup, run_cli, tmp_path):
                    "--manifest", m, "--out", out).code == 2
     # data errors: a rule whose model is missing, a folder that is not a run
     assert run_cli("evaluate", "--run", setup["cls"], "--manifest", m, "--out", out, "--rules", "seg_volume").code == 1
+    r = run_cli("evaluate", "--run", setup["seg"], "--manifest", m, "--out", out, "--rules", "fused")
+    assert r.code == 1 and "both a classification and a segmentation model" in r.err
     assert run_cli("evaluate", "--run", tmp_path, "--manifest", m, "--out", out).code == 1
     assert not out.exists()
 

@@ -52,8 +52,14 @@ def test_load_run(setup, models):
         doc = setup["doc"]
         assert m.train_patient_keys == {e["patient_key"] for e in doc["training"] if e["fold"] != FOLD}
     rules = default_rules(models)
-    assert list(rules) == ["consecutive", "max", "topk_mean", "seg_volume", "seg_peak"]
+    assert list(rules) == ["consecutive", "max", "topk_mean", "seg_volume", "seg_peak", "fused"]
     assert rules["consecutive"] is models["cls"].rule and rules["seg_volume"] is models["seg"].rule
+    # fused: the mean of the consecutive and seg_peak thresholds, the classifier's k
+    for st in LABEL_NAMES:
+        mean = (rules["consecutive"].threshold_for(st) + rules["seg_peak"].threshold_for(st)) / 2
+        assert rules["fused"].threshold_for(st) == pytest.approx(mean)
+    assert rules["fused"].k == rules["consecutive"].k
+    assert "fused" not in default_rules({"cls": models["cls"]}) and "fused" not in default_rules({"seg": models["seg"]})
     # max / topk_mean: thresholds chosen on the validation fold with the stored rule (meta.other_rules)
     stored = models["cls"].rule
     for name in ("max", "topk_mean"):
@@ -152,7 +158,7 @@ def test_rule_scores_and_calls(prediction, models):
     from ichct.pipeline.decision import consecutive_score, max_score, topk_mean_score
 
     p = prediction
-    assert set(p.scores) == {"consecutive", "max", "topk_mean", "seg_volume", "seg_peak"}
+    assert set(p.scores) == {"consecutive", "max", "topk_mean", "seg_volume", "seg_peak", "fused"}
     k = models["cls"].rule.k
     np.testing.assert_allclose([p.scores["max"][s] for s in LABEL_NAMES], max_score(p.slice_probs))
     np.testing.assert_allclose([p.scores["topk_mean"][s] for s in LABEL_NAMES], topk_mean_score(p.slice_probs, k))
@@ -162,6 +168,8 @@ def test_rule_scores_and_calls(prediction, models):
     assert set(p.scores["seg_peak"]) == {"any"} and 0.0 <= p.scores["seg_peak"]["any"] <= 1.0
     if p.volumes_ml["any"] > 0:
         assert p.scores["seg_peak"]["any"] > 0.3
+    # fused: the mean of the two models' scores, for "any" only beside a binary segmenter
+    assert p.scores["fused"] == {"any": pytest.approx((p.scores["consecutive"]["any"] + p.scores["seg_peak"]["any"]) / 2)}
     for rule, per in p.decisions.items():
         for s, d in per.items():
             assert d["positive"] == (d["score"] >= d["threshold"]), (rule, s)

@@ -390,3 +390,24 @@ def test_seg_dicom_is_written_when_the_source_has_empty_type2_attributes_and_cha
     uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in study[1]}
     assert {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} == uids
     assert doc["outputs"]["seg_dicom_source"]["frame_of_reference_source"] == "generated"
+
+
+def test_fused_rule_calls_on_both_models_and_is_refused_with_one(base, study, models):
+    """``rule="fused"``: the call and score of "any" are the mean of the classifier's ``consecutive`` and the
+    segmenter's ``seg_peak`` scores, against the mean of their thresholds; the slice ranges are the
+    segmented slices; with one model the rule is refused before any output."""
+    from ichct.pipeline.models.inference import default_rules, predict_study
+
+    doc = predict(study[2], base / "out_fused", models, "fused", overlays=False, seg_dicom=False)
+    validate_report(doc)
+    assert doc["rule"]["name"] == "fused"
+    pred = predict_study(models, study[2])
+    rules = default_rules(models)
+    f = doc["findings"]["any"]
+    assert f["score"] == pytest.approx((pred.scores["consecutive"]["any"] + pred.scores["seg_peak"]["any"]) / 2)
+    assert f["threshold"] == pytest.approx((rules["consecutive"].threshold_for("any") + rules["seg_peak"].threshold_for("any")) / 2)
+    assert f["call"] is True and f["score_unit"] == "probability" and f["probability"] == f["score"]
+    assert f["slice_ranges_source"] == "slices with segmented voxels" and f["slice_ranges"]
+    with pytest.raises(ValueError, match="needs both a classification and a segmentation model"):
+        predict(study[2], base / "never_fused", {"cls": models["cls"]}, rule="fused")
+    assert not (base / "never_fused").exists()

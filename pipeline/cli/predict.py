@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "without --run and --bundle: the shipped demonstration bundles)")
     p.add_argument("--bundle", action="append", default=[], metavar="BUNDLE_DIR", help="model bundle directory")
     p.add_argument("--rule", default=None, choices=RULES,
-                   help="CT-level decision rule (default: consecutive with a cls model, else seg_volume)")
+                   help="CT-level decision rule (default: consecutive with a cls model, else seg_volume; fused "
+                        "needs both models)")
     p.add_argument("--batch", default=None, metavar="LIST.csv", help="CSV list of studies (column path, optional id)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="checkpoint of --run models")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ichct.pipeline.evaluate.bootstrap import resample_weights, summarize
-from ichct.pipeline.decision import SEG_RULES, DecisionRule
+from ichct.pipeline.decision import UNCALIBRATED_RULES, DecisionRule
 from ichct.pipeline.core.labels import LABEL_NAMES
 
 __all__ = [
@@ -373,9 +373,9 @@ def ct_metric_fn(
 
     Reads columns ``label:<subtype>`` and ``score:<rule_key>:<subtype>``; returns the operating
     point metrics at ``threshold`` (none when it is None), ``roc_auc``, ``pr_auc`` and, for
-    probability scores (``probabilistic``; default: all scores in [0, 1] and the rule is not a
-    segmenter's, :data:`~ichct.pipeline.decision.SEG_RULES`: a volume, or a peak voxel probability that
-    is no probability of the study), ``brier``, ``ece`` and ``log_loss``.
+    probability scores (``probabilistic``; default: all scores in [0, 1] and the rule not one of
+    :data:`~ichct.pipeline.decision.UNCALIBRATED_RULES`: a volume, a peak voxel probability or its
+    mean with a slice score, no probability of the study), ``brier``, ``ece`` and ``log_loss``.
     """
 
     def fn(table: Mapping[str, np.ndarray], w: np.ndarray) -> dict[str, np.ndarray]:
@@ -387,7 +387,7 @@ def ct_metric_fn(
         out.update(weighted_auc_ap(s, y, w))
         prob = probabilistic
         if prob is None:
-            prob = rule_key not in SEG_RULES and bool(s.size) and s.min() >= 0 and s.max() <= 1
+            prob = rule_key not in UNCALIBRATED_RULES and bool(s.size) and s.min() >= 0 and s.max() <= 1
         if prob:
             out.update(weighted_calibration(s, y, w, n_bins=n_bins))
         return out
@@ -517,14 +517,14 @@ def ct_level_metrics(
             if curves:
                 s = cols[col].astype(np.float64)
                 entry = {"roc": roc_curve(s, y), "pr": pr_curve(s, y), "band": curve_bands(s, y, weights)}
-                if key not in SEG_RULES and s.min() >= 0 and s.max() <= 1:
+                if key not in UNCALIBRATED_RULES and s.min() >= 0 and s.max() <= 1:
                     entry["reliability"] = reliability_curve(s, y)
                 entry["auc"] = res["roc_auc"]
                 entry["ap"] = res["pr_auc"]
                 crv.setdefault(st, {})[key] = entry
     if all(f"label:{s}" in cols for s in LABEL_NAMES):
         for key in rules:
-            if key in SEG_RULES or not all(f"score:{key}:{s}" in cols for s in LABEL_NAMES):
+            if key in UNCALIBRATED_RULES or not all(f"score:{key}:{s}" in cols for s in LABEL_NAMES):
                 continue
             fn = rsna_metric_fn(key)
             point, boot = fn(cols, ones), fn(cols, weights)

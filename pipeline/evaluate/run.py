@@ -45,7 +45,7 @@ from ichct.pipeline.core.cluster import ClusterSpec
 from ichct.pipeline.core.devices import torch_device
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.labels import LABEL_NAMES
-from ichct.pipeline.decision import RULES, SEG_RULES, affine_voxel_volume_ml
+from ichct.pipeline.decision import RULES, affine_voxel_volume_ml, models_needed
 from ichct.pipeline.evaluate.cohort import MIN_CLUSTER_STUDIES, STUDIES_DIR, IchctStudyPredictor, rows_on_cluster
 from ichct.pipeline.evaluate.predictors import Predictor, ichct_predictor, model_folder, rules_info
 from ichct.pipeline.train.record import check_split, manifest_salt_id
@@ -376,8 +376,8 @@ def _ichct_predictors(loaded: Sequence[Any], rules: Sequence[str] | None,
     if rules is not None:
         missing = [r for r in rules if r not in chosen]
         if missing:
-            raise InputError(f"rule(s) {missing} need a {'segmentation' if missing[0] in SEG_RULES else 'classifier'} "
-                             f"run, which was not given")
+            raise InputError(f"rule(s) {missing} need {models_needed(missing[0])} (a run or bundle), which was "
+                             "not given")
     _check_rule_choice(chosen, compare_rules, comparator is not None)
     main = _ichct(models, chosen)
     if comparator is None:
@@ -404,7 +404,7 @@ def _check_rule_choice(chosen: Mapping[str, Any], compare_rules: Sequence[str] |
     unavailable = [r for r in compare_rules if r not in chosen]
     if unavailable:
         raise InputError(f"cannot compare rule(s) {unavailable}: the evaluated rules are {list(chosen)} "
-                         "(a slice rule needs a classifier, seg_volume and seg_peak a segmenter)")
+                         "(a slice rule needs a classifier, seg_volume and seg_peak a segmenter, fused both)")
 
 
 def _external_predictors(loaded: Sequence[Any], predictions: str | Path | None, external: ExternalOptions | None,

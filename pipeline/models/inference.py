@@ -44,6 +44,7 @@ from ichct.pipeline.decision import (
     affine_voxel_volume_ml,
     ct_scores,
     decide,
+    fused_threshold,
     segmentation_volumes,
     voxel_volume_ml,
 )
@@ -246,8 +247,10 @@ def default_rules(models: Mapping[str, LoadedModel | None],
     training (``thresholds.json``); so do ``max``, ``topk_mean`` and ``seg_peak`` when the run stored
     theirs (``meta["other_rules"]``, written by training: slice rules since 0.1.0's rule update,
     ``seg_peak`` since its introduction; or by ``ichct postprocess``), else they use
-    :data:`DEFAULT_SLICE_THRESHOLD` (with the run's ``k``). ``names`` restricts (and orders) them;
-    rules whose model is missing are left out.
+    :data:`DEFAULT_SLICE_THRESHOLD` (with the run's ``k``). With both models, ``fused`` (the mean of
+    ``consecutive`` and ``seg_peak``) at the mean of their thresholds
+    (:func:`~ichct.pipeline.decision.fused_threshold`). ``names`` restricts (and orders) them; rules
+    whose model is missing are left out.
     """
     out: dict[str, DecisionRule] = {}
     cls, seg = models.get("cls"), models.get("seg")
@@ -267,6 +270,8 @@ def default_rules(models: Mapping[str, LoadedModel | None],
                                          meta={"chosen_on": f"default {DEFAULT_SLICE_THRESHOLD} (not chosen on data)"})
     if seg is not None:
         out.update(_seg_rules(seg))
+    if cls is not None and seg is not None:
+        out["fused"] = fused_threshold(out["consecutive"], out["seg_peak"])
     if names is not None:
         out = {n: out[n] for n in names if n in out}
     return out
@@ -535,12 +540,16 @@ def _set_seg_fields(pred: StudyPrediction, seg: LoadedModel, maps: tuple[np.ndar
 
 def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule], seg_probs: Any = None) -> None:
     """Scores and calls of every rule whose input ``pred`` has (slice probabilities, a segmentation,
-    the segmenter's class probabilities ``seg_probs``)."""
+    the segmenter's class probabilities ``seg_probs``; ``fused`` needs the first and the last)."""
     for name, rule in rules.items():
-        if rule.name == "seg_peak":
+        if rule.name == "fused":
+            if seg_probs is None or pred.slice_probs is None:
+                continue
+            kw: dict[str, Any] = {"probabilities": seg_probs, "slice_probs": pred.slice_probs}
+        elif rule.name == "seg_peak":
             if seg_probs is None:
                 continue
-            kw: dict[str, Any] = {"probabilities": seg_probs}
+            kw = {"probabilities": seg_probs}
         elif rule.name == "seg_volume":
             if pred.seg_preprocessed is None:
                 continue
@@ -614,8 +623,8 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
     """Predict one study with a classifier (``models["cls"]``) and/or a segmenter (``models["seg"]``).
 
     ``rules`` (default :func:`default_rules`) are applied when their input exists: slice rules
-    need the classifier, ``seg_volume`` the segmenter. ``keep_image`` keeps the loaded HU volume
-    in ``hu_volume`` (for overlays). A DICOM folder is scanned once (:func:`load_study_image`): the
+    need the classifier, ``seg_volume`` and ``seg_peak`` the segmenter, ``fused`` both.
+    ``keep_image`` keeps the loaded HU volume in ``hu_volume`` (for overlays). A DICOM folder is scanned once (:func:`load_study_image`): the
     series read and the candidates it was chosen from come back in ``dicom_series`` /
     ``dicom_candidates``.
     """

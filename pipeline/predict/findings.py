@@ -8,7 +8,8 @@ slice order) that "drove" a call:
   negative -> the window of ``k`` slices that gave the score (its minimum is the score);
 * ``max``: positive -> every run of slices with ``p >= threshold``; negative -> the maximum slice;
 * ``topk_mean``: the ``k`` slices averaged (grouped into runs);
-* ``seg_volume``, ``seg_peak``: the slices holding segmented voxels of the label (original grid).
+* ``seg_volume``, ``seg_peak``, ``fused``: the slices holding segmented voxels of the label (original
+  grid).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def build_findings(pred: Any, rule_name: str, rule: DecisionRule) -> dict[str, d
     for label in labels:
         d = decisions.get(label)
         slice_rule = rule.name in SLICE_RULES
-        probability = rule.name != "seg_volume"  # slice rules and seg_peak score probabilities
+        probability = rule.name != "seg_volume"  # slice rules, seg_peak and fused score probabilities
         f: dict[str, Any] = {
             "probability": float(d["score"]) if d is not None and probability else None,
             "score": float(d["score"]) if d is not None else None,

@@ -21,7 +21,8 @@ tissue level measured in the study, the model's reference level, the shift its p
 and whether that shift was clipped (empty when no model references HU).
 
 Schema versions (:data:`REPORT_SCHEMA_VERSION`): 1 first release; 2 adds the required
-``models_source``; 3 the required ``hu_reference``.
+``models_source``; 3 the required ``hu_reference``; 4 admits the rule ``fused`` (both models' mean,
+:mod:`ichct.pipeline.decision`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ichct.pipeline.evaluate.metrics_schema import to_jsonable
 __all__ = ["REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "FORBIDDEN_KEYS", "validate_report"]
 
 #: ``schema_version`` of the reports written now (see the module docstring for the changes).
-REPORT_SCHEMA_VERSION = 3
+REPORT_SCHEMA_VERSION = 4
 
 #: Keys that would carry patient identity; never allowed in a report (any depth).
 FORBIDDEN_KEYS = frozenset({"PatientName", "PatientID", "PatientBirthDate", "patient_name", "patient_id",
@@ -143,7 +144,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "rule": {
             "type": "object",
             "required": ["name", "k"],
-            "properties": {"name": {"enum": ["consecutive", "max", "topk_mean", "seg_volume", "seg_peak"]}},
+            "properties": {"name": {"enum": ["consecutive", "max", "topk_mean", "seg_volume", "seg_peak", "fused"]}},
         },
         "findings": {
             "type": "object",

@@ -38,7 +38,7 @@ import numpy as np
 
 from ichct.errors import IchctError, InputError
 from ichct.pipeline.core.atomic import replace_dir, temp_dir_beside, write_json_atomic
-from ichct.pipeline.decision import RULES, SLICE_RULES
+from ichct.pipeline.decision import RULES, SLICE_RULES, models_needed
 from ichct.pipeline.core.labels import LABEL_NAMES
 
 logger = logging.getLogger("ichct.predict")
@@ -116,9 +116,8 @@ def choose_rule(models: Mapping[str, Any], rule: str | None) -> tuple[str, Any]:
             f"unknown rule {name!r}; choose from {', '.join(RULES)}")
     available = default_rules(models)
     if name not in available:
-        need = "a classification" if name in SLICE_RULES else "a segmentation"
         raise InputError(
-            f"rule {name!r} needs {need} model, which was not given")
+            f"rule {name!r} needs {models_needed(name)}, which was not given")
     return name, available[name]
 
 
@@ -326,7 +325,8 @@ def predict(input_path: str | Path, out_dir: str | Path, models: Mapping[str, An
         ``ichct.pipeline.bundle.package.load_bundle``): a mapping ``{"seg": ..., "cls": ...}`` or a list.
     rule
         ``consecutive``, ``max``, ``topk_mean`` (need a classifier), ``seg_volume`` or ``seg_peak``
-        (need a segmenter); default ``consecutive`` with a classifier, else ``seg_volume``.
+        (need a segmenter), ``fused`` (needs both); default ``consecutive`` with a classifier, else
+        ``seg_volume``.
     overwrite
         Replace a non-empty ``out_dir``.
     overlays, seg_dicom
