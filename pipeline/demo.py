@@ -55,8 +55,8 @@ QUICK_SEG_CONFIG: dict[str, Any] = {
 #: The full demo trains both models without the domain randomisation (every effect's probability 0),
 #: which the committed bundles and ``ichct train`` use by default. It is there for scanners the training
 #: data never showed, and the demo scores its models on the default cohort's own test split; in the
-#: demo's minutes it costs about a fifth of the segmenter's epochs and about 0.03 of its Dice (five
-#: full demos without it: Dice 0.678-0.735, mean 0.716; six with it: 0.677-0.709, mean 0.688;
+#: demo's minutes it costs about a fifth of the segmenter's epochs and about 0.02 of its Dice (six
+#: full demos without it: Dice 0.678-0.735, mean 0.712; six with it: 0.677-0.709, mean 0.688;
 #: docs/benchmarks.md#demo).
 DEMO_TRAIN_CONFIG: dict[str, Any] = {"domain": {effect: {"prob": 0.0} for effect in DEFAULTS["seg"]["domain"]}}
 

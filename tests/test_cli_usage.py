@@ -82,6 +82,16 @@ def test_evaluate_bootstrap_below_1_is_a_usage_error(tmp_path, run_cli, n):
     assert not (tmp_path / "ev").exists()
 
 
+@pytest.mark.parametrize("bad_seed", ["-1", "4294967296", "one"])
+def test_train_refuses_a_bad_seed_before_any_work(tmp_path, run_cli, bad_seed):
+    """`ichct train --seed` takes what `ichct demo --seed` takes (0..2**32-1), refused as a usage error."""
+    (tmp_path / "m.json").write_text("{}")
+    res = run_cli("train", "cls", "--manifest", tmp_path / "m.json", "--fold", "0", "--out", tmp_path / "run",
+                  "--seed", bad_seed)
+    assert res.code == 2 and "--seed" in res.err, res.err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("folds", ["1", "0"])
 def test_manifest_build_needs_two_folds(tmp_path, run_cli, folds):
     """With one fold no fold can be trained (`ichct train` validates on one and trains on the others)."""

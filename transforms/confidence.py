@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from .components import component_structure
 
-__all__ = ["SuppressUncertainComponents", "SuppressUncertainComponentsd", "confident_component_mask"]
+__all__ = ["SuppressUncertainComponents", "SuppressUncertainComponentsd", "confident_component_mask", "to_background"]
 
 
 def confident_component_mask(mask: np.ndarray, foreground_prob: np.ndarray, min_confidence: float,
@@ -118,17 +118,34 @@ class SuppressUncertainComponents(Transform):
             raise ValueError(f"expected class probabilities (K >= 2, *spatial), got shape {arr.shape}")
         foreground = np.argmax(arr, axis=0) > 0
         drop = foreground & ~confident_component_mask(foreground, 1.0 - arr[0], self.min_confidence, self.connectivity)
-        if not drop.any():
-            return probs
-        background = np.zeros(arr.shape[0], dtype=arr.dtype)
+        return to_background(probs, drop)
+
+
+def to_background(probs: NdarrayOrTensor, drop: np.ndarray) -> NdarrayOrTensor:
+    """``probs`` (``(K, *spatial)``, background first) with P(background) = 1 and the other classes 0
+    where ``drop`` is true; ``probs`` itself when nothing is dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probs = np.array([[0.2, 0.9], [0.8, 0.1]])  # two voxels, blood wins in the first
+    >>> to_background(probs, np.array([True, False]))[:, 0].tolist()
+    [1.0, 0.0]
+    """
+    if not drop.any():
+        return probs
+    if isinstance(probs, torch.Tensor):
+        background = torch.zeros(probs.shape[0], dtype=probs.dtype, device=probs.device)
         background[0] = 1
-        if isinstance(probs, torch.Tensor):
-            out = probs.clone()
-            out[:, torch.as_tensor(drop, device=probs.device)] = torch.as_tensor(background, device=probs.device)[:, None]
-            return out
-        out = arr.copy()
-        out[:, drop] = background[:, None]
+        out = probs.clone()
+        out[:, torch.as_tensor(drop, device=probs.device)] = background[:, None]
         return out
+    arr = np.asarray(probs)
+    background = np.zeros(arr.shape[0], dtype=arr.dtype)
+    background[0] = 1
+    out = arr.copy()
+    out[:, drop] = background[:, None]
+    return out
 
 
 class SuppressUncertainComponentsd(MapTransform):

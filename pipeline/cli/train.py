@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ichct.pipeline.cli.arg_types import seed
 from ichct.pipeline.train.tracking import TRACKING_CHOICES
 
 
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the model trains (default: cpu)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of weights, augmentation and data order (default: 0; --resume keeps the run's)")
     p.add_argument("--tracking", default="tensorboard", choices=TRACKING_CHOICES,
                    help="where loss, validation metrics, learning rate and config are tracked: tensorboard "

@@ -106,6 +106,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # committed segmenter's shifted-domain false-positive lesions fell 1.48 -> 0.17 per scan at the same
         # in-domain Dice, and its lesion sensitivity 0.57 -> 0.50 (docs/benchmarks.md#component-confidence-filter)
         "min_component_confidence": 0.0,
+        # beside a classifier (ichct predict / evaluate with both models): predicted blood components on
+        # source slices whose classifier p(any) all lie below this become background (0: off; see
+        # ichct.transforms.SuppressQuietSliceComponents and docs/benchmarks.md#both-models-at-once-the-fused-rule-2026-12-07)
+        "classifier_slice_gate": 0.0,
     },
     "cls": {
         **_COMMON,
@@ -164,7 +168,7 @@ DATA_ACCESS_KEYS = ("cache", "cache_dir")
 #: Keys whose absence means "off" and that :func:`saved_run_config` leaves out of a saved run that lacks
 #: them (a run saved before them did not use them, and its bundle's configs stay byte for byte what they
 #: were); :func:`resolve_saved_config` gives them their defaults, which are off too.
-OFF_WHEN_MISSING = ("domain", "tta_mirror_axes", "brain_reference_hu")
+OFF_WHEN_MISSING = ("domain", "tta_mirror_axes", "brain_reference_hu", "classifier_slice_gate")
 
 
 def saved_run_config(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -485,6 +489,7 @@ CHECKS: dict[str, dict[str, Callable[[Any, str, Mapping[str, Any]], Any]]] = {
         "tta_mirror_axes": _mirror_axes(3),
         "min_component_ml": _number(0),
         "min_component_confidence": _number(0, 1),
+        "classifier_slice_gate": _number(0, 1),
     },
     "cls": {
         **_COMMON_CHECKS,

@@ -498,16 +498,23 @@ def _labels_on_input_grid(model: LoadedModel, img: Any, probs: torch.Tensor, ima
 
 
 def _seg_label_maps(model: LoadedModel, img: Any, probs: torch.Tensor, data: Mapping[str, Any],
-                    min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    min_confidence: float, slice_any: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(label map on the preprocessed grid, its affine, label map on the original grid) of ``probs``,
-    after the confidence filter at ``min_confidence`` (0: off)."""
+    after the confidence filter at ``min_confidence`` (0: off) and, given a classifier's p(any) per
+    original slice (``slice_any``), the run's ``classifier_slice_gate``."""
     cfg, image = model.config, data["image"]
     if min_confidence > 0:  # components the model is unsure of become background
         from ichct.transforms import SuppressUncertainComponents
 
         probs = SuppressUncertainComponents(min_confidence)(probs)
-    labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
     affine_pre = np.asarray(image.affine, dtype=np.float64)
+    gate = float(cfg.get("classifier_slice_gate") or 0.0)
+    if slice_any is not None and gate > 0:  # components on slices the classifier calls quiet become background
+        from ichct.transforms import SuppressQuietSliceComponents
+
+        grid_to_source = np.linalg.inv(np.asarray(img.affine, dtype=np.float64)) @ affine_pre
+        probs = SuppressQuietSliceComponents(gate)(probs, slice_any, grid_to_source)
+    labels = _channel_argmax(probs).to(torch.float32)[None]  # (1, X', Y', Z')
     shape = tuple(int(s) for s in img.shape[1:])
     if not bool(labels.any()):  # nothing found: the inverse of an all-background map is all background
         orig = np.zeros(shape, dtype=np.uint8)
@@ -623,7 +630,9 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
     """Predict one study with a classifier (``models["cls"]``) and/or a segmenter (``models["seg"]``).
 
     ``rules`` (default :func:`default_rules`) are applied when their input exists: slice rules
-    need the classifier, ``seg_volume`` and ``seg_peak`` the segmenter, ``fused`` both.
+    need the classifier, ``seg_volume`` and ``seg_peak`` the segmenter, ``fused`` both. With both
+    models, a segmenter whose config sets ``classifier_slice_gate`` drops the blood components on
+    slices the classifier scores below it (:class:`~ichct.transforms.SuppressQuietSliceComponents`).
     ``keep_image`` keeps the loaded HU volume in ``hu_volume`` (for overlays). A DICOM folder is scanned once (:func:`load_study_image`): the
     series read and the candidates it was chosen from come back in ``dicom_series`` /
     ``dicom_candidates``.
@@ -657,8 +666,9 @@ def predict_study(models: Mapping[str, LoadedModel | None], image_path: str | Pa
         seg_probs, data = _seg_probabilities(seg, img, timings)
         seg_meta = getattr(data["image"], "meta", None)
         t0 = time.perf_counter()
+        slice_any = None if pred.slice_probs is None else pred.slice_probs[:, 0]
         _set_seg_fields(pred, seg, _seg_label_maps(seg, img, seg_probs, data,
-                                                   float(seg.config["min_component_confidence"])))
+                                                   float(seg.config["min_component_confidence"]), slice_any))
         _add_time(timings, "seg", t0)
     t0 = time.perf_counter()
     pred.hu_reference = hu_reference(models, img, seg_meta)  # the segmenter's step measured the level already
