@@ -30,6 +30,8 @@ Metrics (each with its 95 % patient-level bootstrap CI; studies = patients here)
   thresholds);
 - *false blood on negatives*: median and 95th percentile over negative studies of the predicted
   blood volume (``seg:any:vol_pred_ml``, mL), CI from 2000 resamples of the negatives (seed 0);
+  the segmenter predicts beside the classifier, so a segmentation bundle's
+  ``classifier_slice_gate`` acts (the committed one's since 0.9.2);
 - *Dice on studies with blood* (``dice_positive``);
 - *lesion sensitivity* and *false-positive lesions per scan* (lesions: 26-connected components of
   at least 0.05 mL, evaluate's default).
