@@ -100,6 +100,9 @@ def test_predict_study_gates_the_segmenter_by_the_classifier_only_beside_one(gat
     assert quiet.scores["seg_peak"]["any"] == pytest.approx(alone.scores["seg_peak"]["any"])
     assert quiet.scores["fused"]["any"] == pytest.approx((quiet.scores["consecutive"]["any"]
                                                           + alone.scores["seg_peak"]["any"]) / 2)
+    # report.json and metrics.json describe the segmenter with its gate
+    assert gated_seg.describe()["inference"]["classifier_slice_gate"] == 0.5
+    assert "classifier_slice_gate" not in ph.loaded("seg", ph.BloodRangeSeg(), base / "plain").describe()["inference"]
 
 
 def test_the_gate_is_a_checked_config_key_off_by_default():

@@ -108,7 +108,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_component_confidence": 0.0,
         # beside a classifier (ichct predict / evaluate with both models): predicted blood components on
         # source slices whose classifier p(any) all lie below this become background (0: off; see
-        # ichct.transforms.SuppressQuietSliceComponents and docs/benchmarks.md#both-models-at-once-the-fused-rule-2026-12-07)
+        # ichct.transforms.SuppressQuietSliceComponents and
+        # docs/benchmarks.md#the-classifiers-slice-gate-on-the-segmenter-2026-12-07)
         "classifier_slice_gate": 0.0,
     },
     "cls": {

@@ -107,14 +107,17 @@ class LoadedModel:
         return {str(k) for k in keys}
 
     def describe(self) -> dict[str, Any]:
+        # how it reads and predicts beyond its training (report.json and metrics.json say so)
+        inference = {"brain_reference_hu": self.config.get("brain_reference_hu"),
+                     "tta_mirror_axes": list(self.config.get("tta_mirror_axes") or [])}
+        if self.kind == "seg" and self.config.get("classifier_slice_gate"):  # acts beside a classifier
+            inference["classifier_slice_gate"] = float(self.config["classifier_slice_gate"])
         return {"kind": self.kind, "run_dir": str(self.run_dir), "checkpoint": self.checkpoint, "epoch": self.epoch,
                 "fold": self.run_config.get("fold"), "seed": self.run_config.get("seed"),
                 "manifest_sha256": self.run_config.get("manifest_sha256"),
                 "versions": self.run_config.get("versions", {}),
                 "rule": self.rule.to_dict() if self.rule is not None else None,
-                # how it reads and predicts beyond its training (report.json and metrics.json say so)
-                "inference": {"brain_reference_hu": self.config.get("brain_reference_hu"),
-                              "tta_mirror_axes": list(self.config.get("tta_mirror_axes") or [])}}
+                "inference": inference}
 
 
 @dataclass
