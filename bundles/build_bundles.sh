@@ -2,7 +2,8 @@
 # Rebuild the committed model bundles from scratch, exactly as their docs/README.md describe:
 #   committed synthetic cohort (`ichct synth --cohort NAME`) -> ichct train
 #     (seg: synth_large, 60-minute CPU budget; cls: the default cohort synth_default, 5 minutes)
-#   -> ichct bundle package --tta-mirror-axes --brain-reference-hu (test-time mirroring, brain-referenced HU)
+#   -> ichct bundle package --tta-mirror-axes --brain-reference-hu (test-time mirroring, brain-referenced HU;
+#      seg: --classifier-slice-gate, its components dropped beside the classifier on slices it calls quiet)
 #   -> seg: ichct postprocess of the bundle on the tuning cohort (data_manifests/synth_tuning.json)
 #   -> ichct evaluate --bundle on the held-out test split of its cohort (and, for a model not trained on the
 #      default cohort, on the default cohort's test split too)
@@ -22,6 +23,7 @@
 #   the segmenter trains with brain-referenced HU / empty),
 #   TTA (test-time mirroring axes of both bundles, default 0: left-right / the first in-plane axis; none: off),
 #   BRAIN_HU (brain-referenced HU level of both bundles, default 30; none: off),
+#   SLICE_GATE (the segmenter's classifier_slice_gate, default 0.4; 0: off),
 #   VERSION (bundle version, default 0.1.0), BOOTSTRAP (resamples, default 2000), SHIFTED=0 (skip the shifted-domain benchmark),
 #   REUSE_RUNS=1 (package an existing WORK/<kind> run instead of training),
 #   CHANGE (changelog entry of VERSION; the entries of earlier versions are kept),
@@ -41,6 +43,7 @@ CLS_EPOCHS=${CLS_EPOCHS:-}
 CLS_CONFIG=${CLS_CONFIG:-}
 TTA=${TTA:-0}
 BRAIN_HU=${BRAIN_HU:-30}
+SLICE_GATE=${SLICE_GATE:-0.4}
 DEFAULT_MANIFEST=data_manifests/synth_default.json
 WORK=${WORK:-runs/bundle_build}
 VERSION=${VERSION:-0.1.0}
@@ -81,8 +84,10 @@ for kind in $kinds; do
       ${epochs:+--epochs "$epochs"} ${config:+--config "$config"} --seed 0
   fi
   rm -rf "$evaluation" "${evaluation}_default"
+  gate=()  # the segmenter beside the classifier drops components on slices the classifier calls quiet
+  if [ "$kind" = seg ]; then gate=(--classifier-slice-gate "$SLICE_GATE"); fi
   $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force --tta-mirror-axes "$TTA" \
-    --brain-reference-hu "$BRAIN_HU" ${CHANGE:+--change "$CHANGE"}
+    --brain-reference-hu "$BRAIN_HU" "${gate[@]}" ${CHANGE:+--change "$CHANGE"}
   if [ "$kind" = seg ]; then  # the confidence filter of the bundle's inference, chosen on held-out studies
     ensure_cohort synth_tuning
     $ICHCT postprocess "bundles/$name" --manifest data_manifests/synth_tuning.json --split test

@@ -113,3 +113,30 @@ def test_the_gate_is_a_checked_config_key_off_by_default():
     assert resolve_config("seg", {"classifier_slice_gate": 0.4})["classifier_slice_gate"] == 0.4
     with pytest.raises(InputError, match="classifier_slice_gate"):
         resolve_config("seg", {"classifier_slice_gate": 1.5})
+
+
+def test_bundle_refresh_sets_the_gate_of_a_segmenter_only(tmp_path, run_cli):
+    """``ichct bundle refresh --classifier-slice-gate`` writes the gate into a segmentation bundle's
+    run config (its README's recipe names it); a bad value is a usage error, a classifier refuses it."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from ichct.pipeline.bundle.package import load_bundle
+
+    repo = Path(__file__).resolve().parents[1]
+    seg, cls = tmp_path / "seg", tmp_path / "cls"
+    shutil.copytree(repo / "bundles" / "ich_ct_segmentation", seg)
+    shutil.copytree(repo / "bundles" / "ich_ct_classification", cls)
+    assert load_bundle(seg).config["classifier_slice_gate"] == 0.4  # the committed segmenter's
+    r = run_cli("bundle", "refresh", seg, "--classifier-slice-gate", "0.25", "-q")
+    assert r.code == 0, r.err
+    config = json.loads((seg / "models" / "run_config.json").read_text())["config"]
+    assert config["classifier_slice_gate"] == 0.25 and load_bundle(seg).describe()["inference"]["classifier_slice_gate"] == 0.25
+    assert "--classifier-slice-gate" not in (seg / "docs" / "README.md").read_text()  # no longer the script's bundle
+    before = (seg / "models" / "run_config.json").read_text()
+    r = run_cli("bundle", "refresh", seg, "--classifier-slice-gate", "1.5")
+    assert r.code == 2 and "--classifier-slice-gate" in r.err
+    assert (seg / "models" / "run_config.json").read_text() == before
+    r = run_cli("bundle", "refresh", cls, "--classifier-slice-gate", "0.4")
+    assert r.code == 1 and "classifier_slice_gate" in r.err

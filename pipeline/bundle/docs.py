@@ -90,6 +90,8 @@ BUILD_SCRIPT: dict[str, dict[str, Any]] = {
 #: (:data:`~ichct.pipeline.bundle.package.INFERENCE_KEYS`): test-time mirroring along the axis training
 #: flips and brain-referenced HU at the committed cohorts' level (``TTA`` and ``BRAIN_HU`` of the script).
 COMMITTED_INFERENCE: dict[str, Any] = {"tta_mirror_axes": [0], "brain_reference_hu": 30.0}
+#: The committed segmenter's ``classifier_slice_gate`` (``SLICE_GATE`` of the script).
+COMMITTED_SLICE_GATE = 0.4
 
 #: The data sets of the manifest sources other than ``synth`` (``ichct manifest build --source``).
 SOURCE_NAMES = {
@@ -562,7 +564,8 @@ def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -
             and run_config.get("fold") == 0
             and run_config.get("seed") == 0 and budget is not None and float(budget) == spec["max_minutes"]
             and spec["epochs"] in (None, cfg.get("epochs")) and trained_with
-            and all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items()))
+            and all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items())
+            and (run_config.get("kind") != "seg" or cfg.get("classifier_slice_gate") == COMMITTED_SLICE_GATE))
 
 
 def _build_script_steps(kind: str, bundle_name: str) -> str:
@@ -579,12 +582,13 @@ def _build_script_steps(kind: str, bundle_name: str) -> str:
     also_flag = f" --also-evaluated default_test={ev}_default" if default_test else ""
     mirror = ",".join(str(a) for a in COMMITTED_INFERENCE["tta_mirror_axes"]) or "none"
     level = COMMITTED_INFERENCE["brain_reference_hu"]
+    gate = (f" --classifier-slice-gate {COMMITTED_SLICE_GATE:g}` (test-time mirroring, brain-referenced HU, the "
+            "slice gate beside a classifier), " if kind == "seg" else "` (test-time mirroring, brain-referenced HU), ")
     return (f"Reproduce these weights and the numbers below from the repository root with `bash "
             f"bundles/build_bundles.sh`: it generates the cohorts it needs (`{_synth_command(cohort)}`, skipped "
             f"when `data/{cohort}` exists), then runs `ichct train {kind} --manifest {manifest} --fold 0 --out {run} "
             f"--max-minutes {minutes}{epochs} --seed 0`, `ichct bundle package {run} {bundle} --force "
-            f"--tta-mirror-axes {mirror} --brain-reference-hu {level:g}` (test-time mirroring, brain-referenced HU), "
-            f"{post}`ichct evaluate --bundle {bundle} --manifest "
+            f"--tta-mirror-axes {mirror} --brain-reference-hu {level:g}{gate}{post}`ichct evaluate --bundle {bundle} --manifest "
             f"{manifest} --split test --out {ev} --bootstrap 2000 --seed 0`{also}, `ichct bundle refresh {bundle} "
             f"--evaluation {ev}{also_flag}` (these docs), "
             "the shifted-domain benchmark `benchmarks/domain_shift.py` on both bundles (`ichct bundle refresh "

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ichct.pipeline.cli.arg_types import fraction
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("bundle", parents=[common], help="MONAI model bundles: package, verify, export",
@@ -76,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tta-mirror-axes`` and ``--brain-reference-hu``: inference settings a bundle can change after training."""
+    """``--tta-mirror-axes``, ``--brain-reference-hu`` and ``--classifier-slice-gate``: inference settings a
+    bundle can change after training."""
     parser.add_argument("--tta-mirror-axes", default=None, type=_mirror_axes, metavar="AXES",
                         help="test-time mirroring: comma-separated spatial axes whose mirrored inputs inference "
                              "averages over (0: the axis training flips; 'none': off); default: keep the model's")
@@ -84,6 +87,9 @@ def _inference_arguments(parser: argparse.ArgumentParser) -> None:
                         help="brain-referenced HU: shift every image so that its brain tissue's median HU is this "
                              "(30: the synthetic cohorts'; 'none': off); default: keep the model's. Evaluate the "
                              "bundle again after changing either")
+    parser.add_argument("--classifier-slice-gate", default=None, type=fraction, metavar="P",
+                        help="a segmenter's gate beside a classifier: predicted blood components on slices whose "
+                             "classifier p(any) all lie below P are dropped (0: off); default: keep the model's")
 
 
 def _inference_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -92,6 +98,8 @@ def _inference_settings(args: argparse.Namespace) -> dict[str, object]:
         settings["tta_mirror_axes"] = args.tta_mirror_axes
     if args.brain_reference_hu is not None:
         settings["brain_reference_hu"] = None if args.brain_reference_hu == "none" else args.brain_reference_hu
+    if args.classifier_slice_gate is not None:
+        settings["classifier_slice_gate"] = args.classifier_slice_gate
     return settings
 
 
