@@ -89,6 +89,7 @@ __all__ = [
     "models_needed",
     "ct_scores",
     "decide",
+    "decide_scores",
     "choose_threshold",
     "choose_thresholds",
     "probability_threshold",
@@ -654,6 +655,7 @@ def ct_scores(
     voxel_volume_ml: float | None = None,
     subtypes: Sequence[str] = LABEL_NAMES,
     probabilities: Any = None,
+    peak_scores: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """CT-level score per subtype under ``rule``.
 
@@ -671,21 +673,24 @@ def ct_scores(
         Column names of ``slice_probs``.
     probabilities
         ``(C, X, Y, Z)`` class probabilities of a segmenter (``seg_peak``, ``fused``).
+    peak_scores
+        Their :func:`peak_probability_scores`, when already computed (then ``probabilities`` may be
+        left out): one pass over the map serves ``seg_peak`` and ``fused``.
 
     Returns
     -------
     dict
         ``{subtype: score}``; for a binary segmentation only ``"any"``.
     """
-    if rule.name == "seg_peak":
-        if probabilities is None:
-            raise ValueError("the seg_peak rule needs probabilities=")
-        return peak_probability_scores(probabilities)
-    if rule.name == "fused":
-        if probabilities is None or slice_probs is None:
-            raise ValueError("the fused rule needs slice_probs= and probabilities=")
+    if rule.name in PROBABILITY_MAP_RULES:
+        if (probabilities is None and peak_scores is None) or (rule.name == "fused" and slice_probs is None):
+            needs = "slice_probs= and probabilities=" if rule.name == "fused" else "probabilities="
+            raise ValueError(f"the {rule.name} rule needs {needs}")
+        peak = dict(peak_scores) if peak_scores is not None else peak_probability_scores(probabilities)
+        if rule.name == "seg_peak":
+            return peak
         return fused_scores(ct_scores(dataclasses.replace(rule, name="consecutive"), slice_probs=slice_probs,
-                                      subtypes=subtypes), peak_probability_scores(probabilities))
+                                      subtypes=subtypes), peak)
     if rule.name == "seg_volume":
         if segmentation is None or voxel_volume_ml is None:
             raise ValueError("the seg_volume rule needs segmentation= and voxel_volume_ml=")
@@ -724,8 +729,19 @@ def decide(
         ``{subtype: {"score": float, "threshold": float, "positive": bool}}`` with
         ``positive = score >= threshold``.
     """
-    scores = ct_scores(rule, slice_probs=slice_probs, segmentation=segmentation, voxel_volume_ml=voxel_volume_ml,
-                       subtypes=subtypes, probabilities=probabilities)
+    return decide_scores(rule, ct_scores(rule, slice_probs=slice_probs, segmentation=segmentation,
+                                         voxel_volume_ml=voxel_volume_ml, subtypes=subtypes,
+                                         probabilities=probabilities))
+
+
+def decide_scores(rule: DecisionRule, scores: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """The calls of :func:`decide` from CT-level scores :func:`ct_scores` already gave.
+
+    Examples
+    --------
+    >>> decide_scores(DecisionRule("max", threshold=0.5), {"any": 0.7})
+    {'any': {'score': 0.7, 'threshold': 0.5, 'positive': True}}
+    """
     out: dict[str, dict[str, Any]] = {}
     for s, score in scores.items():
         t = rule.threshold_for(s)

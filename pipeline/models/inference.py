@@ -39,12 +39,14 @@ import torch
 
 from ichct.errors import InputError, read_json
 from ichct.pipeline.decision import (
+    PROBABILITY_MAP_RULES,
     SLICE_RULES,
     DecisionRule,
     affine_voxel_volume_ml,
     ct_scores,
-    decide,
+    decide_scores,
     fused_threshold,
+    peak_probability_scores,
     segmentation_volumes,
     voxel_volume_ml,
 )
@@ -550,16 +552,16 @@ def _set_seg_fields(pred: StudyPrediction, seg: LoadedModel, maps: tuple[np.ndar
 
 def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule], seg_probs: Any = None) -> None:
     """Scores and calls of every rule whose input ``pred`` has (slice probabilities, a segmentation,
-    the segmenter's class probabilities ``seg_probs``; ``fused`` needs the first and the last)."""
+    the segmenter's class probabilities ``seg_probs``; ``fused`` needs the first and the last). Each
+    rule is scored once, and the probability map's peaks once for ``seg_peak`` and ``fused``."""
+    peak: dict[str, float] | None = None
     for name, rule in rules.items():
-        if rule.name == "fused":
-            if seg_probs is None or pred.slice_probs is None:
+        if rule.name in PROBABILITY_MAP_RULES:
+            if seg_probs is None or (rule.name == "fused" and pred.slice_probs is None):
                 continue
-            kw: dict[str, Any] = {"probabilities": seg_probs, "slice_probs": pred.slice_probs}
-        elif rule.name == "seg_peak":
-            if seg_probs is None:
-                continue
-            kw = {"probabilities": seg_probs}
+            if peak is None:
+                peak = peak_probability_scores(seg_probs)
+            kw: dict[str, Any] = {"peak_scores": peak, "slice_probs": pred.slice_probs}
         elif rule.name == "seg_volume":
             if pred.seg_preprocessed is None:
                 continue
@@ -569,7 +571,7 @@ def _apply_rules(pred: StudyPrediction, rules: Mapping[str, DecisionRule], seg_p
                 continue
             kw = {"slice_probs": pred.slice_probs}
         pred.scores[name] = ct_scores(rule, **kw)
-        pred.decisions[name] = decide(rule, **kw)
+        pred.decisions[name] = decide_scores(rule, pred.scores[name])
 
 
 def hu_reference(models: Mapping[str, LoadedModel | None], img: Any,
