@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "SuppressUncertainComponentsd": "confidence",
     "confident_component_mask": "confidence",
     "to_background": "confidence",
+    "predicted_foreground": "confidence",
+    "unit_interval": "confidence",
     "SuppressQuietSliceComponents": "slice_gate",
     "SuppressQuietSliceComponentsd": "slice_gate",
     "components_on_scored_slices": "slice_gate",

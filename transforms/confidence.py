@@ -23,7 +23,38 @@ from scipy import ndimage
 
 from .components import component_structure
 
-__all__ = ["SuppressUncertainComponents", "SuppressUncertainComponentsd", "confident_component_mask", "to_background"]
+__all__ = ["SuppressUncertainComponents", "SuppressUncertainComponentsd", "confident_component_mask", "to_background",
+           "predicted_foreground", "unit_interval"]
+
+
+def unit_interval(value: float, name: str) -> float:
+    """``value`` as a float within [0, 1]; a ``ValueError`` naming ``name`` otherwise.
+
+    Examples
+    --------
+    >>> unit_interval(0.4, "min_score")
+    0.4
+    """
+    if not (math.isfinite(float(value)) and 0 <= float(value) <= 1):
+        raise ValueError(f"{name} must be within [0, 1], got {value!r}")
+    return float(value)
+
+
+def predicted_foreground(probs: NdarrayOrTensor, spatial_dims: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(probs as an array, where a class other than background wins)`` of class probabilities
+    ``(K, *spatial)`` with K >= 2, background first (``spatial_dims``: how many spatial axes they must have).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> predicted_foreground(np.array([[0.2, 0.9], [0.8, 0.1]]))[1].tolist()
+    [True, False]
+    """
+    arr = probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
+    if arr.ndim < 2 or arr.shape[0] < 2 or (spatial_dims is not None and arr.ndim != spatial_dims + 1):
+        axes = "*spatial" if spatial_dims is None else ", ".join("XYZ"[:spatial_dims])
+        raise ValueError(f"expected class probabilities (K >= 2, {axes}), got shape {arr.shape}")
+    return arr, np.argmax(arr, axis=0) > 0
 
 
 def confident_component_mask(mask: np.ndarray, foreground_prob: np.ndarray, min_confidence: float,
@@ -60,8 +91,7 @@ def confident_component_mask(mask: np.ndarray, foreground_prob: np.ndarray, min_
     p = np.asarray(foreground_prob, dtype=np.float64)
     if p.shape != m.shape:
         raise ValueError(f"foreground_prob has shape {p.shape}, the mask {m.shape}")
-    if not (math.isfinite(min_confidence) and 0 <= min_confidence <= 1):
-        raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence!r}")
+    unit_interval(min_confidence, "min_confidence")
     structure = component_structure(m.ndim, connectivity)
     if min_confidence == 0 or not m.any():
         return m.copy()
@@ -104,19 +134,14 @@ class SuppressUncertainComponents(Transform):
     backend = [torch.Tensor.__module__, np.ndarray.__module__]
 
     def __init__(self, min_confidence: float, connectivity: int = 3) -> None:
-        if not (math.isfinite(float(min_confidence)) and 0 <= float(min_confidence) <= 1):
-            raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence!r}")
-        self.min_confidence = float(min_confidence)
+        self.min_confidence = unit_interval(min_confidence, "min_confidence")
         self.connectivity = int(connectivity)
 
     def __call__(self, probs: NdarrayOrTensor) -> NdarrayOrTensor:
         """``probs``: class probabilities ``(K, *spatial)`` with K >= 2, background first."""
         if self.min_confidence == 0:
             return probs
-        arr = probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
-        if arr.ndim < 2 or arr.shape[0] < 2:
-            raise ValueError(f"expected class probabilities (K >= 2, *spatial), got shape {arr.shape}")
-        foreground = np.argmax(arr, axis=0) > 0
+        arr, foreground = predicted_foreground(probs)
         drop = foreground & ~confident_component_mask(foreground, 1.0 - arr[0], self.min_confidence, self.connectivity)
         return to_background(probs, drop)
 

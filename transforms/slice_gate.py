@@ -12,7 +12,6 @@ the two is allowed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
 from .components import component_structure
-from .confidence import to_background
+from .confidence import predicted_foreground, to_background, unit_interval
 
 __all__ = ["SuppressQuietSliceComponents", "SuppressQuietSliceComponentsd", "components_on_scored_slices"]
 
@@ -76,8 +75,7 @@ def components_on_scored_slices(mask: np.ndarray, slice_scores: Sequence[float],
         raise ValueError(f"mask must be 3D, got shape {m.shape}")
     if not scores.size or not np.all(np.isfinite(scores)):
         raise ValueError("slice_scores must be one finite score per source slice")
-    if not (math.isfinite(min_score) and 0 <= min_score <= 1):
-        raise ValueError(f"min_score must be within [0, 1], got {min_score!r}")
+    unit_interval(min_score, "min_score")
     if min_score == 0 or not m.any():
         return m.copy()
     labels, n = ndimage.label(m, structure=component_structure(3, connectivity))
@@ -119,9 +117,7 @@ class SuppressQuietSliceComponents(Transform):
     backend = [torch.Tensor.__module__, np.ndarray.__module__]
 
     def __init__(self, min_score: float, connectivity: int = 3) -> None:
-        if not (math.isfinite(float(min_score)) and 0 <= float(min_score) <= 1):
-            raise ValueError(f"min_score must be within [0, 1], got {min_score!r}")
-        self.min_score = float(min_score)
+        self.min_score = unit_interval(min_score, "min_score")
         self.connectivity = int(connectivity)
 
     def __call__(self, probs: NdarrayOrTensor, slice_scores: Sequence[float],
@@ -130,10 +126,7 @@ class SuppressQuietSliceComponents(Transform):
         as :func:`components_on_scored_slices` takes them."""
         if self.min_score == 0:
             return probs
-        arr = probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
-        if arr.ndim != 4 or arr.shape[0] < 2:
-            raise ValueError(f"expected class probabilities (K >= 2, X, Y, Z), got shape {arr.shape}")
-        foreground = np.argmax(arr, axis=0) > 0
+        _, foreground = predicted_foreground(probs, spatial_dims=3)
         keep = components_on_scored_slices(foreground, slice_scores, grid_to_source, self.min_score, self.connectivity)
         return to_background(probs, foreground & ~keep)
 
