@@ -734,17 +734,28 @@ def decide(
                                          probabilities=probabilities))
 
 
-def decide_scores(rule: DecisionRule, scores: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+def decide_scores(rule: DecisionRule, scores: Mapping[str, float],
+                  skip_unthresholded: bool = False) -> dict[str, dict[str, Any]]:
     """The calls of :func:`decide` from CT-level scores :func:`ct_scores` already gave.
+
+    A label the rule has no threshold for raises ``KeyError``, or is left out with
+    ``skip_unthresholded`` (scores from another tool, whose labels the rule may not all cover).
 
     Examples
     --------
     >>> decide_scores(DecisionRule("max", threshold=0.5), {"any": 0.7})
     {'any': {'score': 0.7, 'threshold': 0.5, 'positive': True}}
+    >>> decide_scores(DecisionRule("max", threshold={"any": 0.5}), {"any": 0.2, "subdural": 0.9}, skip_unthresholded=True)
+    {'any': {'score': 0.2, 'threshold': 0.5, 'positive': False}}
     """
     out: dict[str, dict[str, Any]] = {}
     for s, score in scores.items():
-        t = rule.threshold_for(s)
+        try:
+            t = rule.threshold_for(s)
+        except KeyError:
+            if skip_unthresholded:
+                continue
+            raise
         out[s] = {"score": score, "threshold": t, "positive": bool(score >= t)}
     return out
 

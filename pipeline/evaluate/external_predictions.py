@@ -27,7 +27,7 @@ import numpy as np
 
 from ichct.errors import InputError
 from ichct.pipeline.core.labels import LABEL_NAMES
-from ichct.pipeline.decision import DecisionRule, affine_voxel_volume_ml, segmentation_volumes
+from ichct.pipeline.decision import DecisionRule, affine_voxel_volume_ml, decide_scores, segmentation_volumes
 from ichct.pipeline.evaluate.external_labels import BINARY, LabelMap
 from ichct.pipeline.evaluate.external_masks import MASK_SUFFIXES, Grid, labels_on_grid, read_mask, study_grid
 from ichct.pipeline.evaluate.external_matching import Matching
@@ -38,7 +38,6 @@ from ichct.pipeline.evaluate.external_probs import (
     probability_rule_names,
     read_probabilities,
 )
-from ichct.pipeline.evaluate.metrics_ct import rule_threshold
 
 logger = logging.getLogger("ichct.evaluate")
 
@@ -213,7 +212,5 @@ class ExternalPredictions:
         scores = segmentation_volumes(mask, voxel_ml, rule.min_component_ml, num_classes=k,
                                       connectivity=rule.connectivity)
         pred.scores["seg_volume"] = scores
-        thresholds = {st: rule_threshold(rule, st) for st in scores}
-        pred.decisions["seg_volume"] = {st: {"score": v, "threshold": thresholds[st], "positive": bool(v >= thresholds[st])}
-                                        for st, v in scores.items() if thresholds[st] is not None}
+        pred.decisions["seg_volume"] = decide_scores(rule, scores, skip_unthresholded=True)
 
