@@ -207,3 +207,70 @@ def test_no_bits_stored_with_12_bit_twos_complement_values_is_refused(tmp_path):
         ds.save_as(p)
     with pytest.raises(DicomIngestError, match="BitsStored is absent or empty and no air"):
         read_dicom_series(tmp_path / "dcm")
+
+
+def _drop(paths, *keywords, empty=False):
+    """Remove (or empty) ``keywords`` from every file, as public archives do even to Type 1 ones."""
+    import pydicom
+
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        for keyword in keywords:
+            if empty:
+                ds[keyword].value = None
+            else:
+                delattr(ds, keyword)
+        ds.save_as(p)
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["absent", "empty"])
+def test_files_without_samples_per_pixel_decode_as_one_sample(tmp_path, empty):
+    """SamplesPerPixel (Type 1) dropped: a CT image has one sample a pixel; the HU are exact."""
+    from ichct.transforms.dicom import read_dicom_series
+
+    spec = fac.make_stack(8, 5.0, key="no-samples")
+    _drop(fac.write_series(tmp_path / "dcm", spec), "SamplesPerPixel", empty=empty)
+    vol = read_dicom_series(tmp_path / "dcm")
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "implicit"])
+def test_files_without_bits_allocated_take_it_from_the_pixel_data_length(tmp_path, syntax):
+    """BitsAllocated dropped: uncompressed pixel data of rows x columns x 2 bytes is 16 bits a pixel
+    (in implicit VR pydicom cannot even tell OB from OW without it)."""
+    import pydicom
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from ichct.transforms.dicom import read_dicom_series
+
+    spec = fac.make_stack(8, 5.0, key=f"no-bits-allocated-{syntax}", bits_stored=12)
+    for p in fac.write_series(tmp_path / "dcm", spec):
+        ds = pydicom.dcmread(p)
+        del ds.BitsAllocated
+        if syntax == "implicit":
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(p, enforce_file_format=True)
+    vol = read_dicom_series(tmp_path / "dcm")
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+
+
+@pytest.mark.parametrize("signed, bits, intercept, padding", [
+    (True, 16, 0.0, None),         # air stored as -1000: read unsigned it would be +64,536 HU
+    (True, 16, -1024.0, -2000),    # padding stored as -2000 outside the field of view
+    (False, 12, -1024.0, None),    # the usual unsigned 12 bits: nothing reads differently
+    (False, 16, -32768.0, None),   # unsigned with air stored near 31,768: kept unsigned
+], ids=["signed-intercept-0", "signed-padding", "unsigned-12", "unsigned-offset-32768"])
+@pytest.mark.parametrize("empty", [False, True], ids=["absent", "empty"])
+def test_files_without_pixel_representation_read_the_hu_exactly(tmp_path, signed, bits, intercept, padding, empty):
+    """PixelRepresentation (Type 1) dropped: 16-bit values from 32768 up are two's complement
+    unless reading them unsigned keeps them within the CT scale (an intercept near -32768)."""
+    from ichct.transforms.dicom import read_dicom_series
+
+    spec = fac.make_stack(8, 5.0, key=f"no-pixrep-{signed}-{bits}-{intercept}", intercept=intercept,
+                          pixel_representation=int(signed), bits_stored=bits, padding_value=padding)
+    _drop(fac.write_series(tmp_path / "dcm", spec), "PixelRepresentation", empty=empty)
+    vol = read_dicom_series(tmp_path / "dcm")
+    fac.assert_exact(vol.hu_volume, vol.affine_ras, spec)
+    note = [w for w in vol.info["warnings"] if "PixelRepresentation absent or empty" in w]
+    assert len(note) == 1 and "8 file(s)" in note[0]
+    assert ("two's complement" if signed and bits == 16 else "unsigned") in note[0]

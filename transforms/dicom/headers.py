@@ -238,7 +238,7 @@ def _padding(get: Callable[[str], Any], keyword: str) -> int | None:
     if isinstance(value, (bytes, bytearray)):
         if len(value) != 2:
             return None
-        signed = int(get("PixelRepresentation") or 0) == 1
+        signed = _pixel_representation(get) == 1
         return int.from_bytes(value, "little", signed=signed)
     return _int(value)
 
@@ -251,6 +251,34 @@ UNREADABLE_RESCALE = "unreadable_rescale"
 SQUARE_PIXELS_ASSUMED = "square_pixels_assumed"
 #: ``SliceHeader.extra`` key set on frames without BitsStored (or empty): BitsAllocated is used
 BITS_STORED_ASSUMED = "bits_stored_assumed"
+#: ``SliceHeader.extra`` key set on frames without PixelRepresentation (or empty): the value
+#: :func:`assumed_pixel_representation` chose
+PIXEL_REPRESENTATION_ASSUMED = "pixel_representation_assumed"
+#: the top of the extended CT scale (about +30,700 HU): no stored value maps above it
+EXTENDED_CT_TOP_HU = 31000.0
+
+
+def assumed_pixel_representation(bits_stored: int | None, slope: float | None, intercept: float | None) -> int:
+    """PixelRepresentation for a CT image whose files lack it: 1 (two's complement) or 0 (unsigned).
+
+    Only 16-bit values from 32768 up read differently; read unsigned they would be
+    ``32768 * slope + intercept`` HU or more. Where that lies above the extended CT scale's top
+    (:data:`EXTENDED_CT_TOP_HU`), such values can only be negative numbers in two's complement,
+    so the pixels are read as signed (this is the common case: intercept -1024 or 0). With fewer
+    stored bits, or an intercept near -32768 (air stored near 31,768), unsigned is kept; a
+    12-bit two's complement read as unsigned is caught by the HU check's wrap rule.
+
+    Examples
+    --------
+    >>> assumed_pixel_representation(16, 1.0, -1024.0), assumed_pixel_representation(16, 1.0, -32768.0)
+    (1, 0)
+    >>> assumed_pixel_representation(12, 1.0, -1024.0), assumed_pixel_representation(None, None, None)
+    (0, 1)
+    """
+    slope = 1.0 if not slope else float(slope)
+    if (bits_stored or 16) != 16:
+        return 0
+    return 1 if 32768 * slope + float(intercept or 0.0) > EXTENDED_CT_TOP_HU else 0
 
 
 def _modality(get: Callable[[str], Any], sop_class: str) -> str:
@@ -360,14 +388,24 @@ def _common_fields(get: Callable[[str], Any], ds: Dataset, path: str, sop_class:
         samples_per_pixel=_int(get("SamplesPerPixel")) or 1,
         bits_allocated=_int(get("BitsAllocated")) or 16,
         bits_stored=_int(get("BitsStored")) or _int(get("BitsAllocated")) or 16,
-        pixel_representation=_int(get("PixelRepresentation")) or 0,
+        pixel_representation=_pixel_representation(get),
         pixel_padding_value=_padding(get, "PixelPaddingValue"),
         pixel_padding_range_limit=_padding(get, "PixelPaddingRangeLimit"),
         manufacturer=_text(get("Manufacturer")),
         has_pixel_data=(present("PixelData") or present("FloatPixelData") or present("DoubleFloatPixelData")
                         or get("Rows") is not None),
-        extra={MODALITY_ASSUMED: True} if assumed else {},
+        extra={**({MODALITY_ASSUMED: True} if assumed else {}),
+               **({PIXEL_REPRESENTATION_ASSUMED: True} if _int(get("PixelRepresentation")) is None else {})},
     )
+
+
+def _pixel_representation(get: Callable[[str], Any]) -> int:
+    """PixelRepresentation, or :func:`assumed_pixel_representation`'s choice when it is absent or empty."""
+    value = _int(get("PixelRepresentation"))
+    if value is not None:
+        return value
+    bits = _int(get("BitsStored")) or _int(get("BitsAllocated"))
+    return assumed_pixel_representation(bits, _float(get("RescaleSlope")), _float(get("RescaleIntercept")))
 
 
 def _enhanced_headers(ds: Dataset, common: dict[str, Any], n_frames: int, per_frame: Any) -> list[SliceHeader]:

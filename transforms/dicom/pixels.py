@@ -17,7 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
-from .headers import SliceHeader, ensure_transfer_syntax
+from .headers import SliceHeader, assumed_pixel_representation, ensure_transfer_syntax
 from .validation import quiet_pydicom_values
 
 logger = logging.getLogger(__name__)
@@ -45,23 +45,53 @@ def lossless_int16_possible(headers: list[SliceHeader]) -> bool:
 def read_dataset(path: str, stop_before_pixels: bool = False) -> pydicom.Dataset:
     """A DICOM file, also one without the 128-byte preamble or file meta (old archives).
 
-    A one-sample image whose PhotometricInterpretation an archive dropped is decoded as
-    MONOCHROME2: for grey-scale pixels it only says how to display them, never what the stored
-    values (hence the HU) are, and pydicom refuses to decode without it. An absent or empty
-    BitsStored is taken as BitsAllocated (with HighBit one less), as the slice header records it.
+    Public archives drop even Type 1 attributes of the Image Pixel module; what a CT image's
+    pixels need is filled in as the slice header records it:
+
+    - SamplesPerPixel: 1, and PhotometricInterpretation: MONOCHROME2 (for grey-scale pixels it
+      only says how to display them, never what the stored values, hence the HU, are);
+    - BitsAllocated: from the length of uncompressed pixel data (8, 16 or 32 bits a pixel);
+    - BitsStored: BitsAllocated (with HighBit one less);
+    - PixelRepresentation: :func:`~ichct.transforms.dicom.headers.assumed_pixel_representation`.
     """
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
     ensure_transfer_syntax(ds)  # also after "DICM" with no file meta, or one without TransferSyntaxUID
+    if ds.get("SamplesPerPixel") in (None, "") and str(ds.get("PhotometricInterpretation") or "MONOCHROME").startswith("MONOCHROME"):
+        ds.SamplesPerPixel = 1
     if not ds.get("PhotometricInterpretation") and ds.get("SamplesPerPixel", 1) in (None, "", 1):
         ds.PhotometricInterpretation = "MONOCHROME2"
+    if ds.get("BitsAllocated") in (None, ""):
+        ds.BitsAllocated = _bits_allocated_from_length(ds)
     if ds.get("BitsStored") in (None, "") and ds.get("BitsAllocated") not in (None, ""):
         # all allocated bits hold the value (the header record assumes the same; the reader warns,
         # and the HU check catches a 12-bit two's complement read as 16 bits)
         ds.BitsStored, ds.HighBit = int(ds.BitsAllocated), int(ds.BitsAllocated) - 1
+    if ds.get("PixelRepresentation") in (None, ""):
+        ds.PixelRepresentation = assumed_pixel_representation(
+            _number(ds.get("BitsStored")), _number(ds.get("RescaleSlope")), _number(ds.get("RescaleIntercept")))
     return ds
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _bits_allocated_from_length(ds: pydicom.Dataset) -> int:
+    """Bits a pixel from the length of uncompressed pixel data (16 when it cannot be told)."""
+    element = ds.get_item("PixelData") if "PixelData" in ds else None
+    pixels = (int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * int(ds.get("NumberOfFrames") or 1)
+              * int(ds.get("SamplesPerPixel") or 1))
+    value = getattr(element, "value", None)
+    if not pixels or not isinstance(value, (bytes, bytearray)) or ds.file_meta.TransferSyntaxUID.is_compressed:
+        return 16
+    bits = len(value) * 8 // pixels
+    return bits if bits in (8, 16, 32) else 16
 
 
 class FrameSource:

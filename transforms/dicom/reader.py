@@ -17,7 +17,14 @@ import numpy as np
 from .discovery import FolderScan, default_workers, scan_folder
 from .errors import DicomIngestError
 from .geometry import StackGeometry, lps_to_ras, stack_geometry
-from .headers import BITS_STORED_ASSUMED, MODALITY_ASSUMED, SQUARE_PIXELS_ASSUMED, UNREADABLE_RESCALE, SliceHeader
+from .headers import (
+    BITS_STORED_ASSUMED,
+    MODALITY_ASSUMED,
+    PIXEL_REPRESENTATION_ASSUMED,
+    SQUARE_PIXELS_ASSUMED,
+    UNREADABLE_RESCALE,
+    SliceHeader,
+)
 from .hu_check import RULE_NONE, HuCheck, check_hu, unwrap
 from .validation import STAND_IN_SERIES_PREFIX, nonconforming_uid_summary
 from .pixels import AIR_HU, lossless_int16_possible, read_stack, rescale_of
@@ -197,6 +204,11 @@ def _header_notes(root: str | Path, group: SeriesGroup, groups: list[SeriesGroup
     if no_bits:
         notes.append(f"BitsStored absent or empty on {no_bits} file(s): all of BitsAllocated "
                      f"({headers[0].bits_allocated}) taken as stored bits")
+    no_representation = [h for h in headers if h.extra.get(PIXEL_REPRESENTATION_ASSUMED)]
+    if no_representation:
+        how = ("two's complement (16-bit values from 32768 up, read unsigned, would lie above the CT scale)"
+               if no_representation[0].pixel_representation == 1 else "unsigned")
+        notes.append(f"PixelRepresentation absent or empty on {len(no_representation)} file(s): pixels read as {how}")
     for note in notes:
         logger.warning("%s: %s", root, note)
     return left_out + notes
