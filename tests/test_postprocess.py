@@ -10,7 +10,7 @@ import pytest
 
 from eval_helpers import eval_setup
 from ichct.errors import InputError
-from ichct.pipeline.postprocess import choose_confidence, sweep_summary
+from ichct.pipeline.postprocess import choose_confidence, choose_min_component_ml, sweep_summary
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +78,45 @@ def test_variants_are_what_predict_study_gives_at_each_value(setup):
     assert sizes == sorted(sizes, reverse=True)  # a stricter filter only removes blood
 
 
+def test_pair_variants_are_what_predict_study_gives_with_each_pair(setup):
+    """A confidence value and a minimum component volume: as predict_study with both in the config."""
+    import dataclasses
+
+    from ichct.pipeline.manifests import load_manifest
+    from ichct.pipeline.models.inference import load_run, predict_postprocessing_variants, predict_study
+
+    model = load_run(setup["seg"])
+    entry = next(e for e in load_manifest(setup["manifest"], "test", check=False) if e["ct_labels"]["any"] == 1)
+    variants = predict_postprocessing_variants(model, entry["image"], [0.0, 0.6], [0.0, 0.05, 2.0])
+    assert sorted(variants) == [(c, m) for c in (0.0, 0.6) for m in (0.0, 0.05, 2.0)]
+    for (value, min_ml), got in variants.items():
+        cfg = {**model.config, "min_component_confidence": value, "min_component_ml": min_ml}
+        want = predict_study({"seg": dataclasses.replace(model, config=cfg)}, entry["image"])
+        np.testing.assert_array_equal(got.seg_original, want.seg_original)
+        assert got.volumes_ml == want.volumes_ml and got.scores == want.scores
+    blood = [int(variants[(0.0, m)].seg_original.astype(bool).sum()) for m in (0.0, 0.05, 2.0)]
+    assert blood == sorted(blood, reverse=True) and blood[0] > 0  # a larger minimum only removes blood
+    with pytest.raises(ValueError, match="min_components_ml"):
+        predict_postprocessing_variants(model, entry["image"], [0.0], [-0.1])
+
+
+def _minimum(value: float, dice: float, fp: float) -> dict[str, float]:
+    return {"min_component_ml": value, "dice_with_blood": dice, "fp_lesions_per_scan": fp}
+
+
+def test_minimum_choice_is_the_smallest_within_the_budgets():
+    rows = [_minimum(0.05, 0.60, 0.9), _minimum(0.1, 0.64, 0.45), _minimum(0.2, 0.65, 0.2), _minimum(0.5, 0.66, 0.1)]
+    assert choose_min_component_ml(rows, 0.2) == 0.1  # 0.05 costs too many false positives
+    assert choose_min_component_ml(rows, 0.2, max_fp_per_scan=1.0) == 0.1  # 0.05 costs 0.05 of Dice
+    assert choose_min_component_ml(rows, 0.2, dice_tolerance=0.05, max_fp_per_scan=1.0) == 0.05
+    assert choose_min_component_ml(rows, 0.2, dice_tolerance=0.0) == 0.2  # 0.1 loses 0.01 Dice
+    assert choose_min_component_ml(rows, 0.2, max_fp_per_scan=0.05) == 0.2  # nothing qualifies: the run's own
+    with pytest.raises(InputError, match="reference"):
+        choose_min_component_ml(rows, 0.3)
+    with pytest.raises(InputError, match="max_fp_per_scan"):
+        choose_min_component_ml(rows, 0.2, max_fp_per_scan=-1)
+
+
 def test_cli_chooses_stores_and_inference_uses_it(setup, run_cli, tmp_path):
     from ichct.pipeline.models.inference import load_run
 
@@ -95,7 +134,18 @@ def test_cli_chooses_stores_and_inference_uses_it(setup, run_cli, tmp_path):
     assert load_run(run).config["min_component_confidence"] == 0.9
     config = json.loads((run / "config.json").read_text())
     original = json.loads((setup["seg"] / "config.json").read_text())
-    assert config["config"] == {**original["config"], "min_component_confidence": 0.9}  # only that key changed
+    # the minimum component volume, chosen at 0.9 on the same studies, is the second key that changes
+    minimum = record["min_component_ml"]
+    assert minimum["previous"] == original["config"]["min_component_ml"] == 0.2
+    assert [s["min_component_ml"] for s in minimum["sweep"]] == [0.05, 0.1, 0.15, 0.2, 0.3, 0.5]
+    assert minimum["min_component_ml"] == choose_min_component_ml(minimum["sweep"], 0.2, 1.0, 0.5)
+    assert minimum["rule"]["max_fp_lesions_per_scan"] == 0.5 and minimum["rule"]["dice_tolerance"] == 1.0
+    fp = [s["fp_lesions_per_scan"] for s in minimum["sweep"]]
+    found = [s["lesion_sensitivity"] for s in minimum["sweep"]]
+    assert fp == sorted(fp, reverse=True) and found == sorted(found, reverse=True)  # a smaller minimum only adds
+    assert config["config"] == {**original["config"], "min_component_confidence": 0.9,
+                                "min_component_ml": minimum["min_component_ml"]}  # only those keys changed
+    assert load_run(run).config["min_component_ml"] == minimum["min_component_ml"]
     assert {k: v for k, v in config.items() if k != "config"} == {k: v for k, v in original.items() if k != "config"}
     # the seg_peak threshold, chosen on the same studies, goes into the stored rule's meta and from there into
     # the rules predict and evaluate use; the rest of the rule is as training wrote it
@@ -120,6 +170,11 @@ def test_dry_run_writes_nothing_and_defaults_to_the_validation_fold(setup, run_c
     assert r.code == 0, r.err
     record = json.loads(r.out)
     assert record["studies"]["split"] == "validation" and record["studies"]["fold"] == 0
+    assert record["min_component_ml"]["min_component_ml"] in (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--values", "0.7", "--min-component-ml", "none",
+                "--dry-run", "-q")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["min_component_ml"] is None  # the run's own minimum is kept
     assert "written" not in record and not (run / "postprocessing.json").exists()
     assert (run / "config.json").read_bytes() == before
 
@@ -132,6 +187,10 @@ def test_training_patients_and_bad_values_are_refused(setup, run_cli, tmp_path):
     assert r.code == 1 and "trained the model" in r.err and "held-out" in r.err
     r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--values", "0.5,1.2")
     assert r.code == 2 and "1.2" in r.err
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--max-fp-per-scan", "-1")
+    assert r.code == 2 and "--max-fp-per-scan" in r.err
+    r = run_cli("postprocess", run, "--manifest", setup["manifest"], "--min-component-ml", "0.01,0.2")
+    assert r.code == 1 and "0.05 mL" in r.err and "0.01" in r.err
     assert (run / "config.json").read_bytes() == before and not (run / "postprocessing.json").exists()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["fraction", "non_negative_int", "positive_int", "seed"]
+__all__ = ["fraction", "non_negative_float", "non_negative_int", "positive_int", "seed"]
 
 
 def _integer(text: str) -> int:
@@ -64,4 +64,21 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 <= value <= 1.0:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0.
+
+    Example
+    -------
+    >>> non_negative_float("0.5")
+    0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < float("inf"):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
     return value

@@ -5,7 +5,8 @@
 * :func:`predict_study` runs a classification and/or a segmentation model on one study (DICOM
   series folder or NIfTI) and returns a :class:`StudyPrediction`;
   :func:`predict_confidence_variants` gives the segmenter's prediction at several settings of its
-  confidence filter from one network pass (``ichct postprocess``).
+  confidence filter (:func:`predict_postprocessing_variants`: and of its minimum component volume)
+  from one network pass (``ichct postprocess``).
 
 A run's saved config is completed by :func:`~ichct.pipeline.models.config.saved_run_config` when it
 is read (:func:`read_run_config`): a key an older run lacks takes the value that run was trained
@@ -28,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +60,7 @@ from ichct.pipeline.models.config import saved_run_config
 logger = logging.getLogger("ichct.inference")
 
 __all__ = ["LoadedModel", "StudyPrediction", "load_run", "read_run_config", "predict_study", "default_rules",
-           "predict_confidence_variants", "hu_reference",
+           "predict_confidence_variants", "predict_postprocessing_variants", "hu_reference",
            "load_study_image",
            "cls_eval_transforms", "seg_eval_transforms", "DEFAULT_SLICE_THRESHOLD"]
 
@@ -503,10 +505,12 @@ def _labels_on_input_grid(model: LoadedModel, img: Any, probs: torch.Tensor, ima
 
 
 def _seg_label_maps(model: LoadedModel, img: Any, probs: torch.Tensor, data: Mapping[str, Any],
-                    min_confidence: float, slice_any: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    min_confidence: float, slice_any: np.ndarray | None = None,
+                    min_component_ml: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(label map on the preprocessed grid, its affine, label map on the original grid) of ``probs``,
     after the confidence filter at ``min_confidence`` (0: off) and, given a classifier's p(any) per
-    original slice (``slice_any``), the run's ``classifier_slice_gate``."""
+    original slice (``slice_any``), the run's ``classifier_slice_gate``; the original grid's map
+    without components under ``min_component_ml`` (default: the run's)."""
     cfg, image = model.config, data["image"]
     if min_confidence > 0:  # components the model is unsure of become background
         from ichct.transforms import SuppressUncertainComponents
@@ -530,23 +534,31 @@ def _seg_label_maps(model: LoadedModel, img: Any, probs: torch.Tensor, data: Map
         orig = _labels_on_input_grid(model, img, probs, image)
     if orig.shape != shape:
         raise RuntimeError(f"inverted segmentation has shape {orig.shape}, expected the original {shape}")
-    min_ml = float(cfg["min_component_ml"])
-    if min_ml > 0 and orig.any():  # specks below the run's minimum component volume, on the original grid
-        from ichct.transforms import RemoveSmallComponents
-
-        orig = np.asarray(RemoveSmallComponents(min_ml, voxel_volume_ml=affine_voxel_volume_ml(img.affine))(orig[None]))[0]
-    return labels[0].numpy().astype(np.uint8), affine_pre, orig
+    min_ml = float(cfg["min_component_ml"]) if min_component_ml is None else float(min_component_ml)
+    return labels[0].numpy().astype(np.uint8), affine_pre, _without_small_components(orig, min_ml, img.affine)
 
 
-def _set_seg_fields(pred: StudyPrediction, seg: LoadedModel, maps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    """Put a segmenter's label maps and their blood volumes into ``pred``."""
+def _without_small_components(labels: np.ndarray, min_ml: float, affine: Any) -> np.ndarray:
+    """``labels`` (on the grid of ``affine``) without the components smaller than ``min_ml`` (0: all kept)."""
+    if min_ml <= 0 or not labels.any():
+        return labels
+    from ichct.transforms import RemoveSmallComponents
+
+    return np.asarray(RemoveSmallComponents(min_ml, voxel_volume_ml=affine_voxel_volume_ml(affine))(labels[None]))[0]
+
+
+def _set_seg_fields(pred: StudyPrediction, seg: LoadedModel, maps: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    min_component_ml: float | None = None) -> None:
+    """Put a segmenter's label maps and their blood volumes into ``pred`` (``min_component_ml``: the
+    minimum the original-grid map was made with, default the run's)."""
     k = int(seg.config["num_classes"])
+    min_ml = float(seg.config["min_component_ml"]) if min_component_ml is None else float(min_component_ml)
     pred.seg_preprocessed, pred.seg_preprocessed_affine, pred.seg_original = maps
     pred.num_seg_classes = k
     pred.seg_spacing_mm = tuple(float(s) for s in seg.config["spacing_mm"])
-    # the model-grid volumes drop the same small components as the original-grid mask and seg_volume
+    # the model-grid volumes drop the same small components as the original-grid mask
     pred.volumes_ml = segmentation_volumes(maps[0], voxel_volume_ml(pred.seg_spacing_mm), num_classes=k,
-                                           min_component_ml=float(seg.config["min_component_ml"]))
+                                           min_component_ml=min_ml)
     pred.volumes_ml_original = segmentation_volumes(maps[2], affine_voxel_volume_ml(pred.original_affine), num_classes=k)
 
 
@@ -708,23 +720,60 @@ def predict_confidence_variants(seg: LoadedModel, image_path: str | Path, min_co
     >>> sorted(preds), preds[0.99].seg_original.shape
     ([0.0, 0.99], (24, 24, 12))
     """
-    values = [float(v) for v in min_confidences]
+    run_min = float(seg.config["min_component_ml"])
+    variants = predict_postprocessing_variants(seg, image_path, min_confidences, [run_min], rules)
+    return {confidence: pred for (confidence, _), pred in variants.items()}
+
+
+def predict_postprocessing_variants(seg: LoadedModel, image_path: str | Path, min_confidences: Sequence[float],
+                                    min_components_ml: Sequence[float],
+                                    rules: Mapping[str, DecisionRule] | None = None,
+                                    ) -> dict[tuple[float, float], StudyPrediction]:
+    """The segmenter's prediction of one study for each pair of a confidence filter and a minimum
+    component volume, from one network pass.
+
+    :func:`predict_confidence_variants` for every ``min_component_ml`` of ``min_components_ml``
+    too (0: every component kept): each confidence value's original-grid map is made once, then
+    its components under each minimum are dropped. ``rules`` are applied once per confidence
+    value (the ``seg_volume`` rule keeps its own minimum), so the pairs of one value share them.
+
+    Examples
+    --------
+    >>> import numpy as np, nibabel as nib, tempfile, pathlib
+    >>> from ichct.pipeline.models.config import resolve_config
+    >>> from ichct.pipeline.models.network_factory import build_network
+    >>> cfg = resolve_config("seg", {"patch": [16, 16, 16], "network": {"channels": [4, 8], "strides": [2]},
+    ...                              "spacing_mm": [4.0, 4.0, 4.0], "crop": None})
+    >>> model = LoadedModel("seg", pathlib.Path("."), {"kind": "seg", "config": cfg}, cfg,
+    ...                     build_network("seg", cfg).eval(), None, torch.device("cpu"), "best")
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "ct.nii.gz"
+    >>> nib.save(nib.Nifti1Image(np.full((24, 24, 12), 40, np.int16), np.diag([2.0, 2.0, 5.0, 1.0])), path)
+    >>> sorted(predict_postprocessing_variants(model, path, [0.0, 0.9], [0.05, 0.2]))
+    [(0.0, 0.05), (0.0, 0.2), (0.9, 0.05), (0.9, 0.2)]
+    """
+    values, minima = [float(v) for v in min_confidences], [float(m) for m in min_components_ml]
     if seg.kind != "seg":
         raise ValueError(f"a segmenter is needed, got a {seg.kind} run ({seg.run_dir})")
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
         raise ValueError(f"min_confidences must be values within [0, 1], got {values}")
+    if not minima or any(not (math.isfinite(m) and m >= 0) for m in minima):
+        raise ValueError(f"min_components_ml must be volumes >= 0 mL, got {minima}")
     rules = default_rules({"seg": seg}) if rules is None else rules
     img, _series, _candidates = load_study_image(image_path)
     probs, data = _seg_probabilities(seg, img)
     shape = tuple(int(s) for s in img.shape[1:])
     affine = np.asarray(img.affine, dtype=np.float64)
-    out: dict[float, StudyPrediction] = {}
+    out: dict[tuple[float, float], StudyPrediction] = {}
     for value in values:
-        pred = StudyPrediction(image=str(image_path), original_shape=shape, original_affine=affine.copy(),
+        pre, pre_affine, orig = _seg_label_maps(seg, img, probs, data, value, min_component_ml=0.0)
+        base = StudyPrediction(image=str(image_path), original_shape=shape, original_affine=affine.copy(),
                                n_slices=int(shape[-1]))
-        _set_seg_fields(pred, seg, _seg_label_maps(seg, img, probs, data, value))
-        _apply_rules(pred, rules, probs.numpy())
-        out[value] = pred
+        _set_seg_fields(base, seg, (pre, pre_affine, orig))
+        _apply_rules(base, rules, probs.numpy())
+        for min_ml in minima:
+            pred = copy.copy(base)
+            _set_seg_fields(pred, seg, (pre, pre_affine, _without_small_components(orig, min_ml, affine)), min_ml)
+            out[(value, min_ml)] = pred
     return out
 
 

@@ -1,11 +1,12 @@
-"""The post-processing stage: choose a segmenter's confidence filter, or a classifier's thresholds, on
-held-out studies (``ichct postprocess``).
+"""The post-processing stage: choose a segmenter's confidence filter and minimum component volume, or a
+classifier's thresholds, on held-out studies (``ichct postprocess``).
 
 Modules:
 
 * ``run`` - :func:`determine_postprocessing`: predict a split once, score every candidate value,
   store the choice beside the model's config;
 * ``confidence`` - the per-value summary of the sweep and the rule that chooses a value;
+* ``min_volume`` - the rule that chooses the minimum component volume;
 * ``thresholds`` - a classifier's slice-rule thresholds chosen on held-out studies.
 """
 
@@ -23,6 +24,10 @@ _EXPORTS: dict[str, str] = {
     "check_tolerances": "confidence",
     "choose_confidence": "confidence",
     "sweep_summary": "confidence",
+    "DEFAULT_MIN_COMPONENTS_ML": "min_volume",
+    "DEFAULT_MAX_FP_PER_SCAN": "min_volume",
+    "check_min_components": "min_volume",
+    "choose_min_component_ml": "min_volume",
     "choose_slice_thresholds": "thresholds",
     "ct_label_vector": "thresholds",
 }

@@ -40,7 +40,7 @@ def _finite_mean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else math.nan
 
 
-def _value_summary(value: float, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def _value_summary(value: float, rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
     """One value's row of :func:`sweep_summary`."""
     blood = _column(rows, "seg:any:vol_true_ml") > 0
     true_lesions = _column(rows, "seg:any:n_true_lesions")
@@ -49,7 +49,7 @@ def _value_summary(value: float, rows: Sequence[Mapping[str, Any]]) -> dict[str,
     calls = _column(rows, "call:seg_volume:any")[negatives]
     n_true = float(np.nansum(true_lesions))
     return {
-        "min_component_confidence": value, "n_studies": len(rows), "n_with_blood": int(blood.sum()),
+        key: value, "n_studies": len(rows), "n_with_blood": int(blood.sum()),
         "n_without_blood": int(negatives.sum()),
         "dice_with_blood": _finite_mean(_column(rows, "seg:any:dice")[blood]),
         "lesion_sensitivity": float(np.nansum(_column(rows, "seg:any:n_detected_lesions")) / n_true) if n_true else math.nan,
@@ -60,7 +60,8 @@ def _value_summary(value: float, rows: Sequence[Mapping[str, Any]]) -> dict[str,
     }
 
 
-def sweep_summary(rows_by_value: Mapping[float, Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
+def sweep_summary(rows_by_value: Mapping[float, Sequence[Mapping[str, Any]]],
+                  key: str = "min_component_confidence") -> list[dict[str, float]]:
     """Per candidate value, the numbers the choice weighs, from ``ichct evaluate``'s per-study rows.
 
     Parameters
@@ -68,6 +69,9 @@ def sweep_summary(rows_by_value: Mapping[float, Sequence[Mapping[str, Any]]]) ->
     rows_by_value
         ``{value: rows}``, each row as :func:`ichct.pipeline.evaluate.run.study_row` makes it for
         the study predicted at that value (the reference mask gives ``seg:any:*``).
+    key
+        The setting the values are of (the first field of each row; the other fields are
+        :data:`SWEEP_FIELDS`' after the first).
 
     Returns
     -------
@@ -89,7 +93,7 @@ def sweep_summary(rows_by_value: Mapping[float, Sequence[Mapping[str, Any]]]) ->
     >>> s["dice_with_blood"], s["lesion_sensitivity"], s["fp_lesions_per_scan"], s["seg_volume_specificity"]
     (0.8, 0.5, 0.5, 1.0)
     """
-    return [_value_summary(float(v), rows_by_value[v]) for v in sorted(rows_by_value)]
+    return [_value_summary(float(v), rows_by_value[v], key) for v in sorted(rows_by_value)]
 
 
 def check_tolerances(dice_tolerance: float, sensitivity_tolerance: float) -> tuple[float, float]:

@@ -1,14 +1,16 @@
-"""``ichct postprocess``: choose a segmenter's confidence filter and its ``seg_peak`` threshold (or a
-classifier's thresholds) on held-out studies and store them.
+"""``ichct postprocess``: choose a segmenter's confidence filter, its minimum component volume and its
+``seg_peak`` threshold (or a classifier's thresholds) on held-out studies and store them.
 
 :func:`determine_postprocessing` predicts every study of a manifest split once
 (:func:`~ichct.pipeline.models.inference.predict_confidence_variants`), scores each candidate
 ``min_component_confidence`` against the reference masks with ``ichct evaluate``'s per-study
-metrics, chooses a value (:func:`~ichct.pipeline.postprocess.confidence.choose_confidence`) and
-writes ``postprocessing.json`` (the sweep, the rule, the studies) beside the model's config:
+metrics, chooses a value (:func:`~ichct.pipeline.postprocess.confidence.choose_confidence`), then at
+that value the ``min_component_ml`` (:func:`~ichct.pipeline.postprocess.min_volume.choose_min_component_ml`:
+the smallest minimum within a false-positive budget) and writes ``postprocessing.json`` (the sweeps,
+the rules, the studies) beside the model's config:
 
-* a training run: ``RUN/postprocessing.json``, and the value into ``RUN/config.json``;
-* a bundle: ``models/postprocessing.json``, the value into ``models/run_config.json``, then the
+* a training run: ``RUN/postprocessing.json``, and the values into ``RUN/config.json``;
+* a bundle: ``models/postprocessing.json``, the values into ``models/run_config.json``, then the
   configs regenerated (:func:`~ichct.pipeline.bundle.package.refresh_bundle`), so the bundle's
   ``inference.json`` and ``evaluate.json`` list the filter.
 
@@ -44,6 +46,12 @@ from ichct.pipeline.postprocess.confidence import (
     choose_confidence,
     sweep_summary,
 )
+from ichct.pipeline.postprocess.min_volume import (
+    DEFAULT_MAX_FP_PER_SCAN,
+    DEFAULT_MIN_COMPONENTS_ML,
+    check_min_components,
+    choose_min_component_ml,
+)
 
 logger = logging.getLogger("ichct.postprocess")
 
@@ -74,18 +82,33 @@ def _entries(model: Any, manifest: Path, split: str, fold: int | None) -> tuple[
     return entries, fold
 
 
-def _sweep_rows(model: Any, entries: Sequence[Mapping[str, Any]],
-                values: Sequence[float]) -> dict[float, list[dict[str, Any]]]:
-    """Per value, ``ichct evaluate``'s per-study rows of every entry predicted at that value."""
+def _sweep_rows(model: Any, entries: Sequence[Mapping[str, Any]], values: Sequence[float],
+                minima: Sequence[float]) -> dict[tuple[float, float], list[dict[str, Any]]]:
+    """Per (confidence value, minimum component volume), ``ichct evaluate``'s per-study rows of every
+    entry predicted with that pair."""
     from ichct.pipeline.evaluate.run import study_row
-    from ichct.pipeline.models.inference import predict_confidence_variants
+    from ichct.pipeline.models.inference import predict_postprocessing_variants
 
-    rows: dict[float, list[dict[str, Any]]] = {float(v): [] for v in values}
+    rows: dict[tuple[float, float], list[dict[str, Any]]] = {(float(v), float(m)): [] for v in values for m in minima}
     for n, entry in enumerate(entries, 1):
-        for value, pred in predict_confidence_variants(model, entry["image"], values).items():
-            rows[value].append(study_row(entry, pred, surface=False, lesions=DEFAULT_LESIONS))
+        for pair, pred in predict_postprocessing_variants(model, entry["image"], values, minima).items():
+            rows[pair].append(study_row(entry, pred, surface=False, lesions=DEFAULT_LESIONS))
         logger.info("postprocess: %d/%d studies predicted", n, len(entries))
     return rows
+
+
+def _choose_minimum(sweep_rows: Mapping[tuple[float, float], list[dict[str, Any]]], confidence: float,
+                    run_min: float, dice_tolerance: float, max_fp_per_scan: float) -> dict[str, Any]:
+    """The ``min_component_ml`` record at the chosen confidence value (see :mod:`.min_volume`)."""
+    summary = sweep_summary({m: rows for (c, m), rows in sweep_rows.items() if c == confidence}, key="min_component_ml")
+    return {
+        "min_component_ml": choose_min_component_ml(summary, run_min, dice_tolerance, max_fp_per_scan),
+        "previous": run_min, "sweep": summary,
+        "rule": {"dice_tolerance": float(dice_tolerance), "max_fp_lesions_per_scan": float(max_fp_per_scan),
+                 "text": "at the chosen confidence filter, the smallest value (at least the lesion definition's "
+                         "minimum) whose false-positive lesions per scan stay within the budget and whose mean Dice "
+                         "on studies with blood stays within the tolerance of the run's own value; else the run's"},
+    }
 
 
 def peak_threshold(rows: Sequence[Mapping[str, Any]]) -> float | None:
@@ -123,13 +146,16 @@ def _with_peak_threshold(rule: dict[str, Any], record: Mapping[str, Any]) -> dic
 
 
 def _store(model: Any, record: Mapping[str, Any]) -> str:
-    """Write ``postprocessing.json``, the chosen value into the model's config and the ``seg_peak``
+    """Write ``postprocessing.json``, the chosen values into the model's config and the ``seg_peak``
     threshold into its ``thresholds.json`` (a bundle's configs regenerated); the config's path. A
     failure leaves the files as they were."""
     config_path = model.run_dir / ("run_config.json" if model.bundle_dir is not None else "config.json")
     rule_path = model.run_dir / "thresholds.json"
     run_config = read_json(config_path, "run config")  # as written: only the one key changes
-    run_config["config"] = {**run_config["config"], "min_component_confidence": record["min_component_confidence"]}
+    chosen = {"min_component_confidence": record["min_component_confidence"]}
+    if record.get("min_component_ml") is not None:
+        chosen["min_component_ml"] = record["min_component_ml"]["min_component_ml"]
+    run_config["config"] = {**run_config["config"], **chosen}
     documents = {config_path: run_config}
     if rule_path.is_file():
         documents[rule_path] = _with_peak_threshold(read_json(rule_path, "decision rule"), record)
@@ -188,9 +214,11 @@ def _classifier_thresholds(model: Any, manifest: Path, split: str, fold: int | N
 def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, split: str = "validation",
                              fold: int | None = None, values: Sequence[float] = DEFAULT_CONFIDENCES,
                              dice_tolerance: float = 0.01, sensitivity_tolerance: float = 0.02,
+                             min_components_ml: Sequence[float] | None = DEFAULT_MIN_COMPONENTS_ML,
+                             max_fp_per_scan: float = DEFAULT_MAX_FP_PER_SCAN,
                              apply: bool = True, device: str = "cpu") -> dict[str, Any]:
-    """Choose a segmenter's ``min_component_confidence`` (or a classifier's thresholds) on held-out
-    studies; store it unless ``apply`` is False.
+    """Choose a segmenter's ``min_component_confidence`` and ``min_component_ml`` (or a classifier's
+    thresholds) on held-out studies; store them unless ``apply`` is False.
 
     Parameters
     ----------
@@ -208,6 +236,11 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
         Candidate values within [0, 1]; 0 (no filter, the reference) is added when missing.
     dice_tolerance, sensitivity_tolerance
         See :func:`~ichct.pipeline.postprocess.confidence.choose_confidence`.
+    min_components_ml, max_fp_per_scan
+        Candidate minimum component volumes (mL, at least the lesion definition's minimum; the
+        run's own value is added), weighed at the chosen confidence value by
+        :func:`~ichct.pipeline.postprocess.min_volume.choose_min_component_ml` with ``dice_tolerance``
+        and the false-positive lesions per scan it may cost. None or empty: the run's value is kept.
     apply
         Write ``postprocessing.json`` and the value into the model's config (and regenerate a
         bundle's configs); False only reports.
@@ -216,7 +249,9 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     -------
     dict
         The ``postprocessing.json`` record: ``min_component_confidence`` (chosen), ``previous``,
-        ``rule``, ``studies``, ``lesions``, ``sweep``, ``seg_peak`` (its ``threshold``, None without
+        ``rule``, ``studies``, ``lesions``, ``sweep``, ``min_component_ml`` (its chosen
+        ``min_component_ml``, ``previous``, ``rule`` and ``sweep``; None when not swept),
+        ``seg_peak`` (its ``threshold``, None without
         studies of both classes, and where it was chosen) and, when applied, ``written``. A
         classifier's: ``kind`` ("cls"), ``thresholds`` (the new ``thresholds.json``), ``previous``,
         ``studies`` and ``written``.
@@ -235,14 +270,19 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     if any(not 0.0 <= v <= 1.0 for v in candidates):
         raise InputError(f"confidence values must lie within [0, 1], got {candidates}")
     check_tolerances(dice_tolerance, sensitivity_tolerance)  # before any prediction
+    minima = check_min_components(min_components_ml, DEFAULT_LESIONS.min_volume_ml) if min_components_ml else []
+    if not float(max_fp_per_scan) >= 0.0:
+        raise InputError(f"max_fp_per_scan must be >= 0, got {max_fp_per_scan}")
     model = load_model_dir(root, device=device)
     if model.kind == "cls":
         return _classifier_thresholds(model, Path(manifest), split, fold, apply)
     entries, fold = _entries(model, Path(manifest), split, fold)
-    sweep_rows = _sweep_rows(model, entries, candidates)
-    summary = sweep_summary(sweep_rows)
+    run_min = float(model.config["min_component_ml"])
+    sweep_rows = _sweep_rows(model, entries, candidates, sorted({run_min, *minima}))
+    summary = sweep_summary({c: rows for (c, m), rows in sweep_rows.items() if m == run_min})
     chosen = choose_confidence(summary, dice_tolerance, sensitivity_tolerance)
-    rows = sweep_rows[chosen]
+    minimum = _choose_minimum(sweep_rows, chosen, run_min, dice_tolerance, max_fp_per_scan) if minima else None
+    rows = sweep_rows[(chosen, minimum["min_component_ml"] if minimum else run_min)]
     record: dict[str, Any] = {
         "min_component_confidence": chosen, "previous": float(model.config["min_component_confidence"]),
         "rule": {"dice_tolerance": float(dice_tolerance), "sensitivity_tolerance": float(sensitivity_tolerance),
@@ -250,7 +290,8 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
                          "studies with blood and lesion-level sensitivity stay within the tolerances of no filter"},
         "studies": {"manifest": str(manifest), "manifest_sha256": sha256_file(manifest), "split": split,
                     "fold": fold, "n": len(entries)},
-        "lesions": DEFAULT_LESIONS.to_dict(), "sweep": summary, "ichct_version": __version__,
+        "lesions": DEFAULT_LESIONS.to_dict(), "sweep": summary, "min_component_ml": minimum,
+        "ichct_version": __version__,
         "seg_peak": {"threshold": peak_threshold(rows), "method": "youden",
                      "chosen_on": f"{manifest} {split}{'' if fold is None else f' fold {fold}'} ({len(rows)} studies)"},
     }
