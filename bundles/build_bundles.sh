@@ -4,7 +4,8 @@
 #     (seg: synth_large, 60-minute CPU budget; cls: the default cohort synth_default, 5 minutes)
 #   -> ichct bundle package --tta-mirror-axes --brain-reference-hu (test-time mirroring, brain-referenced HU;
 #      seg: --classifier-slice-gate, its components dropped beside the classifier on slices it calls quiet)
-#   -> seg: ichct postprocess of the bundle on the tuning cohort (data_manifests/synth_tuning.json)
+#   -> seg: ichct postprocess of the bundle on the tuning cohort (data_manifests/synth_tuning.json: confidence
+#      filter, minimum component volume, seg_peak threshold)
 #   -> ichct evaluate --bundle on the held-out test split of its cohort (and, for a model not trained on the
 #      default cohort, on the default cohort's test split too)
 #   -> ichct bundle refresh --evaluation [--also-evaluated default_test=...] (numbers in the docs)

@@ -791,9 +791,9 @@ def _ensemble_paragraph(run_config: Mapping[str, Any]) -> str:
                 f"(`models/postprocessing.json`; `meta.chosen_on` in `models/thresholds.json`). {common}")
     return (f"An ensemble of {len(members)} segmenters assembled by `ichct ensemble` (the mean of their class "
             f"probabilities, `ichct.networks.SegmentationEnsemble`): {listed}. The inference settings and the stored "
-            "`seg_volume` rule are the first member's; the confidence filter and the `seg_peak` threshold are chosen "
-            "for the ensemble by `ichct postprocess` (`models/postprocessing.json`, `meta.other_rules_chosen_on` in "
-            f"`models/thresholds.json`). {common}")
+            "`seg_volume` rule are the first member's; the confidence filter, the minimum component volume and the "
+            "`seg_peak` threshold are chosen for the ensemble by `ichct postprocess` (`models/postprocessing.json`, "
+            f"`meta.other_rules_chosen_on` in `models/thresholds.json`). {common}")
 
 
 def _prediction_files(kind: str, cfg: Mapping[str, Any]) -> str:

@@ -5,7 +5,7 @@ A bundle folder (model-zoo layout)::
     configs/  metadata.json inference.json train.json evaluate.json multi_gpu_train.json logging.conf
     docs/     README.md data_license.txt evaluation/ (metrics.json, report.md, plots) training/metrics.csv
     models/   model.pt (a plain state dict) run_config.json thresholds.json train_patients.json
-              [postprocessing.json: how ichct postprocess chose the confidence filter or thresholds]
+              [postprocessing.json: how ichct postprocess chose the post-processing or thresholds]
     LICENSE   large_files.yml
 
 ``models/run_config.json`` is the training run's ``config.json`` (manifest path relative to the
