@@ -50,6 +50,13 @@ def seed(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def fraction(text: str) -> float:
     """A number within [0, 1].
 
@@ -58,10 +65,7 @@ def fraction(text: str) -> float:
     >>> fraction("0.25")
     0.25
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
     return value
@@ -75,10 +79,7 @@ def non_negative_float(text: str) -> float:
     >>> non_negative_float("0.5")
     0.5
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0.0 <= value < float("inf"):  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
     return value
