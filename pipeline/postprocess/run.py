@@ -2,7 +2,7 @@
 ``seg_peak`` threshold (or a classifier's thresholds) on held-out studies and store them.
 
 :func:`determine_postprocessing` predicts every study of a manifest split once
-(:func:`~ichct.pipeline.models.inference.predict_confidence_variants`), scores each candidate
+(:func:`~ichct.pipeline.models.inference.predict_postprocessing_variants`), scores each candidate
 ``min_component_confidence`` against the reference masks with ``ichct evaluate``'s per-study
 metrics, chooses a value (:func:`~ichct.pipeline.postprocess.confidence.choose_confidence`), then at
 that value the ``min_component_ml`` (:func:`~ichct.pipeline.postprocess.min_volume.choose_min_component_ml`:
@@ -151,7 +151,7 @@ def _store(model: Any, record: Mapping[str, Any]) -> str:
     failure leaves the files as they were."""
     config_path = model.run_dir / ("run_config.json" if model.bundle_dir is not None else "config.json")
     rule_path = model.run_dir / "thresholds.json"
-    run_config = read_json(config_path, "run config")  # as written: only the one key changes
+    run_config = read_json(config_path, "run config")  # as written: only the chosen keys change
     chosen = {"min_component_confidence": record["min_component_confidence"]}
     if record.get("min_component_ml") is not None:
         chosen["min_component_ml"] = record["min_component_ml"]["min_component_ml"]
@@ -242,7 +242,7 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
         :func:`~ichct.pipeline.postprocess.min_volume.choose_min_component_ml` with ``dice_tolerance``
         and the false-positive lesions per scan it may cost. None or empty: the run's value is kept.
     apply
-        Write ``postprocessing.json`` and the value into the model's config (and regenerate a
+        Write ``postprocessing.json`` and the values into the model's config (and regenerate a
         bundle's configs); False only reports.
 
     Returns
