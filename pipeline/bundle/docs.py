@@ -576,7 +576,7 @@ def _build_script_steps(kind: str, bundle_name: str) -> str:
     epochs += f" --config {spec['config']}" if spec["config"] is not None else ""
     bundle = f"bundles/{bundle_name}"
     post = (f"`ichct postprocess {bundle} --manifest data_manifests/synth_tuning.json --split test` (the confidence "
-            "filter, chosen on the tuning cohort), " if kind == "seg" else "")
+            "filter and the minimum component volume, chosen on the tuning cohort), " if kind == "seg" else "")
     default_test = cohort != DEFAULT_MANIFEST_NAME
     also = (", the same on `data_manifests/synth_default.json` (the default test split)" if default_test else "")
     also_flag = f" --also-evaluated default_test={ev}_default" if default_test else ""
