@@ -16,13 +16,28 @@ import math
 from collections.abc import Mapping, Sequence
 
 from ichct.errors import InputError
+from ichct.pipeline.postprocess.confidence import check_tolerances
 
-__all__ = ["DEFAULT_MIN_COMPONENTS_ML", "DEFAULT_MAX_FP_PER_SCAN", "check_min_components", "choose_min_component_ml"]
+__all__ = ["DEFAULT_MIN_COMPONENTS_ML", "DEFAULT_MAX_FP_PER_SCAN", "check_fp_budget", "check_min_components",
+           "choose_min_component_ml"]
 
 #: Candidate values of ``min_component_ml`` (mL); the run's own value is added.
 DEFAULT_MIN_COMPONENTS_ML: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 #: False-positive lesions per scan a chosen minimum may cost at most (issue 23's operating point).
 DEFAULT_MAX_FP_PER_SCAN = 0.5
+
+
+def check_fp_budget(max_fp_per_scan: float) -> float:
+    """The false-positive budget as a float; :class:`~ichct.errors.InputError` unless it is >= 0.
+
+    Example
+    -------
+    >>> check_fp_budget(0.5)
+    0.5
+    """
+    if not float(max_fp_per_scan) >= 0.0:  # NaN fails too
+        raise InputError(f"max_fp_per_scan must be >= 0, got {max_fp_per_scan}")
+    return float(max_fp_per_scan)
 
 
 def check_min_components(values: Sequence[float], lesion_min_ml: float) -> list[float]:
@@ -74,10 +89,8 @@ def choose_min_component_ml(summary: Sequence[Mapping[str, float]], reference_ml
     >>> choose_min_component_ml(rows, 0.2, max_fp_per_scan=0.1)
     0.2
     """
-    if not 0.0 <= float(dice_tolerance) <= 1.0:
-        raise InputError(f"dice_tolerance must be within [0, 1], got {dice_tolerance}")
-    if not float(max_fp_per_scan) >= 0.0:
-        raise InputError(f"max_fp_per_scan must be >= 0, got {max_fp_per_scan}")
+    dice_tolerance, _ = check_tolerances(dice_tolerance, 0.0)
+    max_fp_per_scan = check_fp_budget(max_fp_per_scan)
     by_value = {float(r["min_component_ml"]): r for r in summary}
     if float(reference_ml) not in by_value:
         raise InputError(f"the sweep needs the run's own minimum ({reference_ml:g} mL) as its reference")

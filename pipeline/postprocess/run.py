@@ -49,6 +49,7 @@ from ichct.pipeline.postprocess.confidence import (
 from ichct.pipeline.postprocess.min_volume import (
     DEFAULT_MAX_FP_PER_SCAN,
     DEFAULT_MIN_COMPONENTS_ML,
+    check_fp_budget,
     check_min_components,
     choose_min_component_ml,
 )
@@ -271,8 +272,7 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
         raise InputError(f"confidence values must lie within [0, 1], got {candidates}")
     check_tolerances(dice_tolerance, sensitivity_tolerance)  # before any prediction
     minima = check_min_components(min_components_ml, DEFAULT_LESIONS.min_volume_ml) if min_components_ml else []
-    if not float(max_fp_per_scan) >= 0.0:
-        raise InputError(f"max_fp_per_scan must be >= 0, got {max_fp_per_scan}")
+    check_fp_budget(max_fp_per_scan)
     model = load_model_dir(root, device=device)
     if model.kind == "cls":
         return _classifier_thresholds(model, Path(manifest), split, fold, apply)
