@@ -96,7 +96,7 @@ def test_vendored_sources_compile_and_carry_no_doctests(name):
         assert not [m for m in imported if m and m.split(".")[0] == "ichct"], module  # all moved to scripts.ichct
         assert ">>> " not in text, module
     files, lines = export_size(kept)
-    assert files == len(kept.modules) + 1 and lines < 9000
+    assert files == len(kept.modules) + 1 and lines < 9250  # classification 0.5.1: 9,112 (decision a package)
 
 
 def test_closure_keeps_decorators_imports_and_cuts_tables():

@@ -41,7 +41,7 @@ def test_operating_point_by_hand():
     assert m["npv"] == pytest.approx(3 / 4)
     assert m["accuracy"] == pytest.approx(5 / 7)
     assert m["f1"] == pytest.approx(2 / 3)
-    # score == threshold is positive (as in decision.py)
+    # score == threshold is positive (as in ichct.pipeline.decision)
     assert binary_metrics([1], [0.5], 0.5)["sensitivity"] == 1.0
 
 

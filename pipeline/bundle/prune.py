@@ -198,8 +198,10 @@ def definition_closure(names: Iterable[str]) -> KeptCode:
     Examples
     --------
     >>> kept = definition_closure(["ichct.pipeline.decision.DecisionRule.load"])
-    >>> "ichct.pipeline.decision" in kept.modules, "topk_mean_score" in kept.names["ichct.pipeline.decision"]
+    >>> "ichct.pipeline.decision.rule" in kept.modules, "topk_mean_score" in kept.names["ichct.pipeline.decision"]
     (True, False)
+    >>> "ichct.pipeline.decision.slice_rules" in kept.modules  # the package imports it, DecisionRule does not
+    False
     """
     closure = _Closure()
     for dotted in names:
@@ -264,7 +266,10 @@ def pruned_source(module: str, kept: KeptCode) -> str:
     --------
     >>> kept = definition_closure(["ichct.pipeline.decision.DecisionRule.load"])
     >>> text = pruned_source("ichct.pipeline.decision", kept)
-    >>> "class DecisionRule" in text, "def topk_mean_score" in text
+    >>> "import DecisionRule" in text, "consecutive_call" in text  # the package's imports cut to the kept names
+    (True, False)
+    >>> text = pruned_source("ichct.pipeline.decision.rule", kept)
+    >>> "class DecisionRule" in text, "def check_k" in text
     (True, False)
     """
     info = _module(module)
