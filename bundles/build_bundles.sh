@@ -2,6 +2,9 @@
 # Rebuild the committed model bundles from scratch, exactly as their docs/README.md describe:
 #   committed synthetic cohort (`ichct synth --cohort NAME`) -> ichct train
 #     (seg: synth_large, 60-minute CPU budget; cls: the default cohort synth_default, 5 minutes)
+#   -> seg: that network fine-tuned for 60 minutes on synth_variety (image-formation variety), that one for
+#      70 minutes on synth_large_variety (the two merged, `ichct manifest merge`), and the three averaged
+#      (`ichct ensemble`: the segmenter of 0.10.0 and later)
 #   -> ichct bundle package --tta-mirror-axes --brain-reference-hu (test-time mirroring, brain-referenced HU;
 #      seg: --classifier-slice-gate, its components dropped beside the classifier on slices it calls quiet)
 #   -> seg: ichct postprocess of the bundle on the tuning cohort (data_manifests/synth_tuning.json: confidence
@@ -13,7 +16,7 @@
 #   -> ichct bundle verify
 #
 # Usage, from anywhere (paths are relative to the repository root):
-#   bash bundles/build_bundles.sh            # both bundles (about 1 h 25 min on 2 CPU cores)
+#   bash bundles/build_bundles.sh            # both bundles (about 3 h 40 min on 2 CPU cores)
 #   bash bundles/build_bundles.sh cls        # only the classifier (seg: only the segmenter; no shifted benchmark)
 # Environment: ICHCT (command, default `ichct`), PYTHON (the interpreter ichct is installed in, for the
 #   benchmark; default `python`), WORK (run and evaluation folder, default runs/bundle_build),
@@ -25,6 +28,8 @@
 #   TTA (test-time mirroring axes of both bundles, default 0: left-right / the first in-plane axis; none: off),
 #   BRAIN_HU (brain-referenced HU level of both bundles, default 30; none: off),
 #   SLICE_GATE (the segmenter's classifier_slice_gate, default 0.4; 0: off),
+#   SEG_ENSEMBLE (1: the three-network segmenter above, default; 0: the synth_large network alone),
+#   VARIETY_MINUTES / UNION_MINUTES (the two fine-tuning budgets, default 60 / 70),
 #   VERSION (bundle version, default 0.1.0), BOOTSTRAP (resamples, default 2000), SHIFTED=0 (skip the shifted-domain benchmark),
 #   REUSE_RUNS=1 (package an existing WORK/<kind> run instead of training),
 #   CHANGE (changelog entry of VERSION; the entries of earlier versions are kept),
@@ -45,6 +50,9 @@ CLS_CONFIG=${CLS_CONFIG:-}
 TTA=${TTA:-0}
 BRAIN_HU=${BRAIN_HU:-30}
 SLICE_GATE=${SLICE_GATE:-0.4}
+SEG_ENSEMBLE=${SEG_ENSEMBLE:-1}
+VARIETY_MINUTES=${VARIETY_MINUTES:-60}
+UNION_MINUTES=${UNION_MINUTES:-70}
 DEFAULT_MANIFEST=data_manifests/synth_default.json
 WORK=${WORK:-runs/bundle_build}
 VERSION=${VERSION:-0.1.0}
@@ -53,6 +61,13 @@ kinds=${*:-seg cls}
 
 ensure_cohort() {  # regenerate a committed synthetic cohort unless it is there
   if [ ! -f "data/$1/cohort.json" ]; then $ICHCT synth --cohort "$1"; fi
+}
+finetune() {  # finetune FROM OUT MANIFEST MINUTES CONFIG SEED: a segmenter run fine-tuned from another's weights
+  if [ -z "${REUSE_RUNS:-}" ] || [ ! -f "$2/best.pt" ]; then
+    rm -rf "$2"
+    $ICHCT train seg --manifest "$3" --fold 0 --out "$2" --init-weights "$1" --max-minutes "$4" --epochs 1000 \
+      --config "$5" --seed "$6"
+  fi
 }
 bundle_name() {
   case $1 in
@@ -83,6 +98,16 @@ for kind in $kinds; do
     rm -rf "$run"
     $ICHCT train "$kind" --manifest "$MANIFEST" --fold 0 --out "$run" --max-minutes "$minutes" \
       ${epochs:+--epochs "$epochs"} ${config:+--config "$config"} --seed 0
+  fi
+  if [ "$kind" = seg ] && [ "$SEG_ENSEMBLE" = 1 ]; then  # two fine-tuned copies, the three averaged
+    ensure_cohort synth_variety
+    finetune "$run" "$WORK/seg_variety" data_manifests/synth_variety.json "$VARIETY_MINUTES" \
+      bundles/seg_finetune_variety.json 0
+    finetune "$WORK/seg_variety" "$WORK/seg_union" data_manifests/synth_large_variety.json "$UNION_MINUTES" \
+      bundles/seg_finetune_union.json 1
+    $ICHCT ensemble --member "$run" --member "$WORK/seg_variety" --member "$WORK/seg_union" \
+      --out "$WORK/seg_ensemble" --force
+    run=$WORK/seg_ensemble
   fi
   rm -rf "$evaluation" "${evaluation}_default"
   gate=()  # the segmenter beside the classifier drops components on slices the classifier calls quiet

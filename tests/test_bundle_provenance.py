@@ -18,6 +18,7 @@ import pytest
 from eval_helpers import eval_setup
 
 from ichct.pipeline.bundle.docs import (BUILD_SCRIPT, COMMITTED_INFERENCE, DATA_LICENSE, DATA_SOURCE, INTENDED_USE,
+                                        SEG_FINETUNES,
                                         committed_data_license, committed_data_source, data_license, data_source,
                                         describe_training_data)
 
@@ -91,6 +92,9 @@ def test_committed_bundles_name_the_cohort_they_were_trained_on():
         # only a model trained off the default cohort is scored on the default test split as well
         assert ("--also-evaluated default_test=" in readme) is (cohort != "synth_default")
         assert ("ichct postprocess" in readme) is (kind == "seg")
+        # the segmenter is the script's three-network ensemble, and its README gives the whole recipe
+        assert (len(committed.get("ensemble", {}).get("members", [])) == 1 + len(SEG_FINETUNES)) is (kind == "seg")
+        assert all(step["manifest"] in readme for step in SEG_FINETUNES) is (kind == "seg")
     assert BUILD_SCRIPT["seg"]["cohort"] == "synth_large"
 
 
@@ -245,6 +249,15 @@ def test_build_script_defaults_are_what_the_docs_call_the_build_script_run():
     assert float(_script_default(text, "BRAIN_HU")) == COMMITTED_INFERENCE["brain_reference_hu"]
     assert "--fold 0" in text and "--seed 0" in text and "postprocess" in text
     assert '--tta-mirror-axes "$TTA"' in text and '--brain-reference-hu "$BRAIN_HU"' in text
+    # the segmenter's two fine-tuned copies, averaged with it (segmentation 0.10.0)
+    assert _script_default(text, "SEG_ENSEMBLE") == "1"
+    budgets = [float(_script_default(text, v)) for v in ("VARIETY_MINUTES", "UNION_MINUTES")]
+    assert budgets == [step["max_minutes"] for step in SEG_FINETUNES]
+    for step in SEG_FINETUNES:
+        assert (REPO / step["manifest"]).is_file() and f"{step['config']} {step['seed']}" in text
+        overrides = json.loads((REPO / step["config"]).read_text())
+        assert overrides["brain_reference_hu"] == COMMITTED_INFERENCE["brain_reference_hu"] and overrides["lr"] > 0
+        assert f'--member "$WORK/{step["out"]}"' in text
 
 
 def test_readme_says_build_script_only_for_the_build_script_run(setup, run_cli, tmp_path):

@@ -7,6 +7,7 @@ in test_manifest_synth_default.py).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,35 @@ from ichct.transforms.dicom import patient_key, salt_id
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _merged_manifests() -> list[Path]:
+    """The committed manifests that merge committed cohorts' (``ichct manifest merge``)."""
+    return [p for p in sorted((REPO / "data_manifests").glob("synth_*.json"))
+            if "merged_from" in json.loads(p.read_text(encoding="utf-8"))]
+
+
 def test_every_committed_manifest_is_a_committed_cohort():
     on_disk = {p.stem for p in (REPO / "data_manifests").glob("synth_*.json")}
-    assert on_disk == set(COMMITTED_COHORTS)
+    assert on_disk - {p.stem for p in _merged_manifests()} == set(COMMITTED_COHORTS)
+
+
+@pytest.mark.parametrize("path", _merged_manifests(), ids=lambda p: p.stem)
+def test_merged_manifest_is_its_inputs_merged_again(path, tmp_path):
+    from ichct.pipeline.manifests import merge_manifests
+    from ichct.pipeline.core.files import sha256_file
+
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    inputs = [path.parent / m["manifest"] for m in doc["merged_from"]]
+    assert [sha256_file(p) for p in inputs] == [m["sha256"] for m in doc["merged_from"]]  # merged from these
+    assert {p.stem for p in inputs} <= set(COMMITTED_COHORTS)
+    again = merge_manifests(inputs, tmp_path / path.name, verify_files=False, verify_pixels=False, cache=False,
+                            command=doc["created_by"]["command"])
+    assert again["test_fraction"] == doc["test_fraction"] and again["description"] == doc["description"]
+
+    def where(base: Path, entry: dict) -> dict:
+        return dict(entry, **{k: os.path.normpath(base / entry[k]) for k in ("image", "label")})
+
+    for split in ("training", "test"):  # the same entries, whose paths lead to the same files
+        assert [where(tmp_path, e) for e in again[split]] == [where(path.parent, e) for e in doc[split]]
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED_COHORTS))

@@ -22,7 +22,7 @@ from ichct.pipeline.models.network_factory import is_ensemble, network_name
 from ichct.pipeline.synth.config import COMMITTED_COHORTS, DEFAULT_COHORT_NAME, LARGE_COHORT_NAME
 
 __all__ = ["ZOO_SCHEMA_URL", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE", "apache_license",
-           "DEFAULT_MANIFEST_NAME", "BUILD_SCRIPT", "COMMITTED_INFERENCE", "committed_data_source", "committed_data_license",
+           "DEFAULT_MANIFEST_NAME", "BUILD_SCRIPT", "SEG_FINETUNES", "COMMITTED_INFERENCE", "committed_data_source", "committed_data_license",
            "describe_training_data", "data_source", "data_license", "intended_use",
            "training_data_summary", "README_TEMPLATE"]
 
@@ -85,6 +85,17 @@ BUILD_SCRIPT: dict[str, dict[str, Any]] = {
             "config": "bundles/seg_train_config.json"},
     "cls": {"cohort": DEFAULT_COHORT_NAME, "max_minutes": 5.0, "epochs": None, "config": None},
 }
+
+#: The segmenter's two fine-tuned copies that ``bundles/build_bundles.sh`` (``SEG_ENSEMBLE=1``, the
+#: default) averages with the run above (``ichct ensemble``, segmentation 0.10.0 and later): each starts
+#: from the one before it (``--init-weights``), fold 0; shifted-domain Dice 0.631 -> 0.643 and false blood
+#: p95 0.71 -> 0.16 mL against the first network alone (docs/benchmarks.md).
+SEG_FINETUNES: tuple[dict[str, Any], ...] = (
+    {"out": "seg_variety", "manifest": "data_manifests/synth_variety.json", "max_minutes": 60.0,
+     "config": "bundles/seg_finetune_variety.json", "seed": 0},
+    {"out": "seg_union", "manifest": "data_manifests/synth_large_variety.json", "max_minutes": 70.0,
+     "config": "bundles/seg_finetune_union.json", "seed": 1},
+)
 
 #: The inference settings the committed bundles (and the demo's) are packaged with
 #: (:data:`~ichct.pipeline.bundle.package.INFERENCE_KEYS`): test-time mirroring along the axis training
@@ -568,12 +579,38 @@ def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -
             and (run_config.get("kind") != "seg" or cfg.get("classifier_slice_gate") == COMMITTED_SLICE_GATE))
 
 
-def _build_script_steps(kind: str, bundle_name: str) -> str:
+def _is_build_script_ensemble(run_config: Mapping[str, Any], td: Mapping[str, Any]) -> bool:
+    """The ensemble is what ``bundles/build_bundles.sh`` assembles (:data:`SEG_FINETUNES`): a segmenter of
+    the script's cohort, fold 0, with the committed inference settings and as many members as the recipe."""
+    cfg = run_config["config"]
+    return (run_config.get("kind") == "seg" and _committed(td) == BUILD_SCRIPT["seg"]["cohort"]
+            and len(_ensemble_members(run_config)) == 1 + len(SEG_FINETUNES)
+            and all(m.get("fold") == 0 for m in _ensemble_members(run_config))
+            and all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items())
+            and cfg.get("classifier_slice_gate") == COMMITTED_SLICE_GATE)
+
+
+def _finetune_steps(base_run: str) -> str:
+    """The script's fine-tuning and ensembling commands after the run ``base_run``."""
+    steps, previous = [], base_run
+    for step in SEG_FINETUNES:
+        out = f"runs/bundle_build/{step['out']}"
+        steps.append(f"`ichct train seg --manifest {step['manifest']} --fold 0 --out {out} --init-weights {previous} "
+                     f"--max-minutes {step['max_minutes']:g} --epochs 1000 --config {step['config']} --seed {step['seed']}`")
+        previous = out
+    members = " ".join(f"--member {m}" for m in [base_run] + [f"runs/bundle_build/{s['out']}" for s in SEG_FINETUNES])
+    return (f", fine-tunes it ({', then '.join(steps)}; the cohort `ichct synth --cohort synth_variety`, the merged "
+            f"manifest `ichct manifest merge`), averages the three with `ichct ensemble {members} --out "
+            "runs/bundle_build/seg_ensemble`")
+
+
+def _build_script_steps(kind: str, bundle_name: str, ensemble: bool = False) -> str:
     spec = BUILD_SCRIPT[kind]
     cohort, minutes = spec["cohort"], f"{spec['max_minutes']:g}"
     manifest, run, ev = f"data_manifests/{cohort}.json", f"runs/bundle_build/{kind}", f"runs/bundle_build/eval_{kind}"
     epochs = f" --epochs {spec['epochs']}" if spec["epochs"] is not None else ""
     epochs += f" --config {spec['config']}" if spec["config"] is not None else ""
+    finetunes, packaged = (_finetune_steps(run), "runs/bundle_build/seg_ensemble") if ensemble else ("", run)
     bundle = f"bundles/{bundle_name}"
     post = (f"`ichct postprocess {bundle} --manifest data_manifests/synth_tuning.json --split test` (the confidence "
             "filter and the minimum component volume, chosen on the tuning cohort), " if kind == "seg" else "")
@@ -587,7 +624,7 @@ def _build_script_steps(kind: str, bundle_name: str) -> str:
     return (f"Reproduce these weights and the numbers below from the repository root with `bash "
             f"bundles/build_bundles.sh`: it generates the cohorts it needs (`{_synth_command(cohort)}`, skipped "
             f"when `data/{cohort}` exists), then runs `ichct train {kind} --manifest {manifest} --fold 0 --out {run} "
-            f"--max-minutes {minutes}{epochs} --seed 0`, `ichct bundle package {run} {bundle} --force "
+            f"--max-minutes {minutes}{epochs} --seed 0`{finetunes}, `ichct bundle package {packaged} {bundle} --force "
             f"--tta-mirror-axes {mirror} --brain-reference-hu {level:g}{gate}{post}`ichct evaluate --bundle {bundle} --manifest "
             f"{manifest} --split test --out {ev} --bootstrap 2000 --seed 0`{also}, `ichct bundle refresh {bundle} "
             f"--evaluation {ev}{also_flag}` (these docs), "
@@ -597,6 +634,8 @@ def _build_script_steps(kind: str, bundle_name: str) -> str:
 
 
 def _reproduce(kind: str, run_config: Mapping[str, Any], td: Mapping[str, Any], bundle_name: str) -> str:
+    if is_ensemble(run_config["config"]) and _is_build_script_ensemble(run_config, td):
+        return _build_script_steps(kind, bundle_name, ensemble=True)
     if is_ensemble(run_config["config"]):
         members = " ".join(f"--member MEMBER{i}" for i in range(1, len(_ensemble_members(run_config)) + 1))
         what = "filter was" if kind == "seg" else "thresholds were"

@@ -12,7 +12,7 @@ from ichct.pipeline.cli.arg_types import fraction
 
 logger = logging.getLogger("ichct.manifest")
 
-EXIT_OK, EXIT_DATA_ERROR = 0, 1
+EXIT_OK, EXIT_DATA_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def _folds(text: str) -> int:
@@ -66,7 +66,25 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     c.add_argument("--workers", type=int, default=None, help="reader threads")
     c.add_argument("--no-cache", action="store_true", help="do not use the pixel-hash cache")
     c.set_defaults(func=run_check)
+    _register_merge(actions, common)
     _register_export(actions, common)
+
+
+def _register_merge(actions: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    g = actions.add_parser("merge", parents=[common], help="merge split manifests, each study in its own split and fold",
+                           description="Write one manifest holding the studies of several (e.g. two data sets "
+                                       "trained on together) without splitting again: fold k of the result is "
+                                       "fold k of every input, test studies stay test studies. The inputs are "
+                                       "checked together first (a patient, series or identical pixel data in two "
+                                       "splits or folds across them refuses the merge) and must share their fold "
+                                       "count, salt and labels. Paths are rewritten relative to --out.")
+    g.add_argument("manifests", nargs="+", metavar="MANIFEST", help="two or more manifest JSON files")
+    g.add_argument("--out", required=True, type=_json_path, help="manifest to write")
+    g.add_argument("--name", default=None, help="manifest name (default: the file name)")
+    g.add_argument("--no-pixels", action="store_true", help="skip pixel hashing (faster; copies under new UIDs go unseen)")
+    g.add_argument("--workers", type=int, default=None, help="reader threads")
+    g.add_argument("--no-cache", action="store_true", help="do not use the pixel-hash cache")
+    g.set_defaults(func=run_merge)
 
 
 def _dataset_id(text: str) -> int:
@@ -149,6 +167,30 @@ def run_check(args: argparse.Namespace) -> int:
     for line in report.summaries:
         sys.stdout.write(line + "\n")
     sys.stdout.write(f"OK: no problems in {len(args.manifests)} manifest(s)\n")
+    return EXIT_OK
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from ichct.pipeline.manifests import ManifestError, merge_manifests
+
+    if len(args.manifests) < 2:
+        logger.error("manifest merge needs at least two manifests, got %d", len(args.manifests))
+        return EXIT_USAGE
+    command = shlex.join(["ichct", "manifest", "merge", *args.manifests, "--out", args.out]
+                         + (["--name", args.name] if args.name else []))
+    try:
+        doc = merge_manifests(args.manifests, args.out, name=args.name, command=command,
+                              verify_pixels=not args.no_pixels, cache=not args.no_cache, workers=args.workers)
+    except ManifestError as exc:
+        for line in exc.problems:
+            sys.stdout.write(line + "\n")
+        logger.error("%s: not written: %d problem(s)", args.out, len(exc.problems))
+        return EXIT_DATA_ERROR
+    sizes = [sum(1 for e in doc["training"] if e["fold"] == k) for k in range(doc["num_folds"])]
+    patients = {e["patient_key"] for e in doc["training"] + doc["test"]}
+    sys.stdout.write(f"{args.out}: {len(doc['training'])} training studies in {doc['num_folds']} fold(s) "
+                     f"({'/'.join(map(str, sizes))}), {len(doc['test'])} test, {len(patients)} patient(s), "
+                     f"from {len(args.manifests)} manifests\n")
     return EXIT_OK
 
 

@@ -4,6 +4,8 @@
   set share no patient, series or pixel data, stratified by CT-level labels.
 * :func:`check_manifests` (``ichct manifest check``): leakage, missing/unreadable files and label
   grids, within and across manifests.
+* :func:`merge_manifests` (``ichct manifest merge``): several manifests -> one, each study in its
+  own split and fold, the inputs checked together first.
 * :func:`load_manifest`: what training code uses; refuses a manifest that fails the checks.
 * :func:`export_nnunet` (``ichct manifest export-nnunet``): a manifest -> an nnU-Net v2 raw
   dataset with the manifest's folds as ``splits_final.json`` and a case map back to the studies.
@@ -22,6 +24,7 @@ from .check import AFFINE_TOL_MM, CheckReport, ManifestDoc, check_documents, rea
 from .errors import ManifestError
 from .hashing import HashCache
 from .loader import load_manifest
+from .merge import merge_manifests
 from .model import LABEL_NAMES, SOURCES, SUBTYPES, UNKNOWN, Record
 from .nnunet_export import NnunetExport, export_nnunet
 from .schema import manifest_schema, schema_problems, validate_manifest
@@ -50,6 +53,7 @@ __all__ = [
     "export_nnunet",
     "load_manifest",
     "manifest_schema",
+    "merge_manifests",
     "read_manifest",
     "schema_problems",
     "validate_manifest",

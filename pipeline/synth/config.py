@@ -312,6 +312,10 @@ class CommittedCohort:
 # blood p95 from 9.3 to 2.3 mL (docs/benchmarks.md#remedies-ablation).
 LARGE_COHORT_NAME = "synth_large"
 TUNING_COHORT_NAME = "synth_tuning"
+# Two of the segmentation bundle's three networks (0.10.0) are fine-tuned on this cohort (one of
+# them on its union with synth_large): per-study image formation drawn from the variety ranges taught
+# the segmenter the shifted cohort's lesions (docs/benchmarks.md).
+VARIETY_COHORT_NAME = "synth_variety"
 COMMITTED_COHORTS: dict[str, CommittedCohort] = {
     DEFAULT_COHORT_NAME: CommittedCohort(DEFAULT_COHORT_NAME, DEFAULT_COHORT, dict(DEFAULT_MANIFEST_SPLIT),
                                          "the demo's and the committed classifier's; the default test split"),
@@ -322,6 +326,11 @@ COMMITTED_COHORTS: dict[str, CommittedCohort] = {
         TUNING_COHORT_NAME,
         SynthConfig(n_patients=80, seed=11, matrix=128, slices=32, hard_negative_fraction=0.5, follow_up_fraction=0.0),
         {"folds": 2, "test_fraction": 1.0, "seed": 0}, "held out whole: where `ichct postprocess` tunes"),
+    VARIETY_COHORT_NAME: CommittedCohort(
+        VARIETY_COHORT_NAME,
+        SynthConfig(n_patients=180, seed=13, matrix=128, slices=32, hard_negative_fraction=0.5,
+                    formation_ranges=dict(DEFAULT_FORMATION_VARIETY)),
+        {"folds": 5, "test_fraction": 0.1, "seed": 0}, "image-formation variety: the segmenter's fine-tuning"),
 }
 
 
