@@ -74,10 +74,10 @@ def _register_merge(actions: argparse._SubParsersAction, common: argparse.Argume
     g = actions.add_parser("merge", parents=[common], help="merge split manifests, each study in its own split and fold",
                            description="Write one manifest holding the studies of several (e.g. two data sets "
                                        "trained on together) without splitting again: fold k of the result is "
-                                       "fold k of every input, test studies stay test studies. The inputs are "
-                                       "checked together first (a patient, series or identical pixel data in two "
-                                       "splits or folds across them refuses the merge) and must share their fold "
-                                       "count, salt and labels. Paths are rewritten relative to --out.")
+                                       "fold k of every input, test studies stay test studies. The inputs must "
+                                       "share their fold count, salt and labels; the result is checked as one "
+                                       "manifest before it is written (a patient, series or identical pixel data in "
+                                       "two splits or folds refuses the merge). Paths are rewritten relative to --out.")
     g.add_argument("manifests", nargs="+", metavar="MANIFEST", help="two or more manifest JSON files")
     g.add_argument("--out", required=True, type=_json_path, help="manifest to write")
     g.add_argument("--name", default=None, help="manifest name (default: the file name)")
