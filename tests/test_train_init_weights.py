@@ -116,3 +116,55 @@ def test_bundle_of_a_fine_tuned_run_says_where_its_weights_started(runs, cohort,
     assert init["describes"] == "bundle tuned_seg 1.2.3"
     nested = json.loads((tmp_path / "again" / "train_patients.json").read_text())["initial_weights"]
     assert nested["initial_weights"] == json.loads((source / "train_patients.json").read_text())
+
+
+def _ensemble_file(runs, tmp_path):
+    """An ensemble's state dict of two members (the seg run's weights, and the same plus one) in a .pt file."""
+    one = load_checkpoint(runs["seg"][0] / "best.pt")["model"]
+    second = {k: (v + 1 if v.is_floating_point() else v) for k, v in one.items()}
+    path = tmp_path / "ensemble.pt"
+    torch.save({**{f"members.0.{k}": v for k, v in one.items()}, **{f"members.1.{k}": v for k, v in second.items()}},
+               path)
+    return path, second
+
+
+def test_a_member_of_an_ensemble_starts_a_one_network_run(runs, cohort, tmp_path):
+    """``MODEL#N``: member N of an ensemble (the committed segmenter is one) as a one-network run's start."""
+    path, second = _ensemble_file(runs, tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        set_test_env(mp, cohort["base"] / "env")
+        train("seg", cohort["manifest"], FOLD, tmp_path / "tuned", epochs=1, config={**SEG_CFG, **FROZEN}, seed=1,
+              init_weights=f"{path}#2")
+    assert _max_difference(second, load_checkpoint(tmp_path / "tuned" / "last.pt")["model"]) < 1e-6
+    init = json.loads((tmp_path / "tuned" / "config.json").read_text())["init_weights"]
+    assert init["member"] == 2 and init["describes"] == "file ensemble.pt, member 2"
+    assert init["path"] == str(path.resolve())
+
+
+@pytest.mark.parametrize("case", ["whole_ensemble", "no_such_member", "not_an_ensemble"])
+def test_ensemble_members_asked_for_wrongly_are_refused(case, runs, cohort, tmp_path):
+    path, _ = _ensemble_file(runs, tmp_path)
+    source, expected = {"whole_ensemble": (str(path), "an ensemble of 2 networks: start from one of them with "
+                                                      r"--init-weights MODEL#1 \(members 1-2\)"),
+                        "no_such_member": (f"{path}#3", "the ensemble has members 1-2, not 3"),
+                        "not_an_ensemble": (f"{runs['seg'][0]}#1", "one network, not an ensemble")}[case]
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(InputError, match=expected):
+        set_test_env(mp, cohort["base"] / "env")
+        train("seg", cohort["manifest"], FOLD, tmp_path / "run", epochs=1, config=SEG_CFG, init_weights=source)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_member_of_the_committed_segmenter_fits_its_network():
+    """The committed segmenter (0.10.0) is an ensemble: each member loads into one network of its arguments."""
+    from ichct.pipeline.models.config import resolve_config
+    from ichct.pipeline.models.network_factory import build_network
+    from ichct.pipeline.train.init_weights import load_init_weights
+    from test_bundle_provenance import REPO
+
+    bundle = REPO / "bundles" / "ich_ct_segmentation"
+    members = json.loads((bundle / "models" / "run_config.json").read_text())["config"]["network"]["members"]
+    assert len(members) == 3
+    for i, args in enumerate(members, start=1):
+        init = load_init_weights(f"{bundle}#{i}", "seg")
+        init.load_into(build_network("seg", resolve_config("seg", {"network": args})))
+        assert init.source["describes"].endswith(f", member {i}")

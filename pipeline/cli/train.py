@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with the saved config")
     p.add_argument("--init-weights", default=None, dest="init_weights", metavar="MODEL",
                    help="start from a trained model's weights instead of a random draw (fine-tuning): a training "
-                        "run folder (its best.pt), a bundle folder or a .pt file; they must fit the run's network. "
+                        "run folder (its best.pt), a bundle folder or a .pt file; they must fit the run's network "
+                        "(MODEL#N: member N of an ensemble, e.g. the committed segmenter's). "
                         "config.json records the source and its sha256, train_patients.json the source's training "
                         "patients (evaluation refuses them too)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),

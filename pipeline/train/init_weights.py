@@ -8,6 +8,9 @@ the new run's network exactly (the same layers and shapes). The new run records 
 came from (``config.json``'s ``init_weights``: path and sha256) and the source model's own
 training record (``train_patients.json``'s ``initial_weights``), so evaluation refuses the
 patients that trained the initial weights too.
+
+An ensemble (``ichct ensemble``, the committed segmenter since 0.10.0) holds several networks; a run
+of one network starts from one of them, named after the source: ``MODEL#2`` is its second member.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,13 @@ from ichct.errors import InputError, read_json
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.weights import model_state_dict
 
-__all__ = ["InitWeights", "load_init_weights", "weights_file", "weights_source"]
+__all__ = ["InitWeights", "ensemble_size", "load_init_weights", "member_state", "split_member", "weights_file",
+           "weights_source"]
+
+#: ``MODEL#N``: the N-th member (from 1) of an ensemble's weights
+_MEMBER = re.compile(r"^(?P<path>.+)#(?P<member>[0-9]+)$")
+#: the state-dict prefix of an ensemble's members (``ichct.networks`` ensembles: ``members.<i>.``)
+_MEMBERS_PREFIX = "members."
 
 
 @dataclass
@@ -44,7 +54,51 @@ class InitWeights:
             network.load_state_dict(self.state)
         except RuntimeError as exc:  # missing or unexpected layers, other shapes
             detail = " ".join(str(exc).split())
-            raise InputError(self.source["path"], f"initial weights do not fit the run's network: {detail[:600]}") from None
+            n = ensemble_size(self.state)
+            hint = (f"; they are an ensemble of {n} networks: start from one of them with --init-weights MODEL#1 "
+                    f"(members 1-{n})" if n and not hasattr(network, "members") else "")
+            raise InputError(self.source["path"], f"initial weights do not fit the run's network{hint}: "
+                                                  f"{detail[:600]}") from None
+
+
+def split_member(path: str | Path) -> tuple[Path, int | None]:
+    """``(model path, member)`` of ``MODEL#N`` (member N, from 1), or ``(path, None)``: a path that
+    exists as written is never split.
+
+    Examples
+    --------
+    >>> split_member("bundles/ich_ct_segmentation#2")
+    (PosixPath('bundles/ich_ct_segmentation'), 2)
+    >>> split_member("runs/seg")
+    (PosixPath('runs/seg'), None)
+    """
+    match = _MEMBER.match(str(path))
+    if match is None or Path(path).exists():
+        return Path(path), None
+    return Path(match["path"]), int(match["member"])
+
+
+def ensemble_size(state: dict[str, torch.Tensor]) -> int:
+    """How many members an ensemble's state dict holds (0: one network).
+
+    Examples
+    --------
+    >>> ensemble_size({"members.0.w": torch.zeros(1), "members.1.w": torch.zeros(1)}), ensemble_size({"w": 0})
+    (2, 0)
+    """
+    return len({key.split(".", 2)[1] for key in state if key.startswith(_MEMBERS_PREFIX) and key.count(".") >= 2})
+
+
+def member_state(state: dict[str, torch.Tensor], member: int, path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of ``member`` (from 1) of the ensemble ``state``, as one network's state dict;
+    :class:`~ichct.errors.InputError` naming ``path`` when it is no ensemble or has no such member."""
+    n = ensemble_size(state)
+    if n == 0:
+        raise InputError(path, f"member {member} asked for (#{member}), but the weights are one network, not an ensemble")
+    if not 1 <= member <= n:
+        raise InputError(path, f"the ensemble has members 1-{n}, not {member}")
+    prefix = f"{_MEMBERS_PREFIX}{member - 1}."
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def weights_file(path: Path) -> tuple[Path, Path | None, Path | None]:
@@ -110,7 +164,8 @@ def load_init_weights(path: str | Path, kind: str) -> InitWeights:
     path
         A training run folder (``best.pt``), a bundle folder (``models/model.pt``) or a ``.pt``
         file (an ``ichct train`` checkpoint or a plain state dict), read with
-        ``torch.load(..., weights_only=True)``.
+        ``torch.load(..., weights_only=True)``; ``PATH#N``: member N (from 1) of an ensemble there
+        (``source["member"]``), whose training record stays the whole ensemble's.
     kind
         ``"seg"`` or ``"cls"``: a run or bundle of the other kind is refused.
 
@@ -123,7 +178,8 @@ def load_init_weights(path: str | Path, kind: str) -> InitWeights:
     Raises
     ------
     ichct.errors.InputError
-        Naming the path: nothing there, not weights, or a model of the other kind.
+        Naming the path: nothing there, not weights, a model of the other kind, or a member asked
+        of weights that are no ensemble or have no such member.
 
     Examples
     --------
@@ -132,13 +188,17 @@ def load_init_weights(path: str | Path, kind: str) -> InitWeights:
     ...
     ichct.errors.InputError: no_such_run: initial weights not found (give a training run, a bundle or a .pt file)
     """
-    weights, config, record_path = weights_file(Path(path))
+    model, member = split_member(path)
+    weights, config, record_path = weights_file(model)
     source_kind = read_json(config, "run config").get("kind") if config is not None and config.is_file() else None
     if source_kind is not None and source_kind != kind:
         raise InputError(path, f"is a {source_kind} model; a {kind} run needs {kind} weights")
     state, sha256 = _read_weights(weights)
     record = None
     if record_path is not None and record_path.is_file():
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    source = {**weights_source(Path(path), weights, sha256), "kind": source_kind or kind}
+        record = json.loads(record_path.read_text(encoding="utf-8"))  # an ensemble's: every member's patients
+    source = {**weights_source(model, weights, sha256), "kind": source_kind or kind}
+    if member is not None:
+        state = member_state(state, member, model)
+        source.update(member=member, describes=f"{source['describes']}, member {member}")
     return InitWeights(state=state, source=source, record=record if isinstance(record, dict) else None)
