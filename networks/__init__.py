@@ -3,7 +3,8 @@
 * :func:`ich_unet3d` - 3D MONAI UNet/DynUNet segmentation of multi-window CT (2 or 6 classes),
   :func:`sliding_window_predict` for whole-volume inference.
 * :class:`SegmentationEnsemble` - several trained segmenters as one network (mean probabilities).
-* :class:`ClassifierEnsemble` - several trained slice classifiers as one network (mean probabilities).
+* :class:`ClassifierEnsemble` - several trained slice classifiers as one network (mean probabilities);
+  :func:`ensemble_state_dict`, :func:`member_state_dict`, :func:`ensemble_size` - their weights' layout.
 * :func:`mirror_ensemble`, :class:`MirrorEnsembleInferer` - test-time mirroring (mean over flips).
 * :class:`SliceSequenceClassifier` - 2D slice encoder + bidirectional RNN over the slice axis,
   6 logits per slice (:data:`LABEL_NAMES`), :func:`pad_slice_batch` to batch studies.
@@ -25,6 +26,9 @@ _EXPORTS: dict[str, str] = {
     "sliding_window_predict": "unet3d",
     "SegmentationEnsemble": "ensemble",
     "ClassifierEnsemble": "classifier_ensemble",
+    "ensemble_size": "ensemble_state",
+    "ensemble_state_dict": "ensemble_state",
+    "member_state_dict": "ensemble_state",
     "mirror_ensemble": "mirror",
     "mirror_combinations": "mirror",
     "MirrorEnsembleInferer": "mirror",

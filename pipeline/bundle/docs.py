@@ -574,20 +574,24 @@ def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -
     return (spec is not None and "init_weights" not in run_config and _committed(td) == spec["cohort"]
             and run_config.get("fold") == 0
             and run_config.get("seed") == 0 and budget is not None and float(budget) == spec["max_minutes"]
-            and spec["epochs"] in (None, cfg.get("epochs")) and trained_with
-            and all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items())
+            and spec["epochs"] in (None, cfg.get("epochs")) and trained_with and _committed_settings(run_config))
+
+
+def _committed_settings(run_config: Mapping[str, Any]) -> bool:
+    """The run's inference settings are the committed bundles' (:data:`COMMITTED_INFERENCE`; a segmenter's
+    slice gate too)."""
+    cfg = run_config["config"]
+    return (all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items())
             and (run_config.get("kind") != "seg" or cfg.get("classifier_slice_gate") == COMMITTED_SLICE_GATE))
 
 
 def _is_build_script_ensemble(run_config: Mapping[str, Any], td: Mapping[str, Any]) -> bool:
     """The ensemble is what ``bundles/build_bundles.sh`` assembles (:data:`SEG_FINETUNES`): a segmenter of
     the script's cohort, fold 0, with the committed inference settings and as many members as the recipe."""
-    cfg = run_config["config"]
+    members = _ensemble_members(run_config)
     return (run_config.get("kind") == "seg" and _committed(td) == BUILD_SCRIPT["seg"]["cohort"]
-            and len(_ensemble_members(run_config)) == 1 + len(SEG_FINETUNES)
-            and all(m.get("fold") == 0 for m in _ensemble_members(run_config))
-            and all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items())
-            and cfg.get("classifier_slice_gate") == COMMITTED_SLICE_GATE)
+            and len(members) == 1 + len(SEG_FINETUNES) and all(m.get("fold") == 0 for m in members)
+            and _committed_settings(run_config))
 
 
 def _finetune_steps(base_run: str) -> str:
@@ -634,9 +638,9 @@ def _build_script_steps(kind: str, bundle_name: str, ensemble: bool = False) -> 
 
 
 def _reproduce(kind: str, run_config: Mapping[str, Any], td: Mapping[str, Any], bundle_name: str) -> str:
-    if is_ensemble(run_config["config"]) and _is_build_script_ensemble(run_config, td):
-        return _build_script_steps(kind, bundle_name, ensemble=True)
     if is_ensemble(run_config["config"]):
+        if _is_build_script_ensemble(run_config, td):
+            return _build_script_steps(kind, bundle_name, ensemble=True)
         members = " ".join(f"--member MEMBER{i}" for i in range(1, len(_ensemble_members(run_config)) + 1))
         what = "filter was" if kind == "seg" else "thresholds were"
         return (f"Assemble it again with `ichct ensemble {members} --out RUN` (the members above, in that order; "

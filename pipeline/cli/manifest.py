@@ -143,14 +143,19 @@ def run_build(args: argparse.Namespace) -> int:
         where = "" if Path(exc.manifest) == Path(args.out) else f" in {exc.manifest}"  # e.g. a label CSV
         logger.error("%s: not written: %d problem(s)%s", args.out, len(exc.problems), where)
         return EXIT_DATA_ERROR
-    sizes = [sum(1 for e in doc["training"] if e["fold"] == k) for k in range(doc["num_folds"])]
-    patients = {e["patient_key"] for e in doc["training"] + doc["test"]}
-    sys.stdout.write(f"{args.out}: {len(doc['training'])} training studies in {doc['num_folds']} fold(s) "
-                     f"({'/'.join(map(str, sizes))}), {len(doc['test'])} test, {len(patients)} patient(s)\n")
+    sys.stdout.write(_split_summary(args.out, doc) + "\n")
     for scan in scans:
         sys.stdout.write(f"header scan: {scan.n_files} file(s) in {scan.seconds:.1f} s ({scan.files_per_s:.0f} files/s, "
                          f"{scan.workers} worker(s))\n")
     return EXIT_OK
+
+
+def _split_summary(path: str, doc: dict) -> str:
+    """``PATH: N training studies in F fold(s) (a/b/...), M test, P patient(s)`` of a written manifest."""
+    sizes = [sum(1 for e in doc["training"] if e["fold"] == k) for k in range(doc["num_folds"])]
+    patients = {e["patient_key"] for e in doc["training"] + doc["test"]}
+    return (f"{path}: {len(doc['training'])} training studies in {doc['num_folds']} fold(s) "
+            f"({'/'.join(map(str, sizes))}), {len(doc['test'])} test, {len(patients)} patient(s)")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -186,11 +191,7 @@ def run_merge(args: argparse.Namespace) -> int:
             sys.stdout.write(line + "\n")
         logger.error("%s: not written: %d problem(s)", args.out, len(exc.problems))
         return EXIT_DATA_ERROR
-    sizes = [sum(1 for e in doc["training"] if e["fold"] == k) for k in range(doc["num_folds"])]
-    patients = {e["patient_key"] for e in doc["training"] + doc["test"]}
-    sys.stdout.write(f"{args.out}: {len(doc['training'])} training studies in {doc['num_folds']} fold(s) "
-                     f"({'/'.join(map(str, sizes))}), {len(doc['test'])} test, {len(patients)} patient(s), "
-                     f"from {len(args.manifests)} manifests\n")
+    sys.stdout.write(f"{_split_summary(args.out, doc)}, from {len(args.manifests)} manifests\n")
     return EXIT_OK
 
 

@@ -169,6 +169,7 @@ def assemble_ensemble(members: Sequence[str | Path], out_dir: str | Path, *, for
         # then: ichct postprocess runs/seg_ensemble --manifest TUNING.json --split test
         #       ichct bundle package runs/seg_ensemble bundles/my_ensemble
     """
+    from ichct.networks import ensemble_state_dict
     from ichct.pipeline.bundle.package import load_model_dir
     from ichct.pipeline.models.network_factory import build_network
     from ichct.pipeline.core.weights import save_checkpoint_atomic
@@ -182,7 +183,7 @@ def assemble_ensemble(members: Sequence[str | Path], out_dir: str | Path, *, for
     entries = [entry for _, entry in read]
     run_config = _run_config(models, entries, command)
     network = build_network(run_config["kind"], run_config["config"])
-    state = {f"members.{i}.{k}": v for i, (member_state, _) in enumerate(read) for k, v in member_state.items()}
+    state = ensemble_state_dict([member_state for member_state, _ in read])
     network.load_state_dict(state)  # the members' weights fit the ensemble's layers, or this raises
     tmp = temp_dir_beside(dest)
     try:

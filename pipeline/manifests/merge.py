@@ -85,10 +85,11 @@ def merge_manifests(paths: Sequence[str | Path], out: str | Path, *, name: str |
     problems = _shared_series(docs)
     if problems:
         raise ManifestError(out, problems)
-    doc = _merged_document(docs, out, name or out.name.removesuffix(".json"), command or "")
+    out_dir = Path(os.path.abspath(out)).parent
+    doc = _merged_document(docs, out_dir, name or out.name.removesuffix(".json"), command or "")
     # checked as the one manifest it becomes: a patient of two inputs in two folds is a leak there
     # (across separate manifests, folds are not comparable and only split leaks count)
-    merged = ManifestDoc(str(out), doc, Path(os.path.abspath(out)).parent, out)
+    merged = ManifestDoc(str(out), doc, out_dir, out)
     report = check_documents([merged], verify_files=verify_files, verify_pixels=verify_pixels, cache=cache,
                              workers=workers)
     if not report.ok:
@@ -139,11 +140,11 @@ def _moved(doc: ManifestDoc, entry: dict[str, Any], out_dir: Path) -> dict[str, 
     return moved
 
 
-def _merged_document(docs: Sequence[ManifestDoc], out: Path, name: str, command: str) -> dict[str, Any]:
-    """The merged manifest: the first input's shared header, every input's entries, where they came from."""
+def _merged_document(docs: Sequence[ManifestDoc], out_dir: Path, name: str, command: str) -> dict[str, Any]:
+    """The merged manifest for the folder ``out_dir``: the first input's shared header, every input's
+    entries, where they came from."""
     from ichct import __version__
 
-    out_dir = Path(os.path.abspath(out)).parent
     first = docs[0].data
     training = [_moved(doc, e, out_dir) for doc in docs for e in doc.data.get("training", [])]
     test = [_moved(doc, e, out_dir) for doc in docs for e in doc.data.get("test", [])]

@@ -26,16 +26,14 @@ from typing import Any
 import torch
 
 from ichct.errors import InputError, read_json
+from ichct.networks import ensemble_size, member_state_dict
 from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.core.weights import model_state_dict
 
-__all__ = ["InitWeights", "ensemble_size", "load_init_weights", "member_state", "split_member", "weights_file",
-           "weights_source"]
+__all__ = ["InitWeights", "load_init_weights", "member_state", "split_member", "weights_file", "weights_source"]
 
 #: ``MODEL#N``: the N-th member (from 1) of an ensemble's weights
 _MEMBER = re.compile(r"^(?P<path>.+)#(?P<member>[0-9]+)$")
-#: the state-dict prefix of an ensemble's members (``ichct.networks`` ensembles: ``members.<i>.``)
-_MEMBERS_PREFIX = "members."
 
 
 @dataclass
@@ -78,17 +76,6 @@ def split_member(path: str | Path) -> tuple[Path, int | None]:
     return Path(match["path"]), int(match["member"])
 
 
-def ensemble_size(state: dict[str, torch.Tensor]) -> int:
-    """How many members an ensemble's state dict holds (0: one network).
-
-    Examples
-    --------
-    >>> ensemble_size({"members.0.w": torch.zeros(1), "members.1.w": torch.zeros(1)}), ensemble_size({"w": 0})
-    (2, 0)
-    """
-    return len({key.split(".", 2)[1] for key in state if key.startswith(_MEMBERS_PREFIX) and key.count(".") >= 2})
-
-
 def member_state(state: dict[str, torch.Tensor], member: int, path: str | Path) -> dict[str, torch.Tensor]:
     """The weights of ``member`` (from 1) of the ensemble ``state``, as one network's state dict;
     :class:`~ichct.errors.InputError` naming ``path`` when it is no ensemble or has no such member."""
@@ -97,8 +84,7 @@ def member_state(state: dict[str, torch.Tensor], member: int, path: str | Path) 
         raise InputError(path, f"member {member} asked for (#{member}), but the weights are one network, not an ensemble")
     if not 1 <= member <= n:
         raise InputError(path, f"the ensemble has members 1-{n}, not {member}")
-    prefix = f"{_MEMBERS_PREFIX}{member - 1}."
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return member_state_dict(state, member - 1)
 
 
 def weights_file(path: Path) -> tuple[Path, Path | None, Path | None]:
