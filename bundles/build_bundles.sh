@@ -6,7 +6,8 @@
 #      70 minutes on synth_large_variety (the two merged, `ichct manifest merge`), and the three averaged
 #      (`ichct ensemble`: the segmenter of 0.10.0 and later)
 #   -> ichct bundle package --tta-mirror-axes --brain-reference-hu (test-time mirroring, brain-referenced HU;
-#      seg: --classifier-slice-gate, its components dropped beside the classifier on slices it calls quiet)
+#      seg: --classifier-slice-gate, its components dropped beside the classifier on slices it calls quiet,
+#      and --sw-overlap, the sliding-window overlap)
 #   -> seg: ichct postprocess of the bundle on the tuning cohort (data_manifests/synth_tuning.json: confidence
 #      filter, minimum component volume, seg_peak threshold)
 #   -> ichct evaluate --bundle on the held-out test split of its cohort (and, for a model not trained on the
@@ -28,6 +29,7 @@
 #   TTA (test-time mirroring axes of both bundles, default 0: left-right / the first in-plane axis; none: off),
 #   BRAIN_HU (brain-referenced HU level of both bundles, default 30; none: off),
 #   SLICE_GATE (the segmenter's classifier_slice_gate, default 0.4; 0: off),
+#   SW_OVERLAP (the segmenter's sliding-window overlap, default 0.5; 0.75 takes about 1.6x as long),
 #   SEG_ENSEMBLE (1: the three-network segmenter above, default; 0: the synth_large network alone),
 #   VARIETY_MINUTES / UNION_MINUTES (the two fine-tuning budgets, default 60 / 70),
 #   VERSION (bundle version, default 0.1.0), BOOTSTRAP (resamples, default 2000), SHIFTED=0 (skip the shifted-domain benchmark),
@@ -50,6 +52,7 @@ CLS_CONFIG=${CLS_CONFIG:-}
 TTA=${TTA:-0}
 BRAIN_HU=${BRAIN_HU:-30}
 SLICE_GATE=${SLICE_GATE:-0.4}
+SW_OVERLAP=${SW_OVERLAP:-0.5}
 SEG_ENSEMBLE=${SEG_ENSEMBLE:-1}
 VARIETY_MINUTES=${VARIETY_MINUTES:-60}
 UNION_MINUTES=${UNION_MINUTES:-70}
@@ -111,7 +114,7 @@ for kind in $kinds; do
   fi
   rm -rf "$evaluation" "${evaluation}_default"
   gate=()  # the segmenter beside the classifier drops components on slices the classifier calls quiet
-  if [ "$kind" = seg ]; then gate=(--classifier-slice-gate "$SLICE_GATE"); fi
+  if [ "$kind" = seg ]; then gate=(--classifier-slice-gate "$SLICE_GATE" --sw-overlap "$SW_OVERLAP"); fi
   $ICHCT bundle package "$run" "bundles/$name" --version "$VERSION" --force --tta-mirror-axes "$TTA" \
     --brain-reference-hu "$BRAIN_HU" "${gate[@]}" ${CHANGE:+--change "$CHANGE"}
   if [ "$kind" = seg ]; then  # the confidence filter of the bundle's inference, chosen on held-out studies

@@ -140,3 +140,34 @@ def test_bundle_refresh_sets_the_gate_of_a_segmenter_only(tmp_path, run_cli):
     assert (seg / "models" / "run_config.json").read_text() == before
     r = run_cli("bundle", "refresh", cls, "--classifier-slice-gate", "0.4")
     assert r.code == 1 and "classifier_slice_gate" in r.err
+
+
+def test_bundle_refresh_sets_the_sliding_window_overlap_of_a_segmenter_only(tmp_path, run_cli):
+    """``ichct bundle refresh --sw-overlap`` rewrites a segmentation bundle's run config, the inferer of its
+    inference and evaluation configs and its README; a value outside [0, 1) changes nothing; a classifier
+    refuses it."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from ichct.pipeline.bundle.package import load_bundle
+
+    repo = Path(__file__).resolve().parents[1]
+    seg, cls = tmp_path / "seg", tmp_path / "cls"
+    shutil.copytree(repo / "bundles" / "ich_ct_segmentation", seg)
+    shutil.copytree(repo / "bundles" / "ich_ct_classification", cls)
+    committed = load_bundle(seg).config["sw_overlap"]
+    r = run_cli("bundle", "refresh", seg, "--sw-overlap", "0.6", "-q")
+    assert r.code == 0, r.err
+    assert json.loads((seg / "models" / "run_config.json").read_text())["config"]["sw_overlap"] == 0.6 != committed
+    for name in ("inference", "evaluate"):
+        inferer = json.loads((seg / "configs" / f"{name}.json").read_text())["inferer"]
+        assert inferer["inferer"]["overlap"] == 0.6, name  # inside the mirroring inferer
+    assert load_bundle(seg).describe()["inference"]["sw_overlap"] == 0.6
+    assert "(overlap 0.6)" in (seg / "docs" / "README.md").read_text()
+    before = (seg / "models" / "run_config.json").read_text()
+    r = run_cli("bundle", "refresh", seg, "--sw-overlap", "1")
+    assert r.code == 1 and "sw_overlap" in r.err and "< 1" in r.err
+    assert (seg / "models" / "run_config.json").read_text() == before
+    r = run_cli("bundle", "refresh", cls, "--sw-overlap", "0.5")
+    assert r.code == 1 and "sw_overlap" in r.err

@@ -103,6 +103,8 @@ SEG_FINETUNES: tuple[dict[str, Any], ...] = (
 COMMITTED_INFERENCE: dict[str, Any] = {"tta_mirror_axes": [0], "brain_reference_hu": 30.0}
 #: The committed segmenter's ``classifier_slice_gate`` (``SLICE_GATE`` of the script).
 COMMITTED_SLICE_GATE = 0.4
+#: The committed segmenter's sliding-window overlap (``SW_OVERLAP`` of the script).
+COMMITTED_SW_OVERLAP = 0.5
 
 #: The data sets of the manifest sources other than ``synth`` (``ichct manifest build --source``).
 SOURCE_NAMES = {
@@ -404,7 +406,8 @@ def bundle_metadata(run_config: Mapping[str, Any], *, version: str, changelog: M
         desc = (f"{what} of intracranial blood in head CT "
                 f"({'any blood' if k == 2 else 'five subtypes'}): a DICOM series or NIfTI volume in HU is reoriented "
                 f"to RAS, resampled to {cfg['spacing_mm']} mm, cropped to the brain and windowed into 3 channels; "
-                f"sliding-window inference with {list(cfg['patch'])} patches{_mirroring_text(cfg, kind)}; the label map is "
+                f"sliding-window inference with {list(cfg['patch'])} patches (overlap {float(cfg['sw_overlap']):g})"
+                f"{_mirroring_text(cfg, kind)}; the label map is "
                 "written on the input's grid" + (f", {post}." if post else "."))
         label_classes = "0 background, 1 blood" if k == 2 else "0 background, 1-5 the subtypes"
     else:
@@ -579,10 +582,11 @@ def _is_build_script_run(run_config: Mapping[str, Any], td: Mapping[str, Any]) -
 
 def _committed_settings(run_config: Mapping[str, Any]) -> bool:
     """The run's inference settings are the committed bundles' (:data:`COMMITTED_INFERENCE`; a segmenter's
-    slice gate too)."""
+    slice gate and sliding-window overlap too)."""
     cfg = run_config["config"]
+    seg_settings = {"classifier_slice_gate": COMMITTED_SLICE_GATE, "sw_overlap": COMMITTED_SW_OVERLAP}
     return (all(cfg.get(k) == v for k, v in COMMITTED_INFERENCE.items())
-            and (run_config.get("kind") != "seg" or cfg.get("classifier_slice_gate") == COMMITTED_SLICE_GATE))
+            and (run_config.get("kind") != "seg" or all(cfg.get(k) == v for k, v in seg_settings.items())))
 
 
 def _is_build_script_ensemble(run_config: Mapping[str, Any], td: Mapping[str, Any]) -> bool:
@@ -623,8 +627,9 @@ def _build_script_steps(kind: str, bundle_name: str, ensemble: bool = False) -> 
     also_flag = f" --also-evaluated default_test={ev}_default" if default_test else ""
     mirror = ",".join(str(a) for a in COMMITTED_INFERENCE["tta_mirror_axes"]) or "none"
     level = COMMITTED_INFERENCE["brain_reference_hu"]
-    gate = (f" --classifier-slice-gate {COMMITTED_SLICE_GATE:g}` (test-time mirroring, brain-referenced HU, the "
-            "slice gate beside a classifier), " if kind == "seg" else "` (test-time mirroring, brain-referenced HU), ")
+    gate = (f" --classifier-slice-gate {COMMITTED_SLICE_GATE:g} --sw-overlap {COMMITTED_SW_OVERLAP:g}` (test-time "
+            "mirroring, brain-referenced HU, the slice gate beside a classifier, the sliding-window overlap), "
+            if kind == "seg" else "` (test-time mirroring, brain-referenced HU), ")
     return (f"Reproduce these weights and the numbers below from the repository root with `bash "
             f"bundles/build_bundles.sh`: it generates the cohorts it needs (`{_synth_command(cohort)}`, skipped "
             f"when `data/{cohort}` exists), then runs `ichct train {kind} --manifest {manifest} --fold 0 --out {run} "

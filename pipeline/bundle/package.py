@@ -382,9 +382,9 @@ def _merged_changelog(dest: Path, version: str, changelog: Mapping[str, str] | N
 
 
 #: Config keys of how a trained model reads and predicts that can change after training: test-time
-#: mirroring, brain-referenced HU and a segmenter's classifier slice gate (``ichct bundle package|refresh``
-#: set them; evaluate the bundle again).
-INFERENCE_KEYS = ("tta_mirror_axes", "brain_reference_hu", "classifier_slice_gate")
+#: mirroring, brain-referenced HU, a segmenter's classifier slice gate and its sliding-window overlap
+#: (``ichct bundle package|refresh`` set them; evaluate the bundle again).
+INFERENCE_KEYS = ("tta_mirror_axes", "brain_reference_hu", "classifier_slice_gate", "sw_overlap")
 
 
 def with_inference_settings(run_config: Mapping[str, Any], settings: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -78,8 +78,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tta-mirror-axes``, ``--brain-reference-hu`` and ``--classifier-slice-gate``: inference settings a
-    bundle can change after training."""
+    """``--tta-mirror-axes``, ``--brain-reference-hu``, ``--classifier-slice-gate`` and ``--sw-overlap``: inference
+    settings a bundle can change after training."""
     parser.add_argument("--tta-mirror-axes", default=None, type=_mirror_axes, metavar="AXES",
                         help="test-time mirroring: comma-separated spatial axes whose mirrored inputs inference "
                              "averages over (0: the axis training flips; 'none': off); default: keep the model's")
@@ -90,6 +90,9 @@ def _inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier-slice-gate", default=None, type=fraction, metavar="P",
                         help="a segmenter's gate beside a classifier: predicted blood components on slices whose "
                              "classifier p(any) all lie below P are dropped (0: off); default: keep the model's")
+    parser.add_argument("--sw-overlap", default=None, type=float, metavar="F",
+                        help="a segmenter's sliding-window overlap, from 0 to below 1 (0.5: each voxel in up to "
+                             "8 patches; 0.75: up to 64, slower); default: keep the model's")
 
 
 def _inference_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -100,6 +103,8 @@ def _inference_settings(args: argparse.Namespace) -> dict[str, object]:
         settings["brain_reference_hu"] = None if args.brain_reference_hu == "none" else args.brain_reference_hu
     if args.classifier_slice_gate is not None:
         settings["classifier_slice_gate"] = args.classifier_slice_gate
+    if args.sw_overlap is not None:
+        settings["sw_overlap"] = args.sw_overlap
     return settings
 
 
