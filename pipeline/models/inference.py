@@ -116,7 +116,7 @@ class LoadedModel:
                      "tta_mirror_axes": list(self.config.get("tta_mirror_axes") or [])}
         if self.kind == "seg" and self.config.get("classifier_slice_gate"):  # acts beside a classifier
             inference["classifier_slice_gate"] = float(self.config["classifier_slice_gate"])
-        if self.kind == "seg" and self.config.get("sw_overlap") is not None:
+        if self.kind == "seg":  # the config saved_run_config completed: a seg run always has it
             inference["sw_overlap"] = float(self.config["sw_overlap"])
         return {"kind": self.kind, "run_dir": str(self.run_dir), "checkpoint": self.checkpoint, "epoch": self.epoch,
                 "fold": self.run_config.get("fold"), "seed": self.run_config.get("seed"),
