@@ -10,7 +10,12 @@ import pytest
 
 from eval_helpers import eval_setup
 from ichct.errors import InputError
-from ichct.pipeline.postprocess import choose_confidence, choose_min_component_ml, sweep_summary
+from ichct.pipeline.postprocess import (
+    choose_confidence,
+    choose_min_component_ml,
+    sweep_summary,
+    within_false_blood_budget,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +44,31 @@ def test_choice_stops_at_the_first_value_that_costs_too_much():
 def test_choice_refuses_what_it_cannot_weigh(rows, kwargs, match):
     with pytest.raises(InputError, match=match):
         choose_confidence(rows, **kwargs)
+
+
+def _false_blood(value: float, p95_ml: float) -> dict[str, float]:
+    return {"min_component_confidence": value, "false_blood_ml_p95": p95_ml}
+
+
+def test_false_blood_budget_raises_the_choice_to_the_smallest_value_within_it():
+    rows = [_false_blood(0.0, 2.2), _false_blood(0.65, 1.69), _false_blood(0.7, 1.57), _false_blood(0.75, 1.13),
+            _false_blood(0.8, 0.41), _false_blood(0.85, 0.0)]
+    assert within_false_blood_budget(rows, 0.65, 1.0) == 0.8  # the smallest within 1 mL, not the largest
+    assert within_false_blood_budget(rows, 0.65, 1.2) == 0.75
+    assert within_false_blood_budget(rows, 0.65, 1.69) == 0.65  # the choice itself within it: kept
+    assert within_false_blood_budget(rows, 0.85, 5.0) == 0.85  # never lowered
+    assert within_false_blood_budget(list(reversed(rows)), 0.0, 1.0) == 0.8  # any row order
+
+
+@pytest.mark.parametrize("rows, budget, match", [
+    ([_false_blood(0.0, 2.0), _false_blood(0.9, 0.3)], 0.1, r"within 0.1 mL: the least is 0.30 mL at 0.9"),
+    ([_false_blood(0.0, float("nan"))], 1.0, "none without reference blood"),
+    ([_false_blood(0.0, 2.0)], -1.0, "max_false_blood_ml"),
+    ([_false_blood(0.0, 2.0)], float("nan"), "max_false_blood_ml"),
+])
+def test_false_blood_budget_refuses_what_it_cannot_meet_or_check(rows, budget, match):
+    with pytest.raises(InputError, match=match):
+        within_false_blood_budget(rows, 0.0, budget)
 
 
 def test_summary_pools_lesions_and_reads_false_blood_on_negatives_only():
@@ -177,6 +207,29 @@ def test_dry_run_writes_nothing_and_defaults_to_the_validation_fold(setup, run_c
     assert json.loads(r.out)["min_component_ml"] is None  # the run's own minimum is kept
     assert "written" not in record and not (run / "postprocessing.json").exists()
     assert (run / "config.json").read_bytes() == before
+
+
+def test_cli_false_blood_budget_is_applied_and_recorded(setup, run_cli, tmp_path):
+    run = tmp_path / "seg"
+    shutil.copytree(setup["seg"], run)
+    args = ("postprocess", run, "--manifest", setup["manifest"], "--split", "test", "--values", "0.6,0.9",
+            "--dice-tolerance", "0", "--sensitivity-tolerance", "0", "--min-component-ml", "none", "--dry-run", "-q")
+    r = run_cli(*args)
+    assert r.code == 0, r.err
+    plain = json.loads(r.out)
+    assert "max_false_blood_ml" not in plain["rule"]  # without a budget the record is as before
+    sweep = {s["min_component_confidence"]: s["false_blood_ml_p95"] for s in plain["sweep"]}
+    budget = min(sweep.values())
+    assert sweep[plain["min_component_confidence"]] > budget  # the fixture's model leaves false blood unfiltered
+    r = run_cli(*args, "--max-false-blood-ml", str(budget))
+    assert r.code == 0, r.err
+    record = json.loads(r.out)
+    expected = min(v for v, p95 in sweep.items() if v >= plain["min_component_confidence"] and p95 <= budget)
+    assert record["min_component_confidence"] == expected > plain["min_component_confidence"]
+    assert record["rule"]["max_false_blood_ml"] == budget and f"within {budget:g} mL" in record["rule"]["text"]
+    r = run_cli(*args[:-2], "--max-false-blood-ml", "-0.5")
+    assert r.code == 2 and "--max-false-blood-ml" in r.err
+    assert not (run / "postprocessing.json").exists()
 
 
 def test_training_patients_and_bad_values_are_refused(setup, run_cli, tmp_path):

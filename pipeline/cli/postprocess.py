@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "candidate min_component_confidence (predicted blood components whose mean blood probability "
                     "is below it become background) against the reference masks, and choose the largest value "
                     "whose Dice on studies with blood and lesion-level sensitivity stay within the tolerances of "
-                    "no filter; then, at that value, the smallest min_component_ml (predicted components under it "
+                    "no filter (with --max-false-blood-ml, raised to the smallest value within that false-blood "
+                    "budget); then, at that value, the smallest min_component_ml (predicted components under it "
                     "are dropped) whose false-positive lesions per scan stay within --max-fp-per-scan and whose "
                     "Dice stays within --dice-tolerance of the run's own value. Writes postprocessing.json (the "
                     "sweeps and the rules) beside the model's config and the values into it (a bundle's configs "
@@ -58,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "0.05, 0.1, 0.15, 0.2, 0.3, 0.5; the run's own value is added); none: keep the run's")
     p.add_argument("--max-fp-per-scan", type=non_negative_float, default=0.5,
                    help="false-positive lesions per scan a chosen minimum component volume may cost (default 0.5)")
+    p.add_argument("--max-false-blood-ml", type=non_negative_float, default=None, metavar="ML",
+                   help="false-blood budget: raise the chosen confidence value to the smallest whose 95th percentile "
+                        "of predicted blood on the studies without blood is within ML mL (default: none; the "
+                        "studies must include some without blood)")
     p.add_argument("--dry-run", action="store_true", help="report the sweep and the choice; write nothing")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=run, _parser=p)
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     record = determine_postprocessing(args.model_dir, args.manifest, split=args.split, fold=args.fold,
                                       values=args.values or DEFAULT_CONFIDENCES, dice_tolerance=args.dice_tolerance,
                                       sensitivity_tolerance=args.sensitivity_tolerance, min_components_ml=minima,
-                                      max_fp_per_scan=args.max_fp_per_scan, apply=not args.dry_run,
+                                      max_fp_per_scan=args.max_fp_per_scan,
+                                      max_false_blood_ml=args.max_false_blood_ml, apply=not args.dry_run,
                                       device=args.device)
     sys.stdout.write(json.dumps(record) + "\n")
     return 0

@@ -5,7 +5,8 @@ Modules:
 
 * ``run`` - :func:`determine_postprocessing`: predict a split once, score every candidate value,
   store the choice beside the model's config;
-* ``confidence`` - the per-value summary of the sweep and the rule that chooses a value;
+* ``confidence`` - the per-value summary of the sweep, the rule that chooses a value and the
+  optional false-blood budget that raises it;
 * ``min_volume`` - the rule that chooses the minimum component volume;
 * ``thresholds`` - a classifier's slice-rule thresholds chosen on held-out studies.
 """
@@ -24,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "check_tolerances": "confidence",
     "choose_confidence": "confidence",
     "sweep_summary": "confidence",
+    "check_false_blood_budget": "confidence",
+    "within_false_blood_budget": "confidence",
     "DEFAULT_MIN_COMPONENTS_ML": "min_volume",
     "DEFAULT_MAX_FP_PER_SCAN": "min_volume",
     "check_min_components": "min_volume",

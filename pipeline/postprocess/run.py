@@ -42,9 +42,11 @@ from ichct.pipeline.core.files import sha256_file
 from ichct.pipeline.evaluate.lesions import DEFAULT_LESIONS
 from ichct.pipeline.postprocess.confidence import (
     DEFAULT_CONFIDENCES,
+    check_false_blood_budget,
     check_tolerances,
     choose_confidence,
     sweep_summary,
+    within_false_blood_budget,
 )
 from ichct.pipeline.postprocess.min_volume import (
     DEFAULT_MAX_FP_PER_SCAN,
@@ -212,11 +214,26 @@ def _classifier_thresholds(model: Any, manifest: Path, split: str, fold: int | N
     return record
 
 
+def _confidence_rule(dice_tolerance: float, sensitivity_tolerance: float,
+                     max_false_blood_ml: float | None) -> dict[str, Any]:
+    """The ``rule`` entry of the record: the tolerances, the false-blood budget when one was given, in words."""
+    rule: dict[str, Any] = {
+        "dice_tolerance": float(dice_tolerance), "sensitivity_tolerance": float(sensitivity_tolerance),
+        "text": "the largest value, in increasing order up to the first that costs more, whose mean Dice on studies "
+                "with blood and lesion-level sensitivity stay within the tolerances of no filter"}
+    if max_false_blood_ml is not None:  # absent otherwise: records of runs chosen without it stay as they were
+        rule["max_false_blood_ml"] = float(max_false_blood_ml)
+        rule["text"] += (f"; then raised to the smallest value whose 95th percentile of predicted blood on the studies "
+                         f"without blood is within {float(max_false_blood_ml):g} mL")
+    return rule
+
+
 def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, split: str = "validation",
                              fold: int | None = None, values: Sequence[float] = DEFAULT_CONFIDENCES,
                              dice_tolerance: float = 0.01, sensitivity_tolerance: float = 0.02,
                              min_components_ml: Sequence[float] | None = DEFAULT_MIN_COMPONENTS_ML,
                              max_fp_per_scan: float = DEFAULT_MAX_FP_PER_SCAN,
+                             max_false_blood_ml: float | None = None,
                              apply: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Choose a segmenter's ``min_component_confidence`` and ``min_component_ml`` (or a classifier's
     thresholds) on held-out studies; store them unless ``apply`` is False.
@@ -242,6 +259,11 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
         run's own value is added), weighed at the chosen confidence value by
         :func:`~ichct.pipeline.postprocess.min_volume.choose_min_component_ml` with ``dice_tolerance``
         and the false-positive lesions per scan it may cost. None or empty: the run's value is kept.
+    max_false_blood_ml
+        A false-blood budget (mL; None: none): the confidence value is then raised to the smallest
+        whose 95th percentile of predicted blood on the studies without reference blood is within it
+        (:func:`~ichct.pipeline.postprocess.confidence.within_false_blood_budget`); the studies must
+        include some without blood.
     apply
         Write ``postprocessing.json`` and the values into the model's config (and regenerate a
         bundle's configs); False only reports.
@@ -273,6 +295,8 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     check_tolerances(dice_tolerance, sensitivity_tolerance)  # before any prediction
     minima = check_min_components(min_components_ml, DEFAULT_LESIONS.min_volume_ml) if min_components_ml else []
     check_fp_budget(max_fp_per_scan)
+    if max_false_blood_ml is not None:
+        check_false_blood_budget(max_false_blood_ml)
     model = load_model_dir(root, device=device)
     if model.kind == "cls":
         return _classifier_thresholds(model, Path(manifest), split, fold, apply)
@@ -281,13 +305,13 @@ def determine_postprocessing(model_dir: str | Path, manifest: str | Path, *, spl
     sweep_rows = _sweep_rows(model, entries, candidates, sorted({run_min, *minima}))
     summary = sweep_summary({c: rows for (c, m), rows in sweep_rows.items() if m == run_min})
     chosen = choose_confidence(summary, dice_tolerance, sensitivity_tolerance)
+    if max_false_blood_ml is not None:
+        chosen = within_false_blood_budget(summary, chosen, max_false_blood_ml)
     minimum = _choose_minimum(sweep_rows, chosen, run_min, dice_tolerance, max_fp_per_scan) if minima else None
     rows = sweep_rows[(chosen, minimum["min_component_ml"] if minimum else run_min)]
     record: dict[str, Any] = {
         "min_component_confidence": chosen, "previous": float(model.config["min_component_confidence"]),
-        "rule": {"dice_tolerance": float(dice_tolerance), "sensitivity_tolerance": float(sensitivity_tolerance),
-                 "text": "the largest value, in increasing order up to the first that costs more, whose mean Dice on "
-                         "studies with blood and lesion-level sensitivity stay within the tolerances of no filter"},
+        "rule": _confidence_rule(dice_tolerance, sensitivity_tolerance, max_false_blood_ml),
         "studies": {"manifest": str(manifest), "manifest_sha256": sha256_file(manifest), "split": split,
                     "fold": fold, "n": len(entries)},
         "lesions": DEFAULT_LESIONS.to_dict(), "sweep": summary, "min_component_ml": minimum,
