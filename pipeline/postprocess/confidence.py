@@ -203,7 +203,7 @@ def within_false_blood_budget(summary: Sequence[Mapping[str, float]], chosen: fl
     Raises
     ------
     ichct.errors.InputError
-        A negative or non-finite budget, studies without a study free of reference blood, or no
+        A negative or non-finite budget, studies of which none is free of reference blood, or no
         candidate value within the budget (the message gives the least false blood reached).
 
     Examples
