@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from eval_helpers import eval_setup
 
-from ichct.pipeline.bundle.docs import (BUILD_SCRIPT, COMMITTED_INFERENCE, COMMITTED_SLICE_GATE, COMMITTED_SW_OVERLAP,
+from ichct.pipeline.bundle.docs import (BUILD_SCRIPT, COMMITTED_INFERENCE, COMMITTED_MAX_FALSE_BLOOD_ML,
+                                        COMMITTED_SLICE_GATE, COMMITTED_SW_OVERLAP,
                                         DATA_LICENSE, DATA_SOURCE, INTENDED_USE, SEG_FINETUNES,
                                         committed_data_license, committed_data_source, data_license, data_source,
                                         describe_training_data)
@@ -253,6 +254,9 @@ def test_build_script_defaults_are_what_the_docs_call_the_build_script_run():
     assert float(_script_default(text, "SLICE_GATE")) == COMMITTED_SLICE_GATE
     assert float(_script_default(text, "SW_OVERLAP")) == COMMITTED_SW_OVERLAP
     assert '--classifier-slice-gate "$SLICE_GATE" --sw-overlap "$SW_OVERLAP"' in text
+    # the confidence filter's false-blood budget, chosen on the tuning cohort
+    assert float(_script_default(text, "MAX_FALSE_BLOOD_ML")) == COMMITTED_MAX_FALSE_BLOOD_ML
+    assert '--max-false-blood-ml "$MAX_FALSE_BLOOD_ML"' in text
     # the segmenter's two fine-tuned copies, averaged with it (segmentation 0.10.0)
     assert _script_default(text, "SEG_ENSEMBLE") == "1"
     budgets = [float(_script_default(text, v)) for v in ("VARIETY_MINUTES", "UNION_MINUTES")]

@@ -20,11 +20,12 @@ from ichct.pipeline.bundle.docs.provenance import (DATA_LICENSE, DATA_SOURCE, DE
                                                    committed_data_source, data_license, data_source,
                                                    describe_training_data, intended_use, training_data_summary)
 from ichct.pipeline.bundle.docs.readme import README_TEMPLATE, bundle_readme
-from ichct.pipeline.bundle.docs.recipe import (BUILD_SCRIPT, COMMITTED_INFERENCE, COMMITTED_SLICE_GATE,
-                                               COMMITTED_SW_OVERLAP, SEG_FINETUNES)
+from ichct.pipeline.bundle.docs.recipe import (BUILD_SCRIPT, COMMITTED_INFERENCE, COMMITTED_MAX_FALSE_BLOOD_ML,
+                                               COMMITTED_SLICE_GATE, COMMITTED_SW_OVERLAP, SEG_FINETUNES)
 
 __all__ = ["ZOO_SCHEMA_URL", "NAMES", "TASKS", "bundle_metadata", "bundle_readme", "key_numbers", "DATA_LICENSE",
            "DATA_SOURCE", "INTENDED_USE", "SOURCE_NAMES", "apache_license", "DEFAULT_MANIFEST_NAME", "BUILD_SCRIPT",
            "SEG_FINETUNES", "COMMITTED_INFERENCE", "COMMITTED_SLICE_GATE", "COMMITTED_SW_OVERLAP",
+           "COMMITTED_MAX_FALSE_BLOOD_ML",
            "committed_data_source", "committed_data_license", "describe_training_data", "data_source", "data_license",
            "intended_use", "training_data_summary", "README_TEMPLATE"]
