@@ -29,7 +29,7 @@
 #   TTA (test-time mirroring axes of both bundles, default 0: left-right / the first in-plane axis; none: off),
 #   BRAIN_HU (brain-referenced HU level of both bundles, default 30; none: off),
 #   SLICE_GATE (the segmenter's classifier_slice_gate, default 0.4; 0: off),
-#   SW_OVERLAP (the segmenter's sliding-window overlap, default 0.75: about 1.6x as long as 0.5),
+#   SW_OVERLAP (the segmenter's sliding-window overlap, default 0.75: about 2x the segmenter's time of 0.5),
 #   MAX_FALSE_BLOOD_ML (the segmenter's false-blood budget, `ichct postprocess --max-false-blood-ml`, default 1),
 #   SEG_ENSEMBLE (1: the three-network segmenter above, default; 0: the synth_large network alone),
 #   VARIETY_MINUTES / UNION_MINUTES (the two fine-tuning budgets, default 60 / 70),

@@ -55,7 +55,7 @@ COMMITTED_SLICE_GATE = 0.4
 
 
 #: The committed segmenter's sliding-window overlap (``SW_OVERLAP`` of the script; 0.75 since
-#: segmentation 0.10.1: shifted-domain Dice 0.643 -> 0.651 at about 1.6 times the segmenter's time,
+#: segmentation 0.10.1: shifted-domain Dice 0.643 -> 0.651 at about twice the segmenter's time,
 #: docs/benchmarks.md#published-segmentation-0101-overlap-075-and-a-false-blood-budget-2026-12-08).
 COMMITTED_SW_OVERLAP = 0.75
 
